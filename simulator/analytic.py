@@ -1,0 +1,365 @@
+"""Analytic engine: one training step from closed forms, fast enough for plan search.
+
+For each pipeline rank the engine sums its layers' op times per pass (forward
+F, backward-for-input B, backward-for-weights W), adds communication by the
+overlap rules of the schedule, and assembles the step as::
+
+    step = busy + bubble + exposed data-parallel traffic + optimizer step
+
+where ``busy`` is micro-batches x (F + B + W) of the slowest rank (or x F&B,
+the time of an overlapped forward/backward pair, under DualPipe) and
+``bubble`` is the schedule's closed form (see :mod:`simulator.bubble`) plus
+the P2P sends on the fill and drain path.
+
+Overlap rules:
+
+- MoE all-to-all: exposed (added to F and B) unless the plan overlaps it
+  (``plan.overlaps_ep``: DualPipe/DualPipeV by default). Overlapped, a pair
+  takes ``max(compute with comm SMs taken, all-to-all + PP sends on the NIC)``.
+- TP collectives: exposed, or hidden behind the GEMMs of the same pass when
+  ``plan.tp_comm_overlap`` (only the excess shows).
+- CP ring exchange: hidden behind core attention (the excess shows).
+- DP: gradient reduce-scatter hidden in the drain (half the bubble plus the last
+  backward), parameter all-gather in the fill (half the bubble plus the first
+  forward); ZeRO-3 gathers weights every micro-batch, hidden behind compute.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from .bubble import closed_form_bubble
+from .comm import CommModel
+from .config import Scenario
+from .layout import activation_microbatches, rank_stages, split_balanced, split_uniform
+from .layout import num_stages as layout_num_stages
+from .memory import GIB, MemoryBreakdown, state_bytes
+from .profile import Profile, load_profile
+from .timer import OpTimer
+from .workload import BYTES, LayerOps, Shape, layer_ops, model_units, param_counts, train_flops_per_token
+from .workload import attention_pairs_per_token
+
+
+@dataclass(frozen=True)
+class PassTimes:
+    """Seconds of one layer unit (or a stage) for one micro-batch, split by pass and resource."""
+
+    F: float = 0.0  # compute, all SMs
+    B: float = 0.0
+    W: float = 0.0
+    Fr: float = 0.0  # compute with the communication SMs taken
+    Br: float = 0.0
+    Wr: float = 0.0
+    aF: float = 0.0  # MoE all-to-all
+    aB: float = 0.0
+    xF: float = 0.0  # other exposed communication (TP, CP excess)
+    xB: float = 0.0
+    ib_bytes: float = 0.0  # all-to-all bytes over IB (both passes)
+    recompute: float = 0.0  # part of B that is recomputed forward work
+    memory_bound: float = 0.0  # part of F+B+W spent in memory-bound kernels
+
+    def __add__(self, o: "PassTimes") -> "PassTimes":
+        return PassTimes(*(a + b for a, b in zip(self.astuple(), o.astuple())))
+
+    def scale(self, k: float) -> "PassTimes":
+        return PassTimes(*(a * k for a in self.astuple()))
+
+    def astuple(self) -> tuple[float, ...]:
+        return (self.F, self.B, self.W, self.Fr, self.Br, self.Wr, self.aF, self.aB, self.xF, self.xB,
+                self.ib_bytes, self.recompute, self.memory_bound)
+
+
+@dataclass
+class StageReport:
+    rank: int
+    stages: list[int]
+    layers: list[list[str]]
+    F: float
+    B: float
+    W: float
+    FB: float
+    busy: float
+    bubble: float
+    exposed_comm: float
+    hidden_comm: float
+    memory: MemoryBreakdown
+
+
+@dataclass
+class Prediction:
+    """Everything the analytic engine (or the DES) reports about one scenario."""
+
+    scenario: Scenario
+    engine: str
+    step_time_s: float
+    busy_s: float
+    bubble_s: float
+    exposed_comm_s: float
+    hidden_comm_s: float
+    dp_exposed_s: float
+    optimizer_s: float
+    stages: list[StageReport]
+    warnings: list[str] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+
+    # ---- derived metrics
+    @property
+    def tokens_per_step(self) -> float:
+        return self.scenario.training.global_batch * self.scenario.training.seq_len
+
+    @property
+    def tokens_per_s_per_gpu(self) -> float:
+        return self.tokens_per_step / (self.step_time_s * self.scenario.cluster.num_gpus)
+
+    @property
+    def gpu_hours_per_trillion_tokens(self) -> float:
+        return 1e12 / (self.tokens_per_s_per_gpu * 3600)
+
+    @property
+    def model_flops_per_token(self) -> float:
+        """FLOPs the model needs per token: 3 x forward matmuls + causal attention (+MTP), no recompute."""
+        return model_flops_per_token(self.scenario.model, self.scenario.training.seq_len)
+
+    @property
+    def mfu(self) -> float:
+        peak = self.scenario.cluster.gpu.bf16_tflops * 1e12
+        return self.tokens_per_s_per_gpu * self.model_flops_per_token / peak
+
+    @property
+    def peak_memory_gib(self) -> float:
+        return max(s.memory.total for s in self.stages) / GIB
+
+    @property
+    def fits_in_memory(self) -> bool:
+        return self.peak_memory_gib <= self.scenario.cluster.gpu.hbm_gib
+
+
+@lru_cache(maxsize=256)
+def model_flops_per_token(m, seq: int) -> float:
+    pc = param_counts(m)
+    matmul = pc.activated - pc.embedding + (pc.embedding if m.tied_embeddings else 0) + pc.mtp_activated
+    attn = 0.0
+    for i in range(m.layers + m.mtp_depth):
+        pairs = attention_pairs_per_token(m, seq, causal=True, layer=i)
+        attn += 2 * m.heads * pairs * (m.qk_head_dim + m.v_dim)
+    return 6 * matmul + 3 * attn
+
+
+def resolve_profile(scenario: Scenario, profile: Profile | str | None) -> Profile | None:
+    if isinstance(profile, Profile):
+        return profile
+    name = profile or scenario.cluster.profile
+    return load_profile(name) if name else None
+
+
+class Evaluator:
+    """Times layer units for one cluster + profile; reused across the plans of a search."""
+
+    def __init__(self, scenario: Scenario, profile: Profile | None):
+        self.timer = OpTimer(scenario.cluster.gpu, profile)
+        self.comm = CommModel(scenario.cluster, profile, self.timer.warnings)
+        self._units: dict[tuple, PassTimes] = {}
+
+    def unit_times(self, sc: Scenario, kind: str, shape: Shape, layer: int = 0) -> PassTimes:
+        p = sc.plan
+        comm_sms = p.comm_sms if (p.overlaps_ep and sc.model.is_moe and p.ep > 1) else 0
+        key = (sc.model, kind, shape, layer, comm_sms, p.tp_comm_overlap, p.ep, sc.cluster)
+        hit = self._units.get(key)
+        if hit is not None:
+            return hit
+        lo = layer_ops(sc.model, kind, shape, sc.cluster.gpus_per_node, layer)
+        res = self._time_unit(lo, p, comm_sms)
+        self._units[key] = res
+        return res
+
+    def _time_unit(self, lo: LayerOps, p, comm_sms: int) -> PassTimes:
+        t = self.timer
+        sms_r = t.gpu.sms - comm_sms if comm_sms else None
+        acc = {"F": [0.0, 0.0], "B": [0.0, 0.0], "W": [0.0, 0.0]}
+        a2a = {"F": 0.0, "B": 0.0}
+        gemm = {"F": 0.0, "B": 0.0}
+        attn = {"F": 0.0, "B": 0.0}
+        ib = recompute = membound = 0.0
+        for ph, ops in (("F", lo.F), ("B", lo.B), ("W", lo.W)):
+            for op in ops:
+                if op.kind == "comm":
+                    dt = self.comm.op_time(op, p.ep, p.tp, p.cp)
+                    if op.comm in ("dispatch", "combine"):
+                        a2a[ph] += dt
+                        ib += op.comm_bytes * op.m
+                    continue  # TP/CP collectives: overlap rules below
+                d = t.time(op)
+                acc[ph][0] += d
+                acc[ph][1] += t.time(op, sms_r) if sms_r else d
+                if op.recompute:
+                    recompute += d
+                if op.kind == "memory":
+                    membound += d
+                elif ph in gemm and op.kind in ("gemm", "grouped_gemm"):
+                    gemm[ph] += d
+                elif ph in attn and op.kind == "attention":
+                    attn[ph] += d
+        exposed = {}
+        for ph in ("F", "B"):
+            tp_t = sum(self.comm.op_time(op, p.ep, p.tp, p.cp) for op in (lo.F if ph == "F" else lo.B) if op.comm == "tp")
+            cp_t = sum(self.comm.op_time(op, p.ep, p.tp, p.cp) for op in (lo.F if ph == "F" else lo.B) if op.comm == "cp")
+            tp_exposed = max(0.0, tp_t - gemm[ph]) if p.tp_comm_overlap else tp_t
+            exposed[ph] = tp_exposed + max(0.0, cp_t - attn[ph])
+        return PassTimes(
+            acc["F"][0], acc["B"][0], acc["W"][0], acc["F"][1], acc["B"][1], acc["W"][1],
+            a2a["F"], a2a["B"], exposed["F"], exposed["B"], ib, recompute, membound,
+        )
+
+
+def stage_units(sc: Scenario, ev: Evaluator, shape: Shape) -> list[list[str]]:
+    p = sc.plan
+    units = model_units(sc.model)
+    n = layout_num_stages(p.schedule, p.pp, p.vpp)
+    if p.layer_split == "uniform":
+        return split_uniform(units, n)
+    cost = {}
+    for kind in set(units):
+        u = ev.unit_times(sc, kind, shape)
+        cost[kind] = u.F + u.B + u.W + u.aF + u.aB
+    return split_balanced(units, n, cost.__getitem__)
+
+
+def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalance: float = 1.0,
+                     evaluator: Evaluator | None = None) -> Prediction:
+    """Predict one training step of a validated scenario with the closed-form engine."""
+    prof = evaluator.timer.profile if evaluator else resolve_profile(sc, profile)
+    ev = evaluator or Evaluator(sc, prof)
+    p, m, c, t = sc.plan, sc.model, sc.cluster, sc.training
+    shape = Shape.of(p, t.seq_len, imbalance)
+    M = sc.microbatches
+    dp = sc.dp
+    stages = stage_units(sc, ev, shape)
+    stage_t = []
+    for s_units in stages:
+        tot = PassTimes()
+        for i, kind in enumerate(s_units):
+            tot = tot + ev.unit_times(sc, kind, shape)
+        stage_t.append(tot)
+
+    overlap = p.overlaps_ep and m.is_moe and p.ep > 1
+    act_bytes = shape.tokens / (p.tp if shape.sp else 1) * m.hidden * BYTES["bf16"]
+    cross_node_pp = p.tp * p.cp * dp > c.gpus_per_node or p.pp > 1 and c.num_gpus > c.gpus_per_node
+    p2p = ev.comm.p2p(act_bytes, cross_node_pp) if p.pp > 1 else 0.0
+    dual = p.schedule in ("dualpipe", "dualpipev")
+
+    ranks = []
+    for r in range(p.pp):
+        held = rank_stages(p.schedule, p.pp, p.vpp, r)
+        tot = PassTimes()
+        for s in held:
+            tot = tot + stage_t[s]
+        if p.schedule == "dualpipe":
+            tot = tot.scale(0.5)  # each micro-batch visits one of the two stages on this rank
+        # Lone chunks: communication on the critical path.
+        F = tot.F + tot.aF + tot.xF
+        B = tot.B + tot.W + tot.aB + tot.xB  # full backward (DualPipe's B)
+        W = tot.W
+        if overlap:
+            pair_compute = tot.Fr + tot.Br + tot.Wr
+            pair_comm = tot.aF + tot.aB + (2 * p2p if dual else 0.0)
+            FB = max(pair_compute, pair_comm) + tot.xF + tot.xB
+            busy_per_mb = FB
+            hidden = min(pair_compute, pair_comm)
+            exposed_mb = tot.xF + tot.xB + max(0.0, pair_comm - pair_compute)
+        else:
+            FB = F + B
+            busy_per_mb = F + B
+            hidden = 0.0
+            exposed_mb = tot.aF + tot.aB + tot.xF + tot.xB
+        ranks.append((r, held, tot, F, B, W, FB, busy_per_mb, hidden, exposed_mb))
+
+    # The slowest rank sets the pace.
+    r_star = max(ranks, key=lambda x: x[7])
+    _, _, tot, F, B, W, FB, busy_per_mb, hidden, exposed_mb = r_star
+    if p.schedule == "interleaved":
+        bubble = closed_form_bubble("interleaved", p.pp, F, B, W, FB, p.vpp)
+    else:
+        bubble = closed_form_bubble(p.schedule, p.pp, F, B, W, FB, p.vpp)
+    bubble = max(bubble, 0.0) + (2 * (p.pp - 1) * p2p if p.pp > 1 else 0.0)
+    busy = M * busy_per_mb
+
+    # Data-parallel traffic and the optimizer step.
+    dp_exposed, opt_time, mem = _dp_and_memory(sc, ev, stages, shape, M, bubble, F, B)
+    step = busy + bubble + dp_exposed + opt_time
+
+    stage_reports = []
+    for (r, held, rtot, rF, rB, rW, rFB, rbusy, rhidden, rexp), memb in zip(ranks, mem):
+        stage_reports.append(StageReport(
+            rank=r, stages=held, layers=[stages[s] for s in held], F=rF, B=rB, W=rW, FB=rFB,
+            busy=M * rbusy, bubble=step - M * rbusy - dp_exposed - opt_time, exposed_comm=M * rexp,
+            hidden_comm=M * rhidden, memory=memb,
+        ))
+    total_comm = M * (tot.aF + tot.aB + (2 * p2p if dual else 0.0) + tot.xF + tot.xB)
+    exposed_comm = M * exposed_mb + dp_exposed
+    return Prediction(
+        scenario=sc, engine="analytic", step_time_s=step, busy_s=busy, bubble_s=bubble,
+        exposed_comm_s=exposed_comm, hidden_comm_s=M * hidden, dp_exposed_s=dp_exposed, optimizer_s=opt_time,
+        stages=stage_reports, warnings=list(ev.timer.warnings.values()),
+        extra={
+            "microbatches": M, "dp": dp, "p2p_s": p2p, "total_comm_s": total_comm + dp_exposed,
+            "memory_bound_s": M * tot.memory_bound, "recompute_s": M * tot.recompute,
+            "chunk_times_ms": {"F": F * 1e3, "B": B * 1e3, "W": W * 1e3, "FB": FB * 1e3},
+        },
+    )
+
+
+def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bubble: float, F: float, B: float):
+    """Exposed DP time, optimizer time and per-rank memory."""
+    p, m, c = sc.plan, sc.model, sc.cluster
+    dp = sc.dp
+    dp_expert = max(1, dp * p.tp // p.ep) if m.is_moe else dp
+    dense_group = dp * p.cp
+    cross_dense = dense_group * p.tp > c.gpus_per_node
+    cross_expert = dp_expert * p.ep > c.gpus_per_node
+    worst_exposed = 0.0
+    opt = 0.0
+    mems = []
+    for r in range(p.pp):
+        held = rank_stages(p.schedule, p.pp, p.vpp, r)
+        pd = pe = act = act_max = 0.0
+        for s in held:
+            for kind in stages[s]:
+                lo = layer_ops(m, kind, shape, c.gpus_per_node)
+                pe += lo.params_expert
+                pd += lo.params - lo.params_expert
+                act_s = lo.activation_bytes
+                if p.recompute == "full":
+                    act_s = shape.tokens / (p.tp if shape.sp else 1) * m.hidden * BYTES["bf16"]
+                act += act_s
+                act_max = max(act_max, lo.activation_bytes)
+        # Gradients reduced in BF16 (Megatron's default), parameters gathered in BF16.
+        g = BYTES["bf16"]
+        t_rs = (ev.comm.ring("reduce_scatter" if p.zero >= 1 else "all_reduce", pd * g, dense_group, cross_dense)
+                + ev.comm.ring("reduce_scatter" if p.zero >= 1 else "all_reduce", pe * g, dp_expert, cross_expert))
+        t_ag = 0.0
+        if p.zero >= 1:
+            t_ag = ev.comm.ring("all_gather", pd * 2, dense_group, cross_dense) + ev.comm.ring("all_gather", pe * 2, dp_expert, cross_expert)
+        exposed = max(0.0, t_rs - (bubble / 2 + B)) + max(0.0, t_ag - (bubble / 2 + F))
+        if p.zero == 3:
+            # Weights gathered before each forward and backward of every micro-batch; hidden behind compute.
+            per_mb = 2 * t_ag
+            exposed += M * max(0.0, per_mb - (F + B))
+        worst_exposed = max(worst_exposed, exposed)
+        w, gr, o = state_bytes(pd, pe, p.zero, dense_group, dp_expert, p.grad_dtype, p.moment_dtype)
+        owned = pd / (dense_group if p.zero >= 1 else 1) + pe / (dp_expert if p.zero >= 1 else 1)
+        opt_bytes = owned * (8 + 4 * BYTES[p.moment_dtype] + BYTES[p.grad_dtype] + 2)
+        opt = max(opt, opt_bytes / (ev.timer.gpu.hbm_gbps * 1e9))
+        n_chunks = len(held)
+        per_chunk_act = act / n_chunks
+        inflight = activation_microbatches(p.schedule, p.pp, p.vpp, M)
+        if p.schedule == "interleaved":
+            # Rank 0 holds PP*V + PP - 1 chunk activations at peak (Narayanan et al. 2021, sec 2.2.2).
+            activations = per_chunk_act * min(p.pp * p.vpp + p.pp - 1, M * p.vpp)
+        else:
+            activations = per_chunk_act * inflight
+        transient = act_max if p.recompute == "full" else 0.0
+        if "head" in [k for s in held for k in stages[s]]:
+            transient += shape.tokens * m.vocab / p.tp * 4  # FP32 logits
+        mems.append(MemoryBreakdown(w, gr, o, activations, transient))
+    return worst_exposed, opt, mems

@@ -1,0 +1,215 @@
+"""The ``gpuhours`` command line.
+
+Subcommands: predict, validate, schedule, trace, search, sensitivity,
+calibrate, import-network, dashboard, and the preset listings models,
+clusters, scenarios, profiles. Input errors print one line on stderr and exit
+with code 2; nothing is written before the input is known to be good.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import sys
+from typing import Callable
+
+from .errors import GpuhoursError
+from .profile import ProfileError
+
+# Subcommands implemented in other modules: name -> module with register(subparsers).
+# Imported only when that subcommand runs (calibration needs torch; the simulator never does).
+LAZY = {
+    "schedule": "simulator.schedule_cli",
+    "trace": "simulator.des.trace_cli",
+    "search": "simulator.search",
+    "sensitivity": "simulator.sensitivity",
+    "calibrate": "calibration.runner",
+    "import-network": "calibration.network_import",
+}
+LAZY_HELP = {
+    "schedule": "print a pipeline schedule's timeline and bubble",
+    "trace": "write a Perfetto (Chrome trace) JSON of one simulated step",
+    "search": "rank parallelism plans for a model and GPU count",
+    "sensitivity": "tornado table: how GPU-hours move with each input",
+    "calibrate": "measure kernels on this machine into a profile",
+    "import-network": "import nccl-tests / DeepEP tables into a profile",
+}
+
+
+def _fmt(x: float, unit: str = "") -> str:
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, float) and math.isfinite(x):
+        if abs(x) >= 1e9:
+            return f"{x / 1e9:,.2f} B{unit}"
+        if abs(x) >= 1e5:
+            return f"{x:,.0f}{unit}"
+        return f"{x:,.4g}{unit}"
+    return f"{x}{unit}"
+
+
+def print_table(rows: list[tuple[str, str]], title: str = "") -> None:
+    if title:
+        print(title)
+    w = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"  {k:<{w}}  {v}")
+
+
+def add_scenario_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("scenario", metavar="NAME_OR_PATH", help="scenario preset name or YAML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="override a field, e.g. --set plan.pp=8 --set cluster.ib_gbps=25")
+    p.add_argument("--profile", default=None, help="calibration profile name or JSON path (default: the cluster's)")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .api import load, predict, report, run_cost
+
+    sc = load(args.scenario, args.overrides)
+    pred = predict(sc, engine=args.engine, profile=args.profile)
+    rep = report(pred)
+    run = run_cost(sc, engine="analytic", profile=args.profile) if (sc.training.phases or sc.training.batch_ramp_from) else None
+    if run:
+        rep["phases"] = [{"name": p["name"], "gpu_hours": p["gpu_hours"], "usd": p["usd"],
+                          "published_gpu_hours": p["published_gpu_hours"]} for p in run["phases"]]
+        rep["total_gpu_hours"] = run["total_gpu_hours"]
+        rep["total_usd"] = run["total_usd"]
+        rep["gpu_hours_per_trillion_tokens_run"] = run["gpu_hours_per_trillion_tokens_run"]
+    if args.json:
+        print(json.dumps(rep))
+        return 0
+    p = sc.plan
+    rows = [
+        ("model", f"{sc.model.name}: {_fmt(rep['total_params'])} params, {_fmt(rep['activated_params'])} activated"),
+        ("cluster", f"{sc.cluster.num_gpus} x {sc.cluster.gpu.name} (NVLink {sc.cluster.nvlink_gbps:g} GB/s, IB {sc.cluster.ib_gbps:g} GB/s)"),
+        ("plan", f"TP{p.tp} PP{p.pp} EP{p.ep} DP{sc.dp} CP{p.cp} {p.schedule}, micro-batch {p.micro_batch}, "
+                 f"{sc.microbatches} micro-batches, ZeRO-{p.zero}, {p.precision}, recompute {p.recompute}"),
+        ("engine", rep["engine"]),
+        ("step time", f"{rep['step_time_s']:.3f} s"),
+        ("tokens/s/GPU", f"{rep['tokens_per_s_per_gpu']:,.0f}"),
+        ("MFU (BF16 peak)", f"{100 * rep['mfu']:.1f} %"),
+        ("bubble", f"{100 * rep['bubble_fraction']:.1f} % of the step"),
+        ("exposed communication", f"{100 * rep['exposed_comm_fraction']:.1f} % of the step"),
+        ("overlap ratio", f"{100 * rep['overlap_ratio']:.1f} % of communication hidden"),
+        ("peak memory", f"{rep['peak_memory_gib']:.1f} GiB of {rep['hbm_gib']:.1f} GiB "
+                        f"({'fits' if rep['fits_in_memory'] else 'DOES NOT FIT'})"),
+        ("GPU-hours / 1T tokens", f"{rep['gpu_hours_per_trillion_tokens']:,.0f} (steady state)"),
+        ("USD / 1T tokens", f"${rep['usd_per_trillion_tokens']:,.0f} at ${sc.cost.usd_per_gpu_hour:g}/GPU-hour"),
+    ]
+    if run:
+        rows.append(("run GPU-hours / 1T", f"{run['gpu_hours_per_trillion_tokens_run']:,.0f} (batch ramp included)"))
+        for ph in run["phases"]:
+            pub = f", published {ph['published_gpu_hours']:,.0f}" if ph.get("published_gpu_hours") else ""
+            rows.append((f"phase {ph['name']}", f"{ph['gpu_hours']:,.0f} GPU-hours, ${ph['usd']:,.0f}{pub}"))
+        rows.append(("total", f"{run['total_gpu_hours']:,.0f} GPU-hours, ${run['total_usd']:,.0f}, "
+                              f"{run['days_on_cluster']:.1f} days on this cluster"))
+    print_table(rows, title=f"gpuhours predict: {sc.name}")
+    for w in rep["warnings"]:
+        print(f"  warning: {w}", file=sys.stderr)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .validate import DEFAULT_CSV, read_csv, results_json, validate_rows
+
+    rows = read_csv(args.csv or DEFAULT_CSV)
+    results, mape = validate_rows(rows, engine=args.engine)
+    if args.json:
+        print(json.dumps(results_json(results, mape)))
+        return 0
+    print(f"{'run':28s} {'metric':28s} {'predicted':>11s} {'measured':>11s} {'error':>8s}")
+    for r in results:
+        if r.error_pct is None:
+            print(f"{r.run_id:28s} not modelled: {r.reason}")
+            continue
+        note = f"  (defaults: {', '.join(r.defaults)})" if r.defaults else ""
+        print(f"{r.run_id:28s} {r.metric:28s} {r.predicted:11.1f} {r.measured:11.1f} {r.error_pct:+7.1f}%{note}")
+    print(f"MAPE over {sum(r.error_pct is not None for r in results)} rows: "
+          + (f"{mape:.1f} %" if mape is not None else "n/a"))
+    return 0
+
+
+def _lister(fn: Callable[[], list[str]], kind: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        names = fn()
+        if getattr(args, "json", False):
+            print(json.dumps(names))
+        else:
+            for n in names:
+                print(n)
+        return 0
+
+    run.__doc__ = f"list {kind}"
+    return run
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    import subprocess
+    from pathlib import Path
+
+    app = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true",
+           "--server.port", str(args.port), "--browser.gatherUsageStats", "false"]
+    return subprocess.call(cmd)
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    from .scenario import list_clusters, list_models, list_scenarios
+    from .profile import list_profiles
+
+    parser = argparse.ArgumentParser(prog="gpuhours", description="Cost and performance of MoE training runs.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("predict", help="predict step time, throughput, memory and GPU-hours")
+    add_scenario_args(p)
+    p.add_argument("--engine", choices=("analytic", "des"), default="analytic")
+    p.add_argument("--json", action="store_true", help="print exactly one JSON object")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("validate", help="compare predictions with published runs")
+    p.add_argument("--csv", default=None, help="CSV in the shared/validation schema (default: the public set)")
+    p.add_argument("--engine", choices=("analytic", "des"), default="analytic")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_validate)
+
+    for name, fn in (("models", list_models), ("clusters", list_clusters), ("scenarios", list_scenarios),
+                     ("profiles", list_profiles)):
+        p = sub.add_parser(name, help=f"list {name} presets")
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(func=_lister(fn, name))
+
+    p = sub.add_parser("dashboard", help="start the Streamlit dashboard")
+    p.add_argument("--port", type=int, default=8501)
+    p.set_defaults(func=cmd_dashboard)
+
+    wanted = argv[0] if argv else None
+    for name, module in LAZY.items():
+        if name == wanted:
+            importlib.import_module(module).register(sub)
+        else:
+            sub.add_parser(name, help=LAZY_HELP[name], add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        parser = build_parser(argv)
+        args = parser.parse_args(argv)
+        return int(args.func(args) or 0)
+    except (GpuhoursError, ProfileError, ValueError) as e:
+        print(f"gpuhours: error: {e}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:
+        print(f"gpuhours: error: missing package {e.name!r}; install the matching extra (pip install -e '.[...]')",
+              file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Communication times: MoE all-to-all, pipeline P2P, ring collectives.
+
+Bandwidths come from the cluster (usable GB/s per GPU per direction) scaled by
+the *efficiency* a profile measured for that collective: a DeepEP row saying
+dispatch ran at 46 GB/s on a 50 GB/s NIC means 92% of the link, so halving the
+link halves the achieved rate. Without profile rows the link's nominal rate is
+used (roofline) and the timer's warnings say so.
+
+All-to-all (DeepEP normal kernels, V3 sec 3.2.2): a token crosses IB once per
+distinct remote node holding one of its experts (node-limited routing caps
+that at M nodes), then NVLink inside the node; IB and NVLink stages pipeline,
+so the time is set by the slower of the two.
+"""
+
+from __future__ import annotations
+
+from .config import ClusterConfig
+from .profile import Profile
+from .workload import Op
+
+GB = 1e9
+
+
+class CommModel:
+    def __init__(self, cluster: ClusterConfig, profile: Profile | None, warnings: dict[str, str] | None = None):
+        self.c = cluster
+        self.profile = profile
+        self.warnings = warnings if warnings is not None else {}
+        self._eff: dict[tuple, float] = {}
+
+    def _efficiency(self, op: str, ranks: int, link: str) -> float:
+        """Fraction of the nominal link rate a collective achieved in the profile."""
+        key = (op, ranks, link)
+        if key in self._eff:
+            return self._eff[key]
+        eff = 1.0
+        rows = [] if self.profile is None else [
+            r for r in self.profile.tables.get("collectives", []) if r["op"] == op and r.get("link", link) == link
+        ]
+        if rows:
+            res = self.profile.collective_gbps(op, ranks) if self.profile else None
+            nominal = [r.get("link_gbps") for r in rows if r.get("link_gbps")]
+            if res is not None and res.value and nominal:
+                eff = min(1.0, res.value / (sum(nominal) / len(nominal)))
+                if res.status == "clamped":
+                    self.warnings.setdefault(f"clamped:{op}", f"{op} at {ranks} ranks outside the measured range; nearest rows used")
+        else:
+            self.warnings.setdefault(f"roofline:{op}:{link}", f"no measured {op} over {link}: nominal link bandwidth used")
+        self._eff[key] = eff
+        return eff
+
+    def ib(self, op: str, ranks: int) -> float:
+        return self.c.ib_gbps * GB * self._efficiency(op, ranks, "ib")
+
+    def nvlink(self, op: str, ranks: int) -> float:
+        return self.c.nvlink_gbps * GB * self._efficiency(op, ranks, "nvlink")
+
+    def all_to_all(self, op: Op, ep: int) -> tuple[float, float, float]:
+        """(seconds, IB bytes, NVLink bytes) of one dispatch or combine on one GPU.
+
+        ``op.comm_bytes`` is bytes per token times tokens; ``op.m`` and ``op.n`` are the
+        IB and NVLink copies per token (see workload.dispatch_traffic).
+        """
+        name = "all_to_all_" + op.comm
+        ib_bytes = op.comm_bytes * op.m
+        nvl_bytes = op.comm_bytes * op.n
+        t_ib = ib_bytes / self.ib(name, ep) if ib_bytes else 0.0
+        t_nvl = nvl_bytes / self.nvlink(name, min(ep, self.c.gpus_per_node)) if nvl_bytes else 0.0
+        lat = (self.c.ib_latency_us if ib_bytes else self.c.nvlink_latency_us) * 1e-6
+        return max(t_ib, t_nvl) + lat, ib_bytes, nvl_bytes
+
+    def p2p(self, nbytes: float, cross_node: bool) -> float:
+        if cross_node:
+            return nbytes / self.ib("p2p", 2) + self.c.ib_latency_us * 1e-6
+        return nbytes / self.nvlink("p2p", 2) + self.c.nvlink_latency_us * 1e-6
+
+    def ring(self, kind: str, nbytes: float, ranks: int, cross_node: bool) -> float:
+        """Ring all_reduce / reduce_scatter / all_gather of ``nbytes`` (the full buffer)."""
+        if ranks <= 1 or nbytes <= 0:
+            return 0.0
+        factor = 2.0 if kind == "all_reduce" else 1.0
+        volume = factor * (ranks - 1) / ranks * nbytes
+        bw = self.ib(kind, ranks) if cross_node else self.nvlink(kind, ranks)
+        lat = (self.c.ib_latency_us if cross_node else self.c.nvlink_latency_us) * 1e-6 * (ranks - 1) * factor
+        return volume / bw + lat
+
+    def group_crosses_nodes(self, size: int, stride: int) -> bool:
+        """Whether a group of ``size`` ranks spaced ``stride`` apart spans several nodes."""
+        return size * stride > self.c.gpus_per_node
+
+    def op_time(self, op: Op, ep: int, tp: int, cp: int) -> float:
+        if op.comm in ("dispatch", "combine"):
+            return self.all_to_all(op, ep)[0]
+        if op.comm == "tp":
+            return op.comm_bytes / self.nvlink("tp", tp) + self.c.nvlink_latency_us * 1e-6
+        if op.comm == "cp":
+            cross = self.group_crosses_nodes(cp, tp)
+            bw = self.ib("cp", cp) if cross else self.nvlink("cp", cp)
+            return op.comm_bytes / bw
+        raise ValueError(f"unknown communication kind {op.comm!r}")

@@ -1,0 +1,535 @@
+"""Typed, frozen configuration: model, cluster, plan, training, cost.
+
+A *scenario* answers five separate questions, kept as five inputs (as in
+Calculon): what is trained (:class:`ModelConfig`), on what hardware
+(:class:`ClusterConfig`), how it is split across GPUs (:class:`PlanConfig`),
+on how much data (:class:`TrainingConfig`) and at what price
+(:class:`CostConfig`). Objects are frozen and validated when built from plain
+data (:func:`build`), so everything downstream can trust them and cache on them.
+Each invalid value raises :class:`~simulator.errors.ConfigError` naming the
+field and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .bubble import SCHEDULES
+from .errors import ConfigError
+
+ATTENTIONS = ("mla", "mha", "gqa", "mqa")
+MLPS = ("swiglu", "gelu", "relu2", "relu")
+PRECISIONS = ("bf16", "fp16", "fp8")
+FP8_RECIPES = ("blockwise", "tensorwise", "delayed")
+RECOMPUTE = ("none", "selective", "full")
+ROUTING = ("balanced", "zipf", "histogram")
+
+
+@dataclass(frozen=True)
+class NSAConfig:
+    """Native Sparse Attention (arXiv 2502.11089): three branches per query.
+
+    Compression attends to block summaries (block ``compress_block``, stride
+    ``compress_stride``); selection attends to ``selected_blocks`` blocks of
+    ``select_block`` tokens; a sliding window covers the last ``window`` tokens.
+    """
+
+    compress_block: int = 32
+    compress_stride: int = 16
+    select_block: int = 64
+    selected_blocks: int = 16
+    window: int = 512
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A transformer's architecture: dense, MoE (DeepSeekMoE), MLA or GQA/MHA."""
+
+    name: str
+    layers: int
+    hidden: int
+    heads: int
+    vocab: int
+    attention: str = "mha"
+    kv_heads: int = 0  # 0 = heads (MHA)
+    head_dim: int = 0  # 0 = hidden / heads
+    # Multi-head latent attention (DeepSeek-V2/V3); q_lora_rank 0 = plain q projection.
+    q_lora_rank: int = 0
+    kv_lora_rank: int = 0
+    qk_nope_head_dim: int = 0
+    qk_rope_head_dim: int = 0
+    v_head_dim: int = 0
+    nsa: NSAConfig | None = None
+    sliding_window: int = 0  # 0 = full attention
+    sliding_window_every: int = 1  # 1: every layer windowed; 2: every other layer
+    mlp: str = "swiglu"
+    dense_intermediate: int = 0
+    # DeepSeekMoE: fine-grained routed experts plus always-on shared experts.
+    n_routed_experts: int = 0
+    n_shared_experts: int = 0
+    experts_per_token: int = 0
+    moe_intermediate: int = 0
+    first_k_dense: int = 0
+    n_expert_groups: int = 1
+    topk_groups: int = 1
+    max_nodes_per_token: int = 0  # node-limited routing M; 0 = unlimited
+    mtp_depth: int = 0  # multi-token-prediction modules (V3: 1)
+    tied_embeddings: bool = False
+    source: str = ""
+
+    @property
+    def is_moe(self) -> bool:
+        return self.n_routed_experts > 0
+
+    @property
+    def is_mla(self) -> bool:
+        return self.attention == "mla"
+
+    @property
+    def n_kv_heads(self) -> int:
+        if self.attention == "mqa":
+            return 1
+        return self.kv_heads or self.heads
+
+    @property
+    def dim_per_head(self) -> int:
+        return self.head_dim or self.hidden // self.heads
+
+    @property
+    def qk_head_dim(self) -> int:
+        return self.qk_nope_head_dim + self.qk_rope_head_dim if self.is_mla else self.dim_per_head
+
+    @property
+    def v_dim(self) -> int:
+        return self.v_head_dim if self.is_mla else self.dim_per_head
+
+    @property
+    def n_moe_layers(self) -> int:
+        return self.layers - self.first_k_dense if self.is_moe else 0
+
+    @property
+    def n_dense_layers(self) -> int:
+        return self.layers - self.n_moe_layers
+
+    def validate(self) -> None:
+        _positive(self, "model", ("layers", "hidden", "heads", "vocab"))
+        _choice("model.attention", self.attention, ATTENTIONS)
+        _choice("model.mlp", self.mlp, MLPS)
+        if self.is_mla:
+            for f in ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"):
+                if getattr(self, f) <= 0:
+                    raise ConfigError(f"model.{f}", f"must be > 0 for attention 'mla', got {getattr(self, f)}")
+        elif self.hidden % self.heads and not self.head_dim:
+            raise ConfigError("model.head_dim", f"hidden {self.hidden} is not divisible by heads {self.heads}", "set head_dim")
+        if self.attention == "gqa" and self.kv_heads and self.heads % self.kv_heads:
+            raise ConfigError("model.kv_heads", f"{self.kv_heads} does not divide heads={self.heads}", "a divisor of heads")
+        if self.is_moe:
+            for f in ("experts_per_token", "moe_intermediate"):
+                if getattr(self, f) <= 0:
+                    raise ConfigError(f"model.{f}", f"must be > 0 for an MoE model, got {getattr(self, f)}")
+            if self.experts_per_token > self.n_routed_experts:
+                raise ConfigError(
+                    "model.experts_per_token",
+                    f"{self.experts_per_token} exceeds n_routed_experts={self.n_routed_experts}",
+                    f"1..{self.n_routed_experts}",
+                )
+            if not 0 <= self.first_k_dense <= self.layers:
+                raise ConfigError("model.first_k_dense", f"{self.first_k_dense} out of range", f"0..{self.layers}")
+            if self.first_k_dense and self.dense_intermediate <= 0:
+                raise ConfigError("model.dense_intermediate", "must be > 0 when first_k_dense > 0")
+        elif self.dense_intermediate <= 0:
+            raise ConfigError("model.dense_intermediate", "must be > 0 for a dense model")
+        if self.n_expert_groups < 1 or (self.is_moe and self.n_routed_experts % self.n_expert_groups):
+            raise ConfigError("model.n_expert_groups", f"{self.n_expert_groups} must divide n_routed_experts", "a divisor of n_routed_experts")
+        if self.sliding_window < 0 or self.sliding_window_every < 1:
+            raise ConfigError("model.sliding_window", "must be >= 0 (and sliding_window_every >= 1)")
+        if self.mtp_depth < 0:
+            raise ConfigError("model.mtp_depth", f"{self.mtp_depth} is negative", "0 or more")
+
+
+@dataclass(frozen=True)
+class GPUConfig:
+    """One accelerator's datasheet: peaks, memory, SMs."""
+
+    name: str
+    sms: int
+    hbm_gib: float
+    hbm_gbps: float
+    bf16_tflops: float
+    fp8_tflops: float = 0.0  # 0 = no FP8 tensor cores
+    fp16_tflops: float = 0.0  # 0 = same as bf16
+    source: str = ""
+
+    def peak_tflops(self, dtype: str) -> float:
+        if dtype == "fp8":
+            return self.fp8_tflops or self.bf16_tflops
+        if dtype == "fp16":
+            return self.fp16_tflops or self.bf16_tflops
+        if dtype == "fp32":
+            return self.bf16_tflops / 2  # TF32 tensor cores run at half the BF16 rate on A100/H100
+        return self.bf16_tflops
+
+    def validate(self) -> None:
+        _positive(self, "cluster.gpu", ("sms", "hbm_gib", "hbm_gbps", "bf16_tflops"))
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """GPUs, nodes and links. Bandwidths are usable GB/s per GPU per direction."""
+
+    name: str
+    gpu: GPUConfig
+    num_gpus: int
+    gpus_per_node: int = 8
+    nvlink_gbps: float = 160.0
+    ib_gbps: float = 50.0
+    nvlink_latency_us: float = 3.0
+    ib_latency_us: float = 5.0
+    profile: str = ""  # calibration profile name or path; "" = roofline only
+    source: str = ""
+
+    @property
+    def nodes(self) -> int:
+        return max(1, self.num_gpus // self.gpus_per_node)
+
+    def validate(self) -> None:
+        self.gpu.validate()
+        _positive(self, "cluster", ("num_gpus", "gpus_per_node", "nvlink_gbps", "ib_gbps"))
+        if self.num_gpus > self.gpus_per_node and self.num_gpus % self.gpus_per_node:
+            raise ConfigError(
+                "cluster.num_gpus",
+                f"{self.num_gpus} is not a whole number of {self.gpus_per_node}-GPU nodes",
+                f"a multiple of {self.gpus_per_node}",
+            )
+
+
+@dataclass(frozen=True)
+class PlanConfig:
+    """How one training step is split over the GPUs.
+
+    ``tp * pp * dp * cp`` equals the GPU count; expert parallelism ``ep`` lives
+    inside ``dp * tp`` as in Megatron and DeepSeek-V3 (EP64 inside DP128).
+    ``micro_batch`` is in sequences per micro-batch per pipeline replica.
+    """
+
+    tp: int = 1
+    pp: int = 1
+    dp: int = 0  # 0 = whatever makes tp*pp*dp*cp equal the GPU count
+    cp: int = 1
+    ep: int = 1
+    etp: int = 1
+    vpp: int = 1
+    schedule: str = "1f1b"
+    micro_batch: int = 1
+    zero: int = 1
+    recompute: str = "none"
+    precision: str = "bf16"
+    fp8_recipe: str = "blockwise"
+    sp: bool = False
+    comm_sms: int = 20  # SMs given to all-to-all kernels (DeepSeek-V3: 20 of 132)
+    ep_overlap: str = "auto"  # auto: overlapped under dualpipe(v), exposed otherwise; or on/off
+    fp8_activation_cache: bool = True  # cache MoE inputs in FP8 (V3 Sec. 3.3.3)
+    tp_comm_overlap: bool = False  # TP collectives hidden behind GEMMs (Megatron --tp-comm-overlap)
+    layer_split: str = "balanced"  # balanced: stages cut to even out time; uniform: equal layer counts
+    moment_dtype: str = "fp32"  # AdamW moments (V3 keeps them in BF16, sec 3.3.3)
+    grad_dtype: str = "fp32"  # gradient accumulation buffer
+    routing: str = "balanced"
+    zipf_s: float = 1.0
+    expert_histogram: tuple[float, ...] = ()
+    redundant_experts: int = 0
+    seed: int = 0
+
+    def validate(self) -> None:
+        _positive(self, "plan", ("tp", "pp", "cp", "ep", "etp", "vpp", "micro_batch"))
+        _choice("plan.schedule", self.schedule, SCHEDULES)
+        _choice("plan.recompute", self.recompute, RECOMPUTE)
+        _choice("plan.precision", self.precision, PRECISIONS)
+        _choice("plan.fp8_recipe", self.fp8_recipe, FP8_RECIPES)
+        _choice("plan.routing", self.routing, ROUTING)
+        _choice("plan.ep_overlap", self.ep_overlap, ("auto", "on", "off"))
+        _choice("plan.layer_split", self.layer_split, ("balanced", "uniform"))
+        _choice("plan.moment_dtype", self.moment_dtype, ("fp32", "bf16"))
+        _choice("plan.grad_dtype", self.grad_dtype, ("fp32", "bf16"))
+        if self.zero not in (0, 1, 2, 3):
+            raise ConfigError("plan.zero", f"{self.zero} is not a ZeRO stage", "0, 1, 2, 3")
+        if self.dp < 0:
+            raise ConfigError("plan.dp", f"{self.dp} is negative", "0 (derived) or a positive integer")
+        if self.comm_sms < 0:
+            raise ConfigError("plan.comm_sms", f"{self.comm_sms} is negative", "0 or more SMs")
+        if self.zipf_s < 0:
+            raise ConfigError("plan.zipf_s", f"{self.zipf_s} is negative", ">= 0")
+        if self.redundant_experts < 0:
+            raise ConfigError("plan.redundant_experts", f"{self.redundant_experts} is negative", ">= 0")
+
+    @property
+    def overlaps_ep(self) -> bool:
+        if self.ep_overlap == "auto":
+            return self.schedule in ("dualpipe", "dualpipev")
+        return self.ep_overlap == "on"
+
+
+@dataclass(frozen=True)
+class PhaseConfig:
+    """One phase of a training run (pre-training, context extension, ...).
+
+    Tokens come either from ``tokens`` or from ``steps`` x batch x sequence.
+    ``batch_ramp_from`` and ``batch_ramp_tokens`` describe a linear batch-size
+    ramp at the start of the phase (DeepSeek-V3: 3072 -> 15360 sequences over the
+    first 469B tokens). ``plan`` overrides fields of the scenario's plan.
+    """
+
+    name: str
+    seq_len: int
+    global_batch: int
+    tokens: float = 0.0
+    steps: int = 0
+    batch_ramp_from: int = 0
+    batch_ramp_tokens: float = 0.0
+    plan: tuple[tuple[str, Any], ...] = ()
+    published_gpu_hours: float = 0.0
+    gpu_hours: float = 0.0  # given directly when the phase is not simulated (e.g. post-training)
+    source: str = ""
+
+    @property
+    def total_tokens(self) -> float:
+        return self.tokens or self.steps * self.global_batch * self.seq_len
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """What one step sees (sequence length, global batch) and how much data in all."""
+
+    seq_len: int = 4096
+    global_batch: int = 1024
+    tokens: float = 1e12
+    batch_ramp_from: int = 0
+    batch_ramp_tokens: float = 0.0
+    phases: tuple[PhaseConfig, ...] = ()
+
+    def validate(self) -> None:
+        _positive(self, "training", ("seq_len", "global_batch", "tokens"))
+
+
+@dataclass(frozen=True)
+class CostConfig:
+    usd_per_gpu_hour: float = 2.0  # DeepSeek-V3 Table 1 assumes $2 per H800 GPU-hour
+
+    def validate(self) -> None:
+        if self.usd_per_gpu_hour < 0:
+            raise ConfigError("cost.usd_per_gpu_hour", f"{self.usd_per_gpu_hour} is negative", ">= 0")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """Model + cluster + plan + training + cost, checked together."""
+
+    name: str
+    model: ModelConfig
+    cluster: ClusterConfig
+    plan: PlanConfig
+    training: TrainingConfig
+    cost: CostConfig = field(default_factory=CostConfig)
+    description: str = ""
+
+    @property
+    def dp(self) -> int:
+        return self.plan.dp or self.cluster.num_gpus // (self.plan.tp * self.plan.pp * self.plan.cp)
+
+    @property
+    def microbatches(self) -> int:
+        """Micro-batches per pipeline replica per step."""
+        return self.training.global_batch // (self.dp * self.plan.micro_batch)
+
+    def validate(self) -> "Scenario":
+        m, c, p, t = self.model, self.cluster, self.plan, self.training
+        for part in (m, c, p, t, self.cost):
+            part.validate()
+        n = c.num_gpus
+        denom = p.tp * p.pp * p.cp
+        if n % denom:
+            raise ConfigError(
+                "plan", f"tp*pp*cp = {p.tp}*{p.pp}*{p.cp} = {denom} does not divide cluster.num_gpus={n}",
+                "parallel sizes whose product divides the GPU count",
+            )
+        if p.dp and p.tp * p.pp * p.dp * p.cp != n:
+            raise ConfigError(
+                "plan.dp", f"tp*pp*dp*cp = {p.tp * p.pp * p.dp * p.cp} != cluster.num_gpus={n}",
+                f"dp={n // denom} (or 0 to derive it)",
+            )
+        dp = self.dp
+        if m.is_moe:
+            if m.n_routed_experts % p.ep:
+                raise ConfigError(
+                    "plan.ep", f"{p.ep} does not divide model.n_routed_experts={m.n_routed_experts}",
+                    "a divisor of " + str(m.n_routed_experts),
+                )
+            if (dp * p.tp) % p.ep:
+                raise ConfigError("plan.ep", f"{p.ep} does not divide dp*tp={dp * p.tp}", f"a divisor of {dp * p.tp}")
+        elif p.ep != 1:
+            raise ConfigError("plan.ep", f"{p.ep} given for a dense model", "1")
+        if m.heads % p.tp:
+            raise ConfigError("plan.tp", f"{p.tp} does not divide model.heads={m.heads}", "a divisor of heads")
+        stages = p.pp * (p.vpp if p.schedule == "interleaved" else 1) * (2 if p.schedule == "dualpipev" else 1)
+        if stages > m.layers:
+            raise ConfigError(
+                "plan.pp", f"{stages} pipeline stages exceed model.layers={m.layers}", f"at most {m.layers} stages"
+            )
+        if p.pp == 1 and p.schedule not in ("none", "1f1b"):
+            raise ConfigError("plan.schedule", f"{p.schedule!r} needs pp > 1", "none or 1f1b with pp=1")
+        if p.pp > 1 and p.schedule == "none":
+            raise ConfigError("plan.schedule", "'none' with pp > 1", "1f1b, interleaved, zb1p, dualpipe, dualpipev")
+        if p.schedule == "interleaved" and p.vpp < 2:
+            raise ConfigError("plan.vpp", f"{p.vpp} with the interleaved schedule", "2 or more virtual stages")
+        if t.global_batch % (dp * p.micro_batch):
+            raise ConfigError(
+                "plan.micro_batch",
+                f"micro_batch {p.micro_batch} x dp {dp} does not divide training.global_batch={t.global_batch}",
+                "a micro-batch size that divides global_batch/dp = " + _fmt_div(t.global_batch, dp),
+            )
+        mbs = self.microbatches
+        if p.schedule in ("dualpipe", "dualpipev"):
+            if p.pp % 2:
+                raise ConfigError("plan.pp", f"{p.pp} is odd; {p.schedule} needs an even pp", "an even number")
+            need = 2 * p.pp
+            if mbs < need or mbs % 2:
+                raise ConfigError(
+                    "plan.micro_batch",
+                    f"{p.schedule} needs an even number of at least 2*pp={need} micro-batches, got {mbs}",
+                    "a smaller micro_batch or a larger global_batch",
+                )
+        if p.schedule == "interleaved" and mbs % p.pp:
+            raise ConfigError(
+                "plan.micro_batch", f"interleaved needs micro-batches ({mbs}) divisible by pp={p.pp}",
+                "a micro-batch count that is a multiple of pp",
+            )
+        if p.cp > 1 and t.seq_len % (2 * p.cp):
+            raise ConfigError("plan.cp", f"{p.cp} does not split training.seq_len={t.seq_len} into 2*cp chunks", "a cp with seq_len % (2*cp) == 0")
+        if p.comm_sms >= c.gpu.sms:
+            raise ConfigError("plan.comm_sms", f"{p.comm_sms} leaves no SMs for compute on a {c.gpu.sms}-SM GPU", f"0..{c.gpu.sms - 1}")
+        if p.routing == "histogram" and len(p.expert_histogram) != m.n_routed_experts:
+            raise ConfigError(
+                "plan.expert_histogram", f"{len(p.expert_histogram)} weights given", f"{m.n_routed_experts} weights, one per routed expert"
+            )
+        if p.precision == "fp8" and not c.gpu.fp8_tflops:
+            raise ConfigError("plan.precision", f"fp8 on {c.gpu.name}, which has no FP8 tensor cores", "bf16 or fp16")
+        return self
+
+
+def _fmt_div(a: int, b: int) -> str:
+    return str(a // b) if b and a % b == 0 else f"{a}/{b} (not whole)"
+
+
+def _positive(obj: Any, prefix: str, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not (isinstance(value, (int, float)) and value > 0):
+            raise ConfigError(f"{prefix}.{name}", f"must be a positive number, got {value!r}")
+
+
+def _choice(fieldname: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(fieldname, f"unknown value {value!r}", ", ".join(allowed))
+
+
+# --------------------------------------------------------------------------- building from plain data
+
+
+def build(cls: type, data: Any, where: str) -> Any:
+    """Build a frozen config dataclass from a mapping, checking names and types.
+
+    Unknown keys and values of the wrong type raise ConfigError naming
+    ``where.key``. Nested dataclasses and tuples are built recursively.
+    """
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(where, f"expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    unknown = [k for k in data if k not in known]
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}", "unknown field", ", ".join(sorted(known)))
+    kwargs = {}
+    for key, value in data.items():
+        kwargs[key] = _coerce(hints[key], value, f"{where}.{key}")
+    missing = [
+        f.name for f in fields(cls)
+        if f.name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"{where}.{missing[0]}", "required field is missing")
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, where)
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, where)
+    if origin is tuple:
+        if isinstance(value, (list, tuple)):
+            elem = args[0] if args else Any
+            if elem is Any or len(args) == 2 and args[1] is Ellipsis:
+                return tuple(_coerce(elem, v, f"{where}[{i}]") if elem is not Any else v for i, v in enumerate(value))
+            return tuple(value)
+        if isinstance(value, dict) and args and args[0] is not Any and typing.get_origin(args[0]) is tuple:
+            return tuple(sorted(value.items()))
+        if isinstance(value, dict):
+            return tuple(sorted(value.items()))
+        raise ConfigError(where, f"expected a list, got {value!r}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off", "1", "0"):
+            return value.lower() in ("true", "yes", "on", "1")
+        raise ConfigError(where, f"expected true or false, got {value!r}", "true, false")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(where, f"expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(float(value)) if float(value).is_integer() else _bad_int(where, value)
+            except ValueError:
+                pass
+        raise ConfigError(where, f"expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(where, f"expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(where, f"expected a string, got {value!r}")
+    return value
+
+
+def _bad_int(where: str, value: Any) -> int:
+    raise ConfigError(where, f"expected an integer, got {value!r}")
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain-data form of a config (for JSON, YAML and cache keys)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, tuple):
+        if obj and all(isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str) for x in obj):
+            return {k: to_dict(v) for k, v in obj}
+        return [to_dict(x) for x in obj]
+    return obj

@@ -1,0 +1,106 @@
+"""Read a model architecture from a HuggingFace ``config.json``.
+
+Supported ``architectures`` (first entry): DeepseekV3ForCausalLM,
+DeepseekV2ForCausalLM, LlamaForCausalLM, MixtralForCausalLM,
+Qwen2MoeForCausalLM and Qwen3MoeForCausalLM. The mapping is field by field;
+anything the simulator needs but the file lacks is an error naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+SUPPORTED = (
+    "DeepseekV3ForCausalLM",
+    "DeepseekV2ForCausalLM",
+    "LlamaForCausalLM",
+    "MixtralForCausalLM",
+    "Qwen2MoeForCausalLM",
+    "Qwen3MoeForCausalLM",
+)
+
+
+def _get(cfg: dict, key: str, where: str, default: Any = ...) -> Any:
+    if key in cfg and cfg[key] is not None:
+        return cfg[key]
+    if default is ...:
+        raise ConfigError(f"{where}.{key}", "missing from config.json")
+    return default
+
+
+def model_from_hf_config(path: str | Path) -> dict:
+    """Return the plain-data ModelConfig fields for a HuggingFace config file."""
+    where = f"model ({path})"
+    try:
+        cfg = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError("model", f"file not found: {path}") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError("model", f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    archs = cfg.get("architectures") or []
+    arch = archs[0] if archs else ""
+    if arch not in SUPPORTED:
+        raise ConfigError(f"{where}.architectures", f"unsupported {arch!r}", ", ".join(SUPPORTED))
+    g = lambda k, d=...: _get(cfg, k, where, d)  # noqa: E731
+    heads = g("num_attention_heads")
+    out: dict[str, Any] = {
+        "name": Path(path).parent.name or arch,
+        "layers": g("num_hidden_layers"),
+        "hidden": g("hidden_size"),
+        "heads": heads,
+        "vocab": g("vocab_size"),
+        "tied_embeddings": bool(g("tie_word_embeddings", False)),
+        "mlp": "swiglu",
+        "source": f"HuggingFace config {path} ({arch})",
+    }
+    if arch.startswith("Deepseek"):
+        out.update(
+            attention="mla",
+            q_lora_rank=g("q_lora_rank", 0) or 0,
+            kv_lora_rank=g("kv_lora_rank"),
+            qk_nope_head_dim=g("qk_nope_head_dim"),
+            qk_rope_head_dim=g("qk_rope_head_dim"),
+            v_head_dim=g("v_head_dim"),
+            dense_intermediate=g("intermediate_size"),
+            n_routed_experts=g("n_routed_experts"),
+            n_shared_experts=g("n_shared_experts", 0),
+            experts_per_token=g("num_experts_per_tok"),
+            moe_intermediate=g("moe_intermediate_size"),
+            first_k_dense=g("first_k_dense_replace", 0),
+            n_expert_groups=g("n_group", 1),
+            topk_groups=g("topk_group", 1),
+            mtp_depth=g("num_nextn_predict_layers", 0),
+        )
+        return out
+    kv = g("num_key_value_heads", heads)
+    out.update(
+        attention="mha" if kv == heads else ("mqa" if kv == 1 else "gqa"),
+        kv_heads=kv,
+        head_dim=g("head_dim", 0) or 0,
+        sliding_window=(g("sliding_window", 0) or 0) if g("use_sliding_window", arch == "MixtralForCausalLM") else 0,
+    )
+    if arch == "LlamaForCausalLM":
+        out["dense_intermediate"] = g("intermediate_size")
+    elif arch == "MixtralForCausalLM":
+        out.update(
+            n_routed_experts=g("num_local_experts"),
+            experts_per_token=g("num_experts_per_tok"),
+            moe_intermediate=g("intermediate_size"),
+        )
+    else:  # Qwen2-MoE / Qwen3-MoE
+        shared = g("shared_expert_intermediate_size", 0) or 0
+        moe_i = g("moe_intermediate_size")
+        out.update(
+            n_routed_experts=g("num_experts"),
+            experts_per_token=g("num_experts_per_tok"),
+            moe_intermediate=moe_i,
+            # Qwen2-MoE has one shared expert of its own width; model it as whole experts of moe width.
+            n_shared_experts=round(shared / moe_i) if shared else 0,
+            dense_intermediate=g("intermediate_size", 0) or 0,
+            first_k_dense=0,
+        )
+    return out

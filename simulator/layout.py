@@ -1,0 +1,120 @@
+"""Pipeline layout: which layers form each stage, and which stages each rank holds.
+
+A pipeline cuts the model's ordered layer units (embedding, blocks, head, MTP)
+into contiguous *stages*. Schedules differ in how many stages there are and
+how they map to ranks:
+
+- 1F1B / ZB1P: PP stages, rank r holds stage r.
+- Interleaved: PP*V stages, rank r holds stages r, r+PP, r+2PP, ...
+- DualPipe: PP stages, rank r holds stage r and stage PP-1-r (two parameter
+  copies: both pipeline directions run through every rank).
+- DualPipeV: 2*PP stages on PP ranks, rank r holds stages r and 2PP-1-r.
+
+``uniform`` splitting gives every stage the same number of transformer blocks
+(Megatron's default, embedding and head riding on the end stages);
+``balanced`` cuts where the cost per stage (measured by a cost function, e.g.
+the op timer) is most even, the way careful practitioners place the heavy
+embedding, head and MTP layers.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+
+def num_stages(schedule: str, pp: int, vpp: int) -> int:
+    if schedule == "interleaved":
+        return pp * vpp
+    if schedule == "dualpipev":
+        return 2 * pp
+    return pp
+
+
+def rank_stages(schedule: str, pp: int, vpp: int, rank: int) -> list[int]:
+    """The stage indices held by one pipeline rank, in chunk order."""
+    if schedule == "interleaved":
+        return [rank + v * pp for v in range(vpp)]
+    if schedule == "dualpipe":
+        return [rank, pp - 1 - rank]
+    if schedule == "dualpipev":
+        return [rank, 2 * pp - 1 - rank]
+    return [rank]
+
+
+def split_uniform(units: Sequence[str], stages: int) -> list[list[str]]:
+    """Equal numbers of blocks per stage; embedding on the first, head/MTP on the last."""
+    blocks = [u for u in units if u in ("dense", "moe")]
+    head = [u for u in units if u not in ("dense", "moe", "embed")]
+    base, extra = divmod(len(blocks), stages)
+    out: list[list[str]] = []
+    i = 0
+    for s in range(stages):
+        n = base + (1 if s < extra else 0)
+        out.append(blocks[i : i + n])
+        i += n
+    out[0] = ["embed"] + out[0]
+    out[-1] = out[-1] + head
+    return out
+
+
+def split_balanced(units: Sequence[str], stages: int, cost: Callable[[str], float]) -> list[list[str]]:
+    """Contiguous partition minimizing the most expensive stage (exact, by binary search
+    over the bottleneck with a greedy feasibility check). Every stage gets at least one unit."""
+    costs = [cost(u) for u in units]
+    n = len(units)
+    if stages >= n:
+        return [[u] for u in units] + [[] for _ in range(stages - n)]
+
+    def fits(limit: float) -> list[int] | None:
+        cuts, acc, used = [], 0.0, 1
+        for i, c in enumerate(costs):
+            if c > limit:
+                return None
+            remaining_units = n - i
+            remaining_stages = stages - used
+            if acc + c > limit or (remaining_units <= remaining_stages and acc > 0):
+                cuts.append(i)
+                used += 1
+                acc = c
+                if used > stages:
+                    return None
+            else:
+                acc += c
+        return cuts if used <= stages else None
+
+    lo, hi = max(costs), sum(costs)
+    best = fits(hi)
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        cuts = fits(mid)
+        if cuts is not None:
+            best, hi = cuts, mid
+        else:
+            lo = mid
+        if hi - lo <= 1e-9 * hi:
+            break
+    assert best is not None
+    bounds = [0] + best + [n]
+    parts = [list(units[a:b]) for a, b in zip(bounds, bounds[1:])]
+    while len(parts) < stages:  # pad (only when costs allow fewer stages): split the largest
+        j = max(range(len(parts)), key=lambda k: len(parts[k]))
+        parts[j : j + 1] = [parts[j][: len(parts[j]) // 2], parts[j][len(parts[j]) // 2 :]]
+    return parts
+
+
+def activation_microbatches(schedule: str, pp: int, vpp: int, microbatches: int) -> float:
+    """Micro-batches of activations a rank holds at peak, in units of one stage's activations.
+
+    1F1B and ZB1P: the first rank holds PP. Interleaved: PP + (PP-1)/V... expressed per
+    virtual chunk: (PP*V + PP - 1) chunk-activations, i.e. (1 + (PP-1)/(PP*V)) PP stage units.
+    DualPipe and DualPipeV: PP+1 (DualPipe README). Never more than the micro-batch count.
+    """
+    if schedule in ("none",) or pp == 1:
+        return 1.0
+    if schedule in ("1f1b", "zb1p"):
+        return float(min(pp, microbatches))
+    if schedule == "interleaved":
+        return min(pp * (1 + (pp - 1) / (pp * vpp)), float(microbatches))
+    if schedule in ("dualpipe", "dualpipev"):
+        return float(min(pp + 1, microbatches))
+    raise ValueError(schedule)

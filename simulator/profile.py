@@ -1,0 +1,279 @@
+"""Calibration profiles: measured kernel throughput that the op timer reads.
+
+A *profile* is a versioned JSON document recording how fast one device ran the
+kernels a training step is made of: dense GEMMs, grouped (MoE) GEMMs, attention,
+memory-bound ops, compute under a reduced SM budget, and collectives. Each table
+row is one measurement (or one published figure, with its ``source``). The
+simulator never needs a GPU: it reads a profile, interpolates between measured
+shapes and, for shapes outside the table, clamps to the nearest edge or falls
+back to the roofline, reporting each such case (see :class:`Lookup`).
+
+Schema (``schema_version`` 1)::
+
+    {
+      "schema": "gpuhours.profile", "schema_version": 1,
+      "name": "h800-anchors", "created": "2026-11-22", "source": "...",
+      "device": {"name": "NVIDIA H800", "kind": "gpu" | "cpu", "sms": 132, ...},
+      "tables": {
+        "gemm":         [{"dtype", "m", "n", "k", "tflops", "source"?, "ms"?}],
+        "grouped_gemm": [{"dtype", "groups", "m_per_group", "n", "k", "tflops", ...}],
+        "attention":    [{"dtype", "direction": "fwd"|"bwd", "seq", "heads",
+                          "qk_dim", "v_dim", "causal", "tflops", ...}],
+        "memory_bound": [{"op", "bytes", "gbps", ...}],
+        "sm_scaling":   [{"sms", "total_sms", "relative_throughput", ...}],
+        "collectives":  [{"op", "ranks", "bytes"?, "gbps", "link"?, ...}]
+      }
+    }
+
+All tables are optional; an absent table means "no measurement", never zero.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "gpuhours.profile"
+SCHEMA_VERSION = 1
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "calibration" / "profiles"
+
+TABLE_KEYS: dict[str, tuple[str, ...]] = {
+    "gemm": ("dtype", "m", "n", "k", "tflops"),
+    "grouped_gemm": ("dtype", "groups", "m_per_group", "n", "k", "tflops"),
+    "attention": ("dtype", "direction", "seq", "heads", "qk_dim", "v_dim", "causal", "tflops"),
+    "memory_bound": ("op", "bytes", "gbps"),
+    "sm_scaling": ("sms", "total_sms", "relative_throughput"),
+    "collectives": ("op", "ranks", "gbps"),
+}
+
+
+class ProfileError(ValueError):
+    """A profile that is missing, corrupt or of an unknown schema version."""
+
+
+def validate_profile(data: Any, where: str = "profile") -> dict:
+    """Check a profile document and return it; raise ProfileError naming the field."""
+    if not isinstance(data, dict):
+        raise ProfileError(f"{where}: not a JSON object")
+    if data.get("schema") != SCHEMA:
+        raise ProfileError(f"{where}: field 'schema' must be {SCHEMA!r}, got {data.get('schema')!r}")
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ProfileError(
+            f"{where}: unknown schema_version {version!r}; this gpuhours reads version {SCHEMA_VERSION}"
+        )
+    device = data.get("device")
+    if not isinstance(device, dict) or not isinstance(device.get("name"), str):
+        raise ProfileError(f"{where}: field 'device' must be an object with a 'name'")
+    if device.get("kind", "gpu") not in ("gpu", "cpu"):
+        raise ProfileError(f"{where}: device.kind must be 'gpu' or 'cpu', got {device.get('kind')!r}")
+    tables = data.get("tables", {})
+    if not isinstance(tables, dict):
+        raise ProfileError(f"{where}: field 'tables' must be an object")
+    for name, rows in tables.items():
+        if name not in TABLE_KEYS:
+            raise ProfileError(
+                f"{where}: unknown table {name!r}; allowed: {', '.join(TABLE_KEYS)}"
+            )
+        if not isinstance(rows, list):
+            raise ProfileError(f"{where}: tables.{name} must be a list")
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise ProfileError(f"{where}: tables.{name}[{i}] must be an object")
+            for key in TABLE_KEYS[name]:
+                if key not in row:
+                    raise ProfileError(f"{where}: tables.{name}[{i}] lacks field {key!r}")
+            for key in ("tflops", "gbps", "relative_throughput"):
+                if key in row and not (isinstance(row[key], (int, float)) and row[key] > 0):
+                    raise ProfileError(
+                        f"{where}: tables.{name}[{i}].{key} must be a positive number, got {row[key]!r}"
+                    )
+    return data
+
+
+def save_profile(data: dict, path: str | os.PathLike) -> Path:
+    """Validate and write a profile atomically: a reader never sees half a file."""
+    validate_profile(data, where=str(path))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def list_profiles() -> list[str]:
+    """Names of the profiles shipped in calibration/profiles/."""
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.json"))
+
+
+def resolve_profile_path(name_or_path: str | os.PathLike) -> Path:
+    p = Path(name_or_path)
+    if p.suffix == ".json" or p.exists():
+        return p
+    candidate = PROFILES_DIR / f"{name_or_path}.json"
+    if candidate.exists():
+        return candidate
+    raise ProfileError(
+        f"profile: unknown profile {str(name_or_path)!r}; allowed: {', '.join(list_profiles())} or a path to a .json file"
+    )
+
+
+def load_profile(name_or_path: str | os.PathLike) -> "Profile":
+    """Read a profile by shipped name or path; refuse corrupt or unknown-version files."""
+    path = resolve_profile_path(name_or_path)
+    return _load_profile_cached(str(path.resolve()), path.stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=32)
+def _load_profile_cached(path: str, _mtime: int) -> "Profile":
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise ProfileError(f"profile: file not found: {path}") from None
+    except json.JSONDecodeError as e:
+        raise ProfileError(f"profile: {path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    return Profile(validate_profile(data, where=path), path=path)
+
+
+# --------------------------------------------------------------------------- lookups
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """The answer of a table lookup.
+
+    ``value`` is a throughput (TFLOP/s or GB/s). ``status`` says how it was
+    obtained: ``measured`` (an exact row), ``interpolated`` (inside the table's
+    range), ``clamped`` (outside the range: the nearest rows' value is used, as
+    efficiency saturates with size), or ``roofline`` (no row of this kind: the
+    caller must use the datasheet peak). Anything but measured/interpolated is
+    worth a visible warning.
+    """
+
+    value: float | None
+    status: str
+    detail: str = ""
+
+
+def _log(x: float) -> float:
+    return math.log2(max(float(x), 1e-9))
+
+
+def _idw(points: list[tuple[tuple[float, ...], float]], q: tuple[float, ...]) -> float:
+    """Inverse-distance weighting (power 2) in log space; exact on a row."""
+    num = den = 0.0
+    for coords, value in points:
+        d2 = sum((a - b) ** 2 for a, b in zip(coords, q))
+        if d2 < 1e-12:
+            return value
+        w = 1.0 / d2
+        num += w * value
+        den += w
+    return num / den
+
+
+class Profile:
+    """A loaded profile with interpolating lookups (cached: shapes repeat)."""
+
+    def __init__(self, data: dict, path: str | None = None):
+        self.data = data
+        self.path = path
+        self.name: str = data.get("name", Path(path).stem if path else "profile")
+        self.device: dict = data["device"]
+        self.tables: dict[str, list[dict]] = data.get("tables", {})
+        self._cache: dict[tuple, Lookup] = {}
+
+    def __repr__(self) -> str:
+        return f"Profile({self.name!r}, device={self.device.get('name')!r})"
+
+    # Generic scattered-table lookup -------------------------------------------------
+    def _scattered(self, table: str, match: dict, dims: tuple[str, ...], q: tuple[float, ...], value_key: str) -> Lookup:
+        key = (table, tuple(sorted(match.items())), q)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        rows = [r for r in self.tables.get(table, []) if all(r.get(k) == v for k, v in match.items())]
+        if not rows:
+            res = Lookup(None, "roofline", f"no {table} rows for {match}")
+        else:
+            pts = [(tuple(_log(r[d]) for d in dims), float(r[value_key])) for r in rows]
+            lq = tuple(_log(x) for x in q)
+            outside = []
+            clamped = list(lq)
+            for i, d in enumerate(dims):
+                lo = min(p[0][i] for p in pts)
+                hi = max(p[0][i] for p in pts)
+                if lq[i] < lo - 1e-9 or lq[i] > hi + 1e-9:
+                    outside.append(f"{d}={q[i]:g} outside [{2**lo:g}, {2**hi:g}]")
+                    clamped[i] = min(max(lq[i], lo), hi)
+            value = _idw(pts, tuple(clamped))
+            exact = any(all(abs(a - b) < 1e-9 for a, b in zip(p[0], lq)) for p in pts)
+            if outside:
+                res = Lookup(value, "clamped", f"{table} {match}: " + "; ".join(outside))
+            else:
+                res = Lookup(value, "measured" if exact else "interpolated")
+        self._cache[key] = res
+        return res
+
+    def gemm_tflops(self, dtype: str, m: float, n: float, k: float) -> Lookup:
+        return self._scattered("gemm", {"dtype": dtype}, ("m", "n", "k"), (m, n, k), "tflops")
+
+    def grouped_gemm_tflops(self, dtype: str, groups: float, m_per_group: float, n: float, k: float) -> Lookup:
+        # Grouped GEMM efficiency is driven by the per-expert shape; groups add parallelism.
+        return self._scattered(
+            "grouped_gemm", {"dtype": dtype}, ("m_per_group", "n", "k", "groups"), (m_per_group, n, k, groups), "tflops"
+        )
+
+    def attention_tflops(self, dtype: str, direction: str, seq: float, heads: float, qk_dim: float, v_dim: float) -> Lookup:
+        return self._scattered(
+            "attention",
+            {"dtype": dtype, "direction": direction},
+            ("seq", "heads", "qk_dim", "v_dim"),
+            (seq, heads, qk_dim, v_dim),
+            "tflops",
+        )
+
+    def memory_gbps(self, op: str, nbytes: float) -> Lookup:
+        res = self._scattered("memory_bound", {"op": op}, ("bytes",), (nbytes,), "gbps")
+        if res.status == "roofline":
+            generic = self._scattered("memory_bound", {"op": "*"}, ("bytes",), (nbytes,), "gbps")
+            if generic.status != "roofline":
+                return Lookup(generic.value, generic.status, f"generic memory-bound row used for {op}")
+        return res
+
+    def collective_gbps(self, op: str, ranks: float) -> Lookup:
+        return self._scattered("collectives", {"op": op}, ("ranks",), (ranks,), "gbps")
+
+    def sm_fraction(self, sms: float, total_sms: float) -> Lookup:
+        """Relative compute throughput with ``sms`` of ``total_sms`` SMs (1.0 = all)."""
+        rows = self.tables.get("sm_scaling", [])
+        if not rows:
+            return Lookup(sms / total_sms, "roofline", "no sm_scaling rows: throughput proportional to SMs")
+        pts = sorted((r["sms"] / r["total_sms"], float(r["relative_throughput"])) for r in rows)
+        pts = [(1.0, 1.0)] + pts if all(abs(p[0] - 1.0) > 1e-9 for p in pts) else pts
+        pts.sort()
+        x = sms / total_sms
+        if x <= pts[0][0]:
+            return Lookup(pts[0][1] * x / pts[0][0], "clamped", "below the smallest measured SM count")
+        for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+            if x0 <= x <= x1:
+                t = 0.0 if x1 == x0 else (x - x0) / (x1 - x0)
+                return Lookup(y0 + t * (y1 - y0), "interpolated")
+        return Lookup(1.0, "measured")

@@ -1,0 +1,211 @@
+"""Scenarios from YAML presets, files and command-line overrides.
+
+Presets live in ``scenarios/``: ``models/*.yaml`` (architectures),
+``clusters/*.yaml`` (GPUs and links) and ``*.yaml`` (whole scenarios). A
+scenario file names its model and cluster by preset or spells them out, and may
+override preset fields::
+
+    name: deepseek-v3
+    model: deepseek-v3                 # a preset name ...
+    cluster: {preset: h800, num_gpus: 2048}   # ... or a preset plus overrides
+    plan: {pp: 16, ep: 64, schedule: dualpipe, precision: fp8}
+    training: {seq_len: 4096, global_batch: 15360, tokens: 14.8e12}
+
+Overrides from the command line use dotted paths: ``plan.pp=8``,
+``cluster.ib_gbps=25``, ``model.layers=30``. A model may also be a HuggingFace
+``config.json`` (``model: path/to/config.json``).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import ClusterConfig, CostConfig, ModelConfig, PlanConfig, Scenario, TrainingConfig, build
+from .errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS_DIR = Path(os.environ.get("GPUHOURS_SCENARIOS", ROOT / "scenarios"))
+SECTIONS = ("model", "cluster", "plan", "training", "cost")
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def list_models() -> list[str]:
+    return _names(SCENARIOS_DIR / "models")
+
+
+def list_clusters() -> list[str]:
+    return _names(SCENARIOS_DIR / "clusters")
+
+
+def list_scenarios() -> list[str]:
+    return _names(SCENARIOS_DIR)
+
+
+def read_yaml(path: Path | str, where: str | None = None) -> Any:
+    """Parse a YAML file; a syntax error becomes a one-line ConfigError."""
+    where = where or str(path)
+    try:
+        with open(path) as f:
+            return yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(where, f"file not found: {path}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or "malformed YAML"
+        raise ConfigError(where, f"malformed YAML{at}: {problem}") from None
+
+
+def _preset(kind: str, name: str) -> dict:
+    folder = SCENARIOS_DIR / f"{kind}s"
+    path = folder / f"{name}.yaml"
+    if not path.exists():
+        raise ConfigError(kind, f"unknown {kind} preset {name!r}", ", ".join(_names(folder)))
+    data = read_yaml(path, where=f"{kind} preset {name}")
+    if not isinstance(data, dict):
+        raise ConfigError(kind, f"preset {name!r} is not a mapping")
+    return data
+
+
+def _resolve_part(kind: str, spec: Any) -> dict:
+    """A model/cluster given as a preset name, a path, or a mapping (with optional 'preset')."""
+    if isinstance(spec, str):
+        if kind == "model" and spec.endswith(".json"):
+            from .hf_config import model_from_hf_config
+
+            return model_from_hf_config(spec)
+        if spec.endswith((".yaml", ".yml")):
+            data = read_yaml(spec, where=kind)
+            return _resolve_part(kind, data)
+        data = dict(_preset(kind, spec))
+        data.setdefault("name", spec)
+        return _resolve_part(kind, data) if "preset" in data else data
+    if isinstance(spec, dict):
+        spec = dict(spec)
+        base_name = spec.pop("preset", None)
+        if base_name is None:
+            return spec
+        base = _resolve_part(kind, base_name)
+        return _deep_merge(base, spec)
+    raise ConfigError(kind, f"expected a preset name or a mapping, got {spec!r}")
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``plan.pp=8`` -> (["plan", "pp"], 8); values are parsed as YAML scalars."""
+    if "=" not in text:
+        raise ConfigError("--set", f"{text!r} is not of the form section.field=value", "e.g. plan.pp=8")
+    key, _, raw = text.partition("=")
+    path = [p for p in key.strip().split(".") if p]
+    if len(path) < 2 or path[0] not in SECTIONS:
+        raise ConfigError("--set", f"{key!r} does not name a field", "section.field with section in " + ", ".join(SECTIONS))
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return path, value
+
+
+def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for text in overrides:
+        path, value = parse_override(text)
+        section = path[0]
+        part = raw.get(section, {})
+        if isinstance(part, str):  # a preset name: turn it into {preset: name} to override fields
+            part = {"preset": part}
+        part = dict(part) if isinstance(part, dict) else {}
+        node = part
+        for p in path[1:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError("--set", f"{'.'.join(path)}: {p} is not a section")
+        node[path[-1]] = value
+        raw[section] = part
+    return raw
+
+
+def scenario_from_dict(raw: dict, name: str = "scenario", overrides: tuple[str, ...] = ()) -> Scenario:
+    """Build and validate a Scenario from plain data plus overrides."""
+    if not isinstance(raw, dict):
+        raise ConfigError("scenario", f"expected a mapping, got {type(raw).__name__}")
+    raw = apply_overrides(raw, overrides)
+    unknown = [k for k in raw if k not in SECTIONS + ("name", "description", "profile", "notes")]
+    if unknown:
+        raise ConfigError(unknown[0], "unknown scenario section", ", ".join(SECTIONS + ("name", "description", "profile")))
+    for req in ("model", "cluster"):
+        if req not in raw:
+            raise ConfigError(req, "required section is missing")
+    model_d = _resolve_part("model", raw["model"])
+    cluster_d = _resolve_part("cluster", raw["cluster"])
+    if "profile" in raw and raw["profile"] is not None:
+        cluster_d = {**cluster_d, "profile": raw["profile"]}
+    model = build(ModelConfig, model_d, "model")
+    cluster = build(ClusterConfig, cluster_d, "cluster")
+    plan = build(PlanConfig, raw.get("plan") or {}, "plan")
+    training = build(TrainingConfig, raw.get("training") or {}, "training")
+    cost = build(CostConfig, raw.get("cost") or {}, "cost")
+    sc = Scenario(
+        name=str(raw.get("name", name)),
+        model=model,
+        cluster=cluster,
+        plan=plan,
+        training=training,
+        cost=cost,
+        description=str(raw.get("description", "")),
+    )
+    return sc.validate()
+
+
+def raw_scenario(name_or_path: str) -> dict:
+    """The unvalidated mapping behind a scenario preset or file."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        data = read_yaml(p, where="scenario")
+    else:
+        path = SCENARIOS_DIR / f"{name_or_path}.yaml"
+        if not path.exists():
+            raise ConfigError(
+                "scenario", f"unknown scenario {name_or_path!r}", ", ".join(list_scenarios()) + ", or a path to a YAML file"
+            )
+        data = read_yaml(path, where=f"scenario {name_or_path}")
+    if not isinstance(data, dict):
+        raise ConfigError("scenario", f"{name_or_path} is not a YAML mapping")
+    return data
+
+
+def load_scenario(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
+    """Load a scenario preset (by name) or YAML file, apply overrides, validate."""
+    return _load_cached(str(name_or_path), tuple(overrides))
+
+
+@lru_cache(maxsize=256)
+def _load_cached(name_or_path: str, overrides: tuple[str, ...]) -> Scenario:
+    raw = raw_scenario(name_or_path)
+    return scenario_from_dict(raw, name=Path(name_or_path).stem, overrides=overrides)
+
+
+def load_model(name_or_path: str) -> ModelConfig:
+    m = build(ModelConfig, _resolve_part("model", name_or_path), "model")
+    m.validate()
+    return m
+
+
+def load_cluster(name: str, **overrides: Any) -> ClusterConfig:
+    c = build(ClusterConfig, _deep_merge(_resolve_part("cluster", name), overrides), "cluster")
+    c.validate()
+    return c

@@ -1,0 +1,111 @@
+"""``gpuhours schedule``: draw a pipeline schedule and its bubble.
+
+    gpuhours schedule NAME --pp P --microbatches M [--vpp V]
+                      [--f F --b B --w W --fb FB] [--p2p T] [--width N] [--json]
+
+prints each rank's timeline (like the figure in DualPipe's README), the
+simulated bubble per rank and the published closed form, in DualPipe's
+notation: F forward chunk, B full backward chunk, W its weight part, F&B an
+overlapped forward+backward pair. Defaults F=1, B=2, W=1, F&B=F+B satisfy the
+closed forms' assumption F = B - W. ``--json`` prints one JSON object instead.
+Invalid input raises ``ValueError`` with a one-line message naming the field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from simulator.schedules import (
+    SCHEDULE_NAMES,
+    TaskTimes,
+    closed_form,
+    render_text,
+    simulate,
+)
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    """Add the ``schedule`` subcommand to an argparse subparsers object."""
+    p = subparsers.add_parser(
+        "schedule",
+        help="draw a pipeline schedule's timeline and bubble",
+        description=__doc__.split("\n\n")[0],
+    )
+    p.add_argument("name", help=f"schedule: {', '.join(SCHEDULE_NAMES)}")
+    p.add_argument(
+        "--pp",
+        type=int,
+        required=True,
+        help="pipeline ranks (for dualpipev: devices, holding 2*pp stages)",
+    )
+    p.add_argument(
+        "--microbatches", type=int, required=True, help="micro-batches per step"
+    )
+    p.add_argument(
+        "--vpp", type=int, default=1, help="virtual stages per rank (interleaved)"
+    )
+    p.add_argument(
+        "--f", type=float, default=1.0, help="F: forward chunk time (default 1)"
+    )
+    p.add_argument(
+        "--b", type=float, default=2.0, help="B: full backward chunk time (default 2)"
+    )
+    p.add_argument(
+        "--w", type=float, default=1.0, help="W: weight-gradient part of B (default 1)"
+    )
+    p.add_argument(
+        "--fb",
+        type=float,
+        default=None,
+        help="F&B: overlapped forward+backward pair time (default F+B)",
+    )
+    p.add_argument(
+        "--p2p", type=float, default=0.0, help="time per hop between ranks (default 0)"
+    )
+    p.add_argument(
+        "--width", type=int, default=None, help="columns of the text timeline"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    times = TaskTimes(args.f, args.b, args.w, args.fb)
+    tl = simulate(
+        args.name, args.pp, args.microbatches, times, vpp=args.vpp, p2p=args.p2p
+    )
+    if not args.json:
+        print(render_text(tl, width=args.width))
+        return 0
+    out = {
+        "schedule": args.name,
+        "pp": args.pp,
+        "microbatches": args.microbatches,
+        "vpp": args.vpp,
+        "times": {"F": times.f, "B": times.b, "W": times.w, "F&B": times.f_and_b},
+        "p2p": args.p2p,
+        "bubble": tl.max_bubble,
+        "bubble_per_rank": tl.bubbles(),
+        "closed_form": closed_form(args.name, args.pp, times, args.vpp),
+        "makespan": tl.makespan,
+        "ranks": [
+            [
+                {
+                    "kind": t.kind,
+                    "mb": t.mb,
+                    "chunk": t.chunk,
+                    "mb2": t.mb2,
+                    "chunk2": t.chunk2,
+                    "split_backward": t.split_backward,
+                    "start": s,
+                    "end": e,
+                }
+                for t, s, e in row
+            ]
+            for row in tl.ranks
+        ],
+    }
+    print(json.dumps(out))
+    return 0

@@ -1,0 +1,698 @@
+"""Pipeline schedules as pure functions, and a zero-communication timeline.
+
+A *pipeline schedule* splits the model's layers into consecutive *stages*, puts
+the stages on pipeline ranks (GPUs), splits the global batch into
+*micro-batches*, and fixes, for every rank, the order in which that rank runs
+its pieces of work ("chunks"). A chunk can only start once its inputs exist:
+the forward of micro-batch m on stage s needs that micro-batch's activations
+from stage s-1, and its backward needs the output gradient from stage s+1. The
+time a rank spends waiting for its inputs is the pipeline *bubble*.
+
+Notation, as in DualPipe's README:
+
+* **F**   the forward chunk of one micro-batch on one stage,
+* **B**   the full backward chunk (input gradients and weight gradients),
+* **W**   the "backward for weights" part of B,
+* **F&B** (written ``FB`` here) a forward chunk of one micro-batch run
+  overlapped with the backward chunk of another on the same rank.
+
+Schedules that split the backward (``zb1p``, ``dualpipe``, ``dualpipev``) issue
+some backward chunks as the input-gradient part alone (a task ``B`` with
+``split_backward=True``, lasting B - W) and later a separate ``W`` task; the
+others (``1f1b``, ``interleaved``) issue full backward chunks lasting B.
+
+:func:`build_schedule` gives each rank its ordered task list;
+:func:`simulate` runs those lists with a list scheduler (each rank strictly in
+order, a task starts as soon as its rank is free and its inputs exist, plus an
+optional point-to-point time per hop between ranks) and returns a
+:class:`Timeline`; :func:`render_text` draws it like the figure in DualPipe's
+README.
+
+Times are per task: F, B, W are the durations of one chunk (for
+``interleaved`` a chunk is 1/vpp of a rank's layers; for ``dualpipev`` a stage
+is 1/(2*pp) of the model). What the tests (``tests/test_schedules.py``) find
+against the closed forms of :mod:`simulator.bubble`, with F = B - W and no
+communication:
+
+* ``1f1b``: every rank idles exactly (PP-1)(F+B), for any micro-batch count
+  and even when F != B - W.
+* ``zb1p``: every rank idles exactly (PP-1)(F+B-2W) once microbatches >= PP;
+  with fewer it is (PP-1)(F+B-W) - (microbatches-1)W (too few W's to fill).
+* ``interleaved``: every rank idles exactly (PP-1)(f+b) in chunk times, i.e.
+  the formula (PP-1)(F+B)/vpp with F = vpp*f, B = vpp*b the per-rank times.
+* ``dualpipe``: the closed form (PP/2-1)(F&B+B-3W) is the idle time of the two
+  middle ranks (PP/2-1 and PP/2), which idle the most; with F&B < F+B the
+  other ranks idle less (they run fewer overlapped pairs, so they compute
+  longer), with F&B = F+B all ranks idle the same. So the table's bubble is
+  the maximum over ranks. With F != B - W it is no bound at all: the issue's
+  PP=8, 24 micro-batches, F=2, B=2, W=1, F&B=4 idles 12 on every rank
+  against the formula's 9.
+* ``dualpipev`` (``pp`` = devices, 2*pp stages): each device runs exactly the
+  order (and, without communication, the timeline) of rank r of ``dualpipe``
+  on 2*pp ranks with 2*microbatches, so its bubble is the DualPipe closed form
+  at PP = 2*pp, (pp-1)(F&B+B-3W), reached on the last device (pp-1).
+
+:func:`closed_form` applies these conversions (per-chunk times for
+``interleaved``, PP = 2*pp for ``dualpipev``).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
+
+from simulator.bubble import closed_form_bubble
+
+SCHEDULE_NAMES = ("1f1b", "interleaved", "zb1p", "dualpipe", "dualpipev")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One chunk of work issued by a rank.
+
+    ``kind`` is ``"F"``, ``"B"``, ``"W"`` or ``"FB"``. ``chunk`` is the model
+    chunk of this rank that runs it: the virtual stage for ``interleaved``,
+    the direction (0 or 1) for ``dualpipe`` and the leg of the V (0 down, 1
+    up) for ``dualpipev``; always 0 otherwise. For ``FB`` the forward part is
+    ``(mb, chunk)`` and the backward part, always a full backward, is
+    ``(mb2, chunk2)``. ``split_backward`` marks a ``B`` that excludes its
+    weight gradients (they come later as a ``W`` task of the same mb/chunk).
+    """
+
+    kind: str
+    mb: int
+    chunk: int = 0
+    mb2: int = -1
+    chunk2: int = -1
+    split_backward: bool = False
+
+    def label(self) -> str:
+        if self.kind == "FB":
+            return f"{self.mb}&{self.mb2}"
+        return f"{self.kind}{self.mb}"
+
+
+@dataclass(frozen=True)
+class TaskTimes:
+    """Chunk durations F, B (full backward), W (its weight part), F&B."""
+
+    f: float
+    b: float
+    w: float
+    fb: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("f", "b", "w"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(
+                    f"times.{name}: must be a number >= 0, got {getattr(self, name)!r}"
+                )
+        if self.w > self.b:
+            raise ValueError(
+                f"times.w: must be <= times.b (W is part of B), got w={self.w} b={self.b}"
+            )
+        if self.fb is not None and not self.fb >= 0:
+            raise ValueError(f"times.fb: must be a number >= 0, got {self.fb!r}")
+
+    @property
+    def f_and_b(self) -> float:
+        return self.f + self.b if self.fb is None else self.fb
+
+
+# --------------------------------------------------------------------------
+# Validation and stage layout
+# --------------------------------------------------------------------------
+
+
+def validate_schedule_args(name: str, pp: int, microbatches: int, vpp: int = 1) -> None:
+    """Raise ``ValueError`` (one line naming the field) for an invalid plan.
+
+    Rules: ``pp >= 1`` and ``microbatches >= 1`` always. ``1f1b`` and
+    ``zb1p`` accept any number of micro-batches (we chose not to require
+    ``microbatches >= pp``: fewer is legal and leaves more bubble; ZB-H1 then
+    misses its closed form) and need ``vpp == 1``. ``interleaved`` needs
+    ``vpp >= 2`` and ``microbatches`` a multiple of ``pp`` (Megatron's rule).
+    ``dualpipe`` mirrors the reference asserts: even ``pp``, even
+    ``microbatches`` and ``microbatches >= 2*pp``. ``dualpipev`` (``pp`` =
+    devices) mirrors its reference: ``microbatches >= 2*pp``. Both DualPipe
+    variants hold two chunks per rank by construction and need ``vpp == 1``.
+    """
+    if name not in SCHEDULE_NAMES:
+        raise ValueError(
+            f"plan.schedule: unknown {name!r}; allowed: {', '.join(SCHEDULE_NAMES)}"
+        )
+    if not isinstance(pp, int) or pp < 1:
+        raise ValueError(f"plan.pp: must be an integer >= 1, got {pp!r}")
+    if not isinstance(microbatches, int) or microbatches < 1:
+        raise ValueError(
+            f"plan.microbatches: must be an integer >= 1, got {microbatches!r}"
+        )
+    if not isinstance(vpp, int) or vpp < 1:
+        raise ValueError(f"plan.vpp: must be an integer >= 1, got {vpp!r}")
+    if name == "interleaved":
+        if vpp < 2:
+            raise ValueError(f"plan.vpp: interleaved needs vpp >= 2, got {vpp}")
+        if microbatches % pp:
+            raise ValueError(
+                f"plan.microbatches: interleaved needs a multiple of pp={pp}, got {microbatches}"
+            )
+        return
+    if vpp != 1:
+        raise ValueError(
+            f"plan.vpp: only interleaved uses vpp; {name} needs vpp=1, got {vpp}"
+        )
+    if name == "dualpipe":
+        if pp % 2:
+            raise ValueError(f"plan.pp: dualpipe needs an even pp, got {pp}")
+        if microbatches % 2 or microbatches < 2 * pp:
+            raise ValueError(
+                f"plan.microbatches: dualpipe needs an even number >= 2*pp={2 * pp}, got {microbatches}"
+            )
+    elif name == "dualpipev" and microbatches < 2 * pp:
+        raise ValueError(
+            f"plan.microbatches: dualpipev needs >= 2*pp={2 * pp} (pp = devices), got {microbatches}"
+        )
+
+
+def num_stages(name: str, pp: int, vpp: int = 1) -> int:
+    """Number of model stages: pp, pp*vpp (interleaved) or 2*pp (dualpipev)."""
+    if name == "interleaved":
+        return pp * vpp
+    if name == "dualpipev":
+        return 2 * pp
+    return pp
+
+
+def stage_of(name: str, pp: int, vpp: int, rank: int, chunk: int) -> int:
+    """Global model-stage index held by ``(rank, chunk)``.
+
+    ``interleaved``: chunk c of rank r is stage c*pp + r. ``dualpipe``: chunk 0
+    (direction 0, micro-batches enter at rank 0) is stage r, chunk 1
+    (direction 1, entering at rank pp-1) is stage pp-1-r: every rank holds two
+    copies of the model's stages, one per direction. ``dualpipev``: chunk 0 is
+    stage r, chunk 1 is stage 2*pp-1-r (the V: down the ranks, then back up).
+    """
+    if name == "interleaved":
+        return chunk * pp + rank
+    if name == "dualpipe":
+        return rank if chunk == 0 else pp - 1 - rank
+    if name == "dualpipev":
+        return rank if chunk == 0 else 2 * pp - 1 - rank
+    return rank
+
+
+# --------------------------------------------------------------------------
+# Schedules
+# --------------------------------------------------------------------------
+
+
+def _one_f_one_b(pp: int, m: int) -> list[list[Task]]:
+    """1F1B (PipeDream-Flush): rank r runs min(pp-1-r, m) warm-up forwards,
+    then alternates one forward and one full backward, then drains the
+    remaining backwards. Micro-batches go in order."""
+    fs = [Task("F", i) for i in range(m)]
+    bs = [Task("B", i) for i in range(m)]
+    out = []
+    for r in range(pp):
+        warm = min(pp - 1 - r, m)
+        seq = fs[:warm]
+        for i in range(m - warm):
+            seq += [fs[warm + i], bs[i]]
+        seq += bs[m - warm :]
+        out.append(seq)
+    return out
+
+
+def _zb1p(pp: int, m: int) -> list[list[Task]]:
+    """ZB-H1 (Qi et al. 2024): the 1F1B order with every backward split into
+    B (input gradients, on the critical path) and W (weight gradients). Rank
+    r defers its W's so that up to r of them are pending, and runs the
+    deferred ones in the tail, where 1F1B leaves rank r idle for r backwards.
+    Same peak activation memory as 1F1B. Any micro-batch count works; the
+    closed form (PP-1)(F+B-2W) needs microbatches >= pp."""
+    fs = [Task("F", i) for i in range(m)]
+    bs = [Task("B", i, split_backward=True) for i in range(m)]
+    ws = [Task("W", i, split_backward=True) for i in range(m)]
+    out = []
+    for r in range(pp):
+        warm = min(pp - 1 - r, m)
+        pending: deque[int] = deque()
+        seq = fs[:warm]
+        for i in range(m):
+            if i < m - warm:  # steady state: one forward per backward
+                seq.append(fs[warm + i])
+            seq.append(bs[i])
+            pending.append(i)
+            if len(pending) > r:
+                seq.append(ws[pending.popleft()])
+        seq += [ws[i] for i in pending]
+        out.append(seq)
+    return out
+
+
+def _interleaved(pp: int, m: int, vpp: int) -> list[list[Task]]:
+    """Interleaved 1F1B (Megatron-LM): rank r holds vpp chunks (stages
+    c*pp + r). Forwards go in groups of pp micro-batches per chunk, chunk 0
+    first; backwards likewise from the last chunk. Warm-up has
+    2*(pp-1-r) + (vpp-1)*pp forwards (all of them when m == pp), then
+    one-forward-one-backward, then the drain."""
+    total = m * vpp
+    group = pp * vpp
+
+    def mb(k: int) -> int:
+        return (k // group) * pp + k % pp
+
+    fwd = [Task("F", mb(k), (k // pp) % vpp) for k in range(total)]
+    bwd = [Task("B", mb(k), vpp - 1 - (k // pp) % vpp) for k in range(total)]
+    out = []
+    for r in range(pp):
+        warm = total if m == pp else min(2 * (pp - 1 - r) + (vpp - 1) * pp, total)
+        seq = fwd[:warm]
+        for i in range(total - warm):
+            seq += [fwd[warm + i], bwd[i]]
+        seq += bwd[total - warm :]
+        out.append(seq)
+    return out
+
+
+class _DualEmitter:
+    """Per-rank bookkeeping shared by DualPipe and DualPipeV: counts forwards
+    and backwards per chunk (micro-batches run in order within a chunk) and
+    keeps the FIFO of deferred weight gradients, like the reference's
+    WeightGradStore."""
+
+    def __init__(self, mb_of, memo: dict) -> None:
+        self.seq: list[Task] = []
+        self.memo = memo  # Task objects shared between ranks
+        self.nf = [0, 0]
+        self.nb = [0, 0]
+        self.wq: deque[tuple[int, int]] = deque()
+        self.mb_of = mb_of  # (chunk, k-th in that chunk) -> micro-batch id
+
+    def _next(self, counts: list[int], c: int) -> int:
+        k = counts[c]
+        counts[c] += 1
+        return self.mb_of(c, k)
+
+    def _emit(self, *key) -> None:
+        task = self.memo.get(key)
+        if task is None:
+            task = self.memo[key] = Task(*key)
+        self.seq.append(task)
+
+    def f(self, c: int) -> None:
+        self._emit("F", self._next(self.nf, c), c)
+
+    def b(self, c: int, zb: bool = False) -> None:
+        mb = self._next(self.nb, c)
+        self._emit("B", mb, c, -1, -1, zb)
+        if zb:
+            self.wq.append((mb, c))
+
+    def w(self) -> None:
+        mb, c = self.wq.popleft()
+        self._emit("W", mb, c, -1, -1, True)
+
+    def fb(self, cf: int, cb: int) -> None:
+        mf = self._next(self.nf, cf)
+        self._emit("FB", mf, cf, self._next(self.nb, cb), cb)
+
+
+def _dual_steps(
+    e: _DualEmitter, half_ranks: int, h: int, n: int, ph, middle: bool
+) -> None:
+    """The eight steps of DualPipe's reference ``step()`` for one rank.
+
+    ``half_ranks`` = P (ranks per half), ``h`` = position in the half, ``n``
+    = micro-batches per direction, ``ph(phase)`` maps the reference's phase
+    (0: the direction this rank meets first) to a chunk, ``middle``: the
+    rank where the two directions turn around.
+    """
+    lead = half_ranks - h - 1
+    for _ in range(2 * lead):  # 1: nF0
+        e.f(ph(0))
+    for _ in range(h + 1):  # 2: nF0F1
+        e.f(ph(0))
+        e.f(ph(1))
+    for _ in range(lead):  # 3: nB1W1F1 (zero bubble)
+        e.b(ph(1), zb=True)
+        e.w()
+        e.f(ph(1))
+    for i in range(n - 2 * half_ranks + h + 1):  # 4: nF0B1F1B0 (main)
+        if i == 0 and middle:  # not overlapped: smaller bubble
+            e.f(ph(0))
+            e.b(ph(1))
+        else:
+            e.fb(ph(0), ph(1))
+        e.fb(ph(1), ph(0))
+    for _ in range(lead):  # 5: nB1F1B0
+        e.b(ph(1))
+        e.fb(ph(1), ph(0))
+    zb = False  # 6: nB1B0, 2nd half zero-bubble
+    for i in range(h + 1):
+        if i == (h + 1) // 2 and h % 2 == 1:
+            zb = True
+        e.b(ph(1), zb)
+        if i == (h + 1) // 2 and h % 2 == 0:
+            zb = True
+        e.b(ph(0), zb)
+    for _ in range(lead):  # 7: nWB0 (zero bubble)
+        e.w()
+        e.b(ph(0), zb=True)
+    for _ in range(h + 1):  # 8: nW
+        e.w()
+    assert not e.wq
+
+
+def _dualpipe(pp: int, m: int) -> list[list[Task]]:
+    """DualPipe (DeepSeek-V3): micro-batches 0..m/2-1 enter at rank 0
+    (chunk 0, stages 0..pp-1 on ranks 0..pp-1), micro-batches m/2..m-1 enter
+    at rank pp-1 (chunk 1, stage s on rank pp-1-s). Each rank follows the
+    reference's eight steps: (1) forwards of its near direction to fill the
+    pipe, (2) alternating forwards of both directions, (3) B/W/F of the far
+    direction, (4) the steady state of overlapped F&B pairs, (5) B then F&B,
+    (6) backwards of both directions (second half with W deferred), (7) W/B,
+    (8) the remaining W's. The two middle ranks run their first pair
+    un-overlapped."""
+    half, n = pp // 2, m // 2
+    out, memo = [], {}
+    for r in range(pp):
+        second = int(r >= half)
+        e = _DualEmitter(lambda c, k: k + c * n, memo)
+        _dual_steps(
+            e,
+            half,
+            min(r, pp - 1 - r),
+            n,
+            lambda p, s=second: p ^ s,
+            middle=r in (half - 1, half),
+        )
+        out.append(e.seq)
+    return out
+
+
+def _dualpipev(pp: int, m: int) -> list[list[Task]]:
+    """DualPipeV ("cut-in-half" DualPipe): ``pp`` devices, 2*pp stages in a V
+    (device r holds stage r as chunk 0 and stage 2*pp-1-r as chunk 1; the
+    last device turns the micro-batch around). All m micro-batches enter at
+    device 0. The step order is DualPipe's for the first half of 2*pp ranks,
+    with m micro-batches per direction: it equals the first half of DualPipe
+    on 2*pp ranks and 2*m micro-batches, step for step."""
+    out, memo = [], {}
+    for r in range(pp):
+        e = _DualEmitter(lambda c, k: k, memo)
+        _dual_steps(e, pp, r, m, lambda p: p, middle=r == pp - 1)
+        out.append(e.seq)
+    return out
+
+
+def build_schedule(
+    name: str, pp: int, microbatches: int, vpp: int = 1
+) -> list[list[Task]]:
+    """Each rank's tasks, in issue order (validates the arguments first)."""
+    validate_schedule_args(name, pp, microbatches, vpp)
+    return [list(s) for s in _build(name, pp, microbatches, vpp)]
+
+
+@lru_cache(maxsize=128)
+def _build(name: str, pp: int, m: int, vpp: int) -> tuple[tuple[Task, ...], ...]:
+    if name == "1f1b":
+        sched = _one_f_one_b(pp, m)
+    elif name == "zb1p":
+        sched = _zb1p(pp, m)
+    elif name == "interleaved":
+        sched = _interleaved(pp, m, vpp)
+    elif name == "dualpipe":
+        sched = _dualpipe(pp, m)
+    else:
+        sched = _dualpipev(pp, m)
+    return tuple(tuple(s) for s in sched)
+
+
+# --------------------------------------------------------------------------
+# Simulation
+# --------------------------------------------------------------------------
+
+_F, _B_FULL, _B_SPLIT, _W, _FB = range(5)
+
+
+@lru_cache(maxsize=128)
+def _compile(name: str, pp: int, m: int, vpp: int):
+    """Flatten a schedule for :func:`simulate`.
+
+    Event ``2*(stage*m + mb)`` is "F done", ``+1`` is "B's input gradient
+    done"; there are ``nev`` of them. A dependency index ``e`` reads the
+    event's end time, ``e + nev`` the end time plus the p2p time (an input
+    made on another rank). Per rank: a tuple of (duration code, dependency
+    indices, produced events), and the count of tasks per duration code.
+    """
+    sched = _build(name, pp, m, vpp)
+    ns = num_stages(name, pp, vpp)
+    nev = 2 * ns * m
+    chunks = 2 if name in ("dualpipe", "dualpipev") else vpp
+    rank_of = [0] * ns
+    stage = [[stage_of(name, pp, vpp, r, c) for c in range(chunks)] for r in range(pp)]
+    for r in range(pp):
+        for c in range(chunks):
+            rank_of[stage[r][c]] = r
+
+    def fwd(r: int, mb: int, c: int) -> tuple[list[int], int]:
+        s = stage[r][c]
+        deps = []
+        if s > 0:
+            deps.append(2 * ((s - 1) * m + mb) + (nev if rank_of[s - 1] != r else 0))
+        return deps, 2 * (s * m + mb)
+
+    def bwd(r: int, mb: int, c: int) -> tuple[list[int], int]:
+        s = stage[r][c]
+        deps = [2 * (s * m + mb)]
+        if s < ns - 1:
+            deps.append(
+                2 * ((s + 1) * m + mb) + 1 + (nev if rank_of[s + 1] != r else 0)
+            )
+        return deps, 2 * (s * m + mb) + 1
+
+    ranks, counts = [], []
+    for r, tasks in enumerate(sched):
+        comp, count = [], [0] * 5
+        for t in tasks:
+            if t.kind == "F":
+                deps, ev = fwd(r, t.mb, t.chunk)
+                code, prod = _F, (ev,)
+            elif t.kind == "B":
+                deps, ev = bwd(r, t.mb, t.chunk)
+                code, prod = (_B_SPLIT if t.split_backward else _B_FULL), (ev,)
+            elif t.kind == "W":
+                s = stage[r][t.chunk]
+                deps, code, prod = [2 * (s * m + t.mb) + 1], _W, ()
+            else:
+                d1, e1 = fwd(r, t.mb, t.chunk)
+                d2, e2 = bwd(r, t.mb2, t.chunk2)
+                deps, code, prod = d1 + d2, _FB, (e1, e2)
+            count[code] += 1
+            comp.append((code, tuple(deps), prod))
+        ranks.append(tuple(comp))
+        counts.append(tuple(count))
+    return tuple(ranks), tuple(counts), nev
+
+
+@dataclass
+class Timeline:
+    """Simulated step of one schedule.
+
+    ``ranks[r]`` lists ``(task, start, end)`` of rank r in issue order
+    (built on first access). ``makespan`` is when the last task ends;
+    ``busy(r)`` the time rank r computes; ``bubble(r)`` = makespan - busy(r).
+    """
+
+    schedule: str
+    pp: int
+    microbatches: int
+    vpp: int
+    times: TaskTimes
+    p2p: float
+    makespan: float
+    busy_per_rank: list[float]
+    starts: list[list[float]] = field(repr=False)
+
+    @cached_property
+    def ranks(self) -> list[list[tuple[Task, float, float]]]:
+        sched = _build(self.schedule, self.pp, self.microbatches, self.vpp)
+        comp = _compile(self.schedule, self.pp, self.microbatches, self.vpp)[0]
+        dur = _durations(self.times)
+        return [
+            [
+                (task, s, s + dur[c[0]])
+                for task, s, c in zip(sched[r], self.starts[r], comp[r])
+            ]
+            for r in range(self.pp)
+        ]
+
+    def busy(self, rank: int) -> float:
+        return self.busy_per_rank[rank]
+
+    def bubble(self, rank: int) -> float:
+        return self.makespan - self.busy_per_rank[rank]
+
+    def bubbles(self) -> list[float]:
+        return [self.makespan - b for b in self.busy_per_rank]
+
+    @property
+    def max_bubble(self) -> float:
+        return self.makespan - min(self.busy_per_rank)
+
+
+def _durations(t: TaskTimes) -> tuple[float, ...]:
+    return (t.f, t.b, t.b - t.w, t.w, t.f_and_b)
+
+
+def simulate(
+    name: str,
+    pp: int,
+    microbatches: int,
+    times: TaskTimes,
+    vpp: int = 1,
+    p2p: float = 0.0,
+) -> Timeline:
+    """Run the schedule's task lists with a dependency-respecting list
+    scheduler: each rank runs its tasks strictly in order; a task starts when
+    its rank is free and every input exists (plus ``p2p`` for an input made
+    on another rank). F needs F of the same micro-batch on the previous
+    stage; B needs its own F and B of the next stage; W needs its B; FB needs
+    both its forward's and its backward's inputs. Durations: F, B (full) or
+    B - W (split), W, F&B. Event-driven: a rank blocked on a missing input
+    waits on that event, so the cost is linear in the number of tasks."""
+    validate_schedule_args(name, pp, microbatches, vpp)
+    if not p2p >= 0:
+        raise ValueError(f"p2p: must be a number >= 0, got {p2p!r}")
+    comp, counts, nev = _compile(name, pp, microbatches, vpp)
+    dur = _durations(times)
+    end = [-1.0] * (2 * nev)
+    waiters: list[list[int] | None] = [None] * nev
+    free = [0.0] * pp
+    ptr = [0] * pp
+    starts: list[list[float]] = [[] for _ in range(pp)]
+    ready = list(range(pp - 1, -1, -1))
+    while ready:
+        r = ready.pop()
+        tasks, i, t, st = comp[r], ptr[r], free[r], starts[r]
+        n = len(tasks)
+        while i < n:
+            code, deps, prods = tasks[i]
+            start = t
+            for e in deps:
+                d = end[e]
+                if d < 0:
+                    e %= nev
+                    w = waiters[e]
+                    if w is None:
+                        waiters[e] = [r]
+                    else:
+                        w.append(r)
+                    break
+                if d > start:  # noqa: PLR1730 (hot loop; faster than max())
+                    start = d
+            else:
+                st.append(start)
+                t = start + dur[code]
+                for e in prods:
+                    end[e] = t
+                    end[e + nev] = t + p2p
+                    w = waiters[e]
+                    if w is not None:
+                        ready.extend(w)
+                        waiters[e] = None
+                i += 1
+                continue
+            break
+        ptr[r], free[r] = i, t
+    if any(ptr[r] != len(comp[r]) for r in range(pp)):  # pragma: no cover
+        raise RuntimeError(
+            f"{name}: schedule deadlocks (pp={pp}, microbatches={microbatches})"
+        )
+    busy = [sum(c * d for c, d in zip(cnt, dur)) for cnt in counts]
+    return Timeline(name, pp, microbatches, vpp, times, p2p, max(free), busy, starts)
+
+
+def closed_form(name: str, pp: int, times: TaskTimes, vpp: int = 1) -> float:
+    """The published closed-form bubble for this schedule, in the per-task
+    times of ``times``, from :func:`simulator.bubble.closed_form_bubble`.
+
+    ``interleaved``: the formula (PP-1)(F+B)/vpp takes a rank's whole share
+    of layers per micro-batch, vpp chunks, so it gets vpp*f and vpp*b.
+    ``dualpipev``: ``pp`` is the number of devices; bubble.py evaluates the
+    DualPipe formula at PP = 2*pp (the DualPipe it was cut from): (pp-1)(F&B+B-3W).
+    """
+    k = vpp if name == "interleaved" else 1
+    return closed_form_bubble(
+        name, pp, k * times.f, k * times.b, k * times.w, k * times.f_and_b, vpp
+    )
+
+
+# --------------------------------------------------------------------------
+# Text rendering
+# --------------------------------------------------------------------------
+
+_FILL = {"F": "-", "B": "=", "W": ":", "FB": "#"}
+
+
+def render_text(tl: Timeline, width: int | None = None) -> str:
+    """Draw the timeline, one row per rank, like the figure in DualPipe's
+    README: each task is a cell as wide as its duration, labelled with its
+    micro-batch; ``.`` is idle time. ``width`` is the number of columns for
+    the makespan (default: about 4 columns per shortest task, at most 240)."""
+    durs = [e - s for row in tl.ranks for _, s, e in row if e > s]
+    if width is None:
+        per_unit = 4 / min(durs) if durs else 1.0
+        width = max(20, min(240, round(tl.makespan * per_unit)))
+    scale = width / tl.makespan if tl.makespan > 0 else 0.0
+    t = tl.times
+    lines = [
+        f"{tl.schedule}: pp={tl.pp} microbatches={tl.microbatches}"
+        + (f" vpp={tl.vpp}" if tl.schedule == "interleaved" else "")
+        + f"  F={t.f:g} B={t.b:g} W={t.w:g} F&B={t.f_and_b:g} p2p={tl.p2p:g}"
+        f"  makespan={tl.makespan:g}",
+    ]
+    for r, row in enumerate(tl.ranks):
+        cells = ["."] * width
+        for task, s, e in row:
+            a, b = round(s * scale), max(round(e * scale), round(s * scale) + 1)
+            b = min(b, width)
+            label = task.label()
+            if task.kind == "B" and task.split_backward:
+                label = "b" + label[1:]
+            if (
+                tl.schedule in ("interleaved", "dualpipe", "dualpipev")
+                and task.kind != "FB"
+            ):
+                label += (
+                    "'" * task.chunk
+                    if tl.schedule != "interleaved"
+                    else f".{task.chunk}"
+                )
+            text = label if len(label) <= b - a else label[: b - a]
+            fill = _FILL[task.kind]
+            for k in range(a, b):
+                cells[k] = fill
+            start = a + max(0, (b - a - len(text)) // 2)
+            for k, ch in enumerate(text):
+                if start + k < width:
+                    cells[start + k] = ch
+            if b - a > len(text) + 1:
+                cells[a] = "["
+        lines.append(f"rank {r:>2} |{''.join(cells)}| bubble {tl.bubble(r):g}")
+    cf = closed_form(tl.schedule, tl.pp, t, tl.vpp)
+    bubbles = tl.bubbles()
+    lines.append(
+        f"bubble per rank: min {min(bubbles):g}  max {max(bubbles):g}"
+        f"  closed form {cf:g}"
+    )
+    lines.append(
+        "legend: F<n> forward of micro-batch n (-), B<n> full backward (=), "
+        "b<n> backward for inputs only (=), W<n> backward for weights (:), "
+        "f&b F&B pair: forward of f overlapped with backward of b (#), "
+        "' second chunk (DualPipe reverse direction / V upward leg), "
+        ".c interleaved chunk c, . idle"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,101 @@
+"""Op timer: how long one op takes on one GPU.
+
+``OpTimer.time(op, sms)`` answers from the calibration profile when it has the
+kernel (interpolated between measured shapes in log space), and otherwise from
+the roofline: ``max(flops / peak, bytes / HBM bandwidth)`` at datasheet peaks.
+Every answer that is not backed by a measurement inside the table's range is
+recorded in ``warnings`` (once per kind of miss), so reports can say which
+numbers are extrapolated: never silently.
+
+Communication kernels occupy SMs (DeepSeek-V3 gives 20 of 132 to all-to-all),
+so compute kernels that run beside them get fewer: ``sms`` is the number of
+SMs the op may use, and the profile's ``sm_scaling`` table (or, without one,
+proportionality) turns that into a slowdown.
+"""
+
+from __future__ import annotations
+
+from .config import GPUConfig
+from .profile import Profile
+from .workload import Op
+
+TFLOP = 1e12
+GB = 1e9
+
+
+class OpTimer:
+    def __init__(self, gpu: GPUConfig, profile: Profile | None = None):
+        self.gpu = gpu
+        self.profile = profile
+        self.warnings: dict[str, str] = {}
+        self._cache: dict[tuple, float] = {}
+
+    def _warn(self, key: str, text: str) -> None:
+        if key not in self.warnings:
+            self.warnings[key] = text
+
+    def _table_dtype(self, dtype: str) -> str:
+        # FP16 and BF16 run at the same tensor-core rate on Ampere/Hopper: one table serves both.
+        return "bf16" if dtype == "fp16" else dtype
+
+    def compute_tflops(self, op: Op) -> float:
+        """Achieved TFLOP/s of a compute op on a full GPU."""
+        peak = self.gpu.peak_tflops(op.dtype)
+        p = self.profile
+        if p is None:
+            self._warn(f"roofline:{op.kind}:{op.dtype}", f"no profile: {op.kind} {op.dtype} at the datasheet peak (roofline)")
+            return peak
+        dt = self._table_dtype(op.dtype)
+        if op.kind == "gemm":
+            res = p.gemm_tflops(dt, op.m, op.n, op.k)
+        elif op.kind == "grouped_gemm":
+            res = p.grouped_gemm_tflops(dt, op.groups, op.m, op.n, op.k)
+            if res.status == "roofline":  # no grouped table: a dense GEMM of one expert's shape
+                res = p.gemm_tflops(dt, op.m, op.n, op.k)
+        elif op.kind == "attention":
+            direction = "fwd" if op.phase == "F" or op.recompute else "bwd"
+            res = p.attention_tflops(dt, direction, op.seq, op.heads, op.qk_dim, op.v_dim)
+        else:
+            return peak
+        if res.status == "roofline" or res.value is None:
+            self._warn(f"roofline:{op.kind}:{dt}", f"profile {p.name} has no {op.kind} {dt} rows: datasheet peak used (roofline)")
+            return peak
+        if res.status == "clamped":
+            self._warn(f"clamped:{op.kind}:{dt}", f"{op.kind} {dt} shapes outside the measured range, nearest rows used ({res.detail})")
+        return min(res.value, peak)
+
+    def memory_gbps(self, op: Op) -> float:
+        if self.profile is not None:
+            res = self.profile.memory_gbps(op.name.split(".")[-1], op.bytes)
+            if res.value is not None:
+                return min(res.value, self.gpu.hbm_gbps)
+        self._warn("roofline:memory", "memory-bound ops at the datasheet HBM bandwidth (roofline)")
+        return self.gpu.hbm_gbps
+
+    def sm_fraction(self, sms: int | None) -> float:
+        if sms is None or sms >= self.gpu.sms:
+            return 1.0
+        if self.profile is not None:
+            res = self.profile.sm_fraction(sms, self.gpu.sms)
+            if res.status == "roofline":
+                self._warn("sm_scaling", "no sm_scaling rows: compute throughput taken proportional to SMs")
+            return max(res.value or sms / self.gpu.sms, 1e-3)
+        return sms / self.gpu.sms
+
+    def time(self, op: Op, sms: int | None = None) -> float:
+        """Seconds for one op on one GPU with ``sms`` SMs available (None = all)."""
+        key = (op, sms)
+        t = self._cache.get(key)
+        if t is not None:
+            return t
+        if op.kind == "comm":
+            raise ValueError("communication ops are timed by simulator.comm, not the op timer")
+        if op.kind == "memory":
+            t = op.bytes / (self.memory_gbps(op) * GB)
+            # Memory-bound kernels slow down with fewer SMs only once SMs limit bandwidth; assume not.
+        else:
+            t_compute = op.flops / (self.compute_tflops(op) * TFLOP)
+            t_mem = op.bytes / (self.gpu.hbm_gbps * GB)
+            t = max(t_compute, t_mem) / self.sm_fraction(sms)
+        self._cache[key] = t
+        return t

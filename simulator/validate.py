@@ -1,0 +1,189 @@
+"""Reproduce published training runs: ``gpuhours validate``.
+
+Each row of a validation CSV (schema in ``../shared/validation/README.md``)
+becomes a scenario: its model, GPU, plan and batch are read column by column;
+fields the source did not state fall back to documented defaults (micro-batch
+1, no recompute, 2 virtual stages for an unstated interleaved schedule) and
+are listed per row. The prediction is compared with the measured tokens/s/GPU
+or, where the source printed only MFU (Llama 3), with MFU recomputed under the
+row's own FLOP convention (``mfu_definition``).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import to_dict
+from .errors import ConfigError
+from .scenario import ROOT, scenario_from_dict
+from .workload import param_counts
+
+DEFAULT_CSV = ROOT / "tests" / "data" / "public.csv"
+GPU_PRESETS = {"H100-SXM-80GB": "h100", "A100-80GB": "a100", "H800": "h800", "H200": "h200"}
+REQUIRED = ("run_id", "include", "layers", "hidden", "heads", "vocab", "seq_len", "global_batch_seqs", "gpu")
+
+
+@dataclass
+class RowResult:
+    run_id: str
+    metric: str
+    predicted: float | None
+    measured: float | None
+    error_pct: float | None
+    reason: str = ""
+    defaults: list[str] = field(default_factory=list)
+
+
+def read_csv(path: str | Path) -> list[dict]:
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            header = reader.fieldnames or []
+    except FileNotFoundError:
+        raise ConfigError("--csv", f"file not found: {path}") from None
+    except (csv.Error, UnicodeDecodeError) as e:
+        raise ConfigError("--csv", f"{path} is not a readable CSV ({e})") from None
+    missing = [c for c in REQUIRED if c not in header]
+    if missing:
+        raise ConfigError("--csv", f"{path} lacks column {missing[0]!r}", "the schema of shared/validation/README.md")
+    return rows
+
+
+def _int(row: dict, key: str, default: int | None = None) -> int | None:
+    v = (row.get(key) or "").strip()
+    if not v:
+        return default
+    return int(float(v))
+
+
+def row_to_raw(row: dict) -> tuple[dict, list[str]]:
+    """The scenario mapping for one CSV row, and the defaults it had to assume."""
+    defaults: list[str] = []
+    g = lambda k: (row.get(k) or "").strip()  # noqa: E731
+    moe = g("model_type") == "moe"
+    attention = g("attention") or "mha"
+    model = {
+        "name": row["run_id"], "layers": _int(row, "layers"), "hidden": _int(row, "hidden"), "heads": _int(row, "heads"),
+        "vocab": _int(row, "vocab"), "attention": attention, "kv_heads": _int(row, "kv_heads", 0),
+        "head_dim": _int(row, "head_dim", 0), "mlp": g("mlp") or "gelu",
+        "tied_embeddings": g("tied_embeddings") == "true",
+        "dense_intermediate": _int(row, "ffn_hidden", 0),
+    }
+    if attention == "mla":
+        for k in ("q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"):
+            model[k] = _int(row, k, 0)
+    if g("sliding_window"):
+        model["sliding_window"] = _int(row, "sliding_window")
+        model["sliding_window_every"] = 2  # gpt-oss alternates windowed and full layers (README)
+    if moe:
+        model.update(n_routed_experts=_int(row, "experts_total"), experts_per_token=_int(row, "experts_active"),
+                     n_shared_experts=_int(row, "experts_shared", 0), moe_intermediate=_int(row, "expert_ffn"),
+                     first_k_dense=_int(row, "first_k_dense", 0))
+    gpu = g("gpu")
+    if gpu not in GPU_PRESETS:
+        raise ConfigError("gpu", f"unknown GPU {gpu!r}", ", ".join(GPU_PRESETS))
+    if not g("num_gpus"):
+        raise ConfigError("num_gpus", "not published for this run")
+    cluster = {"preset": GPU_PRESETS[gpu], "num_gpus": _int(row, "num_gpus")}
+    schedule = g("pp_schedule") or "1f1b"
+    pp = _int(row, "pp", 1)
+    if pp == 1:
+        schedule = "1f1b"
+    vpp = _int(row, "vpp")
+    if schedule == "interleaved" and not vpp:
+        vpp = 2
+        defaults.append("vpp=2")
+    mb = _int(row, "micro_batch")
+    if mb is None:
+        mb = 1
+        defaults.append("micro_batch=1")
+    recompute = g("recompute")
+    if not recompute:
+        recompute = "none"
+        defaults.append("recompute=none")
+    notes = g("notes")
+    plan = {
+        "tp": _int(row, "tp", 1), "pp": pp, "cp": _int(row, "cp", 1), "ep": _int(row, "ep", 1),
+        "dp": _int(row, "dp", 0), "vpp": vpp or 1, "schedule": schedule, "micro_batch": mb,
+        "zero": _int(row, "zero", 1), "recompute": recompute, "precision": g("precision") or "bf16",
+        "sp": g("sp") == "true",
+        "tp_comm_overlap": "tp-comm-overlap" in notes,
+        "ep_overlap": "on" if "all-to-all overlap on" in notes else "auto",
+        # Megatron's default cuts equal layer counts; rows whose notes describe another split are balanced.
+        "layer_split": "balanced" if ("split counts embedding" in notes or "one layer fewer" in notes) else "uniform",
+    }
+    if g("fp8_recipe"):
+        plan["fp8_recipe"] = g("fp8_recipe")
+    if attention == "mla" or "DeepSeek" in g("source"):
+        plan["moment_dtype"] = "bf16" if g("precision") == "fp8" else "fp32"
+    training = {"seq_len": _int(row, "seq_len"), "global_batch": _int(row, "global_batch_seqs"), "tokens": 1e12}
+    return {"name": row["run_id"], "model": model, "cluster": cluster, "plan": plan, "training": training}, defaults
+
+
+def mfu_under(definition: str, sc, tokens_per_s_per_gpu: float) -> float:
+    """MFU of a throughput under a published FLOP convention."""
+    m = sc.model
+    seq = sc.training.seq_len
+    L, h, V = m.layers, m.hidden, m.vocab
+    if definition.startswith("palm"):
+        pc = param_counts(m)
+        n = pc.total - pc.embedding
+        per_token = 6 * n + 12 * L * m.heads * m.dim_per_head * seq
+        return tokens_per_s_per_gpu * per_token / 989e12
+    if definition.startswith("megatron-72"):
+        per_token = 72 * L * h * h * (1 + seq / (6 * h) + V / (12 * L * h)) / 1
+        return tokens_per_s_per_gpu * per_token / (989e12 if "989" in definition or sc.cluster.gpu.bf16_tflops > 900 else 312e12)
+    raise ConfigError("mfu_definition", f"unsupported {definition!r}", "palm 6N+attn, megatron-72")
+
+
+def validate_rows(rows: list[dict], engine: str = "analytic") -> tuple[list[RowResult], float | None]:
+    from .api import predict
+
+    results: list[RowResult] = []
+    for row in rows:
+        if (row.get("include") or "").strip().lower() != "true":
+            continue
+        rid = row["run_id"]
+        try:
+            raw, defaults = row_to_raw(row)
+            sc = scenario_from_dict(raw, name=rid)
+            pred = predict(sc, engine=engine)
+        except ConfigError as e:
+            results.append(RowResult(rid, "", None, None, None, reason=str(e)))
+            continue
+        tps = (row.get("tokens_per_s_per_gpu") or "").strip()
+        if tps:
+            measured = float(tps)
+            predicted = pred.tokens_per_s_per_gpu
+            metric = "tokens/s/GPU"
+        elif (row.get("mfu_pct") or "").strip():
+            measured = float(row["mfu_pct"])
+            predicted = 100 * mfu_under(row.get("mfu_definition", ""), sc, pred.tokens_per_s_per_gpu)
+            metric = "MFU % (" + row.get("mfu_definition", "").split("(")[0].strip() + ")"
+        else:
+            results.append(RowResult(rid, "", None, None, None, reason="no measured throughput or MFU"))
+            continue
+        err = 100 * (predicted - measured) / measured
+        results.append(RowResult(rid, metric, predicted, measured, err, defaults=defaults))
+    errs = [abs(r.error_pct) for r in results if r.error_pct is not None and math.isfinite(r.error_pct)]
+    mape = sum(errs) / len(errs) if errs else None
+    return results, mape
+
+
+def results_json(results: list[RowResult], mape: float | None) -> dict:
+    return {
+        "rows": [
+            {"run_id": r.run_id, "metric": r.metric, "predicted": r.predicted, "measured": r.measured,
+             "error_pct": r.error_pct, **({"reason": r.reason} if r.reason else {}),
+             **({"defaults": r.defaults} if r.defaults else {})}
+            for r in results
+        ],
+        "mape_pct": mape,
+    }
+
+
+__all__ = ["DEFAULT_CSV", "read_csv", "row_to_raw", "validate_rows", "results_json", "mfu_under", "to_dict"]

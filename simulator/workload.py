@@ -1,0 +1,539 @@
+"""The work of one training step, as ops per layer.
+
+Every layer of the model becomes a list of :class:`Op` for one micro-batch on
+one GPU, separately for the three passes a pipeline schedule moves around:
+forward (``F``), backward-for-input (``B``) and backward-for-weights (``W``).
+An op carries its FLOPs, the HBM bytes it moves, its dtype and shape (so the op
+timer can look its speed up in a calibration profile), and, for communication,
+the bytes it puts on each link.
+
+Layer kinds: ``embed`` (token embedding), ``dense`` (attention + dense FFN),
+``moe`` (attention + DeepSeekMoE: gate, dispatch, grouped expert GEMMs, shared
+experts, combine), ``head`` (final norm, output projection, loss) and ``mtp``
+(DeepSeek-V3's multi-token-prediction module: projection + one block; its
+head is a separate ``head`` unit). Each op also names its DualPipe *block*:
+``attn``, ``dispatch``, ``mlp`` or ``combine``, the four pieces a chunk is cut
+into so that one micro-batch's communication hides behind another's compute.
+
+Layers of one kind are identical, so ops are built once per kind (cached on the
+frozen configs) and multiplied by counts: the hot path of plan search.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from .config import ModelConfig, PlanConfig
+
+BYTES = {"fp8": 1.0, "bf16": 2.0, "fp16": 2.0, "fp32": 4.0}
+FP8_SCALE_OVERHEAD = 4.0 / 128  # one FP32 scale per 1x128 tile (V3 sec 3.3.2)
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One kernel (or one collective) of one pass over one micro-batch on one GPU."""
+
+    name: str
+    kind: str  # gemm | grouped_gemm | attention | memory | comm
+    phase: str  # F | B | W
+    block: str  # attn | dispatch | mlp | combine | other
+    flops: float = 0.0
+    bytes: float = 0.0  # HBM bytes read + written
+    dtype: str = "bf16"
+    m: float = 0.0
+    n: float = 0.0
+    k: float = 0.0
+    groups: int = 0
+    seq: int = 0
+    heads: int = 0
+    qk_dim: int = 0
+    v_dim: int = 0
+    comm: str = ""  # dispatch | combine | tp | cp
+    comm_bytes: float = 0.0
+    recompute: bool = False  # forward work redone in backward
+
+
+@dataclass(frozen=True)
+class LayerOps:
+    kind: str
+    F: tuple[Op, ...]
+    B: tuple[Op, ...]
+    W: tuple[Op, ...]
+    params: float  # parameters of this unit held on this GPU (after TP/EP sharding)
+    params_expert: float = 0.0  # of which routed-expert parameters (sharded by EP)
+    activation_bytes: float = 0.0  # saved for backward per micro-batch (see memory.py)
+
+    def all_ops(self) -> tuple[Op, ...]:
+        return self.F + self.B + self.W
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the ops of one micro-batch on one GPU depend on (a cache key)."""
+
+    tokens: int  # tokens per micro-batch on this GPU before TP (micro_batch * seq / cp)
+    seq: int  # sequence length
+    micro_batch: int
+    tp: int
+    cp: int
+    ep: int
+    sp: bool
+    precision: str
+    recompute: str
+    fp8_cache: bool
+    imbalance: float = 1.0  # max/mean tokens per EP rank (routing skew)
+
+    @staticmethod
+    def of(plan: PlanConfig, seq: int, imbalance: float = 1.0) -> "Shape":
+        return Shape(
+            tokens=plan.micro_batch * seq // plan.cp,
+            seq=seq,
+            micro_batch=plan.micro_batch,
+            tp=plan.tp,
+            cp=plan.cp,
+            ep=plan.ep,
+            sp=plan.sp or plan.tp > 1,
+            precision=plan.precision,
+            recompute=plan.recompute,
+            fp8_cache=plan.fp8_activation_cache,
+            imbalance=imbalance,
+        )
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def attention_params(m: ModelConfig) -> float:
+    h = m.hidden
+    if m.is_mla:
+        qk = m.qk_nope_head_dim + m.qk_rope_head_dim
+        q = h * m.q_lora_rank + m.q_lora_rank * m.heads * qk if m.q_lora_rank else h * m.heads * qk
+        kv = h * (m.kv_lora_rank + m.qk_rope_head_dim) + m.kv_lora_rank * m.heads * (m.qk_nope_head_dim + m.v_head_dim)
+        o = m.heads * m.v_head_dim * h
+        norms = m.q_lora_rank + m.kv_lora_rank
+        return q + kv + o + norms
+    d = m.dim_per_head
+    p = h * (m.heads + 2 * m.n_kv_heads) * d + m.heads * d * h
+    if m.nsa is not None:
+        # NSA keeps independent K/V per branch (compression, selection, window) and a gate MLP.
+        p += 2 * h * 2 * m.n_kv_heads * d + h * 3 * m.heads
+    return p
+
+
+def ffn_params(m: ModelConfig, width: int) -> float:
+    mats = 3 if m.mlp == "swiglu" else 2
+    return mats * m.hidden * width
+
+
+def expert_params(m: ModelConfig) -> float:
+    return ffn_params(m, m.moe_intermediate)
+
+
+@dataclass(frozen=True)
+class ParamCounts:
+    total: float
+    activated: float
+    embedding: float
+    head: float
+    mtp: float
+    mtp_activated: float
+
+    @property
+    def activated_excl_embedding(self) -> float:
+        """Activated parameters without the input-embedding lookup: the DeepSeek-V2/V3 papers'
+        convention (V3 36.7B per README_WEIGHTS, V2 21B, V2-Lite 2.4B). The DeepSeekMoE paper
+        counts the embedding too (16B: 2.8B), which is ``activated``."""
+        return self.activated - self.embedding
+
+
+def param_counts(m: ModelConfig) -> ParamCounts:
+    """Total and activated parameters of the main model (MTP counted separately).
+
+    Activated = what one token touches: attention, dense FFNs, shared experts,
+    top-k routed experts, gates, embedding and head (the convention of the
+    DeepSeek papers: V3 37B, V2 21B, DeepSeekMoE 16B 2.8B).
+    """
+    h = m.hidden
+    emb = m.vocab * h
+    head = 0.0 if m.tied_embeddings else m.vocab * h
+    norms = 2 * h
+    attn = attention_params(m) + norms
+    dense_layer = attn + ffn_params(m, m.dense_intermediate)
+    if m.is_moe:
+        gate = m.n_routed_experts * h
+        moe_total = attn + gate + (m.n_routed_experts + m.n_shared_experts) * expert_params(m)
+        moe_active = attn + gate + (m.experts_per_token + m.n_shared_experts) * expert_params(m)
+    else:
+        moe_total = moe_active = 0.0
+    body_total = m.n_dense_layers * dense_layer + m.n_moe_layers * moe_total
+    body_active = m.n_dense_layers * dense_layer + m.n_moe_layers * moe_active
+    final_norm = h
+    total = emb + head + body_total + final_norm
+    active = emb + head + body_active + final_norm
+    # MTP module (V3 sec 2.2): projection 2h->h, two norms, one block (MoE when the model is MoE);
+    # embedding and head are shared with the main model.
+    mtp_block_total = moe_total if m.is_moe else dense_layer
+    mtp_block_active = moe_active if m.is_moe else dense_layer
+    mtp = m.mtp_depth * (2 * h * h + 3 * h + mtp_block_total)
+    mtp_active = m.mtp_depth * (2 * h * h + 3 * h + mtp_block_active)
+    return ParamCounts(total, active, emb, head, mtp, mtp_active)
+
+
+# --------------------------------------------------------------------------- FLOP conventions
+
+
+def attention_pairs_per_token(m: ModelConfig, seq: int, causal: bool, layer: int = 0) -> float:
+    """Average number of keys each query attends to (per head)."""
+    if m.nsa is not None:
+        n = m.nsa
+        avg_pos = seq / 2 if causal else seq
+        compressed = max(0.0, (avg_pos - n.compress_block) / n.compress_stride + 1)
+        selected = min(avg_pos, n.selected_blocks * n.select_block)
+        window = min(avg_pos, n.window)
+        return compressed + selected + window
+    if m.sliding_window and layer % m.sliding_window_every == 0:
+        w = min(m.sliding_window, seq)
+        return (w - w * w / (2 * seq)) if causal else w
+    return seq / 2 if causal else seq
+
+
+def train_flops_per_token(m: ModelConfig, seq: int) -> float:
+    """Training FLOPs per token in the DeepSeekMoE paper's convention.
+
+    Forward + backward (3x the forward matmul FLOPs) of every activated weight
+    except the input embedding (a lookup), the output head included, and
+    attention counted over the whole sequence (no causal halving). MTP excluded.
+    Reproduces the paper's per-4K-token figures (16B 74.4T, 145B 585.6T,
+    LLaMA2-7B 187.9T, DeepSeek 7B 183.5T) within 3%.
+    """
+    pc = param_counts(m)
+    matmul_params = pc.activated - pc.embedding - _norm_params(m)
+    if m.tied_embeddings:
+        matmul_params += pc.embedding  # the tied head is still a matmul
+    attn = sum(
+        2 * 2 * m.heads * attention_pairs_per_token(m, seq, causal=False, layer=i) * (m.qk_head_dim + m.v_dim) / 2
+        for i in range(m.layers)
+    )
+    return 6 * matmul_params + 3 * attn
+
+
+def _norm_params(m: ModelConfig) -> float:
+    per_layer = 2 * m.hidden + ((m.q_lora_rank + m.kv_lora_rank) if m.is_mla else 0)
+    return m.layers * per_layer + m.hidden
+
+
+# --------------------------------------------------------------------------- op builders
+
+
+class _Builder:
+    """Accumulates F/B/W ops for one layer unit."""
+
+    def __init__(self, shape: Shape, m: ModelConfig):
+        self.s = shape
+        self.m = m
+        self.F: list[Op] = []
+        self.B: list[Op] = []
+        self.W: list[Op] = []
+        self.act = 0.0
+        self.gemm_dtype = "fp8" if shape.precision == "fp8" else ("fp16" if shape.precision == "fp16" else "bf16")
+        self.act_bytes = BYTES["bf16"]
+
+    # -- GEMM: forward y = x W; backward dX = dY W^T (B), dW = x^T dY (W)
+    def gemm(self, name: str, block: str, m: float, n: float, k: float, dtype: str | None = None,
+             recompute: bool = False, save_input: bool = True) -> None:
+        dt = dtype or self.gemm_dtype
+        b = BYTES[dt]
+        flops = 2.0 * m * n * k
+        io = b * (m * k + k * n) + BYTES["bf16"] * m * n
+        self.F.append(Op(name, "gemm", "F", block, flops, io, dt, m, n, k))
+        self.B.append(Op(name + ".dgrad", "gemm", "B", block, flops, io, dt, m, k, n))
+        self.W.append(Op(name + ".wgrad", "gemm", "W", block, flops, b * (m * k + m * n) + 4 * k * n, dt, k, n, m))
+        if recompute:
+            self.B.append(Op(name + ".recompute", "gemm", "B", block, flops, io, dt, m, n, k, recompute=True))
+        if dt == "fp8":
+            # Fine-grained FP8: quantize the input (1x128 tiles) for Fprop, the output grad for Dgrad,
+            # and transposed copies of both for Wgrad (V3 sec 3.3). Read bf16, write fp8 (+scales).
+            q = (2 + 1 + FP8_SCALE_OVERHEAD)
+            self.F.append(Op(name + ".quant", "memory", "F", block, 0, m * k * q, "bf16"))
+            self.B.append(Op(name + ".dgrad.quant", "memory", "B", block, 0, m * n * q, "bf16"))
+            self.W.append(Op(name + ".wgrad.quant_t", "memory", "W", block, 0, (m * k + m * n) * q, "bf16"))
+        if save_input:
+            self.act += m * k * (BYTES["fp8"] * (1 + FP8_SCALE_OVERHEAD) if (dt == "fp8" and self.s.fp8_cache) else self.act_bytes)
+
+    def grouped(self, name: str, block: str, groups: int, m_per_group: float, n: float, k: float) -> None:
+        dt = self.gemm_dtype
+        b = BYTES[dt]
+        mt = groups * m_per_group
+        flops = 2.0 * mt * n * k
+        io = b * (mt * k + groups * k * n) + BYTES["bf16"] * mt * n
+        self.F.append(Op(name, "grouped_gemm", "F", block, flops, io, dt, m_per_group, n, k, groups))
+        self.B.append(Op(name + ".dgrad", "grouped_gemm", "B", block, flops, io, dt, m_per_group, k, n, groups))
+        self.W.append(Op(name + ".wgrad", "grouped_gemm", "W", block, flops, io, dt, k, n, m_per_group, groups))
+        if dt == "fp8":
+            q = 2 + 1 + FP8_SCALE_OVERHEAD
+            self.F.append(Op(name + ".quant", "memory", "F", block, 0, mt * k * q, "bf16"))
+            self.B.append(Op(name + ".dgrad.quant", "memory", "B", block, 0, mt * n * q, "bf16"))
+            self.W.append(Op(name + ".wgrad.quant_t", "memory", "W", block, 0, (mt * k + mt * n) * q, "bf16"))
+        self.act += mt * k * (BYTES["fp8"] * (1 + FP8_SCALE_OVERHEAD) if (dt == "fp8" and self.s.fp8_cache) else self.act_bytes)
+
+    def memory(self, name: str, block: str, nbytes: float, backward_factor: float = 2.0,
+               recompute: bool = False, saves: float = 0.0) -> None:
+        """An elementwise/reduction op: forward moves nbytes, backward ~2x (reads grad + input)."""
+        self.F.append(Op(name, "memory", "F", block, 0, nbytes, "bf16"))
+        if backward_factor:
+            self.B.append(Op(name + ".bwd", "memory", "B", block, 0, nbytes * backward_factor, "bf16"))
+        if recompute:
+            self.B.append(Op(name + ".recompute", "memory", "B", block, 0, nbytes, "bf16", recompute=True))
+        self.act += saves
+
+    def comm(self, name: str, block: str, kind: str, nbytes_f: float, nbytes_b: float) -> None:
+        self.F.append(Op(name, "comm", "F", block, comm=kind, comm_bytes=nbytes_f))
+        if nbytes_b:
+            self.B.append(Op(name + ".bwd", "comm", "B", block, comm=kind, comm_bytes=nbytes_b))
+
+    def done(self, kind: str, params: float, params_expert: float = 0.0) -> LayerOps:
+        return LayerOps(kind, tuple(self.F), tuple(self.B), tuple(self.W), params, params_expert, self.act)
+
+
+def _attention(bld: _Builder, layer: int) -> float:
+    """Norm + attention projections + core attention + residual. Returns params on this GPU."""
+    m, s = bld.m, bld.s
+    T = s.tokens  # tokens of this micro-batch on this GPU (whole sequence chunk under CP)
+    tp = s.tp
+    Ts = T / tp if s.sp else T  # tokens per GPU outside the TP region (sequence parallel)
+    h = m.hidden
+    heads = m.heads // tp
+    act2 = BYTES["bf16"]
+    sel = s.recompute == "selective"
+    full = s.recompute == "full"
+    bld.memory("attn.norm", "attn", 2 * Ts * h * act2, recompute=sel or full, saves=Ts * h * act2)
+    if tp > 1:
+        bld.comm("attn.tp_allgather", "attn", "tp", T * h * act2 * (tp - 1) / tp, T * h * act2 * (tp - 1) / tp)
+    if m.is_mla:
+        qk = m.qk_head_dim
+        # V3 recomputes the MLA up-projections in backward (sec 3.4.1): 'selective' here.
+        if m.q_lora_rank:
+            bld.gemm("attn.q_down", "attn", T, m.q_lora_rank, h, recompute=full, save_input=not (sel or full))
+            bld.memory("attn.q_norm", "attn", 2 * T * m.q_lora_rank * act2, recompute=sel or full)
+            bld.gemm("attn.q_up", "attn", T, heads * qk, m.q_lora_rank, recompute=sel or full, save_input=True)
+        else:
+            bld.gemm("attn.q_proj", "attn", T, heads * qk, h, recompute=full, save_input=not (sel or full))
+        bld.gemm("attn.kv_down", "attn", T, m.kv_lora_rank + m.qk_rope_head_dim, h, recompute=full,
+                 save_input=not (sel or full))
+        bld.memory("attn.kv_norm", "attn", 2 * T * m.kv_lora_rank * act2, recompute=sel or full)
+        bld.gemm("attn.kv_up", "attn", T, heads * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank,
+                 recompute=sel or full, save_input=True)
+        bld.memory("attn.rope", "attn", 2 * T * (heads + 1) * m.qk_rope_head_dim * act2, recompute=sel or full)
+        q_bytes = T * heads * qk * act2
+        kv_bytes = T * heads * (qk + m.v_head_dim) * act2
+    else:
+        d = m.dim_per_head
+        kvh = max(1, m.n_kv_heads // tp)
+        bld.gemm("attn.qkv", "attn", T, (heads + 2 * kvh) * d, h, recompute=full, save_input=not (sel or full))
+        bld.memory("attn.rope", "attn", 2 * T * (heads + kvh) * d * act2, recompute=full)
+        q_bytes = T * heads * d * act2
+        kv_bytes = T * kvh * 2 * d * act2
+        if m.nsa is not None:
+            bld.gemm("attn.nsa_kv", "attn", T, 2 * 2 * kvh * d, h, recompute=full)
+            bld.gemm("attn.nsa_gate", "attn", T, 3 * heads, h, dtype="bf16", recompute=full)
+    # Core attention (flash-style): causal, over the sequence; under CP each GPU holds seq/cp queries
+    # and sees all keys through ring exchange, so its share of the pairs is 1/cp.
+    pairs = attention_pairs_per_token(m, s.seq, causal=True, layer=layer)
+    qk, vd = m.qk_head_dim, m.v_dim
+    fwd = 2.0 * T * heads * pairs * (qk + vd)
+    io = q_bytes + kv_bytes + T * heads * vd * act2
+    common = dict(seq=s.seq, heads=heads, qk_dim=qk, v_dim=vd)
+    bld.F.append(Op("attn.core", "attention", "F", "attn", fwd, io, "bf16", **common))
+    bld.B.append(Op("attn.core.bwd", "attention", "B", "attn", 2.5 * fwd, 2.5 * io, "bf16", **common))
+    if full:
+        bld.B.append(Op("attn.core.recompute", "attention", "B", "attn", fwd, io, "bf16", recompute=True, **common))
+    if m.is_mla and (sel or full):
+        # Up-projections recomputed (V3 sec 3.4.1): q, k, v are rebuilt from the saved latents,
+        # so only the attention output and the softmax statistics stay.
+        bld.act += T * heads * vd * act2 + T * heads * 4
+    else:
+        bld.act += q_bytes + kv_bytes + T * heads * vd * act2 + T * heads * 4  # q, k, v, out, softmax stats
+    if s.cp > 1:
+        # Ring attention: each GPU passes its K/V chunk around the ring (cp-1 hops) in forward,
+        # and K/V plus their gradients in backward.
+        bld.comm("attn.cp_ring", "attn", "cp", kv_bytes * (s.cp - 1), 2 * kv_bytes * (s.cp - 1))
+    bld.gemm("attn.o_proj", "attn", T, h, heads * m.v_dim, recompute=full)
+    if tp > 1:
+        bld.comm("attn.tp_reducescatter", "attn", "tp", T * h * act2 * (tp - 1) / tp, T * h * act2 * (tp - 1) / tp)
+    bld.memory("attn.residual", "attn", 3 * Ts * h * act2, backward_factor=1.0)
+    return attention_params(m) / tp + 2 * h
+
+
+def _dense_ffn(bld: _Builder, width: int, prefix: str = "mlp") -> float:
+    m, s = bld.m, bld.s
+    T, tp = s.tokens, s.tp
+    Ts = T / tp if s.sp else T
+    h = m.hidden
+    act2 = BYTES["bf16"]
+    sel = s.recompute == "selective"
+    full = s.recompute == "full"
+    w = width / tp
+    bld.memory(f"{prefix}.norm", "mlp", 2 * Ts * h * act2, recompute=sel or full, saves=Ts * h * act2)
+    if tp > 1:
+        bld.comm(f"{prefix}.tp_allgather", "mlp", "tp", T * h * act2 * (tp - 1) / tp, T * h * act2 * (tp - 1) / tp)
+    gated = m.mlp == "swiglu"
+    bld.gemm(f"{prefix}.up", "mlp", T, (2 if gated else 1) * w, h, recompute=full, save_input=not (sel or full))
+    inner = T * w * act2
+    bld.memory(f"{prefix}.act", "mlp", (3 if gated else 2) * inner, recompute=sel or full,
+               saves=0 if sel else (2 if gated else 1) * inner)
+    bld.gemm(f"{prefix}.down", "mlp", T, h, w, recompute=full)
+    if tp > 1:
+        bld.comm(f"{prefix}.tp_reducescatter", "mlp", "tp", T * h * act2 * (tp - 1) / tp, T * h * act2 * (tp - 1) / tp)
+    bld.memory(f"{prefix}.residual", "mlp", 3 * Ts * h * act2, backward_factor=1.0)
+    return ffn_params(m, width) / tp + h
+
+
+def expected_distinct(total_bins: int, balls: int, bins_per_target: int) -> float:
+    """Expected number of distinct targets hit when ``balls`` distinct experts out of
+    ``total_bins`` are chosen uniformly and each target holds ``bins_per_target`` experts."""
+    targets = total_bins // bins_per_target
+    if balls >= total_bins:
+        return float(targets)
+    miss = math.comb(total_bins - bins_per_target, balls) / math.comb(total_bins, balls)
+    return targets * (1.0 - miss)
+
+
+def dispatch_traffic(m: ModelConfig, ep: int, gpus_per_node: int) -> tuple[float, float]:
+    """Per token: (copies sent over IB, copies sent over NVLink) by one GPU's dispatch.
+
+    DeepEP-style node-limited routing (V3 sec 2.1.2, 3.2.2): a token goes once over
+    IB to each distinct *remote node* holding one of its experts (at most M nodes),
+    then is forwarded over NVLink to each GPU in that node that holds one of them.
+    With EP inside one node, tokens go straight over NVLink once per distinct GPU.
+    Experts are assumed routed uniformly (balanced); skew is applied separately.
+    """
+    E, k = m.n_routed_experts, m.experts_per_token
+    if ep <= 1:
+        return 0.0, 0.0
+    per_gpu = E // ep
+    if ep <= gpus_per_node:
+        gpus_hit = expected_distinct(E, k, per_gpu)
+        return 0.0, gpus_hit * (ep - 1) / ep
+    nodes = ep // gpus_per_node
+    per_node = E // nodes
+    nodes_hit = expected_distinct(E, k, per_node)
+    if m.max_nodes_per_token:
+        nodes_hit = min(nodes_hit, float(m.max_nodes_per_token))
+    remote_nodes = nodes_hit * (nodes - 1) / nodes
+    # Inside each reached node the token fans out to the GPUs holding its experts there.
+    experts_per_node_hit = k / nodes_hit
+    gpus_per_node_hit = expected_distinct(per_node, max(1, round(experts_per_node_hit)), per_gpu)
+    nvlink = nodes_hit * max(gpus_per_node_hit - 1.0 / gpus_per_node, 0.0)
+    return remote_nodes, nvlink
+
+
+def _moe_ffn(bld: _Builder, gpus_per_node: int) -> tuple[float, float]:
+    m, s = bld.m, bld.s
+    T, tp = s.tokens, s.tp
+    Tl = T / tp if tp > 1 else T  # tokens entering the MoE block on this GPU (SP-sharded under TP)
+    h = m.hidden
+    act2 = BYTES["bf16"]
+    sel = s.recompute == "selective"
+    full = s.recompute == "full"
+    ep = s.ep
+    E, k = m.n_routed_experts, m.experts_per_token
+    local_experts = E // ep
+    bld.memory("moe.norm", "mlp", 2 * Tl * h * act2, recompute=sel or full, saves=Tl * h * act2)
+    bld.gemm("moe.gate", "attn", Tl, E, h, dtype="bf16", save_input=not (sel or full))
+    bld.memory("moe.route", "attn", Tl * E * 4 * 3, backward_factor=1.0)
+    # Tokens received per GPU: every GPU sends Tl*k assignments spread over ep ranks,
+    # so each receives Tl*k on average; the most loaded rank gets imbalance x that.
+    recv = Tl * k * s.imbalance
+    dt_disp = "fp8" if s.precision == "fp8" else "bf16"
+    ib_copies, nvl_copies = dispatch_traffic(m, ep, gpus_per_node)
+    tok_disp = h * (BYTES[dt_disp] + (FP8_SCALE_OVERHEAD if dt_disp == "fp8" else 0))
+    tok_comb = h * BYTES["bf16"]
+    if ep > 1:
+        # Forward: dispatch FP8 (or BF16), combine BF16. Backward mirrors: the gradient before the
+        # down-projection travels dispatch-wise in FP8, the combine-wise one in BF16 (V3 sec 3.3.3).
+        bld.F.append(Op("moe.dispatch", "comm", "F", "dispatch", comm="dispatch",
+                        comm_bytes=Tl * s.imbalance * tok_disp, m=ib_copies, n=nvl_copies))
+        bld.B.append(Op("moe.combine.bwd", "comm", "B", "dispatch", comm="dispatch",
+                        comm_bytes=Tl * s.imbalance * tok_disp, m=ib_copies, n=nvl_copies))
+    bld.memory("moe.permute", "dispatch", 2 * recv * h * (BYTES[dt_disp] if dt_disp == "fp8" else act2))
+    I = m.moe_intermediate
+    gated = m.mlp == "swiglu"
+    bld.grouped("moe.experts.up", "mlp", local_experts, recv / local_experts, (2 if gated else 1) * I, h)
+    inner = recv * I * act2
+    bld.memory("moe.experts.act", "mlp", (3 if gated else 2) * inner, recompute=sel or full,
+               saves=0 if sel else (2 if gated else 1) * inner)
+    bld.grouped("moe.experts.down", "mlp", local_experts, recv / local_experts, h, I)
+    bld.memory("moe.unpermute", "combine", 2 * recv * h * act2 + Tl * k * h * act2)
+    if m.n_shared_experts:
+        Is = m.n_shared_experts * I
+        bld.gemm("moe.shared.up", "mlp", Tl, (2 if gated else 1) * Is, h, recompute=full,
+                 save_input=False)  # same input as the gate: saved once
+        bld.memory("moe.shared.act", "mlp", (3 if gated else 2) * Tl * Is * act2, recompute=sel or full,
+                   saves=0 if sel else 2 * Tl * Is * act2)
+        bld.gemm("moe.shared.down", "mlp", Tl, h, Is, recompute=full)
+    if ep > 1:
+        bld.F.append(Op("moe.combine", "comm", "F", "combine", comm="combine",
+                        comm_bytes=Tl * s.imbalance * tok_comb, m=ib_copies, n=nvl_copies))
+        bld.B.append(Op("moe.dispatch.bwd", "comm", "B", "combine", comm="combine",
+                        comm_bytes=Tl * s.imbalance * tok_comb, m=ib_copies, n=nvl_copies))
+    bld.memory("moe.residual", "combine", 3 * Tl * h * act2, backward_factor=1.0)
+    shared = m.n_shared_experts * expert_params(m) / tp
+    routed = local_experts * expert_params(m)
+    return shared + E * h + h + routed, routed
+
+
+@lru_cache(maxsize=4096)
+def layer_ops(m: ModelConfig, kind: str, shape: Shape, gpus_per_node: int = 8, layer: int = 0) -> LayerOps:
+    """Ops of one layer unit for one micro-batch on one GPU."""
+    bld = _Builder(shape, m)
+    T, tp = shape.tokens, shape.tp
+    h = m.hidden
+    act2 = BYTES["bf16"]
+    if kind == "embed":
+        bld.memory("embed.lookup", "attn", T * h * act2 * 2 / (tp if shape.sp else 1), backward_factor=2.0)
+        return bld.done(kind, m.vocab * h / tp)
+    if kind in ("head", "mtp_head"):
+        V = m.vocab / tp
+        bld.memory("head.norm", "mlp", 2 * T * h * act2, saves=T * h * act2)
+        # The output head stays in BF16 (V3 sec 3.3.1); logits and softmax in FP32.
+        bld.gemm("head.proj", "mlp", T, V, h, dtype="bf16")
+        bld.memory("head.loss", "mlp", T * V * 4 * 3, backward_factor=1.0, saves=T * V * act2)
+        # The MTP module shares the main head (V3 sec 2.2): its head holds no parameters of its own.
+        return bld.done(kind, 0.0 if (m.tied_embeddings or kind == "mtp_head") else V * h)
+    if kind == "mtp":
+        bld.memory("mtp.norms", "attn", 4 * T * h * act2, saves=2 * T * h * act2)
+        bld.gemm("mtp.proj", "attn", T, h, 2 * h)
+        p = 2 * h * h / tp + 3 * h
+        p += _attention(bld, layer)
+        if m.is_moe:
+            pm, pe = _moe_ffn(bld, gpus_per_node)
+            return bld.done(kind, p + pm, pe)
+        p += _dense_ffn(bld, m.dense_intermediate)
+        return bld.done(kind, p)
+    p = _attention(bld, layer)
+    if kind == "dense":
+        p += _dense_ffn(bld, m.dense_intermediate)
+        return bld.done(kind, p)
+    if kind == "moe":
+        pm, pe = _moe_ffn(bld, gpus_per_node)
+        return bld.done(kind, p + pm, pe)
+    raise ValueError(f"unknown layer kind {kind!r}")
+
+
+def model_units(m: ModelConfig) -> list[str]:
+    """The model as an ordered list of layer units, as a pipeline sees them."""
+    units = ["embed"]
+    units += ["dense" if (not m.is_moe or i < m.first_k_dense) else "moe" for i in range(m.layers)]
+    units += ["head"]
+    for _ in range(m.mtp_depth):
+        units += ["mtp", "mtp_head"]
+    return units
+
+
+@dataclass(frozen=True)
+class PassTotals:
+    """Sums over the ops of a unit by pass, for the analytic engine."""
+
+    flops: dict = field(default_factory=dict)

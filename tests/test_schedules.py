@@ -1,0 +1,378 @@
+"""Pipeline schedules: coverage, closed-form bubbles, properties and CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import Counter
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simulator import schedule_cli
+from simulator.bubble import closed_form_bubble
+from simulator.schedules import (
+    SCHEDULE_NAMES,
+    TaskTimes,
+    build_schedule,
+    closed_form,
+    num_stages,
+    render_text,
+    simulate,
+    stage_of,
+    validate_schedule_args,
+)
+
+TOL = 1e-9
+
+# F = B - W throughout; F&B = F + B (no overlap gain) and F&B < F + B.
+TIMES_FBW = [
+    TaskTimes(1, 2, 1),
+    TaskTimes(2, 3, 1),
+    TaskTimes(1.5, 2, 0.5),
+    TaskTimes(1, 2, 1, 2.5),
+    TaskTimes(2, 3, 1, 4),
+    TaskTimes(0.75, 1.25, 0.5, 1.5),
+]
+
+
+def _grid():
+    """(name, pp, microbatches, vpp) over the tested grid."""
+    for pp in (2, 4, 8, 16):
+        for m in (pp, pp + 3, 2 * pp, 3 * pp):
+            yield "1f1b", pp, m, 1
+            yield "zb1p", pp, m, 1
+        for m in (pp, 2 * pp, 3 * pp):
+            for vpp in (2, 3, 4):
+                yield "interleaved", pp, m, vpp
+        for m in sorted({2 * pp, 2 * pp + 2, 3 * pp + (3 * pp) % 2, 4 * pp}):
+            yield "dualpipe", pp, m, 1
+    for pp in (1, 2, 3, 4, 8, 16):
+        for m in (2 * pp, 2 * pp + 1, 3 * pp, 4 * pp):
+            yield "dualpipev", pp, m, 1
+
+
+GRID = list(_grid())
+
+
+# --------------------------------------------------------------------------
+# Structure
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,pp,m,vpp", GRID)
+def test_every_task_appears_once_per_stage(name, pp, m, vpp):
+    sched = build_schedule(name, pp, m, vpp)
+    assert len(sched) == pp
+    f, b, w, split = Counter(), Counter(), Counter(), set()
+    for r, tasks in enumerate(sched):
+        for t in tasks:
+            s = stage_of(name, pp, vpp, r, t.chunk)
+            if t.kind in ("F", "FB"):
+                f[t.mb, s] += 1
+            if t.kind == "B":
+                b[t.mb, s] += 1
+                if t.split_backward:
+                    split.add((t.mb, s))
+            if t.kind == "FB":
+                b[t.mb2, stage_of(name, pp, vpp, r, t.chunk2)] += 1
+            if t.kind == "W":
+                w[t.mb, s] += 1
+    ns = num_stages(name, pp, vpp)
+    # In dualpipe each micro-batch visits the stages of its own direction only.
+    keys = {(mb, s) for mb in range(m) for s in range(ns)}
+    assert set(f) == keys and set(f.values()) == {1}
+    assert set(b) == keys and set(b.values()) == {1}
+    assert set(w) == split and set(w.values()) <= {1}
+    if name in ("1f1b", "interleaved"):
+        assert not split
+    if name == "zb1p":
+        assert split == keys
+
+
+@pytest.mark.parametrize("name", SCHEDULE_NAMES)
+def test_stage_layout_is_a_bijection(name):
+    pp, vpp = 4, (2 if name == "interleaved" else 1)
+    chunks = {"interleaved": vpp, "dualpipe": 2, "dualpipev": 2}.get(name, 1)
+    stages = [stage_of(name, pp, vpp, r, c) for r in range(pp) for c in range(chunks)]
+    if name == "dualpipe":  # two copies of pp stages, one per direction
+        assert sorted(stages) == sorted(list(range(pp)) * 2)
+    else:
+        assert sorted(stages) == list(range(num_stages(name, pp, vpp)))
+
+
+def test_dualpipe_rank0_follows_reference_warmup():
+    # Figure in DualPipe's README (PP=8, 20 micro-batches): rank 0 starts with
+    # forwards 0..6 of its own direction, then the first reverse forward.
+    tasks = build_schedule("dualpipe", 8, 20)[0]
+    assert [(t.kind, t.mb, t.chunk) for t in tasks[:8]] == [
+        ("F", i, 0) for i in range(7)
+    ] + [("F", 10, 1)]
+
+
+# --------------------------------------------------------------------------
+# Closed forms (F = B - W, no communication)
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("times", TIMES_FBW)
+@pytest.mark.parametrize("name,pp,m,vpp", GRID)
+def test_bubble_matches_closed_form(name, pp, m, vpp, times):
+    tl = simulate(name, pp, m, times, vpp)
+    bubbles = tl.bubbles()
+    cf = closed_form(name, pp, times, vpp)
+    if name in ("1f1b", "zb1p", "interleaved"):
+        # Every rank idles exactly the closed form.
+        assert all(abs(x - cf) < TOL for x in bubbles), (bubbles, cf)
+    elif name == "dualpipe":
+        # The closed form is the maximum, reached on the two middle ranks.
+        half = pp // 2
+        assert abs(max(bubbles) - cf) < TOL, (bubbles, cf)
+        assert abs(bubbles[half - 1] - cf) < TOL and abs(bubbles[half] - cf) < TOL
+        if times.f_and_b == times.f + times.b:
+            assert all(abs(x - cf) < TOL for x in bubbles)
+    else:
+        # dualpipev: DualPipe's formula at PP = 2 * devices, on the last device.
+        assert abs(max(bubbles) - cf) < TOL and abs(bubbles[-1] - cf) < TOL, (
+            bubbles,
+            cf,
+        )
+        assert abs(cf - (pp - 1) * (times.f_and_b + times.b - 3 * times.w)) < TOL
+
+
+@pytest.mark.parametrize("pp,vpp", [(2, 2), (4, 2), (4, 4), (8, 2), (8, 3)])
+def test_interleaved_bubble_is_1f1b_over_vpp(pp, vpp):
+    # Per-chunk times f, b are 1/vpp of the per-rank times F, B of the formula.
+    F, B, W = 3.0, 6.0, 3.0
+    times = TaskTimes(F / vpp, B / vpp, W / vpp)
+    tl = simulate("interleaved", pp, 2 * pp, times, vpp)
+    expected = closed_form_bubble("interleaved", pp, F, B, W, F + B, vpp)
+    assert abs(expected - (pp - 1) * (F + B) / vpp) < TOL
+    assert all(abs(x - expected) < TOL for x in tl.bubbles())
+    # ... and 1F1B with the same per-rank times idles vpp times as much.
+    one = simulate("1f1b", pp, 2 * pp, TaskTimes(F, B, W))
+    assert abs(one.bubble(0) - vpp * expected) < TOL
+
+
+@pytest.mark.parametrize("pp", [2, 4, 8])
+@pytest.mark.parametrize("m", [1, 2, 3, 5, 7, 8])
+def test_small_microbatch_counts(pp, m):
+    t = TaskTimes(1, 2, 1)
+    # 1F1B keeps (PP-1)(F+B) at any count; ZB-H1 needs m >= PP to reach its form.
+    assert all(
+        abs(x - closed_form("1f1b", pp, t)) < TOL
+        for x in simulate("1f1b", pp, m, t).bubbles()
+    )
+    zb = simulate("zb1p", pp, m, t).bubbles()
+    expected = (pp - 1) * (t.f + t.b - t.w) - (min(m, pp) - 1) * t.w
+    assert all(abs(x - expected) < TOL for x in zb)
+    if m >= pp:
+        assert abs(expected - closed_form("zb1p", pp, t)) < TOL
+
+
+@pytest.mark.parametrize(
+    "times", [TaskTimes(2, 2, 1, 4), TaskTimes(1, 3, 1, 3), TaskTimes(1, 2, 0.5, 2.5)]
+)
+def test_1f1b_and_zb1p_forms_hold_without_f_equal_b_minus_w(times):
+    for name in ("1f1b", "zb1p"):
+        cf = closed_form(name, 8, times)
+        assert all(abs(x - cf) < TOL for x in simulate(name, 8, 32, times).bubbles())
+
+
+def test_issue_dualpipe_12_per_rank_against_formula_9():
+    # PP=8, 24 micro-batches, F=2, B=2, W=1, F&B=4 (F != B - W).
+    times = TaskTimes(f=2, b=2, w=1, fb=4)
+    tl = simulate("dualpipe", 8, 24, times)
+    assert all(abs(x - 12) < TOL for x in tl.bubbles()), tl.bubbles()
+    assert abs(closed_form("dualpipe", 8, times) - 9) < TOL
+
+
+@pytest.mark.parametrize("pp,m", [(1, 2), (2, 4), (4, 8), (4, 11), (8, 16), (8, 21)])
+def test_dualpipev_is_first_half_of_dualpipe(pp, m):
+    times = TaskTimes(1, 2, 1, 2.5)
+    v = simulate("dualpipev", pp, m, times)
+    d = simulate("dualpipe", 2 * pp, 2 * m, times)
+    assert abs(v.makespan - d.makespan) < TOL
+    for r in range(pp):
+        assert [(t.kind, s, e) for t, s, e in v.ranks[r]] == [
+            (t.kind, s, e) for t, s, e in d.ranks[r]
+        ]
+
+
+# --------------------------------------------------------------------------
+# Simulator properties
+# --------------------------------------------------------------------------
+
+
+@st.composite
+def _cases(draw):
+    name = draw(st.sampled_from(SCHEDULE_NAMES))
+    pp = draw(st.integers(1, 8))
+    vpp = 1
+    if name == "dualpipe":
+        pp = 2 * draw(st.integers(1, 4))
+        m = 2 * draw(st.integers(pp, 2 * pp + 2))
+    elif name == "dualpipev":
+        m = draw(st.integers(2 * pp, 4 * pp + 3))
+    elif name == "interleaved":
+        vpp = draw(st.integers(2, 4))
+        m = pp * draw(st.integers(1, 4))
+    else:
+        m = draw(st.integers(1, 3 * pp + 2))
+    pos = st.floats(0, 10, allow_nan=False, allow_infinity=False)
+    f, b = draw(pos), draw(pos)
+    w = draw(st.floats(0, 1)) * b
+    fb = draw(st.one_of(st.none(), pos))
+    p2p = draw(st.floats(0, 5))
+    extra = draw(st.floats(0, 5))
+    return name, pp, m, vpp, TaskTimes(f, b, w, fb), p2p, extra
+
+
+@settings(max_examples=200, deadline=None)
+@given(_cases())
+def test_simulator_properties(case):
+    name, pp, m, vpp, times, p2p, extra = case
+    tl = simulate(name, pp, m, times, vpp, p2p=p2p)
+    for r, row in enumerate(tl.ranks):
+        assert tl.makespan >= tl.busy(r) - 1e-9
+        assert tl.bubble(r) >= -1e-9
+        prev_end = 0.0
+        for _, s, e in row:  # strictly in order, no overlap on a rank
+            assert s >= prev_end - 1e-9 and e >= s
+            prev_end = e
+        assert abs(sum(e - s for _, s, e in row) - tl.busy(r)) < 1e-6
+    slower = simulate(name, pp, m, times, vpp, p2p=p2p + extra)
+    assert slower.makespan >= tl.makespan - 1e-9
+
+
+def test_p2p_delays_every_hop():
+    t = TaskTimes(1, 2, 1)
+    base, slow = simulate("1f1b", 4, 8, t), simulate("1f1b", 4, 8, t, p2p=0.5)
+    assert slow.makespan > base.makespan
+    # the first forward on rank 3 waits for three hops
+    assert abs(slow.ranks[3][0][1] - (3 * 1 + 3 * 0.5)) < TOL
+
+
+# --------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args,field",
+    [
+        (("gpipe", 4, 8, 1), "plan.schedule"),
+        (("1f1b", 0, 8, 1), "plan.pp"),
+        (("1f1b", 4, 0, 1), "plan.microbatches"),
+        (("1f1b", 4, 8, 2), "plan.vpp"),
+        (("interleaved", 4, 8, 1), "plan.vpp"),
+        (("interleaved", 4, 6, 2), "plan.microbatches"),
+        (("dualpipe", 3, 12, 1), "plan.pp"),
+        (("dualpipe", 4, 7, 1), "plan.microbatches"),
+        (("dualpipe", 4, 6, 1), "plan.microbatches"),
+        (("dualpipev", 4, 7, 1), "plan.microbatches"),
+    ],
+)
+def test_validation_messages(args, field):
+    with pytest.raises(ValueError) as err:
+        validate_schedule_args(*args)
+    msg = str(err.value)
+    assert msg.startswith(field + ":") and "\n" not in msg
+
+
+def test_times_validation():
+    with pytest.raises(ValueError, match=r"^times\.w:"):
+        TaskTimes(1, 1, 2)
+    with pytest.raises(ValueError, match=r"^times\.f:"):
+        TaskTimes(-1, 1, 0)
+    with pytest.raises(ValueError, match=r"^p2p:"):
+        simulate("1f1b", 2, 2, TaskTimes(1, 2, 1), p2p=-1)
+
+
+# --------------------------------------------------------------------------
+# Rendering and CLI
+# --------------------------------------------------------------------------
+
+
+def test_render_text_has_a_row_per_rank_and_legend():
+    tl = simulate("dualpipe", 8, 20, TaskTimes(1, 2, 1, 2.5))
+    text = render_text(tl)
+    rows = [line for line in text.splitlines() if line.startswith("rank")]
+    assert len(rows) == 8 and len({len(r.split("|")[1]) for r in rows}) == 1
+    assert "closed form 4.5" in text and "legend:" in text and "F&B" in text
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="gpuhours")
+    schedule_cli.register(parser.add_subparsers(dest="command"))
+    return parser
+
+
+def test_cli_text(capsys):
+    args = _parser().parse_args(
+        ["schedule", "zb1p", "--pp", "4", "--microbatches", "8"]
+    )
+    assert args.func is schedule_cli.run
+    assert schedule_cli.run(args) == 0
+    out = capsys.readouterr().out
+    assert out.count("\nrank ") == 4 and "closed form 3" in out
+
+
+def test_cli_json(capsys):
+    argv = [
+        "schedule",
+        "dualpipe",
+        "--pp",
+        "8",
+        "--microbatches",
+        "24",
+        "--f",
+        "2",
+        "--b",
+        "2",
+        "--w",
+        "1",
+        "--fb",
+        "4",
+        "--json",
+    ]
+    assert schedule_cli.run(_parser().parse_args(argv)) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (
+        data["schedule"] == "dualpipe"
+        and data["pp"] == 8
+        and data["microbatches"] == 24
+    )
+    assert data["times"] == {"F": 2.0, "B": 2.0, "W": 1.0, "F&B": 4.0}
+    assert data["bubble"] == pytest.approx(12) and data["closed_form"] == pytest.approx(
+        9
+    )
+    assert data["bubble_per_rank"] == pytest.approx([12] * 8)
+    assert len(data["ranks"]) == 8
+    task = data["ranks"][0][0]
+    assert set(task) >= {"kind", "mb", "chunk", "mb2", "chunk2", "start", "end"}
+    assert max(t["end"] for row in data["ranks"] for t in row) == pytest.approx(
+        data["makespan"]
+    )
+
+
+def test_cli_defaults_satisfy_f_equals_b_minus_w(capsys):
+    args = _parser().parse_args(
+        ["schedule", "1f1b", "--pp", "2", "--microbatches", "2", "--json"]
+    )
+    schedule_cli.run(args)
+    times = json.loads(capsys.readouterr().out)["times"]
+    assert (
+        times["F"] == times["B"] - times["W"]
+        and times["F&B"] == times["F"] + times["B"]
+    )
+
+
+def test_cli_bad_input_raises_value_error():
+    args = _parser().parse_args(
+        ["schedule", "dualpipe", "--pp", "3", "--microbatches", "12"]
+    )
+    with pytest.raises(ValueError, match=r"^plan\.pp:"):
+        schedule_cli.run(args)
