@@ -514,7 +514,9 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
                 pass
         raise ConfigError(where, f"expected a number, got {value!r}")
     if tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        if isinstance(value, bool):  # YAML 1.1 reads on/off/yes/no as booleans
+            return "on" if value else "off"
+        if isinstance(value, (str, int, float)):
             return str(value)
         raise ConfigError(where, f"expected a string, got {value!r}")
     return value

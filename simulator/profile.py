@@ -176,17 +176,53 @@ def _log(x: float) -> float:
     return math.log2(max(float(x), 1e-9))
 
 
-def _idw(points: list[tuple[tuple[float, ...], float]], q: tuple[float, ...]) -> float:
-    """Inverse-distance weighting (power 2) in log space; exact on a row."""
-    num = den = 0.0
-    for coords, value in points:
-        d2 = sum((a - b) ** 2 for a, b in zip(coords, q))
-        if d2 < 1e-12:
-            return value
-        w = 1.0 / d2
-        num += w * value
-        den += w
-    return num / den
+class _Grid:
+    """Multilinear interpolation of log(value) on the grid of measured log-coordinates.
+
+    The grid is the cross product of the distinct coordinates per dimension; cells
+    without a measurement take the nearest measured row (in log space). Along each
+    dimension the interpolation is piecewise linear in log-log, so time = work /
+    throughput grows with size whenever the measurements are physical (throughput
+    never more than doubles when the size doubles).
+    """
+
+    def __init__(self, pts: list[tuple[tuple[float, ...], float]]):
+        self.axes = [sorted({p[0][d] for p in pts}) for d in range(len(pts[0][0]))]
+        exact = {p[0]: math.log(p[1]) for p in pts}
+        self.values: dict[tuple[int, ...], float] = {}
+        import itertools
+
+        for idx in itertools.product(*(range(len(a)) for a in self.axes)):
+            coords = tuple(self.axes[d][i] for d, i in enumerate(idx))
+            v = exact.get(coords)
+            if v is None:
+                nearest = min(pts, key=lambda p: sum((a - b) ** 2 for a, b in zip(p[0], coords)))
+                v = math.log(nearest[1])
+            self.values[idx] = v
+
+    def __call__(self, q: tuple[float, ...]) -> float:
+        brackets = []
+        for d, x in enumerate(q):
+            ax = self.axes[d]
+            if len(ax) == 1 or x <= ax[0]:
+                brackets.append(((0, 1.0),))
+                continue
+            if x >= ax[-1]:
+                brackets.append(((len(ax) - 1, 1.0),))
+                continue
+            j = next(i for i in range(1, len(ax)) if ax[i] >= x)
+            t = (x - ax[j - 1]) / (ax[j] - ax[j - 1])
+            brackets.append(((j - 1, 1.0 - t), (j, t)))
+        total = 0.0
+        import itertools
+
+        for combo in itertools.product(*brackets):
+            w = 1.0
+            for _, wi in combo:
+                w *= wi
+            if w:
+                total += w * self.values[tuple(i for i, _ in combo)]
+        return math.exp(total)
 
 
 class Profile:
@@ -199,6 +235,7 @@ class Profile:
         self.device: dict = data["device"]
         self.tables: dict[str, list[dict]] = data.get("tables", {})
         self._cache: dict[tuple, Lookup] = {}
+        self._grids: dict[tuple, _Grid] = {}
 
     def __repr__(self) -> str:
         return f"Profile({self.name!r}, device={self.device.get('name')!r})"
@@ -223,7 +260,11 @@ class Profile:
                 if lq[i] < lo - 1e-9 or lq[i] > hi + 1e-9:
                     outside.append(f"{d}={q[i]:g} outside [{2**lo:g}, {2**hi:g}]")
                     clamped[i] = min(max(lq[i], lo), hi)
-            value = _idw(pts, tuple(clamped))
+            gkey = (table, tuple(sorted(match.items())))
+            grid = self._grids.get(gkey)
+            if grid is None:
+                grid = self._grids[gkey] = _Grid(pts)
+            value = grid(tuple(clamped))
             exact = any(all(abs(a - b) < 1e-9 for a, b in zip(p[0], lq)) for p in pts)
             if outside:
                 res = Lookup(value, "clamped", f"{table} {match}: " + "; ".join(outside))

@@ -1,0 +1,438 @@
+"""Plan search: ``gpuhours search NAME --gpus N``.
+
+Enumerates parallelism plans (TP, PP, EP, CP, schedule, virtual stages,
+micro-batch, recompute, ZeRO, communication SMs) for a model on ``N`` GPUs,
+drops the ones :meth:`Scenario.validate` rejects and the ones whose parameter
+and optimizer state alone (a lower bound, before any timing) exceed HBM,
+times the rest with the analytic engine, keeps those that fit in memory,
+ranks them by the objective and re-simulates the best ``top`` with the DES
+when :mod:`simulator.des.engine` is available.
+
+Candidates are cut into chunks; each chunk is evaluated by one call of
+:func:`evaluate_chunk` that builds one :class:`~simulator.analytic.Evaluator`
+(so unit timings are cached across the chunk's plans). Chunks run in a local
+process pool, or on a Dask cluster with ``--scheduler tcp://host:port``
+(the same function, via ``distributed.Client.map``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from .config import PlanConfig, Scenario, to_dict
+from .errors import ConfigError
+from .memory import GIB, state_bytes
+from .workload import expert_params, param_counts
+
+OBJECTIVES = {
+    "gpu_hours": "gpu_hours_per_trillion_tokens",
+    "usd": "usd_per_trillion_tokens",
+    "step_time": "step_time_s",
+}
+SCHEDULE_VARIANTS = (("1f1b", 1), ("interleaved", 2), ("interleaved", 4), ("zb1p", 1), ("dualpipe", 1),
+                     ("dualpipev", 1))
+DEFAULT_SPACE: dict[str, tuple] = {
+    "tp": (1, 2, 4, 8),
+    "pp": (1, 2, 4, 8, 16, 32),  # filtered: must divide N and fit the layers
+    "cp": (1, 2),
+    "schedule": SCHEDULE_VARIANTS,  # (schedule, vpp)
+    "micro_batch": (1, 2, 4),
+    "recompute": ("none", "selective", "full"),
+    "zero": (1, 2, 3),
+    "comm_sms": (12, 20, 24),  # varied only where it matters (EP > 1 with an overlapping schedule)
+    "ep": None,  # None: every divisor of n_routed_experts that divides dp*tp
+}
+PLAN_KEYS = ("tp", "pp", "dp", "cp", "ep", "vpp", "schedule", "micro_batch", "recompute", "zero", "comm_sms")
+METRICS = ("step_time_s", "gpu_hours_per_trillion_tokens", "usd_per_trillion_tokens", "tokens_per_s_per_gpu",
+           "mfu", "peak_memory_gib", "bubble_fraction", "exposed_comm_fraction")
+
+
+@dataclass
+class SearchResult:
+    """Ranked plans (best first) and what the search cost."""
+
+    plans: list[dict]  # best first: {"plan", "rank", ...predict report keys..., "des"}
+    evaluated: int  # candidates timed with the analytic engine
+    valid: int  # timed candidates that fit in memory
+    enumerated: int  # candidates generated (before validation and pruning)
+    pruned: int  # rejected by validate() or by the state-memory bound
+    seconds: float
+    objective: str
+    des_available: bool
+    rows: list[dict] = field(default_factory=list)  # every valid plan, ranked (compact)
+
+    @property
+    def plans_per_second(self) -> float:
+        return self.evaluated / self.seconds if self.seconds > 0 else 0.0
+
+    def to_json(self) -> dict:
+        return {
+            "plans": self.plans, "evaluated": self.evaluated, "valid": self.valid,
+            "enumerated": self.enumerated, "pruned": self.pruned, "objective": self.objective,
+            "seconds": self.seconds, "plans_per_second": self.plans_per_second,
+            "des": "simulator.des.engine" if self.des_available else None,
+        }
+
+
+# --------------------------------------------------------------------------- enumeration
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def _space(space: dict | None) -> dict:
+    out = dict(DEFAULT_SPACE)
+    for k, v in (space or {}).items():
+        if k not in out:
+            raise ConfigError(f"space.{k}", "unknown search dimension", ", ".join(out))
+        out[k] = tuple(v) if v is not None else None
+    return out
+
+
+def state_lower_bound_gib(sc: Scenario) -> float:
+    """Weights + gradients + optimizer state per GPU if layers split perfectly evenly (a lower bound)."""
+    m, p = sc.model, sc.plan
+    pc = param_counts(m)
+    total = pc.total + pc.mtp
+    pe_all = (m.n_moe_layers + (m.mtp_depth if m.is_moe else 0)) * m.n_routed_experts * expert_params(m) if m.is_moe else 0.0
+    pd = (total - pe_all) / (p.tp * p.pp)
+    pe = pe_all / (p.ep * p.pp)
+    dp = sc.dp
+    dp_expert = max(1, dp * p.tp // p.ep) if m.is_moe else dp
+    w, g, o = state_bytes(pd, pe, p.zero, dp * p.cp, dp_expert, p.grad_dtype, p.moment_dtype)
+    return (w + g + o) / GIB
+
+
+def candidates(sc: Scenario, gpus: int, space: dict | None = None) -> tuple[list[PlanConfig], int, int]:
+    """Valid, not-obviously-too-big plans for ``sc`` on ``gpus`` GPUs: (plans, enumerated, pruned)."""
+    sp = _space(space)
+    m = sc.model
+    cluster = dataclasses.replace(sc.cluster, num_gpus=gpus)
+    base = dataclasses.replace(sc, cluster=cluster)
+    base_plan = dataclasses.replace(sc.plan, dp=0)
+    hbm = cluster.gpu.hbm_gib
+    out: list[PlanConfig] = []
+    enumerated = pruned = 0
+    tps = [t for t in sp["tp"] if t <= cluster.gpus_per_node and m.heads % t == 0 and gpus % t == 0]
+    for tp in tps:
+        for pp in sp["pp"]:
+            if pp > m.layers or gpus % (tp * pp):
+                continue
+            for cp in sp["cp"]:
+                if gpus % (tp * pp * cp) or (cp > 1 and sc.training.seq_len % (2 * cp)):
+                    continue
+                dp = gpus // (tp * pp * cp)
+                if m.is_moe:
+                    eps = sp["ep"] or [e for e in _divisors(m.n_routed_experts) if (dp * tp) % e == 0]
+                else:
+                    eps = (1,)
+                for ep in eps:
+                    for sched, vpp in sp["schedule"]:
+                        if pp == 1 and sched != "1f1b":
+                            continue
+                        overl = sched in ("dualpipe", "dualpipev") and m.is_moe and ep > 1
+                        sms_choices = sp["comm_sms"] if overl else (sc.plan.comm_sms,)
+                        for mb in sp["micro_batch"]:
+                            for rc in sp["recompute"]:
+                                for zero in sp["zero"]:
+                                    for sms in sms_choices:
+                                        enumerated += 1
+                                        plan = dataclasses.replace(
+                                            base_plan, tp=tp, pp=pp, cp=cp, ep=ep, schedule=sched, vpp=vpp,
+                                            micro_batch=mb, recompute=rc, zero=zero, comm_sms=sms)
+                                        cand = dataclasses.replace(base, plan=plan)
+                                        try:
+                                            cand.validate()
+                                        except ConfigError:
+                                            pruned += 1
+                                            continue
+                                        if state_lower_bound_gib(cand) > hbm:
+                                            pruned += 1
+                                            continue
+                                        out.append(plan)
+    return out, enumerated, pruned
+
+
+# --------------------------------------------------------------------------- evaluation (runs in workers)
+
+
+def _plan_row(sc: Scenario) -> dict:
+    p = sc.plan
+    return {"tp": p.tp, "pp": p.pp, "dp": sc.dp, "cp": p.cp, "ep": p.ep, "vpp": p.vpp, "schedule": p.schedule,
+            "micro_batch": p.micro_batch, "recompute": p.recompute, "zero": p.zero, "comm_sms": p.comm_sms}
+
+
+def evaluate_chunk(sc: Scenario, plans: list[PlanConfig], profile: Any = None) -> list[dict]:
+    """Time each plan of one chunk with the analytic engine, reusing one Evaluator; compact rows back."""
+    from .analytic import Evaluator, predict_analytic, resolve_profile
+
+    prof = resolve_profile(sc, profile)
+    ev = Evaluator(sc, prof)
+    price = sc.cost.usd_per_gpu_hour
+    rows = []
+    for plan in plans:
+        cand = dataclasses.replace(sc, plan=plan)
+        try:
+            pred = predict_analytic(cand, evaluator=ev)
+        except (ConfigError, ValueError, ZeroDivisionError) as e:  # pragma: no cover - defensive
+            rows.append({**_plan_row(cand), "error": str(e)})
+            continue
+        st = pred.step_time_s
+        gh = pred.gpu_hours_per_trillion_tokens
+        rows.append({
+            **_plan_row(cand), "step_time_s": st, "gpu_hours_per_trillion_tokens": gh,
+            "usd_per_trillion_tokens": gh * price, "tokens_per_s_per_gpu": pred.tokens_per_s_per_gpu,
+            "mfu": pred.mfu, "peak_memory_gib": pred.peak_memory_gib, "fits_in_memory": pred.fits_in_memory,
+            "bubble_fraction": pred.bubble_s / st, "exposed_comm_fraction": pred.exposed_comm_s / st,
+        })
+    return rows
+
+
+def _chunks(items: list, n: int) -> list[list]:
+    return [items[i:i + n] for i in range(0, len(items), n)]
+
+
+def _run_local(sc, chunks, profile, workers, tick) -> list[dict]:
+    rows: list[dict] = []
+    if workers <= 1 or len(chunks) <= 1:
+        for ch in chunks:
+            rows.extend(evaluate_chunk(sc, ch, profile))
+            tick(len(ch))
+        return rows
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futs = {pool.submit(evaluate_chunk, sc, ch, profile): len(ch) for ch in chunks}
+        for f in as_completed(futs):
+            rows.extend(f.result())
+            tick(futs[f])
+    return rows
+
+
+def _run_dask(sc, chunks, profile, address, tick) -> list[dict]:
+    try:
+        from distributed import Client, as_completed
+    except ModuleNotFoundError:
+        raise ConfigError("--scheduler", "the 'distributed' package is not installed", "pip install -e '.[cluster]'") from None
+    try:
+        client = Client(address, timeout=10)
+    except (OSError, TimeoutError) as e:
+        raise ConfigError("--scheduler", f"cannot reach Dask scheduler {address!r} ({e})", "tcp://host:port of a running scheduler") from None
+    rows: list[dict] = []
+    try:
+        sc_f = client.scatter(sc, broadcast=True)
+        futs = client.map(evaluate_chunk, [sc_f] * len(chunks), chunks, [profile] * len(chunks), pure=False)
+        sizes = {f.key: len(ch) for f, ch in zip(futs, chunks)}
+        for f in as_completed(futs):
+            rows.extend(f.result())
+            tick(sizes[f.key])
+    finally:
+        client.close()
+    return rows
+
+
+def des_available() -> bool:
+    try:
+        import simulator.des.engine  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def search(sc: Scenario, gpus: int, objective: str = "gpu_hours", top: int = 10, scheduler: str | None = None,
+           progress: Callable[[int, int], None] | None = None, space: dict | None = None,
+           profile: Any = None, workers: int | None = None, des: bool = True) -> SearchResult:
+    """Rank the plans of ``sc`` on ``gpus`` GPUs by ``objective`` (best first)."""
+    if objective not in OBJECTIVES:
+        raise ConfigError("--objective", f"unknown objective {objective!r}", ", ".join(OBJECTIVES))
+    if not isinstance(gpus, int) or gpus < 1:
+        raise ConfigError("--gpus", f"must be a positive integer, got {gpus!r}")
+    if gpus > sc.cluster.gpus_per_node and gpus % sc.cluster.gpus_per_node:
+        raise ConfigError("--gpus", f"{gpus} is not a whole number of {sc.cluster.gpus_per_node}-GPU nodes",
+                          f"a multiple of {sc.cluster.gpus_per_node}")
+    if top < 1:
+        raise ConfigError("--top", f"must be at least 1, got {top}")
+    t0 = time.perf_counter()
+    base = dataclasses.replace(sc, cluster=dataclasses.replace(sc.cluster, num_gpus=gpus))
+    plans, enumerated, pruned = candidates(sc, gpus, space)
+    workers = workers or os.cpu_count() or 1
+    # Chunks group neighbouring plans (same TP/PP/CP/EP) so one Evaluator's cache serves many.
+    size = max(16, min(512, -(-len(plans) // (4 * max(1, workers)))))
+    chunks = _chunks(plans, size)
+    done = [0]
+
+    def tick(n: int) -> None:
+        done[0] += n
+        if progress:
+            progress(done[0], len(plans))
+
+    if scheduler:
+        rows = _run_dask(base, chunks, profile, scheduler, tick)
+    else:
+        rows = _run_local(base, chunks, profile, workers, tick)
+    key = OBJECTIVES[objective]
+    ok = [r for r in rows if "error" not in r and r["fits_in_memory"]]
+    ok.sort(key=lambda r: (r[key], r["step_time_s"], tuple(str(r[k]) for k in PLAN_KEYS)))
+    for i, r in enumerate(ok):
+        r["rank"] = i + 1
+    has_des = des_available()
+    best = [_full(base, r, profile, has_des and des) for r in ok[:top]]
+    seconds = time.perf_counter() - t0
+    return SearchResult(best, len(rows), len(ok), enumerated, pruned, seconds, objective, has_des, ok)
+
+
+def plan_of(sc: Scenario, row: dict) -> Scenario:
+    """The scenario of one search row."""
+    plan = dataclasses.replace(sc.plan, dp=0, **{k: row[k] for k in PLAN_KEYS if k != "dp"})
+    return dataclasses.replace(sc, plan=plan).validate()
+
+
+def _full(base: Scenario, row: dict, profile: Any, run_des: bool) -> dict:
+    from .api import predict, report
+
+    cand = plan_of(base, row)
+    rep = report(predict(cand, profile=profile))
+    rep.pop("stages", None)
+    out = {"plan": to_dict(cand.plan), "rank": row["rank"], **{k: v for k, v in rep.items() if k != "plan"}}
+    out["plan"]["dp"] = cand.dp
+    out["des"] = None
+    if run_des:
+        try:
+            d = report(predict(cand, engine="des", profile=profile))
+            out["des"] = {k: d[k] for k in ("step_time_s", "gpu_hours_per_trillion_tokens", "mfu",
+                                            "bubble_fraction", "exposed_comm_fraction", "peak_memory_gib") if k in d}
+        except Exception as e:  # the DES is optional and may reject a plan: say so, keep the analytic row
+            out["des"] = {"error": str(e)}
+    return out
+
+
+# --------------------------------------------------------------------------- output
+
+
+def plan_label(p: dict) -> str:
+    s = f"TP{p['tp']} PP{p['pp']} EP{p['ep']} DP{p['dp']} CP{p['cp']} {p['schedule']}"
+    if p["schedule"] == "interleaved":
+        s += f"x{p['vpp']}"
+    return s + f" mb{p['micro_batch']} rc={p['recompute']} Z{p['zero']} sms{p['comm_sms']}"
+
+
+def write_rows(rows: list[dict], path: str) -> None:
+    """Write ranked rows atomically: CSV, or Parquet when pyarrow is installed."""
+    cols = ["rank", *PLAN_KEYS, *METRICS, "fits_in_memory"]
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".search-", suffix=os.path.splitext(path)[1])
+    try:
+        if path.endswith(".parquet"):
+            os.close(fd)
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            pq.write_table(pa.Table.from_pylist([{c: r.get(c) for c in cols} for r in rows]), tmp)
+        else:
+            with os.fdopen(fd, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+                w.writeheader()
+                w.writerows(rows)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _check_out(path: str | None) -> None:
+    if not path:
+        return
+    if not (path.endswith(".csv") or path.endswith(".parquet")):
+        raise ConfigError("--out", f"{path!r} has an unknown extension", ".csv or .parquet")
+    if path.endswith(".parquet"):
+        try:
+            import pyarrow  # noqa: F401
+            import pyarrow.parquet  # noqa: F401
+        except ModuleNotFoundError:
+            raise ConfigError("--out", "writing .parquet needs pyarrow, which is not installed", "a .csv path, or pip install pyarrow") from None
+    d = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(d):
+        raise ConfigError("--out", f"directory {d} does not exist")
+
+
+class _Bar:
+    def __init__(self, stream=sys.stderr, width: int = 30):
+        self.stream, self.width, self.t0 = stream, width, time.perf_counter()
+
+    def __call__(self, done: int, total: int) -> None:
+        frac = done / total if total else 1.0
+        n = int(self.width * frac)
+        rate = done / max(time.perf_counter() - self.t0, 1e-9)
+        self.stream.write(f"\r  [{'#' * n}{'.' * (self.width - n)}] {done}/{total} plans {rate:,.0f}/s")
+        if done >= total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from .cli import add_scenario_args
+
+    p = subparsers.add_parser("search", help="rank parallelism plans for a model and GPU count")
+    add_scenario_args(p)
+    p.add_argument("--gpus", type=int, required=True, help="number of GPUs")
+    p.add_argument("--objective", default="gpu_hours", help="gpu_hours (default), usd or step_time")
+    p.add_argument("--top", type=int, default=10, help="plans to show and re-simulate with the DES")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="Dask scheduler, e.g. tcp://host:8786")
+    p.add_argument("--workers", type=int, default=None, help="local worker processes (default: all cores)")
+    p.add_argument("--json", action="store_true", help="print exactly one JSON object")
+    p.add_argument("--out", default=None, help="write every valid plan, ranked, to a .csv or .parquet file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .api import load
+
+    if args.objective not in OBJECTIVES:
+        raise ConfigError("--objective", f"unknown objective {args.objective!r}", ", ".join(OBJECTIVES))
+    if args.gpus < 1:
+        raise ConfigError("--gpus", f"must be a positive integer, got {args.gpus}")
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError("--workers", f"must be at least 1, got {args.workers}")
+    _check_out(args.out)
+    sc = load(args.scenario, args.overrides)
+    bar = None if args.no_progress else _Bar()
+    res = search(sc, args.gpus, objective=args.objective, top=args.top, scheduler=args.scheduler,
+                 progress=bar, profile=args.profile, workers=args.workers)
+    if args.out:
+        write_rows(res.rows, args.out)
+    if args.json:
+        print(json.dumps(res.to_json()))
+        return 0
+    key = OBJECTIVES[args.objective]
+    print(f"gpuhours search: {sc.model.name} on {args.gpus} x {sc.cluster.gpu.name}, objective {args.objective}")
+    print(f"  {res.enumerated} enumerated, {res.pruned} pruned (invalid or state > HBM), {res.evaluated} timed, "
+          f"{res.valid} fit in memory; {res.seconds:.1f} s, {res.plans_per_second:,.0f} plans/s")
+    if not res.des_available:
+        print("  DES: simulator.des.engine not available; analytic numbers only")
+    print(f"  {'#':>3} {'plan':<62} {'GPU-h/1T':>10} {'step s':>8} {'MFU':>6} {'mem GiB':>8} {'DES GPU-h/1T':>12}")
+    for r in res.plans:
+        des = r["des"]
+        dtxt = f"{des['gpu_hours_per_trillion_tokens']:,.0f}" if des and "gpu_hours_per_trillion_tokens" in des else "-"
+        print(f"  {r['rank']:>3} {plan_label(r['plan']):<62} {r['gpu_hours_per_trillion_tokens']:>10,.0f} "
+              f"{r['step_time_s']:>8.3f} {100 * r['mfu']:>5.1f}% {r['peak_memory_gib']:>8.1f} {dtxt:>12}")
+    if not res.plans:
+        print("  no plan fits in memory")
+    elif key != "gpu_hours_per_trillion_tokens":
+        print(f"  ranked by {key}")
+    if args.out:
+        print(f"  wrote {len(res.rows)} plans to {args.out}")
+    return 0

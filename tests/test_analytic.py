@@ -1,0 +1,93 @@
+"""Analytic engine: V3 sanity, JSON contract, monotonicity properties."""
+
+import dataclasses
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simulator.analytic import predict_analytic
+from simulator.api import predict, report
+from simulator.cli import main
+from simulator.scenario import list_scenarios, load_scenario
+
+KEYS = ("total_params", "activated_params", "train_flops_per_token", "step_time_s", "tokens_per_s_per_gpu", "mfu",
+        "bubble_fraction", "exposed_comm_fraction", "peak_memory_gib", "fits_in_memory",
+        "gpu_hours_per_trillion_tokens", "usd_per_trillion_tokens")
+
+
+def test_predict_json_contract(capsys):
+    assert main(["predict", "deepseek-v3", "--json"]) == 0
+    out = capsys.readouterr().out
+    rep = json.loads(out)  # exactly one JSON object
+    for k in KEYS:
+        assert k in rep
+    assert rep["fits_in_memory"] is True
+    assert 0 < rep["bubble_fraction"] < 0.2
+    assert rep["usd_per_trillion_tokens"] == pytest.approx(2.0 * rep["gpu_hours_per_trillion_tokens"])
+
+
+def test_v3_prediction_in_a_plausible_band():
+    # Published: 180K H800 GPU-hours per trillion tokens (whole-run average incl. downtime).
+    rep = report(predict(load_scenario("deepseek-v3")))
+    assert 100_000 < rep["gpu_hours_per_trillion_tokens"] < 250_000
+    assert rep["peak_memory_gib"] < 79.2
+
+
+@pytest.mark.parametrize("name", list_scenarios())
+def test_every_preset_predicts(name):
+    rep = report(predict(load_scenario(name)))
+    assert rep["step_time_s"] > 0 and rep["tokens_per_s_per_gpu"] > 0
+    assert 0 < rep["mfu"] < 1
+
+
+def _v3(**plan):
+    sc = load_scenario("deepseek-v3")
+    return dataclasses.replace(sc, plan=dataclasses.replace(sc.plan, **plan)).validate() if plan else sc
+
+
+@settings(max_examples=15, deadline=None)
+@given(ib=st.floats(5, 200), nvl=st.floats(20, 900), factor=st.floats(1.01, 4))
+def test_more_bandwidth_never_slower(ib, nvl, factor):
+    sc = load_scenario("deepseek-v3", ("plan.schedule=1f1b",))
+    slow = dataclasses.replace(sc, cluster=dataclasses.replace(sc.cluster, ib_gbps=ib, nvlink_gbps=nvl))
+    fast = dataclasses.replace(sc, cluster=dataclasses.replace(sc.cluster, ib_gbps=ib * factor, nvlink_gbps=nvl * factor))
+    assert predict_analytic(fast).step_time_s <= predict_analytic(slow).step_time_s * (1 + 1e-12)
+
+
+@settings(max_examples=10, deadline=None)
+@given(mb=st.sampled_from([1, 2, 4, 8]))
+def test_memory_grows_with_micro_batch(mb):
+    base = load_scenario("deepseekmoe-16b")
+    a = predict_analytic(base)
+    b = predict_analytic(dataclasses.replace(base, plan=dataclasses.replace(base.plan, micro_batch=mb)).validate())
+    assert b.peak_memory_gib >= a.peak_memory_gib - 1e-9
+
+
+@settings(max_examples=10, deadline=None)
+@given(k=st.sampled_from([2, 4, 8]))
+def test_more_gpus_saves_at_most_the_bubble(k):
+    """At a fixed global batch, more GPUs (more DP) never lowers total GPU-hours by more than the bubble saved."""
+    base = load_scenario("deepseekmoe-16b", ("cluster.num_gpus=64",))
+    bigger = load_scenario("deepseekmoe-16b", (f"cluster.num_gpus={64 * k}",))
+    a, b = predict_analytic(base), predict_analytic(bigger)
+    gpu_s = lambda p: p.step_time_s * p.scenario.cluster.num_gpus  # noqa: E731
+    bubble_gpu_s = lambda p: p.bubble_s * p.scenario.cluster.num_gpus  # noqa: E731
+    assert gpu_s(b) >= gpu_s(a) - max(0.0, bubble_gpu_s(a) - bubble_gpu_s(b)) - 1e-9
+
+
+def test_fp8_faster_than_bf16_for_v3():
+    assert predict_analytic(_v3(precision="fp8")).step_time_s < predict_analytic(_v3(precision="bf16")).step_time_s
+
+
+def test_overlap_hides_all_to_all():
+    on = predict_analytic(load_scenario("deepseek-v3"))
+    off = predict_analytic(load_scenario("deepseek-v3", ("plan.ep_overlap=off",)))
+    assert on.exposed_comm_s < off.exposed_comm_s
+    assert on.step_time_s < off.step_time_s
+
+
+def test_warnings_reported_not_silent():
+    p = predict_analytic(load_scenario("deepseek-v3", ("plan.precision=bf16",)))
+    assert any("outside the measured range" in w or "roofline" in w for w in p.warnings)

@@ -1,0 +1,75 @@
+"""Parameter and FLOP accounting against the published figures."""
+
+import pytest
+
+from simulator.scenario import load_model
+from simulator.workload import Shape, layer_ops, param_counts, train_flops_per_token
+from simulator.config import PlanConfig
+
+B = 1e9
+
+
+@pytest.mark.parametrize(
+    "name,total,tol",
+    [("deepseek-v3", 671, 0.01), ("deepseek-v2", 236, 0.01), ("deepseek-v2-lite", 15.7, 0.01),
+     ("deepseekmoe-16b", 16.4, 0.01), ("deepseekmoe-145b", 144.6, 0.01)],
+)
+def test_total_params(name, total, tol):
+    assert param_counts(load_model(name)).total / B == pytest.approx(total, rel=tol)
+
+
+@pytest.mark.parametrize(
+    "name,activated",
+    # DeepSeek-V2/V3 papers count activated parameters without the input-embedding lookup.
+    [("deepseek-v3", 37), ("deepseek-v2", 21), ("deepseek-v2-lite", 2.4)],
+)
+def test_activated_params_v2_v3_convention(name, activated):
+    assert param_counts(load_model(name)).activated_excl_embedding / B == pytest.approx(activated, rel=0.03)
+
+
+@pytest.mark.parametrize("name,activated", [("deepseekmoe-16b", 2.8), ("deepseekmoe-145b", 22.2)])
+def test_activated_params_deepseekmoe_convention(name, activated):
+    assert param_counts(load_model(name)).activated / B == pytest.approx(activated, rel=0.03)
+
+
+def test_v3_mtp_module_size():
+    # README_WEIGHTS: 11.5B unique MTP parameters (excluding shared embedding/head).
+    assert param_counts(load_model("deepseek-v3")).mtp / B == pytest.approx(11.5, rel=0.03)
+
+
+@pytest.mark.parametrize(
+    "name,tflops_per_4k",
+    [("deepseekmoe-16b", 74.4), ("deepseekmoe-145b", 585.6), ("llama2-7b", 187.9), ("deepseek-7b", 183.5)],
+)
+def test_train_flops_deepseekmoe_paper(name, tflops_per_4k):
+    f = train_flops_per_token(load_model(name), 4096) * 4096 / 1e12
+    assert f == pytest.approx(tflops_per_4k, rel=0.03)
+
+
+def test_backward_splits_gemm_flops_evenly():
+    m = load_model("deepseek-v3")
+    lo = layer_ops(m, "moe", Shape.of(PlanConfig(ep=64, precision="fp8"), 4096))
+    gemm = lambda ops: sum(o.flops for o in ops if o.kind in ("gemm", "grouped_gemm") and not o.recompute)  # noqa: E731
+    assert gemm(lo.B) == pytest.approx(gemm(lo.F))
+    assert gemm(lo.W) == pytest.approx(gemm(lo.F))
+    # Causal attention backward is 2.5x forward (flash-attention's five matmuls vs two).
+    att = lambda ops: sum(o.flops for o in ops if o.kind == "attention" and not o.recompute)  # noqa: E731
+    assert att(lo.B) == pytest.approx(2.5 * att(lo.F))
+
+
+def test_recompute_adds_forward_work_to_backward():
+    m = load_model("deepseek-v3")
+    none = layer_ops(m, "moe", Shape.of(PlanConfig(ep=64, recompute="none"), 4096))
+    sel = layer_ops(m, "moe", Shape.of(PlanConfig(ep=64, recompute="selective"), 4096))
+    full = layer_ops(m, "moe", Shape.of(PlanConfig(ep=64, recompute="full"), 4096))
+    flops = lambda lo: sum(o.flops for o in lo.B)  # noqa: E731
+    assert flops(none) < flops(sel) < flops(full)
+    assert none.activation_bytes > sel.activation_bytes > 0
+
+
+def test_fp8_dispatch_half_the_bytes_of_bf16():
+    m = load_model("deepseek-v3")
+    f8 = layer_ops(m, "moe", Shape.of(PlanConfig(ep=64, precision="fp8"), 4096))
+    b16 = layer_ops(m, "moe", Shape.of(PlanConfig(ep=64, precision="bf16"), 4096))
+    d = lambda lo: next(o.comm_bytes for o in lo.F if o.comm == "dispatch")  # noqa: E731
+    assert d(f8) == pytest.approx(d(b16) / 2 * (1 + 4 / 128), rel=1e-6)
