@@ -160,6 +160,39 @@ class Evaluator:
         self.timer = OpTimer(scenario.cluster.gpu, profile)
         self.comm = CommModel(scenario.cluster, profile, self.timer.warnings)
         self._units: dict[tuple, PassTimes] = {}
+        self._stages: dict[tuple, PassTimes] = {}
+        self._stage_mem: dict[tuple, tuple] = {}
+        self._splits: dict[tuple, list[list[str]]] = {}
+
+    def stage_times(self, sc: Scenario, units: tuple[str, ...], shape: Shape) -> PassTimes:
+        """Sum of a stage's unit times (hot path: stages repeat, unit kinds repeat)."""
+        p = sc.plan
+        key = (units, shape, p.comm_sms, p.ep_overlap, p.schedule, p.tp_comm_overlap, sc.model, sc.cluster)
+        hit = self._stages.get(key)
+        if hit is None:
+            tot = PassTimes()
+            for kind in set(units):
+                tot = tot + self.unit_times(sc, kind, shape).scale(units.count(kind))
+            hit = self._stages[key] = tot
+        return hit
+
+    def stage_memory(self, sc: Scenario, units: tuple[str, ...], shape: Shape) -> tuple[float, float, float, float]:
+        """(dense params, expert params, activation bytes per micro-batch, largest unit activation)."""
+        key = (units, shape, sc.model, sc.cluster.gpus_per_node, sc.plan.recompute)
+        hit = self._stage_mem.get(key)
+        if hit is None:
+            pd = pe = act = act_max = 0.0
+            for kind in units:
+                lo = layer_ops(sc.model, kind, shape, sc.cluster.gpus_per_node)
+                pe += lo.params_expert
+                pd += lo.params - lo.params_expert
+                a = lo.activation_bytes
+                if sc.plan.recompute == "full":
+                    a = shape.tokens / (sc.plan.tp if shape.sp else 1) * sc.model.hidden * BYTES["bf16"]
+                act += a
+                act_max = max(act_max, lo.activation_bytes)
+            hit = self._stage_mem[key] = (pd, pe, act, act_max)
+        return hit
 
     def unit_times(self, sc: Scenario, kind: str, shape: Shape, layer: int = 0) -> PassTimes:
         p = sc.plan
@@ -222,7 +255,11 @@ def stage_units(sc: Scenario, ev: Evaluator, shape: Shape) -> list[list[str]]:
     for kind in set(units):
         u = ev.unit_times(sc, kind, shape)
         cost[kind] = u.F + u.B + u.W + u.aF + u.aB
-    return split_balanced(units, n, cost.__getitem__)
+    key = (tuple(units), n, tuple(sorted(cost.items())))
+    hit = ev._splits.get(key)
+    if hit is None:
+        hit = ev._splits[key] = split_balanced(units, n, cost.__getitem__)
+    return hit
 
 
 def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalance: float = 1.0,
@@ -235,12 +272,7 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     M = sc.microbatches
     dp = sc.dp
     stages = stage_units(sc, ev, shape)
-    stage_t = []
-    for s_units in stages:
-        tot = PassTimes()
-        for i, kind in enumerate(s_units):
-            tot = tot + ev.unit_times(sc, kind, shape)
-        stage_t.append(tot)
+    stage_t = [ev.stage_times(sc, tuple(s_units), shape) for s_units in stages]
 
     overlap = p.overlaps_ep and m.is_moe and p.ep > 1
     act_bytes = shape.tokens / (p.tp if shape.sp else 1) * m.hidden * BYTES["bf16"]
@@ -249,8 +281,13 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     dual = p.schedule in ("dualpipe", "dualpipev")
 
     ranks = []
+    seen: dict[tuple, tuple] = {}  # ranks holding the same layers time the same (most of them)
     for r in range(p.pp):
         held = rank_stages(p.schedule, p.pp, p.vpp, r)
+        sig = tuple(tuple(stages[s]) for s in held)
+        if sig in seen:
+            ranks.append((r, held) + seen[sig])
+            continue
         tot = PassTimes()
         for s in held:
             tot = tot + stage_t[s]
@@ -272,7 +309,8 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
             busy_per_mb = F + B
             hidden = 0.0
             exposed_mb = tot.aF + tot.aB + tot.xF + tot.xB
-        ranks.append((r, held, tot, F, B, W, FB, busy_per_mb, hidden, exposed_mb))
+        seen[sig] = (tot, F, B, W, FB, busy_per_mb, hidden, exposed_mb)
+        ranks.append((r, held) + seen[sig])
 
     # The slowest rank sets the pace.
     r_star = max(ranks, key=lambda x: x[7])
@@ -320,19 +358,17 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bu
     worst_exposed = 0.0
     opt = 0.0
     mems = []
+    seen: dict[tuple, MemoryBreakdown] = {}
     for r in range(p.pp):
         held = rank_stages(p.schedule, p.pp, p.vpp, r)
+        sig = tuple(tuple(stages[s]) for s in held)
+        if sig in seen:
+            mems.append(seen[sig])
+            continue
         pd = pe = act = act_max = 0.0
         for s in held:
-            for kind in stages[s]:
-                lo = layer_ops(m, kind, shape, c.gpus_per_node)
-                pe += lo.params_expert
-                pd += lo.params - lo.params_expert
-                act_s = lo.activation_bytes
-                if p.recompute == "full":
-                    act_s = shape.tokens / (p.tp if shape.sp else 1) * m.hidden * BYTES["bf16"]
-                act += act_s
-                act_max = max(act_max, lo.activation_bytes)
+            spd, spe, sact, smax = ev.stage_memory(sc, tuple(stages[s]), shape)
+            pd, pe, act, act_max = pd + spd, pe + spe, act + sact, max(act_max, smax)
         # Gradients reduced in BF16 (Megatron's default), parameters gathered in BF16.
         g = BYTES["bf16"]
         t_rs = (ev.comm.ring("reduce_scatter" if p.zero >= 1 else "all_reduce", pd * g, dense_group, cross_dense)
@@ -361,5 +397,6 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bu
         transient = act_max if p.recompute == "full" else 0.0
         if "head" in [k for s in held for k in stages[s]]:
             transient += shape.tokens * m.vocab / p.tp * 4  # FP32 logits
-        mems.append(MemoryBreakdown(w, gr, o, activations, transient))
+        seen[sig] = MemoryBreakdown(w, gr, o, activations, transient)
+        mems.append(seen[sig])
     return worst_exposed, opt, mems
