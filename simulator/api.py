@@ -107,7 +107,8 @@ def report(pred: Prediction) -> dict:
         ],
         "warnings": pred.warnings,
     }
-    out.update({k: v for k, v in pred.extra.items() if k not in out and _jsonable(v)})
+    bulky = ("timeline", "dp_timeline", "p2p_flows")  # in pred.extra and the trace, not in the report
+    out.update({k: v for k, v in pred.extra.items() if k not in out and k not in bulky and _jsonable(v)})
     return out
 
 

@@ -160,7 +160,7 @@ def flow_sets(draw, max_links=4, max_flows=8, single_link=False):
 
 def _run(caps, flows):
     links = {f"L{i}": c for i, c in enumerate(caps)}
-    return run_flows(links, [(b, [f"L{l}" for l in p], 0.0, 0.0) for b, p in flows])
+    return run_flows(links, [(b, [f"L{li}" for li in p], 0.0, 0.0) for b, p in flows])
 
 
 @settings(max_examples=60, deadline=None)
@@ -172,17 +172,17 @@ def test_max_min_rates_are_feasible_and_bottlenecked(case):
     load = [0.0] * len(caps)
     for r, p in zip(rates, paths):
         assert r > 0
-        for l in p:
-            load[l] += r
-    for l, c in enumerate(caps):
-        assert load[l] <= c * (1 + 1e-9)
+        for li in p:
+            load[li] += r
+    for li, c in enumerate(caps):
+        assert load[li] <= c * (1 + 1e-9)
     # Max-min characterisation: each flow has a saturated link on which
     # no other flow gets more.
     for r, p in zip(rates, paths):
         assert any(
-            load[l] >= caps[l] * (1 - 1e-9)
-            and all(rates[g] <= r * (1 + 1e-9) for g, q in enumerate(paths) if l in q)
-            for l in p
+            load[li] >= caps[li] * (1 - 1e-9)
+            and all(rates[g] <= r * (1 + 1e-9) for g, q in enumerate(paths) if li in q)
+            for li in p
         )
 
 
@@ -199,7 +199,7 @@ def test_bytes_conserved_and_link_bounds(case, data):
         # A link carries at most bandwidth x busy time (+1 ns rounding per flow).
         assert s["bytes"] <= c * (s["busy_s"] * 1e9 + len(flows)) + 1e-6
     for (b, p), end in zip(flows, ends):
-        assert end >= b / min(caps[l] for l in p) - 1e-6
+        assert end >= b / min(caps[li] for li in p) - 1e-6
 
 
 @settings(max_examples=40, deadline=None)

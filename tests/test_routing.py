@@ -22,7 +22,7 @@ def v3(**kw) -> RoutingSampler:
 
 
 def mean_imbalance(sampler: RoutingSampler, layers: int = 6) -> float:
-    return float(np.mean([sampler.sample(l, 0).imbalance for l in range(layers)]))
+    return float(np.mean([sampler.sample(li, 0).imbalance for li in range(layers)]))
 
 
 # ---------------------------------------------------------------- gate

@@ -143,7 +143,7 @@ class _PathClass:
 
     def __init__(self, links: tuple[Link, ...]) -> None:
         self.links = links
-        self.index_path = [l.index for l in links]
+        self.index_path = [li.index for li in links]
         self.heap: list[tuple[float, int, _Flow]] = []   # (finish mark, seq, flow)
         self.vt = 0.0        # bytes served to each flow of the class so far
         self.rate = 0.0      # bytes per ns per flow (== GB/s)
@@ -155,7 +155,7 @@ def max_min_rates(paths: Sequence[Sequence[int]], capacity: Sequence[float],
     """Max-min fair rates by progressive filling.
 
     ``paths[f]`` lists the link indices flow ``f`` crosses (non-empty);
-    ``capacity[l]`` is link ``l``'s bandwidth; ``weights[f]`` (default 1)
+    ``capacity[li]`` is link ``li``'s bandwidth; ``weights[f]`` (default 1)
     counts identical flows folded into entry ``f``. Returns one per-flow rate
     per entry.
 
@@ -172,28 +172,28 @@ def max_min_rates(paths: Sequence[Sequence[int]], capacity: Sequence[float],
     members: list[list[int]] = [[] for _ in range(n_links)]
     for f in range(n):
         wf = w[f]
-        for l in paths[f]:
-            cnt[l] += wf
-            members[l].append(f)
+        for li in paths[f]:
+            cnt[li] += wf
+            members[li].append(f)
     rates = [0.0] * n
     frozen = [False] * n
-    heap = [(cap[l] / cnt[l], l) for l in range(n_links) if cnt[l]]
+    heap = [(cap[li] / cnt[li], li) for li in range(n_links) if cnt[li]]
     heapq.heapify(heap)
     heappop, heappush = heapq.heappop, heapq.heappush
     # Hot loop (runs on every flow arrival/departure): plain locals, no calls.
     while heap:
-        share, l = heappop(heap)
-        c = cnt[l]
+        share, li = heappop(heap)
+        c = cnt[li]
         if c == 0:
             continue
-        cur = cap[l] / c
+        cur = cap[li] / c
         if cur > share * (1.0 + 1e-12):
-            heappush(heap, (cur, l))
+            heappush(heap, (cur, li))
             continue
-        floor = capacity[l] * 1e-12   # float cancellation can leave a hair of negative capacity
+        floor = capacity[li] * 1e-12   # float cancellation can leave a hair of negative capacity
         if cur < floor:
             cur = floor
-        for f in members[l]:
+        for f in members[li]:
             if frozen[f]:
                 continue
             frozen[f] = True
@@ -298,7 +298,7 @@ class Network:
             link.bytes += flow.nbytes
             link.flows += 1
         if self.record_flows:
-            self.records.append(FlowRecord(flow.name, tuple(l.name for l in flow.links),
+            self.records.append(FlowRecord(flow.name, tuple(li.name for li in flow.links),
                                            flow.nbytes, flow.t_request_ns, flow.t_start_ns, now))
         flow.event.succeed(flow.meta)
 
@@ -332,7 +332,7 @@ class Network:
                 if link.n_active == 0:
                     link.busy_ns += now - link.busy_since
         for f in arrived:
-            key = tuple(l.index for l in f.links)
+            key = tuple(li.index for li in f.links)
             c = classes.get(key)
             if c is None:
                 c = classes[key] = _PathClass(f.links)
@@ -364,7 +364,7 @@ class Network:
                 link = c.links[0]
                 c.rate = link.gbps / link.n_active
         else:
-            rates = max_min_rates([c.index_path for c in cls], [l.gbps for l in self._link_list],
+            rates = max_min_rates([c.index_path for c in cls], [li.gbps for li in self._link_list],
                                   [len(c.heap) for c in cls])
             for c, r in zip(cls, rates):
                 c.rate = r

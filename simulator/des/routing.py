@@ -68,7 +68,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -344,7 +344,6 @@ class RoutingSample:
     recv_tokens: np.ndarray
     ib_send: np.ndarray
     expert_pairs: np.ndarray
-    extra: dict = field(default_factory=dict)
 
     @property
     def imbalance(self) -> float:

@@ -1,0 +1,149 @@
+"""MLA attention, forward and backward, through ``scaled_dot_product_attention``.
+
+In training, DeepSeek's multi-head latent attention expands its compressed KV
+back to full heads, so the core is ordinary causal attention with query/key
+head dim ``nope + rope`` (V3: 128 + 64 = 192) and a *different* value head dim
+(128). torch's SDPA accepts a different v dim; on a GPU each backend that takes
+the shape (flash, memory-efficient, cuDNN) is timed and the fastest kept.
+
+FLOP convention (stored in each row's ``flops``; the simulator must use the
+same): with ``P = seq^2 / 2`` query-key pairs when causal (``seq^2`` otherwise),
+
+* forward  = 2 * batch * heads * P * (qk_dim + v_dim)   (QK^T and PV),
+* backward = 2 * batch * heads * P * (3 * qk_dim + 2 * v_dim)  (recompute QK^T,
+  dV, dP, dQ, dK): 2.5x the forward when qk_dim == v_dim, the usual figure.
+
+NSA-style block-sparse attention is not measured (optional in the issue).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from calibration.kernels.common import (
+    TOL, Context, Measured, VariantUnavailable, check_close, randn, row_fields, run_variants, sig,
+)
+
+CHECK_HEADS = 2
+
+
+def attention_flops(batch: int, seq: int, heads: int, qk_dim: int, v_dim: int, causal: bool, direction: str) -> float:
+    pairs = seq * seq * (0.5 if causal else 1.0)
+    per = (qk_dim + v_dim) if direction == "fwd" else (3 * qk_dim + 2 * v_dim)
+    return 2.0 * batch * heads * pairs * per
+
+
+def _backends(ctx: Context) -> list[tuple[str, object]]:
+    """(name, SDPBackend or None) pairs worth trying on this device."""
+    if not ctx.is_cuda:
+        return [("sdpa", None)]
+    try:
+        from torch.nn.attention import SDPBackend
+    except ImportError:  # pragma: no cover
+        return [("sdpa", None)]
+    names = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION")
+    return [(f"sdpa-{n.lower().replace('_attention', '')}", getattr(SDPBackend, n)) for n in names if hasattr(SDPBackend, n)]
+
+
+def _backend_ctx(backend):
+    if backend is None:
+        return contextlib.nullcontext()
+    from torch.nn.attention import sdpa_kernel
+
+    return sdpa_kernel([backend])
+
+
+def _reference(q, k, v, causal: bool):
+    """Float64 attention on [h, S, D] tensors (autograd-capable)."""
+    import torch
+
+    scale = q.shape[-1] ** -0.5
+    scores = (q @ k.transpose(-2, -1)) * scale
+    if causal:
+        s = q.shape[-2]
+        mask = torch.ones(s, s, dtype=torch.bool, device=q.device).tril()
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.softmax(scores, dim=-1) @ v
+
+
+def _inputs(ctx: Context, s, i: int, grad: bool):
+    import torch
+
+    shape_qk = (s.batch, s.heads, s.seq, s.qk_dim)
+    q = randn(shape_qk, ctx, 1000 * i + 1, torch.bfloat16)
+    k = randn(shape_qk, ctx, 1000 * i + 2, torch.bfloat16)
+    v = randn((s.batch, s.heads, s.seq, s.v_dim), ctx, 1000 * i + 3, torch.bfloat16)
+    if grad:
+        for t in (q, k, v):
+            t.requires_grad_(True)
+    return q, k, v
+
+
+def _n_sets(ctx: Context, s, grad: bool) -> int:
+    per = 2 * s.batch * s.heads * s.seq * (2 * s.qk_dim + 2 * s.v_dim) * (2 if grad else 1)
+    return ctx.n_buffers(per)
+
+
+def _heads(ctx: Context, s):
+    import torch
+
+    return torch.randperm(s.heads, generator=ctx.generator(5))[: min(CHECK_HEADS, s.heads)].to(ctx.device)
+
+
+def _fwd(ctx: Context, s, backend, label: str) -> Measured:
+    import torch.nn.functional as F
+
+    sets = [_inputs(ctx, s, i, False) for i in range(_n_sets(ctx, s, False))]
+    call = lambda t: F.scaled_dot_product_attention(*t, is_causal=s.causal)  # noqa: E731
+    with _backend_ctx(backend):
+        q, k, v = sets[0]
+        out = call(sets[0])
+        h = _heads(ctx, s)
+        ref = _reference(q[0, h].double(), k[0, h].double(), v[0, h].double(), s.causal)
+        err = check_close(out[0, h], ref, TOL["bf16"], f"{label} forward")
+        return Measured(ctx.time(call, sets), err)
+
+
+def _bwd(ctx: Context, s, backend, label: str) -> Measured:
+    import torch
+    import torch.nn.functional as F
+
+    with _backend_ctx(backend):
+        graphs = []
+        for i in range(_n_sets(ctx, s, True)):
+            q, k, v = _inputs(ctx, s, i, True)
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=s.causal)
+            dout = randn(out.shape, ctx, 1000 * i + 4, torch.bfloat16)
+            graphs.append((out, (q, k, v), dout))
+        out, (q, k, v), dout = graphs[0]
+        grads = torch.autograd.grad(out, (q, k, v), dout, retain_graph=True)
+        h = _heads(ctx, s)
+        leaves = [t[0, h].detach().double().requires_grad_(True) for t in (q, k, v)]
+        ref_out = _reference(*leaves, s.causal)
+        ref_grads = torch.autograd.grad(ref_out, leaves, dout[0, h].double())
+        err = max(check_close(g[0, h], r, TOL["bf16-bwd"], f"{label} backward d{name}")
+                  for g, r, name in zip(grads, ref_grads, "qkv"))
+        call = lambda t: torch.autograd.grad(t[0], t[1], t[2], retain_graph=True)  # noqa: E731
+        return Measured(ctx.time(call, graphs), err)
+
+
+def measure(ctx: Context, s, direction: str) -> dict | None:
+    """One ``attention`` row (``direction`` "fwd" or "bwd") in BF16, or None."""
+    if direction not in ("fwd", "bwd"):
+        raise ValueError(f"attention: direction must be fwd or bwd, got {direction!r}")
+    label = f"attention {direction} b={s.batch} seq={s.seq} heads={s.heads} qk={s.qk_dim} v={s.v_dim}"
+    fn = _fwd if direction == "fwd" else _bwd
+    variants = [(name, (lambda b=b: fn(ctx, s, b, label))) for name, b in _backends(ctx)]
+    res = run_variants(ctx, label, variants)
+    if res is None:
+        return None
+    name, best, alts = res
+    flops = attention_flops(s.batch, s.seq, s.heads, s.qk_dim, s.v_dim, s.causal, direction)
+    row = {"dtype": "bf16", "direction": direction, "batch": s.batch, "seq": s.seq, "heads": s.heads,
+           "qk_dim": s.qk_dim, "v_dim": s.v_dim, "causal": s.causal,
+           "tflops": sig(flops / (best.timing.median_ms * 1e-3) / 1e12), "flops": flops}
+    row.update(row_fields(name, best, alts))
+    return row
+
+
+__all__ = ["measure", "attention_flops", "VariantUnavailable"]

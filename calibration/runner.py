@@ -1,0 +1,216 @@
+"""``gpuhours calibrate``: run every kernel family and write a profile.
+
+The harness picks the device (a CUDA GPU if present, else the CPU with tiny
+shapes, marked ``device.kind: "cpu"``), derives the shapes from a scenario
+(:mod:`calibration.shapes`), then for each kernel family checks every kernel
+against a float64 reference, times it (:mod:`calibration.timing`) and collects
+profile rows. Progress goes to stderr, one line per family with a counter.
+The profile is written once at the end through
+:func:`simulator.profile.save_profile` (validated, atomic).
+
+Wiring: ``register(subparsers)`` adds the ``calibrate`` subcommand and
+``run(args) -> int`` executes it. This module imports neither torch nor Triton
+at import time, so registering the subcommand costs nothing for ``predict``.
+
+Exit codes: 0 profile written, all checks passed; 1 profile written but some
+kernel failed its check (listed in the profile's ``calibration.failures``);
+2 bad arguments or nothing measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+FAMILIES = ("gemm", "grouped_gemm", "attention", "memory_bound", "sm_scaling", "collectives")
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``calibrate`` to an argparse subparsers object; returns its parser."""
+    p = subparsers.add_parser(
+        "calibrate",
+        help="measure kernel throughput on this machine and write a profile",
+        description="Measure dense/grouped GEMMs (BF16, FP8), MLA attention, memory-bound ops, "
+        "SM-budget scaling and collectives; write a calibration profile JSON.",
+    )
+    add_arguments(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="path of the profile JSON to write")
+    p.add_argument("--quick", action="store_true", help="small sweep (scenario shapes, one power of two each side)")
+    p.add_argument("--shapes", default=None, metavar="NAME_OR_PATH",
+                   help="scenario preset or YAML to take shapes from (default: DeepSeek-V3; 'tiny' for a smoke run)")
+    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
+                   help="auto: the GPU if there is one, else the CPU with tiny shapes")
+    p.add_argument("--families", default=",".join(FAMILIES),
+                   help=f"comma-separated subset of: {', '.join(FAMILIES)}")
+    p.add_argument("--name", default=None, help="profile name (default: from the device)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the random inputs")
+
+
+def _progress(family: str, done: int, total: int, extra: str = "", final: bool = False) -> None:
+    """One line per family on stderr; rewritten in place on a terminal."""
+    line = f"[{family}] {done}/{total}" + (f" {extra}" if extra else "")
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K" + line + ("\n" if final else ""))
+    elif final:
+        sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def _run_family(family: str, items: Sequence, fn: Callable[[Any], Any], ctx) -> list[dict]:
+    rows: list[dict] = []
+    t0 = time.perf_counter()
+    failed0 = len(ctx.failures)
+    for i, item in enumerate(items, 1):
+        got = fn(item)
+        if isinstance(got, list):
+            rows.extend(got)
+        elif got is not None:
+            rows.append(got)
+        _progress(family, i, len(items))
+    failed = len(ctx.failures) - failed0
+    extra = f"items, {len(rows)} rows, {failed} failed checks, {time.perf_counter() - t0:.1f} s"
+    _progress(family, len(items), len(items), extra, final=True)
+    for f in ctx.failures[failed0:]:
+        print(f"gpuhours calibrate: CHECK FAILED: {f['kernel']} [{f['variant']}]: {f['error']}", file=sys.stderr)
+    return rows
+
+
+def _parse_families(text: str) -> list[str]:
+    fams = [f.strip() for f in text.split(",") if f.strip()]
+    bad = [f for f in fams if f not in FAMILIES]
+    if bad:
+        raise ValueError(f"unknown families {', '.join(bad)}; allowed: {', '.join(FAMILIES)}")
+    return fams
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``gpuhours calibrate``; returns the exit code."""
+    from calibration import shapes as shp
+
+    try:
+        families = _parse_families(args.families)
+    except ValueError as e:
+        print(f"gpuhours calibrate: {e}", file=sys.stderr)
+        return 2
+
+    import torch
+
+    from calibration.device_info import describe_device
+    from calibration.kernels import attention, collectives, gemm, grouped_gemm, memory_bound, sm_budget
+    from calibration.kernels.common import Context, triton_mode
+    from calibration.timing import TimingConfig
+
+    want = getattr(args, "device", "auto")
+    if want == "cuda" and not torch.cuda.is_available():
+        print("gpuhours calibrate: --device cuda but torch.cuda.is_available() is False", file=sys.stderr)
+        return 2
+    use_cuda = want != "cpu" and torch.cuda.is_available()
+    device = torch.device("cuda", torch.cuda.current_device()) if use_cuda else torch.device("cpu")
+
+    if use_cuda:
+        try:
+            dims = shp.shapes_from_scenario(args.shapes)
+        except (shp.ShapeError, OSError) as e:
+            print(f"gpuhours calibrate: {e}", file=sys.stderr)
+            return 2
+        timing = TimingConfig.quick() if args.quick else TimingConfig()
+    else:
+        if args.shapes not in (None, "tiny"):
+            print("gpuhours calibrate: no GPU: running the CPU harness with tiny shapes "
+                  f"(--shapes {args.shapes} ignored)", file=sys.stderr)
+        dims = dict(shp.TINY_DIMS)
+        timing = TimingConfig(warmup=1, min_reps=3, max_reps=10, budget_ms=10.0)
+    # On the CPU the quick sweep skips backward GEMM shapes to stay fast.
+    plan = shp.sweep_plan(dims, quick=args.quick, backward=use_cuda or not args.quick)
+
+    ctx = Context(device=device, timing=timing, quick=args.quick, triton_mode=triton_mode(device), seed=args.seed)
+    if ctx.triton_mode is None:
+        ctx.note("triton kernels: skipped (no GPU; set TRITON_INTERPRET=1 to run them under the interpreter)")
+    elif ctx.triton_mode == "interpreter":
+        ctx.note("triton kernels ran under the interpreter (TRITON_INTERPRET=1): their times are meaningless")
+    if not use_cuda:
+        ctx.note("cpu harness: tiny shapes, perf_counter timing; numbers describe this CPU, not a GPU")
+
+    started = time.perf_counter()
+    tables: dict[str, list[dict]] = {}
+    if "gemm" in families or "grouped_gemm" in families:
+        ctx.fp8 = gemm.probe_fp8(device, seed=args.seed)
+        ctx.note(ctx.fp8.describe())
+    if "gemm" in families:
+        items = [(s, dt) for s in plan.gemm for dt in ("bf16", "fp8")]
+        tables["gemm"] = _run_family("gemm", items, lambda it: gemm.measure(ctx, it[0], it[1]), ctx)
+    if "grouped_gemm" in families:
+        items = [(s, dt) for s in plan.grouped for dt in ("bf16", "fp8")]
+        tables["grouped_gemm"] = _run_family("grouped_gemm", items, lambda it: grouped_gemm.measure(ctx, it[0], it[1]), ctx)
+    if "attention" in families:
+        items = [(s, d) for s in plan.attention for d in ("fwd", "bwd")]
+        tables["attention"] = _run_family("attention", items, lambda it: attention.measure(ctx, it[0], it[1]), ctx)
+    if "memory_bound" in families:
+        tables["memory_bound"] = _run_family("memory_bound", list(plan.memory), lambda s: memory_bound.measure(ctx, s), ctx)
+    if "sm_scaling" in families:
+        tables["sm_scaling"] = _run_family("sm_scaling", [plan.sm_gemm],
+                                           lambda s: sm_budget.measure(ctx, s, plan.sm_fractions), ctx)
+    if "collectives" in families:
+        tables["collectives"] = _run_family("collectives", [plan.collective_bytes],
+                                            lambda sizes: collectives.measure_on_gpus(ctx, sizes), ctx)
+    tables = {k: v for k, v in tables.items() if v}
+    if not tables:
+        print("gpuhours calibrate: nothing was measured; no profile written", file=sys.stderr)
+        return 2
+
+    profile = build_profile(ctx, describe_device(device), tables, dims, args, time.perf_counter() - started)
+    from simulator.profile import save_profile
+
+    path = save_profile(profile, args.out)
+    n_rows = sum(len(v) for v in tables.values())
+    print(f"gpuhours calibrate: wrote {path} ({n_rows} rows; {len(ctx.failures)} failed checks; "
+          f"{len(ctx.skipped)} variants unavailable)", file=sys.stderr)
+    return 1 if ctx.failures else 0
+
+
+def build_profile(ctx, device: dict, tables: dict, dims: dict, args, seconds: float) -> dict:
+    """The profile document (schema of :mod:`simulator.profile`)."""
+    from simulator.profile import SCHEMA, SCHEMA_VERSION
+
+    name = getattr(args, "name", None) or ("calibrated-" + "".join(
+        c if c.isalnum() else "-" for c in device["name"].lower()).strip("-"))
+    return {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "name": name,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "source": "gpuhours calibrate" + (" --quick" if ctx.quick else ""),
+        "device": device,
+        "tables": tables,
+        "notes": list(ctx.notes),
+        "calibration": {
+            "quick": bool(ctx.quick),
+            "shapes": getattr(args, "shapes", None) or ("tiny" if device.get("kind") == "cpu" else "v3"),
+            "dims": dims,
+            "timing": {"warmup": ctx.timing.warmup, "min_reps": ctx.timing.min_reps,
+                       "max_reps": ctx.timing.max_reps, "budget_ms": ctx.timing.budget_ms,
+                       "method": "cuda-events" if ctx.is_cuda else "perf_counter", "statistic": "median"},
+            "seconds": round(seconds, 1),
+            "failures": list(ctx.failures),
+            "unavailable": list(ctx.skipped),
+        },
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Stand-alone entry: ``python -m calibration.runner --out PATH [--quick] ...``."""
+    parser = argparse.ArgumentParser(prog="gpuhours calibrate")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Calibration: the kernel profile the simulator reads, against the roofline."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from dashboard import state
+
+state.plan_controls()
+from simulator.profile import Profile, ProfileError, validate_profile
+
+name, ov = state.current()
+st.title("Calibration profile")
+try:
+    sd = state.scenario_dict(name, ov)
+except state.GpuhoursError as e:
+    st.error(str(e))
+    sd = state.scenario_dict(name)
+gpu = sd["cluster"]["gpu"]
+peaks = {"bf16": gpu.get("bf16_tflops") or 0.0, "fp16": gpu.get("fp16_tflops") or gpu.get("bf16_tflops") or 0.0,
+         "fp8": gpu.get("fp8_tflops") or 0.0}
+
+up = st.file_uploader("Upload a profile JSON (schema gpuhours.profile v1) to inspect it", type=["json"])
+prof = None
+if up is not None:
+    try:
+        data = validate_profile(json.loads(up.getvalue().decode("utf-8")), where=up.name)
+        prof = Profile(data, path=up.name)
+        st.success(f"{up.name}: valid profile for {prof.device.get('name')}")
+    except (ValueError, UnicodeDecodeError, ProfileError) as e:  # json.JSONDecodeError is a ValueError
+        st.error(f"{up.name}: not a valid profile: {e}")
+if prof is None:
+    pname = sd["cluster"]["profile"]
+    try:
+        prof = state.api.load_profile(pname)
+    except (state.GpuhoursError, ValueError, OSError) as e:
+        st.error(str(e))
+        st.stop()
+    st.caption(f"Profile **{prof.name}** used by cluster **{sd['cluster']['name']}** of scenario **{name}**.")
+
+c1, c2 = st.columns([1, 1])
+with c1:
+    st.subheader("Device")
+    st.json(prof.device, expanded=True)
+with c2:
+    st.subheader("Rows per table")
+    st.dataframe(pd.DataFrame([{"table": k, "rows": len(v)} for k, v in prof.tables.items()]),
+                 hide_index=True, width="stretch")
+    st.caption(f"Roofline peaks of {gpu['name']}: BF16 {peaks['bf16']:,.0f}, FP8 {peaks['fp8']:,.0f} TFLOP/s (dense).")
+
+SHAPES = {
+    "gemm": lambda r: f"{r['m']}×{r['n']}×{r['k']}",
+    "grouped_gemm": lambda r: f"{r['groups']}g × {r['m_per_group']}×{r['n']}×{r['k']}",
+    "attention": lambda r: f"{r['direction']} s{r['seq']} h{r['heads']} d{r['qk_dim']}{' causal' if r.get('causal') else ''}",
+}
+for table, shape in SHAPES.items():
+    rows = prof.tables.get(table) or []
+    if not rows:
+        continue
+    df = pd.DataFrame([{"shape": shape(r), "dtype": r.get("dtype", "?"), "TFLOP/s": r["tflops"],
+                        "% of peak": 100 * r["tflops"] / peaks.get(r.get("dtype"), 0) if peaks.get(r.get("dtype")) else None}
+                       for r in rows])
+    fig = px.bar(df, x="shape", y="TFLOP/s", color="dtype", barmode="group", hover_data=["% of peak"],
+                 title=f"{table}: measured TFLOP/s by shape ({len(rows)} rows)",
+                 color_discrete_map={"bf16": "#4C78A8", "fp8": "#F58518", "fp16": "#72B7B2"})
+    for dt in sorted(set(df["dtype"])):
+        if peaks.get(dt):
+            fig.add_hline(y=peaks[dt], line_dash="dash", annotation_text=f"{dt} peak {peaks[dt]:,.0f}",
+                          annotation_position="top left",
+                          line_color={"bf16": "#4C78A8", "fp8": "#F58518"}.get(dt, "grey"))
+    fig.update_layout(height=400, xaxis_title="shape (m×n×k)" if table != "attention" else "shape",
+                      yaxis_title="TFLOP/s", margin=dict(t=50, b=10), xaxis_tickangle=-35)
+    st.plotly_chart(fig, width="stretch", key=f"cal_{table}")
+
+with st.expander("All rows"):
+    for table, rows in prof.tables.items():
+        st.markdown(f"**{table}**")
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")

@@ -1,0 +1,43 @@
+"""Memory: per pipeline stage, what fills each GPU's HBM."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from dashboard import state
+
+state.plan_controls()
+
+name, ov = state.current()
+st.title("Memory per pipeline stage")
+rep, _c, err = state.evaluate(name, ov)
+if err:
+    st.error(err)
+    st.stop()
+parts = (("params", "#4C78A8"), ("grads", "#72B7B2"), ("optimizer", "#54A24B"), ("activations", "#F58518"),
+         ("transient", "#B279A2"))
+stages = rep["stages"]
+x = [f"rank {s['rank']}" for s in stages]
+fig = go.Figure()
+for part, colour in parts:
+    fig.add_bar(x=x, y=[s["memory_gib"].get(part, 0.0) for s in stages], name=part, marker_color=colour,
+                hovertemplate=f"{part}: %{{y:.2f}} GiB<extra></extra>")
+fig.add_hline(y=rep["hbm_gib"], line_dash="dash", line_color="#E45756",
+              annotation_text=f"HBM {rep['hbm_gib']:.1f} GiB", annotation_position="top left")
+top = max(rep["hbm_gib"], max(s["memory_gib"]["total"] for s in stages)) * 1.1
+fig.update_layout(barmode="stack", yaxis=dict(title="GiB per GPU", range=[0, top]), xaxis_title="pipeline rank",
+                  height=460, legend=dict(orientation="h", y=1.02, yanchor="bottom", x=0, traceorder="normal"),
+                  margin=dict(t=40, b=10))
+st.plotly_chart(fig, width="stretch", key="mem_bars")
+if rep["fits_in_memory"]:
+    st.success(f"Fits: peak {rep['peak_memory_gib']:.1f} GiB of {rep['hbm_gib']:.1f} GiB HBM "
+               f"({rep['hbm_gib'] - rep['peak_memory_gib']:.1f} GiB headroom).")
+else:
+    st.error(f"Does not fit: peak {rep['peak_memory_gib']:.1f} GiB > {rep['hbm_gib']:.1f} GiB HBM per GPU. "
+             "Try more PP/EP, recompute, or a smaller micro-batch.")
+df = pd.DataFrame([{"rank": s["rank"], **{f"{k} (GiB)": round(v, 2) for k, v in s["memory_gib"].items()},
+                    "layers": " | ".join(",".join(c) for c in s["layers"])} for s in stages])
+st.dataframe(df, hide_index=True, width="stretch")
+st.caption("All memory in GiB per GPU.")

@@ -1,0 +1,51 @@
+"""Validation: predictions against published measurements."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from dashboard import state  # noqa: F401  (puts the repo on sys.path)
+
+state.plan_controls()
+from simulator import validate
+
+
+@st.cache_data(show_spinner=False)
+def results() -> tuple[list[dict], float | None]:
+    res, mape = validate.validate_rows(validate.read_csv(validate.DEFAULT_CSV))
+    return [{"run": r.run_id, "metric": r.metric, "predicted": r.predicted, "measured": r.measured,
+             "error %": r.error_pct, "note": r.reason} for r in res], mape
+
+
+st.title("Validation against published runs")
+try:
+    rows, mape = results()
+except (state.GpuhoursError, ValueError, OSError) as e:
+    st.error(str(e))
+    st.stop()
+df = pd.DataFrame(rows)
+scored = df.dropna(subset=["predicted", "measured", "error %"])
+c = st.columns(3)
+c[0].metric("MAPE", f"{mape:.1f} %" if mape is not None else "—")
+c[1].metric("Runs scored", f"{len(scored)} of {len(df)}")
+c[2].metric("Within ±10 %", f"{(scored['error %'].abs() <= 10).sum()} runs")
+st.dataframe(df, hide_index=True, width="stretch", column_config={
+    "predicted": st.column_config.NumberColumn(format="%,.1f"),
+    "measured": st.column_config.NumberColumn(format="%,.1f"),
+    "error %": st.column_config.NumberColumn(format="%+.1f %%"),
+})
+if not scored.empty:
+    lo = float(min(scored["predicted"].min(), scored["measured"].min())) * 0.8
+    hi = float(max(scored["predicted"].max(), scored["measured"].max())) * 1.25
+    fig = px.scatter(scored, x="measured", y="predicted", color="metric", hover_name="run",
+                     hover_data={"error %": ":+.1f"}, log_x=True, log_y=True,
+                     title="Predicted vs measured (dashed: perfect, dotted: ±20 %)")
+    fig.add_shape(type="line", x0=lo, y0=lo, x1=hi, y1=hi, line=dict(dash="dash", color="grey"))
+    for f in (0.8, 1.2):
+        fig.add_shape(type="line", x0=lo, y0=lo * f, x1=hi, y1=hi * f, line=dict(dash="dot", color="lightgrey"))
+    fig.update_layout(height=480, xaxis_title="measured (metric units, log)", yaxis_title="predicted (log)",
+                      margin=dict(t=50, b=10))
+    st.plotly_chart(fig, width="stretch", key="val_scatter")
+st.caption(f"Source: {validate.DEFAULT_CSV.relative_to(state.ROOT)}; analytic engine.")

@@ -1,0 +1,109 @@
+"""What-if: headline metrics of the current plan against the unmodified preset."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from dashboard import state
+
+state.plan_controls()
+
+name, ov = state.current()
+st.title("What-if")
+st.caption(f"Scenario **{name}** — change the plan in the sidebar; deltas are against the unmodified preset.")
+
+rep, cost, err = state.evaluate(name, ov)
+base, base_cost, base_err = state.evaluate(name, ())
+if err:
+    st.error(err)
+    st.stop()
+if base_err:  # preset itself broken: show values without deltas
+    base, base_cost = rep, cost
+
+
+def delta(cur: float, ref: float, fmt: str) -> str | None:
+    d = cur - ref
+    if abs(d) <= 1e-9 * max(1.0, abs(ref)):
+        return None
+    return fmt.format(d)
+
+
+c = st.columns(4)
+gh, gh0 = rep["gpu_hours_per_trillion_tokens"], base["gpu_hours_per_trillion_tokens"]
+c[0].metric("GPU-hours per trillion tokens", f"{gh:,.0f} GPU·h", delta(gh, gh0, "{:+,.0f} GPU·h"),
+            delta_color="inverse", help="Steady-state step, analytic engine")
+tokT = cost["tokens"] / 1e12
+c[1].metric("Days on this cluster",
+            f"{cost['days_on_cluster']:,.1f} days",
+            delta(cost["days_on_cluster"], base_cost["days_on_cluster"], "{:+,.1f} days"), delta_color="inverse",
+            help=f"{tokT:g} T tokens on {rep['num_gpus']:,} GPUs, batch ramp included")
+c[2].metric("Run cost", f"${cost['total_usd'] / 1e6:,.2f} M",
+            delta(cost["total_usd"] / 1e6, base_cost["total_usd"] / 1e6, "{:+,.2f} M$"), delta_color="inverse",
+            help=f"{cost['total_gpu_hours'] / 1e6:,.3f} M GPU-hours incl. batch ramp")
+c[3].metric("Throughput", f"{rep['tokens_per_s_per_gpu']:,.0f} tok/s/GPU",
+            delta(rep["tokens_per_s_per_gpu"], base["tokens_per_s_per_gpu"], "{:+,.0f} tok/s/GPU"))
+c = st.columns(4)
+c[0].metric("MFU", f"{rep['mfu'] * 100:.1f} %", delta(rep["mfu"] * 100, base["mfu"] * 100, "{:+.1f} pp"))
+c[1].metric("Pipeline bubble", f"{rep['bubble_fraction'] * 100:.1f} % of step",
+            delta(rep["bubble_fraction"] * 100, base["bubble_fraction"] * 100, "{:+.1f} pp"),
+            delta_color="inverse")
+c[2].metric("Exposed communication", f"{rep['exposed_comm_fraction'] * 100:.1f} % of step",
+            delta(rep["exposed_comm_fraction"] * 100, base["exposed_comm_fraction"] * 100, "{:+.1f} pp"),
+            delta_color="inverse")
+c[3].metric("Peak memory / HBM", f"{rep['peak_memory_gib']:.1f} / {rep['hbm_gib']:.0f} GiB",
+            delta(rep["peak_memory_gib"], base["peak_memory_gib"], "{:+.1f} GiB"), delta_color="inverse")
+if not rep["fits_in_memory"]:
+    st.warning(f"Does not fit: peak {rep['peak_memory_gib']:.1f} GiB > {rep['hbm_gib']:.1f} GiB HBM per GPU.")
+
+left, right = st.columns([3, 2])
+with left:
+    bd = rep["step_breakdown_s"]
+    parts = {"Compute (busy)": bd["busy"], "Bubble": bd["bubble"], "Exposed comm": bd["exposed_comm"],
+             "DP exposed": bd["dp_exposed"], "Optimizer": bd["optimizer"]}
+    fig = go.Figure()
+    for (lbl, v), col in zip(parts.items(), ("#4C78A8", "#E45756", "#F58518", "#EECA3B", "#72B7B2")):
+        fig.add_bar(y=["step"], x=[v], name=lbl, orientation="h", marker_color=col,
+                    hovertemplate=f"{lbl}: %{{x:.3f}} s<extra></extra>")
+    fig.update_layout(barmode="stack", height=200, margin=dict(l=10, r=10, t=40, b=10),
+                      title=f"Step time {rep['step_time_s']:.2f} s — split", xaxis_title="seconds",
+                      legend=dict(orientation="h", y=-0.5))
+    st.plotly_chart(fig, width="stretch", key="step_split")
+with right:
+    p = rep["plan"]
+    st.markdown(
+        f"**Plan**: TP {p['tp']} · PP {p['pp']} · DP {rep.get('dp', p['dp'])} · EP {p['ep']} · CP {p['cp']} · "
+        f"{p['schedule']} · micro-batch {p['micro_batch']} × {rep['microbatches']} · "
+        f"{p['precision']} · recompute {p['recompute']}")
+    st.markdown(f"**Step**: {rep['step_time_s']:.2f} s · overlap of comm {rep['overlap_ratio'] * 100:.0f} % · "
+                f"${rep['usd_per_trillion_tokens'] / 1e3:,.0f} k per T tokens")
+    st.markdown(f"**Params**: {state.fmt_big(rep['total_params'])} total, "
+                f"{state.fmt_big(rep['activated_params'])} activated")
+
+b1, b2 = st.columns(2)
+if b1.button("Add to comparison", icon=":material/add:", width="stretch"):
+    entry = {"scenario": name, "overrides": list(ov)}
+    if entry not in state.plans():
+        state.plans().append(entry)
+    st.toast(f"Added plan #{len(state.plans())} to the comparison")
+if b2.button("Run discrete-event simulation", icon=":material/play_arrow:", width="stretch"):
+    with st.spinner("Running the discrete-event simulation…"):
+        try:
+            des, _tl = state.des_prediction(name, ov)
+        except (ImportError, ModuleNotFoundError):
+            st.info("The discrete-event engine is not available in this build yet; "
+                    "the numbers above come from the analytic engine.")
+        except (state.GpuhoursError, ValueError) as e:
+            st.error(str(e))
+        else:
+            rows = [(k, rep[k], des[k]) for k in ("step_time_s", "tokens_per_s_per_gpu", "mfu",
+                                                  "bubble_fraction", "exposed_comm_fraction",
+                                                  "gpu_hours_per_trillion_tokens")]
+            st.session_state["des_done"] = (name, ov)
+            st.dataframe(pd.DataFrame(rows, columns=["metric", "analytic", "DES"]), hide_index=True)
+
+if rep["warnings"]:
+    with st.expander(f"{len(rep['warnings'])} modelling warnings"):
+        for w in rep["warnings"]:
+            st.markdown(f"- {w}")

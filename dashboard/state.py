@@ -1,0 +1,197 @@
+"""Shared helpers of the dashboard: cached calls into ``simulator.api`` and the
+plan controls (sidebar) that every page reads.
+
+Everything here goes through the public API (``simulator.api``); cached
+functions are pure functions of ``(scenario name, tuple of overrides)``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from simulator import api  # noqa: E402
+from simulator.errors import GpuhoursError  # noqa: E402
+
+DEFAULT_SCENARIO = "deepseek-v3"
+CURRENT = "current_plan"  # session key: (scenario, overrides tuple)
+PLANS = "plans"  # session key: list of {"scenario", "overrides"} for Compare
+
+SCHEDULES = ("1f1b", "interleaved", "zb1p", "dualpipe", "dualpipev")
+RECOMPUTE = ("none", "selective", "full")
+KIND_COLOURS = {"F": "#4C78A8", "B": "#F58518", "W": "#54A24B", "FB": "#B279A2", "comm": "#9D9D9D"}
+
+
+# --------------------------------------------------------------------------- cached API calls
+@st.cache_data(show_spinner=False, max_entries=256)
+def scenario_dict(name: str, overrides: tuple[str, ...] = ()) -> dict:
+    sc = api.load(name, list(overrides))
+    return {
+        "plan": api.to_dict(sc.plan),
+        "cluster": api.to_dict(sc.cluster),
+        "training": api.to_dict(sc.training),
+        "cost": api.to_dict(sc.cost),
+        "model": sc.model.name,
+        "microbatches": sc.microbatches,
+    }
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def analytic_report(name: str, overrides: tuple[str, ...] = ()) -> dict:
+    return api.report(api.predict(api.load(name, list(overrides))))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def run_cost(name: str, overrides: tuple[str, ...] = ()) -> dict:
+    return api.run_cost(api.load(name, list(overrides)))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def des_prediction(name: str, overrides: tuple[str, ...] = ()) -> tuple[dict, list | None]:
+    """(report, timeline or None) of the discrete-event engine; may raise ImportError."""
+    pred = api.predict(api.load(name, list(overrides)), engine="des")
+    return api.report(pred), pred.extra.get("timeline")
+
+
+def evaluate(name: str, overrides: tuple[str, ...]) -> tuple[dict | None, dict | None, str | None]:
+    """(report, run cost, error message) for one plan; errors as one line."""
+    try:
+        return analytic_report(name, overrides), run_cost(name, overrides), None
+    except GpuhoursError as e:
+        return None, None, str(e)
+    except ValueError as e:  # e.g. a schedule argument check: one line too
+        return None, None, str(e)
+
+
+# --------------------------------------------------------------------------- plan state
+def current() -> tuple[str, tuple[str, ...]]:
+    return st.session_state.get(CURRENT, (DEFAULT_SCENARIO, ()))
+
+
+def plans() -> list[dict]:
+    return st.session_state.setdefault(PLANS, [])
+
+
+def _fmt(v: float) -> str:
+    """Shortest exact-looking text of a number for an override."""
+    if float(v).is_integer():
+        return str(int(v))
+    return f"{v:g}"
+
+
+def _w(fn, label: str, key: str, default, **kw):
+    """A keyed widget whose value lives in session state and survives page switches.
+
+    The value is set through session state (never ``value=``), and written back
+    on every run so that switching pages does not drop it.
+    """
+    if key in st.session_state:
+        st.session_state[key] = st.session_state[key]
+    else:
+        st.session_state[key] = default
+    return fn(label, key=key, **kw)
+
+
+def plan_controls() -> tuple[str, tuple[str, ...]]:
+    """The sidebar widgets; returns (scenario, overrides that differ from the preset).
+
+    Widget keys carry the scenario name, so choosing another preset starts
+    from that preset's values.
+    """
+    sb = st.sidebar
+    names = api.list_scenarios()
+    default = current()[0]
+    name = _w(sb.selectbox, "Scenario preset", "scenario", default if default in names else names[0], options=names)
+    try:
+        base = scenario_dict(name)
+    except GpuhoursError as e:
+        sb.error(str(e))
+        return name, ()
+    p, c, t, cost = base["plan"], base["cluster"], base["training"], base["cost"]
+    k = f"{name}:"
+    ov: list[str] = []
+
+    def add(field: str, value, preset) -> None:
+        if isinstance(value, float) or isinstance(preset, float):
+            if abs(float(value) - float(preset)) > 1e-9 * max(1.0, abs(float(preset))):
+                ov.append(f"{field}={_fmt(value)}")
+        elif value != preset:
+            ov.append(f"{field}={value}")
+
+    sb.caption(f"Model **{base['model']}** on cluster **{c['name']}** ({c['gpu']['name']}, "
+               f"{c['gpu']['hbm_gib']:.0f} GiB HBM)")
+    with sb.expander("Cluster", expanded=True):
+        gpus = _w(st.number_input, "GPUs", k + "gpus", int(c["num_gpus"]), min_value=1, max_value=1_000_000, step=64, help="cluster.num_gpus; global batch stays fixed")
+        add("cluster.num_gpus", int(gpus), int(c["num_gpus"]))
+        col1, col2 = st.columns(2)
+        nvl = _w(col1.number_input, "NVLink GB/s", k + "nvl", float(c["nvlink_gbps"]), min_value=1.0, max_value=2000.0,
+                step=10.0, help="cluster.nvlink_gbps, per GPU, one direction")
+        ib = _w(col2.number_input, "IB GB/s", k + "ib", float(c["ib_gbps"]), min_value=1.0, max_value=1000.0, step=5.0, help="cluster.ib_gbps, per GPU, one direction")
+        add("cluster.nvlink_gbps", float(nvl), float(c["nvlink_gbps"]))
+        add("cluster.ib_gbps", float(ib), float(c["ib_gbps"]))
+    with sb.expander("Parallelism", expanded=True):
+        cols = st.columns(2) * 2
+        for col, fld, label in zip(cols, ("tp", "pp", "ep", "cp"), ("TP", "PP", "EP", "CP")):
+            v = _w(col.number_input, label, k + fld, int(p[fld]), min_value=1, max_value=4096, step=1, help=f"plan.{fld}")
+            add(f"plan.{fld}", int(v), int(p[fld]))
+        col1, col2 = st.columns([3, 2])
+        sched = _w(col1.selectbox, "Schedule", k + "sched", p["schedule"],
+                   options=SCHEDULES + (("none",) if p["schedule"] == "none" else ()),
+                               help="plan.schedule")
+        add("plan.schedule", sched, p["schedule"])
+        vpp = _w(col2.number_input, "VPP", k + "vpp", int(p["vpp"]), min_value=1, max_value=16,
+                                help="plan.vpp: virtual stages per rank (interleaved)")
+        add("plan.vpp", int(vpp), int(p["vpp"]))
+        col1, col2 = st.columns(2)
+        mb = _w(col1.number_input, "Micro-batch", k + "mb", int(p["micro_batch"]), min_value=1, max_value=64, help="plan.micro_batch: sequences per micro-batch")
+        add("plan.micro_batch", int(mb), int(p["micro_batch"]))
+        rc = _w(col2.selectbox, "Recompute", k + "rc", p["recompute"], options=RECOMPUTE,
+                            help="plan.recompute")
+        add("plan.recompute", rc, p["recompute"])
+    with sb.expander("Kernels & routing", expanded=True):
+        fp8 = _w(st.toggle, "FP8 training", k + "fp8", p["precision"] == "fp8",
+                        help="plan.precision fp8 (on) or bf16 (off)")
+        prec = "fp8" if fp8 else ("bf16" if p["precision"] == "fp8" else p["precision"])
+        add("plan.precision", prec, p["precision"])
+        sms = _w(st.slider, "SMs for communication", k + "sms", int(p["comm_sms"]), min_value=0,
+                 max_value=int(c["gpu"]["sms"]) // 2, help="plan.comm_sms: SMs given to all-to-all kernels")
+        add("plan.comm_sms", int(sms), int(p["comm_sms"]))
+        z0 = float(p["zipf_s"]) if p["routing"] == "zipf" else 0.0
+        z = _w(st.slider, "Routing skew (Zipf s, 0 = balanced)", k + "zipf", z0, min_value=0.0, max_value=2.0, step=0.1,
+                      help="plan.routing=zipf with plan.zipf_s; 0 keeps the preset's routing")
+        if z > 0 and (p["routing"] != "zipf" or abs(z - z0) > 1e-9):
+            ov += ["plan.routing=zipf", f"plan.zipf_s={_fmt(round(z, 3))}"]
+        elif z == 0 and p["routing"] == "zipf":
+            ov.append("plan.routing=balanced")
+    with sb.expander("Run & price", expanded=True):
+        col1, col2 = st.columns(2)
+        price = _w(col1.number_input, "$ / GPU-hour", k + "usd", float(cost["usd_per_gpu_hour"]), min_value=0.0,
+                   max_value=100.0, step=0.25,
+                                  help="cost.usd_per_gpu_hour")
+        add("cost.usd_per_gpu_hour", float(price), float(cost["usd_per_gpu_hour"]))
+        tok = _w(col2.number_input, "Tokens (T)", k + "tok", float(t["tokens"]) / 1e12, min_value=0.001,
+                 max_value=1000.0, step=0.5, format="%.3f",
+                                help="training.tokens, in trillions")
+        add("training.tokens", round(float(tok), 6) * 1e12, float(t["tokens"]))
+    st.session_state[CURRENT] = (name, tuple(ov))
+    if ov:
+        sb.code("\n".join(ov), language=None)
+        sb.caption("Overrides vs. the preset (same syntax as `gpuhours predict -o`)")
+    return name, tuple(ov)
+
+
+def show_error(msg: str) -> None:
+    st.error(msg)
+
+
+def fmt_big(x: float) -> str:
+    for unit, div in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= div:
+            return f"{x / div:,.2f} {unit}"
+    return f"{x:,.2f}"

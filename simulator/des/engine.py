@@ -1,0 +1,620 @@
+"""Discrete-event engine: one training step of one pipeline replica, in SimPy.
+
+What is simulated
+-----------------
+One pipeline replica (``plan.pp`` ranks); every data-parallel replica and every
+member of an expert-parallel group does the same work, so one replica stands
+for all of them (the EP group's straggler effect enters through the sampled
+max/mean expert load, see below). The clock is SimPy's ``env.now`` in integer
+nanoseconds (:mod:`simulator.des.clock`).
+
+Each rank runs its task list from :func:`simulator.schedules.build_schedule`
+strictly in order, on two streams:
+
+* **compute** (a ``simpy.Resource`` of capacity 1): the chunk's kernels;
+* **comm**: the MoE all-to-all (dispatch + combine) and exposed TP/CP
+  collectives. Its inter-node part is also a *flow* of the pass's IB bytes over
+  the rank's NIC (:class:`simulator.des.links.Network`, fair sharing), so
+  all-to-all traffic and pipeline P2P sends contend for the NIC.
+
+Chunk durations are the analytic engine's (same :class:`Evaluator`, same stage
+split from :func:`stage_units`), summed over the units of the task's stage:
+
+* ``F``: compute ``F`` then all-to-all ``aF`` (+ exposed TP/CP ``xF``);
+* ``B``: compute ``B`` (+ ``W`` unless ``split_backward``) then ``aB`` + ``xB``;
+* ``W``: compute ``W``;
+* ``FB`` (DualPipe's overlapped pair, V3 Fig. 4 at chunk granularity): compute
+  ``Fr + Br + Wr`` (SMs taken by communication) on the compute stream while
+  ``aF + aB`` run on the comm stream; the pair ends when both are done, then
+  the exposed TP/CP ``xF + xB`` follow. Without EP overlap the pair is run
+  sequentially.
+
+Dependencies are those of :func:`simulator.schedules.simulate`: F of stage s
+waits for F of stage s-1 of the same micro-batch plus its P2P send, B of stage
+s for B of stage s+1 plus its send. P2P sends are flows over the sender's NIC
+(cross-node pipelines) or NVLink port.
+
+Simplifications (documented, deliberate): a NIC is one link per rank for its
+outgoing bytes (the all-to-all is symmetric, so the receive side carries the
+same load); DP reduce-scatter / all-gather run on their own stream at the
+analytic ring times without NIC contention; ZeRO-3's per-micro-batch gathers
+use the analytic closed form.
+
+Expert load: with ``plan.routing`` zipf/histogram, each (stage, micro-batch)
+gets a max/mean load factor from :mod:`simulator.des.routing` (seeded by
+``plan.seed``), rounded to 0.05, and that chunk's times are the analytic unit
+times at that imbalance (grouped GEMMs and all-to-all volumes scale). The
+step is re-simulated balanced to report ``extra["imbalance_cost_s"]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import simpy
+
+from simulator.analytic import (
+    Evaluator,
+    PassTimes,
+    Prediction,
+    StageReport,
+    _dp_and_memory,
+    resolve_profile,
+    stage_units,
+)
+from simulator.config import Scenario
+from simulator.des.clock import to_ns, to_s
+from simulator.des.links import Network
+from simulator.layout import rank_stages
+from simulator.memory import GIB, MemoryBreakdown
+from simulator.profile import Profile
+from simulator.schedules import build_schedule, num_stages, stage_of
+from simulator.workload import BYTES, Shape, layer_ops
+
+TIMELINE_CAP = 50_000
+MEMORY_POINTS = 200
+_BUCKET = 0.05
+
+
+# ----------------------------------------------------------------------------- helpers
+def _overlap_len(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> int:
+    """Total length of the intersection of two sorted lists of disjoint intervals."""
+    i = j = tot = 0
+    while i < len(a) and j < len(b):
+        s = max(a[i][0], b[j][0])
+        e = min(a[i][1], b[j][1])
+        if e > s:
+            tot += e - s
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return tot
+
+
+def _union_len(iv: list[tuple[int, int]]) -> int:
+    tot = 0
+    cur_s = cur_e = None
+    for s, e in sorted(iv):
+        if cur_e is None or s > cur_e:
+            if cur_e is not None:
+                tot += cur_e - cur_s
+            cur_s, cur_e = s, e
+        elif e > cur_e:
+            cur_e = e
+    if cur_e is not None:
+        tot += cur_e - cur_s
+    return tot
+
+
+def _downsample(samples: list[tuple[int, float]], end_ns: int, n: int = MEMORY_POINTS) -> list[tuple[float, float]]:
+    """(t_s, GiB) step samples reduced to about ``n`` points, keeping each bucket's maximum (so the peak)."""
+    if not samples:
+        return [(0.0, 0.0)]
+    if len(samples) <= n:
+        return [(to_s(t), v / GIB) for t, v in samples]
+    width = max(1, end_ns // n + 1)
+    out: dict[int, tuple[int, float]] = {}
+    for t, v in samples:
+        k = t // width
+        cur = out.get(k)
+        if cur is None or v > cur[1]:
+            out[k] = (t, v)
+    return [(to_s(t), v / GIB) for _, (t, v) in sorted(out.items())]
+
+
+class _Times:
+    """Per-stage PassTimes, optionally per (stage, imbalance bucket)."""
+
+    def __init__(self, sc: Scenario, ev: Evaluator, stages: list[list[str]], override: PassTimes | None):
+        self.sc, self.ev, self.stages, self.override = sc, ev, stages, override
+        self.cache: dict[tuple[int, float], PassTimes] = {}
+
+    def get(self, s: int, imb: float = 1.0) -> PassTimes:
+        key = (s, imb)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+        if self.override is not None:
+            tot = self.override
+        else:
+            shape = Shape.of(self.sc.plan, self.sc.training.seq_len, imb)
+            tot = PassTimes()
+            for kind in self.stages[s]:
+                tot = tot + self.ev.unit_times(self.sc, kind, shape)
+        self.cache[key] = tot
+        return tot
+
+
+def _imbalance_table(sc: Scenario, stages: list[list[str]], M: int, warnings: list[str]) -> list[list[float]] | None:
+    """Per stage, per micro-batch max/mean expert load (rounded to 0.05), or None when balanced."""
+    p, m, c = sc.plan, sc.model, sc.cluster
+    if p.routing == "balanced" or not m.is_moe or p.ep <= 1:
+        return None
+    from simulator.des.routing import RoutingConfig, RoutingSampler
+
+    try:
+        sampler = RoutingSampler(RoutingConfig(
+            tokens=Shape.of(p, sc.training.seq_len).tokens, n_experts=m.n_routed_experts,
+            top_k=m.experts_per_token, ep=p.ep, gpus_per_node=c.gpus_per_node,
+            max_nodes=m.max_nodes_per_token, skew=p.routing, zipf_s=p.zipf_s,
+            histogram=tuple(p.expert_histogram) if p.expert_histogram else None,
+            redundant=p.redundant_experts, seed=p.seed,
+        ))
+    except ValueError as e:
+        warnings.append(f"routing: {e}; expert load taken as balanced")
+        return None
+    table = []
+    for s, units in enumerate(stages):
+        if "moe" not in units:
+            table.append([1.0] * M)
+            continue
+        row = []
+        for mb in range(M):
+            f = sampler.sample(s, mb).imbalance
+            row.append(max(1.0, round(f / _BUCKET) * _BUCKET))
+        table.append(row)
+    return table
+
+
+# ----------------------------------------------------------------------------- engine
+def predict_des(sc: Scenario, profile: Profile | str | None = None, *, times: PassTimes | None = None,
+                comm: bool = True, imbalance: bool = True, record_timeline: bool = True,
+                evaluator: Evaluator | None = None, **_ignored: Any) -> Prediction:
+    """Simulate one training step of ``sc`` with the discrete-event engine.
+
+    ``times`` replaces every stage's PassTimes (tests); ``comm=False`` drops all
+    communication (P2P, all-to-all, TP/CP, DP) and the optimizer step;
+    ``imbalance=False`` ignores ``plan.routing`` skew.
+    """
+    prof = evaluator.timer.profile if evaluator else resolve_profile(sc, profile)
+    ev = evaluator or Evaluator(sc, prof)
+    warnings: list[str] = []
+    p, m, t = sc.plan, sc.model, sc.training
+    M = sc.microbatches
+    shape = Shape.of(p, t.seq_len)
+    stages = stage_units(sc, ev, shape)
+    tt = _Times(sc, ev, stages, times)
+    table = _imbalance_table(sc, stages, M, warnings) if (imbalance and comm and times is None) else None
+    res = _simulate(sc, ev, stages, tt, table, comm, record_timeline)
+    extra_imb = 0.0
+    mean_imb = 1.0
+    if table is not None:
+        base = _simulate(sc, ev, stages, tt, None, comm, False)
+        extra_imb = res["step"] - base["step"]
+        vals = [v for row, units in zip(table, stages) if "moe" in units for v in row]
+        mean_imb = sum(vals) / len(vals) if vals else 1.0
+    pred = _to_prediction(sc, ev, stages, res, comm, warnings)
+    pred.extra["imbalance_cost_s"] = extra_imb
+    pred.extra["mean_imbalance"] = mean_imb
+    return pred
+
+
+def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool, record: bool) -> dict:
+    p, m, c = sc.plan, sc.model, sc.cluster
+    M, pp, vpp = sc.microbatches, p.pp, p.vpp
+    name = p.schedule
+    ns = num_stages(name, pp, vpp)
+    sched = build_schedule(name, pp, M, vpp)
+    chunks = 2 if name in ("dualpipe", "dualpipev") else vpp
+    stage_map = [[stage_of(name, pp, vpp, r, ch) for ch in range(chunks)] for r in range(pp)]
+    rank_of = [0] * ns
+    for r in range(pp):
+        for ch in range(chunks):
+            rank_of[stage_map[r][ch]] = r
+    overlap = p.overlaps_ep and m.is_moe and p.ep > 1
+
+    env = simpy.Environment()
+    # Every flow crosses one link (the sender's NIC or NVLink port), so flows of different ranks
+    # never share a link: one Network per rank is exact and keeps each rate update local.
+    ib_gbps, nvl_gbps = c.ib_gbps, c.nvlink_gbps
+    nets = []
+    for r in range(pp):
+        net = Network(env, record_flows=record)
+        net.add_link(f"nic{r}", ib_gbps)
+        net.add_link(f"nvl{r}", nvl_gbps)
+        nets.append(net)
+
+    # P2P: activations (forward) or their gradients (backward) of one micro-batch.
+    shape_tokens = Shape.of(p, sc.training.seq_len).tokens
+    act_bytes = shape_tokens / (p.tp if (p.sp or p.tp > 1) else 1) * m.hidden * BYTES["bf16"]
+    cross_node_pp = p.tp * p.cp * sc.dp > c.gpus_per_node or p.pp > 1 and c.num_gpus > c.gpus_per_node
+    if cross_node_pp:
+        p2p_link, p2p_eff = "nic", ev.comm.ib("p2p", 2)
+        p2p_lat, p2p_gbps = c.ib_latency_us * 1e-6, ib_gbps
+    else:
+        p2p_link, p2p_eff = "nvl", ev.comm.nvlink("p2p", 2)
+        p2p_lat, p2p_gbps = c.nvlink_latency_us * 1e-6, nvl_gbps
+    p2p_flow_bytes = act_bytes * p2p_gbps * 1e9 / p2p_eff  # alone on the link: exactly the analytic p2p time
+    a2a_scale = ib_gbps * 1e9 / ev.comm.ib("all_to_all_dispatch", p.ep) if (m.is_moe and p.ep > 1) else 0.0
+
+    # Per (stage, imbalance) durations in ns, cached.
+    dur_cache: dict[tuple[int, float], tuple] = {}
+
+    def durs(s: int, imb: float) -> tuple:
+        key = (s, imb)
+        d = dur_cache.get(key)
+        if d is None:
+            pt = tt.get(s, imb)
+            a = pt.aF + pt.aB
+            ibF = pt.ib_bytes * (pt.aF / a) if a > 0 else 0.0
+            ibB = pt.ib_bytes - ibF
+            if not comm:
+                d = (to_ns(pt.F), to_ns(pt.B), to_ns(pt.W), to_ns(pt.Fr), to_ns(pt.Br), to_ns(pt.Wr),
+                     0, 0, 0, 0, 0.0, 0.0)
+            else:
+                d = (to_ns(pt.F), to_ns(pt.B), to_ns(pt.W), to_ns(pt.Fr), to_ns(pt.Br), to_ns(pt.Wr),
+                     to_ns(pt.aF), to_ns(pt.aB), to_ns(pt.xF), to_ns(pt.xB), ibF * a2a_scale, ibB * a2a_scale)
+            dur_cache[key] = d
+        return d
+
+    def imb_of(s: int, mb: int) -> float:
+        return table[s][mb] if table is not None else 1.0
+
+    # Activation bytes per stage per micro-batch (as analytic's memory model).
+    act_stage = []
+    for units in stages:
+        a = 0.0
+        for kind in units:
+            lo = layer_ops(m, kind, Shape.of(p, sc.training.seq_len), c.gpus_per_node)
+            a += (shape_tokens / (p.tp if (p.sp or p.tp > 1) else 1) * m.hidden * BYTES["bf16"]
+                  if p.recompute == "full" else lo.activation_bytes)
+        act_stage.append(a)
+
+    # DP per stage (ring times as in analytic._dp_and_memory).
+    dp = sc.dp
+    dp_expert = max(1, dp * p.tp // p.ep) if m.is_moe else dp
+    dense_group = dp * p.cp
+    cross_dense = dense_group * p.tp > c.gpus_per_node
+    cross_expert = dp_expert * p.ep > c.gpus_per_node
+    kind_rs = "reduce_scatter" if p.zero >= 1 else "all_reduce"
+    rs_t, ag_t = [], []
+    for units in stages:
+        pd = pe = 0.0
+        for kind in units:
+            lo = layer_ops(m, kind, Shape.of(p, sc.training.seq_len), c.gpus_per_node)
+            pe += lo.params_expert
+            pd += lo.params - lo.params_expert
+        if not comm:
+            rs_t.append(0)
+            ag_t.append(0)
+            continue
+        g = BYTES["bf16"]
+        rs = ev.comm.ring(kind_rs, pd * g, dense_group, cross_dense) + ev.comm.ring(kind_rs, pe * g, dp_expert, cross_expert)
+        ag = 0.0
+        if p.zero >= 1:
+            ag = ev.comm.ring("all_gather", pd * 2, dense_group, cross_dense) + ev.comm.ring("all_gather", pe * 2, dp_expert, cross_expert)
+        rs_t.append(to_ns(rs))
+        ag_t.append(to_ns(ag) if p.zero in (1, 2) else 0)
+
+    # Arrival events of stage inputs: index s*M+mb.
+    f_in: list[simpy.Event | None] = [None] * (ns * M)
+    b_in: list[simpy.Event | None] = [None] * (ns * M)
+
+    def ev_of(lst, i):
+        e = lst[i]
+        if e is None:
+            e = lst[i] = env.event()
+        return e
+
+    def deliver(lst, s_to: int, mb: int, src_rank: int):
+        i = s_to * M + mb
+        e = ev_of(lst, i)
+        if rank_of[s_to] == src_rank or not comm:
+            e.succeed()
+            return
+        fl = nets[src_rank].transfer(p2p_flow_bytes, (f"{p2p_link}{src_rank}",), latency_s=p2p_lat,
+                          name=f"p2p {'F' if lst is f_in else 'B'}{mb} s{s_to} r{src_rank}>r{rank_of[s_to]}",
+                          meta=(src_rank, rank_of[s_to], env.now))
+        fl.callbacks.append(lambda _e, e=e: e.succeed())
+
+    # Per-rank records.
+    comp_iv: list[list[tuple[int, int]]] = [[] for _ in range(pp)]
+    comm_iv: list[list[tuple[int, int]]] = [[] for _ in range(pp)]
+    tl: list[tuple] = []
+    mem: list[list[tuple[int, float]]] = [[(0, 0.0)] for _ in range(pp)]
+    kind_d: list[dict[str, list[int]]] = [{"F": [0, 0], "B": [0, 0], "W": [0, 0], "FB": [0, 0]} for _ in range(pp)]
+    last_end = [0] * pp
+    dp_free = [0] * pp
+    dp_iv: list[list[tuple[int, int, str]]] = [[] for _ in range(pp)]
+    n_tl = [0]
+
+    def rec(r, stream, nm, kind, mb, s0, s1):
+        if record and n_tl[0] < TIMELINE_CAP and s1 > s0:
+            tl.append((r, stream, nm, kind, mb, s0, s1))
+            n_tl[0] += 1
+
+    def rank_proc(r: int):
+        tasks = sched[r]
+        compute = simpy.Resource(env, 1)
+        act = 0.0
+        samples = mem[r]
+        kd = kind_d[r]
+        cmp_iv, cm_iv = comp_iv[r], comm_iv[r]
+        nic = f"nic{r}"
+        net = nets[r]
+        grad_last: dict[int, list[int]] = {}
+        for i, tk in enumerate(tasks):
+            if tk.kind in ("W", "B"):
+                grad_last[tk.chunk] = [i]
+            elif tk.kind == "FB":
+                grad_last[tk.chunk2] = [i]
+        rs_at = {v[0]: ch for ch, v in grad_last.items()}
+        # Parameter all-gather (ZeRO-1/2, overlap-param-gather): on the DP stream from t=0 in
+        # chunk order of first use; a chunk's first forward waits for its first layer's share.
+        ag_ready = {}
+        t_dp = 0
+        seen = []
+        for tk in tasks:
+            if tk.kind in ("F", "FB") and tk.chunk not in seen:
+                seen.append(tk.chunk)
+        for ch in seen:
+            s = stage_map[r][ch]
+            if ag_t[s]:
+                dp_iv[r].append((t_dp, t_dp + ag_t[s], f"all-gather s{s}"))
+                ag_ready[ch] = t_dp + ag_t[s] // max(1, len(stages[s]))
+                t_dp += ag_t[s]
+        dp_free[r] = t_dp
+        for i, tk in enumerate(tasks):
+            kind = tk.kind
+            s = stage_map[r][tk.chunk]
+            mb = tk.mb
+            # ---- wait for inputs
+            if kind in ("F", "FB"):
+                ar = ag_ready.pop(tk.chunk, 0)
+                if ar > env.now:
+                    yield env.timeout(ar - env.now)
+                if s > 0:
+                    e = ev_of(f_in, s * M + mb)
+                    if not e.processed:
+                        yield e
+            if kind == "B":
+                if s < ns - 1:
+                    e = ev_of(b_in, s * M + mb)
+                    if not e.processed:
+                        yield e
+            if kind == "FB":
+                s2 = stage_map[r][tk.chunk2]
+                if s2 < ns - 1:
+                    e = ev_of(b_in, s2 * M + tk.mb2)
+                    if not e.processed:
+                        yield e
+            t0 = env.now
+            req = compute.request()
+            yield req
+            if kind == "F":
+                d = durs(s, imb_of(s, mb))
+                act += act_stage[s]
+                samples.append((t0, act))
+                yield env.timeout(d[0])
+                t1 = env.now
+                cmp_iv.append((t0, t1))
+                rec(r, "compute", f"F{mb}.s{s}", "F", mb, t0, t1)
+                cdur = d[6] + d[8]
+                if cdur:
+                    fl = net.transfer(d[10], (nic,), name=f"a2a F{mb}") if d[10] > 0 else None
+                    yield env.timeout(cdur)
+                    if fl is not None and not fl.processed:
+                        yield fl
+                    t2 = env.now
+                    cm_iv.append((t1, t2))
+                    rec(r, "comm", f"a2a F{mb}.s{s}", "F", mb, t1, t2)
+                else:
+                    t2 = t1
+                compute.release(req)
+                kd["F"][0] += t2 - t0
+                kd["F"][1] += 1
+                if s < ns - 1:
+                    deliver(f_in, s + 1, mb, r)
+            elif kind == "B":
+                d = durs(s, imb_of(s, mb))
+                split = tk.split_backward
+                yield env.timeout(d[1] if split else d[1] + d[2])
+                t1 = env.now
+                cmp_iv.append((t0, t1))
+                rec(r, "compute", f"{'b' if split else 'B'}{mb}.s{s}", "B", mb, t0, t1)
+                cdur = d[7] + d[9]
+                if cdur:
+                    fl = net.transfer(d[11], (nic,), name=f"a2a B{mb}") if d[11] > 0 else None
+                    yield env.timeout(cdur)
+                    if fl is not None and not fl.processed:
+                        yield fl
+                    t2 = env.now
+                    cm_iv.append((t1, t2))
+                    rec(r, "comm", f"a2a B{mb}.s{s}", "B", mb, t1, t2)
+                else:
+                    t2 = t1
+                compute.release(req)
+                if not split:
+                    act -= act_stage[s]
+                    samples.append((t2, act))
+                kd["B"][0] += t2 - t0
+                kd["B"][1] += 1
+                if s > 0:
+                    deliver(b_in, s - 1, mb, r)
+            elif kind == "W":
+                d = durs(s, imb_of(s, mb))
+                yield env.timeout(d[2])
+                t2 = env.now
+                cmp_iv.append((t0, t2))
+                rec(r, "compute", f"W{mb}.s{s}", "W", mb, t0, t2)
+                compute.release(req)
+                act -= act_stage[s]
+                samples.append((t2, act))
+                kd["W"][0] += t2 - t0
+                kd["W"][1] += 1
+            else:  # FB pair: forward (mb, s) with full backward (mb2, s2)
+                s2 = stage_map[r][tk.chunk2]
+                mb2 = tk.mb2
+                df = durs(s, imb_of(s, mb))
+                db = durs(s2, imb_of(s2, mb2))
+                act += act_stage[s]
+                samples.append((t0, act))
+                label = f"{mb}&{mb2}"
+                if overlap:
+                    ccomp = df[3] + db[4] + db[5]
+                    a2a = df[6] + db[7]
+                    tc = env.now
+                    fl = None
+                    fe = [tc + a2a]
+                    if df[10] + db[11] > 0:
+                        fl = net.transfer(df[10] + db[11], (nic,), name=f"a2a FB{label}")
+                        fl.callbacks.append(lambda _e, fe=fe: fe.append(env.now))
+                    to_c = env.timeout(a2a) if a2a else None
+                    yield env.timeout(ccomp)
+                    t1 = env.now
+                    if to_c is not None and not to_c.processed:
+                        yield to_c
+                    if fl is not None and not fl.processed:
+                        yield fl
+                    tce = max(fe)
+                    cmp_iv.append((t0, t1))
+                    rec(r, "compute", f"F{label}", "FB", mb, t0, t1)
+                    if tce > tc:
+                        cm_iv.append((tc, tce))
+                        rec(r, "comm", f"a2a {label}", "FB", mb, tc, tce)
+                    x = df[8] + db[9]
+                    if x:
+                        t3 = env.now
+                        yield env.timeout(x)
+                        cm_iv.append((t3, env.now))
+                        rec(r, "comm", f"tp/cp {label}", "FB", mb, t3, env.now)
+                else:
+                    yield env.timeout(df[0] + db[1] + db[2])
+                    t1 = env.now
+                    cmp_iv.append((t0, t1))
+                    rec(r, "compute", f"F{label}", "FB", mb, t0, t1)
+                    cdur = df[6] + df[8] + db[7] + db[9]
+                    if cdur:
+                        fl = net.transfer(df[10] + db[11], (nic,), name=f"a2a FB{label}") if df[10] + db[11] > 0 else None
+                        yield env.timeout(cdur)
+                        if fl is not None and not fl.processed:
+                            yield fl
+                        cm_iv.append((t1, env.now))
+                        rec(r, "comm", f"a2a {label}", "FB", mb, t1, env.now)
+                compute.release(req)
+                t2 = env.now
+                act -= act_stage[s2]
+                samples.append((t2, act))
+                kd["FB"][0] += t2 - t0
+                kd["FB"][1] += 1
+                if s < ns - 1:
+                    deliver(f_in, s + 1, mb, r)
+                if s2 > 0:
+                    deliver(b_in, s2 - 1, mb2, r)
+            # ---- data-parallel gradient reduce-scatter of a chunk after its last backward
+            ch = rs_at.get(i)
+            if ch is not None:
+                sg = stage_map[r][ch]
+                if rs_t[sg]:
+                    st = max(dp_free[r], env.now)
+                    dp_free[r] = st + rs_t[sg]
+                    dp_iv[r].append((st, dp_free[r], f"reduce-scatter s{sg}"))
+        last_end[r] = env.now
+
+    for r in range(pp):
+        env.process(rank_proc(r))
+    env.run()
+    n_events = next(env._eid) if hasattr(env, "_eid") else 0
+    compute_end = max(last_end)
+    ends = [max(last_end[r], dp_free[r]) for r in range(pp)]
+    makespan = max(ends)
+    return dict(
+        makespan=makespan, compute_end=compute_end, comp_iv=comp_iv, comm_iv=comm_iv, tl=tl, mem=mem,
+        kind_d=kind_d, dp_iv=dp_iv, nets=nets, n_events=n_events, act_stage=act_stage,
+        step=to_s(makespan), stage_map=stage_map, sched=sched, p2p_s=to_s(to_ns(act_bytes / p2p_eff + p2p_lat)),
+    )
+
+
+def _to_prediction(sc: Scenario, ev: Evaluator, stages, res: dict, comm: bool, warnings: list[str]) -> Prediction:
+    p, m = sc.plan, sc.model
+    pp, M = p.pp, sc.microbatches
+    shape = Shape.of(p, sc.training.seq_len)
+    _, opt, mems = _dp_and_memory(sc, ev, stages, shape, M, 0.0, 0.0, 0.0)
+    if not comm:
+        opt = 0.0
+    zero3 = 0.0
+    if comm and p.zero == 3:
+        warnings.append("des: ZeRO-3 per-micro-batch weight gathers are assumed hidden behind compute")
+    makespan = res["makespan"]
+    step = to_s(makespan) + opt + zero3
+    dp_exposed = to_s(makespan - res["compute_end"]) + zero3
+    reports = []
+    busy_all, hidden_all, exposed_all = [], [], []
+    per_rank_chunks = []
+    for r in range(pp):
+        ci, mi = res["comp_iv"][r], res["comm_iv"][r]
+        comp_t = sum(e - s for s, e in ci)
+        comm_t = sum(e - s for s, e in mi)
+        hid = _overlap_len(ci, mi)
+        busy = comp_t + comm_t - hid
+        exposed = comm_t - hid
+        busy_all.append(busy)
+        hidden_all.append(hid)
+        exposed_all.append(exposed)
+        kd = res["kind_d"][r]
+        ch = {k: (to_s(v[0]) / v[1] if v[1] else 0.0) for k, v in kd.items()}
+        per_rank_chunks.append({k: v * 1e3 for k, v in ch.items()})
+        mb_ = mems[r]
+        samples = res["mem"][r]
+        peak_act = max(v for _, v in samples)
+        static = mb_.params + mb_.grads + mb_.optimizer + mb_.transient
+        memb = MemoryBreakdown(mb_.params, mb_.grads, mb_.optimizer, peak_act, mb_.transient)
+        held = rank_stages(p.schedule, pp, p.vpp, r)
+        sr = StageReport(rank=r, stages=held, layers=[stages[s] for s in held], F=ch["F"], B=ch["B"], W=ch["W"],
+                         FB=ch["FB"], busy=to_s(busy), bubble=step - to_s(busy) - dp_exposed - opt,
+                         exposed_comm=to_s(exposed), hidden_comm=to_s(hid), memory=memb)
+        pts = [(t, v + static) for t, v in samples]
+        sr.memory_over_time = _downsample(pts, makespan)  # type: ignore[attr-defined]
+        reports.append(sr)
+    r_star = max(range(pp), key=lambda r: busy_all[r])
+    busy_s = to_s(busy_all[r_star])
+    bubble_s = step - busy_s - dp_exposed - opt
+    hidden_s = to_s(hidden_all[r_star])
+    exposed_s = to_s(exposed_all[r_star]) + dp_exposed
+    timeline = [
+        {"rank": r, "stream": st, "name": nm, "kind": k, "mb": mb, "start_s": to_s(a), "end_s": to_s(b)}
+        for (r, st, nm, k, mb, a, b) in res["tl"]
+    ]
+    total = hidden_s + exposed_s
+    ct = per_rank_chunks[r_star]
+    return Prediction(
+        scenario=sc, engine="des", step_time_s=step, busy_s=busy_s, bubble_s=bubble_s,
+        exposed_comm_s=exposed_s, hidden_comm_s=hidden_s, dp_exposed_s=dp_exposed, optimizer_s=opt,
+        stages=reports, warnings=list(ev.timer.warnings.values()) + warnings,
+        extra={
+            "microbatches": M, "dp": sc.dp, "p2p_s": res["p2p_s"],
+            "overlap_ratio": hidden_s / total if total > 0 else 1.0,
+            "chunk_times_ms": ct,
+            "chunk_times_ms_per_rank": per_rank_chunks,
+            "bubble_per_rank_s": [to_s(makespan - b) for b in busy_all],
+            "timeline": timeline,
+            "dp_timeline": [{"rank": r, "stream": "dp", "name": nm, "start_s": to_s(a), "end_s": to_s(b)}
+                            for r in range(pp) for a, b, nm in res["dp_iv"][r]],
+            "des_events": res["n_events"],
+            "p2p_flows": [{"name": f.name, "start_s": f.start_s, "end_s": f.end_s, "request_s": to_s(f.t_request_ns)}
+                          for net in res["nets"] for f in net.records if f.name.startswith("p2p")][:TIMELINE_CAP],
+            "link_stats": {k: v for net in res["nets"] for k, v in net.link_stats().items()},
+        },
+    )
