@@ -11,7 +11,7 @@ import streamlit as st
 from dashboard import state
 
 state.plan_controls()
-from simulator.profile import Profile, ProfileError, validate_profile
+from simulator.profile import Profile, ProfileError, validate_profile  # noqa: E402
 
 name, ov = state.current()
 st.title("Calibration profile")

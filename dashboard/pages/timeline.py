@@ -8,7 +8,7 @@ import streamlit as st
 from dashboard import state
 
 state.plan_controls()
-from simulator import schedules
+from simulator import schedules  # noqa: E402
 
 name, ov = state.current()
 st.title("Pipeline timeline")

@@ -9,7 +9,7 @@ import streamlit as st
 from dashboard import state  # noqa: F401  (puts the repo on sys.path)
 
 state.plan_controls()
-from simulator import validate
+from simulator import validate  # noqa: E402
 
 
 @st.cache_data(show_spinner=False)

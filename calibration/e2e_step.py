@@ -1,0 +1,298 @@
+"""End-to-end check: time one training step of a small DeepSeek-style MoE model.
+
+Kernel tables say how fast each op runs alone; a training step adds launch
+gaps, the optimizer, memory traffic between ops and everything the simulator
+does not model. This script builds a scaled-down model with V3-shaped blocks —
+multi-head latent attention (low-rank q and kv compression, decoupled RoPE
+head dim, qk 192 / v 128 per head in the ``gpu`` preset), a first dense SwiGLU
+layer, then MoE layers with a shared expert, sigmoid routing and top-k experts
+run as a grouped GEMM over tokens sorted by expert — and times full training
+steps (forward, cross-entropy loss, backward, AdamW update) with torch: CUDA
+events on a GPU, perf_counter on the CPU; warm-up steps first, then the median.
+
+It prints one JSON object: the measured step time and the configuration
+(including the ``calibration_dims`` dict that :mod:`calibration.shapes` takes),
+so that the simulator can predict the same configuration and be compared.
+
+Usage::
+
+    python -m calibration.e2e_step --preset gpu   # on one GPU
+    python -m calibration.e2e_step --preset tiny  # CPU smoke run (tests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass, replace
+
+
+@dataclass(frozen=True)
+class E2EConfig:
+    hidden: int
+    heads: int
+    q_lora_rank: int
+    kv_lora_rank: int
+    qk_nope_head_dim: int
+    qk_rope_head_dim: int
+    v_head_dim: int
+    moe_intermediate: int
+    n_routed_experts: int
+    n_shared_experts: int
+    experts_per_token: int
+    dense_intermediate: int
+    layers: int
+    first_k_dense: int
+    vocab: int
+    seq_len: int
+    batch: int
+    dtype: str  # "bfloat16" or "float32"
+
+    def calibration_dims(self) -> dict:
+        """The dims dict of :mod:`calibration.shapes` for this model on one GPU (EP 1)."""
+        keys = ("hidden", "heads", "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim",
+                "v_head_dim", "moe_intermediate", "n_routed_experts", "experts_per_token", "dense_intermediate",
+                "seq_len")
+        d = {k: getattr(self, k) for k in keys}
+        d.update(micro_batch_tokens=self.batch * self.seq_len, ep=1)
+        return d
+
+
+PRESETS = {
+    # V3 per-head dims and ratios, narrower and shallower to fit one 80 GB GPU.
+    "gpu": E2EConfig(hidden=2048, heads=16, q_lora_rank=768, kv_lora_rank=512, qk_nope_head_dim=128,
+                     qk_rope_head_dim=64, v_head_dim=128, moe_intermediate=1024, n_routed_experts=16,
+                     n_shared_experts=1, experts_per_token=4, dense_intermediate=5632, layers=4, first_k_dense=1,
+                     vocab=32768, seq_len=4096, batch=1, dtype="bfloat16"),
+    "tiny": E2EConfig(hidden=64, heads=2, q_lora_rank=32, kv_lora_rank=32, qk_nope_head_dim=16,
+                      qk_rope_head_dim=8, v_head_dim=16, moe_intermediate=32, n_routed_experts=4,
+                      n_shared_experts=1, experts_per_token=2, dense_intermediate=128, layers=2, first_k_dense=1,
+                      vocab=128, seq_len=32, batch=2, dtype="float32"),
+}
+
+
+def grouped_mm_variant(device, dtype) -> str:
+    """``torch._grouped_mm`` if it runs forward and backward here, else ``loop``."""
+    import torch
+
+    fn = getattr(torch, "_grouped_mm", None)
+    if fn is None:
+        return "loop"
+    try:
+        x = torch.randn(32, 16, device=device, dtype=dtype, requires_grad=True)
+        w = torch.randn(2, 16, 16, device=device, dtype=dtype, requires_grad=True)
+        offs = torch.tensor([13, 32], device=device, dtype=torch.int32)  # unaligned, as routing gives
+        out = fn(x, w.transpose(-2, -1), offs=offs)
+        out.float().sum().backward()
+        ref = torch.cat([x[:13] @ w[0].t(), x[13:] @ w[1].t()])
+        if not torch.allclose(out.float(), ref.float(), rtol=2e-2, atol=2e-2):
+            return "loop"
+    except Exception:  # not built for this device/dtype, or no backward
+        return "loop"
+    return "torch._grouped_mm"
+
+
+def build_model(cfg: E2EConfig, device, grouped: str):
+    """The model as an nn.Module (classes defined here so torch loads lazily)."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    dtype = getattr(torch, cfg.dtype)
+
+    class RMSNorm(nn.Module):
+        def __init__(self, dim):
+            super().__init__()
+            self.weight = nn.Parameter(torch.ones(dim))
+
+        def forward(self, x):
+            xf = x.float()
+            return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-6)).to(x.dtype) * self.weight
+
+    def rope(x, cos, sin):  # x [B, S, H, R]: rotate the two halves
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+    class MLA(nn.Module):
+        def __init__(self):
+            super().__init__()
+            c = cfg
+            self.qk = c.qk_nope_head_dim + c.qk_rope_head_dim
+            if c.q_lora_rank:
+                self.wq_a = nn.Linear(c.hidden, c.q_lora_rank, bias=False)
+                self.q_norm = RMSNorm(c.q_lora_rank)
+                self.wq_b = nn.Linear(c.q_lora_rank, c.heads * self.qk, bias=False)
+            else:
+                self.wq = nn.Linear(c.hidden, c.heads * self.qk, bias=False)
+            self.wkv_a = nn.Linear(c.hidden, c.kv_lora_rank + c.qk_rope_head_dim, bias=False)
+            self.kv_norm = RMSNorm(c.kv_lora_rank)
+            self.wkv_b = nn.Linear(c.kv_lora_rank, c.heads * (c.qk_nope_head_dim + c.v_head_dim), bias=False)
+            self.wo = nn.Linear(c.heads * c.v_head_dim, c.hidden, bias=False)
+
+        def forward(self, x, cos, sin):
+            c = cfg
+            b, s, _ = x.shape
+            q = self.wq_b(self.q_norm(self.wq_a(x))) if c.q_lora_rank else self.wq(x)
+            q_nope, q_pe = q.view(b, s, c.heads, self.qk).split([c.qk_nope_head_dim, c.qk_rope_head_dim], -1)
+            kv_c, k_pe = self.wkv_a(x).split([c.kv_lora_rank, c.qk_rope_head_dim], -1)
+            k_pe = rope(k_pe.unsqueeze(2), cos, sin).expand(b, s, c.heads, c.qk_rope_head_dim)
+            kv = self.wkv_b(self.kv_norm(kv_c)).view(b, s, c.heads, c.qk_nope_head_dim + c.v_head_dim)
+            k_nope, v = kv.split([c.qk_nope_head_dim, c.v_head_dim], -1)
+            q = torch.cat([q_nope, rope(q_pe, cos, sin)], -1).transpose(1, 2)
+            k = torch.cat([k_nope, k_pe], -1).transpose(1, 2)
+            o = F.scaled_dot_product_attention(q, k, v.transpose(1, 2), is_causal=True)
+            return self.wo(o.transpose(1, 2).reshape(b, s, c.heads * c.v_head_dim))
+
+    class SwiGLU(nn.Module):
+        def __init__(self, inter):
+            super().__init__()
+            self.w13 = nn.Linear(cfg.hidden, 2 * inter, bias=False)
+            self.w2 = nn.Linear(inter, cfg.hidden, bias=False)
+
+        def forward(self, x):
+            g, u = self.w13(x).chunk(2, -1)
+            return self.w2(F.silu(g) * u)
+
+    def grouped_linear(x, w, ends, sizes):
+        if grouped == "torch._grouped_mm":
+            return torch._grouped_mm(x, w.transpose(-2, -1), offs=ends)
+        outs, start = [], 0
+        for g, n in enumerate(sizes):
+            outs.append(x[start:start + n] @ w[g].t())
+            start += n
+        return torch.cat(outs)
+
+    class MoE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            c = cfg
+            e, h, i = c.n_routed_experts, c.hidden, c.moe_intermediate
+            self.gate = nn.Linear(h, e, bias=False)
+            self.w13 = nn.Parameter(torch.randn(e, 2 * i, h) * h ** -0.5)
+            self.w2 = nn.Parameter(torch.randn(e, h, i) * i ** -0.5)
+            self.shared = SwiGLU(i * c.n_shared_experts) if c.n_shared_experts else None
+
+        def forward(self, x):
+            c = cfg
+            b, s, h = x.shape
+            xf = x.reshape(b * s, h)
+            scores = torch.sigmoid(self.gate(xf).float())
+            weights, experts = scores.topk(c.experts_per_token, dim=-1)
+            weights = (weights / weights.sum(-1, keepdim=True)).to(x.dtype)
+            flat = experts.flatten()
+            order = torch.argsort(flat, stable=True)  # permute: tokens sorted by expert
+            token = order // c.experts_per_token
+            counts = torch.bincount(flat, minlength=c.n_routed_experts)
+            ends = counts.cumsum(0).to(torch.int32)
+            sizes = counts.tolist() if grouped == "loop" else None
+            hidden = grouped_linear(xf[token], self.w13, ends, sizes)
+            g, u = hidden.chunk(2, -1)
+            out_sorted = grouped_linear(F.silu(g) * u, self.w2, ends, sizes)
+            out_sorted = out_sorted * weights.flatten()[order].unsqueeze(-1)
+            out = torch.zeros_like(xf).index_add(0, token, out_sorted)  # unpermute + weighted sum
+            out = out.view(b, s, h)
+            return out + self.shared(x) if self.shared is not None else out
+
+    class Block(nn.Module):
+        def __init__(self, dense: bool):
+            super().__init__()
+            self.attn_norm, self.attn = RMSNorm(cfg.hidden), MLA()
+            self.ffn_norm = RMSNorm(cfg.hidden)
+            self.ffn = SwiGLU(cfg.dense_intermediate) if dense else MoE()
+
+        def forward(self, x, cos, sin):
+            x = x + self.attn(self.attn_norm(x), cos, sin)
+            return x + self.ffn(self.ffn_norm(x))
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(cfg.vocab, cfg.hidden)
+            self.blocks = nn.ModuleList(Block(i < cfg.first_k_dense) for i in range(cfg.layers))
+            self.norm = RMSNorm(cfg.hidden)
+            self.head = nn.Linear(cfg.hidden, cfg.vocab, bias=False)
+            r = cfg.qk_rope_head_dim
+            inv = 1.0 / (10000 ** (torch.arange(0, r // 2).float() / (r // 2)))
+            ang = torch.outer(torch.arange(cfg.seq_len).float(), inv)  # [S, R/2]
+            self.register_buffer("cos", ang.cos()[None, :, None, :], persistent=False)
+            self.register_buffer("sin", ang.sin()[None, :, None, :], persistent=False)
+
+        def forward(self, tokens):
+            x = self.embed(tokens)
+            cos, sin = self.cos.to(x.dtype), self.sin.to(x.dtype)
+            for blk in self.blocks:
+                x = blk(x, cos, sin)
+            return self.head(self.norm(x))
+
+    return Model().to(device=device, dtype=dtype)
+
+
+def run_step_benchmark(cfg: E2EConfig, device=None, warmup: int = 2, steps: int = 5, seed: int = 0) -> dict:
+    """Build, warm up and time ``steps`` training steps; return the JSON-able report."""
+    import torch
+    import torch.nn.functional as F
+
+    from calibration.timing import TimingConfig, time_fn
+
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.manual_seed(seed)
+    dtype = getattr(torch, cfg.dtype)
+    grouped = grouped_mm_variant(device, dtype)
+    model = build_model(cfg, device, grouped)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    g = torch.Generator().manual_seed(seed + 1)
+    batches = [torch.randint(0, cfg.vocab, (cfg.batch, cfg.seq_len + 1), generator=g).to(device) for _ in range(2)]
+    losses: list[float] = []
+
+    def step(tokens):
+        logits = model(tokens[:, :-1])
+        loss = F.cross_entropy(logits.float().reshape(-1, cfg.vocab), tokens[:, 1:].reshape(-1))
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.detach())
+
+    timing = time_fn(step, batches, device, TimingConfig(warmup=warmup, min_reps=steps, max_reps=steps))
+    last = [float(x) for x in losses[-steps:]]
+    if not all(torch.isfinite(torch.tensor(last))):
+        raise RuntimeError(f"e2e_step: non-finite loss {last}")
+    n_params = sum(p.numel() for p in model.parameters())
+    return {
+        "measured_step_ms": timing.median_ms,
+        "step_ms_min": timing.min_ms,
+        "step_ms_max": timing.max_ms,
+        "steps_timed": timing.reps,
+        "timing": timing.method,
+        "tokens_per_step": cfg.batch * cfg.seq_len,
+        "params": n_params,
+        "loss_last": last[-1],
+        "config": asdict(cfg),
+        "calibration_dims": cfg.calibration_dims(),
+        "grouped_gemm": grouped,
+        "optimizer": "AdamW (torch default implementation)",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m calibration.e2e_step", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="gpu")
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    parser.add_argument("--layers", type=int, default=None)
+    parser.add_argument("--seq-len", type=int, default=None)
+    parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=5)
+    args = parser.parse_args(argv)
+    cfg = PRESETS[args.preset]
+    overrides = {k: v for k, v in (("layers", args.layers), ("seq_len", args.seq_len), ("batch", args.batch)) if v}
+    cfg = replace(cfg, **overrides)
+    report = run_step_benchmark(cfg, device=args.device, warmup=args.warmup, steps=args.steps)
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Held-out-shape accuracy: how well does a profile predict shapes it did not measure?
+
+The simulator never sees most real shapes exactly: it interpolates between
+measured rows in log space (:class:`simulator.profile.Profile`). To know how
+much to trust that, split a measured table: hide some rows, build a profile
+from the rest, predict the hidden rows through the same lookups the simulator
+uses, and compare with what was measured. The error is on *time*
+(``measured throughput / predicted throughput - 1``), since time is what the
+simulator outputs.
+
+By default only *interior* rows are held out (every coordinate strictly inside
+the remaining rows' range), which measures interpolation; ``--any`` also holds
+out edge rows, which then come back ``clamped``.
+
+Usage::
+
+    python -m calibration.holdout PROFILE.json [--fraction 0.2] [--seed 0] [--json]
+
+Prints, per table, the number of rows trained on and held out, the median and
+the worst absolute time error, and the worst row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+from typing import Any, Callable
+
+# table -> (coordinate fields, throughput field, lookup(profile, row) -> Lookup)
+LOOKUPS: dict[str, tuple[tuple[str, ...], str, Callable[[Any, dict], Any]]] = {
+    "gemm": (("m", "n", "k"), "tflops", lambda p, r: p.gemm_tflops(r["dtype"], r["m"], r["n"], r["k"])),
+    "grouped_gemm": (("groups", "m_per_group", "n", "k"), "tflops",
+                     lambda p, r: p.grouped_gemm_tflops(r["dtype"], r["groups"], r["m_per_group"], r["n"], r["k"])),
+    "attention": (("seq", "heads", "qk_dim", "v_dim"), "tflops",
+                  lambda p, r: p.attention_tflops(r["dtype"], r["direction"], r["seq"], r["heads"], r["qk_dim"], r["v_dim"])),
+    "memory_bound": (("bytes",), "gbps", lambda p, r: p.memory_gbps(r["op"], r["bytes"])),
+}
+GROUP_BY = {"gemm": ("dtype",), "grouped_gemm": ("dtype",), "attention": ("dtype", "direction"), "memory_bound": ("op",)}
+
+
+def _interior(row: dict, others: list[dict], coords: tuple[str, ...]) -> bool:
+    """True when every coordinate of ``row`` lies within the others' range (no clamping)."""
+    return all(min(o[c] for o in others) <= row[c] <= max(o[c] for o in others) for c in coords)
+
+
+def split_rows(table: str, rows: list[dict], fraction: float, seed: int, interior_only: bool = True):
+    """(train, held): ``fraction`` of each group's rows held out, at random (seeded)."""
+    coords = LOOKUPS[table][0]
+    rng = random.Random(seed)
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r.get(k) for k in GROUP_BY[table]), []).append(r)
+    train, held = [], []
+    for members in groups.values():
+        order = list(range(len(members)))
+        rng.shuffle(order)
+        want = int(round(fraction * len(members)))
+        chosen: set[int] = set()
+        for i in order:
+            if len(chosen) >= want:
+                break
+            rest = [members[j] for j in range(len(members)) if j != i and j not in chosen]
+            if len(rest) >= 2 and (not interior_only or _interior(members[i], rest, coords)):
+                chosen.add(i)
+        held += [members[i] for i in sorted(chosen)]
+        train += [members[i] for i in range(len(members)) if i not in chosen]
+    return train, held
+
+
+def evaluate(profile_data: dict, fraction: float = 0.2, seed: int = 0, tables=None, interior_only: bool = True) -> dict:
+    """Per table: rows trained/held, median and worst |time error|, lookup statuses, worst row."""
+    from simulator.profile import Profile
+
+    report: dict[str, dict] = {}
+    for table, rows in profile_data.get("tables", {}).items():
+        if table not in LOOKUPS or (tables and table not in tables) or len(rows) < 3:
+            continue
+        coords, value_key, lookup = LOOKUPS[table]
+        train, held = split_rows(table, rows, fraction, seed, interior_only)
+        if not held:
+            report[table] = {"train": len(train), "held": 0, "note": "no row could be held out"}
+            continue
+        data = dict(profile_data, tables={table: train})
+        prof = Profile(data)
+        errors, statuses, worst = [], {}, None
+        for r in held:
+            res = lookup(prof, r)
+            statuses[res.status] = statuses.get(res.status, 0) + 1
+            if res.value is None:
+                continue
+            err = r[value_key] / res.value - 1.0  # predicted time / measured time - 1
+            errors.append(abs(err))
+            if worst is None or abs(err) > abs(worst[0]):
+                worst = (err, {k: r[k] for k in (*GROUP_BY[table], *coords)})
+        report[table] = {
+            "train": len(train), "held": len(held), "statuses": statuses,
+            "median_abs_time_error": statistics.median(errors) if errors else None,
+            "worst_abs_time_error": max(errors) if errors else None,
+            "worst_row": worst[1] if worst else None,
+            "worst_signed_error": worst[0] if worst else None,
+        }
+    return report
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m calibration.holdout", description=__doc__.split("\n\n")[0])
+    parser.add_argument("profile", help="profile name or path")
+    parser.add_argument("--fraction", type=float, default=0.2, help="share of rows held out per group (default 0.2)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tables", default=None, help="comma-separated subset of " + ", ".join(LOOKUPS))
+    parser.add_argument("--any", action="store_true", help="also hold out edge rows (they come back clamped)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(argv)
+    from simulator.profile import ProfileError, load_profile
+
+    try:
+        prof = load_profile(args.profile)
+    except ProfileError as e:
+        print(f"holdout: {e}", file=sys.stderr)
+        return 2
+    tables = args.tables.split(",") if args.tables else None
+    report = evaluate(prof.data, args.fraction, args.seed, tables, interior_only=not args.any)
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return 0
+    print(f"{'table':<14}{'train':>6}{'held':>6}{'median err':>12}{'worst err':>11}  worst row")
+    for table, r in report.items():
+        if not r.get("held"):
+            print(f"{table:<14}{r['train']:>6}{0:>6}  {r.get('note', '')}")
+            continue
+        med, worst = r["median_abs_time_error"], r["worst_abs_time_error"]
+        print(f"{table:<14}{r['train']:>6}{r['held']:>6}{med * 100:>11.1f}%{worst * 100:>10.1f}%  {r['worst_row']}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

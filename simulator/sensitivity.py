@@ -1,0 +1,206 @@
+"""Sensitivity: ``gpuhours sensitivity NAME`` prints a tornado table.
+
+Each input is moved down and up one at a time (the rest held at the
+scenario's values) and the steady-state GPU-hours per trillion tokens are
+re-predicted with the analytic engine:
+
+- ``cluster.ib_gbps`` and ``cluster.nvlink_gbps``: x0.5 and x2;
+- kernel efficiency: every compute and memory-bound throughput of the
+  calibration profile (and the datasheet peaks the roofline falls back on)
+  scaled x0.8 and x1.2; collectives are left alone;
+- routing skew: Zipf s=1.0 and s=1.2 over the experts, turned into the
+  analytic engine's ``imbalance`` (max/mean expert load per EP rank) by
+  :func:`simulator.des.routing.expected_max_load_factor`;
+- ``plan.comm_sms``: 12 and 28; ``plan.micro_batch``: 1 and 2.
+
+A move that makes the plan invalid (or an input the model does not have,
+such as routing for a dense model) is skipped and reported with the reason.
+
+:func:`prediction_interval` gives a band around the base prediction equal to
+plus/minus the MAPE of ``gpuhours validate`` on the public validation set. It
+is a rough, empirical error bar, not a statistical confidence interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+from functools import lru_cache
+from typing import Any, Callable
+
+from .analytic import predict_analytic, resolve_profile
+from .config import Scenario
+from .errors import ConfigError
+from .profile import Profile
+
+METRIC = "gpu_hours_per_trillion_tokens"
+
+
+def scaled_profile(prof: Profile | None, k: float) -> Profile | None:
+    """A copy of ``prof`` with every kernel throughput (TFLOP/s, memory GB/s) scaled by ``k``."""
+    if prof is None:
+        return None
+    data = copy.deepcopy(prof.data)
+    for table, rows in data.get("tables", {}).items():
+        if table == "collectives" or table == "sm_scaling":
+            continue
+        for r in rows:
+            for key in ("tflops", "gbps"):
+                if key in r:
+                    r[key] = r[key] * k
+    out = Profile(data, path=prof.path)
+    out.name = f"{prof.name} x{k:g}"
+    return out
+
+
+def _scaled_gpu(sc: Scenario, k: float) -> Scenario:
+    g = sc.cluster.gpu
+    gpu = dataclasses.replace(g, bf16_tflops=g.bf16_tflops * k, fp8_tflops=g.fp8_tflops * k,
+                              fp16_tflops=g.fp16_tflops * k, hbm_gbps=g.hbm_gbps * k)
+    return dataclasses.replace(sc, cluster=dataclasses.replace(sc.cluster, gpu=gpu))
+
+
+def _gh(sc: Scenario, profile: Any = None, imbalance: float = 1.0) -> float:
+    pred = predict_analytic(sc, profile=profile, imbalance=imbalance)
+    return pred.gpu_hours_per_trillion_tokens
+
+
+def _cluster(sc: Scenario, **kw: Any) -> Scenario:
+    return dataclasses.replace(sc, cluster=dataclasses.replace(sc.cluster, **kw)).validate()
+
+
+def _plan(sc: Scenario, **kw: Any) -> Scenario:
+    return dataclasses.replace(sc, plan=dataclasses.replace(sc.plan, **kw)).validate()
+
+
+def _imbalance(sc: Scenario, s: float) -> float:
+    from .des.routing import expected_max_load_factor
+
+    m, p = sc.model, sc.plan
+    tokens = p.micro_batch * sc.training.seq_len // p.cp
+    return expected_max_load_factor(
+        tokens, m.n_routed_experts, m.experts_per_token, p.ep, sc.cluster.gpus_per_node,
+        max_nodes=m.max_nodes_per_token, skew="zipf", zipf_s=s, seed=p.seed)
+
+
+def _moves(sc: Scenario, prof: Profile | None) -> list[tuple[str, str, str, Callable[[], float], Callable[[], float]]]:
+    c, p = sc.cluster, sc.plan
+    return [
+        ("cluster.ib_gbps", f"x0.5 ({c.ib_gbps * 0.5:g})", f"x2 ({c.ib_gbps * 2:g})",
+         lambda: _gh(_cluster(sc, ib_gbps=c.ib_gbps * 0.5), prof), lambda: _gh(_cluster(sc, ib_gbps=c.ib_gbps * 2), prof)),
+        ("cluster.nvlink_gbps", f"x0.5 ({c.nvlink_gbps * 0.5:g})", f"x2 ({c.nvlink_gbps * 2:g})",
+         lambda: _gh(_cluster(sc, nvlink_gbps=c.nvlink_gbps * 0.5), prof),
+         lambda: _gh(_cluster(sc, nvlink_gbps=c.nvlink_gbps * 2), prof)),
+        ("kernel efficiency", "x0.8", "x1.2",
+         lambda: _gh(_scaled_gpu(sc, 0.8), scaled_profile(prof, 0.8)),
+         lambda: _gh(_scaled_gpu(sc, 1.2), scaled_profile(prof, 1.2))),
+        ("routing skew", "zipf s=1.0", "zipf s=1.2",
+         lambda: _gh(sc, prof, _imbalance(sc, 1.0)), lambda: _gh(sc, prof, _imbalance(sc, 1.2))),
+        ("plan.comm_sms", "12", "28",
+         lambda: _gh(_plan(sc, comm_sms=12), prof), lambda: _gh(_plan(sc, comm_sms=28), prof)),
+        ("plan.micro_batch", "1", "2",
+         lambda: _gh(_plan(sc, micro_batch=1), prof), lambda: _gh(_plan(sc, micro_batch=2), prof)),
+    ]
+
+
+def sensitivity(sc: Scenario, profile: Any = None, notes: list[str] | None = None) -> list[dict]:
+    """Tornado rows ``{input, low_label, high_label, low, base, high}``, largest swing first.
+
+    ``low``/``high`` are GPU-hours per trillion tokens after the down/up move, or None where the
+    move is invalid for this scenario (the reason is appended to ``notes`` when given).
+    """
+    prof = resolve_profile(sc, profile)
+    base = _gh(sc, prof)
+    rows = []
+    for name, lo_lab, hi_lab, lo_fn, hi_fn in _moves(sc, prof):
+        if name == "routing skew" and not (sc.model.is_moe and sc.plan.ep > 1):
+            if notes is not None:
+                notes.append(f"{name}: skipped (no expert parallelism in this plan)")
+            continue
+        vals = []
+        for lab, fn in ((lo_lab, lo_fn), (hi_lab, hi_fn)):
+            try:
+                vals.append(fn())
+            except (ConfigError, ValueError) as e:
+                vals.append(None)
+                if notes is not None:
+                    notes.append(f"{name} {lab}: skipped ({e})")
+        lo, hi = vals
+        rows.append({"input": name, "low_label": lo_lab, "high_label": hi_lab, "low": lo, "base": base, "high": hi})
+    rows.sort(key=lambda r: -_swing(r))
+    return rows
+
+
+def _swing(r: dict) -> float:
+    vals = [v for v in (r["low"], r["high"]) if v is not None]
+    return max(abs(v - r["base"]) for v in vals) if vals else 0.0
+
+
+@lru_cache(maxsize=1)
+def validation_mape() -> float | None:
+    """MAPE (%) of the analytic engine on the public validation set (computed once per process)."""
+    from .validate import DEFAULT_CSV, read_csv, validate_rows
+
+    _, mape = validate_rows(read_csv(DEFAULT_CSV), engine="analytic")
+    return mape
+
+
+def prediction_interval(sc: Scenario, profile: Any = None) -> tuple[float, float]:
+    """(low, high) GPU-hours per trillion tokens: the base prediction +/- the public-set MAPE.
+
+    An empirical error band from the validation error, not a statistical confidence interval.
+    """
+    base = _gh(sc, resolve_profile(sc, profile))
+    mape = validation_mape() or 0.0
+    return base * (1 - mape / 100), base * (1 + mape / 100)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from .cli import add_scenario_args
+
+    p = subparsers.add_parser("sensitivity", help="tornado table: how GPU-hours move with each input")
+    add_scenario_args(p)
+    p.add_argument("--json", action="store_true", help="print exactly one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .api import load
+
+    sc = load(args.scenario, args.overrides)
+    notes: list[str] = []
+    rows = sensitivity(sc, profile=args.profile, notes=notes)
+    lo, hi = prediction_interval(sc, profile=args.profile)
+    mape = validation_mape()
+    base = rows[0]["base"] if rows else _gh(sc, resolve_profile(sc, args.profile))
+    if args.json:
+        print(json.dumps({
+            "scenario": sc.name, "metric": METRIC, "base": base, "rows": rows, "notes": notes,
+            "prediction_interval": {"low": lo, "high": hi, "mape_pct": mape,
+                                    "method": "base +/- MAPE of gpuhours validate on the public set"},
+        }))
+        return 0
+    print(f"gpuhours sensitivity: {sc.name}, GPU-hours per 1T tokens (analytic, steady state)")
+    print(f"  base {base:,.0f}; validation band +/-{mape or 0:.1f}% (public-set MAPE, not a confidence interval): "
+          f"{lo:,.0f} .. {hi:,.0f}")
+    w = 24
+    print(f"  {'input':<20} {'low move':>16} {'GPU-h/1T':>10}  {'high move':>16} {'GPU-h/1T':>10}  tornado")
+    span = max((_swing(r) for r in rows), default=0.0) or 1.0
+    for r in rows:
+        def cell(v):
+            return f"{v:>10,.0f}" if v is not None else f"{'invalid':>10}"
+
+        def bar(v):
+            return int(round(w * abs(v - base) / span)) if v is not None else 0
+
+        dl = (r["low"] - base) if r["low"] is not None else 0.0
+        dh = (r["high"] - base) if r["high"] is not None else 0.0
+        left = max(bar(r["low"]) if dl < 0 else 0, bar(r["high"]) if dh < 0 else 0)
+        right = max(bar(r["low"]) if dl > 0 else 0, bar(r["high"]) if dh > 0 else 0)
+        print(f"  {r['input']:<20} {r['low_label']:>16} {cell(r['low'])}  {r['high_label']:>16} {cell(r['high'])}  "
+              f"{' ' * (w - left)}{'<' * left}|{'>' * right}")
+    for n in notes:
+        print(f"  note: {n}")
+    return 0

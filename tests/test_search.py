@@ -1,0 +1,137 @@
+"""Plan search: exact against brute force, same answer on Dask, CLI schema and input errors."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import itertools
+import json
+
+import pytest
+
+from simulator.api import load, predict, run_cost
+from simulator.cli import main
+from simulator.errors import ConfigError
+from simulator.search import search
+
+SPACE = {
+    "tp": (1, 2), "pp": (1, 2), "cp": (1,), "micro_batch": (1, 2), "recompute": ("none", "full"),
+    "zero": (1, 3), "comm_sms": (12, 20), "schedule": (("1f1b", 1), ("zb1p", 1), ("dualpipe", 1)),
+}
+GPUS = 16
+
+
+@pytest.fixture(scope="module")
+def sc():
+    return load("deepseekmoe-2b")
+
+
+@pytest.fixture(scope="module")
+def result(sc):
+    return search(sc, GPUS, top=3, space=SPACE, workers=1, des=False)
+
+
+def brute_force(sc, objective_key="gpu_hours_per_trillion_tokens"):
+    base = dataclasses.replace(sc, cluster=dataclasses.replace(sc.cluster, num_gpus=GPUS))
+    best = None
+    m = sc.model
+    eps = [e for e in range(1, m.n_routed_experts + 1) if m.n_routed_experts % e == 0]
+    for tp, pp, cp, ep, (sch, vpp), mb, rc, z, sms in itertools.product(
+            SPACE["tp"], SPACE["pp"], SPACE["cp"], eps, SPACE["schedule"], SPACE["micro_batch"],
+            SPACE["recompute"], SPACE["zero"], SPACE["comm_sms"]):
+        plan = dataclasses.replace(sc.plan, dp=0, tp=tp, pp=pp, cp=cp, ep=ep, schedule=sch, vpp=vpp,
+                                   micro_batch=mb, recompute=rc, zero=z, comm_sms=sms)
+        try:
+            cand = dataclasses.replace(base, plan=plan).validate()
+        except ConfigError:
+            continue
+        pred = predict(cand)
+        if not pred.fits_in_memory:
+            continue
+        v = pred.gpu_hours_per_trillion_tokens
+        if best is None or v < best[0] - 1e-9:
+            best = (v, cand.plan)
+    return best
+
+
+def test_search_matches_brute_force(sc, result):
+    value, plan = brute_force(sc)
+    top = result.plans[0]
+    assert top["gpu_hours_per_trillion_tokens"] == pytest.approx(value, rel=1e-9)
+    # ranked best first, ranks 1..K
+    vals = [p["gpu_hours_per_trillion_tokens"] for p in result.plans]
+    assert vals == sorted(vals) and [p["rank"] for p in result.plans] == [1, 2, 3]
+    assert result.evaluated >= result.valid > 0
+
+
+def test_dask_gives_same_best_plan(sc, result):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, processes=False, threads_per_worker=1,
+                                  dashboard_address=None) as cluster:
+        res = search(sc, GPUS, top=3, space=SPACE, scheduler=cluster.scheduler_address, des=False)
+    assert res.plans[0]["plan"] == result.plans[0]["plan"]
+    assert res.evaluated == result.evaluated and res.valid == result.valid
+
+
+def test_cli_json_schema(capsys, tmp_path):
+    out = tmp_path / "plans.csv"
+    rc = main(["search", "deepseekmoe-2b", "--gpus", "16", "--top", "3", "--json", "--workers", "1",
+               "--no-progress", "--out", str(out)])
+    assert rc == 0
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)  # exactly one object
+    assert set(doc) >= {"plans", "evaluated", "valid", "seconds", "plans_per_second", "des"}
+    assert len(doc["plans"]) == 3
+    first = doc["plans"][0]
+    assert first["rank"] == 1 and isinstance(first["plan"], dict)
+    for k in ("step_time_s", "gpu_hours_per_trillion_tokens", "mfu", "peak_memory_gib", "fits_in_memory", "des"):
+        assert k in first
+    assert first["fits_in_memory"] is True
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == doc["valid"] and rows[0]["rank"] == "1"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".search-")]  # no temp file left
+
+
+@pytest.mark.parametrize("argv", [
+    ["--objective", "foo"], ["--gpus", "0"], ["--gpus", "12"], ["--top", "0"], ["--out", "x.txt"],
+])
+def test_bad_input_exit_2_one_line(capsys, argv):
+    args = ["search", "deepseekmoe-2b", "--gpus", "16", "--no-progress", *argv]
+    rc = main(args)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert len(err.splitlines()) == 1 and err.startswith("gpuhours: error:")
+
+
+def test_parquet_needs_pyarrow(capsys, tmp_path):
+    try:
+        import pyarrow  # noqa: F401
+    except ModuleNotFoundError:
+        rc = main(["search", "deepseekmoe-2b", "--gpus", "16", "--no-progress", "--out", str(tmp_path / "p.parquet")])
+        assert rc == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
+        assert not (tmp_path / "p.parquet").exists()
+        return
+    rc = main(["search", "deepseekmoe-2b", "--gpus", "16", "--no-progress", "--workers", "1", "--json",
+               "--out", str(tmp_path / "p.parquet")])
+    assert rc == 0 and (tmp_path / "p.parquet").stat().st_size > 0
+
+
+def test_v3_lifecycle_phases(capsys):
+    rc = main(["predict", "deepseek-v3-lifecycle", "--json"])
+    assert rc == 0
+    doc = json.loads(capsys.readouterr().out)
+    names = [p["name"] for p in doc["phases"]]
+    assert names == ["pre-training", "context-32k", "context-128k", "post-training"]
+    for p in doc["phases"]:
+        assert p["gpu_hours"] > 0 and p["usd"] == pytest.approx(2.0 * p["gpu_hours"])
+    assert doc["total_gpu_hours"] == pytest.approx(sum(p["gpu_hours"] for p in doc["phases"]))
+    by = {p["name"]: p for p in doc["phases"]}
+    assert by["post-training"]["gpu_hours"] == 5000
+    # Published (V3 Table 1): 2664K pre-training, 119K for both extension stages together.
+    ext_pub = by["context-32k"]["published_gpu_hours"] + by["context-128k"]["published_gpu_hours"]
+    assert ext_pub == pytest.approx(119000)
+    ext = by["context-32k"]["gpu_hours"] + by["context-128k"]["gpu_hours"]
+    assert 0.25 < ext / ext_pub < 4
+    assert 0.5 < by["pre-training"]["gpu_hours"] / 2664000 < 2
+    run = run_cost(load("deepseek-v3-lifecycle"))
+    assert run["total_gpu_hours"] == pytest.approx(doc["total_gpu_hours"])

@@ -1,0 +1,71 @@
+"""Sensitivity tornado and the validation-error band."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from simulator.analytic import predict_analytic
+from simulator.api import load
+from simulator.cli import main
+from simulator.sensitivity import prediction_interval, sensitivity
+
+
+@pytest.fixture(scope="module")
+def v3():
+    return load("deepseek-v3")
+
+
+def test_rows_sorted_by_swing(v3):
+    notes: list[str] = []
+    rows = sensitivity(v3, notes=notes)
+    names = {r["input"] for r in rows}
+    assert {"cluster.ib_gbps", "cluster.nvlink_gbps", "kernel efficiency", "plan.comm_sms", "plan.micro_batch"} <= names
+    swings = [max(abs(v - r["base"]) for v in (r["low"], r["high"]) if v is not None) for r in rows]
+    assert swings == sorted(swings, reverse=True)
+    for r in rows:
+        assert set(r) == {"input", "low_label", "high_label", "low", "base", "high"}
+    kern = next(r for r in rows if r["input"] == "kernel efficiency")
+    assert kern["low"] > kern["base"] > kern["high"]  # slower kernels cost more GPU-hours
+
+
+@pytest.mark.parametrize("name", ["deepseek-v3", "deepseekmoe-2b", "deepseek-v2-lite"])
+def test_more_ib_never_increases_gpu_hours(name):
+    sc = load(name)
+    prev = None
+    for k in (0.25, 0.5, 1, 2, 4, 8):
+        s = dataclasses.replace(sc, cluster=dataclasses.replace(sc.cluster, ib_gbps=sc.cluster.ib_gbps * k))
+        v = predict_analytic(s).gpu_hours_per_trillion_tokens
+        if prev is not None:
+            assert v <= prev * (1 + 1e-9)
+        prev = v
+    row = next(r for r in sensitivity(sc) if r["input"] == "cluster.ib_gbps")
+    assert row["high"] <= row["base"] <= row["low"]
+
+
+def test_invalid_move_is_skipped_with_note():
+    sc = load("deepseekmoe-2b")  # pure DP: no routing skew row
+    notes: list[str] = []
+    rows = sensitivity(sc, notes=notes)
+    assert "routing skew" not in {r["input"] for r in rows}
+    assert any("routing skew" in n for n in notes)
+
+
+def test_prediction_interval_brackets_base(v3):
+    lo, hi = prediction_interval(v3)
+    base = predict_analytic(v3).gpu_hours_per_trillion_tokens
+    assert lo <= base <= hi
+
+
+def test_cli_json(capsys):
+    assert main(["sensitivity", "deepseekmoe-2b", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["rows"] and doc["prediction_interval"]["low"] <= doc["base"] <= doc["prediction_interval"]["high"]
+    assert "MAPE" in doc["prediction_interval"]["method"]
+
+
+def test_cli_bad_input(capsys):
+    assert main(["sensitivity", "no-such-scenario"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
