@@ -54,7 +54,8 @@ TINY_DIMS: Mapping[str, int] = {
 
 PRESETS: Mapping[str, Mapping[str, int]] = {"v3": V3_DIMS, "deepseek-v3": V3_DIMS, "tiny": TINY_DIMS}
 
-MEMORY_OPS = ("rmsnorm", "residual_add", "swiglu", "fp8_quant_transpose", "permute", "unpermute", "*")
+MEMORY_OPS = ("norm", "residual", "act", "quant", "quant_t", "fp8_quant_transpose", "permute", "unpermute", "*")
+QUANT_OPS = ("quant", "quant_t", "fp8_quant_transpose")  # sizes kept multiples of 128
 
 
 @dataclass(frozen=True)
@@ -211,10 +212,14 @@ def scenario_memory(d: Mapping[str, int]) -> list[MemoryShape]:
     routed = experts_per_gpu(d) * tokens_per_expert(d)
     k = d["experts_per_token"]
     return [
-        MemoryShape("rmsnorm", t, h),
-        MemoryShape("residual_add", t, h),
-        MemoryShape("swiglu", routed, d["moe_intermediate"]),
-        MemoryShape("swiglu", t, d["dense_intermediate"]),
+        MemoryShape("norm", t, h),
+        MemoryShape("residual", t, h),
+        MemoryShape("act", routed, d["moe_intermediate"]),
+        MemoryShape("act", t, d["dense_intermediate"]),
+        MemoryShape("quant", t, h),
+        MemoryShape("quant", routed, d["moe_intermediate"]),
+        MemoryShape("quant_t", t, h),
+        MemoryShape("quant_t", routed, d["moe_intermediate"]),
         MemoryShape("fp8_quant_transpose", t, h),
         MemoryShape("fp8_quant_transpose", routed, d["moe_intermediate"]),
         MemoryShape("permute", t, h, k),
@@ -276,7 +281,7 @@ def sweep_plan(dims: Mapping[str, Any], quick: bool = False, backward: bool = Tr
     factors = (0.25, 1.0, 2.0) if quick else (0.125, 0.5, 1.0, 2.0)
     for s in scenario_memory(d):
         for f in factors:
-            m = max(128, int(round(s.m * f / 128)) * 128) if s.op == "fp8_quant_transpose" else max(1, int(s.m * f))
+            m = max(128, int(round(s.m * f / 128)) * 128) if s.op in QUANT_OPS else max(1, int(s.m * f))
             memory.append(MemoryShape(s.op, m, s.n, s.k))
     memory = _dedupe(memory, key=lambda s: (s.op, s.m, s.n, s.k))
 
@@ -308,11 +313,28 @@ def _dims_from_mapping(data: Mapping[str, Any], where: str) -> dict[str, int]:
 def dims_from_scenario(scenario: Any) -> dict[str, int]:
     """Turn whatever ``simulator.scenario.load_scenario`` returns into a dims dict.
 
-    Accepts an object with ``calibration_dims()`` (preferred), or a mapping with
-    the keys (possibly under ``calibration_dims``).
+    Accepts an object with ``calibration_dims()`` (preferred), a
+    ``simulator.config.Scenario`` (model, plan, training: per-GPU heads and
+    dense intermediate under TP; tokens per micro-batch = micro_batch x
+    seq_len / cp), or a mapping with the keys (possibly under
+    ``calibration_dims``).
     """
     if hasattr(scenario, "calibration_dims"):
         return validate_dims(scenario.calibration_dims())
+    model, plan, training = (getattr(scenario, a, None) for a in ("model", "plan", "training"))
+    if model is not None and plan is not None and training is not None:
+        # simulator.config.Scenario: per-GPU shapes (TP splits heads and intermediates).
+        tp = max(1, int(getattr(plan, "tp", 1)))
+        seq = int(training.seq_len)
+        dims = {k: getattr(model, k) for k in DIM_KEYS if hasattr(model, k)}
+        dims.update(
+            heads=max(1, model.heads // tp),
+            dense_intermediate=max(1, (model.dense_intermediate or model.moe_intermediate) // tp),
+            seq_len=seq,
+            micro_batch_tokens=int(plan.micro_batch) * seq // max(1, int(getattr(plan, "cp", 1))),
+            ep=int(plan.ep),
+        )
+        return validate_dims(dims)
     if isinstance(scenario, Mapping):
         return _dims_from_mapping(scenario, "scenario")
     raise ShapeError(

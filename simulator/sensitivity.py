@@ -86,7 +86,7 @@ def _imbalance(sc: Scenario, s: float) -> float:
 
 
 def _moves(sc: Scenario, prof: Profile | None) -> list[tuple[str, str, str, Callable[[], float], Callable[[], float]]]:
-    c, p = sc.cluster, sc.plan
+    c = sc.cluster
     return [
         ("cluster.ib_gbps", f"x0.5 ({c.ib_gbps * 0.5:g})", f"x2 ({c.ib_gbps * 2:g})",
          lambda: _gh(_cluster(sc, ib_gbps=c.ib_gbps * 0.5), prof), lambda: _gh(_cluster(sc, ib_gbps=c.ib_gbps * 2), prof)),

@@ -11,18 +11,26 @@ eager chain of torch ops scores lower, because it moves intermediates the
 count leaves out. The simulator multiplies its own byte count for the op by
 1 / gbps, so either way the time comes out as measured.
 
-Ops (profile ``op`` names; shapes [m, n] BF16, ``k`` = top-k):
+Ops (profile ``op`` names are the leaf names the simulator's workload gives
+its memory ops, so that ``Profile.memory_gbps(name, bytes)`` finds them;
+shapes [m, n] BF16, ``k`` = top-k):
 
-=====================  ===========================================================
-``rmsnorm``            y = x / rms(x) * w          read 2mn + 2n, write 2mn
-``residual_add``       y = x + r                   read 4mn, write 2mn
-``swiglu``             y = silu(g) * u, [m, 2n]->[m, n]   read 4mn, write 2mn
-``fp8_quant_transpose`` x -> FP8 x and FP8 x^T with 1x128 scales
-                                                    read 2mn, write 2mn + scales
-``permute``            gather rows by expert order: read 2mn + 8mk, write 2mkn
-``unpermute``          weighted sum of k expert rows: read 2mkn + 12mk, write 2mn
-``*``                  device copy (the generic row): read 2mn, write 2mn
-=====================  ===========================================================
+=======================  =========================================================
+``norm``                 RMSNorm y = x / rms(x) * w   read 2mn + 2n, write 2mn
+``residual``             y = x + r                    read 4mn, write 2mn
+``act``                  SwiGLU y = silu(g) * u, [m, 2n] -> [m, n]: read 4mn, write 2mn
+``quant``                x -> FP8 x, 1x128 tiles along n: read 2mn, write mn + 4mn/128
+``quant_t``              x -> FP8 x^T, 1x128 tiles along m: same bytes as ``quant``
+``fp8_quant_transpose``  both of the above from one read: read 2mn, write 2mn + scales
+``permute``              gather the m*k (token, expert) rows in expert order:
+                         read 2mkn + 8mk (indices), write 2mkn
+``unpermute``            weighted sum of each token's k expert rows:
+                         read 2mkn + 12mk (weights, indices), write 2mn
+``*``                    device copy (the generic row): read 2mn, write 2mn
+=======================  =========================================================
+
+A gather reads each source row once per output row (k times per token), which
+is what ``permute`` counts, matching the simulator's 2 x rows x hidden.
 """
 
 from __future__ import annotations
@@ -36,22 +44,22 @@ QUANT_TOL = 0.06  # E4M3 keeps 3 mantissa bits: ~3% relative rounding error in n
 
 
 def op_bytes(op: str, m: int, n: int, k: int = 1) -> int:
-    """Fewest bytes moved by ``op`` on an [m, n] BF16 tensor (see the module table)."""
-    if op == "rmsnorm":
-        return 2 * m * n + 2 * n + 2 * m * n
-    if op == "residual_add":
-        return 3 * 2 * m * n
-    if op == "swiglu":
-        return 2 * m * 2 * n + 2 * m * n
-    if op == "fp8_quant_transpose":
-        return q8.quant_transpose_bytes(m, n)
-    if op == "permute":
-        return 2 * m * n + 8 * m * k + 2 * m * k * n
-    if op == "unpermute":
-        return 2 * m * k * n + 4 * m * k + 8 * m * k + 2 * m * n
-    if op == "*":
-        return 2 * 2 * m * n
-    raise ValueError(f"memory_bound: unknown op {op!r}")
+    """Bytes moved by ``op`` on an [m, n] BF16 tensor (see the module table)."""
+    scales = 4 * (m * n // q8.BLOCK)
+    table = {
+        "norm": 2 * m * n + 2 * n + 2 * m * n,
+        "residual": 3 * 2 * m * n,
+        "act": 2 * m * 2 * n + 2 * m * n,
+        "quant": 2 * m * n + m * n + scales,
+        "quant_t": 2 * m * n + m * n + scales,
+        "fp8_quant_transpose": q8.quant_transpose_bytes(m, n),
+        "permute": 2 * m * k * n + 8 * m * k + 2 * m * k * n,
+        "unpermute": 2 * m * k * n + 12 * m * k + 2 * m * n,
+        "*": 2 * 2 * m * n,
+    }
+    if op not in table:
+        raise ValueError(f"memory_bound: unknown op {op!r}; allowed: {', '.join(table)}")
+    return table[op]
 
 
 def _rmsnorm(x, w, eps=1e-6):
@@ -89,12 +97,16 @@ def _case(ctx: Context, s, i: int):
 
     m, n, k = s.m, s.n, s.k
     bf = torch.bfloat16
-    if s.op == "rmsnorm":
+    if s.op == "norm":
         return _rmsnorm, (randn((m, n), ctx, i + 1, bf), randn((n,), ctx, i + 2, bf))
-    if s.op == "residual_add":
+    if s.op == "residual":
         return torch.add, (randn((m, n), ctx, i + 1, bf), randn((m, n), ctx, i + 2, bf))
-    if s.op == "swiglu":
+    if s.op == "act":
         return _swiglu, (randn((m, 2 * n), ctx, i + 1, bf),)
+    if s.op == "quant":
+        return q8.quantize_1x128, (randn((m, n), ctx, i + 1, bf),)
+    if s.op == "quant_t":
+        return (lambda x: q8.quantize_1x128(x.t())), (randn((m, n), ctx, i + 1, bf),)
     if s.op == "fp8_quant_transpose":
         return q8.quantize_transpose_1x128, (randn((m, n), ctx, i + 1, bf),)
     if s.op == "permute":
@@ -114,14 +126,18 @@ def _check(s, out, args, label) -> float:
     import torch
 
     x = args[0].double()
-    if s.op == "rmsnorm":
+    if s.op == "norm":
         ref = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * args[1].double()
         return check_close(out, ref, TOL["bf16"], label)
-    if s.op == "residual_add":
+    if s.op == "residual":
         return check_close(out, x + args[1].double(), TOL["bf16"], label)
-    if s.op == "swiglu":
+    if s.op == "act":
         g, u = x.chunk(2, dim=-1)
         return check_close(out, g * torch.sigmoid(g) * u, TOL["bf16"], label)
+    if s.op == "quant":
+        return check_close(q8.dequantize_1x128(*out), x, QUANT_TOL, label)
+    if s.op == "quant_t":
+        return check_close(q8.dequantize_1x128(*out), x.t(), QUANT_TOL, label)
     if s.op == "fp8_quant_transpose":
         q, sc, qt, st = out
         e1 = check_close(q8.dequantize_1x128(q, sc), x, QUANT_TOL, label + " (x)")
