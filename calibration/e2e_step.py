@@ -10,13 +10,15 @@ run as a grouped GEMM over tokens sorted by expert — and times full training
 steps (forward, cross-entropy loss, backward, AdamW update) with torch: CUDA
 events on a GPU, perf_counter on the CPU; warm-up steps first, then the median.
 
-It prints one JSON object: the measured step time and the configuration
-(including the ``calibration_dims`` dict that :mod:`calibration.shapes` takes),
+It prints one JSON object: the measured step time and the configuration,
+including the ``calibration_dims`` dict that :mod:`calibration.shapes` takes
+and a one-GPU gpuhours ``scenario`` (``--scenario-out`` writes it to a file),
 so that the simulator can predict the same configuration and be compared.
 
 Usage::
 
-    python -m calibration.e2e_step --preset gpu   # on one GPU
+    python -m calibration.e2e_step --preset gpu --scenario-out e2e.yaml   # on one GPU
+    gpuhours predict e2e.yaml --profile MEASURED.json --json               # the prediction
     python -m calibration.e2e_step --preset tiny  # CPU smoke run (tests)
 """
 
@@ -70,6 +72,24 @@ PRESETS = {
                       n_shared_experts=1, experts_per_token=2, dense_intermediate=128, layers=2, first_k_dense=1,
                       vocab=128, seq_len=32, batch=2, dtype="float32"),
 }
+
+
+def scenario_dict(cfg: E2EConfig, cluster: str = "h100", name: str = "e2e-step") -> dict:
+    """A gpuhours scenario for the same model on one GPU, so the simulator can predict this step."""
+    model = {k: getattr(cfg, k) for k in (
+        "layers", "hidden", "heads", "vocab", "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim",
+        "qk_rope_head_dim", "v_head_dim", "dense_intermediate", "n_routed_experts", "n_shared_experts",
+        "experts_per_token", "moe_intermediate", "first_k_dense")}
+    model.update(name=name + "-model", attention="mla", mlp="swiglu")
+    note = "" if cfg.dtype == "bfloat16" else f" (measured in {cfg.dtype}; gpuhours models bf16)"
+    return {
+        "name": name,
+        "description": "one training step of calibration/e2e_step.py's model on one GPU" + note,
+        "model": model,
+        "cluster": {"preset": cluster, "num_gpus": 1},
+        "plan": {"tp": 1, "pp": 1, "ep": 1, "micro_batch": cfg.batch, "precision": "bf16"},
+        "training": {"seq_len": cfg.seq_len, "global_batch": cfg.batch, "tokens": cfg.batch * cfg.seq_len},
+    }
 
 
 def grouped_mm_variant(device, dtype) -> str:
@@ -269,6 +289,7 @@ def run_step_benchmark(cfg: E2EConfig, device=None, warmup: int = 2, steps: int 
         "loss_last": last[-1],
         "config": asdict(cfg),
         "calibration_dims": cfg.calibration_dims(),
+        "scenario": scenario_dict(cfg),
         "grouped_gemm": grouped,
         "optimizer": "AdamW (torch default implementation)",
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -285,11 +306,16 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=None)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--scenario-out", default=None, metavar="PATH.yaml",
+                        help="also write the matching one-GPU scenario for `gpuhours predict`")
     args = parser.parse_args(argv)
     cfg = PRESETS[args.preset]
     overrides = {k: v for k, v in (("layers", args.layers), ("seq_len", args.seq_len), ("batch", args.batch)) if v}
     cfg = replace(cfg, **overrides)
     report = run_step_benchmark(cfg, device=args.device, warmup=args.warmup, steps=args.steps)
+    if args.scenario_out:
+        with open(args.scenario_out, "w") as f:  # JSON is valid YAML: gpuhours predict reads it
+            json.dump(report["scenario"], f, indent=1)
     print(json.dumps(report, indent=1))
     return 0
 

@@ -16,8 +16,9 @@ Two sources, both produced on real clusters with their own tools:
 
 Rows with a non-positive bandwidth (nccl-tests prints 0.00 for tiny messages)
 are dropped: a profile stores only positive throughputs. Rows are ordered by
-message size, largest first, so that an exact-ranks lookup that ignores size
-meets the asymptotic bandwidth first.
+message size, smallest first: ``Profile.collective_gbps`` looks up by op and
+ranks only, and among rows with equal coordinates the last one wins, so it
+answers with the largest message's (asymptotic) bandwidth.
 
 :func:`import_into_profile` merges rows into an existing profile (replacing
 rows with the same op, ranks, bytes and link) and saves it atomically through
@@ -136,7 +137,7 @@ def parse_nccl_tests(text: str, *, op: str | None = None, ranks: int | None = No
         rows.append(row)
     if not rows:
         raise NetworkImportError("nccl-tests: table has no rows with a positive bus bandwidth")
-    return sorted(rows, key=lambda r: -r["bytes"])
+    return sorted(rows, key=lambda r: r["bytes"])
 
 
 _ALIASES = {
@@ -221,7 +222,7 @@ def parse_deepep(text: str, *, fmt: str | None = None, ranks: int | None = None,
             rows.append(row)
     if not rows:
         raise NetworkImportError("deepep: no dispatch/combine bandwidth columns (dispatch_GBps, combine_GBps)")
-    return sorted(rows, key=lambda r: (r["op"], r["ranks"], -r.get("bytes", 0)))
+    return sorted(rows, key=lambda r: (r["op"], r["ranks"], r.get("bytes", 0)))
 
 
 def _key(row: Mapping) -> tuple:
@@ -259,6 +260,9 @@ def register_import(subparsers: Any) -> argparse.ArgumentParser:
     add_import_arguments(p)
     p.set_defaults(func=run_import)
     return p
+
+
+register = register_import  # the name simulator.cli's lazy loader calls
 
 
 def add_import_arguments(p: argparse.ArgumentParser) -> None:

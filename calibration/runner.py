@@ -52,6 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"comma-separated subset of: {', '.join(FAMILIES)}")
     p.add_argument("--name", default=None, help="profile name (default: from the device)")
     p.add_argument("--seed", type=int, default=0, help="seed for the random inputs")
+    p.add_argument("--update", action="store_true",
+                   help="merge into an existing --out profile of the same device: replace the tables measured "
+                        "in this run, keep the others (to run one family per command)")
 
 
 def _progress(family: str, done: int, total: int, extra: str = "", final: bool = False) -> None:
@@ -103,9 +106,6 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from calibration.device_info import describe_device
-    from calibration.kernels import attention, collectives, gemm, grouped_gemm, memory_bound, sm_budget
-    from calibration.kernels.common import Context, triton_mode
     from calibration.timing import TimingConfig
 
     want = getattr(args, "device", "auto")
@@ -127,9 +127,26 @@ def run(args: argparse.Namespace) -> int:
             print("gpuhours calibrate: no GPU: running the CPU harness with tiny shapes "
                   f"(--shapes {args.shapes} ignored)", file=sys.stderr)
         dims = dict(shp.TINY_DIMS)
-        timing = TimingConfig(warmup=1, min_reps=3, max_reps=10, budget_ms=10.0)
-    # On the CPU the quick sweep skips backward GEMM shapes to stay fast.
-    plan = shp.sweep_plan(dims, quick=args.quick, backward=use_cuda or not args.quick)
+        timing = TimingConfig(warmup=1, min_reps=5, max_reps=15, budget_ms=10.0)
+    # On the CPU the quick sweep skips backward GEMM shapes to stay fast, and spaces M by 4x.
+    plan = shp.sweep_plan(dims, quick=args.quick, backward=use_cuda or not args.quick, m_step=1 if use_cuda else 2)
+    if use_cuda:
+        return _measure_and_save(args, families, device, dims, plan, timing)
+    # CPU: time single-threaded, so that other processes on the machine disturb the numbers less.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _measure_and_save(args, families, device, dims, plan, timing)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _measure_and_save(args, families, device, dims, plan, timing) -> int:
+    from calibration.device_info import describe_device
+    from calibration.kernels import attention, collectives, gemm, grouped_gemm, memory_bound, sm_budget
+    from calibration.kernels.common import Context, triton_mode
+
+    use_cuda = device.type == "cuda"
 
     ctx = Context(device=device, timing=timing, quick=args.quick, triton_mode=triton_mode(device), seed=args.seed)
     if ctx.triton_mode is None:
@@ -137,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     elif ctx.triton_mode == "interpreter":
         ctx.note("triton kernels ran under the interpreter (TRITON_INTERPRET=1): their times are meaningless")
     if not use_cuda:
-        ctx.note("cpu harness: tiny shapes, perf_counter timing; numbers describe this CPU, not a GPU")
+        ctx.note("cpu harness: tiny shapes, perf_counter timing, one thread; numbers describe this CPU, not a GPU")
 
     started = time.perf_counter()
     tables: dict[str, list[dict]] = {}
@@ -167,7 +184,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     profile = build_profile(ctx, describe_device(device), tables, dims, args, time.perf_counter() - started)
-    from simulator.profile import save_profile
+    from simulator.profile import ProfileError, save_profile
+
+    if getattr(args, "update", False):
+        try:
+            profile = merge_into_existing(profile, args.out)
+        except ProfileError as e:
+            print(f"gpuhours calibrate: --update: {e}", file=sys.stderr)
+            return 2
 
     path = save_profile(profile, args.out)
     n_rows = sum(len(v) for v in tables.values())
@@ -203,6 +227,27 @@ def build_profile(ctx, device: dict, tables: dict, dims: dict, args, seconds: fl
             "unavailable": list(ctx.skipped),
         },
     }
+
+
+def merge_into_existing(profile: dict, path) -> dict:
+    """``profile`` with the tables of the existing profile at ``path`` that it did not measure."""
+    import copy
+    from pathlib import Path
+
+    from simulator.profile import ProfileError, load_profile
+
+    if not Path(path).exists():
+        return profile
+    old = load_profile(path).data
+    if old["device"].get("name") != profile["device"].get("name"):
+        raise ProfileError(f"{path} was measured on {old['device'].get('name')!r}, "
+                           f"this run is on {profile['device'].get('name')!r}; refusing to mix devices")
+    merged = copy.deepcopy(profile)
+    kept = {k: copy.deepcopy(v) for k, v in old.get("tables", {}).items() if k not in profile["tables"]}
+    merged["tables"] = {**kept, **profile["tables"]}
+    merged["notes"] = list(dict.fromkeys(old.get("notes", []) + profile["notes"]))
+    merged["calibration"]["tables_kept_from_previous_run"] = sorted(kept)
+    return merged
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -139,12 +139,15 @@ def _pow2_ceil(x: int) -> int:
     return 1 << max(0, int(math.ceil(math.log2(max(1, x)))))
 
 
-def bracket(x: int, below: int, above: int, minimum: int = 1) -> list[int]:
-    """x itself, plus powers of two: ``below`` steps under floor2(x), ``above`` over ceil2(x)."""
+def bracket(x: int, below: int, above: int, minimum: int = 1, step: int = 1) -> list[int]:
+    """x itself, plus powers of two: ``below`` steps under floor2(x), ``above`` over ceil2(x).
+
+    ``step`` is the exponent stride (2: factors of 4).
+    """
     lo, hi = _pow2_floor(x), _pow2_ceil(x)
     vals = {x, lo, hi}
-    vals.update(lo >> i for i in range(1, below + 1))
-    vals.update(hi << i for i in range(1, above + 1))
+    vals.update(lo >> (i * step) for i in range(1, below + 1))
+    vals.update(hi << (i * step) for i in range(1, above + 1))
     return sorted(v for v in vals if v >= minimum)
 
 
@@ -238,7 +241,7 @@ def _dedupe(items, key):
     return out
 
 
-def sweep_plan(dims: Mapping[str, Any], quick: bool = False, backward: bool = True) -> ShapePlan:
+def sweep_plan(dims: Mapping[str, Any], quick: bool = False, backward: bool = True, m_step: int = 1) -> ShapePlan:
     """The scenario's shapes plus power-of-two sweeps around them.
 
     Dense GEMMs: M over powers of two around each shape's M (full: two below,
@@ -253,7 +256,7 @@ def sweep_plan(dims: Mapping[str, Any], quick: bool = False, backward: bool = Tr
     gemms: list[GemmShape] = []
     for s in scenario_gemms(d, backward=backward):
         gemms.append(s)
-        for m in bracket(s.m, below, above, minimum=16):
+        for m in bracket(s.m, below, above, minimum=16, step=m_step):
             gemms.append(GemmShape(m, s.n, s.k, s.role + ".sweep"))
         if not quick:
             for n in bracket(s.n, 0, 0, minimum=16):

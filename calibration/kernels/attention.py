@@ -24,7 +24,15 @@ from __future__ import annotations
 import contextlib
 
 from calibration.kernels.common import (
-    TOL, Context, Measured, VariantUnavailable, check_close, randn, row_fields, run_variants, sig,
+    TOL,
+    Context,
+    Measured,
+    VariantUnavailable,
+    check_close,
+    randn,
+    row_fields,
+    run_variants,
+    sig,
 )
 
 CHECK_HEADS = 2

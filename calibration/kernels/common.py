@@ -109,8 +109,12 @@ def randn(shape, ctx: Context, salt: int, dtype=None, scale: float = 1.0):
     """Fresh random data on the run's device (never zeros: they hide bugs)."""
     import torch
 
-    x = torch.randn(*shape, generator=ctx.generator(salt), dtype=torch.float32) * scale
-    return x.to(device=ctx.device, dtype=dtype or torch.float32)
+    g = torch.Generator(device=ctx.device)  # generated where it is used: no host copy of big inputs
+    g.manual_seed(ctx.seed * 1_000_003 + salt)
+    x = torch.randn(*shape, generator=g, device=ctx.device, dtype=torch.float32)
+    if scale != 1.0:
+        x = x * scale
+    return x.to(dtype or torch.float32)
 
 
 def rel_error(out, ref) -> float:

@@ -27,10 +27,17 @@ from __future__ import annotations
 
 from calibration.kernels import fp8 as q8
 from calibration.kernels.common import (
-    TOL, Context, KernelCheckError, Measured, VariantUnavailable, check_close, randn, row_fields, run_variants,
+    TOL,
+    Context,
+    KernelCheckError,
+    Measured,
+    VariantUnavailable,
+    check_close,
+    randn,
+    row_fields,
+    run_variants,
     sig,
 )
-
 from calibration.timing import TimingConfig, time_fn
 
 CHECK_ROWS_TOTAL = 128

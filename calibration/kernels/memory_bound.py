@@ -37,7 +37,14 @@ from __future__ import annotations
 
 from calibration.kernels import fp8 as q8
 from calibration.kernels.common import (
-    TOL, Context, Measured, check_close, randn, row_fields, run_variants, sig,
+    TOL,
+    Context,
+    Measured,
+    check_close,
+    randn,
+    row_fields,
+    run_variants,
+    sig,
 )
 
 QUANT_TOL = 0.06  # E4M3 keeps 3 mantissa bits: ~3% relative rounding error in norm

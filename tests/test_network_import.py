@@ -1,0 +1,120 @@
+"""Importing nccl-tests output and DeepEP-style tables into a profile's collectives table.
+
+The inputs under tests/data/ are SYNTHETIC (labelled so in each file): the
+layout of the real tools' output, with invented numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from calibration import network_import as ni
+from simulator.profile import SCHEMA, SCHEMA_VERSION, ProfileError, load_profile, save_profile
+
+DATA = Path(__file__).resolve().parent / "data"
+ALL_REDUCE = DATA / "nccl_all_reduce_8gpu_synthetic.txt"
+ALLTOALL = DATA / "nccl_alltoall_16gpu_2node_synthetic.txt"
+
+
+def _profile(tmp_path, rows=()):
+    data = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "name": "base",
+            "device": {"name": "Synthetic GPU", "kind": "gpu"},
+            "tables": {"gemm": [{"dtype": "bf16", "m": 1, "n": 1, "k": 1, "tflops": 1.0}],
+                       "collectives": list(rows)}}
+    path = tmp_path / "base.json"
+    save_profile(data, path)
+    return path
+
+
+def test_nccl_all_reduce_rows():
+    rows = ni.parse_nccl_tests(ALL_REDUCE.read_text())
+    assert [r["bytes"] for r in rows] == [4096, 1048576, 16777216, 268435456, 1073741824]  # 8 B (0.00) dropped
+    top = rows[-1]
+    assert top["op"] == "all_reduce" and top["ranks"] == 8 and top["link"] == "intranode"
+    assert top["gbps"] == 323.97 and top["algbw_gbps"] == 185.13 and top["ms"] == pytest.approx(5.8)
+    assert all(r["gbps"] > 0 for r in rows)
+
+
+def test_nccl_in_place_columns_and_overrides():
+    rows = ni.parse_nccl_tests(ALL_REDUCE.read_text(), in_place=True, ranks=16, link="nvlink", source="s")
+    assert rows[-1]["gbps"] == 322.86 and rows[-1]["ranks"] == 16 and rows[-1]["link"] == "nvlink"
+    assert rows[-1]["source"] == "s"
+
+
+def test_nccl_two_hosts_tagged_output():
+    rows = ni.parse_nccl_tests(ALLTOALL.read_text(), name_hint=ALLTOALL.name)
+    assert {r["op"] for r in rows} == {"all_to_all"}
+    assert rows[-1]["ranks"] == 16 and rows[-1]["link"] == "internode" and rows[-1]["gbps"] == 41.94
+
+
+def test_nccl_errors_are_clear():
+    with pytest.raises(ni.NetworkImportError, match="no table header"):
+        ni.parse_nccl_tests("hello\n")
+    text = "\n".join(ln for ln in ALL_REDUCE.read_text().splitlines() if "all_reduce_perf" not in ln)
+    with pytest.raises(ni.NetworkImportError, match="--op"):
+        ni.parse_nccl_tests(text)
+    assert ni.parse_nccl_tests(text, op="all_reduce")[0]["op"] == "all_reduce"
+
+
+def test_deepep_csv_and_json():
+    rows = ni.parse_deepep((DATA / "deepep_synthetic.csv").read_text())
+    ops = {(r["op"], r["ranks"]): r for r in rows}
+    assert ops[("all_to_all_dispatch", 8)]["gbps"] == 150 and ops[("all_to_all_combine", 64)]["gbps"] == 45
+    assert ops[("all_to_all_dispatch", 16)]["link"] == "internode" and ops[("all_to_all_dispatch", 16)]["sms"] == 24
+    rows = ni.parse_deepep((DATA / "deepep_synthetic.json").read_text())
+    d8 = next(r for r in rows if r["op"] == "all_to_all_dispatch" and r["ranks"] == 8)
+    assert d8["bytes"] == 1835008 and d8["ms"] == pytest.approx(0.08) and "SYNTHETIC" in d8["source"]
+
+
+def test_deepep_needs_ep_or_ranks():
+    text = "dispatch_GBps,combine_GBps\n40,41\n"
+    with pytest.raises(ni.NetworkImportError, match="--ranks"):
+        ni.parse_deepep(text)
+    rows = ni.parse_deepep(text, ranks=32)
+    assert {r["ranks"] for r in rows} == {32}
+
+
+def test_merge_replaces_same_key_and_keeps_others(tmp_path):
+    old = [{"op": "all_reduce", "ranks": 8, "bytes": 1073741824, "gbps": 1.0, "link": "intranode"},
+           {"op": "all_gather", "ranks": 8, "gbps": 100.0}]
+    base = _profile(tmp_path, old)
+    out = tmp_path / "merged.json"
+    ni.import_into_profile(base, out, ni.parse_nccl_tests(ALL_REDUCE.read_text()))
+    merged = load_profile(out)
+    rows = merged.tables["collectives"]
+    assert len(rows) == 6  # 5 new all_reduce + the all_gather kept; the stale all_reduce replaced
+    # The ranks-only lookup answers with the largest message's bandwidth (last of equal rows).
+    assert merged.collective_gbps("all_reduce", 8).value == pytest.approx(323.97)
+    assert load_profile(base).tables["collectives"] == old  # input untouched
+    assert merged.tables["gemm"] == load_profile(base).tables["gemm"]
+
+
+def test_cli_import_network(tmp_path, capsys):
+    base = _profile(tmp_path)
+    parser = argparse.ArgumentParser(prog="gpuhours")
+    sub = parser.add_subparsers(dest="cmd")
+    ni.register_import(sub)
+    out = tmp_path / "out.json"
+    args = parser.parse_args(["import-network", "--nccl", str(ALL_REDUCE), "--nccl", str(ALLTOALL),
+                              "--deepep", str(DATA / "deepep_synthetic.json"),
+                              "--profile", str(base), "--out", str(out)])
+    assert args.func(args) == 0
+    prof = load_profile(out)
+    ops = {r["op"] for r in prof.tables["collectives"]}
+    assert ops == {"all_reduce", "all_to_all", "all_to_all_dispatch", "all_to_all_combine"}
+    assert "merged" in capsys.readouterr().err
+
+
+def test_cli_refuses_bad_profile_and_missing_inputs(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"schema": SCHEMA, "schema_version": 7, "device": {"name": "x"}}))
+    assert ni.main(["--nccl", str(ALL_REDUCE), "--profile", str(bad), "--out", str(tmp_path / "o.json")]) == 2
+    assert "schema_version" in capsys.readouterr().err
+    assert not (tmp_path / "o.json").exists()
+    assert ni.main(["--profile", str(bad), "--out", str(tmp_path / "o.json")]) == 2
+    with pytest.raises(ProfileError):
+        load_profile(bad)
