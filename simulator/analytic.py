@@ -37,8 +37,15 @@ from .layout import num_stages as layout_num_stages
 from .memory import GIB, MemoryBreakdown, state_bytes
 from .profile import Profile, load_profile
 from .timer import OpTimer
-from .workload import BYTES, LayerOps, Shape, layer_ops, model_units, param_counts, train_flops_per_token
-from .workload import attention_pairs_per_token
+from .workload import (
+    BYTES,
+    LayerOps,
+    Shape,
+    attention_pairs_per_token,
+    layer_ops,
+    model_units,
+    param_counts,
+)
 
 
 @dataclass(frozen=True)
@@ -246,19 +253,25 @@ class Evaluator:
 
 
 def stage_units(sc: Scenario, ev: Evaluator, shape: Shape) -> list[list[str]]:
+    """The layer units of each pipeline stage (memoized per evaluator: plans that differ
+    only in fields the split ignores, e.g. ZeRO stage, share it)."""
     p = sc.plan
+    comm_sms = p.comm_sms if (p.overlaps_ep and sc.model.is_moe and p.ep > 1) else 0
+    key = (sc.model, sc.cluster, p.schedule, p.pp, p.vpp, p.layer_split, shape, comm_sms, p.tp_comm_overlap, p.ep)
+    hit = ev._splits.get(key)
+    if hit is not None:
+        return hit
     units = model_units(sc.model)
     n = layout_num_stages(p.schedule, p.pp, p.vpp)
     if p.layer_split == "uniform":
-        return split_uniform(units, n)
-    cost = {}
-    for kind in set(units):
-        u = ev.unit_times(sc, kind, shape)
-        cost[kind] = u.F + u.B + u.W + u.aF + u.aB
-    key = (tuple(units), n, tuple(sorted(cost.items())))
-    hit = ev._splits.get(key)
-    if hit is None:
-        hit = ev._splits[key] = split_balanced(units, n, cost.__getitem__)
+        hit = split_uniform(units, n)
+    else:
+        cost = {}
+        for kind in set(units):
+            u = ev.unit_times(sc, kind, shape)
+            cost[kind] = u.F + u.B + u.W + u.aF + u.aB
+        hit = split_balanced(units, n, cost.__getitem__)
+    ev._splits[key] = hit
     return hit
 
 

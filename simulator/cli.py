@@ -157,8 +157,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    from .scenario import list_clusters, list_models, list_scenarios
     from .profile import list_profiles
+    from .scenario import list_clusters, list_models, list_scenarios
 
     parser = argparse.ArgumentParser(prog="gpuhours", description="Cost and performance of MoE training runs.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

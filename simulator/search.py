@@ -24,9 +24,7 @@ import json
 import os
 import sys
 import tempfile
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -174,44 +172,9 @@ def _plan_row(sc: Scenario) -> dict:
             "micro_batch": p.micro_batch, "recompute": p.recompute, "zero": p.zero, "comm_sms": p.comm_sms}
 
 
-_EVAL_LOCK = threading.Lock()
-
-
-@contextmanager
-def _memo_stage_units():
-    """Memoize analytic.stage_units (the balanced layer split) while a chunk runs.
-
-    Plans that differ only in ZeRO stage, recompute-free fields or micro-batch count share
-    the same split; the split's binary search is the single largest cost of a prediction.
-    Held under a lock so threaded workers (Dask processes=False) never interleave the patch.
-    """
-    from . import analytic as A
-
-    orig = A.stage_units
-    cache: dict = {}
-
-    def memo(sc, ev, shape):
-        p = sc.plan
-        sms = p.comm_sms if (p.overlaps_ep and sc.model.is_moe and p.ep > 1) else 0
-        key = (id(ev), sc.model, sc.cluster, p.schedule, p.pp, p.vpp, p.layer_split, shape, sms,
-               p.tp_comm_overlap, p.ep)
-        hit = cache.get(key)
-        if hit is None:
-            hit = cache[key] = orig(sc, ev, shape)
-        return [list(s) for s in hit]
-
-    with _EVAL_LOCK:
-        A.stage_units = memo
-        try:
-            yield
-        finally:
-            A.stage_units = orig
-
-
 def evaluate_chunk(sc: Scenario, plans: list[PlanConfig], profile: Any = None) -> list[dict]:
     """Time each plan of one chunk with the analytic engine, reusing one Evaluator; compact rows back."""
-    with _memo_stage_units():
-        return _evaluate_chunk(sc, plans, profile)
+    return _evaluate_chunk(sc, plans, profile)
 
 
 def _evaluate_chunk(sc: Scenario, plans: list[PlanConfig], profile: Any = None) -> list[dict]:

@@ -458,16 +458,16 @@ def _moe_ffn(bld: _Builder, gpus_per_node: int) -> tuple[float, float]:
         bld.B.append(Op("moe.combine.bwd", "comm", "B", "dispatch", comm="dispatch",
                         comm_bytes=Tl * s.imbalance * tok_disp, m=ib_copies, n=nvl_copies))
     bld.memory("moe.permute", "dispatch", 2 * recv * h * (BYTES[dt_disp] if dt_disp == "fp8" else act2))
-    I = m.moe_intermediate
+    inter = m.moe_intermediate
     gated = m.mlp == "swiglu"
-    bld.grouped("moe.experts.up", "mlp", local_experts, recv / local_experts, (2 if gated else 1) * I, h)
-    inner = recv * I * act2
+    bld.grouped("moe.experts.up", "mlp", local_experts, recv / local_experts, (2 if gated else 1) * inter, h)
+    inner = recv * inter * act2
     bld.memory("moe.experts.act", "mlp", (3 if gated else 2) * inner, recompute=sel or full,
                saves=0 if sel else (2 if gated else 1) * inner)
-    bld.grouped("moe.experts.down", "mlp", local_experts, recv / local_experts, h, I)
+    bld.grouped("moe.experts.down", "mlp", local_experts, recv / local_experts, h, inter)
     bld.memory("moe.unpermute", "combine", 2 * recv * h * act2 + Tl * k * h * act2)
     if m.n_shared_experts:
-        Is = m.n_shared_experts * I
+        Is = m.n_shared_experts * inter
         bld.gemm("moe.shared.up", "mlp", Tl, (2 if gated else 1) * Is, h, recompute=full,
                  save_input=False)  # same input as the gate: saved once
         bld.memory("moe.shared.act", "mlp", (3 if gated else 2) * Tl * Is * act2, recompute=sel or full,

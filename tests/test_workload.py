@@ -2,9 +2,9 @@
 
 import pytest
 
+from simulator.config import PlanConfig
 from simulator.scenario import load_model
 from simulator.workload import Shape, layer_ops, param_counts, train_flops_per_token
-from simulator.config import PlanConfig
 
 B = 1e9
 

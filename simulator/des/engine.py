@@ -49,7 +49,6 @@ step is re-simulated balanced to report ``extra["imbalance_cost_s"]``.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import simpy
@@ -191,7 +190,7 @@ def predict_des(sc: Scenario, profile: Profile | str | None = None, *, times: Pa
     prof = evaluator.timer.profile if evaluator else resolve_profile(sc, profile)
     ev = evaluator or Evaluator(sc, prof)
     warnings: list[str] = []
-    p, m, t = sc.plan, sc.model, sc.training
+    p, t = sc.plan, sc.training
     M = sc.microbatches
     shape = Shape.of(p, t.seq_len)
     stages = stage_units(sc, ev, shape)
@@ -376,6 +375,20 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
                 ag_ready[ch] = t_dp + ag_t[s] // max(1, len(stages[s]))
                 t_dp += ag_t[s]
         dp_free[r] = t_dp
+        def comm_after(cdur, ib_bytes, kind, mb, s, t1):
+            """A chunk's all-to-all after its compute: a timed comm interval whose IB bytes
+            also flow over the rank's NIC (sharing it with P2P sends). Returns its end."""
+            if not cdur:
+                return t1
+            fl = net.transfer(ib_bytes, (nic,), name=f"a2a {kind}{mb}") if ib_bytes > 0 else None
+            yield env.timeout(cdur)
+            if fl is not None and not fl.processed:
+                yield fl
+            t2 = env.now
+            cm_iv.append((t1, t2))
+            rec(r, "comm", f"a2a {kind}{mb}.s{s}", kind, mb, t1, t2)
+            return t2
+
         for i, tk in enumerate(tasks):
             kind = tk.kind
             s = stage_map[r][tk.chunk]
@@ -411,17 +424,7 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
                 t1 = env.now
                 cmp_iv.append((t0, t1))
                 rec(r, "compute", f"F{mb}.s{s}", "F", mb, t0, t1)
-                cdur = d[6] + d[8]
-                if cdur:
-                    fl = net.transfer(d[10], (nic,), name=f"a2a F{mb}") if d[10] > 0 else None
-                    yield env.timeout(cdur)
-                    if fl is not None and not fl.processed:
-                        yield fl
-                    t2 = env.now
-                    cm_iv.append((t1, t2))
-                    rec(r, "comm", f"a2a F{mb}.s{s}", "F", mb, t1, t2)
-                else:
-                    t2 = t1
+                t2 = yield from comm_after(d[6] + d[8], d[10], "F", mb, s, t1)
                 compute.release(req)
                 kd["F"][0] += t2 - t0
                 kd["F"][1] += 1
@@ -434,17 +437,7 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
                 t1 = env.now
                 cmp_iv.append((t0, t1))
                 rec(r, "compute", f"{'b' if split else 'B'}{mb}.s{s}", "B", mb, t0, t1)
-                cdur = d[7] + d[9]
-                if cdur:
-                    fl = net.transfer(d[11], (nic,), name=f"a2a B{mb}") if d[11] > 0 else None
-                    yield env.timeout(cdur)
-                    if fl is not None and not fl.processed:
-                        yield fl
-                    t2 = env.now
-                    cm_iv.append((t1, t2))
-                    rec(r, "comm", f"a2a B{mb}.s{s}", "B", mb, t1, t2)
-                else:
-                    t2 = t1
+                t2 = yield from comm_after(d[7] + d[9], d[11], "B", mb, s, t1)
                 compute.release(req)
                 if not split:
                     act -= act_stage[s]
@@ -548,7 +541,7 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
 
 
 def _to_prediction(sc: Scenario, ev: Evaluator, stages, res: dict, comm: bool, warnings: list[str]) -> Prediction:
-    p, m = sc.plan, sc.model
+    p = sc.plan
     pp, M = p.pp, sc.microbatches
     shape = Shape.of(p, sc.training.seq_len)
     _, opt, mems = _dp_and_memory(sc, ev, stages, shape, M, 0.0, 0.0, 0.0)
