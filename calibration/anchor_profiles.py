@@ -109,6 +109,38 @@ def build_h800(anchors: dict, pub: dict) -> dict:
     return prof
 
 
+def build_h800_2024(anchors: dict, pub: dict) -> dict:
+    """H800 with the FP8 GEMM kernels of DeepSeek-V3's own training run (2024).
+
+    V3 was trained before DeepGEMM existed (V3 report Dec 2024; DeepGEMM Feb 2025). DeepGEMM's README
+    prints, for every shape, its speedup over "DeepSeek's internal CUTLASS 3.6-based implementation",
+    the kernels the run used; dividing each measured TFLOPS by that printed speedup gives the rate of
+    the older kernel on the same shape. Everything else is ``h800-anchors`` (DeepEP rows there are
+    already the first release, the closest to what training used).
+    """
+    prof = build_h800(anchors, pub)
+    prof["name"] = "h800-2024"
+    prof["source"] = ("h800-anchors with FP8 GEMM rows at DeepSeek's internal CUTLASS 3.6 kernels "
+                      "(DeepGEMM TFLOPS / DeepGEMM's printed speedup), as in V3's 2024 training run")
+    dg = anchors["deepgemm"]
+    src = dg["source"]
+    t = prof["tables"]
+    t["gemm"] = [
+        {"dtype": "fp8", "m": r["M"], "n": r["N"], "k": r["K"], "tflops": round(r["TFLOPS"] / r["speedup"], 1),
+         "source": f"DeepGEMM normal GEMM table TFLOPS {r['TFLOPS']} / printed speedup {r['speedup']} over "
+                   f"the internal CUTLASS 3.6 kernel, {src}"}
+        for r in dg["normal_gemm_2025_03_25"]
+    ] + _h100_gemm_rows(pub)
+    t["grouped_gemm"] = [
+        {"dtype": "fp8", "groups": r["groups"], "m_per_group": r["M_per_group"], "n": r["N"], "k": r["K"],
+         "tflops": round(r["TFLOPS"] / r["speedup"], 1),
+         "source": f"DeepGEMM grouped contiguous TFLOPS {r['TFLOPS']} / printed speedup {r['speedup']} over "
+                   f"the internal CUTLASS 3.6 kernel, {src}"}
+        for r in dg["grouped_contiguous_2025_03_25"]
+    ]
+    return prof
+
+
 def _collective_rows(pub: dict, gpu_prefix: str) -> list[dict]:
     rows = []
     for r in pub["collectives"]:
@@ -158,7 +190,7 @@ def build_a100(pub: dict) -> dict:
 
 def main() -> None:
     anchors, pub = _load(ANCHORS), _load(PUBLISHED)
-    for prof in (build_h800(anchors, pub), build_h100(pub, anchors), build_a100(pub)):
+    for prof in (build_h800(anchors, pub), build_h800_2024(anchors, pub), build_h100(pub, anchors), build_a100(pub)):
         path = save_profile(prof, PROFILES_DIR / f"{prof['name']}.json")
         n = sum(len(v) for v in prof["tables"].values())
         print(f"wrote {path} ({n} rows)")

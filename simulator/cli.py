@@ -126,6 +126,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(f"{r.run_id:28s} not modelled: {r.reason}")
             continue
         note = f"  (defaults: {', '.join(r.defaults)})" if r.defaults else ""
+        note += f"  [{r.memory_note}]" if r.memory_note else ""
         print(f"{r.run_id:28s} {r.metric:28s} {r.predicted:11.1f} {r.measured:11.1f} {r.error_pct:+7.1f}%{note}")
     print(f"MAPE over {sum(r.error_pct is not None for r in results)} rows: "
           + (f"{mape:.1f} %" if mape is not None else "n/a"))

@@ -25,6 +25,7 @@ MLPS = ("swiglu", "gelu", "relu2", "relu")
 PRECISIONS = ("bf16", "fp16", "fp8")
 FP8_RECIPES = ("blockwise", "tensorwise", "delayed")
 RECOMPUTE = ("none", "selective", "full")
+ATTENTION_KERNELS = ("flash", "unfused")
 ROUTING = ("balanced", "zipf", "histogram")
 
 
@@ -236,6 +237,9 @@ class PlanConfig:
     layer_split: str = "balanced"  # balanced: stages cut to even out time; uniform: equal layer counts
     moment_dtype: str = "fp32"  # AdamW moments (V3 keeps them in BF16, sec 3.3.3)
     grad_dtype: str = "fp32"  # gradient accumulation buffer
+    # Core attention kernel: flash (fused, O(s) memory; FlashAttention, 2022) or unfused (scores
+    # materialized, softmax as its own memory-bound kernel: Megatron-LM before FlashAttention).
+    attention_kernel: str = "flash"
     routing: str = "balanced"
     zipf_s: float = 1.0
     expert_histogram: tuple[float, ...] = ()
@@ -253,6 +257,7 @@ class PlanConfig:
         _choice("plan.layer_split", self.layer_split, ("balanced", "uniform"))
         _choice("plan.moment_dtype", self.moment_dtype, ("fp32", "bf16"))
         _choice("plan.grad_dtype", self.grad_dtype, ("fp32", "bf16"))
+        _choice("plan.attention_kernel", self.attention_kernel, ATTENTION_KERNELS)
         if self.zero not in (0, 1, 2, 3):
             raise ConfigError("plan.zero", f"{self.zero} is not a ZeRO stage", "0, 1, 2, 3")
         if self.dp < 0:
@@ -370,6 +375,9 @@ class Scenario:
                 raise ConfigError("plan.ep", f"{p.ep} does not divide dp*tp={dp * p.tp}", f"a divisor of {dp * p.tp}")
         elif p.ep != 1:
             raise ConfigError("plan.ep", f"{p.ep} given for a dense model", "1")
+        if p.attention_kernel == "unfused" and (m.is_mla or m.nsa is not None or m.sliding_window):
+            raise ConfigError("plan.attention_kernel", "'unfused' is modeled for plain full attention only (not MLA, NSA "
+                              "or sliding windows)", "flash")
         if m.heads % p.tp:
             raise ConfigError("plan.tp", f"{p.tp} does not divide model.heads={m.heads}", "a divisor of heads")
         stages = p.pp * (p.vpp if p.schedule == "interleaved" else 1) * (2 if p.schedule == "dualpipev" else 1)

@@ -148,7 +148,7 @@ def candidates(sc: Scenario, gpus: int, space: dict | None = None) -> tuple[list
                                     for sms in sms_choices:
                                         enumerated += 1
                                         plan = dataclasses.replace(
-                                            base_plan, tp=tp, pp=pp, cp=cp, ep=ep, schedule=sched, vpp=vpp,
+                                            base_plan, tp=tp, sp=tp > 1, pp=pp, cp=cp, ep=ep, schedule=sched, vpp=vpp,
                                             micro_batch=mb, recompute=rc, zero=zero, comm_sms=sms)
                                         cand = dataclasses.replace(base, plan=plan)
                                         try:

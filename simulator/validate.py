@@ -35,6 +35,13 @@ class RowResult:
     error_pct: float | None
     reason: str = ""
     defaults: list[str] = field(default_factory=list)
+    memory_note: str = ""  # set when the modelled plan does not fit in HBM (a default may be wrong)
+
+
+# Source blocks whose runs predate FlashAttention (Dao et al., arXiv 2205.14135, May 2022): their
+# framework materialized the s x s attention scores (Megatron-LM's fused scale-mask-softmax between
+# two batched GEMMs). NAR21 is SC21 (arXiv 2104.04473, April 2021).
+UNFUSED_ATTENTION_BLOCKS = {"NAR21"}
 
 
 def read_csv(path: str | Path) -> list[dict]:
@@ -105,12 +112,19 @@ def row_to_raw(row: dict) -> tuple[dict, list[str]]:
     if not recompute:
         recompute = "none"
         defaults.append("recompute=none")
+    tp = _int(row, "tp", 1)
+    if g("sp"):
+        sp = g("sp") == "true"
+    else:
+        sp = tp > 1  # Megatron pairs sequence parallelism with TP (--sequence-parallel) in its recipes
+        if tp > 1:
+            defaults.append("sp=true")
     notes = g("notes")
     plan = {
         "tp": _int(row, "tp", 1), "pp": pp, "cp": _int(row, "cp", 1), "ep": _int(row, "ep", 1),
         "dp": _int(row, "dp", 0), "vpp": vpp or 1, "schedule": schedule, "micro_batch": mb,
         "zero": _int(row, "zero", 1), "recompute": recompute, "precision": g("precision") or "bf16",
-        "sp": g("sp") == "true",
+        "sp": sp,
         "tp_comm_overlap": "tp-comm-overlap" in notes,
         "ep_overlap": "on" if "all-to-all overlap on" in notes else "auto",
         # Megatron's default cuts equal layer counts; rows whose notes describe another split are balanced.
@@ -118,6 +132,9 @@ def row_to_raw(row: dict) -> tuple[dict, list[str]]:
     }
     if g("fp8_recipe"):
         plan["fp8_recipe"] = g("fp8_recipe")
+    block = row["run_id"].split("-")[0]
+    if block in UNFUSED_ATTENTION_BLOCKS and attention in ("mha", "gqa", "mqa") and not g("sliding_window"):
+        plan["attention_kernel"] = "unfused"
     if attention == "mla" or "DeepSeek" in g("source"):
         plan["moment_dtype"] = "bf16" if g("precision") == "fp8" else "fp32"
     training = {"seq_len": _int(row, "seq_len"), "global_batch": _int(row, "global_batch_seqs"), "tokens": 1e12}
@@ -168,7 +185,10 @@ def validate_rows(rows: list[dict], engine: str = "analytic") -> tuple[list[RowR
             results.append(RowResult(rid, "", None, None, None, reason="no measured throughput or MFU"))
             continue
         err = 100 * (predicted - measured) / measured
-        results.append(RowResult(rid, metric, predicted, measured, err, defaults=defaults))
+        mem = ""
+        if not pred.fits_in_memory:
+            mem = f"does not fit: {pred.peak_memory_gib:.0f} GiB > {sc.cluster.gpu.hbm_gib:.0f} GiB"
+        results.append(RowResult(rid, metric, predicted, measured, err, defaults=defaults, memory_note=mem))
     errs = [abs(r.error_pct) for r in results if r.error_pct is not None and math.isfinite(r.error_pct)]
     mape = sum(errs) / len(errs) if errs else None
     return results, mape
@@ -179,7 +199,8 @@ def results_json(results: list[RowResult], mape: float | None) -> dict:
         "rows": [
             {"run_id": r.run_id, "metric": r.metric, "predicted": r.predicted, "measured": r.measured,
              "error_pct": r.error_pct, **({"reason": r.reason} if r.reason else {}),
-             **({"defaults": r.defaults} if r.defaults else {})}
+             **({"defaults": r.defaults} if r.defaults else {}),
+             **({"memory": r.memory_note} if r.memory_note else {})}
             for r in results
         ],
         "mape_pct": mape,

@@ -22,7 +22,7 @@ frozen configs) and multiplied by counts: the hot path of plan search.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from .config import ModelConfig, PlanConfig
@@ -84,6 +84,7 @@ class Shape:
     recompute: str
     fp8_cache: bool
     imbalance: float = 1.0  # max/mean tokens per EP rank (routing skew)
+    attention_kernel: str = "flash"
 
     @staticmethod
     def of(plan: PlanConfig, seq: int, imbalance: float = 1.0) -> "Shape":
@@ -94,11 +95,12 @@ class Shape:
             tp=plan.tp,
             cp=plan.cp,
             ep=plan.ep,
-            sp=plan.sp or plan.tp > 1,
+            sp=plan.sp and plan.tp > 1,  # Megatron sequence parallelism only inside a TP group
             precision=plan.precision,
             recompute=plan.recompute,
             fp8_cache=plan.fp8_activation_cache,
             imbalance=imbalance,
+            attention_kernel=plan.attention_kernel,
         )
 
 
@@ -338,23 +340,17 @@ def _attention(bld: _Builder, layer: int) -> float:
         if m.nsa is not None:
             bld.gemm("attn.nsa_kv", "attn", T, 2 * 2 * kvh * d, h, recompute=full)
             bld.gemm("attn.nsa_gate", "attn", T, 3 * heads, h, dtype="bf16", recompute=full)
-    # Core attention (flash-style): causal, over the sequence; under CP each GPU holds seq/cp queries
-    # and sees all keys through ring exchange, so its share of the pairs is 1/cp.
-    pairs = attention_pairs_per_token(m, s.seq, causal=True, layer=layer)
-    qk, vd = m.qk_head_dim, m.v_dim
-    fwd = 2.0 * T * heads * pairs * (qk + vd)
-    io = q_bytes + kv_bytes + T * heads * vd * act2
-    common = dict(seq=s.seq, heads=heads, qk_dim=qk, v_dim=vd)
-    bld.F.append(Op("attn.core", "attention", "F", "attn", fwd, io, "bf16", **common))
-    bld.B.append(Op("attn.core.bwd", "attention", "B", "attn", 2.5 * fwd, 2.5 * io, "bf16", **common))
-    if full:
-        bld.B.append(Op("attn.core.recompute", "attention", "B", "attn", fwd, io, "bf16", recompute=True, **common))
-    if m.is_mla and (sel or full):
-        # Up-projections recomputed (V3 sec 3.4.1): q, k, v are rebuilt from the saved latents,
-        # so only the attention output and the softmax statistics stay.
-        bld.act += T * heads * vd * act2 + T * heads * 4
+    if s.attention_kernel == "unfused":
+        _unfused_core(bld, heads, full)
     else:
-        bld.act += q_bytes + kv_bytes + T * heads * vd * act2 + T * heads * 4  # q, k, v, out, softmax stats
+        _flash_core(bld, heads, layer, q_bytes, kv_bytes, full)
+        vd = m.v_dim
+        if m.is_mla and (sel or full):
+            # Up-projections recomputed (V3 sec 3.4.1): q, k, v are rebuilt from the saved latents,
+            # so only the attention output and the softmax statistics stay.
+            bld.act += T * heads * vd * act2 + T * heads * 4
+        else:
+            bld.act += q_bytes + kv_bytes + T * heads * vd * act2 + T * heads * 4  # q, k, v, out, softmax stats
     if s.cp > 1:
         # Ring attention: each GPU passes its K/V chunk around the ring (cp-1 hops) in forward,
         # and K/V plus their gradients in backward.
@@ -364,6 +360,63 @@ def _attention(bld: _Builder, layer: int) -> float:
         bld.comm("attn.tp_reducescatter", "attn", "tp", T * h * act2 * (tp - 1) / tp, T * h * act2 * (tp - 1) / tp)
     bld.memory("attn.residual", "attn", 3 * Ts * h * act2, backward_factor=1.0)
     return attention_params(m) / tp + 2 * h
+
+
+def _flash_core(bld: _Builder, heads: int, layer: int, q_bytes: float, kv_bytes: float, full: bool) -> None:
+    """Fused (flash-style) core attention: causal, the s x s scores never leave the SMs.
+
+    Under CP each GPU holds seq/cp queries and sees all keys through the ring exchange, so its share
+    of the query-key pairs is 1/cp.
+    """
+    m, s = bld.m, bld.s
+    T = s.tokens
+    pairs = attention_pairs_per_token(m, s.seq, causal=True, layer=layer)
+    qk, vd = m.qk_head_dim, m.v_dim
+    fwd = 2.0 * T * heads * pairs * (qk + vd)
+    io = q_bytes + kv_bytes + T * heads * vd * BYTES["bf16"]
+    common = dict(seq=s.seq, heads=heads, qk_dim=qk, v_dim=vd)
+    bld.F.append(Op("attn.core", "attention", "F", "attn", fwd, io, "bf16", **common))
+    bld.B.append(Op("attn.core.bwd", "attention", "B", "attn", 2.5 * fwd, 2.5 * io, "bf16", **common))
+    if full:
+        bld.B.append(Op("attn.core.recompute", "attention", "B", "attn", fwd, io, "bf16", recompute=True, **common))
+
+
+def _unfused_core(bld: _Builder, heads: int, full: bool) -> None:
+    """Core attention as Megatron-LM ran it before FlashAttention (arXiv 2205.14135, 2022).
+
+    Two batched GEMMs around a materialized score matrix: S = Q K^T over the whole s x s square (the
+    causal mask is applied afterwards, so no work is skipped), a fused scale-mask-softmax kernel that
+    reads S and writes P, then O = P V. Backward: dP = dO V^T and dV = P^T dO, the softmax backward
+    (reads P and dP, writes dS), dQ = dS K and dK = dS^T Q. The s x s tensors (16-bit, per head and
+    sequence) make these ops memory-bound for small head dims; P is saved for backward.
+    """
+    m, s = bld.m, bld.s
+    b, seq = s.tokens // s.seq, s.seq
+    d, dv = m.qk_head_dim, m.v_dim
+    a2 = BYTES["bf16"]
+    bh = b * heads
+    S = bh * seq * seq * a2  # one score-shaped tensor
+    q = bh * seq * d * a2
+    v = bh * seq * dv * a2
+    qk_flops = 2.0 * bh * seq * seq * d
+    pv_flops = 2.0 * bh * seq * seq * dv
+    fwd = [
+        Op("attn.scores", "gemm", "F", "attn", qk_flops, 2 * q + S, "bf16", seq, seq, d),
+        Op("attn.softmax", "memory", "F", "attn", 0, 2 * S, "bf16"),
+        Op("attn.context", "gemm", "F", "attn", pv_flops, S + 2 * v, "bf16", seq, dv, seq),
+    ]
+    bld.F.extend(fwd)
+    bld.B.extend([
+        Op("attn.context.dgrad", "gemm", "B", "attn", pv_flops, 2 * v + S, "bf16", seq, seq, dv),
+        Op("attn.context.vgrad", "gemm", "B", "attn", pv_flops, S + 2 * v, "bf16", seq, dv, seq),
+        Op("attn.softmax.bwd", "memory", "B", "attn", 0, 3 * S, "bf16"),
+        Op("attn.scores.dgrad", "gemm", "B", "attn", qk_flops, S + 2 * q, "bf16", seq, d, seq),
+        Op("attn.scores.kgrad", "gemm", "B", "attn", qk_flops, S + 2 * q, "bf16", seq, d, seq),
+    ])
+    if full:
+        bld.B.extend(replace(op, name=op.name + ".recompute", phase="B", recompute=True) for op in fwd)
+    else:
+        bld.act += S + 2 * q + v  # P, Q, K, V kept for backward
 
 
 def _dense_ffn(bld: _Builder, width: int, prefix: str = "mlp") -> float:
