@@ -116,7 +116,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from .validate import DEFAULT_CSV, read_csv, results_json, validate_rows
 
     rows = read_csv(args.csv or DEFAULT_CSV)
-    results, mape = validate_rows(rows, engine=args.engine)
+    profile = None
+    if args.profile:
+        from .profile import load_profile
+
+        profile = load_profile(args.profile)
+    results, mape = validate_rows(rows, engine=args.engine, profile=profile)
     if args.json:
         print(json.dumps(results_json(results, mape)))
         return 0
@@ -173,6 +178,9 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="compare predictions with published runs")
     p.add_argument("--csv", default=None, help="CSV in the shared/validation schema (default: the public set)")
     p.add_argument("--engine", choices=("analytic", "des"), default="analytic")
+    p.add_argument("--profile", default=None,
+                   help="calibration profile for every row (default: each row's cluster profile); "
+                        "pass a --csv holding only that GPU's rows")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_validate)
 

@@ -157,7 +157,7 @@ def mfu_under(definition: str, sc, tokens_per_s_per_gpu: float) -> float:
     raise ConfigError("mfu_definition", f"unsupported {definition!r}", "palm 6N+attn, megatron-72")
 
 
-def validate_rows(rows: list[dict], engine: str = "analytic") -> tuple[list[RowResult], float | None]:
+def validate_rows(rows: list[dict], engine: str = "analytic", profile=None) -> tuple[list[RowResult], float | None]:
     from .api import predict
 
     results: list[RowResult] = []
@@ -168,7 +168,7 @@ def validate_rows(rows: list[dict], engine: str = "analytic") -> tuple[list[RowR
         try:
             raw, defaults = row_to_raw(row)
             sc = scenario_from_dict(raw, name=rid)
-            pred = predict(sc, engine=engine)
+            pred = predict(sc, engine=engine, profile=profile)
         except ConfigError as e:
             results.append(RowResult(rid, "", None, None, None, reason=str(e)))
             continue

@@ -1,6 +1,9 @@
 """gpuhours validate: every included row predicted or listed with its reason."""
 
 import json
+from pathlib import Path
+
+import pytest
 
 from simulator.cli import main
 from simulator.validate import DEFAULT_CSV, read_csv, validate_rows
@@ -28,3 +31,21 @@ def test_unmodellable_row_listed_with_reason(tmp_path):
     bad = dict(rows[0], run_id="X", gpu="TPU-v5", include="true")
     results, _ = validate_rows([bad])
     assert results[0].error_pct is None and "gpu" in results[0].reason
+
+
+def test_validate_profile_option(capsys, tmp_path):
+    assert main(["validate", "--profile", "no-such-profile"]) == 2
+    assert "profile" in capsys.readouterr().err
+    # An H100-only CSV validated on the H100 profile predicts the same as the cluster default.
+    rows = (Path(__file__).parent / "data" / "public.csv").read_text().splitlines()
+    keep = [rows[0]] + [r for r in rows[1:] if r.startswith("MLM24-1.7B,")]
+    csv_path = tmp_path / "h100.csv"
+    csv_path.write_text("\n".join(keep) + "\n")
+    assert main(["validate", "--csv", str(csv_path), "--profile", "h100-published", "--json"]) == 0
+    with_profile = json.loads(capsys.readouterr().out)
+    assert main(["validate", "--csv", str(csv_path), "--json"]) == 0
+    default = json.loads(capsys.readouterr().out)
+    assert with_profile["rows"][0]["predicted"] == pytest.approx(default["rows"][0]["predicted"])
+    assert main(["validate", "--csv", str(csv_path), "--profile", "a100-published", "--json"]) == 0
+    other = json.loads(capsys.readouterr().out)
+    assert other["rows"][0]["predicted"] != pytest.approx(default["rows"][0]["predicted"])
