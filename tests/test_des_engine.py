@@ -98,3 +98,18 @@ def test_memory_over_time_peak_equals_reported(small):
         assert 2 <= len(mot) <= 210
         assert max(g for _, g in mot) == pytest.approx(s.memory.total / 1024**3, rel=1e-9)
         assert all(t1 >= t0 for (t0, _), (t1, _) in zip(mot, mot[1:]))
+
+
+def test_dp_traffic_shares_the_nic_with_all_to_all():
+    # ZeRO-1 over several nodes: the gradient reduce-scatters and parameter all-gathers cross nodes
+    # on the NIC that the all-to-all and P2P sends also use; fair sharing must stretch some of them
+    # beyond their time alone on the link, and never shorten one.
+    sc = load_scenario("deepseek-v3", SMALL)
+    pred = predict_des(sc)
+    flows = [f for f in pred.extra["dp_flows"] if f["link"].startswith("nic")]
+    assert flows, "cross-node DP collectives must run as NIC flows"
+    alone = [f["bytes"] / (sc.cluster.ib_gbps * 1e9) for f in flows]
+    took = [f["end_s"] - f["start_s"] for f in flows]
+    assert all(t >= a * (1 - 1e-6) - 1e-9 for t, a in zip(took, alone))
+    assert any(t > 1.05 * a for t, a in zip(took, alone))
+    assert {f["name"].split()[0] for f in flows} == {"reduce-scatter", "all-gather"}

@@ -34,6 +34,12 @@ waits for F of stage s-1 of the same micro-batch plus its P2P send, B of stage
 s for B of stage s+1 plus its send. P2P sends are flows over the sender's NIC
 (cross-node pipelines) or NVLink port.
 
+A third stream per rank, **dp**, runs the data-parallel collectives one at a
+time: ZeRO-1/2 parameter all-gathers queued at t=0 (a chunk's first forward
+waits for its first layer's share) and gradient reduce-scatters queued after a
+chunk's last backward. They too are flows, on the NIC when their group crosses
+nodes, so gradient traffic, all-to-all and P2P sends slow one another.
+
 Simplifications (documented, deliberate): a NIC is one link per rank for its
 outgoing bytes (the all-to-all is symmetric, so the receive side carries the
 same load); DP reduce-scatter / all-gather run on their own stream at the
@@ -237,7 +243,7 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
 
     # P2P: activations (forward) or their gradients (backward) of one micro-batch.
     shape_tokens = Shape.of(p, sc.training.seq_len).tokens
-    act_bytes = shape_tokens / (p.tp if (p.sp or p.tp > 1) else 1) * m.hidden * BYTES["bf16"]
+    act_bytes = shape_tokens / (p.tp if (p.sp and p.tp > 1) else 1) * m.hidden * BYTES["bf16"]
     cross_node_pp = p.tp * p.cp * sc.dp > c.gpus_per_node or p.pp > 1 and c.num_gpus > c.gpus_per_node
     if cross_node_pp:
         p2p_link, p2p_eff = "nic", ev.comm.ib("p2p", 2)
@@ -277,7 +283,7 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
         a = 0.0
         for kind in units:
             lo = layer_ops(m, kind, Shape.of(p, sc.training.seq_len), c.gpus_per_node)
-            a += (shape_tokens / (p.tp if (p.sp or p.tp > 1) else 1) * m.hidden * BYTES["bf16"]
+            a += (shape_tokens / (p.tp if (p.sp and p.tp > 1) else 1) * m.hidden * BYTES["bf16"]
                   if p.recompute == "full" else lo.activation_bytes)
         act_stage.append(a)
 
@@ -288,7 +294,13 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
     cross_dense = dense_group * p.tp > c.gpus_per_node
     cross_expert = dp_expert * p.ep > c.gpus_per_node
     kind_rs = "reduce_scatter" if p.zero >= 1 else "all_reduce"
-    rs_t, ag_t = [], []
+    # Each DP collective is a list of parts (ns alone on its link, link prefix): the dense part over
+    # its group and the expert part over its own, each on the NIC when its group crosses nodes.
+    # Parts run as flows, so they share the NIC with all-to-all and P2P sends (and slow them).
+    rs_t: list[list[tuple[int, str]]] = []
+    ag_t: list[list[tuple[int, str]]] = []
+    dense_link = "nic" if cross_dense else "nvl"
+    expert_link = "nic" if cross_expert else "nvl"
     for units in stages:
         pd = pe = 0.0
         for kind in units:
@@ -296,16 +308,19 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
             pe += lo.params_expert
             pd += lo.params - lo.params_expert
         if not comm:
-            rs_t.append(0)
-            ag_t.append(0)
+            rs_t.append([])
+            ag_t.append([])
             continue
         g = BYTES["bf16"]
-        rs = ev.comm.ring(kind_rs, pd * g, dense_group, cross_dense) + ev.comm.ring(kind_rs, pe * g, dp_expert, cross_expert)
-        ag = 0.0
-        if p.zero >= 1:
-            ag = ev.comm.ring("all_gather", pd * 2, dense_group, cross_dense) + ev.comm.ring("all_gather", pe * 2, dp_expert, cross_expert)
-        rs_t.append(to_ns(rs))
-        ag_t.append(to_ns(ag) if p.zero in (1, 2) else 0)
+        rs = [(to_ns(ev.comm.ring(kind_rs, pd * g, dense_group, cross_dense)), dense_link),
+              (to_ns(ev.comm.ring(kind_rs, pe * g, dp_expert, cross_expert)), expert_link)]
+        rs_t.append([x for x in rs if x[0] > 0])
+        ag = []
+        if p.zero in (1, 2):
+            ag = [(to_ns(ev.comm.ring("all_gather", pd * 2, dense_group, cross_dense)), dense_link),
+                  (to_ns(ev.comm.ring("all_gather", pe * 2, dp_expert, cross_expert)), expert_link)]
+        ag_t.append([x for x in ag if x[0] > 0])
+    link_gbps = {"nic": ib_gbps, "nvl": nvl_gbps}
 
     # Arrival events of stage inputs: index s*M+mb.
     f_in: list[simpy.Event | None] = [None] * (ns * M)
@@ -360,10 +375,12 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
             elif tk.kind == "FB":
                 grad_last[tk.chunk2] = [i]
         rs_at = {v[0]: ch for ch, v in grad_last.items()}
-        # Parameter all-gather (ZeRO-1/2, overlap-param-gather): on the DP stream from t=0 in
-        # chunk order of first use; a chunk's first forward waits for its first layer's share.
-        ag_ready = {}
-        t_dp = 0
+        # The DP stream: one collective at a time, in the order queued. Parameter all-gathers
+        # (ZeRO-1/2, overlap-param-gather) are queued at t=0 in chunk order of first use; a chunk's
+        # first forward waits for its first layer's share. Reduce-scatters are queued after a
+        # chunk's last backward.
+        dp_q = simpy.Store(env)
+        ag_ready: dict[int, simpy.Event] = {}
         seen = []
         for tk in tasks:
             if tk.kind in ("F", "FB") and tk.chunk not in seen:
@@ -371,10 +388,9 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
         for ch in seen:
             s = stage_map[r][ch]
             if ag_t[s]:
-                dp_iv[r].append((t_dp, t_dp + ag_t[s], f"all-gather s{s}"))
-                ag_ready[ch] = t_dp + ag_t[s] // max(1, len(stages[s]))
-                t_dp += ag_t[s]
-        dp_free[r] = t_dp
+                ag_ready[ch] = env.event()
+                dp_q.put((f"all-gather s{s}", ag_t[s], ag_ready[ch], len(stages[s])))
+        env.process(dp_stream(r, dp_q))
         def comm_after(cdur, ib_bytes, kind, mb, s, t1):
             """A chunk's all-to-all after its compute: a timed comm interval whose IB bytes
             also flow over the rank's NIC (sharing it with P2P sends). Returns its end."""
@@ -395,9 +411,9 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
             mb = tk.mb
             # ---- wait for inputs
             if kind in ("F", "FB"):
-                ar = ag_ready.pop(tk.chunk, 0)
-                if ar > env.now:
-                    yield env.timeout(ar - env.now)
+                ar = ag_ready.pop(tk.chunk, None)
+                if ar is not None and not ar.processed:
+                    yield ar
                 if s > 0:
                     e = ev_of(f_in, s * M + mb)
                     if not e.processed:
@@ -521,10 +537,32 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
             if ch is not None:
                 sg = stage_map[r][ch]
                 if rs_t[sg]:
-                    st = max(dp_free[r], env.now)
-                    dp_free[r] = st + rs_t[sg]
-                    dp_iv[r].append((st, dp_free[r], f"reduce-scatter s{sg}"))
+                    dp_q.put((f"reduce-scatter s{sg}", rs_t[sg], None, 1))
+        dp_q.put(None)
         last_end[r] = env.now
+
+    def dp_stream(r: int, q: simpy.Store):
+        """Runs rank r's DP collectives one after another as flows on its NIC / NVLink port."""
+        net = nets[r]
+        while True:
+            job = yield q.get()
+            if job is None:
+                return
+            name, parts, first_share, n_layers = job
+            t0 = env.now
+            for j, (dur, link) in enumerate(parts):
+                nbytes = dur * 1e-9 * link_gbps[link] * 1e9  # alone on the link: exactly `dur`
+                if j == 0 and first_share is not None and n_layers > 1:
+                    # The first layer's share arrives first; the chunk's forward may start then.
+                    yield net.transfer(nbytes / n_layers, (f"{link}{r}",), name=f"{name} (first layer)")
+                    first_share.succeed()
+                    first_share = None
+                    nbytes -= nbytes / n_layers
+                yield net.transfer(nbytes, (f"{link}{r}",), name=name)
+            if first_share is not None:
+                first_share.succeed()
+            dp_iv[r].append((t0, env.now, name))
+            dp_free[r] = env.now
 
     for r in range(pp):
         env.process(rank_proc(r))
@@ -608,6 +646,9 @@ def _to_prediction(sc: Scenario, ev: Evaluator, stages, res: dict, comm: bool, w
             "des_events": res["n_events"],
             "p2p_flows": [{"name": f.name, "start_s": f.start_s, "end_s": f.end_s, "request_s": to_s(f.t_request_ns)}
                           for net in res["nets"] for f in net.records if f.name.startswith("p2p")][:TIMELINE_CAP],
+            "dp_flows": [{"name": f.name, "start_s": f.start_s, "end_s": f.end_s, "link": f.path[0], "bytes": f.nbytes}
+                         for net in res["nets"] for f in net.records
+                         if f.name.startswith(("reduce-scatter", "all-gather"))][:TIMELINE_CAP],
             "link_stats": {k: v for net in res["nets"] for k, v in net.link_stats().items()},
         },
     )
