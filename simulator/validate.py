@@ -169,6 +169,17 @@ def validate_rows(rows: list[dict], engine: str = "analytic", profile=None) -> t
             raw, defaults = row_to_raw(row)
             sc = scenario_from_dict(raw, name=rid)
             pred = predict(sc, engine=engine, profile=profile)
+            if "recompute=none" in defaults and not pred.fits_in_memory:
+                # The run did happen, so it fit: take the least recompute under which the plan fits.
+                for rc in ("selective", "full"):
+                    raw2 = {**raw, "plan": {**raw["plan"], "recompute": rc}}
+                    sc2 = scenario_from_dict(raw2, name=rid)
+                    pred2 = predict(sc2, engine=engine, profile=profile)
+                    if pred2.fits_in_memory:
+                        sc, pred = sc2, pred2
+                        defaults = [d if d != "recompute=none" else f"recompute={rc} (none does not fit)"
+                                    for d in defaults]
+                        break
         except ConfigError as e:
             results.append(RowResult(rid, "", None, None, None, reason=str(e)))
             continue

@@ -244,7 +244,9 @@ class _Builder:
 
     # -- GEMM: forward y = x W; backward dX = dY W^T (B), dW = x^T dY (W)
     def gemm(self, name: str, block: str, m: float, n: float, k: float, dtype: str | None = None,
-             recompute: bool = False, save_input: bool = True) -> None:
+             recompute: bool = False, save_input: bool = True, gathered: bool = False) -> None:
+        """``gathered``: the input is the sequence-parallel all-gather of a TP-sharded tensor; Megatron
+        saves the shard and all-gathers it again in backward, so only m/tp rows stay in memory."""
         dt = dtype or self.gemm_dtype
         b = BYTES[dt]
         flops = 2.0 * m * n * k
@@ -262,6 +264,8 @@ class _Builder:
             self.B.append(Op(name + ".dgrad.quant", "memory", "B", block, 0, m * n * q, "bf16"))
             self.W.append(Op(name + ".wgrad.quant_t", "memory", "W", block, 0, (m * k + m * n) * q, "bf16"))
         if save_input:
+            if gathered and self.s.sp and self.s.tp > 1:
+                m = m / self.s.tp
             self.act += m * k * (BYTES["fp8"] * (1 + FP8_SCALE_OVERHEAD) if (dt == "fp8" and self.s.fp8_cache) else self.act_bytes)
 
     def grouped(self, name: str, block: str, groups: int, m_per_group: float, n: float, k: float) -> None:
@@ -295,6 +299,12 @@ class _Builder:
         if nbytes_b:
             self.B.append(Op(name + ".bwd", "comm", "B", block, comm=kind, comm_bytes=nbytes_b))
 
+    def regather(self, name: str, block: str, nbytes: float) -> None:
+        """Sequence parallelism keeps only the TP shard of a gathered GEMM input, so backward
+        all-gathers it again for the weight gradient (Megatron-LM, Korthikanti et al. 2022)."""
+        if self.s.sp and self.s.tp > 1:
+            self.B.append(Op(name, "comm", "B", block, comm="tp", comm_bytes=nbytes))
+
     def done(self, kind: str, params: float, params_expert: float = 0.0) -> LayerOps:
         return LayerOps(kind, tuple(self.F), tuple(self.B), tuple(self.W), params, params_expert, self.act)
 
@@ -313,17 +323,21 @@ def _attention(bld: _Builder, layer: int) -> float:
     bld.memory("attn.norm", "attn", 2 * Ts * h * act2, recompute=sel or full, saves=Ts * h * act2)
     if tp > 1:
         bld.comm("attn.tp_allgather", "attn", "tp", T * h * act2 * (tp - 1) / tp, T * h * act2 * (tp - 1) / tp)
+        bld.regather("attn.tp_regather", "attn", T * h * act2 * (tp - 1) / tp)
     if m.is_mla:
         qk = m.qk_head_dim
         # V3 recomputes the MLA up-projections in backward (sec 3.4.1): 'selective' here.
         if m.q_lora_rank:
-            bld.gemm("attn.q_down", "attn", T, m.q_lora_rank, h, recompute=full, save_input=not (sel or full))
+            bld.gemm("attn.q_down", "attn", T, m.q_lora_rank, h, recompute=full, save_input=not (sel or full),
+                     gathered=True)
             bld.memory("attn.q_norm", "attn", 2 * T * m.q_lora_rank * act2, recompute=sel or full)
             bld.gemm("attn.q_up", "attn", T, heads * qk, m.q_lora_rank, recompute=sel or full, save_input=True)
         else:
-            bld.gemm("attn.q_proj", "attn", T, heads * qk, h, recompute=full, save_input=not (sel or full))
+            bld.gemm("attn.q_proj", "attn", T, heads * qk, h, recompute=full, save_input=not (sel or full),
+                     gathered=True)
+        # Same normed input as the query projection above: saved once, there.
         bld.gemm("attn.kv_down", "attn", T, m.kv_lora_rank + m.qk_rope_head_dim, h, recompute=full,
-                 save_input=not (sel or full))
+                 save_input=False)
         bld.memory("attn.kv_norm", "attn", 2 * T * m.kv_lora_rank * act2, recompute=sel or full)
         bld.gemm("attn.kv_up", "attn", T, heads * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank,
                  recompute=sel or full, save_input=True)
@@ -333,13 +347,15 @@ def _attention(bld: _Builder, layer: int) -> float:
     else:
         d = m.dim_per_head
         kvh = max(1, m.n_kv_heads // tp)
-        bld.gemm("attn.qkv", "attn", T, (heads + 2 * kvh) * d, h, recompute=full, save_input=not (sel or full))
+        bld.gemm("attn.qkv", "attn", T, (heads + 2 * kvh) * d, h, recompute=full, save_input=not (sel or full),
+                 gathered=True)
         bld.memory("attn.rope", "attn", 2 * T * (heads + kvh) * d * act2, recompute=full)
         q_bytes = T * heads * d * act2
         kv_bytes = T * kvh * 2 * d * act2
         if m.nsa is not None:
-            bld.gemm("attn.nsa_kv", "attn", T, 2 * 2 * kvh * d, h, recompute=full)
-            bld.gemm("attn.nsa_gate", "attn", T, 3 * heads, h, dtype="bf16", recompute=full)
+            # Same input as attn.qkv (saved there).
+            bld.gemm("attn.nsa_kv", "attn", T, 2 * 2 * kvh * d, h, recompute=full, save_input=False)
+            bld.gemm("attn.nsa_gate", "attn", T, 3 * heads, h, dtype="bf16", recompute=full, save_input=False)
     if s.attention_kernel == "unfused":
         _unfused_core(bld, heads, full)
     else:
@@ -355,7 +371,8 @@ def _attention(bld: _Builder, layer: int) -> float:
         # Ring attention: each GPU passes its K/V chunk around the ring (cp-1 hops) in forward,
         # and K/V plus their gradients in backward.
         bld.comm("attn.cp_ring", "attn", "cp", kv_bytes * (s.cp - 1), 2 * kv_bytes * (s.cp - 1))
-    bld.gemm("attn.o_proj", "attn", T, h, heads * m.v_dim, recompute=full)
+    # Its input is the core's output, already counted as saved by the flash core above.
+    bld.gemm("attn.o_proj", "attn", T, h, heads * m.v_dim, recompute=full, save_input=s.attention_kernel == "unfused")
     if tp > 1:
         bld.comm("attn.tp_reducescatter", "attn", "tp", T * h * act2 * (tp - 1) / tp, T * h * act2 * (tp - 1) / tp)
     bld.memory("attn.residual", "attn", 3 * Ts * h * act2, backward_factor=1.0)
@@ -431,8 +448,10 @@ def _dense_ffn(bld: _Builder, width: int, prefix: str = "mlp") -> float:
     bld.memory(f"{prefix}.norm", "mlp", 2 * Ts * h * act2, recompute=sel or full, saves=Ts * h * act2)
     if tp > 1:
         bld.comm(f"{prefix}.tp_allgather", "mlp", "tp", T * h * act2 * (tp - 1) / tp, T * h * act2 * (tp - 1) / tp)
+        bld.regather(f"{prefix}.tp_regather", "mlp", T * h * act2 * (tp - 1) / tp)
     gated = m.mlp == "swiglu"
-    bld.gemm(f"{prefix}.up", "mlp", T, (2 if gated else 1) * w, h, recompute=full, save_input=not (sel or full))
+    bld.gemm(f"{prefix}.up", "mlp", T, (2 if gated else 1) * w, h, recompute=full, save_input=not (sel or full),
+             gathered=True)
     inner = T * w * act2
     bld.memory(f"{prefix}.act", "mlp", (3 if gated else 2) * inner, recompute=sel or full,
                saves=0 if sel else (2 if gated else 1) * inner)

@@ -114,3 +114,22 @@ def test_v3_on_2024_kernels_is_slower_than_on_deepgemm():
     assert sc.cluster.profile == "h800-2024"
     today = dataclasses.replace(sc, cluster=dataclasses.replace(sc.cluster, profile="h800-anchors"))
     assert predict_analytic(sc).step_time_s > predict_analytic(today).step_time_s
+
+
+def test_sequence_parallel_activations_match_a_hand_count():
+    # Llama 3 405B layer, TP8 with SP, no recompute, flash attention, per micro-batch of s tokens, in
+    # units of s*h/t bytes (Korthikanti et al. 2022 style): norm inputs 2+2, QKV input shard 2, Q 2,
+    # K and V 2*2*kv_heads*d/h, attention output 2, MLP input shard 2, gate and up outputs 2*2*3.25,
+    # SwiGLU output 2*3.25; plus the softmax statistics (4 bytes per head and token).
+    sc = load_scenario("llama3-405b")
+    m, p, s = sc.model, sc.plan, sc.training.seq_len
+    lo = _ops(sc)
+    unit = s * p.micro_batch * m.hidden / p.tp
+    ffn = m.dense_intermediate / m.hidden
+    kv = 2 * 2 * m.n_kv_heads * m.dim_per_head / m.hidden
+    want = 2 + 2 + 2 + 2 + kv + 2 + 2 + 2 * 2 * ffn + 2 * ffn
+    lse = s * p.micro_batch * (m.heads // p.tp) * 4 / unit
+    assert lo.activation_bytes / unit == pytest.approx(want + lse, rel=1e-6)
+    assert any(op.name.endswith("tp_regather") for op in lo.B)  # the shard is gathered again in backward
+    off = _ops(load_scenario("llama3-405b", ("plan.sp=false",)))
+    assert not any(op.name.endswith("tp_regather") for op in off.B)
