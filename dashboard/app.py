@@ -21,7 +21,9 @@ st.set_page_config(page_title="gpuhours", page_icon=":material/timer:", layout="
 pages = [
     st.Page(str(HERE / "pages" / "whatif.py"), title="What-if", icon=":material/tune:", default=True),
     st.Page(str(HERE / "pages" / "timeline.py"), title="Timeline", icon=":material/view_timeline:"),
+    st.Page(str(HERE / "pages" / "search.py"), title="Search plans", icon=":material/search:"),
     st.Page(str(HERE / "pages" / "compare.py"), title="Compare plans", icon=":material/compare_arrows:"),
+    st.Page(str(HERE / "pages" / "sensitivity.py"), title="Sensitivity", icon=":material/swap_vert:"),
     st.Page(str(HERE / "pages" / "memory.py"), title="Memory", icon=":material/memory:"),
     st.Page(str(HERE / "pages" / "cost.py"), title="Cost", icon=":material/payments:"),
     st.Page(str(HERE / "pages" / "calibration.py"), title="Calibration", icon=":material/straighten:"),

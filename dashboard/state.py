@@ -7,6 +7,7 @@ functions are pure functions of ``(scenario name, tuple of overrides)``.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -17,11 +18,14 @@ if str(ROOT) not in sys.path:
 import streamlit as st  # noqa: E402
 
 from simulator import api  # noqa: E402
-from simulator.errors import GpuhoursError  # noqa: E402
+
+GpuhoursError = api.GpuhoursError
 
 DEFAULT_SCENARIO = "deepseek-v3"
 CURRENT = "current_plan"  # session key: (scenario, overrides tuple)
 PLANS = "plans"  # session key: list of {"scenario", "overrides"} for Compare
+PLANS_VERSION = "plans_version"  # session key: bumped whenever PLANS changes, so the editor restarts from it
+DES_DONE = "des_done"  # session key: (scenario, overrides) of the last discrete-event run
 
 SCHEDULES = ("1f1b", "interleaved", "zb1p", "dualpipe", "dualpipev")
 RECOMPUTE = ("none", "selective", "full")
@@ -52,11 +56,26 @@ def run_cost(name: str, overrides: tuple[str, ...] = ()) -> dict:
     return api.run_cost(api.load(name, list(overrides)))
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def des_prediction(name: str, overrides: tuple[str, ...] = ()) -> tuple[dict, list | None]:
-    """(report, timeline or None) of the discrete-event engine; may raise ImportError."""
+@st.cache_data(show_spinner=False, max_entries=16)
+def des_prediction(name: str, overrides: tuple[str, ...] = ()) -> tuple[dict, list | None, bytes]:
+    """(report, timeline or None, Perfetto trace JSON) of the discrete-event engine."""
     pred = api.predict(api.load(name, list(overrides)), engine="des")
-    return api.report(pred), pred.extra.get("timeline")
+    trace = json.dumps(api.chrome_trace(pred), separators=(",", ":")).encode()
+    tl = pred.extra.get("timeline")
+    dp = pred.extra.get("dp_timeline") or []
+    if tl is not None:
+        tl = tl + [dict(r, kind="dp", mb=None) for r in dp]
+    return api.report(pred), tl, trace
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def prediction_interval(name: str, overrides: tuple[str, ...] = ()) -> dict:
+    return api.prediction_interval(api.load(name, list(overrides)))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def sensitivity(name: str, overrides: tuple[str, ...] = ()) -> dict:
+    return api.sensitivity(api.load(name, list(overrides)))
 
 
 def evaluate(name: str, overrides: tuple[str, ...]) -> tuple[dict | None, dict | None, str | None]:
@@ -76,6 +95,27 @@ def current() -> tuple[str, tuple[str, ...]]:
 
 def plans() -> list[dict]:
     return st.session_state.setdefault(PLANS, [])
+
+
+def set_plans(new: list[dict]) -> None:
+    """Replace the Compare list and restart its table editor from it."""
+    st.session_state[PLANS] = [{"scenario": p["scenario"], "overrides": list(p["overrides"])} for p in new]
+    st.session_state[PLANS_VERSION] = st.session_state.get(PLANS_VERSION, 0) + 1
+
+
+def add_plans(entries: list[dict]) -> int:
+    """Append plans to the Compare list (skipping ones already there); returns how many were new."""
+    cur = plans()
+    new = [e for i, e in enumerate(entries) if e not in cur and e not in entries[:i]]
+    if new:
+        set_plans(cur + new)
+    return len(new)
+
+
+def merge_overrides(first: tuple[str, ...] | list[str], then: list[str]) -> list[str]:
+    """``first`` followed by ``then``, dropping the entries of ``first`` whose field ``then`` sets again."""
+    keys = {o.split("=", 1)[0].strip() for o in then}
+    return [o for o in first if o.split("=", 1)[0].strip() not in keys] + list(then)
 
 
 def _fmt(v: float) -> str:
@@ -140,19 +180,24 @@ def plan_controls() -> tuple[str, tuple[str, ...]]:
         for col, fld, label in zip(cols, ("tp", "pp", "ep", "cp"), ("TP", "PP", "EP", "CP")):
             v = _w(col.number_input, label, k + fld, int(p[fld]), min_value=1, max_value=4096, step=1, help=f"plan.{fld}")
             add(f"plan.{fld}", int(v), int(p[fld]))
-        col1, col2 = st.columns([3, 2])
-        sched = _w(col1.selectbox, "Schedule", k + "sched", p["schedule"],
-                   options=SCHEDULES + (("none",) if p["schedule"] == "none" else ()),
-                               help="plan.schedule")
+        sp = _w(st.toggle, "Sequence parallel (with TP)", k + "sp", bool(p["sp"]),
+                help="plan.sp: Megatron sequence parallelism, norms and dropout split along the sequence "
+                     "inside the TP group; no effect at TP = 1")
+        if bool(sp) != bool(p["sp"]):
+            ov.append(f"plan.sp={'true' if sp else 'false'}")
+        sched = _w(st.selectbox, "Schedule", k + "sched", p["schedule"],
+                   options=SCHEDULES + (("none",) if p["schedule"] == "none" else ()), help="plan.schedule")
         add("plan.schedule", sched, p["schedule"])
-        vpp = _w(col2.number_input, "VPP", k + "vpp", int(p["vpp"]), min_value=1, max_value=16,
-                                help="plan.vpp: virtual stages per rank (interleaved)")
-        add("plan.vpp", int(vpp), int(p["vpp"]))
         col1, col2 = st.columns(2)
-        mb = _w(col1.number_input, "Micro-batch", k + "mb", int(p["micro_batch"]), min_value=1, max_value=64, help="plan.micro_batch: sequences per micro-batch")
+        mb = _w(col1.number_input, "Micro-batch", k + "mb", int(p["micro_batch"]), min_value=1, max_value=64,
+                help="plan.micro_batch: sequences per micro-batch")
         add("plan.micro_batch", int(mb), int(p["micro_batch"]))
-        rc = _w(col2.selectbox, "Recompute", k + "rc", p["recompute"], options=RECOMPUTE,
-                            help="plan.recompute")
+        vpp = _w(col2.number_input, "VPP", k + "vpp", int(p["vpp"]), min_value=1, max_value=16,
+                 help="plan.vpp: virtual stages per rank (interleaved)")
+        add("plan.vpp", int(vpp), int(p["vpp"]))
+        rc = _w(st.segmented_control, "Recompute", k + "rc", p["recompute"], options=RECOMPUTE, required=True,
+                help="plan.recompute: activations recomputed in the backward pass instead of kept")
+        rc = rc or p["recompute"]
         add("plan.recompute", rc, p["recompute"])
     with sb.expander("Kernels & routing", expanded=True):
         fp8 = _w(st.toggle, "FP8 training", k + "fp8", p["precision"] == "fp8",

@@ -119,3 +119,174 @@ def _overlap(pred: Prediction) -> float:
 
 def _jsonable(v: Any) -> bool:
     return isinstance(v, (int, float, str, bool, list, dict, type(None)))
+
+
+# --------------------------------------------------------------------------- dashboard entry points
+# Appended for the dashboard, which calls only this module. Each returns plain data (dicts, lists,
+# numbers, strings) so that callers can cache and serialize it.
+
+SEARCHED_PLAN_KEYS = ("tp", "pp", "dp", "cp", "ep", "vpp", "schedule", "micro_batch", "recompute", "zero",
+                      "comm_sms", "sp")
+
+
+def search_space() -> dict[str, tuple | None]:
+    """The default values of each dimension ``search_plans`` enumerates (``ep=None``: every valid divisor)."""
+    from .search import DEFAULT_SPACE
+
+    return dict(DEFAULT_SPACE)
+
+
+def plan_overrides(sc: Scenario, plan: dict) -> list[str]:
+    """The ``plan.field=value`` overrides that turn ``sc``'s plan into ``plan`` (searched keys only).
+
+    ``dp`` is left out when ``sc`` derives it (``plan.dp=0``): TP, PP and CP fix it then.
+    """
+    out = []
+    for k in SEARCHED_PLAN_KEYS:
+        if k not in plan:
+            continue
+        cur, new = getattr(sc.plan, k), plan[k]
+        if k == "dp" and cur == 0:
+            continue
+        if cur != new:
+            out.append(f"plan.{k}={str(new).lower() if isinstance(new, bool) else new}")
+    return out
+
+
+def search_plans(sc: Scenario, objective: str = "gpu_hours", top: int = 10, space: dict | None = None,
+                 des_top: int = 0, progress: Any = None, profile: Profile | str | None = None,
+                 workers: int = 1) -> dict:
+    """Rank the plans of ``sc`` on its own GPU count (best first), the analytic engine timing each.
+
+    ``space`` narrows the enumerated dimensions (see :func:`search_space`); ``des_top`` re-simulates
+    the best ``des_top`` plans with the discrete-event engine; ``progress(fraction, text)`` is called
+    as chunks of plans finish. Returns ``{"plans": [...], "all": [...], "evaluated", "valid",
+    "enumerated", "pruned", "seconds", "objective"}``; each plan carries its ``overrides`` relative
+    to ``sc`` (``load(name, overrides_of_sc + overrides)`` reproduces it), every metric of the
+    ranking and ``des`` (None, a few DES metrics, or ``{"error": ...}``). ``all`` holds every plan
+    that fits, compactly, for plotting.
+    """
+    import time
+
+    from .search import METRICS, PLAN_KEYS, plan_of, search
+
+    def tell(frac: float, text: str) -> None:
+        if progress:
+            progress(min(1.0, max(0.0, frac)), text)
+
+    t0 = time.perf_counter()
+    k_des = max(0, min(int(des_top), int(top)))
+    share = 0.85 if k_des else 1.0
+
+    def tick(done: int, total: int) -> None:
+        tell(share * done / max(1, total), f"timed {done:,} of {total:,} plans (analytic)")
+
+    res = search(sc, sc.cluster.num_gpus, objective=objective, top=top, progress=tick, space=space,
+                 profile=profile, workers=workers, des=False)
+    best = res.rows[:top]
+    plans = []
+    for i, r in enumerate(best):
+        cand = plan_of(sc, r)
+        pc = cand.plan
+        plan = {k: getattr(pc, k) for k in SEARCHED_PLAN_KEYS}
+        plan["dp"] = cand.dp
+        row = {"rank": r["rank"], "plan": plan, "overrides": plan_overrides(sc, plan),
+               **{k: r[k] for k in (*METRICS, "fits_in_memory")}, "hbm_gib": sc.cluster.gpu.hbm_gib,
+               "microbatches": cand.microbatches, "des": None}
+        if i < k_des:
+            tell(share + (1 - share) * i / k_des, f"discrete-event simulation of plan #{i + 1} of {k_des}")
+            try:
+                d = report(predict(cand, engine="des", profile=profile))
+                row["des"] = {k: d[k] for k in ("step_time_s", "gpu_hours_per_trillion_tokens", "mfu",
+                                                "bubble_fraction", "peak_memory_gib") if k in d}
+            except Exception as e:  # noqa: BLE001 - the DES may reject a plan: keep the analytic row, say why
+                row["des"] = {"error": str(e).splitlines()[0] if str(e) else type(e).__name__}
+        plans.append(row)
+    tell(1.0, f"done: {res.evaluated:,} plans timed, {res.valid:,} fit in memory")
+    compact = [{**{k: r[k] for k in PLAN_KEYS}, **{k: r[k] for k in METRICS}} for r in res.rows]
+    return {"plans": plans, "all": compact, "evaluated": res.evaluated, "valid": res.valid,
+            "enumerated": res.enumerated, "pruned": res.pruned, "objective": res.objective,
+            "seconds": time.perf_counter() - t0}
+
+
+def sensitivity(sc: Scenario, profile: Profile | str | None = None) -> dict:
+    """Tornado data: ``{"base", "rows", "notes"}``; each row moves one input down and up.
+
+    Rows are ``{input, low_label, high_label, low, base, high}`` in GPU-hours per trillion tokens
+    (analytic engine, steady state), largest swing first; ``low``/``high`` are None where the move
+    is invalid for this scenario, and ``notes`` say why.
+    """
+    from .sensitivity import METRIC
+    from .sensitivity import sensitivity as _tornado
+
+    notes: list[str] = []
+    rows = _tornado(sc, profile=profile, notes=notes)
+    base = rows[0]["base"] if rows else getattr(predict(sc, profile=profile), METRIC)
+    return {"base": base, "rows": rows, "notes": notes}
+
+
+def prediction_interval(sc: Scenario, profile: Profile | str | None = None) -> dict:
+    """``{"low", "high", "mape_pct"}``: the GPU-hours per trillion tokens +/- the validation MAPE.
+
+    An empirical band from the error of ``gpuhours validate`` on the public set, not a statistical
+    confidence interval.
+    """
+    from .sensitivity import prediction_interval as _band
+    from .sensitivity import validation_mape
+
+    lo, hi = _band(sc, profile=profile)
+    return {"low": lo, "high": hi, "mape_pct": validation_mape()}
+
+
+def chrome_trace(pred: Prediction) -> dict:
+    """The Chrome trace (Perfetto) JSON object of a DES prediction: ranks, streams, P2P arrows, memory."""
+    from .des.trace_cli import build_trace
+
+    return build_trace(pred).to_dict()
+
+
+def pipeline_schedule(schedule: str, pp: int, microbatches: int, vpp: int, f: float, b: float, w: float,
+                      fb: float) -> dict:
+    """The analytic pipeline schedule as tasks: ``{"tasks": [{rank, kind, name, start, end}], "makespan"}``.
+
+    Times are in the units of ``f, b, w, fb`` (the chunk times of one micro-batch on one stage).
+    Raises ValueError (one line) when the schedule rejects ``pp``, ``microbatches`` or ``vpp``.
+    """
+    from .schedules import TaskTimes, simulate, validate_schedule_args
+
+    validate_schedule_args(schedule, pp, microbatches, vpp)
+    tl = simulate(schedule, pp, microbatches, TaskTimes(f, b, min(w, b), fb), vpp)
+    tasks = [{"rank": r, "kind": t.kind, "name": t.label(), "start": s, "end": e}
+             for r, ts in enumerate(tl.ranks) for t, s, e in ts]
+    return {"tasks": tasks, "makespan": tl.makespan}
+
+
+def schedule_accepts(schedule: str, pp: int, microbatches: int, vpp: int = 1) -> bool:
+    """Whether ``schedule`` can run ``microbatches`` micro-batches on ``pp`` stages (``vpp`` virtual)."""
+    from .schedules import validate_schedule_args
+
+    try:
+        validate_schedule_args(schedule, pp, microbatches, vpp)
+    except ValueError:
+        return False
+    return True
+
+
+def validation_rows(engine: str = "analytic") -> dict:
+    """Predicted against published runs: ``{"rows": [...], "mape_pct", "source"}`` (``gpuhours validate``)."""
+    from .validate import DEFAULT_CSV, read_csv, validate_rows
+
+    res, mape = validate_rows(read_csv(DEFAULT_CSV), engine=engine)
+    rows = [{"run": r.run_id, "metric": r.metric, "predicted": r.predicted, "measured": r.measured,
+             "error %": r.error_pct, "note": r.reason} for r in res]
+    return {"rows": rows, "mape_pct": mape, "source": str(DEFAULT_CSV)}
+
+
+def parse_profile(data: Any, name: str = "profile") -> Profile:
+    """A :class:`Profile` from parsed JSON; raises ValueError (one line) when it breaks the schema."""
+    from .profile import validate_profile
+
+    return Profile(validate_profile(data, where=name), path=name)
+
+
+from .errors import GpuhoursError  # noqa: E402,F401  (re-exported for callers' except clauses)

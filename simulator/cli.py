@@ -158,7 +158,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     app = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true",
-           "--server.port", str(args.port), "--browser.gatherUsageStats", "false"]
+           "--server.port", str(args.port), "--browser.gatherUsageStats", "false",
+           "--client.toolbarMode", "viewer"]  # no "Deploy" button: this is a local tool
     return subprocess.call(cmd)
 
 

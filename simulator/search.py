@@ -299,7 +299,8 @@ def search(sc: Scenario, gpus: int, objective: str = "gpu_hours", top: int = 10,
 
 def plan_of(sc: Scenario, row: dict) -> Scenario:
     """The scenario of one search row."""
-    plan = dataclasses.replace(sc.plan, dp=0, **{k: row[k] for k in PLAN_KEYS if k != "dp"})
+    # Sequence parallelism is not a search axis: the enumeration pairs it with TP (Megatron's recipe).
+    plan = dataclasses.replace(sc.plan, dp=0, sp=row["tp"] > 1, **{k: row[k] for k in PLAN_KEYS if k != "dp"})
     return dataclasses.replace(sc, plan=plan).validate()
 
 

@@ -1,7 +1,9 @@
 """The dashboard in a real headless Chromium (Debian's ``/usr/bin/chromium``) via Playwright.
 
-Run with ``pytest -m browser tests/test_dashboard_browser.py``. Screenshots go to a
-temporary folder and, when ``GPUHOURS_SCREENSHOTS`` is set, to that folder too.
+Run with ``pytest -m browser tests/test_dashboard_browser.py``. One full-page screenshot
+per page goes to a temporary folder and, when ``GPUHOURS_SCREENSHOTS`` names a folder
+(``screenshots/`` at the repository root is git-ignored), there too: look at them after
+changing a page.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
-PAGES = ["timeline", "compare", "memory", "cost", "calibration", "validation"]
 
 
 def _free_port() -> int:
@@ -70,7 +71,30 @@ def _metric(page, label_start: str) -> str:
     return box.locator('[data-testid="stMetricValue"]').inner_text()
 
 
-def test_whatif_in_chromium(server, tmp_path):
+def _nav(page, title: str) -> None:
+    """Switch page through the sidebar navigation (keeps the session, unlike a new URL)."""
+    page.locator('[data-testid="stSidebarNav"]').get_by_text(title, exact=True).click()
+    page.locator("h1", has_text=HEADINGS[title]).first.wait_for(timeout=60_000)
+
+
+def _settled(page) -> None:
+    """Wait until the script run is over (no running-man icon in the header) and the mouse is out of the way."""
+    page.mouse.move(5, 995)
+    page.wait_for_timeout(300)
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidgetRunningIcon\"]')",
+                           timeout=60_000)
+    page.wait_for_timeout(300)
+
+
+# sidebar title -> page heading, in the order the screenshots are taken after the What-if ones
+HEADINGS = {"What-if": "What-if", "Timeline": "Pipeline timeline", "Search plans": "Plan search",
+            "Compare plans": "Compare plans", "Sensitivity": "Sensitivity", "Memory": "Memory per pipeline stage",
+            "Cost": "Training cost of the whole run", "Calibration": "Calibration profile",
+            "Validation": "Validation against published runs"}
+
+
+def test_every_page_in_chromium(server, tmp_path):
+    """Drive each page like a user; save a full-page screenshot of each (see the module docstring)."""
     from playwright.sync_api import sync_playwright
 
     shots = [tmp_path]
@@ -80,8 +104,15 @@ def test_whatif_in_chromium(server, tmp_path):
         shots.append(extra)
 
     def snap(page, name):
-        page.wait_for_timeout(500)
+        _settled(page)
+        assert page.locator('[data-testid="stException"]').count() == 0, name
+        # Streamlit scrolls inside its own containers: grow the window to the content to capture all of it.
+        tall = page.evaluate("""() => Math.max(...['[data-testid="stMain"]', '[data-testid="stSidebarContent"]']
+                 .map(s => document.querySelector(s)).filter(Boolean).map(e => e.scrollHeight))""")
+        page.set_viewport_size({"width": 1500, "height": max(1000, min(int(tall) + 40, 6000))})
+        page.wait_for_timeout(300)
         page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
+        page.set_viewport_size({"width": 1500, "height": 1000})
         for d in shots[1:]:
             shutil.copy(tmp_path / f"{name}.png", d / f"{name}.png")
 
@@ -109,14 +140,42 @@ def test_whatif_in_chromium(server, tmp_path):
             page.wait_for_function(
                 "(t) => { const f = document.querySelector('.js-plotly-plot'); return f && f.innerText !== t; }",
                 arg=fig_before, timeout=30_000)
-            snap(page, "02_whatif_pp8")
 
-            for i, name in enumerate(PAGES, start=3):
-                page.goto(f"{server}/{name}", wait_until="domcontentloaded")
-                page.locator("h1").first.wait_for(timeout=60_000)
-                page.wait_for_timeout(1500)
-                assert page.locator('[data-testid="stException"]').count() == 0, name
-                snap(page, f"{i:02d}_{name}")
+            page.get_by_role("button", name="Run discrete-event simulation").click()
+            page.get_by_text("Discrete-event simulation", exact=True).first.wait_for(timeout=60_000)
+            page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=60_000)
+            snap(page, "02_whatif_pp8_des")
+
+            _nav(page, "Timeline")
+            page.get_by_text("Download Perfetto trace").first.wait_for(timeout=60_000)
+            page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+            snap(page, "03_timeline_des")
+
+            _nav(page, "Search plans")
+            page.get_by_role("button", name="Search plans").click()
+            page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=60_000)
+            page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+            snap(page, "04_search")
+            # tick the first two ranked plans in the table (the row-selection column is at its left edge)
+            grid = page.locator('[data-testid="stDataFrame"]').first.bounding_box()
+            for row in (1, 2):
+                page.mouse.click(grid["x"] + 12, grid["y"] + 35 * row + 17)
+                page.wait_for_timeout(300)
+            send = page.get_by_role("button", name="Send 2 to Compare")
+            send.wait_for(timeout=30_000)
+            send.click()
+            page.get_by_text("2 plans added to Compare").first.wait_for(timeout=30_000)
+
+            for i, (title, ready) in enumerate((
+                    ("Compare plans", ".js-plotly-plot"), ("Sensitivity", ".js-plotly-plot"),
+                    ("Memory", ".js-plotly-plot"), ("Cost", '[data-testid="stMetric"]'),
+                    ("Calibration", ".js-plotly-plot"), ("Validation", ".js-plotly-plot")), start=5):
+                _nav(page, title)
+                page.locator(ready).first.wait_for(timeout=60_000)
+                if title == "Compare plans":  # the two plans sent from Search, nothing else
+                    assert page.get_by_text("No plans yet").count() == 0
+                    page.get_by_text("#2 deepseek-v3").first.wait_for(state="attached", timeout=30_000)  # a grid cell
+                snap(page, f"{i:02d}_{title.split()[0].lower()}")
         finally:
             browser.close()
     assert (tmp_path / "01_whatif.png").stat().st_size > 10_000

@@ -12,7 +12,7 @@ import pytest
 from simulator.api import load, predict, run_cost
 from simulator.cli import main
 from simulator.errors import ConfigError
-from simulator.search import search
+from simulator.search import plan_of, search
 
 SPACE = {
     "tp": (1, 2), "pp": (1, 2), "cp": (1,), "micro_batch": (1, 2), "recompute": ("none", "full"),
@@ -39,7 +39,7 @@ def brute_force(sc, objective_key="gpu_hours_per_trillion_tokens"):
     for tp, pp, cp, ep, (sch, vpp), mb, rc, z, sms in itertools.product(
             SPACE["tp"], SPACE["pp"], SPACE["cp"], eps, SPACE["schedule"], SPACE["micro_batch"],
             SPACE["recompute"], SPACE["zero"], SPACE["comm_sms"]):
-        plan = dataclasses.replace(sc.plan, dp=0, tp=tp, pp=pp, cp=cp, ep=ep, schedule=sch, vpp=vpp,
+        plan = dataclasses.replace(sc.plan, dp=0, tp=tp, sp=tp > 1, pp=pp, cp=cp, ep=ep, schedule=sch, vpp=vpp,
                                    micro_batch=mb, recompute=rc, zero=z, comm_sms=sms)
         try:
             cand = dataclasses.replace(base, plan=plan).validate()
@@ -62,6 +62,19 @@ def test_search_matches_brute_force(sc, result):
     vals = [p["gpu_hours_per_trillion_tokens"] for p in result.plans]
     assert vals == sorted(vals) and [p["rank"] for p in result.plans] == [1, 2, 3]
     assert result.evaluated >= result.valid > 0
+
+
+def test_ranked_rows_repredict_to_their_ranking():
+    # A TP>1 row must come back with the plan it was ranked with (sequence parallelism included).
+    sc = load("deepseekmoe-2b", ["cluster.num_gpus=16"])
+    res = search(sc, GPUS, top=3, space={**SPACE, "tp": (2,)}, workers=1, des=False)
+    assert res.rows
+    for row in res.rows[:3]:
+        cand = plan_of(sc, row)
+        assert cand.plan.tp == 2 and cand.plan.sp
+        pred = predict(cand)
+        assert pred.gpu_hours_per_trillion_tokens == pytest.approx(row["gpu_hours_per_trillion_tokens"], rel=1e-9)
+        assert pred.fits_in_memory == row["fits_in_memory"]
 
 
 def test_dask_gives_same_best_plan(sc, result):

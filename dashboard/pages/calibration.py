@@ -11,7 +11,6 @@ import streamlit as st
 from dashboard import state
 
 state.plan_controls()
-from simulator.profile import Profile, ProfileError, validate_profile  # noqa: E402
 
 name, ov = state.current()
 st.title("Calibration profile")
@@ -28,10 +27,9 @@ up = st.file_uploader("Upload a profile JSON (schema gpuhours.profile v1) to ins
 prof = None
 if up is not None:
     try:
-        data = validate_profile(json.loads(up.getvalue().decode("utf-8")), where=up.name)
-        prof = Profile(data, path=up.name)
+        prof = state.api.parse_profile(json.loads(up.getvalue().decode("utf-8")), name=up.name)
         st.success(f"{up.name}: valid profile for {prof.device.get('name')}")
-    except (ValueError, UnicodeDecodeError, ProfileError) as e:  # json.JSONDecodeError is a ValueError
+    except (ValueError, UnicodeDecodeError) as e:  # json.JSONDecodeError and schema errors are ValueErrors
         st.error(f"{up.name}: not a valid profile: {e}")
 if prof is None:
     pname = sd["cluster"]["profile"]
@@ -45,7 +43,12 @@ if prof is None:
 c1, c2 = st.columns([1, 1])
 with c1:
     st.subheader("Device")
-    st.json(prof.device, expanded=True)
+    names = {"sms": "SMs", "clock_mhz": "clock (MHz)", "hbm_gib": "HBM (GiB)", "hbm_gbps": "HBM (GB/s)",
+             "measured": "measured on this GPU"}
+    dev = [{"field": names.get(k, k.replace("_", " ")),
+            "value": ("yes" if v else "no") if isinstance(v, bool) else str(v)}
+           for k, v in prof.device.items() if not isinstance(v, (dict, list))]
+    st.dataframe(dev, hide_index=True, width="stretch")
 with c2:
     st.subheader("Rows per table")
     st.dataframe(pd.DataFrame([{"table": k, "rows": len(v)} for k, v in prof.tables.items()]),

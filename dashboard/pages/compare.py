@@ -1,4 +1,12 @@
-"""Compare plans: the plans added from the What-if page, side by side."""
+"""Compare plans: the plans collected from the What-if and Search pages, side by side.
+
+The list lives in session state (``state.PLANS``); the table above the charts
+edits it (change a scenario or its overrides, add or delete rows), and every
+committed edit is written back to that list, so it survives reruns and page
+switches. The metrics table exports as CSV (with each plan's scenario and
+overrides, so a row can be reproduced with ``gpuhours predict``); the Pareto
+chart shows which plans no other plan beats on both run cost and peak memory.
+"""
 
 from __future__ import annotations
 
@@ -12,24 +20,60 @@ from dashboard import state
 state.plan_controls()
 
 st.title("Compare plans")
-plans = state.plans()
 name, ov = state.current()
-if not plans:
-    st.info("No plans yet: press **Add to comparison** on the What-if page. Showing the preset and the current plan.")
-    plans = [{"scenario": name, "overrides": []}] + ([{"scenario": name, "overrides": list(ov)}] if ov else [])
+if not state.plans():
+    st.info("No plans yet: press **Add to comparison** on the What-if page or **Send to Compare** on the Search "
+            "page. Showing the preset and the current plan; edit the table to start your own list.")
+    shown = [{"scenario": name, "overrides": []}] + ([{"scenario": name, "overrides": list(ov)}] if ov else [])
+else:
+    shown = state.plans()
 
-editable = pd.DataFrame([{"scenario": p["scenario"], "overrides": " ".join(p["overrides"])} for p in plans])
+
+def records(df: pd.DataFrame) -> list[dict]:
+    """Table rows as plans; a new row with no scenario gets the sidebar's."""
+    out = []
+    for _, r in df.iterrows():
+        scen = r.get("scenario")
+        scen = scen if isinstance(scen, str) and scen else name
+        out.append({"scenario": scen, "overrides": str(r.get("overrides") or "").split()})
+    return out
+
+
+editable = pd.DataFrame([{"scenario": p["scenario"], "overrides": " ".join(p["overrides"])} for p in shown],
+                        columns=["scenario", "overrides"])
+# The editor's key changes with every committed edit: the new table starts from the plans in session
+# state, so edits survive reruns and page switches (a widget's own state does not).
 edited = st.data_editor(
-    editable, num_rows="dynamic", width="stretch", key="plans_editor",
+    editable, num_rows="dynamic", width="stretch", key=f"plans_editor_{st.session_state.get(state.PLANS_VERSION, 0)}",
     column_config={
         "scenario": st.column_config.SelectboxColumn("scenario", options=state.api.list_scenarios(), required=True),
-        "overrides": st.column_config.TextColumn("overrides (space-separated section.field=value)"),
+        "overrides": st.column_config.TextColumn("overrides (space-separated section.field=value)", width="large"),
     },
 )
+if records(edited) != shown:
+    state.set_plans(records(edited))
+    st.rerun()
+plans = shown
+
+
+def pareto(d: pd.DataFrame) -> pd.DataFrame:
+    """The plans no other plan beats on both peak memory and run cost, by increasing memory."""
+    out, best = [], float("inf")
+    for _, r in d.sort_values(["peak memory (GiB)", "run cost (M$)"]).iterrows():
+        if r["run cost (M$)"] < best:
+            best = r["run cost (M$)"]
+            out.append(r)
+    return pd.DataFrame(out)
+
+
+def padded(col: pd.Series, frac: float = 0.15) -> list[float]:
+    """An axis range around the values with room for the point labels."""
+    lo, hi = float(col.min()), float(col.max())
+    pad = (hi - lo) * frac or abs(hi) * 0.02 or 1.0
+    return [lo - pad, hi + pad]
 rows, errors = [], []
-for i, r in edited.iterrows():
-    scen = r.get("scenario") or state.DEFAULT_SCENARIO
-    ovs = tuple(str(r.get("overrides") or "").split())
+for i, pl in enumerate(plans):
+    scen, ovs = pl["scenario"], tuple(pl["overrides"])
     rep, cost, err = state.evaluate(scen, ovs)
     label = f"#{i + 1} {scen}" + (f" ({' '.join(o.split('.', 1)[-1] for o in ovs)})" if ovs else " (preset)")
     if err:
@@ -37,12 +81,13 @@ for i, r in edited.iterrows():
         continue
     bd = rep["step_breakdown_s"]
     rows.append({
-        "plan": label, "GPU-hours / T tokens": rep["gpu_hours_per_trillion_tokens"],
+        "plan": label, "scenario": scen, "overrides": " ".join(ovs), "GPU-hours / T tokens": rep["gpu_hours_per_trillion_tokens"],
         "run GPU-hours (M)": cost["total_gpu_hours"] / 1e6, "run cost (M$)": cost["total_usd"] / 1e6,
         "days": cost["days_on_cluster"], "tok/s/GPU": rep["tokens_per_s_per_gpu"], "MFU %": rep["mfu"] * 100,
         "step (s)": rep["step_time_s"], "compute (s)": bd["busy"], "exposed comm (s)": bd["exposed_comm"] + bd["dp_exposed"],
         "bubble (s)": bd["bubble"], "other (s)": bd["optimizer"],
-        "peak memory (GiB)": rep["peak_memory_gib"], "HBM (GiB)": rep["hbm_gib"], "fits": rep["fits_in_memory"],
+        "peak memory (GiB)": rep["peak_memory_gib"], "HBM (GiB)": rep["hbm_gib"],
+        "memory": "fits in HBM" if rep["fits_in_memory"] else "exceeds HBM",
     })
 for e in errors:
     st.error(e)
@@ -50,51 +95,59 @@ if not rows:
     st.stop()
 df = pd.DataFrame(rows)
 st.subheader("Key metrics")
-st.dataframe(df, hide_index=True, width="stretch", column_config={
+st.dataframe(df, hide_index=True, width="stretch", column_order=[c for c in df.columns if c not in ("scenario", "overrides")],
+             column_config={
     c: st.column_config.NumberColumn(format="%.2f") for c in df.columns if df[c].dtype.kind == "f"
 } | {"GPU-hours / T tokens": st.column_config.NumberColumn(format="%,.0f"),
      "tok/s/GPU": st.column_config.NumberColumn(format="%,.0f")})
-st.download_button("Download CSV", df.to_csv(index=False).encode(), "gpuhours_plans.csv", "text/csv")
+st.download_button("Download CSV", df.to_csv(index=False).encode(), "gpuhours_plans.csv", "text/csv",
+                   icon=":material/download:", help="Every column above plus each plan's scenario and overrides")
 
 c1, c2 = st.columns(2)
-fig = px.bar(df, x="plan", y="run GPU-hours (M)", title="Whole-run GPU-hours (millions)", text_auto=".2f")
-fig.update_layout(xaxis_title=None, height=360, margin=dict(t=50, b=10))
+# charts name plans by their number (#1, #2, ...): the full labels are in the table above and on hover
+df["#"] = [lbl.split()[0] for lbl in df["plan"]]
+fig = px.bar(df, x="#", y="run GPU-hours (M)", title="Whole-run GPU-hours (millions)", text_auto=".2f", hover_name="plan")
+fig.update_layout(xaxis_title=None, xaxis_type="category", height=360, margin=dict(t=50, b=10))
 c1.plotly_chart(fig, width="stretch", key="cmp_gh")
-fig = px.bar(df, x="plan", y="run cost (M$)", title="Whole-run cost (million USD)", text_auto=".2f",
+fig = px.bar(df, x="#", y="run cost (M$)", title="Whole-run cost (million USD)", text_auto=".2f", hover_name="plan",
              color_discrete_sequence=["#54A24B"])
-fig.update_layout(xaxis_title=None, height=360, margin=dict(t=50, b=10))
+fig.update_layout(xaxis_title=None, xaxis_type="category", height=360, margin=dict(t=50, b=10))
 c2.plotly_chart(fig, width="stretch", key="cmp_usd")
 
 c1, c2 = st.columns(2)
 fig = go.Figure()
 for col, colour in (("compute (s)", "#4C78A8"), ("exposed comm (s)", "#F58518"), ("bubble (s)", "#E45756"),
                     ("other (s)", "#72B7B2")):
-    fig.add_bar(x=df["plan"], y=df[col], name=col.replace(" (s)", ""), marker_color=colour)
-fig.update_layout(barmode="stack", title="Step-time split (s)", yaxis_title="seconds per step", height=380,
+    fig.add_bar(x=df["#"], y=df[col], name=col.replace(" (s)", ""), marker_color=colour, customdata=df["plan"],
+                hovertemplate="%{customdata}<br>" + col.replace(" (s)", "") + ": %{y:.2f} s<extra></extra>")
+fig.update_layout(barmode="stack", title="Step-time split (s)", yaxis_title="seconds per step", xaxis_title=None,
+                  xaxis_type="category", height=380,
                   margin=dict(t=50, b=10))
 c1.plotly_chart(fig, width="stretch", key="cmp_split")
-fig = px.bar(df, x="plan", y="peak memory (GiB)", title="Peak memory per GPU (GiB)", text_auto=".1f",
-             color="fits", color_discrete_map={True: "#4C78A8", False: "#E45756"})
-fig.add_hline(y=float(df["HBM (GiB)"].max()), line_dash="dash", annotation_text="HBM")
-fig.update_layout(xaxis_title=None, height=380, margin=dict(t=50, b=10))
+MEM_COLOURS = {"fits in HBM": "#4C78A8", "exceeds HBM": "#E45756"}
+fig = px.bar(df, x="#", y="peak memory (GiB)", title="Peak memory per GPU (GiB)", text_auto=".1f", hover_name="plan",
+             color="memory", color_discrete_map=MEM_COLOURS)
+fig.add_hline(y=float(df["HBM (GiB)"].max()), line_dash="dash",
+              annotation_text=f"HBM {float(df['HBM (GiB)'].max()):.0f} GiB", annotation_position="top left")
+fig.update_layout(xaxis_title=None, xaxis_type="category", height=380, margin=dict(t=50, b=10))
 c2.plotly_chart(fig, width="stretch", key="cmp_mem")
 
-fig = px.scatter(df, x="peak memory (GiB)", y="run cost (M$)", text="plan", color="fits",
-                 color_discrete_map={True: "#4C78A8", False: "#E45756"},
-                 title="Cost vs peak memory (lower-left is better)")
-ok = df[df["fits"]].sort_values("peak memory (GiB)")
-front, best = [], float("inf")
-for _, r in ok.iterrows():
-    if r["run cost (M$)"] < best:
-        best = r["run cost (M$)"]
-        front.append(r)
-if front:
-    fr = pd.DataFrame(front)
-    fig.add_trace(go.Scatter(x=fr["peak memory (GiB)"], y=fr["run cost (M$)"], mode="lines", name="Pareto front",
-                             line=dict(dash="dot", color="grey")))
-fig.update_traces(textposition="top center", selector=dict(mode="markers+text"))
-fig.update_layout(height=420, margin=dict(t=50, b=10))
+# cost in millions, or in thousands when the plans differ by less than $100k (readable ticks either way)
+spread = float(df["run cost (M$)"].max() - df["run cost (M$)"].min())
+unit, scale = ("thousand", 1e3) if 0 < spread < 0.1 else ("million", 1.0)
+df["cost"] = df["run cost (M$)"] * scale
+fig = px.scatter(df, x="peak memory (GiB)", y="cost", text="#", color="memory", hover_name="plan",
+                 color_discrete_map=MEM_COLOURS, title="Run cost against peak memory (lower-left is better)")
+front = pareto(df[df["memory"] == "fits in HBM"])
+if len(front) > 1:
+    fig.add_trace(go.Scatter(x=front["peak memory (GiB)"], y=front["run cost (M$)"] * scale, mode="lines",
+                             name="Pareto front", line=dict(dash="dot", color="grey", shape="hv"), hoverinfo="skip"))
+fig.update_traces(textposition="middle right", marker=dict(size=11), selector=dict(mode="markers+text"))
+fig.update_xaxes(range=padded(pd.concat([df["peak memory (GiB)"], df["HBM (GiB)"]])), title="peak memory per GPU (GiB)")
+fig.update_yaxes(range=padded(df["cost"]), title=f"whole-run cost ({unit} USD)", tickformat=",.1f" if scale > 1 else None)
+fig.add_vline(x=float(df["HBM (GiB)"].max()), line_dash="dash", line_color="#E45756", annotation_text="HBM")
+fig.update_layout(height=420, margin=dict(t=50, b=10), legend_title_text="")
 st.plotly_chart(fig, width="stretch", key="cmp_pareto")
-if st.button("Clear comparison"):
-    st.session_state[state.PLANS] = []
+if st.button("Clear comparison", icon=":material/delete:"):
+    state.set_plans([])
     st.rerun()

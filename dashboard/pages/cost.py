@@ -31,7 +31,7 @@ rows.append({"Training costs": "Total", "Tokens (T)": cost["tokens"] / 1e12,
              "vs published": f"{(cost['total_gpu_hours'] / pub_total - 1) * 100:+.1f} %" if pub_total else "—",
              "Modelled": ""})
 df = pd.DataFrame(rows)
-st.dataframe(df, hide_index=True, width="stretch", column_config={
+st.dataframe(df, hide_index=True, width="stretch", placeholder="—", column_config={
     "Tokens (T)": st.column_config.NumberColumn(format="%.3f"),
     "GPU-hours (K)": st.column_config.NumberColumn(format="%,.1f"),
     "USD (M)": st.column_config.NumberColumn(format="$%.3f"),

@@ -25,7 +25,8 @@ for part, colour in parts:
     fig.add_bar(x=x, y=[s["memory_gib"].get(part, 0.0) for s in stages], name=part, marker_color=colour,
                 hovertemplate=f"{part}: %{{y:.2f}} GiB<extra></extra>")
 fig.add_hline(y=rep["hbm_gib"], line_dash="dash", line_color="#E45756",
-              annotation_text=f"HBM {rep['hbm_gib']:.1f} GiB", annotation_position="top left")
+              annotation_text=f"HBM {rep['hbm_gib']:.1f} GiB", annotation_position="top right",
+              annotation_bgcolor="rgba(255,255,255,0.85)", annotation_font_color="#E45756")
 top = max(rep["hbm_gib"], max(s["memory_gib"]["total"] for s in stages)) * 1.1
 fig.update_layout(barmode="stack", yaxis=dict(title="GiB per GPU", range=[0, top]), xaxis_title="pipeline rank",
                   height=460, legend=dict(orientation="h", y=1.02, yanchor="bottom", x=0, traceorder="normal"),
@@ -37,7 +38,23 @@ if rep["fits_in_memory"]:
 else:
     st.error(f"Does not fit: peak {rep['peak_memory_gib']:.1f} GiB > {rep['hbm_gib']:.1f} GiB HBM per GPU. "
              "Try more PP/EP, recompute, or a smaller micro-batch.")
+
+
+def layers_text(chunks: list[list[str]]) -> str:
+    """A stage's layers as counts in order, e.g. ``embed + 3 dense + 1 moe``; chunks split by ``|``."""
+    out = []
+    for chunk in chunks:
+        runs: list[list] = []
+        for u in chunk:
+            if runs and runs[-1][0] == u:
+                runs[-1][1] += 1
+            else:
+                runs.append([u, 1])
+        out.append(" + ".join(u if n == 1 else f"{n} {u}" for u, n in runs))
+    return " | ".join(out)
+
+
 df = pd.DataFrame([{"rank": s["rank"], **{f"{k} (GiB)": round(v, 2) for k, v in s["memory_gib"].items()},
-                    "layers": " | ".join(",".join(c) for c in s["layers"])} for s in stages])
+                    "layers (per virtual stage)": layers_text(s["layers"])} for s in stages])
 st.dataframe(df, hide_index=True, width="stretch")
 st.caption("All memory in GiB per GPU.")

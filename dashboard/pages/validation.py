@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import plotly.express as px
 import streamlit as st
@@ -9,23 +11,23 @@ import streamlit as st
 from dashboard import state  # noqa: F401  (puts the repo on sys.path)
 
 state.plan_controls()
-from simulator import validate  # noqa: E402
 
 
 @st.cache_data(show_spinner=False)
-def results() -> tuple[list[dict], float | None]:
-    res, mape = validate.validate_rows(validate.read_csv(validate.DEFAULT_CSV))
-    return [{"run": r.run_id, "metric": r.metric, "predicted": r.predicted, "measured": r.measured,
-             "error %": r.error_pct, "note": r.reason} for r in res], mape
+def results() -> dict:
+    return state.api.validation_rows()
 
 
 st.title("Validation against published runs")
 try:
-    rows, mape = results()
+    out = results()
+    rows, mape = out["rows"], out["mape_pct"]
 except (state.GpuhoursError, ValueError, OSError) as e:
     st.error(str(e))
     st.stop()
 df = pd.DataFrame(rows)
+if "note" in df and not df["note"].fillna("").astype(str).str.strip().any():
+    df = df.drop(columns="note")  # no run needed a note
 scored = df.dropna(subset=["predicted", "measured", "error %"])
 c = st.columns(3)
 c[0].metric("MAPE", f"{mape:.1f} %" if mape is not None else "—")
@@ -45,7 +47,10 @@ if not scored.empty:
     fig.add_shape(type="line", x0=lo, y0=lo, x1=hi, y1=hi, line=dict(dash="dash", color="grey"))
     for f in (0.8, 1.2):
         fig.add_shape(type="line", x0=lo, y0=lo * f, x1=hi, y1=hi * f, line=dict(dash="dot", color="lightgrey"))
-    fig.update_layout(height=480, xaxis_title="measured (metric units, log)", yaxis_title="predicted (log)",
-                      margin=dict(t=50, b=10))
+    fig.update_layout(height=480, xaxis_title="measured (tokens/s/GPU or MFU %, log scale)",
+                      yaxis_title="predicted (same units, log scale)", margin=dict(t=50, b=10))
+    fig.update_xaxes(dtick=1, tickformat=",")
+    fig.update_yaxes(dtick=1, tickformat=",")
     st.plotly_chart(fig, width="stretch", key="val_scatter")
-st.caption(f"Source: {validate.DEFAULT_CSV.relative_to(state.ROOT)}; analytic engine.")
+src = Path(out["source"])
+st.caption(f"Source: {src.relative_to(state.ROOT) if src.is_relative_to(state.ROOT) else src}; analytic engine.")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard import state
+from dashboard import des_panel, state
 
 state.plan_controls()
 
@@ -34,6 +33,16 @@ c = st.columns(4)
 gh, gh0 = rep["gpu_hours_per_trillion_tokens"], base["gpu_hours_per_trillion_tokens"]
 c[0].metric("GPU-hours per trillion tokens", f"{gh:,.0f} GPU·h", delta(gh, gh0, "{:+,.0f} GPU·h"),
             delta_color="inverse", help="Steady-state step, analytic engine")
+try:
+    band = state.prediction_interval(name, ov)
+except (state.GpuhoursError, ValueError, OSError):
+    band = None
+if band and band["mape_pct"] is not None:
+    c[0].caption(f"{band['low']:,.0f} – {band['high']:,.0f} GPU·h (±{band['mape_pct']:.0f} %): "
+                 "empirical band from validation error, not a confidence interval",
+                 help="The prediction plus or minus the mean absolute percentage error of `gpuhours validate` "
+                      "on the public validation runs. It says how far off the model has been on published "
+                      "runs; it is not a statistical confidence interval.")
 tokT = cost["tokens"] / 1e12
 c[1].metric("Days on this cluster",
             f"{cost['days_on_cluster']:,.1f} days",
@@ -68,7 +77,7 @@ with left:
                     hovertemplate=f"{lbl}: %{{x:.3f}} s<extra></extra>")
     fig.update_layout(barmode="stack", height=200, margin=dict(l=10, r=10, t=40, b=10),
                       title=f"Step time {rep['step_time_s']:.2f} s — split", xaxis_title="seconds",
-                      legend=dict(orientation="h", y=-0.5))
+                      legend=dict(orientation="h", y=-0.5, traceorder="normal"))
     st.plotly_chart(fig, width="stretch", key="step_split")
 with right:
     p = rep["plan"]
@@ -83,25 +92,18 @@ with right:
 
 b1, b2 = st.columns(2)
 if b1.button("Add to comparison", icon=":material/add:", width="stretch"):
-    entry = {"scenario": name, "overrides": list(ov)}
-    if entry not in state.plans():
-        state.plans().append(entry)
-    st.toast(f"Added plan #{len(state.plans())} to the comparison")
-if b2.button("Run discrete-event simulation", icon=":material/play_arrow:", width="stretch"):
-    with st.spinner("Running the discrete-event simulation…"):
-        try:
-            des, _tl = state.des_prediction(name, ov)
-        except (ImportError, ModuleNotFoundError):
-            st.info("The discrete-event engine is not available in this build yet; "
-                    "the numbers above come from the analytic engine.")
-        except (state.GpuhoursError, ValueError) as e:
-            st.error(str(e))
-        else:
-            rows = [(k, rep[k], des[k]) for k in ("step_time_s", "tokens_per_s_per_gpu", "mfu",
-                                                  "bubble_fraction", "exposed_comm_fraction",
-                                                  "gpu_hours_per_trillion_tokens")]
-            st.session_state["des_done"] = (name, ov)
-            st.dataframe(pd.DataFrame(rows, columns=["metric", "analytic", "DES"]), hide_index=True)
+    new = state.add_plans([{"scenario": name, "overrides": list(ov)}])
+    st.toast(f"Added plan #{len(state.plans())} to the comparison" if new else "This plan is already in the comparison")
+des = None
+if b2.button(des_panel.BUTTON, icon=":material/play_arrow:", width="stretch",
+             help="Simulate one step event by event (pipeline, all-to-all, links); takes a few seconds"):
+    des = des_panel.run(name, ov)
+des = des or des_panel.result(name, ov)
+if des:
+    st.subheader("Discrete-event simulation")
+    des_panel.comparison(rep, des[0])
+    st.page_link("pages/timeline.py", label="See the simulated step on the Timeline page (Gantt chart, Perfetto trace)",
+                 icon=":material/view_timeline:")
 
 if rep["warnings"]:
     with st.expander(f"{len(rep['warnings'])} modelling warnings"):

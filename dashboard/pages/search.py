@@ -1,0 +1,202 @@
+"""Search: rank the parallelism plans of the sidebar's scenario and send the best to Compare.
+
+The search enumerates plans (TP, PP, EP, CP, schedule, micro-batch, recompute,
+ZeRO, communication SMs) for the model on the sidebar's GPU count, drops those
+that cannot be valid or cannot fit, times the rest with the analytic engine and
+ranks them; the best few can be re-simulated with the discrete-event engine.
+Everything else (cluster, precision, routing, tokens, price) comes from the
+sidebar; the sidebar's own TP, PP, EP, CP, schedule, VPP, micro-batch and
+recompute are what the search replaces.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from dashboard import state
+
+state.plan_controls()
+
+RESULT = "search_result"  # session key: {"key", "res", "base"} of the last search
+SEARCHED = {f"plan.{k}" for k in state.api.SEARCHED_PLAN_KEYS}
+OBJECTIVES = {"GPU-hours per trillion tokens": "gpu_hours", "Dollars per trillion tokens": "usd",
+              "Step time": "step_time"}
+
+name, ov = state.current()
+base_ov = tuple(o for o in ov if o.split("=", 1)[0].strip() not in SEARCHED)
+st.title("Plan search")
+try:
+    sd = state.scenario_dict(name, base_ov)
+except state.GpuhoursError as e:
+    st.error(str(e).splitlines()[0])
+    st.stop()
+gpus, hbm = int(sd["cluster"]["num_gpus"]), float(sd["cluster"]["gpu"]["hbm_gib"])
+st.caption(f"Ranks plans for **{sd['model']}** on **{gpus:,} × {sd['cluster']['gpu']['name']}** "
+           f"({hbm:.0f} GiB HBM). Cluster, precision, routing, tokens and price come from the sidebar; the "
+           "dimensions below replace the sidebar's TP, PP, EP, CP, schedule, micro-batch and recompute.")
+
+# --------------------------------------------------------------------------- search space
+space0 = state.api.search_space()
+preset = state.scenario_dict(name)["plan"]
+k = f"search:{name}:"
+SCHED_LABEL = {("1f1b", 1): "1F1B", ("interleaved", 2): "interleaved ×2", ("interleaved", 4): "interleaved ×4",
+               ("zb1p", 1): "ZB1P", ("dualpipe", 1): "DualPipe", ("dualpipev", 1): "DualPipeV"}
+with st.expander("Search space", expanded=False):
+    c = st.columns(4)
+    tp = state._w(c[0].multiselect, "TP", k + "tp", list(space0["tp"]), options=list(space0["tp"]))
+    pp = state._w(c[1].multiselect, "PP", k + "pp", list(space0["pp"]), options=list(space0["pp"]))
+    cp = state._w(c[2].multiselect, "CP", k + "cp", [1], options=list(space0["cp"]))
+    mb = state._w(c[3].multiselect, "Micro-batch (sequences)", k + "mb", [1, 2], options=list(space0["micro_batch"]))
+    c = st.columns([2, 1, 1, 1])
+    sched = state._w(c[0].multiselect, "Schedules", k + "sched", list(space0["schedule"]),
+                     options=list(space0["schedule"]), format_func=lambda s: SCHED_LABEL.get(tuple(s), str(s)))
+    rc = state._w(c[1].multiselect, "Recompute", k + "rc", list(space0["recompute"]), options=list(space0["recompute"]))
+    zero = state._w(c[2].multiselect, "ZeRO stage", k + "zero", [int(preset["zero"])], options=[0, 1, 2, 3])
+    sms_opts = sorted(set(space0["comm_sms"]) | {int(preset["comm_sms"])})
+    sms = state._w(c[3].multiselect, "Comm SMs", k + "sms", [int(preset["comm_sms"])], options=sms_opts,
+                   help="Varied only for DualPipe(V) with EP > 1, where communication kernels share SMs with compute")
+    st.caption("EP: every divisor of the expert count that divides DP × TP. Wider choices search longer.")
+
+
+def listing(vals) -> str:
+    return "/".join(str(v) for v in vals) or "—"
+
+
+st.caption(f"Searching TP {listing(tp)} · PP {listing(pp)} · CP {listing(cp)} · EP auto · micro-batch {listing(mb)} · "
+           f"{len(sched)} schedules · recompute {listing(rc)} · ZeRO {listing(zero)} · comm SMs {listing(sms)}")
+c = st.columns([3, 1, 2, 1])
+objective = state._w(c[0].selectbox, "Rank by", k + "obj", "GPU-hours per trillion tokens", options=list(OBJECTIVES))
+top = state._w(c[1].number_input, "Plans shown", k + "top", 10, min_value=1, max_value=50, step=1)
+with c[2]:
+    st.write("")
+    use_des = state._w(st.checkbox, "Re-simulate the best plans with the DES", k + "des", False,
+                       help="Runs the discrete-event engine on the top plans (about a second each on a large model)")
+des_k = state._w(c[3].number_input, "How many", k + "desk", 3, min_value=1, max_value=50, step=1,
+                 disabled=not use_des)
+
+space = {"tp": tuple(tp), "pp": tuple(pp), "cp": tuple(cp), "micro_batch": tuple(mb),
+         "schedule": tuple(tuple(s) for s in sched), "recompute": tuple(rc), "zero": tuple(zero), "comm_sms": tuple(sms)}
+empty = [dim for dim, vals in space.items() if not vals]
+key = (name, base_ov, tuple(sorted(space.items())), objective, int(top), int(des_k) if use_des else 0)
+
+if st.button("Search plans", type="primary", icon=":material/search:", disabled=bool(empty)):
+    bar = st.progress(0.0, text="Enumerating plans…")
+    try:
+        res = state.api.search_plans(state.api.load(name, list(base_ov)), objective=OBJECTIVES[objective],
+                                     top=int(top), space=space, des_top=key[-1],
+                                     progress=lambda f, text: bar.progress(f, text=text))
+    except (state.GpuhoursError, ValueError) as e:
+        bar.empty()
+        st.error(str(e).splitlines()[0])
+        st.stop()
+    bar.empty()
+    st.session_state[RESULT] = {"key": key, "res": res, "base": list(base_ov)}
+if empty:
+    st.error("Pick at least one value for: " + ", ".join(empty).replace("_", "-") + " (under Search space).")
+
+saved = st.session_state.get(RESULT)
+if not saved:
+    st.info("Press **Search plans** to rank the plans (a few seconds with the default space).")
+    st.stop()
+if saved["key"] != key:
+    st.warning("The sidebar or the search settings changed since these results: press **Search plans** to update.")
+res = saved["res"]
+if not res["plans"]:
+    st.error(f"No plan fits in {hbm:.0f} GiB of HBM among the {res['evaluated']:,} timed: widen the search space "
+             "(more PP, recompute, ZeRO stages) or add GPUs.")
+    st.stop()
+
+# --------------------------------------------------------------------------- ranked table
+best = res["plans"][0]
+cur, _cost, cur_err = state.evaluate(name, ov)
+c = st.columns(4)
+c[0].metric("Best plan", f"{best['gpu_hours_per_trillion_tokens']:,.0f} GPU·h", help="per trillion tokens, analytic")
+if cur and not cur_err:
+    d = best["gpu_hours_per_trillion_tokens"] / cur["gpu_hours_per_trillion_tokens"] - 1
+    fits = cur["fits_in_memory"]
+    c[1].metric("Your sidebar plan", f"{cur['gpu_hours_per_trillion_tokens']:,.0f} GPU·h",
+                f"best is {d * 100:+.1f} %" if fits else f"does not fit ({cur['peak_memory_gib']:.0f} GiB)",
+                delta_color="inverse" if fits else "off", delta_arrow="off", help="per trillion tokens, analytic")
+elif cur_err:
+    c[1].metric("Your sidebar plan", "invalid", help=cur_err)
+c[2].metric("Plans timed", f"{res['evaluated']:,}", help=f"{res['enumerated']:,} enumerated, {res['pruned']:,} pruned "
+            "as invalid or too big before timing")
+c[3].metric("Fit in memory", f"{res['valid']:,}", help=f"search took {res['seconds']:.1f} s")
+
+
+def sched_text(p: dict) -> str:
+    return SCHED_LABEL.get((p["schedule"], p["vpp"]), f"{p['schedule']} ×{p['vpp']}")
+
+
+rows = []
+for r in res["plans"]:
+    p, des = r["plan"], r["des"]
+    row = {"#": r["rank"], "GPU·h / 1T tokens": r["gpu_hours_per_trillion_tokens"],
+           "$ / 1T tokens": r["usd_per_trillion_tokens"], "step (s)": r["step_time_s"], "MFU (%)": 100 * r["mfu"],
+           "bubble (%)": 100 * r["bubble_fraction"], "exposed comm (%)": 100 * r["exposed_comm_fraction"],
+           "peak memory": r["peak_memory_gib"]}
+    if key[-1] or saved["key"][-1]:
+        ok = bool(des) and "error" not in des
+        row["DES GPU·h / 1T"] = des["gpu_hours_per_trillion_tokens"] if ok else None
+        row["DES step (s)"] = des["step_time_s"] if ok else None
+        row["DES peak (GiB)"] = des["peak_memory_gib"] if ok else None
+    row.update({"TP": p["tp"], "PP": p["pp"], "EP": p["ep"], "DP": p["dp"], "CP": p["cp"], "schedule": sched_text(p),
+                "micro-batch": p["micro_batch"], "recompute": p["recompute"], "ZeRO": p["zero"],
+                "comm SMs": p["comm_sms"], "SP": "on" if p.get("sp") else "off"})
+    rows.append(row)
+df = pd.DataFrame(rows)
+NUM = st.column_config.NumberColumn
+small = {c: st.column_config.Column(width="small") for c in ("TP", "PP", "EP", "DP", "CP", "ZeRO", "SP")}
+event = st.dataframe(
+    df, hide_index=True, width="stretch", key="search_table", on_select="rerun", selection_mode="multi-row",
+    column_config=small | {
+        "#": NUM(format="%d", width="small"),
+        "GPU·h / 1T tokens": NUM(format="%,.0f"), "$ / 1T tokens": NUM(format="$%,.0f"),
+        "step (s)": NUM(format="%.2f"), "MFU (%)": NUM(format="%.1f"), "bubble (%)": NUM(format="%.1f"),
+        "exposed comm (%)": NUM(format="%.1f"),
+        "peak memory": st.column_config.ProgressColumn(f"peak memory (GiB of {hbm:.0f})", format="%.1f GiB",
+                                                       min_value=0.0, max_value=hbm),
+        "DES GPU·h / 1T": NUM(format="%,.0f"), "DES step (s)": NUM(format="%.2f"), "DES peak (GiB)": NUM(format="%.1f"),
+    })
+errs = [f"#{r['rank']}: {r['des']['error']}" for r in res["plans"] if r["des"] and "error" in r["des"]]
+if errs:
+    st.caption("DES could not simulate " + "; ".join(errs))
+picked = sorted(event.selection.rows) if event is not None else []
+c = st.columns([2, 5])
+if c[0].button(f"Send {len(picked) or ''} to Compare".replace("  ", " "), icon=":material/compare_arrows:",
+               disabled=not picked, width="stretch", help="Select rows (tick boxes on the left of the table) first"):
+    new = state.add_plans([{"scenario": name, "overrides": state.merge_overrides(saved["base"], res["plans"][i]["overrides"])}
+                           for i in picked])
+    dup = len(picked) - new
+    st.toast(f"{new} plan{'s' if new != 1 else ''} added to Compare" + (f" ({dup} already there)" if dup else ""))
+c[1].caption("Tick rows on the left of the table, then send them to the Compare page; each plan keeps the "
+             "sidebar's other settings.")
+if state.plans():
+    st.page_link("pages/compare.py", label=f"Open Compare ({len(state.plans())} plans)", icon=":material/compare_arrows:")
+
+# --------------------------------------------------------------------------- every fitting plan
+allp = pd.DataFrame(res["all"])
+if not allp.empty:
+    allp["schedule"] = [SCHED_LABEL.get((s, v), s) for s, v in zip(allp["schedule"], allp["vpp"])]
+    fig = px.scatter(allp, x="peak_memory_gib", y="gpu_hours_per_trillion_tokens", color="schedule",
+                     color_discrete_sequence=px.colors.qualitative.Bold,
+                     category_orders={"schedule": [v for v in SCHED_LABEL.values() if v in set(allp["schedule"])]},
+                     hover_data={"tp": True, "pp": True, "ep": True, "micro_batch": True, "recompute": True},
+                     labels={"peak_memory_gib": "peak memory per GPU (GiB)",
+                             "gpu_hours_per_trillion_tokens": "GPU-hours per trillion tokens", "tp": "TP", "pp": "PP",
+                             "ep": "EP", "micro_batch": "micro-batch"},
+                     title=f"All {len(allp):,} plans that fit: GPU-hours against peak memory (lower is better"
+                           + (", axis cut at twice the best)" if allp["gpu_hours_per_trillion_tokens"].max() >
+                              2 * allp["gpu_hours_per_trillion_tokens"].min() else ")"))
+    fig.update_traces(marker=dict(size=5, opacity=0.6))
+    fig.add_scatter(x=[r["peak_memory_gib"] for r in res["plans"]], y=[r["gpu_hours_per_trillion_tokens"] for r in res["plans"]],
+                    mode="markers", name=f"top {len(res['plans'])} (table)", hoverinfo="skip",
+                    marker=dict(symbol="circle-open", size=11, color="#222", line=dict(width=1.5)))
+    fig.add_vline(x=hbm, line_dash="dash", line_color="#E45756", annotation_text=f"HBM {hbm:.0f} GiB")
+    lo, hi = float(allp["gpu_hours_per_trillion_tokens"].min()), float(allp["gpu_hours_per_trillion_tokens"].max())
+    top_y = min(hi, 2 * lo)  # plans above twice the best are not contenders: keep the axis on the ones that are
+    fig.update_layout(height=420, margin=dict(t=50, b=10), legend_title_text="schedule",
+                      yaxis=dict(tickformat=",.0f", range=[lo - 0.03 * (top_y - lo), top_y + 0.03 * (top_y - lo)]))
+    st.plotly_chart(fig, width="stretch", key="search_scatter")
