@@ -301,3 +301,18 @@ def test_compare_bad_override_is_one_line_error():
     at.run()
     msgs = _one_line_error(at)
     assert any("tp" in m for m in msgs), msgs
+
+
+def test_memory_page_draws_memory_over_the_step_from_the_des():
+    at = _app(SMALL)
+    at.switch_page("pages/memory.py").run()
+    _ok(at)
+    _button(at, "Run discrete-event simulation").click().run()
+    _ok(at)
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    over_time = [c for c in charts if "time in step" in json.dumps(c["layout"].get("xaxis", {}))]
+    assert over_time, "memory-over-time chart missing after the DES ran"
+    lines = [tr for tr in over_time[0]["data"] if tr.get("mode") == "lines"]
+    assert lines and all(len(tr["x"]) > 2 for tr in lines)
+    peak = max(max(tr["y"]) for tr in lines)
+    assert any(f"DES peak {peak:.1f} GiB" in c.value for c in at.caption)

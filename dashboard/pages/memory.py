@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard import state
+from dashboard import des_panel, state
 
 state.plan_controls()
 
@@ -58,3 +58,27 @@ df = pd.DataFrame([{"rank": s["rank"], **{f"{k} (GiB)": round(v, 2) for k, v in 
                     "layers (per virtual stage)": layers_text(s["layers"])} for s in stages])
 st.dataframe(df, hide_index=True, width="stretch")
 st.caption("All memory in GiB per GPU.")
+
+# ---- memory over the step (DES): parameters and states are flat; activations rise with the micro-batches
+# in flight and fall as their backward passes free them.
+st.subheader("Memory over the step (discrete-event simulation)")
+des = des_panel.result(name, ov)
+if des is None and st.button(des_panel.BUTTON, key="mem_des", icon=":material/play_arrow:"):
+    des = des_panel.run(name, ov)
+if des is None:
+    st.caption("Run the discrete-event simulation to see each rank's memory through one training step.")
+else:
+    drep = des[0]
+    fig_t = go.Figure()
+    for s in drep["stages"]:
+        pts = s.get("memory_over_time") or []
+        if pts:
+            fig_t.add_scatter(x=[t for t, _ in pts], y=[g for _, g in pts], mode="lines", name=f"rank {s['rank']}",
+                              line=dict(shape="hv", width=1.5),
+                              hovertemplate=f"rank {s['rank']}: %{{y:.1f}} GiB at %{{x:.2f}} s<extra></extra>")
+    fig_t.add_hline(y=drep["hbm_gib"] if "hbm_gib" in drep else rep["hbm_gib"], line_dash="dash",
+                    line_color="#E45756", annotation_text="HBM", annotation_position="top right")
+    fig_t.update_layout(xaxis_title="time in step (s)", yaxis_title="GiB per GPU", height=420,
+                        margin=dict(t=30, b=10), legend=dict(orientation="h", y=1.02, yanchor="bottom", x=0))
+    st.plotly_chart(fig_t, width="stretch", key="mem_over_time")
+    st.caption(f"DES peak {drep['peak_memory_gib']:.1f} GiB per GPU (analytic {rep['peak_memory_gib']:.1f} GiB).")
