@@ -78,19 +78,9 @@ def build_h800(anchors: dict, pub: dict) -> dict:
     prof = _meta("h800-anchors", {"name": "NVIDIA H800 SXM5", "kind": "gpu", "sms": spec["sms"],
                                   "clock_mhz": spec["boost_clock_MHz"], "measured": False},
                  "published H800 figures (DeepGEMM, DeepEP, FlashMLA) plus H100 SXM BF16 GEMM/attention measurements")
-    dg = anchors["deepgemm"]
-    src = dg["source"]
     t = prof["tables"]
-    t["gemm"] = [
-        {"dtype": "fp8", "m": r["M"], "n": r["N"], "k": r["K"], "tflops": r["TFLOPS"],
-         "source": f"DeepGEMM normal GEMM table, {src} ({KL} deepgemm.normal_gemm_2025_03_25)"}
-        for r in dg["normal_gemm_2025_03_25"]
-    ] + _h100_gemm_rows(pub)
-    t["grouped_gemm"] = [
-        {"dtype": "fp8", "groups": r["groups"], "m_per_group": r["M_per_group"], "n": r["N"], "k": r["K"],
-         "tflops": r["TFLOPS"], "source": f"DeepGEMM grouped contiguous table, {src}"}
-        for r in dg["grouped_contiguous_2025_03_25"]
-    ]
+    t["gemm"], t["grouped_gemm"] = _deepgemm_rows(anchors["deepgemm"], cutlass36=False)
+    t["gemm"] += _h100_gemm_rows(pub)
     t["attention"] = _h100_attention_rows(pub)
     fm = anchors["flashmla"]["dense_decode_bf16_h800"]
     t["memory_bound"] = [{"op": "*", "bytes": 1e9, "gbps": fm["memory_bound_GBps"],
@@ -109,6 +99,33 @@ def build_h800(anchors: dict, pub: dict) -> dict:
     return prof
 
 
+def _deepgemm_rows(dg: dict, cutlass36: bool) -> tuple[list[dict], list[dict]]:
+    """DeepGEMM's FP8 normal and grouped-contiguous rows (H800).
+
+    ``cutlass36``: the rate of DeepSeek's internal CUTLASS 3.6 kernel on each shape instead, i.e.
+    DeepGEMM's measured TFLOPS divided by the speedup its README prints over that kernel.
+    """
+    src = dg["source"]
+
+    def rate(r: dict, table: str) -> tuple[float, str]:
+        if not cutlass36:
+            return r["TFLOPS"], f"DeepGEMM {table} table, {src}"
+        return (round(r["TFLOPS"] / r["speedup"], 1),
+                f"DeepGEMM {table} TFLOPS {r['TFLOPS']} / printed speedup {r['speedup']} over the internal "
+                f"CUTLASS 3.6 kernel, {src}")
+
+    gemm, grouped = [], []
+    for r in dg["normal_gemm_2025_03_25"]:
+        tflops, source = rate(r, "normal GEMM")
+        gemm.append({"dtype": "fp8", "m": r["M"], "n": r["N"], "k": r["K"], "tflops": tflops,
+                     "source": f"{source} ({KL} deepgemm.normal_gemm_2025_03_25)"})
+    for r in dg["grouped_contiguous_2025_03_25"]:
+        tflops, source = rate(r, "grouped contiguous")
+        grouped.append({"dtype": "fp8", "groups": r["groups"], "m_per_group": r["M_per_group"], "n": r["N"],
+                        "k": r["K"], "tflops": tflops, "source": source})
+    return gemm, grouped
+
+
 def build_h800_2024(anchors: dict, pub: dict) -> dict:
     """H800 with the FP8 GEMM kernels of DeepSeek-V3's own training run (2024).
 
@@ -122,22 +139,9 @@ def build_h800_2024(anchors: dict, pub: dict) -> dict:
     prof["name"] = "h800-2024"
     prof["source"] = ("h800-anchors with FP8 GEMM rows at DeepSeek's internal CUTLASS 3.6 kernels "
                       "(DeepGEMM TFLOPS / DeepGEMM's printed speedup), as in V3's 2024 training run")
-    dg = anchors["deepgemm"]
-    src = dg["source"]
     t = prof["tables"]
-    t["gemm"] = [
-        {"dtype": "fp8", "m": r["M"], "n": r["N"], "k": r["K"], "tflops": round(r["TFLOPS"] / r["speedup"], 1),
-         "source": f"DeepGEMM normal GEMM table TFLOPS {r['TFLOPS']} / printed speedup {r['speedup']} over "
-                   f"the internal CUTLASS 3.6 kernel, {src}"}
-        for r in dg["normal_gemm_2025_03_25"]
-    ] + _h100_gemm_rows(pub)
-    t["grouped_gemm"] = [
-        {"dtype": "fp8", "groups": r["groups"], "m_per_group": r["M_per_group"], "n": r["N"], "k": r["K"],
-         "tflops": round(r["TFLOPS"] / r["speedup"], 1),
-         "source": f"DeepGEMM grouped contiguous TFLOPS {r['TFLOPS']} / printed speedup {r['speedup']} over "
-                   f"the internal CUTLASS 3.6 kernel, {src}"}
-        for r in dg["grouped_contiguous_2025_03_25"]
-    ]
+    t["gemm"], t["grouped_gemm"] = _deepgemm_rows(anchors["deepgemm"], cutlass36=True)
+    t["gemm"] += _h100_gemm_rows(pub)
     return prof
 
 

@@ -121,7 +121,7 @@ def row_to_raw(row: dict) -> tuple[dict, list[str]]:
             defaults.append("sp=true")
     notes = g("notes")
     plan = {
-        "tp": _int(row, "tp", 1), "pp": pp, "cp": _int(row, "cp", 1), "ep": _int(row, "ep", 1),
+        "tp": tp, "pp": pp, "cp": _int(row, "cp", 1), "ep": _int(row, "ep", 1),
         "dp": _int(row, "dp", 0), "vpp": vpp or 1, "schedule": schedule, "micro_batch": mb,
         "zero": _int(row, "zero", 1), "recompute": recompute, "precision": g("precision") or "bf16",
         "sp": sp,

@@ -264,7 +264,7 @@ class _Builder:
             self.B.append(Op(name + ".dgrad.quant", "memory", "B", block, 0, m * n * q, "bf16"))
             self.W.append(Op(name + ".wgrad.quant_t", "memory", "W", block, 0, (m * k + m * n) * q, "bf16"))
         if save_input:
-            if gathered and self.s.sp and self.s.tp > 1:
+            if gathered and self.s.sp:  # Shape.sp implies tp > 1
                 m = m / self.s.tp
             self.act += m * k * (BYTES["fp8"] * (1 + FP8_SCALE_OVERHEAD) if (dt == "fp8" and self.s.fp8_cache) else self.act_bytes)
 
@@ -302,7 +302,7 @@ class _Builder:
     def regather(self, name: str, block: str, nbytes: float) -> None:
         """Sequence parallelism keeps only the TP shard of a gathered GEMM input, so backward
         all-gathers it again for the weight gradient (Megatron-LM, Korthikanti et al. 2022)."""
-        if self.s.sp and self.s.tp > 1:
+        if self.s.sp:
             self.B.append(Op(name, "comm", "B", block, comm="tp", comm_bytes=nbytes))
 
     def done(self, kind: str, params: float, params_expert: float = 0.0) -> LayerOps:

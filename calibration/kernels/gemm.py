@@ -67,6 +67,13 @@ class Fp8Support:
                 f"tensorwise: {self.tensorwise_api or 'not accepted'}")
 
 
+def _private_scaled_mm(a, b, sa, sb):
+    """torch._scaled_mm on (a [M,K], b [N,K]) with whatever scale shapes the caller passes."""
+    import torch
+
+    return torch._scaled_mm(a, b.t(), scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16)
+
+
 def _tensorwise_candidates():
     import torch
     import torch.nn.functional as F
@@ -77,8 +84,7 @@ def _tensorwise_candidates():
         out.append(("F.scaled_mm", lambda a, b, sa, sb: F.scaled_mm(
             a, b.t(), sa, st.TensorWise, sb, st.TensorWise, output_dtype=torch.bfloat16)))
     if hasattr(torch, "_scaled_mm"):
-        out.append(("torch._scaled_mm", lambda a, b, sa, sb: torch._scaled_mm(
-            a, b.t(), scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16)))
+        out.append(("torch._scaled_mm", _private_scaled_mm))
     return out
 
 
@@ -102,8 +108,7 @@ def _blockwise_candidates():
         apis.append(("F.scaled_mm", lambda a, b, sa, sb: F.scaled_mm(
             a, b.t(), sa, st.BlockWise1x128, sb, st.BlockWise128x128, output_dtype=torch.bfloat16)))
     if hasattr(torch, "_scaled_mm"):
-        apis.append(("torch._scaled_mm", lambda a, b, sa, sb: torch._scaled_mm(
-            a, b.t(), scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16)))
+        apis.append(("torch._scaled_mm", _private_scaled_mm))
     return [(f"{api}:blockwise-1x128/128x128 ({an}, {bn})", call, af, bf)
             for api, call in apis for an, af in a_layouts.items() for bn, bf in b_layouts.items()]
 

@@ -42,9 +42,9 @@ nodes, so gradient traffic, all-to-all and P2P sends slow one another.
 
 Simplifications (documented, deliberate): a NIC is one link per rank for its
 outgoing bytes (the all-to-all is symmetric, so the receive side carries the
-same load); DP reduce-scatter / all-gather run on their own stream at the
-analytic ring times without NIC contention; ZeRO-3's per-micro-batch gathers
-use the analytic closed form.
+same load); a DP collective is one flow per part (dense, expert) sized so that
+alone on its link it takes the analytic ring time; ZeRO-3's per-micro-batch
+gathers use the analytic closed form.
 
 Expert load: with ``plan.routing`` zipf/histogram, each (stage, micro-batch)
 gets a max/mean load factor from :mod:`simulator.des.routing` (seeded by
@@ -242,8 +242,8 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
         nets.append(net)
 
     # P2P: activations (forward) or their gradients (backward) of one micro-batch.
-    shape_tokens = Shape.of(p, sc.training.seq_len).tokens
-    act_bytes = shape_tokens / (p.tp if (p.sp and p.tp > 1) else 1) * m.hidden * BYTES["bf16"]
+    shape = Shape.of(p, sc.training.seq_len)
+    act_bytes = shape.tokens / (p.tp if shape.sp else 1) * m.hidden * BYTES["bf16"]
     cross_node_pp = p.tp * p.cp * sc.dp > c.gpus_per_node or p.pp > 1 and c.num_gpus > c.gpus_per_node
     if cross_node_pp:
         p2p_link, p2p_eff = "nic", ev.comm.ib("p2p", 2)
@@ -277,15 +277,18 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
     def imb_of(s: int, mb: int) -> float:
         return table[s][mb] if table is not None else 1.0
 
-    # Activation bytes per stage per micro-batch (as analytic's memory model).
-    act_stage = []
+    # Per stage: activation bytes per micro-batch (as analytic's memory model) and the dense and
+    # expert parameters its DP collectives move.
+    act_stage, params_stage = [], []
     for units in stages:
-        a = 0.0
+        a = pd = pe = 0.0
         for kind in units:
-            lo = layer_ops(m, kind, Shape.of(p, sc.training.seq_len), c.gpus_per_node)
-            a += (shape_tokens / (p.tp if (p.sp and p.tp > 1) else 1) * m.hidden * BYTES["bf16"]
-                  if p.recompute == "full" else lo.activation_bytes)
+            lo = layer_ops(m, kind, shape, c.gpus_per_node)
+            a += act_bytes if p.recompute == "full" else lo.activation_bytes
+            pe += lo.params_expert
+            pd += lo.params - lo.params_expert
         act_stage.append(a)
+        params_stage.append((pd, pe))
 
     # DP per stage (ring times as in analytic._dp_and_memory).
     dp = sc.dp
@@ -301,12 +304,7 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
     ag_t: list[list[tuple[int, str]]] = []
     dense_link = "nic" if cross_dense else "nvl"
     expert_link = "nic" if cross_expert else "nvl"
-    for units in stages:
-        pd = pe = 0.0
-        for kind in units:
-            lo = layer_ops(m, kind, Shape.of(p, sc.training.seq_len), c.gpus_per_node)
-            pe += lo.params_expert
-            pd += lo.params - lo.params_expert
+    for pd, pe in params_stage:
         if not comm:
             rs_t.append([])
             ag_t.append([])
