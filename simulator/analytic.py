@@ -166,6 +166,9 @@ class Evaluator:
     def __init__(self, scenario: Scenario, profile: Profile | None):
         self.timer = OpTimer(scenario.cluster.gpu, profile)
         self.comm = CommModel(scenario.cluster, profile, self.timer.warnings)
+        if scenario.model.attention_dropout > 0 and scenario.plan.attention_kernel == "flash":
+            self.timer.warnings["dropout:flash"] = (
+                "attention dropout runs inside the flash kernel: its cost is not in the attention rows (not costed)")
         self._units: dict[tuple, PassTimes] = {}
         self._stages: dict[tuple, PassTimes] = {}
         self._stage_mem: dict[tuple, tuple] = {}
@@ -389,7 +392,10 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bu
         t_ag = 0.0
         if p.zero >= 1:
             t_ag = ev.comm.ring("all_gather", pd * 2, dense_group, cross_dense) + ev.comm.ring("all_gather", pe * 2, dp_expert, cross_expert)
-        exposed = max(0.0, t_rs - (bubble / 2 + B)) + max(0.0, t_ag - (bubble / 2 + F))
+        if p.grad_reduce_overlap:
+            exposed = max(0.0, t_rs - (bubble / 2 + B)) + max(0.0, t_ag - (bubble / 2 + F))
+        else:  # one collective after the pipeline drains; the next step's all-gather still overlaps
+            exposed = t_rs + max(0.0, t_ag - (bubble / 2 + F))
         if p.zero == 3:
             # Weights gathered before each forward and backward of every micro-batch; hidden behind compute.
             per_mb = 2 * t_ag

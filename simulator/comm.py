@@ -20,6 +20,14 @@ from .workload import Op
 
 GB = 1e9
 
+# Collectives that run the same ring steps (see CommModel._efficiency); "tp" is Megatron's TP traffic.
+RING_FAMILY = {
+    "tp": ("all_reduce", "reduce_scatter", "all_gather"),
+    "all_reduce": ("reduce_scatter", "all_gather"),
+    "reduce_scatter": ("all_reduce", "all_gather"),
+    "all_gather": ("all_reduce", "reduce_scatter"),
+}
+
 
 class CommModel:
     def __init__(self, cluster: ClusterConfig, profile: Profile | None, warnings: dict[str, str] | None = None):
@@ -28,15 +36,31 @@ class CommModel:
         self.warnings = warnings if warnings is not None else {}
         self._eff: dict[tuple, float] = {}
 
+    def _rows(self, op: str, link: str) -> list[dict]:
+        if self.profile is None:
+            return []
+        return [r for r in self.profile.tables.get("collectives", []) if r["op"] == op and r.get("link", link) == link]
+
     def _efficiency(self, op: str, ranks: int, link: str) -> float:
-        """Fraction of the nominal link rate a collective achieved in the profile."""
+        """Fraction of the nominal link rate a collective achieved in the profile.
+
+        A ring all-reduce *is* a reduce-scatter followed by an all-gather over the same ring, and
+        Megatron's TP collectives are these three; nccl-tests' bus bandwidth is defined so that all
+        three move the same bytes per link. So when one of them was not measured on a link, another
+        one's bus bandwidth stands in (said in the warnings), before falling back to the nominal rate.
+        """
         key = (op, ranks, link)
         if key in self._eff:
             return self._eff[key]
         eff = 1.0
-        rows = [] if self.profile is None else [
-            r for r in self.profile.tables.get("collectives", []) if r["op"] == op and r.get("link", link) == link
-        ]
+        rows = self._rows(op, link)
+        if not rows:
+            for alt in RING_FAMILY.get(op, ()):
+                if self._rows(alt, link):
+                    self.warnings.setdefault(f"family:{op}:{link}",
+                                             f"no measured {op} over {link}: the measured {alt} bus bandwidth used")
+                    eff = self._eff[key] = self._efficiency(alt, ranks, link)
+                    return eff
         if rows:
             res = self.profile.collective_gbps(op, ranks) if self.profile else None
             nominal = [r.get("link_gbps") for r in rows if r.get("link_gbps")]

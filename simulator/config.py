@@ -79,6 +79,11 @@ class ModelConfig:
     max_nodes_per_token: int = 0  # node-limited routing M; 0 = unlimited
     mtp_depth: int = 0  # multi-token-prediction modules (V3: 1)
     tied_embeddings: bool = False
+    # Dropout probabilities during training (DeepSeek, Llama 3: 0; Megatron-LM's defaults: 0.1 each).
+    # Their cost: a mask written forward and read backward; on the materialized s x s scores of
+    # unfused attention that is a kernel of its own (see workload._unfused_core).
+    attention_dropout: float = 0.0
+    hidden_dropout: float = 0.0
     source: str = ""
 
     @property
@@ -149,6 +154,10 @@ class ModelConfig:
             raise ConfigError("model.sliding_window", "must be >= 0 (and sliding_window_every >= 1)")
         if self.mtp_depth < 0:
             raise ConfigError("model.mtp_depth", f"{self.mtp_depth} is negative", "0 or more")
+        for f in ("attention_dropout", "hidden_dropout"):
+            v = getattr(self, f)
+            if not 0.0 <= v < 1.0:
+                raise ConfigError(f"model.{f}", f"{v} is not a probability", "0 <= p < 1")
 
 
 @dataclass(frozen=True)
@@ -234,6 +243,9 @@ class PlanConfig:
     ep_overlap: str = "auto"  # auto: overlapped under dualpipe(v), exposed otherwise; or on/off
     fp8_activation_cache: bool = True  # cache MoE inputs in FP8 (V3 Sec. 3.3.3)
     tp_comm_overlap: bool = False  # TP collectives hidden behind GEMMs (Megatron --tp-comm-overlap)
+    # Gradient reduction overlapped with the backward tail (DDP buckets, Megatron --overlap-grad-reduce);
+    # False: one collective after the whole pipeline, as Megatron-LM's 2021 local DDP did.
+    grad_reduce_overlap: bool = True
     layer_split: str = "balanced"  # balanced: stages cut to even out time; uniform: equal layer counts
     moment_dtype: str = "fp32"  # AdamW moments (V3 keeps them in BF16, sec 3.3.3)
     grad_dtype: str = "fp32"  # gradient accumulation buffer

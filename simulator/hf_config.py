@@ -54,6 +54,7 @@ def model_from_hf_config(path: str | Path) -> dict:
         "heads": heads,
         "vocab": g("vocab_size"),
         "tied_embeddings": bool(g("tie_word_embeddings", False)),
+        "attention_dropout": float(g("attention_dropout", 0.0) or 0.0),
         "mlp": "swiglu",
         "source": f"HuggingFace config {path} ({arch})",
     }

@@ -43,6 +43,19 @@ class RowResult:
 # two batched GEMMs). NAR21 is SC21 (arXiv 2104.04473, April 2021).
 UNFUSED_ATTENTION_BLOCKS = {"NAR21"}
 
+# Source blocks whose framework reduced gradients only after the whole pipeline: Megatron-LM's 2021
+# local DDP (the default --DDP-impl local) all-reduced its contiguous gradient buffer from train_step
+# once forward_backward_func returned; overlapping it with backward (--overlap-grad-reduce) came in 2023.
+LOCAL_DDP_BLOCKS = {"NAR21"}
+
+# Source blocks run with Megatron-LM's own GPT scripts, which leave --attention-dropout and
+# --hidden-dropout at their defaults of 0.1 (megatron/arguments.py, _add_regularization_args) unless a
+# script sets them; the CSV has no dropout column, so these rows take the framework default (the
+# validation README, item 5). MB2511 recipes follow the HuggingFace configs (dropout 0), as do the
+# Llama 3 and DeepSeek runs.
+MEGATRON_DROPOUT_BLOCKS = {"NAR21", "MLM24"}
+MEGATRON_DEFAULT_DROPOUT = 0.1
+
 
 def read_csv(path: str | Path) -> list[dict]:
     try:
@@ -133,6 +146,11 @@ def row_to_raw(row: dict) -> tuple[dict, list[str]]:
     if g("fp8_recipe"):
         plan["fp8_recipe"] = g("fp8_recipe")
     block = row["run_id"].split("-")[0]
+    if block in MEGATRON_DROPOUT_BLOCKS:
+        model["attention_dropout"] = model["hidden_dropout"] = MEGATRON_DEFAULT_DROPOUT
+        defaults.append(f"dropout={MEGATRON_DEFAULT_DROPOUT}")
+    if block in LOCAL_DDP_BLOCKS:
+        plan["grad_reduce_overlap"] = False
     if block in UNFUSED_ATTENTION_BLOCKS and attention in ("mha", "gqa", "mqa") and not g("sliding_window"):
         plan["attention_kernel"] = "unfused"
     if attention == "mla" or "DeepSeek" in g("source"):

@@ -276,6 +276,9 @@ class _Builder:
         io = b * (mt * k + groups * k * n) + BYTES["bf16"] * mt * n
         self.F.append(Op(name, "grouped_gemm", "F", block, flops, io, dt, m_per_group, n, k, groups))
         self.B.append(Op(name + ".dgrad", "grouped_gemm", "B", block, flops, io, dt, m_per_group, k, n, groups))
+        if self.s.recompute == "full":
+            self.B.append(Op(name + ".recompute", "grouped_gemm", "B", block, flops, io, dt, m_per_group, n, k, groups,
+                             recompute=True))
         self.W.append(Op(name + ".wgrad", "grouped_gemm", "W", block, flops, io, dt, k, n, m_per_group, groups))
         if dt == "fp8":
             q = 2 + 1 + FP8_SCALE_OVERHEAD
@@ -295,9 +298,13 @@ class _Builder:
         self.act += saves
 
     def comm(self, name: str, block: str, kind: str, nbytes_f: float, nbytes_b: float) -> None:
+        """A forward collective and its backward mirror. Under full recomputation the forward
+        (collectives included: Megatron-LM checkpoints whole layers) runs again before backward."""
         self.F.append(Op(name, "comm", "F", block, comm=kind, comm_bytes=nbytes_f))
         if nbytes_b:
             self.B.append(Op(name + ".bwd", "comm", "B", block, comm=kind, comm_bytes=nbytes_b))
+        if self.s.recompute == "full":
+            self.B.append(Op(name + ".recompute", "comm", "B", block, comm=kind, comm_bytes=nbytes_f, recompute=True))
 
     def regather(self, name: str, block: str, nbytes: float) -> None:
         """Sequence parallelism keeps only the TP shard of a gathered GEMM input, so backward
@@ -357,7 +364,7 @@ def _attention(bld: _Builder, layer: int) -> float:
             bld.gemm("attn.nsa_kv", "attn", T, 2 * 2 * kvh * d, h, recompute=full, save_input=False)
             bld.gemm("attn.nsa_gate", "attn", T, 3 * heads, h, dtype="bf16", recompute=full, save_input=False)
     if s.attention_kernel == "unfused":
-        _unfused_core(bld, heads, full)
+        _unfused_core(bld, heads, full, sel)
     else:
         _flash_core(bld, heads, layer, q_bytes, kv_bytes, full)
         vd = m.v_dim
@@ -375,7 +382,7 @@ def _attention(bld: _Builder, layer: int) -> float:
     bld.gemm("attn.o_proj", "attn", T, h, heads * m.v_dim, recompute=full, save_input=s.attention_kernel == "unfused")
     if tp > 1:
         bld.comm("attn.tp_reducescatter", "attn", "tp", T * h * act2 * (tp - 1) / tp, T * h * act2 * (tp - 1) / tp)
-    bld.memory("attn.residual", "attn", 3 * Ts * h * act2, backward_factor=1.0)
+    _residual(bld, "attn.residual", "attn", Ts)
     return attention_params(m) / tp + 2 * h
 
 
@@ -398,7 +405,7 @@ def _flash_core(bld: _Builder, heads: int, layer: int, q_bytes: float, kv_bytes:
         bld.B.append(Op("attn.core.recompute", "attention", "B", "attn", fwd, io, "bf16", recompute=True, **common))
 
 
-def _unfused_core(bld: _Builder, heads: int, full: bool) -> None:
+def _unfused_core(bld: _Builder, heads: int, full: bool, sel: bool = False) -> None:
     """Core attention as Megatron-LM ran it before FlashAttention (arXiv 2205.14135, 2022).
 
     Two batched GEMMs around a materialized score matrix: S = Q K^T over the whole s x s square (the
@@ -406,6 +413,12 @@ def _unfused_core(bld: _Builder, heads: int, full: bool) -> None:
     reads S and writes P, then O = P V. Backward: dP = dO V^T and dV = P^T dO, the softmax backward
     (reads P and dP, writes dS), dQ = dS K and dK = dS^T Q. The s x s tensors (16-bit, per head and
     sequence) make these ops memory-bound for small head dims; P is saved for backward.
+
+    With attention dropout (Megatron-LM's default 0.1), P goes through a dropout kernel of its own
+    before O = P' V: it reads P and writes P' and a 1-byte mask; backward reads dP' and the mask and
+    writes dP. P, the mask and P' are then all saved: the 5 a s^2 b bytes per layer of Korthikanti et
+    al. 2022 (arXiv 2205.05198, sec 4.1). Selective recomputation (the same paper, sec 5) drops exactly
+    these s x s tensors and reruns the core in backward from the saved Q, K and V.
     """
     m, s = bld.m, bld.s
     b, seq = s.tokens // s.seq, s.seq
@@ -417,23 +430,40 @@ def _unfused_core(bld: _Builder, heads: int, full: bool) -> None:
     v = bh * seq * dv * a2
     qk_flops = 2.0 * bh * seq * seq * d
     pv_flops = 2.0 * bh * seq * seq * dv
+    dropout = m.attention_dropout > 0
     fwd = [
         Op("attn.scores", "gemm", "F", "attn", qk_flops, 2 * q + S, "bf16", seq, seq, d),
         Op("attn.softmax", "memory", "F", "attn", 0, 2 * S, "bf16"),
-        Op("attn.context", "gemm", "F", "attn", pv_flops, S + 2 * v, "bf16", seq, dv, seq),
     ]
+    if dropout:
+        fwd.append(Op("attn.dropout", "memory", "F", "attn", 0, 2.5 * S, "bf16"))
+    fwd.append(Op("attn.context", "gemm", "F", "attn", pv_flops, S + 2 * v, "bf16", seq, dv, seq))
     bld.F.extend(fwd)
     bld.B.extend([
         Op("attn.context.dgrad", "gemm", "B", "attn", pv_flops, 2 * v + S, "bf16", seq, seq, dv),
         Op("attn.context.vgrad", "gemm", "B", "attn", pv_flops, S + 2 * v, "bf16", seq, dv, seq),
+    ])
+    if dropout:
+        bld.B.append(Op("attn.dropout.bwd", "memory", "B", "attn", 0, 2.5 * S, "bf16"))
+    bld.B.extend([
         Op("attn.softmax.bwd", "memory", "B", "attn", 0, 3 * S, "bf16"),
         Op("attn.scores.dgrad", "gemm", "B", "attn", qk_flops, S + 2 * q, "bf16", seq, d, seq),
         Op("attn.scores.kgrad", "gemm", "B", "attn", qk_flops, S + 2 * q, "bf16", seq, d, seq),
     ])
-    if full:
+    if full or sel:
         bld.B.extend(replace(op, name=op.name + ".recompute", phase="B", recompute=True) for op in fwd)
-    else:
-        bld.act += S + 2 * q + v  # P, Q, K, V kept for backward
+    if sel:
+        bld.act += 2 * q + v  # Q, K, V kept; the s x s tensors are rebuilt in backward
+    elif not full:
+        bld.act += (2.5 * S if dropout else S) + 2 * q + v  # P (and mask, P'), Q, K, V kept for backward
+
+
+def _residual(bld: _Builder, name: str, block: str, tokens: float) -> None:
+    """Residual add (reads two activations, writes one). With hidden dropout, Megatron-LM's fused
+    bias-dropout-add also writes a 1-byte mask that backward reads and that stays saved until then."""
+    h = bld.m.hidden
+    mask = tokens * h if bld.m.hidden_dropout > 0 else 0.0
+    bld.memory(name, block, 3 * tokens * h * BYTES["bf16"] + mask, backward_factor=1.0, saves=mask)
 
 
 def _dense_ffn(bld: _Builder, width: int, prefix: str = "mlp") -> float:
@@ -458,7 +488,7 @@ def _dense_ffn(bld: _Builder, width: int, prefix: str = "mlp") -> float:
     bld.gemm(f"{prefix}.down", "mlp", T, h, w, recompute=full)
     if tp > 1:
         bld.comm(f"{prefix}.tp_reducescatter", "mlp", "tp", T * h * act2 * (tp - 1) / tp, T * h * act2 * (tp - 1) / tp)
-    bld.memory(f"{prefix}.residual", "mlp", 3 * Ts * h * act2, backward_factor=1.0)
+    _residual(bld, f"{prefix}.residual", "mlp", Ts)
     return ffn_params(m, width) / tp + h
 
 
@@ -529,6 +559,8 @@ def _moe_ffn(bld: _Builder, gpus_per_node: int) -> tuple[float, float]:
                         comm_bytes=Tl * s.imbalance * tok_disp, m=ib_copies, n=nvl_copies))
         bld.B.append(Op("moe.combine.bwd", "comm", "B", "dispatch", comm="dispatch",
                         comm_bytes=Tl * s.imbalance * tok_disp, m=ib_copies, n=nvl_copies))
+        if full:  # the checkpointed forward dispatches again
+            bld.B.append(replace(bld.F[-1], name="moe.dispatch.recompute", phase="B", recompute=True))
     bld.memory("moe.permute", "dispatch", 2 * recv * h * (BYTES[dt_disp] if dt_disp == "fp8" else act2))
     inter = m.moe_intermediate
     gated = m.mlp == "swiglu"
@@ -550,7 +582,9 @@ def _moe_ffn(bld: _Builder, gpus_per_node: int) -> tuple[float, float]:
                         comm_bytes=Tl * s.imbalance * tok_comb, m=ib_copies, n=nvl_copies))
         bld.B.append(Op("moe.dispatch.bwd", "comm", "B", "combine", comm="combine",
                         comm_bytes=Tl * s.imbalance * tok_comb, m=ib_copies, n=nvl_copies))
-    bld.memory("moe.residual", "combine", 3 * Tl * h * act2, backward_factor=1.0)
+        if full:
+            bld.B.append(replace(bld.F[-1], name="moe.combine.recompute", phase="B", recompute=True))
+    _residual(bld, "moe.residual", "combine", Tl)
     shared = m.n_shared_experts * expert_params(m) / tp
     routed = local_experts * expert_params(m)
     return shared + E * h + h + routed, routed

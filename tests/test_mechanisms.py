@@ -133,3 +133,109 @@ def test_sequence_parallel_activations_match_a_hand_count():
     assert any(op.name.endswith("tp_regather") for op in lo.B)  # the shard is gathered again in backward
     off = _ops(load_scenario("llama3-405b", ("plan.sp=false",)))
     assert not any(op.name.endswith("tp_regather") for op in off.B)
+
+
+# ---------------------------------------------------------------- dropout (Megatron-LM's defaults)
+
+
+def _gpt_layer(recompute: str, seq: int = 2048, attention_dropout: float = 0.1, hidden_dropout: float = 0.1):
+    from simulator.config import ModelConfig
+
+    m = ModelConfig(name="gpt", layers=2, hidden=4096, heads=32, vocab=51200, attention="mha", mlp="gelu",
+                    dense_intermediate=16384, attention_dropout=attention_dropout, hidden_dropout=hidden_dropout)
+    sh = Shape(tokens=seq, seq=seq, micro_batch=1, tp=1, cp=1, ep=1, sp=False, precision="bf16",
+               recompute=recompute, fp8_cache=False, attention_kernel="unfused")
+    return layer_ops(m, "dense", sh)
+
+
+def test_unfused_layer_with_dropout_saves_korthikanti_bytes():
+    # Korthikanti et al. 2022 (arXiv 2205.05198) eq. 2: s*b*h*(34 + 5*a*s/h) bytes per layer, no TP.
+    s, h, a = 2048, 4096, 32
+    lo = _gpt_layer("none")
+    assert lo.activation_bytes == pytest.approx(s * h * (34 + 5 * a * s / h))
+    # Without dropout the two 1-byte masks and P' (2 bytes per score) are not kept.
+    lo0 = _gpt_layer("none", attention_dropout=0.0, hidden_dropout=0.0)
+    assert lo.activation_bytes - lo0.activation_bytes == pytest.approx(2 * s * h + 3 * a * s * s)
+
+
+def test_attention_dropout_is_its_own_kernel_on_the_score_square():
+    names = {op.name: op for op in _gpt_layer("none").all_ops()}
+    S = 32 * 2048 * 2048 * 2
+    assert names["attn.dropout"].bytes == pytest.approx(2.5 * S)  # read P, write P' and a 1-byte mask
+    assert names["attn.dropout.bwd"].bytes == pytest.approx(2.5 * S)
+    assert "attn.dropout" not in {op.name for op in _gpt_layer("none", attention_dropout=0.0).all_ops()}
+
+
+def test_selective_recompute_drops_the_score_square_from_memory():
+    # The s x s tensors are rebuilt in backward: activation memory grows linearly with s.
+    a1, a2 = _gpt_layer("selective", 2048).activation_bytes, _gpt_layer("selective", 4096).activation_bytes
+    assert a2 == pytest.approx(2 * a1)
+    names = {op.name for op in _gpt_layer("selective").all_ops()}
+    assert {"attn.scores.recompute", "attn.softmax.recompute", "attn.dropout.recompute"} <= names
+
+
+def test_validation_gives_megatron_rows_its_default_dropout():
+    from simulator.validate import read_csv
+
+    rows = {r["run_id"]: r for r in read_csv("tests/data/public.csv")}
+    raw, defaults = row_to_raw(rows["NAR21-1.7B"])
+    assert raw["model"]["attention_dropout"] == raw["model"]["hidden_dropout"] == 0.1
+    assert "dropout=0.1" in defaults
+    raw, _ = row_to_raw(rows["MB2511-QWEN3-30B-A3B"])
+    assert "attention_dropout" not in raw["model"]
+
+
+def test_flash_attention_dropout_is_flagged_not_costed():
+    sc = load_scenario("llama2-7b", ("model.attention_dropout=0.1",))
+    assert any("dropout" in w for w in predict_analytic(sc).warnings)
+
+
+def test_dropout_probability_is_checked():
+    with pytest.raises(ConfigError, match=r"model.hidden_dropout.*0 <= p < 1"):
+        load_scenario("llama2-7b", ("model.hidden_dropout=1.5",))
+
+
+# ---------------------------------------------------------------- full recomputation reruns collectives
+
+
+def test_full_recompute_reruns_forward_collectives():
+    sc = load_scenario("llama2-7b", ("plan.tp=8", "plan.dp=64", "plan.recompute=full"))
+    lo = _ops(sc)
+    fwd_tp = sum(op.comm_bytes for op in lo.F if op.comm == "tp")
+    rec_tp = sum(op.comm_bytes for op in lo.B if op.comm == "tp" and op.recompute)
+    assert fwd_tp > 0 and rec_tp == pytest.approx(fwd_tp)
+    none = _ops(load_scenario("llama2-7b", ("plan.tp=8", "plan.dp=64", "plan.recompute=none")))
+    assert not any(op.recompute for op in none.B if op.kind == "comm")
+
+
+def test_tp_collectives_use_the_measured_all_reduce_bus_bandwidth():
+    # a100-published measures only all_reduce on NVLink (230 of 300 GB/s): TP traffic runs at that rate.
+    from simulator.comm import CommModel
+
+    sc = load_scenario("llama2-7b", ("plan.tp=8", "plan.dp=64"))
+    warnings: dict[str, str] = {}
+    cm = CommModel(sc.cluster, load_profile("a100-published"), warnings)
+    assert cm.nvlink("tp", 8) == pytest.approx(cm.nvlink("all_reduce", 8))
+    assert cm.nvlink("tp", 8) < sc.cluster.nvlink_gbps * 1e9
+    assert any("all_reduce bus bandwidth" in w for w in warnings.values())
+
+
+# ---------------------------------------------------------------- gradient reduction after the pipeline
+
+
+@pytest.mark.parametrize("engine", ["analytic", "des"])
+def test_gradient_reduction_without_overlap_is_exposed(engine):
+    from simulator.api import predict
+
+    over = predict(load_scenario("llama2-7b"), engine=engine)
+    after = predict(load_scenario("llama2-7b", ("plan.grad_reduce_overlap=false",)), engine=engine)
+    assert after.dp_exposed_s > over.dp_exposed_s
+    assert after.step_time_s > over.step_time_s
+
+
+def test_validation_runs_2021_megatron_without_gradient_overlap():
+    from simulator.validate import read_csv
+
+    rows = {r["run_id"]: r for r in read_csv("tests/data/public.csv")}
+    assert row_to_raw(rows["NAR21-1.7B"])[0]["plan"]["grad_reduce_overlap"] is False
+    assert "grad_reduce_overlap" not in row_to_raw(rows["MLM24-1.7B"])[0]["plan"]

@@ -349,6 +349,7 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
     kind_d: list[dict[str, list[int]]] = [{"F": [0, 0], "B": [0, 0], "W": [0, 0], "FB": [0, 0]} for _ in range(pp)]
     last_end = [0] * pp
     dp_free = [0] * pp
+    ag_wait = [0] * pp  # ns a forward waited for its chunk's parameter all-gather (exposed DP)
     dp_iv: list[list[tuple[int, int, str]]] = [[] for _ in range(pp)]
     n_tl = [0]
 
@@ -379,6 +380,7 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
         # chunk's last backward.
         dp_q = simpy.Store(env)
         ag_ready: dict[int, simpy.Event] = {}
+        ag_done: dict[int, simpy.Event] = {}
         seen = []
         for tk in tasks:
             if tk.kind in ("F", "FB") and tk.chunk not in seen:
@@ -387,8 +389,33 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
             s = stage_map[r][ch]
             if ag_t[s]:
                 ag_ready[ch] = env.event()
-                dp_q.put((f"all-gather s{s}", ag_t[s], ag_ready[ch], len(stages[s])))
+                ag_done[ch] = env.event()
+                dp_q.put((f"all-gather s{s}", ag_t[s], ag_ready[ch], len(stages[s]), ag_done[ch]))
         env.process(dp_stream(r, dp_q))
+        deferred: list[tuple] = []
+        feeding: list = []
+
+        def grad_time(tk, kind, s, mb) -> int:
+            """Compute time of the task that produces a chunk's last weight gradients."""
+            if kind == "W":
+                return durs(s, imb_of(s, mb))[2]
+            if kind == "B":
+                d = durs(s, imb_of(s, mb))
+                return d[1] if tk.split_backward else d[1] + d[2]
+            s2 = stage_map[r][tk.chunk2]
+            df, db = durs(s, imb_of(s, mb)), durs(s2, imb_of(s2, tk.mb2))
+            return df[3] + db[4] + db[5] if overlap else df[0] + db[1] + db[2]
+
+        def feed_buckets(sg: int, gd: int):
+            n = max(1, len(stages[sg]))
+            done = env.event()
+            feeding.append(done)
+            for j in range(n):
+                yield env.timeout(gd // n)
+                dp_q.put((f"reduce-scatter s{sg} ({j + 1}/{n})", [(max(1, dur // n), link) for dur, link in rs_t[sg]],
+                          None, 1, None))
+            done.succeed()
+
         def comm_after(cdur, ib_bytes, kind, mb, s, t1):
             """A chunk's all-to-all after its compute: a timed comm interval whose IB bytes
             also flow over the rank's NIC (sharing it with P2P sends). Returns its end."""
@@ -412,6 +439,7 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
                 ar = ag_ready.pop(tk.chunk, None)
                 if ar is not None and not ar.processed:
                     yield ar
+                agd = ag_done.pop(tk.chunk, None)
                 if s > 0:
                     e = ev_of(f_in, s * M + mb)
                     if not e.processed:
@@ -430,14 +458,35 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
             t0 = env.now
             req = compute.request()
             yield req
+            ch_rs = rs_at.get(i)
+            if ch_rs is not None and p.grad_reduce_overlap and rs_t[stage_map[r][ch_rs]]:
+                # The chunk's last backward: DDP-style buckets, one per layer, each reduced as soon
+                # as backward has produced it (the last layer's first), overlapping the backward tail.
+                sg = stage_map[r][ch_rs]
+                env.process(feed_buckets(sg, grad_time(tk, kind, s, mb)))
             if kind == "F":
                 d = durs(s, imb_of(s, mb))
                 act += act_stage[s]
                 samples.append((t0, act))
-                yield env.timeout(d[0])
+                if agd is not None and not agd.processed:
+                    # Layer j's forward needs layer j's gathered parameters: when the gather is
+                    # slower than the forward, the last layer waits for the gather's end.
+                    last = d[0] // max(1, len(stages[s]))
+                    yield env.timeout(d[0] - last)
+                    tw = env.now
+                    cmp_iv.append((t0, tw))
+                    rec(r, "compute", f"F{mb}.s{s}", "F", mb, t0, tw)
+                    if not agd.processed:
+                        yield agd
+                    ag_wait[r] += env.now - tw  # the gather itself is on the rank's DP track
+                    t0c = env.now
+                    yield env.timeout(last)
+                else:
+                    t0c = t0
+                    yield env.timeout(d[0])
                 t1 = env.now
-                cmp_iv.append((t0, t1))
-                rec(r, "compute", f"F{mb}.s{s}", "F", mb, t0, t1)
+                cmp_iv.append((t0c, t1))
+                rec(r, "compute", f"F{mb}.s{s}", "F", mb, t0c, t1)
                 t2 = yield from comm_after(d[6] + d[8], d[10], "F", mb, s, t1)
                 compute.release(req)
                 kd["F"][0] += t2 - t0
@@ -532,10 +581,14 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
                     deliver(b_in, s2 - 1, mb2, r)
             # ---- data-parallel gradient reduce-scatter of a chunk after its last backward
             ch = rs_at.get(i)
-            if ch is not None:
+            if ch is not None and not p.grad_reduce_overlap:
                 sg = stage_map[r][ch]
                 if rs_t[sg]:
-                    dp_q.put((f"reduce-scatter s{sg}", rs_t[sg], None, 1))
+                    deferred.append((f"reduce-scatter s{sg}", rs_t[sg], None, 1, None))
+        if feeding:
+            yield env.all_of(feeding)
+        for job in deferred:  # not overlapped: gradients reduced once the pipeline has drained
+            dp_q.put(job)
         dp_q.put(None)
         last_end[r] = env.now
 
@@ -546,7 +599,7 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
             job = yield q.get()
             if job is None:
                 return
-            name, parts, first_share, n_layers = job
+            name, parts, first_share, n_layers, done = job
             t0 = env.now
             for j, (dur, link) in enumerate(parts):
                 nbytes = dur * 1e-9 * link_gbps[link] * 1e9  # alone on the link: exactly `dur`
@@ -559,6 +612,8 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
                 yield net.transfer(nbytes, (f"{link}{r}",), name=name)
             if first_share is not None:
                 first_share.succeed()
+            if done is not None:
+                done.succeed()
             dp_iv[r].append((t0, env.now, name))
             dp_free[r] = env.now
 
@@ -572,7 +627,7 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
     return dict(
         makespan=makespan, compute_end=compute_end, comp_iv=comp_iv, comm_iv=comm_iv, tl=tl, mem=mem,
         kind_d=kind_d, dp_iv=dp_iv, nets=nets, n_events=n_events, act_stage=act_stage,
-        step=to_s(makespan), stage_map=stage_map, sched=sched, p2p_s=to_s(to_ns(act_bytes / p2p_eff + p2p_lat)),
+        step=to_s(makespan), stage_map=stage_map, ag_wait=ag_wait, sched=sched, p2p_s=to_s(to_ns(act_bytes / p2p_eff + p2p_lat)),
     )
 
 
@@ -588,7 +643,7 @@ def _to_prediction(sc: Scenario, ev: Evaluator, stages, res: dict, comm: bool, w
         warnings.append("des: ZeRO-3 per-micro-batch weight gathers are assumed hidden behind compute")
     makespan = res["makespan"]
     step = to_s(makespan) + opt + zero3
-    dp_exposed = to_s(makespan - res["compute_end"]) + zero3
+    dp_exposed = to_s(makespan - res["compute_end"] + max(res["ag_wait"], default=0)) + zero3
     reports = []
     busy_all, hidden_all, exposed_all = [], [], []
     per_rank_chunks = []
