@@ -278,6 +278,21 @@ def stage_units(sc: Scenario, ev: Evaluator, shape: Shape) -> list[list[str]]:
     return hit
 
 
+@lru_cache(maxsize=256)
+def lone_chunks(schedule: str, pp: int, microbatches: int, vpp: int) -> tuple[tuple[int, int, int], ...]:
+    """Per rank: (forward chunks run alone, backward chunks run alone, forward-backward pairs).
+
+    Under DualPipe the warm-up forwards and the cool-down backwards have no partner chunk, so
+    their all-to-all cannot hide behind another micro-batch's compute (V3 Figure 5's edges)."""
+    from .schedules import build_schedule
+
+    out = []
+    for tasks in build_schedule(schedule, pp, microbatches, vpp):
+        kinds = [t.kind for t in tasks]
+        out.append((kinds.count("F"), kinds.count("B"), kinds.count("FB")))
+    return tuple(out)
+
+
 def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalance: float = 1.0,
                      evaluator: Evaluator | None = None) -> Prediction:
     """Predict one training step of a validated scenario with the closed-form engine."""
@@ -331,6 +346,17 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     # The slowest rank sets the pace.
     r_star = max(ranks, key=lambda x: x[7])
     _, _, tot, F, B, W, FB, busy_per_mb, hidden, exposed_mb = r_star
+    # Paired chunks hide their all-to-all; lone ones (DualPipe's warm-up and cool-down) expose it.
+    # The closed-form bubble below already holds their time: it is reported as exposed comm.
+    counts = lone_chunks(p.schedule, p.pp, M, p.vpp) if overlap and dual else None
+
+    def comm_split(r: int, rtot: PassTimes, rhidden: float, rexp: float) -> tuple[float, float, float]:
+        """(hidden, exposed in pairs or alone, exposed alone) over the step for rank r."""
+        if counts is None:
+            return M * rhidden, M * rexp, 0.0
+        n_f, n_b, n_fb = counts[r]
+        lone = n_f * (rtot.aF + rtot.xF) + n_b * (rtot.aB + rtot.xB)
+        return n_fb * rhidden, n_fb * rexp + lone, lone
     if p.schedule == "interleaved":
         bubble = closed_form_bubble("interleaved", p.pp, F, B, W, FB, p.vpp)
     else:
@@ -344,16 +370,21 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
 
     stage_reports = []
     for (r, held, rtot, rF, rB, rW, rFB, rbusy, rhidden, rexp), memb in zip(ranks, mem):
+        r_hid, r_exp, r_lone = comm_split(r, rtot, rhidden, rexp)
+        r_busy = M * rbusy + r_lone
         stage_reports.append(StageReport(
             rank=r, stages=held, layers=[stages[s] for s in held], F=rF, B=rB, W=rW, FB=rFB,
-            busy=M * rbusy, bubble=step - M * rbusy - dp_exposed - opt_time, exposed_comm=M * rexp,
-            hidden_comm=M * rhidden, memory=memb,
+            busy=r_busy, bubble=max(0.0, step - r_busy - dp_exposed - opt_time), exposed_comm=r_exp,
+            hidden_comm=r_hid, memory=memb,
         ))
     total_comm = M * (tot.aF + tot.aB + (2 * p2p if dual else 0.0) + tot.xF + tot.xB)
-    exposed_comm = M * exposed_mb + dp_exposed
+    hidden_s, exposed_s, lone_s = comm_split(r_star[0], tot, hidden, exposed_mb)
+    lone_s = min(lone_s, bubble)  # relabelled from the closed-form bubble, which holds it
+    busy, bubble = busy + lone_s, bubble - lone_s
+    exposed_comm = exposed_s + dp_exposed
     return Prediction(
         scenario=sc, engine="analytic", step_time_s=step, busy_s=busy, bubble_s=bubble,
-        exposed_comm_s=exposed_comm, hidden_comm_s=M * hidden, dp_exposed_s=dp_exposed, optimizer_s=opt_time,
+        exposed_comm_s=exposed_comm, hidden_comm_s=hidden_s, dp_exposed_s=dp_exposed, optimizer_s=opt_time,
         stages=stage_reports, warnings=list(ev.timer.warnings.values()),
         extra={
             "microbatches": M, "dp": dp, "p2p_s": p2p, "total_comm_s": total_comm + dp_exposed,
