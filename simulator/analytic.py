@@ -166,6 +166,11 @@ class Evaluator:
     def __init__(self, scenario: Scenario, profile: Profile | None):
         self.timer = OpTimer(scenario.cluster.gpu, profile)
         self.comm = CommModel(scenario.cluster, profile, self.timer.warnings)
+        p, m = scenario.plan, scenario.model
+        if p.schedule == "interleaved" and p.vpp > 1 and (m.layers % p.pp or (m.layers // p.pp) % p.vpp):
+            self.timer.warnings["vpp:uneven"] = (
+                f"interleaved: {m.layers} layers over pp={p.pp} x vpp={p.vpp} virtual stages do not split evenly "
+                "(Megatron-LM requires it); modelled with uneven chunks")
         if scenario.model.attention_dropout > 0 and scenario.plan.attention_kernel == "flash":
             self.timer.warnings["dropout:flash"] = (
                 "attention dropout runs inside the flash kernel: its cost is not in the attention rows (not costed)")

@@ -256,3 +256,14 @@ def test_dualpipe_warmup_and_cooldown_all_to_all_is_exposed_in_the_analytic_engi
     assert pr.busy_s + pr.bubble_s + pr.dp_exposed_s + pr.optimizer_s == pytest.approx(pr.step_time_s)
     off = predict_analytic(load_scenario("deepseek-v3", ("plan.ep_overlap=off",)))
     assert off.exposed_comm_s > pr.exposed_comm_s
+
+
+def test_uneven_virtual_stages_are_flagged():
+    from simulator.scenario import scenario_from_dict
+    from simulator.validate import read_csv
+
+    rows = {r["run_id"]: r for r in read_csv("tests/data/public.csv")}
+    for rid, uneven in (("MLM24-119B", True), ("MLM24-70B", False)):  # 92/4 = 23 layers per rank; 84/2 = 42
+        raw, _ = row_to_raw(rows[rid])
+        warnings = predict_analytic(scenario_from_dict(raw, name=rid)).warnings
+        assert any("do not split evenly" in w for w in warnings) == uneven
