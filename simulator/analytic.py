@@ -166,14 +166,6 @@ class Evaluator:
     def __init__(self, scenario: Scenario, profile: Profile | None):
         self.timer = OpTimer(scenario.cluster.gpu, profile)
         self.comm = CommModel(scenario.cluster, profile, self.timer.warnings)
-        p, m = scenario.plan, scenario.model
-        if p.schedule == "interleaved" and p.vpp > 1 and (m.layers % p.pp or (m.layers // p.pp) % p.vpp):
-            self.timer.warnings["vpp:uneven"] = (
-                f"interleaved: {m.layers} layers over pp={p.pp} x vpp={p.vpp} virtual stages do not split evenly "
-                "(Megatron-LM requires it); modelled with uneven chunks")
-        if scenario.model.attention_dropout > 0 and scenario.plan.attention_kernel == "flash":
-            self.timer.warnings["dropout:flash"] = (
-                "attention dropout runs inside the flash kernel: its cost is not in the attention rows (not costed)")
         self._units: dict[tuple, PassTimes] = {}
         self._stages: dict[tuple, PassTimes] = {}
         self._stage_mem: dict[tuple, tuple] = {}
@@ -283,6 +275,18 @@ def stage_units(sc: Scenario, ev: Evaluator, shape: Shape) -> list[list[str]]:
     return hit
 
 
+def plan_warnings(sc: Scenario) -> list[str]:
+    """What a prediction of this plan leaves out or bends (per plan: an Evaluator serves many)."""
+    p, m = sc.plan, sc.model
+    out = []
+    if p.schedule == "interleaved" and p.vpp > 1 and (m.layers % p.pp or (m.layers // p.pp) % p.vpp):
+        out.append(f"interleaved: {m.layers} layers over pp={p.pp} x vpp={p.vpp} virtual stages do not split "
+                   "evenly (Megatron-LM requires it); modelled with uneven chunks")
+    if m.attention_dropout > 0 and p.attention_kernel == "flash":
+        out.append("attention dropout runs inside the flash kernel: its cost is not in the attention rows (not costed)")
+    return out
+
+
 @lru_cache(maxsize=256)
 def lone_chunks(schedule: str, pp: int, microbatches: int, vpp: int) -> tuple[tuple[int, int, int], ...]:
     """Per rank: (forward chunks run alone, backward chunks run alone, forward-backward pairs).
@@ -390,7 +394,7 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     return Prediction(
         scenario=sc, engine="analytic", step_time_s=step, busy_s=busy, bubble_s=bubble,
         exposed_comm_s=exposed_comm, hidden_comm_s=hidden_s, dp_exposed_s=dp_exposed, optimizer_s=opt_time,
-        stages=stage_reports, warnings=list(ev.timer.warnings.values()),
+        stages=stage_reports, warnings=list(ev.timer.warnings.values()) + plan_warnings(sc),
         extra={
             "microbatches": M, "dp": dp, "p2p_s": p2p, "total_comm_s": total_comm + dp_exposed,
             "memory_bound_s": M * tot.memory_bound, "recompute_s": M * tot.recompute,

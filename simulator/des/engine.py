@@ -65,6 +65,7 @@ from simulator.analytic import (
     Prediction,
     StageReport,
     _dp_and_memory,
+    plan_warnings,
     resolve_profile,
     stage_units,
 )
@@ -686,7 +687,7 @@ def _to_prediction(sc: Scenario, ev: Evaluator, stages, res: dict, comm: bool, w
     return Prediction(
         scenario=sc, engine="des", step_time_s=step, busy_s=busy_s, bubble_s=bubble_s,
         exposed_comm_s=exposed_s, hidden_comm_s=hidden_s, dp_exposed_s=dp_exposed, optimizer_s=opt,
-        stages=reports, warnings=list(ev.timer.warnings.values()) + warnings,
+        stages=reports, warnings=list(ev.timer.warnings.values()) + plan_warnings(sc) + warnings,
         extra={
             "microbatches": M, "dp": sc.dp, "p2p_s": res["p2p_s"],
             "overlap_ratio": hidden_s / total if total > 0 else 1.0,
