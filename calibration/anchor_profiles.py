@@ -29,6 +29,11 @@ def _load(path: Path) -> dict:
         return json.load(f)
 
 
+def _ceiling(r: dict) -> dict:
+    """MAMF rows are the best rate over a search of shapes: a bound, not a point (profile.py)."""
+    return {"ceiling": True} if "MAMF" in r.get("kind", "") else {}
+
+
 def _h100_gemm_rows(pub: dict, dtype_out: str = "bf16") -> list[dict]:
     rows = []
     for r in pub["gemm"]:
@@ -37,13 +42,14 @@ def _h100_gemm_rows(pub: dict, dtype_out: str = "bf16") -> list[dict]:
             continue
         if r["dtype"] in ("bf16", "fp16"):
             rows.append({"dtype": dtype_out, "m": r["m"], "n": r["n"], "k": r["k"], "tflops": r["tflops"],
-                         "source": f"{r['source']} ({gpu}, {r['dtype']}, {r.get('library', '')})"})
+                         **_ceiling(r), "source": f"{r['source']} ({gpu}, {r['dtype']}, {r.get('library', '')}, "
+                                                  f"{r.get('kind', '')})"})
     return rows
 
 
 def _h100_fp8_rows(pub: dict) -> list[dict]:
     return [
-        {"dtype": "fp8", "m": r["m"], "n": r["n"], "k": r["k"], "tflops": r["tflops"],
+        {"dtype": "fp8", "m": r["m"], "n": r["n"], "k": r["k"], "tflops": r["tflops"], **_ceiling(r),
          "source": f"{r['source']} ({r['gpu']}, {r['dtype']}, {r.get('kind', '')})"}
         for r in pub["gemm"] if r["gpu"].startswith("H100") and "fp8" in r["dtype"] and r["m"] >= 1024
     ]
@@ -162,7 +168,13 @@ def build_h100(pub: dict, anchors: dict) -> dict:
     prof = _meta("h100-published", {"name": "NVIDIA H100 SXM5", "kind": "gpu", "sms": spec["sms"], "measured": False},
                  "published H100 SXM measurements (see each row)")
     t = prof["tables"]
-    t["gemm"] = _h100_gemm_rows(pub) + _h100_fp8_rows(pub)
+    # FP8 GEMMs by shape: DeepGEMM's tables, measured on H800 (the H100 SXM's silicon: same SMs,
+    # clocks and HBM; only NVLink differs). The one published H100 FP8 row is a MAMF maximum, a
+    # ceiling. DeepGEMM scales blockwise; cuBLAS tensorwise FP8 does the same tensor-core work.
+    dg_gemm, dg_grouped = _deepgemm_rows(anchors["deepgemm"], cutlass36=False)
+    t["gemm"] = _h100_gemm_rows(pub) + _h100_fp8_rows(pub) + [
+        {**r, "source": r["source"] + " (H800 = H100 SXM silicon)"} for r in dg_gemm]
+    t["grouped_gemm"] = [{**r, "source": r["source"] + " (H800 = H100 SXM silicon)"} for r in dg_grouped]
     t["attention"] = _h100_attention_rows(pub)
     mem = [r for r in pub["memory_bandwidth"] if str(r["gpu"]).startswith("H100")]
     t["memory_bound"] = [{"op": "*", "bytes": 1e9, "gbps": r["achieved_gbps"], "source": r["source"]} for r in mem]
@@ -179,7 +191,7 @@ def build_a100(pub: dict) -> dict:
                  "published A100 measurements (see each row); no citable per-shape attention figures: roofline")
     t = prof["tables"]
     t["gemm"] = [
-        {"dtype": "bf16", "m": r["m"], "n": r["n"], "k": r["k"], "tflops": r["tflops"],
+        {"dtype": "bf16", "m": r["m"], "n": r["n"], "k": r["k"], "tflops": r["tflops"], **_ceiling(r),
          "source": f"{r['source']} ({r['gpu']}, {r.get('library', '')}, {r.get('kind', '')})"}
         # MAMF best shapes (the ceiling) and a cuBLAS square sweep (ordinary shapes; FP16 = BF16 rate)
         for r in pub["gemm"] if (r["gpu"] == "A100-SXM" and r["dtype"] == "bf16") or r.get("profile_use") == "a100"

@@ -14,7 +14,7 @@ out edge rows, which then come back ``clamped``.
 
 Usage::
 
-    python -m calibration.holdout PROFILE.json [--fraction 0.2] [--seed 0] [--json]
+    python -m calibration.holdout PROFILE.json [--fraction 0.2] [--seed 0] [--loo] [--json]
 
 Prints, per table, the number of rows trained on and held out, the median and
 the worst absolute time error, and the worst row.
@@ -63,6 +63,8 @@ def split_rows(table: str, rows: list[dict], fraction: float, seed: int, interio
             if len(chosen) >= want:
                 break
             rest = [members[j] for j in range(len(members)) if j != i and j not in chosen]
+            if members[i].get("ceiling"):  # a maximum over shapes, not a shape to predict
+                continue
             if len(rest) >= 2 and (not interior_only or _interior(members[i], rest, coords)):
                 chosen.add(i)
         held += [members[i] for i in sorted(chosen)]
@@ -105,6 +107,35 @@ def evaluate(profile_data: dict, fraction: float = 0.2, seed: int = 0, tables=No
     return report
 
 
+def leave_one_out(profile_data: dict, tables=None) -> dict:
+    """Per table: predict every ordinary row from all the others (edge rows come back clamped)."""
+    from simulator.profile import Profile
+
+    report: dict[str, dict] = {}
+    for table, rows in profile_data.get("tables", {}).items():
+        if table not in LOOKUPS or (tables and table not in tables):
+            continue
+        coords, value_key, lookup = LOOKUPS[table]
+        errors, worst = [], None
+        for i, r in enumerate(rows):
+            rest = [o for j, o in enumerate(rows) if j != i]
+            same = [o for o in rest if all(o.get(k) == r.get(k) for k in GROUP_BY[table]) and not o.get("ceiling")]
+            if r.get("ceiling") or len(same) < 2:
+                continue
+            res = lookup(Profile(dict(profile_data, tables={table: rest})), r)
+            if res.value is None:
+                continue
+            err = r[value_key] / res.value - 1.0
+            errors.append(abs(err))
+            if worst is None or abs(err) > abs(worst[0]):
+                worst = (err, {k: r[k] for k in (*GROUP_BY[table], *coords)})
+        if errors:
+            report[table] = {"train": len(rows) - 1, "held": len(errors), "statuses": {},
+                             "median_abs_time_error": statistics.median(errors),
+                             "worst_abs_time_error": max(errors), "worst_row": worst[1], "worst_signed_error": worst[0]}
+    return report
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m calibration.holdout", description=__doc__.split("\n\n")[0])
     parser.add_argument("profile", help="profile name or path")
@@ -112,6 +143,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tables", default=None, help="comma-separated subset of " + ", ".join(LOOKUPS))
     parser.add_argument("--any", action="store_true", help="also hold out edge rows (they come back clamped)")
+    parser.add_argument("--loo", action="store_true", help="leave one out: predict every row from all the others")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     from simulator.profile import ProfileError, load_profile
@@ -122,7 +154,10 @@ def main(argv=None) -> int:
         print(f"holdout: {e}", file=sys.stderr)
         return 2
     tables = args.tables.split(",") if args.tables else None
-    report = evaluate(prof.data, args.fraction, args.seed, tables, interior_only=not args.any)
+    if args.loo:
+        report = leave_one_out(prof.data, tables)
+    else:
+        report = evaluate(prof.data, args.fraction, args.seed, tables, interior_only=not args.any)
     if args.json:
         print(json.dumps(report, indent=1))
         return 0

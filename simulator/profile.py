@@ -26,6 +26,9 @@ Schema (``schema_version`` 1)::
     }
 
 All tables are optional; an absent table means "no measurement", never zero.
+A row may carry ``"ceiling": true`` when it is a maximum over a search of shapes
+(e.g. MAMF, "maximum achievable matmul FLOPS"): it then bounds the lookups of its
+table instead of being interpolated as if that shape were an ordinary one.
 """
 
 from __future__ import annotations
@@ -179,8 +182,16 @@ def _log(x: float) -> float:
 class _Grid:
     """Multilinear interpolation of log(value) on the grid of measured log-coordinates.
 
-    The grid is the cross product of the distinct coordinates per dimension; cells
-    without a measurement take the nearest measured row (in log space). Along each
+    The grid is the cross product of the distinct coordinates per dimension. A cell
+    without a measurement is filled from the rows it can be ordered against, on the
+    principle the clamping below also rests on (a kernel's efficiency does not drop when
+    its problem grows in every dimension): a shape at least as large as measured rows
+    runs at least as fast as the best of them (lower bound L), one no larger than
+    measured rows at most as fast as the slowest of them (upper bound U). The cell takes
+    the geometric mean of L and U when it has both, the one it has otherwise, and only
+    when it is comparable to no row the inverse-square-distance mean of all rows (in log
+    space). Scattered tables from several sources then fill consistently instead of
+    copying whichever row happens to be nearest. Along each
     dimension the interpolation is piecewise linear in log-log, so time = work /
     throughput grows with size whenever the measurements are physical (throughput
     never more than doubles when the size doubles).
@@ -196,9 +207,24 @@ class _Grid:
             coords = tuple(self.axes[d][i] for d, i in enumerate(idx))
             v = exact.get(coords)
             if v is None:
-                nearest = min(pts, key=lambda p: sum((a - b) ** 2 for a, b in zip(p[0], coords)))
-                v = math.log(nearest[1])
+                v = self._fill(pts, coords)
             self.values[idx] = v
+
+    @staticmethod
+    def _fill(pts: list[tuple[tuple[float, ...], float]], coords: tuple[float, ...]) -> float:
+        """log(value) of an unmeasured grid cell (see the class docstring)."""
+        below = [v for c, v in pts if all(a <= b + 1e-9 for a, b in zip(c, coords))]
+        above = [v for c, v in pts if all(a >= b - 1e-9 for a, b in zip(c, coords))]
+        if below and above:
+            return 0.5 * (math.log(max(below)) + math.log(min(above)))
+        if below or above:
+            return math.log(max(below) if below else min(above))
+        num = den = 0.0
+        for c, val in pts:
+            w = 1.0 / sum((a - b) ** 2 for a, b in zip(c, coords))
+            num += w * math.log(val)
+            den += w
+        return num / den
 
     def __call__(self, q: tuple[float, ...]) -> float:
         brackets = []
@@ -247,6 +273,14 @@ class Profile:
         if hit is not None:
             return hit
         rows = [r for r in self.tables.get(table, []) if all(r.get(k) == v for k, v in match.items())]
+        # Ceiling rows (``"ceiling": true``) are maxima over a search of shapes (e.g. MAMF): no
+        # ordinary shape runs faster, but most run slower, so they bound the answer instead of
+        # being interpolated between. Only when a table has nothing else do they answer, flagged.
+        ceilings = [float(r[value_key]) for r in rows if r.get("ceiling")]
+        ordinary = [r for r in rows if not r.get("ceiling")]
+        only_ceiling = bool(rows) and not ordinary
+        if ordinary:
+            rows = ordinary
         if not rows:
             res = Lookup(None, "roofline", f"no {table} rows for {match}")
         else:
@@ -265,8 +299,13 @@ class Profile:
             if grid is None:
                 grid = self._grids[gkey] = _Grid(pts)
             value = grid(tuple(clamped))
+            if ceilings and not only_ceiling:
+                value = min(value, max(ceilings))
             exact = any(all(abs(a - b) < 1e-9 for a, b in zip(p[0], lq)) for p in pts)
-            if outside:
+            if only_ceiling:
+                res = Lookup(value, "clamped", f"{table} {match}: only maximum-over-shapes (ceiling) rows; "
+                                               "an upper bound for this shape")
+            elif outside:
                 res = Lookup(value, "clamped", f"{table} {match}: " + "; ".join(outside))
             else:
                 res = Lookup(value, "measured" if exact else "interpolated")

@@ -378,6 +378,21 @@ def test_holdout_evaluation(cpu_profile, capsys):
     assert "median err" in capsys.readouterr().out
 
 
+def test_holdout_leave_one_out_never_holds_out_a_ceiling(capsys):
+    from calibration import holdout
+
+    rows = [{"dtype": "bf16", "m": m, "n": m, "k": m, "tflops": t, "source": "t"}
+            for m, t in ((512, 100), (1024, 200), (2048, 400), (4096, 500))]
+    rows.append({"dtype": "bf16", "m": 8192, "n": 8192, "k": 8192, "tflops": 900, "ceiling": True, "source": "t"})
+    data = {"schema": "gpuhours.profile", "schema_version": 1, "name": "t", "device": {"name": "x"},
+            "tables": {"gemm": rows}}
+    rep = holdout.leave_one_out(data)["gemm"]
+    assert rep["held"] == 4  # every ordinary row, never the ceiling
+    assert 0 < rep["median_abs_time_error"] <= rep["worst_abs_time_error"]
+    split_train, split_held = holdout.split_rows("gemm", rows, 0.9, 0, interior_only=False)
+    assert all(not r.get("ceiling") for r in split_held)
+
+
 def test_e2e_step_runs_tiny_on_cpu():
     from calibration import e2e_step
 

@@ -71,3 +71,49 @@ def test_interpolation_monotone_time_and_clamp():
     assert p.gemm_tflops("bf16", 600, 4096, 4096).status == "interpolated"
     assert p.gemm_tflops("bf16", 16384, 4096, 4096).status == "clamped"
     assert p.gemm_tflops("fp8", 1024, 4096, 4096).status == "roofline"
+
+
+def _profile(rows):
+    from simulator.profile import Profile
+
+    return Profile(validate_profile(_doc(rows)))
+
+
+def test_ceiling_rows_bound_the_answer_and_are_not_interpolated():
+    """A MAMF row (best rate over a search of shapes) caps every shape; it must not lend its
+    rate to the shapes around it, as an ordinary measurement would."""
+    ordinary = [{"dtype": "bf16", "m": m, "n": m, "k": m, "tflops": t} for m, t in ((1024, 200), (4096, 600))]
+    mamf = {"dtype": "bf16", "m": 2048, "n": 2048, "k": 8192, "tflops": 800, "ceiling": True}
+    with_ceiling = _profile(ordinary + [mamf])
+    without = _profile(ordinary)
+    q = (2048, 2048, 8192)
+    assert with_ceiling.gemm_tflops("bf16", *q).value == pytest.approx(without.gemm_tflops("bf16", *q).value)
+    capped = _profile(ordinary + [{**mamf, "tflops": 300}])
+    assert capped.gemm_tflops("bf16", 4096, 4096, 4096).value == pytest.approx(300)
+    alone = _profile([mamf])
+    res = alone.gemm_tflops("bf16", 1024, 1024, 1024)
+    assert res.status == "clamped" and "ceiling" in res.detail and res.value == pytest.approx(800)
+
+
+def test_unmeasured_cells_follow_the_rows_they_can_be_ordered_against():
+    """Scattered rows: a shape at least as large as a measured one in every dimension runs at
+    least as fast as it, and one no larger runs no faster; in between, the geometric mean."""
+    rows = [{"dtype": "bf16", "m": 1024, "n": 1024, "k": 1024, "tflops": 100},
+            {"dtype": "bf16", "m": 4096, "n": 4096, "k": 4096, "tflops": 400},
+            {"dtype": "bf16", "m": 1024, "n": 4096, "k": 1024, "tflops": 300}]
+    p = _profile(rows)
+    # (4096, 1024, 4096) is a grid cell: above (1024,1024,1024), below (4096,4096,4096).
+    assert p.gemm_tflops("bf16", 4096, 1024, 4096).value == pytest.approx((100 * 400) ** 0.5)
+    # (4096, 4096, 1024) dominates both 1024-k rows and is below the largest: sqrt(300 * 400).
+    assert p.gemm_tflops("bf16", 4096, 4096, 1024).value == pytest.approx((300 * 400) ** 0.5)
+
+
+def test_shipped_profiles_mark_mamf_rows_as_ceilings_and_h100_fp8_has_shapes():
+    for name in ("h100-published", "a100-published", "h800-anchors"):
+        rows = load_profile(name).tables["gemm"]
+        for r in rows:
+            assert bool(r.get("ceiling")) == ("MAMF" in r["source"]), (name, r)
+    h100 = load_profile("h100-published")
+    fp8 = [r for r in h100.tables["gemm"] if r["dtype"] == "fp8" and not r.get("ceiling")]
+    assert len(fp8) >= 10 and h100.tables.get("grouped_gemm")
+    assert h100.gemm_tflops("fp8", 4096, 7168, 2048).status in ("measured", "interpolated")
