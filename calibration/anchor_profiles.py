@@ -181,7 +181,12 @@ def build_h100(pub: dict, anchors: dict) -> dict:
     t["collectives"] = _collective_rows(pub, "H100") + [
         {"op": op, "ranks": 16, "gbps": 47.0, "link": "ib", "link_gbps": 50,
          "source": "NVIDIA/nccl-tests issue 290 (NVIDIA maintainer: 46-48 GB/s per 400 Gb/s NDR NIC)"}
-        for op in ("all_reduce", "reduce_scatter", "all_gather", "p2p")
+        for op in ("all_reduce", "reduce_scatter", "all_gather", "p2p", "all_to_all")
+    ] + [
+        # NCCL all-to-all (Megatron's all-to-all MoE dispatcher) inside one NVLink4 node.
+        {"op": "all_to_all", "ranks": 8, "gbps": 370.0, "link": "nvlink", "link_gbps": 450,
+         "source": "NVIDIA/nccl-tests issue 212 (sjeaugey, NVIDIA: non-all-reduce collectives reach ~370 GB/s "
+                   "bus bandwidth on 8x H100 NVLink4, 450 GB/s line rate less ~20% protocol overhead)"},
     ]
     return prof
 

@@ -282,6 +282,9 @@ def plan_warnings(sc: Scenario) -> list[str]:
     if p.schedule == "interleaved" and p.vpp > 1 and (m.layers % p.pp or (m.layers // p.pp) % p.vpp):
         out.append(f"interleaved: {m.layers} layers over pp={p.pp} x vpp={p.vpp} virtual stages do not split "
                    "evenly (Megatron-LM requires it); modelled with uneven chunks")
+    if p.dispatcher == "alltoall" and m.is_moe and p.ep > 1:
+        out.append("alltoall dispatcher: the host-device sync for the all-to-all split sizes (one per MoE layer "
+                   "and micro-batch) and the host's kernel launches are not costed")
     if m.attention_dropout > 0 and p.attention_kernel == "flash":
         out.append("attention dropout runs inside the flash kernel: its cost is not in the attention rows (not costed)")
     return out

@@ -85,7 +85,8 @@ class CommModel:
         ``op.comm_bytes`` is bytes per token times tokens; ``op.m`` and ``op.n`` are the
         IB and NVLink copies per token (see workload.dispatch_traffic).
         """
-        name = "all_to_all_" + op.comm
+        # DeepEP kernels are profiled per direction; an NCCL all-to-all is one collective.
+        name = "all_to_all" if op.transport == "nccl" else "all_to_all_" + op.comm
         ib_bytes = op.comm_bytes * op.m
         nvl_bytes = op.comm_bytes * op.n
         t_ib = ib_bytes / self.ib(name, ep) if ib_bytes else 0.0

@@ -27,6 +27,7 @@ FP8_RECIPES = ("blockwise", "tensorwise", "delayed")
 RECOMPUTE = ("none", "selective", "full")
 ATTENTION_KERNELS = ("flash", "unfused")
 ROUTING = ("balanced", "zipf", "histogram")
+DISPATCHERS = ("deepep", "alltoall")
 
 
 @dataclass(frozen=True)
@@ -241,6 +242,12 @@ class PlanConfig:
     sp: bool = False
     comm_sms: int = 20  # SMs given to all-to-all kernels (DeepSeek-V3: 20 of 132)
     ep_overlap: str = "auto"  # auto: overlapped under dualpipe(v), exposed otherwise; or on/off
+    # MoE token dispatcher. deepep: DeepEP-style kernels (V3 sec 3.2.2): a token crosses IB once per
+    # distinct remote node and NVLink once per distinct GPU, FP8 on the wire under FP8 training.
+    # alltoall: Megatron-Core's MoEAlltoAllTokenDispatcher: one row per (token, expert) pair
+    # (num_out_tokens = tokens x top-k), one NCCL all-to-all over the EP group in BF16, and a second
+    # permutation (sort by local expert) on each side when a rank holds several experts.
+    dispatcher: str = "deepep"
     fp8_activation_cache: bool = True  # cache MoE inputs in FP8 (V3 Sec. 3.3.3)
     tp_comm_overlap: bool = False  # TP collectives hidden behind GEMMs (Megatron --tp-comm-overlap)
     # Gradient reduction overlapped with the backward tail (DDP buckets, Megatron --overlap-grad-reduce);
@@ -266,6 +273,7 @@ class PlanConfig:
         _choice("plan.fp8_recipe", self.fp8_recipe, FP8_RECIPES)
         _choice("plan.routing", self.routing, ROUTING)
         _choice("plan.ep_overlap", self.ep_overlap, ("auto", "on", "off"))
+        _choice("plan.dispatcher", self.dispatcher, DISPATCHERS)
         _choice("plan.layer_split", self.layer_split, ("balanced", "uniform"))
         _choice("plan.moment_dtype", self.moment_dtype, ("fp32", "bf16"))
         _choice("plan.grad_dtype", self.grad_dtype, ("fp32", "bf16"))

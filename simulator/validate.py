@@ -54,6 +54,13 @@ LOCAL_DDP_BLOCKS = {"NAR21"}
 # validation README, item 5). MB2511 recipes follow the HuggingFace configs (dropout 0), as do the
 # Llama 3 and DeepSeek runs.
 MEGATRON_DROPOUT_BLOCKS = {"NAR21", "MLM24"}
+
+# Source blocks whose MoE runs used Megatron-Core's all-to-all token dispatcher (one NCCL all-to-all
+# of one row per (token, expert) pair, BF16): Megatron-Bridge's model providers default
+# moe_token_dispatcher_type to "alltoall" (Qwen3MoEModelProvider in models/qwen/qwen_provider.py,
+# GPTOSSProvider), and the H100 Qwen3-235B perf config sets it explicitly
+# (scripts/performance/configs/qwen/qwen3_llm_pretrain.py).
+ALLTOALL_DISPATCHER_BLOCKS = {"MB2511"}
 MEGATRON_DEFAULT_DROPOUT = 0.1
 
 
@@ -149,6 +156,9 @@ def row_to_raw(row: dict) -> tuple[dict, list[str]]:
     if block in MEGATRON_DROPOUT_BLOCKS:
         model["attention_dropout"] = model["hidden_dropout"] = MEGATRON_DEFAULT_DROPOUT
         defaults.append(f"dropout={MEGATRON_DEFAULT_DROPOUT}")
+    if block in ALLTOALL_DISPATCHER_BLOCKS and moe:
+        plan["dispatcher"] = "alltoall"
+        defaults.append("dispatcher=alltoall")
     if block in LOCAL_DDP_BLOCKS:
         plan["grad_reduce_overlap"] = False
     if block in UNFUSED_ATTENTION_BLOCKS and attention in ("mha", "gqa", "mqa") and not g("sliding_window"):

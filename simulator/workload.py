@@ -52,6 +52,7 @@ class Op:
     v_dim: int = 0
     comm: str = ""  # dispatch | combine | tp | cp
     comm_bytes: float = 0.0
+    transport: str = ""  # dispatch/combine: deepep (DeepEP kernels) or nccl (one NCCL all-to-all)
     recompute: bool = False  # forward work redone in backward
 
 
@@ -85,6 +86,7 @@ class Shape:
     fp8_cache: bool
     imbalance: float = 1.0  # max/mean tokens per EP rank (routing skew)
     attention_kernel: str = "flash"
+    dispatcher: str = "deepep"
 
     @staticmethod
     def of(plan: PlanConfig, seq: int, imbalance: float = 1.0) -> "Shape":
@@ -101,6 +103,7 @@ class Shape:
             fp8_cache=plan.fp8_activation_cache,
             imbalance=imbalance,
             attention_kernel=plan.attention_kernel,
+            dispatcher=plan.dispatcher,
         )
 
 
@@ -502,18 +505,26 @@ def expected_distinct(total_bins: int, balls: int, bins_per_target: int) -> floa
     return targets * (1.0 - miss)
 
 
-def dispatch_traffic(m: ModelConfig, ep: int, gpus_per_node: int) -> tuple[float, float]:
+def dispatch_traffic(m: ModelConfig, ep: int, gpus_per_node: int, dispatcher: str = "deepep") -> tuple[float, float]:
     """Per token: (copies sent over IB, copies sent over NVLink) by one GPU's dispatch.
 
     DeepEP-style node-limited routing (V3 sec 2.1.2, 3.2.2): a token goes once over
     IB to each distinct *remote node* holding one of its experts (at most M nodes),
     then is forwarded over NVLink to each GPU in that node that holds one of them.
     With EP inside one node, tokens go straight over NVLink once per distinct GPU.
+
+    Megatron-Core's all-to-all dispatcher (``dispatcher="alltoall"``) deduplicates
+    nothing: the permuted tensor has one row per (token, expert) pair and each row
+    whose expert lives on another rank is sent to it, over NVLink when that rank is in
+    the node, over IB otherwise (EP ranks taken contiguous, ``gpus_per_node`` per node).
     Experts are assumed routed uniformly (balanced); skew is applied separately.
     """
     E, k = m.n_routed_experts, m.experts_per_token
     if ep <= 1:
         return 0.0, 0.0
+    if dispatcher == "alltoall":
+        in_node = min(ep, gpus_per_node)
+        return k * (ep - in_node) / ep, k * (in_node - 1) / ep
     per_gpu = E // ep
     if ep <= gpus_per_node:
         gpus_hit = expected_distinct(E, k, per_gpu)
@@ -548,20 +559,26 @@ def _moe_ffn(bld: _Builder, gpus_per_node: int) -> tuple[float, float]:
     # Tokens received per GPU: every GPU sends Tl*k assignments spread over ep ranks,
     # so each receives Tl*k on average; the most loaded rank gets imbalance x that.
     recv = Tl * k * s.imbalance
-    dt_disp = "fp8" if s.precision == "fp8" else "bf16"
-    ib_copies, nvl_copies = dispatch_traffic(m, ep, gpus_per_node)
+    nccl = s.dispatcher == "alltoall"
+    # Megatron's all-to-all dispatcher moves BF16 hidden states (FP8 recipes quantize inside the experts).
+    dt_disp = "fp8" if s.precision == "fp8" and not nccl else "bf16"
+    transport = "nccl" if nccl else "deepep"
+    ib_copies, nvl_copies = dispatch_traffic(m, ep, gpus_per_node, s.dispatcher)
     tok_disp = h * (BYTES[dt_disp] + (FP8_SCALE_OVERHEAD if dt_disp == "fp8" else 0))
     tok_comb = h * BYTES["bf16"]
     if ep > 1:
         # Forward: dispatch FP8 (or BF16), combine BF16. Backward mirrors: the gradient before the
         # down-projection travels dispatch-wise in FP8, the combine-wise one in BF16 (V3 sec 3.3.3).
         bld.F.append(Op("moe.dispatch", "comm", "F", "dispatch", comm="dispatch",
-                        comm_bytes=Tl * s.imbalance * tok_disp, m=ib_copies, n=nvl_copies))
+                        comm_bytes=Tl * s.imbalance * tok_disp, m=ib_copies, n=nvl_copies, transport=transport))
         bld.B.append(Op("moe.combine.bwd", "comm", "B", "dispatch", comm="dispatch",
-                        comm_bytes=Tl * s.imbalance * tok_disp, m=ib_copies, n=nvl_copies))
+                        comm_bytes=Tl * s.imbalance * tok_disp, m=ib_copies, n=nvl_copies, transport=transport))
         if full:  # the checkpointed forward dispatches again
             bld.B.append(replace(bld.F[-1], name="moe.dispatch.recompute", phase="B", recompute=True))
     bld.memory("moe.permute", "dispatch", 2 * recv * h * (BYTES[dt_disp] if dt_disp == "fp8" else act2))
+    if nccl and ep > 1 and local_experts > 1:
+        # What arrives is ordered by source rank; sort_chunks_by_idxs regroups it by local expert.
+        bld.memory("moe.sort_chunks", "dispatch", 2 * recv * h * act2, backward_factor=1.0)
     inter = m.moe_intermediate
     gated = m.mlp == "swiglu"
     bld.grouped("moe.experts.up", "mlp", local_experts, recv / local_experts, (2 if gated else 1) * inter, h)
@@ -569,6 +586,8 @@ def _moe_ffn(bld: _Builder, gpus_per_node: int) -> tuple[float, float]:
     bld.memory("moe.experts.act", "mlp", (3 if gated else 2) * inner, recompute=sel or full,
                saves=0 if sel else (2 if gated else 1) * inner)
     bld.grouped("moe.experts.down", "mlp", local_experts, recv / local_experts, h, inter)
+    if nccl and ep > 1 and local_experts > 1:
+        bld.memory("moe.unsort_chunks", "combine", 2 * recv * h * act2, backward_factor=1.0)
     bld.memory("moe.unpermute", "combine", 2 * recv * h * act2 + Tl * k * h * act2)
     if m.n_shared_experts:
         Is = m.n_shared_experts * inter
@@ -579,9 +598,9 @@ def _moe_ffn(bld: _Builder, gpus_per_node: int) -> tuple[float, float]:
         bld.gemm("moe.shared.down", "mlp", Tl, h, Is, recompute=full)
     if ep > 1:
         bld.F.append(Op("moe.combine", "comm", "F", "combine", comm="combine",
-                        comm_bytes=Tl * s.imbalance * tok_comb, m=ib_copies, n=nvl_copies))
+                        comm_bytes=Tl * s.imbalance * tok_comb, m=ib_copies, n=nvl_copies, transport=transport))
         bld.B.append(Op("moe.dispatch.bwd", "comm", "B", "combine", comm="combine",
-                        comm_bytes=Tl * s.imbalance * tok_comb, m=ib_copies, n=nvl_copies))
+                        comm_bytes=Tl * s.imbalance * tok_comb, m=ib_copies, n=nvl_copies, transport=transport))
         if full:
             bld.B.append(replace(bld.F[-1], name="moe.combine.recompute", phase="B", recompute=True))
     _residual(bld, "moe.residual", "combine", Tl)

@@ -267,3 +267,64 @@ def test_uneven_virtual_stages_are_flagged():
         raw, _ = row_to_raw(rows[rid])
         warnings = predict_analytic(scenario_from_dict(raw, name=rid)).warnings
         assert any("do not split evenly" in w for w in warnings) == uneven
+
+
+# ---------------------------------------------------------------- Megatron's all-to-all MoE dispatcher
+
+
+def test_alltoall_dispatcher_sends_one_copy_per_token_expert_pair():
+    from simulator.workload import dispatch_traffic
+
+    sc = load_scenario("deepseek-v3")
+    m = sc.model  # top-8 of 256 routed experts
+    assert dispatch_traffic(m, 8, 8, "alltoall") == pytest.approx((0.0, 8 * 7 / 8))
+    ib, nvl = dispatch_traffic(m, 32, 8, "alltoall")  # four nodes: 24 of 32 ranks are remote
+    assert ib == pytest.approx(8 * 24 / 32) and nvl == pytest.approx(8 * 7 / 32)
+    # DeepEP crosses IB once per distinct remote node (then forwards over NVLink inside it):
+    # far fewer copies on the scarce link.
+    d_ib, _ = dispatch_traffic(m, 32, 8, "deepep")
+    assert d_ib < ib / 2
+
+
+def _moe_ops(dispatcher: str, ep: int = 8):
+    sc = load_scenario("deepseek-v2-lite", (f"plan.ep={ep}", f"plan.dispatcher={dispatcher}", "plan.precision=fp8"))
+    return sc, {op.name: op for op in layer_ops(sc.model, "moe", Shape.of(sc.plan, sc.training.seq_len)).all_ops()}
+
+
+def test_alltoall_dispatcher_moves_bf16_and_sorts_by_local_expert():
+    sc, ops = _moe_ops("alltoall")
+    _, deep = _moe_ops("deepep")
+    h = sc.model.hidden
+    assert ops["moe.dispatch"].transport == "nccl" and deep["moe.dispatch"].transport == "deepep"
+    tokens = Shape.of(sc.plan, sc.training.seq_len).tokens
+    assert ops["moe.dispatch"].comm_bytes == pytest.approx(tokens * h * 2)  # BF16 even in FP8 training
+    assert deep["moe.dispatch"].comm_bytes < ops["moe.dispatch"].comm_bytes  # FP8 + scales
+    assert "moe.sort_chunks" in ops and "moe.unsort_chunks" in ops and "moe.sort_chunks" not in deep
+    # A pure permutation: its backward moves what its forward moved.
+    assert ops["moe.sort_chunks.bwd"].bytes == pytest.approx(ops["moe.sort_chunks"].bytes)
+
+
+def test_alltoall_dispatcher_is_slower_and_flagged():
+    base = ("plan.ep=8", "plan.precision=fp8")
+    deep = predict_analytic(load_scenario("deepseek-v2-lite", base + ("plan.dispatcher=deepep",)))
+    nccl = predict_analytic(load_scenario("deepseek-v2-lite", base + ("plan.dispatcher=alltoall",)))
+    assert nccl.step_time_s > deep.step_time_s
+    assert any("alltoall dispatcher" in w for w in nccl.warnings)
+    assert not any("alltoall dispatcher" in w for w in deep.warnings)
+
+
+def test_unknown_dispatcher_names_allowed_values():
+    with pytest.raises(ConfigError, match=r"plan\.dispatcher.*deepep, alltoall"):
+        load_scenario("deepseek-v2-lite", ("plan.dispatcher=nvshmem",))
+
+
+def test_validation_gives_megatron_bridge_moe_rows_the_alltoall_dispatcher():
+    from simulator.validate import DEFAULT_CSV, read_csv
+
+    for row in read_csv(DEFAULT_CSV):
+        if row["include"] != "true":
+            continue
+        raw, defaults = row_to_raw(row)
+        expect = row["run_id"].startswith("MB2511") and row["model_type"] == "moe"
+        assert (raw["plan"].get("dispatcher") == "alltoall") == expect, row["run_id"]
+        assert ("dispatcher=alltoall" in defaults) == expect
