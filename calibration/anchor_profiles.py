@@ -171,10 +171,11 @@ def build_h100(pub: dict, anchors: dict) -> dict:
     # FP8 GEMMs by shape: DeepGEMM's tables, measured on H800 (the H100 SXM's silicon: same SMs,
     # clocks and HBM; only NVLink differs). The one published H100 FP8 row is a MAMF maximum, a
     # ceiling. DeepGEMM scales blockwise; cuBLAS tensorwise FP8 does the same tensor-core work.
-    dg_gemm, dg_grouped = _deepgemm_rows(anchors["deepgemm"], cutlass36=False)
-    t["gemm"] = _h100_gemm_rows(pub) + _h100_fp8_rows(pub) + [
-        {**r, "source": r["source"] + " (H800 = H100 SXM silicon)"} for r in dg_gemm]
-    t["grouped_gemm"] = [{**r, "source": r["source"] + " (H800 = H100 SXM silicon)"} for r in dg_grouped]
+    dg_gemm, dg_grouped = (
+        [{**r, "source": r["source"] + " (H800 = H100 SXM silicon)"} for r in rows]
+        for rows in _deepgemm_rows(anchors["deepgemm"], cutlass36=False))
+    t["gemm"] = _h100_gemm_rows(pub) + _h100_fp8_rows(pub) + dg_gemm
+    t["grouped_gemm"] = dg_grouped
     t["attention"] = _h100_attention_rows(pub)
     mem = [r for r in pub["memory_bandwidth"] if str(r["gpu"]).startswith("H100")]
     t["memory_bound"] = [{"op": "*", "bytes": 1e9, "gbps": r["achieved_gbps"], "source": r["source"]} for r in mem]

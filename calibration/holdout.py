@@ -72,6 +72,28 @@ def split_rows(table: str, rows: list[dict], fraction: float, seed: int, interio
     return train, held
 
 
+def _score(table: str, cases: list, trained: int) -> dict:
+    """Report of predicting each held row from its profile: ``cases`` is [(profile, row)]."""
+    coords, value_key, lookup = LOOKUPS[table]
+    errors, statuses, worst = [], {}, None
+    for prof, r in cases:
+        res = lookup(prof, r)
+        statuses[res.status] = statuses.get(res.status, 0) + 1
+        if res.value is None:
+            continue
+        err = r[value_key] / res.value - 1.0  # predicted time / measured time - 1
+        errors.append(abs(err))
+        if worst is None or abs(err) > abs(worst[0]):
+            worst = (err, {k: r[k] for k in (*GROUP_BY[table], *coords)})
+    return {
+        "train": trained, "held": len(cases), "statuses": statuses,
+        "median_abs_time_error": statistics.median(errors) if errors else None,
+        "worst_abs_time_error": max(errors) if errors else None,
+        "worst_row": worst[1] if worst else None,
+        "worst_signed_error": worst[0] if worst else None,
+    }
+
+
 def evaluate(profile_data: dict, fraction: float = 0.2, seed: int = 0, tables=None, interior_only: bool = True) -> dict:
     """Per table: rows trained/held, median and worst |time error|, lookup statuses, worst row."""
     from simulator.profile import Profile
@@ -80,30 +102,12 @@ def evaluate(profile_data: dict, fraction: float = 0.2, seed: int = 0, tables=No
     for table, rows in profile_data.get("tables", {}).items():
         if table not in LOOKUPS or (tables and table not in tables) or len(rows) < 3:
             continue
-        coords, value_key, lookup = LOOKUPS[table]
         train, held = split_rows(table, rows, fraction, seed, interior_only)
         if not held:
             report[table] = {"train": len(train), "held": 0, "note": "no row could be held out"}
             continue
-        data = dict(profile_data, tables={table: train})
-        prof = Profile(data)
-        errors, statuses, worst = [], {}, None
-        for r in held:
-            res = lookup(prof, r)
-            statuses[res.status] = statuses.get(res.status, 0) + 1
-            if res.value is None:
-                continue
-            err = r[value_key] / res.value - 1.0  # predicted time / measured time - 1
-            errors.append(abs(err))
-            if worst is None or abs(err) > abs(worst[0]):
-                worst = (err, {k: r[k] for k in (*GROUP_BY[table], *coords)})
-        report[table] = {
-            "train": len(train), "held": len(held), "statuses": statuses,
-            "median_abs_time_error": statistics.median(errors) if errors else None,
-            "worst_abs_time_error": max(errors) if errors else None,
-            "worst_row": worst[1] if worst else None,
-            "worst_signed_error": worst[0] if worst else None,
-        }
+        prof = Profile(dict(profile_data, tables={table: train}))
+        report[table] = _score(table, [(prof, r) for r in held], len(train))
     return report
 
 
@@ -115,24 +119,14 @@ def leave_one_out(profile_data: dict, tables=None) -> dict:
     for table, rows in profile_data.get("tables", {}).items():
         if table not in LOOKUPS or (tables and table not in tables):
             continue
-        coords, value_key, lookup = LOOKUPS[table]
-        errors, worst = [], None
+        cases = []
         for i, r in enumerate(rows):
             rest = [o for j, o in enumerate(rows) if j != i]
             same = [o for o in rest if all(o.get(k) == r.get(k) for k in GROUP_BY[table]) and not o.get("ceiling")]
-            if r.get("ceiling") or len(same) < 2:
-                continue
-            res = lookup(Profile(dict(profile_data, tables={table: rest})), r)
-            if res.value is None:
-                continue
-            err = r[value_key] / res.value - 1.0
-            errors.append(abs(err))
-            if worst is None or abs(err) > abs(worst[0]):
-                worst = (err, {k: r[k] for k in (*GROUP_BY[table], *coords)})
-        if errors:
-            report[table] = {"train": len(rows) - 1, "held": len(errors), "statuses": {},
-                             "median_abs_time_error": statistics.median(errors),
-                             "worst_abs_time_error": max(errors), "worst_row": worst[1], "worst_signed_error": worst[0]}
+            if not r.get("ceiling") and len(same) >= 2:
+                cases.append((Profile(dict(profile_data, tables={table: rest})), r))
+        if cases:
+            report[table] = _score(table, cases, len(rows) - 1)
     return report
 
 

@@ -29,6 +29,12 @@ RING_FAMILY = {
 }
 
 
+def all_to_all_row(transport: str, direction: str) -> str:
+    """Profile row of an all-to-all: DeepEP kernels are profiled per direction (dispatch,
+    combine); an NCCL all-to-all is one collective."""
+    return "all_to_all" if transport == "nccl" else "all_to_all_" + direction
+
+
 class CommModel:
     def __init__(self, cluster: ClusterConfig, profile: Profile | None, warnings: dict[str, str] | None = None):
         self.c = cluster
@@ -85,8 +91,7 @@ class CommModel:
         ``op.comm_bytes`` is bytes per token times tokens; ``op.m`` and ``op.n`` are the
         IB and NVLink copies per token (see workload.dispatch_traffic).
         """
-        # DeepEP kernels are profiled per direction; an NCCL all-to-all is one collective.
-        name = "all_to_all" if op.transport == "nccl" else "all_to_all_" + op.comm
+        name = all_to_all_row(op.transport, op.comm)
         ib_bytes = op.comm_bytes * op.m
         nvl_bytes = op.comm_bytes * op.n
         t_ib = ib_bytes / self.ib(name, ep) if ib_bytes else 0.0

@@ -505,6 +505,10 @@ def expected_distinct(total_bins: int, balls: int, bins_per_target: int) -> floa
     return targets * (1.0 - miss)
 
 
+# How each plan.dispatcher moves tokens: DeepEP kernels, or one NCCL all-to-all (Megatron-Core).
+DISPATCH_TRANSPORT = {"deepep": "deepep", "alltoall": "nccl"}
+
+
 def dispatch_traffic(m: ModelConfig, ep: int, gpus_per_node: int, dispatcher: str = "deepep") -> tuple[float, float]:
     """Per token: (copies sent over IB, copies sent over NVLink) by one GPU's dispatch.
 
@@ -559,10 +563,10 @@ def _moe_ffn(bld: _Builder, gpus_per_node: int) -> tuple[float, float]:
     # Tokens received per GPU: every GPU sends Tl*k assignments spread over ep ranks,
     # so each receives Tl*k on average; the most loaded rank gets imbalance x that.
     recv = Tl * k * s.imbalance
-    nccl = s.dispatcher == "alltoall"
+    transport = DISPATCH_TRANSPORT[s.dispatcher]
+    nccl = transport == "nccl"
     # Megatron's all-to-all dispatcher moves BF16 hidden states (FP8 recipes quantize inside the experts).
     dt_disp = "fp8" if s.precision == "fp8" and not nccl else "bf16"
-    transport = "nccl" if nccl else "deepep"
     ib_copies, nvl_copies = dispatch_traffic(m, ep, gpus_per_node, s.dispatcher)
     tok_disp = h * (BYTES[dt_disp] + (FP8_SCALE_OVERHEAD if dt_disp == "fp8" else 0))
     tok_comb = h * BYTES["bf16"]

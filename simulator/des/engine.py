@@ -69,6 +69,7 @@ from simulator.analytic import (
     resolve_profile,
     stage_units,
 )
+from simulator.comm import all_to_all_row
 from simulator.config import Scenario
 from simulator.des.clock import to_ns, to_s
 from simulator.des.links import Network
@@ -76,7 +77,7 @@ from simulator.layout import rank_stages
 from simulator.memory import GIB, MemoryBreakdown
 from simulator.profile import Profile
 from simulator.schedules import build_schedule, num_stages, stage_of
-from simulator.workload import BYTES, Shape, layer_ops
+from simulator.workload import BYTES, DISPATCH_TRANSPORT, Shape, layer_ops
 
 TIMELINE_CAP = 50_000
 MEMORY_POINTS = 200
@@ -253,8 +254,8 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
         p2p_link, p2p_eff = "nvl", ev.comm.nvlink("p2p", 2)
         p2p_lat, p2p_gbps = c.nvlink_latency_us * 1e-6, nvl_gbps
     p2p_flow_bytes = act_bytes * p2p_gbps * 1e9 / p2p_eff  # alone on the link: exactly the analytic p2p time
-    a2a_name = "all_to_all" if p.dispatcher == "alltoall" else "all_to_all_dispatch"
-    a2a_scale = ib_gbps * 1e9 / ev.comm.ib(a2a_name, p.ep) if (m.is_moe and p.ep > 1) else 0.0
+    a2a_row = all_to_all_row(DISPATCH_TRANSPORT[p.dispatcher], "dispatch")
+    a2a_scale = ib_gbps * 1e9 / ev.comm.ib(a2a_row, p.ep) if (m.is_moe and p.ep > 1) else 0.0
 
     # Per (stage, imbalance) durations in ns, cached.
     dur_cache: dict[tuple[int, float], tuple] = {}
