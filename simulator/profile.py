@@ -197,9 +197,16 @@ class _Grid:
     never more than doubles when the size doubles).
     """
 
-    def __init__(self, pts: list[tuple[tuple[float, ...], float]]):
+    def __init__(self, pts: list[tuple[tuple[float, ...], float]], average_repeats: bool = True):
+        # Rows at the same coordinates: independent measurements of one shape are averaged
+        # (geometric mean); ``average_repeats=False`` keeps the last one instead (the collectives
+        # table, whose rows at one rank count differ in a coordinate it does not look up).
+        same: dict[tuple[float, ...], list[float]] = {}
+        for c, v in pts:
+            same.setdefault(c, []).append(math.log(v))
+        exact = {c: (sum(vs) / len(vs) if average_repeats else vs[-1]) for c, vs in same.items()}
+        pts = [(c, math.exp(v)) for c, v in exact.items()]
         self.axes = [sorted({p[0][d] for p in pts}) for d in range(len(pts[0][0]))]
-        exact = {p[0]: math.log(p[1]) for p in pts}
         self.values: dict[tuple[int, ...], float] = {}
         import itertools
 
@@ -267,7 +274,8 @@ class Profile:
         return f"Profile({self.name!r}, device={self.device.get('name')!r})"
 
     # Generic scattered-table lookup -------------------------------------------------
-    def _scattered(self, table: str, match: dict, dims: tuple[str, ...], q: tuple[float, ...], value_key: str) -> Lookup:
+    def _scattered(self, table: str, match: dict, dims: tuple[str, ...], q: tuple[float, ...], value_key: str,
+                   average_repeats: bool = True) -> Lookup:
         key = (table, tuple(sorted(match.items())), q)
         hit = self._cache.get(key)
         if hit is not None:
@@ -297,7 +305,7 @@ class Profile:
             gkey = (table, tuple(sorted(match.items())))
             grid = self._grids.get(gkey)
             if grid is None:
-                grid = self._grids[gkey] = _Grid(pts)
+                grid = self._grids[gkey] = _Grid(pts, average_repeats)
             value = grid(tuple(clamped))
             if ceilings and not only_ceiling:
                 value = min(value, max(ceilings))
@@ -339,7 +347,8 @@ class Profile:
         return res
 
     def collective_gbps(self, op: str, ranks: float) -> Lookup:
-        return self._scattered("collectives", {"op": op}, ("ranks",), (ranks,), "gbps")
+        # Rows at one rank count differ by message size, largest last: the asymptotic bandwidth answers.
+        return self._scattered("collectives", {"op": op}, ("ranks",), (ranks,), "gbps", average_repeats=False)
 
     def sm_fraction(self, sms: float, total_sms: float) -> Lookup:
         """Relative compute throughput with ``sms`` of ``total_sms`` SMs (1.0 = all)."""

@@ -95,6 +95,29 @@ def test_ceiling_rows_bound_the_answer_and_are_not_interpolated():
     assert res.status == "clamped" and "ceiling" in res.detail and res.value == pytest.approx(800)
 
 
+def test_repeated_measurements_of_one_shape_are_averaged_not_overwritten():
+    """Two sources timing the same GEMM shape both count (geometric mean), whichever is listed last."""
+    a = {"dtype": "bf16", "m": 2048, "n": 2048, "k": 2048, "tflops": 500}
+    b = {**a, "tflops": 640}
+    other = {"dtype": "bf16", "m": 4096, "n": 4096, "k": 4096, "tflops": 780}
+    for rows in ([a, b, other], [b, a, other]):
+        res = _profile(rows).gemm_tflops("bf16", 2048, 2048, 2048)
+        assert res.status == "measured" and res.value == pytest.approx((500 * 640) ** 0.5)
+
+
+def test_collectives_at_one_rank_count_answer_with_the_largest_message():
+    """nccl-tests rows at one rank count differ by message size (imported smallest first): the
+    lookup gives the last, asymptotic one, not an average over sizes."""
+    rows = [{"op": "all_reduce", "ranks": 8, "bytes": b, "gbps": g, "link": "nvlink"}
+            for b, g in ((1 << 20, 40.0), (1 << 26, 250.0), (1 << 30, 360.0))]
+    from simulator.profile import Profile
+
+    doc = _doc([])
+    doc["tables"]["collectives"] = rows
+    p = Profile(validate_profile(doc))
+    assert p.collective_gbps("all_reduce", 8).value == pytest.approx(360.0)
+
+
 def test_unmeasured_cells_follow_the_rows_they_can_be_ordered_against():
     """Scattered rows: a shape at least as large as a measured one in every dimension runs at
     least as fast as it, and one no larger runs no faster; in between, the geometric mean."""
