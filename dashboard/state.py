@@ -29,6 +29,7 @@ DES_DONE = "des_done"  # session key: (scenario, overrides) of the last discrete
 
 SCHEDULES = ("1f1b", "interleaved", "zb1p", "dualpipe", "dualpipev")
 RECOMPUTE = ("none", "selective", "full")
+DISPATCHERS = ("deepep", "alltoall")
 KIND_COLOURS = {"F": "#4C78A8", "B": "#F58518", "W": "#54A24B", "FB": "#B279A2", "comm": "#9D9D9D"}
 
 
@@ -214,6 +215,17 @@ def plan_controls() -> tuple[str, tuple[str, ...]]:
             ov += ["plan.routing=zipf", f"plan.zipf_s={_fmt(round(z, 3))}"]
         elif z == 0 and p["routing"] == "zipf":
             ov.append("plan.routing=balanced")
+        disp = _w(st.segmented_control, "MoE dispatcher", k + "disp", p["dispatcher"], options=DISPATCHERS,
+                  required=True, help="plan.dispatcher: deepep (DeepEP kernels, FP8 dispatch, a token sent once "
+                  "per remote node and GPU) or alltoall (Megatron-Core: one BF16 row per token-expert pair over "
+                  "one NCCL all-to-all, sorted by local expert); MoE with EP > 1 only")
+        add("plan.dispatcher", disp or p["dispatcher"], p["dispatcher"])
+        tpo = _w(st.toggle, "TP communication overlap", k + "tpo", bool(p["tp_comm_overlap"]),
+                 help="plan.tp_comm_overlap: Transformer Engine's userbuffers hide the TP all-gathers and "
+                      "reduce-scatters behind GEMMs that run in chunks or beside 16 SMs of communication "
+                      "(needs sequence parallelism; TP > 1 only)")
+        if bool(tpo) != bool(p["tp_comm_overlap"]):
+            ov.append(f"plan.tp_comm_overlap={'true' if tpo else 'false'}")
     with sb.expander("Run & price", expanded=True):
         col1, col2 = st.columns(2)
         price = _w(col1.number_input, "$ / GPU-hour", k + "usd", float(cost["usd_per_gpu_hour"]), min_value=0.0,

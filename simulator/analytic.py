@@ -17,7 +17,8 @@ Overlap rules:
   (``plan.overlaps_ep``: DualPipe/DualPipeV by default). Overlapped, a pair
   takes ``max(compute with comm SMs taken, all-to-all + PP sends on the NIC)``.
 - TP collectives: exposed, or hidden behind the GEMMs of the same pass when
-  ``plan.tp_comm_overlap`` (only the excess shows).
+  ``plan.tp_comm_overlap`` (only the excess shows, plus the last chunk of a pipelined
+  reduce-scatter; the GEMMs pay for the overlap as :mod:`simulator.tp_overlap` says).
 - CP ring exchange: hidden behind core attention (the excess shows).
 - DP: gradient reduce-scatter hidden in the drain (half the bubble plus the last
   backward), parameter all-gather in the fill (half the bubble plus the first
@@ -242,9 +243,15 @@ class Evaluator:
                     attn[ph] += d
         exposed = {}
         for ph in ("F", "B"):
-            tp_t = sum(self.comm.op_time(op, p.ep, p.tp, p.cp) for op in (lo.F if ph == "F" else lo.B) if op.comm == "tp")
-            cp_t = sum(self.comm.op_time(op, p.ep, p.tp, p.cp) for op in (lo.F if ph == "F" else lo.B) if op.comm == "cp")
-            tp_exposed = max(0.0, tp_t - gemm[ph]) if p.tp_comm_overlap else tp_t
+            ops = lo.F if ph == "F" else lo.B
+            tp_t = tail = 0.0
+            for op in ops:
+                if op.comm == "tp":
+                    dt = self.comm.op_time(op, p.ep, p.tp, p.cp)
+                    tp_t += dt
+                    tail += dt / op.splits if op.splits > 1 else 0.0  # last chunk after the last GEMM chunk
+            cp_t = sum(self.comm.op_time(op, p.ep, p.tp, p.cp) for op in ops if op.comm == "cp")
+            tp_exposed = tail + max(0.0, tp_t - tail - gemm[ph]) if p.tp_comm_overlap else tp_t
             exposed[ph] = tp_exposed + max(0.0, cp_t - attn[ph])
         return PassTimes(
             acc["F"][0], acc["B"][0], acc["W"][0], acc["F"][1], acc["B"][1], acc["W"][1],
@@ -285,6 +292,9 @@ def plan_warnings(sc: Scenario) -> list[str]:
     if p.dispatcher == "alltoall" and m.is_moe and p.ep > 1:
         out.append("alltoall dispatcher: the host-device sync for the all-to-all split sizes (one per MoE layer "
                    "and micro-batch) and the host's kernel launches are not costed")
+    if p.tp_comm_overlap and p.tp > 1 and not p.sp:
+        out.append("tp_comm_overlap without sequence parallelism: Transformer Engine's userbuffers overlap needs it; "
+                   "modelled as all-reduces hidden behind the GEMMs at no cost to them")
     if m.attention_dropout > 0 and p.attention_kernel == "flash":
         out.append("attention dropout runs inside the flash kernel: its cost is not in the attention rows (not costed)")
     return out

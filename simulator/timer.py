@@ -15,6 +15,8 @@ proportionality) turns that into a slowdown.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .config import GPUConfig
 from .profile import Profile
 from .workload import Op
@@ -90,6 +92,17 @@ class OpTimer:
             return t
         if op.kind == "comm":
             raise ValueError("communication ops are timed by simulator.comm, not the op timer")
+        if op.sm_margin:  # a concurrent communication kernel holds these SMs (TP overlap)
+            sms = (self.gpu.sms if sms is None else sms) - op.sm_margin
+        if op.splits > 1 and op.kind == "gemm":
+            # Cut into chunks of m/splits rows, run back to back. The chunks are timed from the
+            # profile at their own shape, and never faster than the uncut GEMM: a library could
+            # always run the whole as those chunks.
+            chunk = replace(op, m=op.m / op.splits, flops=op.flops / op.splits, bytes=op.bytes / op.splits,
+                            splits=1, sm_margin=0)
+            t = max(op.splits * self.time(chunk, sms), self.time(replace(chunk, m=op.m, flops=op.flops), sms))
+            self._cache[key] = t
+            return t
         if op.kind == "memory":
             t = op.bytes / (self.memory_gbps(op) * GB)
             # Memory-bound kernels slow down with fewer SMs only once SMs limit bandwidth; assume not.

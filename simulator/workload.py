@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from .config import ModelConfig, PlanConfig
+from .tp_overlap import TE_LAYER, collective_chunks, gemm_execution
 
 BYTES = {"fp8": 1.0, "bf16": 2.0, "fp16": 2.0, "fp32": 4.0}
 FP8_SCALE_OVERHEAD = 4.0 / 128  # one FP32 scale per 1x128 tile (V3 sec 3.3.2)
@@ -54,6 +55,11 @@ class Op:
     comm_bytes: float = 0.0
     transport: str = ""  # dispatch/combine: deepep (DeepEP kernels) or nccl (one NCCL all-to-all)
     recompute: bool = False  # forward work redone in backward
+    # How the kernel runs beside TP communication (simulator.tp_overlap): a GEMM cut into ``splits``
+    # chunks of m/splits rows, on all SMs but ``sm_margin``; a TP collective in ``splits`` chunks
+    # whose last one no GEMM hides.
+    splits: int = 1
+    sm_margin: int = 0
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,7 @@ class Shape:
     imbalance: float = 1.0  # max/mean tokens per EP rank (routing skew)
     attention_kernel: str = "flash"
     dispatcher: str = "deepep"
+    tp_overlap: bool = False  # TE userbuffers TP overlap (needs sequence parallelism)
 
     @staticmethod
     def of(plan: PlanConfig, seq: int, imbalance: float = 1.0) -> "Shape":
@@ -104,6 +111,7 @@ class Shape:
             imbalance=imbalance,
             attention_kernel=plan.attention_kernel,
             dispatcher=plan.dispatcher,
+            tp_overlap=plan.tp_comm_overlap and plan.sp and plan.tp > 1,
         )
 
 
@@ -259,6 +267,8 @@ class _Builder:
         self.W.append(Op(name + ".wgrad", "gemm", "W", block, flops, b * (m * k + m * n) + 4 * k * n, dt, k, n, m))
         if recompute:
             self.B.append(Op(name + ".recompute", "gemm", "B", block, flops, io, dt, m, n, k, recompute=True))
+        if self.s.tp_overlap and name in TE_LAYER:
+            self._userbuffers(name, b)
         if dt == "fp8":
             # Fine-grained FP8: quantize the input (1x128 tiles) for Fprop, the output grad for Dgrad,
             # and transposed copies of both for Wgrad (V3 sec 3.3). Read bf16, write fp8 (+scales).
@@ -270,6 +280,26 @@ class _Builder:
             if gathered and self.s.sp:  # Shape.sp implies tp > 1
                 m = m / self.s.tp
             self.act += m * k * (BYTES["fp8"] * (1 + FP8_SCALE_OVERHEAD) if (dt == "fp8" and self.s.fp8_cache) else self.act_bytes)
+
+    def _userbuffers(self, name: str, b: int) -> None:
+        """Re-express the GEMM just added (forward, recompute, dgrad, wgrad) the way TE's userbuffers
+        overlap runs it (simulator.tp_overlap): chunked along the token dimension, SMs withheld."""
+        for ops in (self.F, self.B, self.W):
+            for i in range(len(ops) - 1, -1, -1):
+                op = ops[i]
+                if op.kind != "gemm" or not op.name.startswith(name):
+                    continue
+                suffix = op.name[len(name):]
+                pass_ = {"": "fprop", ".recompute": "fprop", ".dgrad": "dgrad", ".wgrad": "wgrad"}.get(suffix)
+                if pass_ is None:
+                    continue
+                splits, margin = gemm_execution(name, pass_, self.s.tp)
+                if splits == 1 and not margin:
+                    continue
+                # Forward and dgrad chunks take m/splits rows and re-read the whole weight (k x n).
+                chunk_io = b * (op.m / splits * op.k + op.k * op.n) + BYTES["bf16"] * op.m / splits * op.n
+                ops[i] = replace(op, splits=splits, sm_margin=margin,
+                                 bytes=splits * chunk_io if splits > 1 else op.bytes)
 
     def grouped(self, name: str, block: str, groups: int, m_per_group: float, n: float, k: float) -> None:
         dt = self.gemm_dtype
@@ -303,11 +333,13 @@ class _Builder:
     def comm(self, name: str, block: str, kind: str, nbytes_f: float, nbytes_b: float) -> None:
         """A forward collective and its backward mirror. Under full recomputation the forward
         (collectives included: Megatron-LM checkpoints whole layers) runs again before backward."""
-        self.F.append(Op(name, "comm", "F", block, comm=kind, comm_bytes=nbytes_f))
+        chunks = collective_chunks(name) if (kind == "tp" and self.s.tp_overlap) else 1
+        self.F.append(Op(name, "comm", "F", block, comm=kind, comm_bytes=nbytes_f, splits=chunks))
         if nbytes_b:
             self.B.append(Op(name + ".bwd", "comm", "B", block, comm=kind, comm_bytes=nbytes_b))
         if self.s.recompute == "full":
-            self.B.append(Op(name + ".recompute", "comm", "B", block, comm=kind, comm_bytes=nbytes_f, recompute=True))
+            self.B.append(Op(name + ".recompute", "comm", "B", block, comm=kind, comm_bytes=nbytes_f, recompute=True,
+                             splits=chunks))
 
     def regather(self, name: str, block: str, nbytes: float) -> None:
         """Sequence parallelism keeps only the TP shard of a gathered GEMM input, so backward

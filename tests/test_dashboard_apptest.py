@@ -137,6 +137,28 @@ def test_sequence_parallel_toggle_emits_override_only_when_changed():
     assert not any("plan.sp" in o for o in at.session_state["current_plan"][1])
 
 
+def test_dispatcher_and_tp_overlap_controls_emit_overrides_that_change_the_step():
+    at = _app("deepseek-v2-lite")
+    kl = "deepseek-v2-lite:"
+    at.number_input(key=kl + "ep").set_value(8).run()  # the dispatcher matters only with EP > 1
+    _ok(at)
+    base = _gpu_hours(at)
+    at.segmented_control(key=kl + "disp").set_value("alltoall").run()
+    _ok(at)
+    name, ov = at.session_state["current_plan"]
+    assert "plan.dispatcher=alltoall" in ov
+    assert api.load(name, list(ov)).plan.dispatcher == "alltoall"
+    assert _gpu_hours(at) > base  # BF16 rows per token-expert pair, plus the sort
+    at = _app(SMALL)
+    at.number_input(key=KS + "tp").set_value(2).run()
+    at.toggle(key=KS + "sp").set_value(True).run()
+    hidden_off = _gpu_hours(at)
+    at.toggle(key=KS + "tpo").set_value(True).run()
+    _ok(at)
+    assert "plan.tp_comm_overlap=true" in at.session_state["current_plan"][1]
+    assert _gpu_hours(at) != hidden_off
+
+
 # --------------------------------------------------------------------------- DES and Timeline
 def test_add_to_comparison_and_des_button_on_deepseek_v3():
     at = _app()

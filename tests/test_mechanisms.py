@@ -328,3 +328,81 @@ def test_validation_gives_megatron_bridge_moe_rows_the_alltoall_dispatcher():
         expect = row["run_id"].startswith("MB2511") and row["model_type"] == "moe"
         assert (raw["plan"].get("dispatcher") == "alltoall") == expect, row["run_id"]
         assert ("dispatcher=alltoall" in defaults) == expect
+
+
+# ---------------------------------------------------------------- TE userbuffers TP overlap
+
+
+def _tp_plan(overlap: bool, sp: bool = True, recompute: str = "none"):
+    return load_scenario("llama2-7b", ("plan.tp=8", "plan.pp=1", f"plan.sp={str(sp).lower()}",
+                                       f"plan.tp_comm_overlap={str(overlap).lower()}", f"plan.recompute={recompute}"))
+
+
+def test_tp_overlap_runs_gemms_the_way_transformer_engine_does():
+    sc = _tp_plan(True)
+    ops = {op.name: op for op in _ops(sc).all_ops()}
+    # ring exchange: TP chunks, copy engines (no SMs held)
+    for name in ("attn.qkv", "mlp.up", "attn.o_proj.dgrad", "mlp.down.dgrad"):
+        assert (ops[name].splits, ops[name].sm_margin) == (8, 0), name
+    # pipeline: 4 chunks beside a 16-SM reduce-scatter
+    for name in ("attn.o_proj", "mlp.down"):
+        assert (ops[name].splits, ops[name].sm_margin) == (4, 16), name
+    # bulk: whole GEMM beside a 16-SM collective
+    for name in ("attn.qkv.dgrad", "attn.qkv.wgrad", "mlp.up.dgrad", "mlp.up.wgrad"):
+        assert (ops[name].splits, ops[name].sm_margin) == (1, 16), name
+    # not part of an overlap
+    for name in ("attn.o_proj.wgrad", "mlp.down.wgrad"):
+        assert (ops[name].splits, ops[name].sm_margin) == (1, 0), name
+    assert ops["attn.tp_reducescatter"].splits == 4 and ops["attn.tp_allgather"].splits == 1
+    # FLOPs are unchanged; each chunk re-reads the weight, so HBM bytes grow
+    plain = {op.name: op for op in _ops(_tp_plan(False)).all_ops()}
+    assert ops["attn.qkv"].flops == plain["attn.qkv"].flops
+    assert ops["attn.qkv"].bytes > plain["attn.qkv"].bytes
+    assert all(op.splits == 1 and op.sm_margin == 0 for op in plain.values())
+
+
+def test_tp_overlap_recomputed_forward_is_chunked_too():
+    ops = {op.name: op for op in _ops(_tp_plan(True, recompute="full")).all_ops()}
+    assert ops["attn.qkv.recompute"].splits == 8
+    assert ops["mlp.down.recompute"].sm_margin == 16
+    assert ops["mlp.tp_reducescatter.recompute"].splits == 4
+
+
+def test_tp_overlap_needs_sequence_parallelism_and_says_so():
+    sc = _tp_plan(True, sp=False)
+    assert all(op.splits == 1 and op.sm_margin == 0 for op in _ops(sc).all_ops())
+    assert any("without sequence parallelism" in w for w in predict_analytic(sc).warnings)
+
+
+def test_split_gemm_is_never_faster_than_the_whole_and_held_sms_slow_it():
+    from simulator.timer import OpTimer
+
+    sc = _tp_plan(True)
+    timer = OpTimer(sc.cluster.gpu, load_profile("h100-published"))
+    ops = {op.name: op for op in _ops(sc).all_ops()}
+    for name in ("attn.qkv", "attn.o_proj", "mlp.up.dgrad"):
+        op = ops[name]
+        whole = dataclasses.replace(op, splits=1, sm_margin=0)
+        assert timer.time(op) >= timer.time(whole) * (1 - 1e-12), name
+    op = ops["mlp.up.dgrad"]
+    sms = timer.gpu.sms  # no sm_scaling rows in this profile: throughput proportional to SMs
+    assert timer.time(op) == pytest.approx(timer.time(dataclasses.replace(op, sm_margin=0)) * sms / (sms - 16))
+
+
+def test_tp_overlap_hides_collectives_but_costs_compute():
+    from simulator.analytic import Evaluator, resolve_profile
+
+    times = {}
+    for overlap in (False, True):
+        sc = _tp_plan(overlap)
+        ev = Evaluator(sc, resolve_profile(sc, None))
+        times[overlap] = ev.unit_times(sc, "dense", Shape.of(sc.plan, sc.training.seq_len))
+    off, on = times[False], times[True]
+    assert on.F + on.B + on.W > off.F + off.B + off.W  # chunks and held SMs
+    assert on.xF < off.xF and on.xB < off.xB  # collectives mostly hidden
+    # ... but the pipelined reduce-scatters' last chunks stay exposed
+    sc = _tp_plan(True)
+    ev = Evaluator(sc, resolve_profile(sc, None))
+    lo = _ops(sc)
+    tails = sum(ev.comm.op_time(op, 1, 8, 1) / op.splits for op in lo.F if op.comm == "tp" and op.splits > 1)
+    assert tails > 0 and on.xF >= tails * (1 - 1e-12)
