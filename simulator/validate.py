@@ -87,6 +87,18 @@ def _int(row: dict, key: str, default: int | None = None) -> int | None:
     return int(float(v))
 
 
+def default_vpp(layers: int, pp: int) -> int:
+    """Virtual stages per rank for an interleaved run that does not state them: the fewest above one
+    that Megatron-LM accepts (it requires the layers of a rank to split evenly into virtual stages),
+    or 2 when none does (then modelled with uneven chunks, and warned)."""
+    if layers % pp == 0:
+        per_rank = layers // pp
+        for v in range(2, per_rank + 1):
+            if per_rank % v == 0:
+                return v
+    return 2
+
+
 def row_to_raw(row: dict) -> tuple[dict, list[str]]:
     """The scenario mapping for one CSV row, and the defaults it had to assume."""
     defaults: list[str] = []
@@ -122,8 +134,8 @@ def row_to_raw(row: dict) -> tuple[dict, list[str]]:
         schedule = "1f1b"
     vpp = _int(row, "vpp")
     if schedule == "interleaved" and not vpp:
-        vpp = 2
-        defaults.append("vpp=2")
+        vpp = default_vpp(_int(row, "layers"), pp)
+        defaults.append(f"vpp={vpp}")
     mb = _int(row, "micro_batch")
     if mb is None:
         mb = 1

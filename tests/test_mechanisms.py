@@ -259,14 +259,22 @@ def test_dualpipe_warmup_and_cooldown_all_to_all_is_exposed_in_the_analytic_engi
 
 
 def test_uneven_virtual_stages_are_flagged():
-    from simulator.scenario import scenario_from_dict
-    from simulator.validate import read_csv
+    sc = load_scenario("llama2-7b", ("plan.pp=4", "plan.schedule=interleaved", "plan.vpp=3"))  # 32/4 = 8 per rank
+    assert any("do not split evenly" in w for w in predict_analytic(sc).warnings)
+    sc = load_scenario("llama2-7b", ("plan.pp=4", "plan.schedule=interleaved", "plan.vpp=2"))
+    assert not any("do not split evenly" in w for w in predict_analytic(sc).warnings)
 
+
+def test_unstated_virtual_stages_default_to_the_fewest_megatron_accepts():
+    from simulator.validate import default_vpp, read_csv
+
+    assert default_vpp(84, 2) == 2  # 42 layers per rank
+    assert default_vpp(92, 4) == 23  # 23 per rank: prime, so one layer per virtual stage
+    assert default_vpp(105, 35) == 3
+    assert default_vpp(126, 16) == 2  # layers do not split over the ranks evenly: 2, modelled unevenly
     rows = {r["run_id"]: r for r in read_csv("tests/data/public.csv")}
-    for rid, uneven in (("MLM24-119B", True), ("MLM24-70B", False)):  # 92/4 = 23 layers per rank; 84/2 = 42
-        raw, _ = row_to_raw(rows[rid])
-        warnings = predict_analytic(scenario_from_dict(raw, name=rid)).warnings
-        assert any("do not split evenly" in w for w in warnings) == uneven
+    raw, defaults = row_to_raw(rows["MLM24-119B"])
+    assert raw["plan"]["vpp"] == 23 and "vpp=23" in defaults
 
 
 # ---------------------------------------------------------------- Megatron's all-to-all MoE dispatcher
