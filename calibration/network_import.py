@@ -18,7 +18,9 @@ Rows with a non-positive bandwidth (nccl-tests prints 0.00 for tiny messages)
 are dropped: a profile stores only positive throughputs. Rows are ordered by
 message size, smallest first: ``Profile.collective_gbps`` looks up by op and
 ranks only, and among rows with equal coordinates the last one wins, so it
-answers with the largest message's (asymptotic) bandwidth.
+answers with the largest message's (asymptotic) bandwidth, and
+``Profile.collective_size_factor`` scales it down for a smaller message from the
+rows' sizes (the simulator's ring collectives and TP traffic use both).
 
 :func:`import_into_profile` merges rows into an existing profile (replacing
 rows with the same op, ranks, bytes and link) and saves it atomically through

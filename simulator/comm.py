@@ -4,7 +4,9 @@ Bandwidths come from the cluster (usable GB/s per GPU per direction) scaled by
 the *efficiency* a profile measured for that collective: a DeepEP row saying
 dispatch ran at 46 GB/s on a 50 GB/s NIC means 92% of the link, so halving the
 link halves the achieved rate. Without profile rows the link's nominal rate is
-used (roofline) and the timer's warnings say so.
+used (roofline) and the timer's warnings say so. Where the profile's rows carry
+message sizes (imported nccl-tests tables), a collective of a given size runs at
+that size's share of the asymptotic bus bandwidth (``Profile.collective_size_factor``).
 
 All-to-all (DeepEP normal kernels, V3 sec 3.2.2): a token crosses IB once per
 distinct remote node holding one of its experts (node-limited routing caps
@@ -13,6 +15,8 @@ so the time is set by the slower of the two.
 """
 
 from __future__ import annotations
+
+import math
 
 from .config import ClusterConfig
 from .profile import Profile
@@ -41,6 +45,8 @@ class CommModel:
         self.profile = profile
         self.warnings = warnings if warnings is not None else {}
         self._eff: dict[tuple, float] = {}
+        self._size: dict[tuple, float] = {}
+        self._tp: str | None = None
 
     def _rows(self, op: str, link: str) -> list[dict]:
         if self.profile is None:
@@ -79,6 +85,24 @@ class CommModel:
         self._eff[key] = eff
         return eff
 
+    def size_factor(self, op: str, ranks: int, nbytes: float) -> float:
+        """Fraction of the asymptotic bus bandwidth a collective of ``nbytes`` (nccl-tests' size:
+        the whole buffer) reaches, from the profile's rows by message size (1.0 without them).
+        Memoized per power-of-two-eighth of the size: plan search asks for the same sizes often."""
+        return self._sized(op, ranks, nbytes)[0]
+
+    def _sized(self, op: str, ranks: int, nbytes: float) -> tuple[float, bool]:
+        """(size factor, whether the profile measured this collective by size: then its latency is
+        inside the measured bandwidth and must not be added again)."""
+        if self.profile is None or nbytes <= 0:
+            return 1.0, False
+        key = (op, ranks, round(math.log2(nbytes) * 8))
+        hit = self._size.get(key)
+        if hit is None:
+            res = self.profile.collective_size_factor(op, ranks, nbytes)
+            hit = self._size[key] = (res.value or 1.0, res.status != "roofline")
+        return hit
+
     def ib(self, op: str, ranks: int) -> float:
         return self.c.ib_gbps * GB * self._efficiency(op, ranks, "ib")
 
@@ -110,9 +134,16 @@ class CommModel:
             return 0.0
         factor = 2.0 if kind == "all_reduce" else 1.0
         volume = factor * (ranks - 1) / ranks * nbytes
-        bw = self.ib(kind, ranks) if cross_node else self.nvlink(kind, ranks)
-        lat = (self.c.ib_latency_us if cross_node else self.c.nvlink_latency_us) * 1e-6 * (ranks - 1) * factor
+        f, sized = self._sized(kind, ranks, nbytes)
+        bw = (self.ib(kind, ranks) if cross_node else self.nvlink(kind, ranks)) * f
+        lat = 0.0 if sized else (self.c.ib_latency_us if cross_node else self.c.nvlink_latency_us) * 1e-6 * (ranks - 1) * factor
         return volume / bw + lat
+
+    def _tp_row(self) -> str:
+        """The measured collective Megatron's TP traffic is timed by (see RING_FAMILY)."""
+        if self._tp is None:
+            self._tp = next((op for op in ("tp",) + RING_FAMILY["tp"] if self._rows(op, "nvlink")), "tp")
+        return self._tp
 
     def group_crosses_nodes(self, size: int, stride: int) -> bool:
         """Whether a group of ``size`` ranks spaced ``stride`` apart spans several nodes."""
@@ -122,7 +153,9 @@ class CommModel:
         if op.comm in ("dispatch", "combine"):
             return self.all_to_all(op, ep)[0]
         if op.comm == "tp":
-            return op.comm_bytes / self.nvlink("tp", tp) + self.c.nvlink_latency_us * 1e-6
+            # comm_bytes is what one GPU moves, (tp-1)/tp of the buffer nccl-tests would call the size
+            f = self.size_factor(self._tp_row(), tp, op.comm_bytes * tp / max(tp - 1, 1))
+            return op.comm_bytes / (self.nvlink("tp", tp) * f) + self.c.nvlink_latency_us * 1e-6
         if op.comm == "cp":
             cross = self.group_crosses_nodes(cp, tp)
             bw = self.ib("cp", cp) if cross else self.nvlink("cp", cp)

@@ -350,6 +350,33 @@ class Profile:
         # Rows at one rank count differ by message size, largest last: the asymptotic bandwidth answers.
         return self._scattered("collectives", {"op": op}, ("ranks",), (ranks,), "gbps", average_repeats=False)
 
+    def collective_size_factor(self, op: str, ranks: float, nbytes: float) -> Lookup:
+        """Bus bandwidth of an ``nbytes`` message relative to the largest measured one.
+
+        nccl-tests rows carry their message size (``bytes``); small messages are latency-bound and
+        reach a fraction of the asymptotic bus bandwidth that :meth:`collective_gbps` answers with.
+        The curve is read at the measured rank count nearest to ``ranks`` (log scale), piecewise
+        linear in log-log; 1.0 at or above the largest message, or when no row carries a size."""
+        rows = [r for r in self.tables.get("collectives", []) if r.get("op") == op and r.get("bytes")]
+        if not rows:
+            return Lookup(1.0, "roofline", f"no collectives rows with message sizes for {op}")
+        near = min({float(r["ranks"]) for r in rows}, key=lambda n: abs(math.log(n) - math.log(max(ranks, 1.0))))
+        by_size: dict[float, float] = {}
+        for r in rows:
+            if float(r["ranks"]) == near:
+                by_size[float(r["bytes"])] = float(r["gbps"])  # last wins, as in collective_gbps
+        pts = sorted(by_size.items())
+        top = pts[-1][1]
+        if nbytes >= pts[-1][0]:
+            return Lookup(1.0, "measured")
+        if nbytes <= pts[0][0]:
+            return Lookup(pts[0][1] / top, "clamped", f"{op}: {nbytes:.3g} B below the smallest measured message")
+        for (b0, g0), (b1, g1) in zip(pts, pts[1:]):
+            if b0 <= nbytes <= b1:
+                t = (math.log(nbytes) - math.log(b0)) / (math.log(b1) - math.log(b0))
+                return Lookup(math.exp(math.log(g0) + t * (math.log(g1) - math.log(g0))) / top, "interpolated")
+        return Lookup(1.0, "measured")
+
     def sm_fraction(self, sms: float, total_sms: float) -> Lookup:
         """Relative compute throughput with ``sms`` of ``total_sms`` SMs (1.0 = all)."""
         rows = self.tables.get("sm_scaling", [])

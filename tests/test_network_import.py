@@ -118,3 +118,35 @@ def test_cli_refuses_bad_profile_and_missing_inputs(tmp_path, capsys):
     assert ni.main(["--profile", str(bad), "--out", str(tmp_path / "o.json")]) == 2
     with pytest.raises(ProfileError):
         load_profile(bad)
+
+
+def test_imported_message_sizes_slow_small_collectives(tmp_path):
+    """With sized rows, a small all-reduce runs at its size's bus bandwidth, not the asymptote."""
+    from simulator.comm import CommModel
+    from simulator.scenario import load_scenario
+
+    base = _profile(tmp_path)
+    out = tmp_path / "sized.json"
+    rows = ni.parse_nccl_tests(ALL_REDUCE.read_text(), link="nvlink")
+    ni.import_into_profile(base, out, rows)
+    prof = load_profile(out)
+    by_size = {r["bytes"]: r["gbps"] for r in rows}
+    big, small = max(by_size), 16777216
+    f = prof.collective_size_factor("all_reduce", 8, small)
+    assert f.status == "measured" or f.status == "interpolated"
+    assert f.value == pytest.approx(by_size[small] / by_size[big])
+    mid = prof.collective_size_factor("all_reduce", 8, 2 * small).value
+    assert by_size[small] / by_size[big] < mid < 1.0  # between the neighbouring sizes
+    assert prof.collective_size_factor("all_reduce", 8, 4 * big).value == 1.0
+    assert prof.collective_size_factor("all_reduce", 8, 1).status == "clamped"
+    assert prof.collective_size_factor("all_gather", 8, small).value == 1.0  # no sized rows: no change
+
+    cluster = load_scenario("llama2-7b").cluster
+    comm = CommModel(cluster, prof)
+    t_big, t_small = (comm.ring("all_reduce", b, 8, False) for b in (big, small))
+    # time per byte is worse for the small message by the measured bandwidth ratio; the measured
+    # bandwidth already holds the latency, so none is added on top
+    ratio = (t_small / small) / (t_big / big)
+    assert ratio == pytest.approx(by_size[big] / by_size[small], rel=1e-6)
+    unsized = CommModel(cluster, load_profile(base))
+    assert unsized.ring("all_reduce", small, 8, False) > small * 2 * 7 / 8 / (cluster.nvlink_gbps * 1e9)
