@@ -85,15 +85,11 @@ class CommModel:
         self._eff[key] = eff
         return eff
 
-    def size_factor(self, op: str, ranks: int, nbytes: float) -> float:
-        """Fraction of the asymptotic bus bandwidth a collective of ``nbytes`` (nccl-tests' size:
-        the whole buffer) reaches, from the profile's rows by message size (1.0 without them).
-        Memoized per power-of-two-eighth of the size: plan search asks for the same sizes often."""
-        return self._sized(op, ranks, nbytes)[0]
-
-    def _sized(self, op: str, ranks: int, nbytes: float) -> tuple[float, bool]:
-        """(size factor, whether the profile measured this collective by size: then its latency is
-        inside the measured bandwidth and must not be added again)."""
+    def size_factor(self, op: str, ranks: int, nbytes: float) -> tuple[float, bool]:
+        """(fraction of the asymptotic bus bandwidth a collective of ``nbytes`` reaches, whether the
+        profile measured it by size). ``nbytes`` is nccl-tests' size, the whole buffer. A measured
+        curve already holds the latency, so callers add none on top of it. Memoized per eighth of a
+        power of two: plan search asks for the same sizes often."""
         if self.profile is None or nbytes <= 0:
             return 1.0, False
         key = (op, ranks, round(math.log2(nbytes) * 8))
@@ -134,7 +130,7 @@ class CommModel:
             return 0.0
         factor = 2.0 if kind == "all_reduce" else 1.0
         volume = factor * (ranks - 1) / ranks * nbytes
-        f, sized = self._sized(kind, ranks, nbytes)
+        f, sized = self.size_factor(kind, ranks, nbytes)
         bw = (self.ib(kind, ranks) if cross_node else self.nvlink(kind, ranks)) * f
         lat = 0.0 if sized else (self.c.ib_latency_us if cross_node else self.c.nvlink_latency_us) * 1e-6 * (ranks - 1) * factor
         return volume / bw + lat
@@ -154,8 +150,8 @@ class CommModel:
             return self.all_to_all(op, ep)[0]
         if op.comm == "tp":
             # comm_bytes is what one GPU moves, (tp-1)/tp of the buffer nccl-tests would call the size
-            f = self.size_factor(self._tp_row(), tp, op.comm_bytes * tp / max(tp - 1, 1))
-            return op.comm_bytes / (self.nvlink("tp", tp) * f) + self.c.nvlink_latency_us * 1e-6
+            f, sized = self.size_factor(self._tp_row(), tp, op.comm_bytes * tp / max(tp - 1, 1))
+            return op.comm_bytes / (self.nvlink("tp", tp) * f) + (0.0 if sized else self.c.nvlink_latency_us * 1e-6)
         if op.comm == "cp":
             cross = self.group_crosses_nodes(cp, tp)
             bw = self.ib("cp", cp) if cross else self.nvlink("cp", cp)

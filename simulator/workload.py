@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from .config import ModelConfig, PlanConfig
-from .tp_overlap import TE_LAYER, collective_chunks, gemm_execution
+from .tp_overlap import collective_chunks, gemm_execution
 
 BYTES = {"fp8": 1.0, "bf16": 2.0, "fp16": 2.0, "fp32": 4.0}
 FP8_SCALE_OVERHEAD = 4.0 / 128  # one FP32 scale per 1x128 tile (V3 sec 3.3.2)
@@ -262,13 +262,19 @@ class _Builder:
         b = BYTES[dt]
         flops = 2.0 * m * n * k
         io = b * (m * k + k * n) + BYTES["bf16"] * m * n
-        self.F.append(Op(name, "gemm", "F", block, flops, io, dt, m, n, k))
-        self.B.append(Op(name + ".dgrad", "gemm", "B", block, flops, io, dt, m, k, n))
-        self.W.append(Op(name + ".wgrad", "gemm", "W", block, flops, b * (m * k + m * n) + 4 * k * n, dt, k, n, m))
+
+        def op(suffix: str, phase: str, pass_: str, nbytes: float, mnk: tuple, rec: bool = False) -> Op:
+            # Under TE's userbuffers TP overlap (simulator.tp_overlap) a pass may run in chunks of
+            # m/splits rows, each re-reading the whole weight, and beside SMs held by communication.
+            splits, margin = gemm_execution(name, pass_, self.s.tp) if self.s.tp_overlap else (1, 0)
+            return Op(name + suffix, "gemm", phase, block, flops, nbytes + (splits - 1) * b * k * n, dt, *mnk,
+                      recompute=rec, splits=splits, sm_margin=margin)
+
+        self.F.append(op("", "F", "fprop", io, (m, n, k)))
+        self.B.append(op(".dgrad", "B", "dgrad", io, (m, k, n)))
+        self.W.append(op(".wgrad", "W", "wgrad", b * (m * k + m * n) + 4 * k * n, (k, n, m)))
         if recompute:
-            self.B.append(Op(name + ".recompute", "gemm", "B", block, flops, io, dt, m, n, k, recompute=True))
-        if self.s.tp_overlap and name in TE_LAYER:
-            self._userbuffers(name, b)
+            self.B.append(op(".recompute", "B", "fprop", io, (m, n, k), rec=True))
         if dt == "fp8":
             # Fine-grained FP8: quantize the input (1x128 tiles) for Fprop, the output grad for Dgrad,
             # and transposed copies of both for Wgrad (V3 sec 3.3). Read bf16, write fp8 (+scales).
@@ -280,26 +286,6 @@ class _Builder:
             if gathered and self.s.sp:  # Shape.sp implies tp > 1
                 m = m / self.s.tp
             self.act += m * k * (BYTES["fp8"] * (1 + FP8_SCALE_OVERHEAD) if (dt == "fp8" and self.s.fp8_cache) else self.act_bytes)
-
-    def _userbuffers(self, name: str, b: int) -> None:
-        """Re-express the GEMM just added (forward, recompute, dgrad, wgrad) the way TE's userbuffers
-        overlap runs it (simulator.tp_overlap): chunked along the token dimension, SMs withheld."""
-        for ops in (self.F, self.B, self.W):
-            for i in range(len(ops) - 1, -1, -1):
-                op = ops[i]
-                if op.kind != "gemm" or not op.name.startswith(name):
-                    continue
-                suffix = op.name[len(name):]
-                pass_ = {"": "fprop", ".recompute": "fprop", ".dgrad": "dgrad", ".wgrad": "wgrad"}.get(suffix)
-                if pass_ is None:
-                    continue
-                splits, margin = gemm_execution(name, pass_, self.s.tp)
-                if splits == 1 and not margin:
-                    continue
-                # Forward and dgrad chunks take m/splits rows and re-read the whole weight (k x n).
-                chunk_io = b * (op.m / splits * op.k + op.k * op.n) + BYTES["bf16"] * op.m / splits * op.n
-                ops[i] = replace(op, splits=splits, sm_margin=margin,
-                                 bytes=splits * chunk_io if splits > 1 else op.bytes)
 
     def grouped(self, name: str, block: str, groups: int, m_per_group: float, n: float, k: float) -> None:
         dt = self.gemm_dtype
