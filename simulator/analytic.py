@@ -416,14 +416,42 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     )
 
 
+def dp_collectives(sc: Scenario, ev: Evaluator, pd: float, pe: float) -> tuple[list[tuple[float, bool]], list[tuple[float, bool]]]:
+    """The data-parallel collectives of one step for a rank holding ``pd`` dense and ``pe`` expert parameters.
+
+    Gradients are reduced (reduce-scatter under ZeRO >= 1, all-reduce without) in the dtype of the
+    buffer they were accumulated in, ``plan.grad_dtype``: Megatron reduces its ``main_grad`` buffer as
+    it is, FP32 for BF16 training unless ``--grad-reduce-in-bf16`` (megatron/training/arguments.py,
+    "bfloat16 requires gradient accumulation and all-reduce to be done in fp32"; Megatron-Bridge's
+    ``bf16_mixed`` sets ``grad_reduce_in_fp32=True``; Llama 3 sec 3.3.4 reduce-scatters in FP32).
+    Parameters are all-gathered in BF16 under ZeRO >= 1. The dense part runs over the DP x CP
+    group, the expert part over the expert-data-parallel group.
+
+    Returns (reduce parts, gather parts), each part (seconds alone on its link, whether the NIC
+    rather than NVLink bounds it); a part with nothing to move is left out."""
+    p, m = sc.plan, sc.model
+    dp = sc.dp
+    comm = ev.comm
+    # Rank order is TP fastest, then CP and DP: the dense group's members sit TP apart; the expert
+    # data-parallel group's members sit EP apart (its EP x expert-DP ranks fill the same GPUs).
+    groups = [(pd, dp * p.cp, p.tp), (pe, max(1, dp * p.tp // p.ep) if m.is_moe else dp, p.ep)]
+    kind = "reduce_scatter" if p.zero >= 1 else "all_reduce"
+    g = BYTES[p.grad_dtype]
+    rs = [(comm.ring(kind, n * g, size, stride), comm.ring_on_nic(kind, size, stride)) for n, size, stride in groups]
+    ag = []
+    if p.zero >= 1:
+        w = BYTES["bf16"]
+        ag = [(comm.ring("all_gather", n * w, size, stride), comm.ring_on_nic("all_gather", size, stride))
+              for n, size, stride in groups]
+    return [x for x in rs if x[0] > 0], [x for x in ag if x[0] > 0]
+
+
 def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bubble: float, F: float, B: float):
     """Exposed DP time, optimizer time and per-rank memory."""
-    p, m, c = sc.plan, sc.model, sc.cluster
+    p, m = sc.plan, sc.model
     dp = sc.dp
     dp_expert = max(1, dp * p.tp // p.ep) if m.is_moe else dp
     dense_group = dp * p.cp
-    cross_dense = dense_group * p.tp > c.gpus_per_node
-    cross_expert = dp_expert * p.ep > c.gpus_per_node
     worst_exposed = 0.0
     opt = 0.0
     mems = []
@@ -438,13 +466,9 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bu
         for s in held:
             spd, spe, sact, smax = ev.stage_memory(sc, tuple(stages[s]), shape)
             pd, pe, act, act_max = pd + spd, pe + spe, act + sact, max(act_max, smax)
-        # Gradients reduced in BF16 (Megatron's default), parameters gathered in BF16.
-        g = BYTES["bf16"]
-        t_rs = (ev.comm.ring("reduce_scatter" if p.zero >= 1 else "all_reduce", pd * g, dense_group, cross_dense)
-                + ev.comm.ring("reduce_scatter" if p.zero >= 1 else "all_reduce", pe * g, dp_expert, cross_expert))
-        t_ag = 0.0
-        if p.zero >= 1:
-            t_ag = ev.comm.ring("all_gather", pd * 2, dense_group, cross_dense) + ev.comm.ring("all_gather", pe * 2, dp_expert, cross_expert)
+        rs_parts, ag_parts = dp_collectives(sc, ev, pd, pe)
+        t_rs = sum(t for t, _ in rs_parts)
+        t_ag = sum(t for t, _ in ag_parts)
         if p.grad_reduce_overlap:
             exposed = max(0.0, t_rs - (bubble / 2 + B)) + max(0.0, t_ag - (bubble / 2 + F))
         else:  # one collective after the pipeline drains; the next step's all-gather still overlaps

@@ -124,16 +124,43 @@ class CommModel:
             return nbytes / self.ib("p2p", 2) + self.c.ib_latency_us * 1e-6
         return nbytes / self.nvlink("p2p", 2) + self.c.nvlink_latency_us * 1e-6
 
-    def ring(self, kind: str, nbytes: float, ranks: int, cross_node: bool) -> float:
-        """Ring all_reduce / reduce_scatter / all_gather of ``nbytes`` (the full buffer)."""
+    def ring_members_per_node(self, ranks: int, stride: int) -> int:
+        """Members of a group of ``ranks`` spaced ``stride`` apart in rank order that share a node."""
+        return max(1, min(ranks, self.c.gpus_per_node // max(1, stride)))
+
+    def ring_on_nic(self, kind: str, ranks: int, stride: int) -> bool:
+        """Whether the NICs, not NVLink, bound a ring collective of this group (see :meth:`ring`)."""
+        k = self.ring_members_per_node(ranks, stride)
+        if ranks <= k:
+            return False
+        return k == 1 or 1 / (k * self.ib(kind, ranks)) >= (k - 1) / k / self.nvlink(kind, k)
+
+    def ring(self, kind: str, nbytes: float, ranks: int, stride: int = 1) -> float:
+        """Ring all_reduce / reduce_scatter / all_gather of ``nbytes`` (the full buffer) over a group
+        of ``ranks`` GPUs spaced ``stride`` apart in rank order (a DP group's stride is the TP size).
+
+        Inside one node the ring runs at NVLink's bus bandwidth. Across nodes NCCL lays its rings
+        (channels) over all the node's NICs, and each ring leaves a node once: with k members of the
+        group on a node, each on its own NIC (rail-optimized nodes), a GPU's NIC carries 1/k of its
+        ring traffic and NVLink the other (k-1)/k. So the bus bandwidth is k NICs' worth, unless
+        NVLink caps it: NVIDIA measures 192 GB/s all-reduce bus bandwidth on a DGX-A100 with
+        8x200 Gb/s NICs (24 GB/s each; NVIDIA/nccl#812), and "with ring, the busbw reflects the
+        total NIC bandwidth" of a node (sjeaugey, NVIDIA/nccl-tests#160)."""
         if ranks <= 1 or nbytes <= 0:
             return 0.0
         factor = 2.0 if kind == "all_reduce" else 1.0
         volume = factor * (ranks - 1) / ranks * nbytes
         f, sized = self.size_factor(kind, ranks, nbytes)
-        bw = (self.ib(kind, ranks) if cross_node else self.nvlink(kind, ranks)) * f
+        k = self.ring_members_per_node(ranks, stride)
+        cross_node = ranks > k
+        if cross_node:
+            t = volume / (k * self.ib(kind, ranks) * f)
+            if k > 1:
+                t = max(t, volume * (k - 1) / k / (self.nvlink(kind, k) * f))
+        else:
+            t = volume / (self.nvlink(kind, ranks) * f)
         lat = 0.0 if sized else (self.c.ib_latency_us if cross_node else self.c.nvlink_latency_us) * 1e-6 * (ranks - 1) * factor
-        return volume / bw + lat
+        return t + lat
 
     def _tp_row(self) -> str:
         """The measured collective Megatron's TP traffic is timed by (see RING_FAMILY)."""

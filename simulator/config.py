@@ -255,7 +255,7 @@ class PlanConfig:
     grad_reduce_overlap: bool = True
     layer_split: str = "balanced"  # balanced: stages cut to even out time; uniform: equal layer counts
     moment_dtype: str = "fp32"  # AdamW moments (V3 keeps them in BF16, sec 3.3.3)
-    grad_dtype: str = "fp32"  # gradient accumulation buffer
+    grad_dtype: str = "fp32"  # gradient accumulation buffer, reduced across data parallel as it is
     # Core attention kernel: flash (fused, O(s) memory; FlashAttention, 2022) or unfused (scores
     # materialized, softmax as its own memory-bound kernel: Megatron-LM before FlashAttention).
     attention_kernel: str = "flash"
@@ -276,7 +276,7 @@ class PlanConfig:
         _choice("plan.dispatcher", self.dispatcher, DISPATCHERS)
         _choice("plan.layer_split", self.layer_split, ("balanced", "uniform"))
         _choice("plan.moment_dtype", self.moment_dtype, ("fp32", "bf16"))
-        _choice("plan.grad_dtype", self.grad_dtype, ("fp32", "bf16"))
+        _choice("plan.grad_dtype", self.grad_dtype, ("fp32", "bf16", "fp16"))
         _choice("plan.attention_kernel", self.attention_kernel, ATTENTION_KERNELS)
         if self.zero not in (0, 1, 2, 3):
             raise ConfigError("plan.zero", f"{self.zero} is not a ZeRO stage", "0, 1, 2, 3")

@@ -164,6 +164,10 @@ def row_to_raw(row: dict) -> tuple[dict, list[str]]:
     }
     if g("fp8_recipe"):
         plan["fp8_recipe"] = g("fp8_recipe")
+    if plan["precision"] == "fp16":
+        # Megatron keeps and reduces gradients in the parameters' dtype under FP16 (FP32 is forced only
+        # for BF16: megatron/arguments.py; Megatron-Bridge's fp16_mixed sets grad_reduce_in_fp32=False).
+        plan["grad_dtype"] = "fp16"
     block = row["run_id"].split("-")[0]
     if block in MEGATRON_DROPOUT_BLOCKS:
         model["attention_dropout"] = model["hidden_dropout"] = MEGATRON_DEFAULT_DROPOUT

@@ -414,3 +414,57 @@ def test_tp_overlap_hides_collectives_but_costs_compute():
     lo = _ops(sc)
     tails = sum(ev.comm.op_time(op, 1, 8, 1) / op.splits for op in lo.F if op.comm == "tp" and op.splits > 1)
     assert tails > 0 and on.xF >= tails * (1 - 1e-12)
+
+
+# ---------------------------------------------------------------- data-parallel collectives
+
+
+def _comm(overrides=()):
+    from simulator.analytic import Evaluator
+
+    sc = load_scenario("llama2-7b", ("cluster.num_gpus=64",) + tuple(overrides))
+    return sc, Evaluator(sc, None)
+
+
+def test_cross_node_ring_runs_on_as_many_nics_as_the_group_has_members_per_node():
+    # One member per node (stride 8): each ring step crosses the NIC. Eight per node: NCCL lays a
+    # ring per NIC, so a GPU's NIC carries an eighth of its traffic (NVLink the rest).
+    sc, ev = _comm(("cluster.nvlink_gbps=10000",))
+    nbytes = 8e9
+    one = ev.comm.ring("reduce_scatter", nbytes, 16, stride=8)
+    eight = ev.comm.ring("reduce_scatter", nbytes, 16, stride=1)
+    assert one == pytest.approx(15 / 16 * nbytes / (sc.cluster.ib_gbps * 1e9), rel=0.01)
+    assert eight == pytest.approx(one / 8, rel=0.01)
+    assert ev.comm.ring_on_nic("reduce_scatter", 16, 1) and ev.comm.ring_on_nic("reduce_scatter", 16, 8)
+    # A slow NVLink caps the eight-NIC ring: 7/8 of the traffic stays inside the node.
+    sc2, ev2 = _comm(("cluster.nvlink_gbps=100",))
+    capped = ev2.comm.ring("reduce_scatter", nbytes, 16, stride=1)
+    assert capped == pytest.approx(15 / 16 * nbytes * 7 / 8 / 100e9, rel=0.01)
+    assert not ev2.comm.ring_on_nic("reduce_scatter", 16, 1)
+    # A group inside one node never touches the NIC.
+    assert not ev.comm.ring_on_nic("all_gather", 8, 1)
+
+
+def test_gradients_are_reduced_in_the_dtype_they_were_accumulated_in():
+    from simulator.analytic import dp_collectives
+
+    fp32, ev = _comm(("plan.grad_dtype=fp32", "cluster.nvlink_gbps=10000"))
+    bf16, ev2 = _comm(("plan.grad_dtype=bf16", "cluster.nvlink_gbps=10000"))
+    (rs32, ), ag32 = dp_collectives(fp32, ev, 1e11, 0.0)
+    (rs16, ), ag16 = dp_collectives(bf16, ev2, 1e11, 0.0)
+    assert rs32[0] == pytest.approx(2 * rs16[0], rel=0.01)
+    assert ag32 == ag16  # parameters are gathered in BF16 either way
+    slow = predict_analytic(load_scenario("llama2-7b", ("cluster.num_gpus=64", "cluster.ib_gbps=2",
+                                                        "plan.grad_dtype=fp32")))
+    fast = predict_analytic(load_scenario("llama2-7b", ("cluster.num_gpus=64", "cluster.ib_gbps=2",
+                                                        "plan.grad_dtype=bf16")))
+    assert slow.dp_exposed_s > fast.dp_exposed_s
+
+
+def test_validation_rows_reduce_gradients_the_way_their_framework_did():
+    import csv
+    from pathlib import Path
+
+    rows = {r["run_id"]: r for r in csv.DictReader(open(Path(__file__).parent / "data" / "public.csv"))}
+    assert row_to_raw(rows["NAR21-1.7B"])[0]["plan"]["grad_dtype"] == "fp16"  # FP16 training
+    assert "grad_dtype" not in row_to_raw(rows["MLM24-1.7B"])[0]["plan"]  # BF16: FP32, the default

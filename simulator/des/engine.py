@@ -65,6 +65,7 @@ from simulator.analytic import (
     Prediction,
     StageReport,
     _dp_and_memory,
+    dp_collectives,
     plan_warnings,
     resolve_profile,
     stage_units,
@@ -293,34 +294,21 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
         act_stage.append(a)
         params_stage.append((pd, pe))
 
-    # DP per stage (ring times as in analytic._dp_and_memory).
-    dp = sc.dp
-    dp_expert = max(1, dp * p.tp // p.ep) if m.is_moe else dp
-    dense_group = dp * p.cp
-    cross_dense = dense_group * p.tp > c.gpus_per_node
-    cross_expert = dp_expert * p.ep > c.gpus_per_node
-    kind_rs = "reduce_scatter" if p.zero >= 1 else "all_reduce"
+    # DP per stage (analytic.dp_collectives).
     # Each DP collective is a list of parts (ns alone on its link, link prefix): the dense part over
     # its group and the expert part over its own, each on the NIC when its group crosses nodes.
     # Parts run as flows, so they share the NIC with all-to-all and P2P sends (and slow them).
     rs_t: list[list[tuple[int, str]]] = []
     ag_t: list[list[tuple[int, str]]] = []
-    dense_link = "nic" if cross_dense else "nvl"
-    expert_link = "nic" if cross_expert else "nvl"
     for pd, pe in params_stage:
         if not comm:
             rs_t.append([])
             ag_t.append([])
             continue
-        g = BYTES["bf16"]
-        rs = [(to_ns(ev.comm.ring(kind_rs, pd * g, dense_group, cross_dense)), dense_link),
-              (to_ns(ev.comm.ring(kind_rs, pe * g, dp_expert, cross_expert)), expert_link)]
-        rs_t.append([x for x in rs if x[0] > 0])
-        ag = []
-        if p.zero in (1, 2):
-            ag = [(to_ns(ev.comm.ring("all_gather", pd * 2, dense_group, cross_dense)), dense_link),
-                  (to_ns(ev.comm.ring("all_gather", pe * 2, dp_expert, cross_expert)), expert_link)]
-        ag_t.append([x for x in ag if x[0] > 0])
+        rs, ag = dp_collectives(sc, ev, pd, pe)
+        rs_t.append([(to_ns(t), "nic" if on_nic else "nvl") for t, on_nic in rs])
+        # ZeRO-3 gathers weights per micro-batch (not modelled as flows here); 1 and 2 once per step.
+        ag_t.append([(to_ns(t), "nic" if on_nic else "nvl") for t, on_nic in ag] if p.zero in (1, 2) else [])
     link_gbps = {"nic": ib_gbps, "nvl": nvl_gbps}
 
     # Arrival events of stage inputs: index s*M+mb.
