@@ -26,6 +26,7 @@ PRECISIONS = ("bf16", "fp16", "fp8")
 FP8_RECIPES = ("blockwise", "tensorwise", "delayed")
 RECOMPUTE = ("none", "selective", "full")
 ATTENTION_KERNELS = ("flash", "unfused")
+LOSS_KERNELS = ("fused", "unfused")
 ROUTING = ("balanced", "zipf", "histogram")
 DISPATCHERS = ("deepep", "alltoall")
 
@@ -259,6 +260,11 @@ class PlanConfig:
     # Core attention kernel: flash (fused, O(s) memory; FlashAttention, 2022) or unfused (scores
     # materialized, softmax as its own memory-bound kernel: Megatron-LM before FlashAttention).
     attention_kernel: str = "flash"
+    # Cross-entropy over the logits: fused (Transformer Engine's Triton kernels: an online-softmax
+    # pass and a pass that writes the BF16 gradient in place during forward; backward scales it) or
+    # unfused (Megatron-Core's VocabParallelCrossEntropy: FP32 upcast, max, subtract, exp, sum and
+    # divide as separate kernels, the FP32 softmax saved; backward multiplies it and casts to BF16).
+    loss_kernel: str = "fused"
     routing: str = "balanced"
     zipf_s: float = 1.0
     expert_histogram: tuple[float, ...] = ()
@@ -278,6 +284,7 @@ class PlanConfig:
         _choice("plan.moment_dtype", self.moment_dtype, ("fp32", "bf16"))
         _choice("plan.grad_dtype", self.grad_dtype, ("fp32", "bf16", "fp16"))
         _choice("plan.attention_kernel", self.attention_kernel, ATTENTION_KERNELS)
+        _choice("plan.loss_kernel", self.loss_kernel, LOSS_KERNELS)
         if self.zero not in (0, 1, 2, 3):
             raise ConfigError("plan.zero", f"{self.zero} is not a ZeRO stage", "0, 1, 2, 3")
         if self.dp < 0:

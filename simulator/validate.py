@@ -55,6 +55,12 @@ LOCAL_DDP_BLOCKS = {"NAR21"}
 # Llama 3 and DeepSeek runs.
 MEGATRON_DROPOUT_BLOCKS = {"NAR21", "MLM24"}
 
+# Source blocks run with Megatron-LM's own scripts, whose loss is the unfused VocabParallelCrossEntropy:
+# NAR21 predates any fused variant, and Megatron-LM's --cross-entropy-loss-fusion defaults to off (the
+# MLM24 README lists the overlap flags it turned on, not this one). Megatron-Bridge recipes set
+# cross_entropy_loss_fusion=True with Transformer Engine's kernels (the default, plan.loss_kernel=fused).
+UNFUSED_LOSS_BLOCKS = {"NAR21", "MLM24"}
+
 # Source blocks whose MoE runs used Megatron-Core's all-to-all token dispatcher (one NCCL all-to-all
 # of one row per (token, expert) pair, BF16): Megatron-Bridge's model providers default
 # moe_token_dispatcher_type to "alltoall" (Qwen3MoEModelProvider in models/qwen/qwen_provider.py,
@@ -175,6 +181,8 @@ def row_to_raw(row: dict) -> tuple[dict, list[str]]:
     if block in ALLTOALL_DISPATCHER_BLOCKS and moe:
         plan["dispatcher"] = "alltoall"
         defaults.append("dispatcher=alltoall")
+    if block in UNFUSED_LOSS_BLOCKS:
+        plan["loss_kernel"] = "unfused"
     if block in LOCAL_DDP_BLOCKS:
         plan["grad_reduce_overlap"] = False
     if block in UNFUSED_ATTENTION_BLOCKS and attention in ("mha", "gqa", "mqa") and not g("sliding_window"):

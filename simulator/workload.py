@@ -94,6 +94,7 @@ class Shape:
     attention_kernel: str = "flash"
     dispatcher: str = "deepep"
     tp_overlap: bool = False  # TE userbuffers TP overlap (needs sequence parallelism)
+    loss_kernel: str = "fused"
 
     @staticmethod
     def of(plan: PlanConfig, seq: int, imbalance: float = 1.0) -> "Shape":
@@ -112,6 +113,7 @@ class Shape:
             attention_kernel=plan.attention_kernel,
             dispatcher=plan.dispatcher,
             tp_overlap=plan.tp_comm_overlap and plan.sp and plan.tp > 1,
+            loss_kernel=plan.loss_kernel,
         )
 
 
@@ -631,6 +633,25 @@ def _moe_ffn(bld: _Builder, gpus_per_node: int) -> tuple[float, float]:
     return shared + E * h + h + routed, routed
 
 
+def _loss_traffic(logits: float, kernel: str) -> tuple[float, float, float]:
+    """(forward bytes, backward / forward, bytes saved for backward) of the cross-entropy over
+    ``logits`` BF16 logits, counted kernel by kernel (reads plus writes).
+
+    fused (Transformer Engine ``parallel_cross_entropy``): ``online_softmax_kernel`` reads the logits,
+    ``cross_entropy_kernel`` reads them again and writes the gradient in their place; backward's
+    ``element_mul_kernel`` scales that gradient by the loss gradient (read and write).
+    unfused (Megatron-Core ``VocabParallelCrossEntropy``): ``.float()`` (read BF16, write FP32), max
+    (read), in-place subtract (read, write), ``exp`` (read, write), sum (read), ``div_`` (read,
+    write), the FP32 softmax saved; backward ``mul_`` (read, write) and autograd's cast of the FP32
+    gradient back to the BF16 input (read FP32, write BF16)."""
+    b16, b32 = logits * 2, logits * 4
+    if kernel == "unfused":
+        fwd = (b16 + b32) + b32 + 2 * b32 + 2 * b32 + b32 + 2 * b32
+        return fwd, (2 * b32 + b32 + b16) / fwd, b32
+    fwd = b16 + 2 * b16
+    return fwd, 2 * b16 / fwd, b16
+
+
 @lru_cache(maxsize=4096)
 def layer_ops(m: ModelConfig, kind: str, shape: Shape, gpus_per_node: int = 8, layer: int = 0) -> LayerOps:
     """Ops of one layer unit for one micro-batch on one GPU."""
@@ -646,7 +667,8 @@ def layer_ops(m: ModelConfig, kind: str, shape: Shape, gpus_per_node: int = 8, l
         bld.memory("head.norm", "mlp", 2 * T * h * act2, saves=T * h * act2)
         # The output head stays in BF16 (V3 sec 3.3.1); logits and softmax in FP32.
         bld.gemm("head.proj", "mlp", T, V, h, dtype="bf16")
-        bld.memory("head.loss", "mlp", T * V * 4 * 3, backward_factor=1.0, saves=T * V * act2)
+        fwd, bwd_ratio, saved = _loss_traffic(T * V, shape.loss_kernel)
+        bld.memory("head.loss", "mlp", fwd, backward_factor=bwd_ratio, saves=saved)
         # The MTP module shares the main head (V3 sec 2.2): its head holds no parameters of its own.
         return bld.done(kind, 0.0 if (m.tied_embeddings or kind == "mtp_head") else V * h)
     if kind == "mtp":

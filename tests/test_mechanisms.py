@@ -468,3 +468,39 @@ def test_validation_rows_reduce_gradients_the_way_their_framework_did():
     rows = {r["run_id"]: r for r in csv.DictReader(open(Path(__file__).parent / "data" / "public.csv"))}
     assert row_to_raw(rows["NAR21-1.7B"])[0]["plan"]["grad_dtype"] == "fp16"  # FP16 training
     assert "grad_dtype" not in row_to_raw(rows["MLM24-1.7B"])[0]["plan"]  # BF16: FP32, the default
+
+
+# ---------------------------------------------------------------- cross-entropy kernels
+
+
+def test_unfused_cross_entropy_moves_the_logits_kernel_by_kernel():
+    sc = load_scenario("llama2-7b", ("plan.loss_kernel=unfused",))
+    fused = load_scenario("llama2-7b", ("plan.loss_kernel=fused",))
+    T, V = sc.training.seq_len * sc.plan.micro_batch, sc.model.vocab
+
+    def loss_ops(s):
+        lo = layer_ops(s.model, "head", Shape.of(s.plan, s.training.seq_len))
+        return {op.name: op.bytes for op in lo.all_ops() if op.name.startswith("head.loss")}, lo.activation_bytes
+
+    (u, u_act), (f, f_act) = loss_ops(sc), loss_ops(fused)
+    # Megatron: upcast (2+4 B), max (4), subtract (8), exp (8), sum (4), divide (8) per logit; backward
+    # multiply (8) and the cast back (4+2).
+    assert u["head.loss"] == pytest.approx(38 * T * V)
+    assert u["head.loss.bwd"] == pytest.approx(14 * T * V)
+    # Transformer Engine: two reads and one in-place write of BF16 in forward, a scaling in backward.
+    assert f["head.loss"] == pytest.approx(6 * T * V)
+    assert f["head.loss.bwd"] == pytest.approx(4 * T * V)
+    assert u_act - f_act == pytest.approx(2 * T * V)  # FP32 softmax saved instead of the BF16 gradient
+    assert predict_analytic(sc).step_time_s > predict_analytic(fused).step_time_s
+
+
+def test_megatron_lm_rows_use_the_unfused_loss_and_bridge_rows_the_fused_one():
+    import csv
+    from pathlib import Path
+
+    rows = {r["run_id"]: r for r in csv.DictReader(open(Path(__file__).parent / "data" / "public.csv"))}
+    assert row_to_raw(rows["MLM24-1.7B"])[0]["plan"]["loss_kernel"] == "unfused"
+    assert row_to_raw(rows["NAR21-1.7B"])[0]["plan"]["loss_kernel"] == "unfused"
+    assert "loss_kernel" not in row_to_raw(rows["MB2511-QWEN3-30B-A3B"])[0]["plan"]
+    with pytest.raises(ConfigError, match="plan.loss_kernel"):
+        load_scenario("llama2-7b", ("plan.loss_kernel=liger",))
