@@ -128,12 +128,18 @@ class CommModel:
         """Members of a group of ``ranks`` spaced ``stride`` apart in rank order that share a node."""
         return max(1, min(ranks, self.c.gpus_per_node // max(1, stride)))
 
-    def ring_on_nic(self, kind: str, ranks: int, stride: int) -> bool:
-        """Whether the NICs, not NVLink, bound a ring collective of this group (see :meth:`ring`)."""
+    def _ring_rate(self, kind: str, ranks: int, stride: int) -> tuple[float, bool]:
+        """(seconds per byte of ring volume, whether the NICs rather than NVLink bound it); see :meth:`ring`."""
         k = self.ring_members_per_node(ranks, stride)
         if ranks <= k:
-            return False
-        return k == 1 or 1 / (k * self.ib(kind, ranks)) >= (k - 1) / k / self.nvlink(kind, k)
+            return 1 / self.nvlink(kind, ranks), False
+        nic = 1 / (k * self.ib(kind, ranks))
+        nvl = (k - 1) / k / self.nvlink(kind, k) if k > 1 else 0.0
+        return max(nic, nvl), nic >= nvl
+
+    def ring_on_nic(self, kind: str, ranks: int, stride: int) -> bool:
+        """Whether the NICs, not NVLink, bound a ring collective of this group (see :meth:`ring`)."""
+        return self._ring_rate(kind, ranks, stride)[1]
 
     def ring(self, kind: str, nbytes: float, ranks: int, stride: int = 1) -> float:
         """Ring all_reduce / reduce_scatter / all_gather of ``nbytes`` (the full buffer) over a group
@@ -151,14 +157,8 @@ class CommModel:
         factor = 2.0 if kind == "all_reduce" else 1.0
         volume = factor * (ranks - 1) / ranks * nbytes
         f, sized = self.size_factor(kind, ranks, nbytes)
-        k = self.ring_members_per_node(ranks, stride)
-        cross_node = ranks > k
-        if cross_node:
-            t = volume / (k * self.ib(kind, ranks) * f)
-            if k > 1:
-                t = max(t, volume * (k - 1) / k / (self.nvlink(kind, k) * f))
-        else:
-            t = volume / (self.nvlink(kind, ranks) * f)
+        cross_node = ranks > self.ring_members_per_node(ranks, stride)
+        t = volume * self._ring_rate(kind, ranks, stride)[0] / f
         lat = 0.0 if sized else (self.c.ib_latency_us if cross_node else self.c.nvlink_latency_us) * 1e-6 * (ranks - 1) * factor
         return t + lat
 
