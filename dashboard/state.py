@@ -30,6 +30,7 @@ DES_DONE = "des_done"  # session key: (scenario, overrides) of the last discrete
 SCHEDULES = ("1f1b", "interleaved", "zb1p", "dualpipe", "dualpipev")
 RECOMPUTE = ("none", "selective", "full")
 DISPATCHERS = ("deepep", "alltoall")
+LOSS_KERNELS = ("fused", "unfused")
 KIND_COLOURS = {"F": "#4C78A8", "B": "#F58518", "W": "#54A24B", "FB": "#B279A2", "comm": "#9D9D9D"}
 
 
@@ -226,6 +227,11 @@ def plan_controls() -> tuple[str, tuple[str, ...]]:
                       "(needs sequence parallelism; TP > 1 only)")
         if bool(tpo) != bool(p["tp_comm_overlap"]):
             ov.append(f"plan.tp_comm_overlap={'true' if tpo else 'false'}")
+        loss = _w(st.segmented_control, "Loss kernel", k + "loss", p["loss_kernel"], options=LOSS_KERNELS,
+                  required=True, help="plan.loss_kernel: fused (Transformer Engine's cross-entropy: two reads of "
+                  "the BF16 logits and an in-place gradient) or unfused (Megatron's op-by-op FP32 loss); it "
+                  "runs on the stage with the output head, which often paces the pipeline")
+        add("plan.loss_kernel", loss or p["loss_kernel"], p["loss_kernel"])
     with sb.expander("Run & price", expanded=True):
         col1, col2 = st.columns(2)
         price = _w(col1.number_input, "$ / GPU-hour", k + "usd", float(cost["usd_per_gpu_hour"]), min_value=0.0,

@@ -159,6 +159,18 @@ def test_dispatcher_and_tp_overlap_controls_emit_overrides_that_change_the_step(
     assert _gpu_hours(at) != hidden_off
 
 
+
+def test_loss_kernel_control_changes_the_stage_with_the_head():
+    at = _app(SMALL)
+    fused = _gpu_hours(at)
+    at.segmented_control(key=KS + "loss").set_value("unfused").run()
+    _ok(at)
+    name, ov = at.session_state["current_plan"]
+    assert "plan.loss_kernel=unfused" in ov
+    assert api.load(name, list(ov)).plan.loss_kernel == "unfused"
+    assert _gpu_hours(at) > fused  # more passes over the FP32 logits
+
+
 # --------------------------------------------------------------------------- DES and Timeline
 def test_add_to_comparison_and_des_button_on_deepseek_v3():
     at = _app()
