@@ -183,6 +183,7 @@ def row_to_raw(row: dict) -> tuple[dict, list[str]]:
         defaults.append("dispatcher=alltoall")
     if block in UNFUSED_LOSS_BLOCKS:
         plan["loss_kernel"] = "unfused"
+        defaults.append("loss_kernel=unfused")
     if block in LOCAL_DDP_BLOCKS:
         plan["grad_reduce_overlap"] = False
     if block in UNFUSED_ATTENTION_BLOCKS and attention in ("mha", "gqa", "mqa") and not g("sliding_window"):
