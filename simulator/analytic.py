@@ -429,12 +429,13 @@ def dp_collectives(sc: Scenario, ev: Evaluator, pd: float, pe: float) -> tuple[l
 
     Returns (reduce parts, gather parts), each part (seconds alone on its link, whether the NIC
     rather than NVLink bounds it); a part with nothing to move is left out."""
-    p, m = sc.plan, sc.model
+    p = sc.plan
     dp = sc.dp
     comm = ev.comm
     # Rank order is TP fastest, then CP and DP: the dense group's members sit TP apart; the expert
     # data-parallel group's members sit EP apart (its EP x expert-DP ranks fill the same GPUs).
-    groups = [(pd, dp * p.cp, p.tp), (pe, max(1, dp * p.tp // p.ep) if m.is_moe else dp, p.ep)]
+    groups = [(n, size, stride) for n, size, stride in ((pd, dp * p.cp, p.tp), (pe, sc.dp_expert, p.ep))
+              if n > 0 and size > 1]
     kind = "reduce_scatter" if p.zero >= 1 else "all_reduce"
     g = BYTES[p.grad_dtype]
     rs = [(comm.ring(kind, n * g, size, stride), comm.ring_on_nic(kind, size, stride)) for n, size, stride in groups]
@@ -443,14 +444,14 @@ def dp_collectives(sc: Scenario, ev: Evaluator, pd: float, pe: float) -> tuple[l
         w = BYTES["bf16"]
         ag = [(comm.ring("all_gather", n * w, size, stride), comm.ring_on_nic("all_gather", size, stride))
               for n, size, stride in groups]
-    return [x for x in rs if x[0] > 0], [x for x in ag if x[0] > 0]
+    return rs, ag
 
 
 def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bubble: float, F: float, B: float):
     """Exposed DP time, optimizer time and per-rank memory."""
-    p, m = sc.plan, sc.model
+    p = sc.plan
     dp = sc.dp
-    dp_expert = max(1, dp * p.tp // p.ep) if m.is_moe else dp
+    dp_expert = sc.dp_expert
     dense_group = dp * p.cp
     worst_exposed = 0.0
     opt = 0.0
@@ -491,8 +492,6 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bu
         else:
             activations = per_chunk_act * inflight
         transient = act_max if p.recompute == "full" else 0.0
-        if "head" in [k for s in held for k in stages[s]]:
-            transient += shape.tokens * m.vocab / p.tp * 4  # FP32 logits
         seen[sig] = MemoryBreakdown(w, gr, o, activations, transient)
         mems.append(seen[sig])
     return worst_exposed, opt, mems

@@ -371,6 +371,15 @@ class Scenario:
         return self.plan.dp or self.cluster.num_gpus // (self.plan.tp * self.plan.pp * self.plan.cp)
 
     @property
+    def dp_expert(self) -> int:
+        """Replicas of each routed expert: the expert-data-parallel group. A pipeline stage's
+        TP x CP x DP GPUs are regrouped as EP x expert-DP for the experts (Megatron-Core's expert
+        grid, expert TP 1), so the group is ``tp * cp * dp / ep`` wide; dense models: ``dp``."""
+        if not self.model.is_moe:
+            return self.dp
+        return max(1, self.dp * self.plan.cp * self.plan.tp // self.plan.ep)
+
+    @property
     def microbatches(self) -> int:
         """Micro-batches per pipeline replica per step."""
         return self.training.global_batch // (self.dp * self.plan.micro_batch)

@@ -108,7 +108,7 @@ def state_lower_bound_gib(sc: Scenario) -> float:
     pd = (total - pe_all) / (p.tp * p.pp)
     pe = pe_all / (p.ep * p.pp)
     dp = sc.dp
-    dp_expert = max(1, dp * p.tp // p.ep) if m.is_moe else dp
+    dp_expert = sc.dp_expert
     w, g, o = state_bytes(pd, pe, p.zero, dp * p.cp, dp_expert, p.grad_dtype, p.moment_dtype)
     return (w + g + o) / GIB
 

@@ -174,6 +174,7 @@ def row_to_raw(row: dict) -> tuple[dict, list[str]]:
         # Megatron keeps and reduces gradients in the parameters' dtype under FP16 (FP32 is forced only
         # for BF16: megatron/arguments.py; Megatron-Bridge's fp16_mixed sets grad_reduce_in_fp32=False).
         plan["grad_dtype"] = "fp16"
+        defaults.append("grad_dtype=fp16")
     block = row["run_id"].split("-")[0]
     if block in MEGATRON_DROPOUT_BLOCKS:
         model["attention_dropout"] = model["hidden_dropout"] = MEGATRON_DEFAULT_DROPOUT

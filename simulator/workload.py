@@ -665,7 +665,7 @@ def layer_ops(m: ModelConfig, kind: str, shape: Shape, gpus_per_node: int = 8, l
     if kind in ("head", "mtp_head"):
         V = m.vocab / tp
         bld.memory("head.norm", "mlp", 2 * T * h * act2, saves=T * h * act2)
-        # The output head stays in BF16 (V3 sec 3.3.1); logits and softmax in FP32.
+        # The output head stays in BF16 (V3 sec 3.3.1); the loss kernel decides what else is moved.
         bld.gemm("head.proj", "mlp", T, V, h, dtype="bf16")
         fwd, bwd_ratio, saved = _loss_traffic(T * V, shape.loss_kernel)
         bld.memory("head.loss", "mlp", fwd, backward_factor=bwd_ratio, saves=saved)

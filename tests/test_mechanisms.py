@@ -504,3 +504,25 @@ def test_megatron_lm_rows_use_the_unfused_loss_and_bridge_rows_the_fused_one():
     assert "loss_kernel" not in row_to_raw(rows["MB2511-QWEN3-30B-A3B"])[0]["plan"]
     with pytest.raises(ConfigError, match="plan.loss_kernel"):
         load_scenario("llama2-7b", ("plan.loss_kernel=liger",))
+
+
+def test_dp_groups_have_the_sizes_and_strides_of_megatrons_rank_grid(monkeypatch):
+    # TP2 CP2 EP8 on 64 GPUs (dp 16): the dense group is DP x CP = 32 GPUs, TP = 2 apart; each expert is
+    # replicated over TP x CP x DP / EP = 8 GPUs, EP = 8 apart.
+    from simulator.analytic import Evaluator, dp_collectives
+    from simulator.comm import CommModel
+
+    sc = load_scenario("deepseekmoe-16b", ("cluster.num_gpus=64", "plan.tp=2", "plan.cp=2", "plan.pp=1",
+                                          "plan.ep=8", "plan.schedule=1f1b", "training.global_batch=64"))
+    calls = []
+    real = CommModel.ring
+
+    def spy(self, kind, nbytes, ranks, stride=1):
+        calls.append((kind, ranks, stride))
+        return real(self, kind, nbytes, ranks, stride)
+
+    monkeypatch.setattr(CommModel, "ring", spy)
+    assert sc.dp == 16 and sc.dp_expert == 8
+    dp_collectives(sc, Evaluator(sc, None), 1e9, 1e9)
+    assert ("reduce_scatter", 32, 2) in calls and ("reduce_scatter", 8, 8) in calls
+    assert ("all_gather", 32, 2) in calls and ("all_gather", 8, 8) in calls

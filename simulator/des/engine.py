@@ -296,8 +296,10 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
 
     # DP per stage (analytic.dp_collectives).
     # Each DP collective is a list of parts (ns alone on its link, link prefix): the dense part over
-    # its group and the expert part over its own, each on the NIC when its group crosses nodes.
-    # Parts run as flows, so they share the NIC with all-to-all and P2P sends (and slow them).
+    # its group and the expert part over its own, each on the link that bounds it (the NIC, or NVLink
+    # when a group has so many members per node that NVLink is the slower leg; the 1/k of its bytes
+    # that still crosses the NIC then competes with nothing: a simplification). Parts run as flows,
+    # so on the NIC they share it with all-to-all and P2P sends (and slow them).
     rs_t: list[list[tuple[int, str]]] = []
     ag_t: list[list[tuple[int, str]]] = []
     for pd, pe in params_stage:
