@@ -438,12 +438,11 @@ def dp_collectives(sc: Scenario, ev: Evaluator, pd: float, pe: float) -> tuple[l
               if n > 0 and size > 1]
     kind = "reduce_scatter" if p.zero >= 1 else "all_reduce"
     g = BYTES[p.grad_dtype]
-    rs = [(comm.ring(kind, n * g, size, stride), comm.ring_on_nic(kind, size, stride)) for n, size, stride in groups]
+    rs = [comm.ring_part(kind, n * g, size, stride) for n, size, stride in groups]
     ag = []
     if p.zero >= 1:
         w = BYTES["bf16"]
-        ag = [(comm.ring("all_gather", n * w, size, stride), comm.ring_on_nic("all_gather", size, stride))
-              for n, size, stride in groups]
+        ag = [comm.ring_part("all_gather", n * w, size, stride) for n, size, stride in groups]
     return rs, ag
 
 

@@ -142,8 +142,13 @@ class CommModel:
         return self._ring_rate(kind, ranks, stride)[1]
 
     def ring(self, kind: str, nbytes: float, ranks: int, stride: int = 1) -> float:
-        """Ring all_reduce / reduce_scatter / all_gather of ``nbytes`` (the full buffer) over a group
-        of ``ranks`` GPUs spaced ``stride`` apart in rank order (a DP group's stride is the TP size).
+        """Seconds of a ring collective; :meth:`ring_part` says what bounds it and how."""
+        return self.ring_part(kind, nbytes, ranks, stride)[0]
+
+    def ring_part(self, kind: str, nbytes: float, ranks: int, stride: int = 1) -> tuple[float, bool]:
+        """(seconds, whether the NICs rather than NVLink bound it) of a ring all_reduce /
+        reduce_scatter / all_gather of ``nbytes`` (the full buffer) over a group of ``ranks`` GPUs
+        spaced ``stride`` apart in rank order (a DP group's stride is the TP size).
 
         Inside one node the ring runs at NVLink's bus bandwidth. Across nodes NCCL lays its rings
         (channels) over all the node's NICs, and each ring leaves a node once: with k members of the
@@ -153,14 +158,14 @@ class CommModel:
         8x200 Gb/s NICs (24 GB/s each; NVIDIA/nccl#812), and "with ring, the busbw reflects the
         total NIC bandwidth" of a node (sjeaugey, NVIDIA/nccl-tests#160)."""
         if ranks <= 1 or nbytes <= 0:
-            return 0.0
+            return 0.0, False
         factor = 2.0 if kind == "all_reduce" else 1.0
         volume = factor * (ranks - 1) / ranks * nbytes
         f, sized = self.size_factor(kind, ranks, nbytes)
-        cross_node = ranks > self.ring_members_per_node(ranks, stride)
-        t = volume * self._ring_rate(kind, ranks, stride)[0] / f
+        rate, on_nic = self._ring_rate(kind, ranks, stride)
+        cross_node = self.group_crosses_nodes(ranks, stride)
         lat = 0.0 if sized else (self.c.ib_latency_us if cross_node else self.c.nvlink_latency_us) * 1e-6 * (ranks - 1) * factor
-        return t + lat
+        return volume * rate / f + lat, on_nic
 
     def _tp_row(self) -> str:
         """The measured collective Megatron's TP traffic is timed by (see RING_FAMILY)."""
@@ -170,7 +175,7 @@ class CommModel:
 
     def group_crosses_nodes(self, size: int, stride: int) -> bool:
         """Whether a group of ``size`` ranks spaced ``stride`` apart spans several nodes."""
-        return size * stride > self.c.gpus_per_node
+        return size > self.ring_members_per_node(size, stride)
 
     def op_time(self, op: Op, ep: int, tp: int, cp: int) -> float:
         if op.comm in ("dispatch", "combine"):

@@ -515,13 +515,13 @@ def test_dp_groups_have_the_sizes_and_strides_of_megatrons_rank_grid(monkeypatch
     sc = load_scenario("deepseekmoe-16b", ("cluster.num_gpus=64", "plan.tp=2", "plan.cp=2", "plan.pp=1",
                                           "plan.ep=8", "plan.schedule=1f1b", "training.global_batch=64"))
     calls = []
-    real = CommModel.ring
+    real = CommModel.ring_part
 
     def spy(self, kind, nbytes, ranks, stride=1):
         calls.append((kind, ranks, stride))
         return real(self, kind, nbytes, ranks, stride)
 
-    monkeypatch.setattr(CommModel, "ring", spy)
+    monkeypatch.setattr(CommModel, "ring_part", spy)
     assert sc.dp == 16 and sc.dp_expert == 8
     dp_collectives(sc, Evaluator(sc, None), 1e9, 1e9)
     assert ("reduce_scatter", 32, 2) in calls and ("reduce_scatter", 8, 8) in calls
