@@ -55,11 +55,18 @@ def _h100_fp8_rows(pub: dict) -> list[dict]:
     ]
 
 
+# Attention libraries in the published H100 rows, and the tag their rows carry in a profile
+# ("" = the default flash rows a plan with attention_kernel=flash reads).
+_ATTENTION_LIBRARIES = {"FlashAttention-3": "", "cuDNN": "cudnn", "FlashAttention-2": "fa2"}
+
+
 def _h100_attention_rows(pub: dict) -> list[dict]:
-    """FlashAttention-3 on H100 SXM, head dim 128, causal forward and backward where stated."""
+    """H100 SXM attention, head dim 128, causal forward and backward where stated, one set of rows
+    per library: FlashAttention-3 (the default flash rows), cuDNN and FlashAttention-2 (tagged)."""
     rows = []
     for r in pub["attention"]:
-        if "FlashAttention-3" not in r.get("library", "") or not str(r["gpu"]).startswith("H100-SXM"):
+        lib = next((tag for name, tag in _ATTENTION_LIBRARIES.items() if r.get("library", "").startswith(name)), None)
+        if lib is None or not str(r["gpu"]).startswith("H100-SXM"):
             continue
         direction = r["direction"]
         if direction not in ("fwd", "bwd") or r.get("head_dim") != 128:
@@ -68,8 +75,8 @@ def _h100_attention_rows(pub: dict) -> list[dict]:
         if r.get("causal") is not True and not (direction == "bwd" and r.get("causal") is None):
             continue
         rows.append({"dtype": "bf16", "direction": direction, "seq": r["seq"], "heads": r["heads"],
-                     "qk_dim": 128, "v_dim": 128, "causal": True, "tflops": r["tflops"],
-                     "source": f"{r['source']} ({r['gpu']}, FA3, read off a plot"
+                     "qk_dim": 128, "v_dim": 128, "causal": True, "tflops": r["tflops"], **({"library": lib} if lib else {}),
+                     "source": f"{r['source']} ({r['gpu']}, {r['library']}, read off a plot"
                                + (", causal flag not stated)" if r.get("causal") is None else ")")})
     return rows
 

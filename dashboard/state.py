@@ -31,6 +31,7 @@ SCHEDULES = ("1f1b", "interleaved", "zb1p", "dualpipe", "dualpipev")
 RECOMPUTE = ("none", "selective", "full")
 DISPATCHERS = ("deepep", "alltoall")
 LOSS_KERNELS = ("fused", "unfused")
+ATTENTION_KERNELS = ("flash", "cudnn", "fa2", "unfused")
 KIND_COLOURS = {"F": "#4C78A8", "B": "#F58518", "W": "#54A24B", "FB": "#B279A2", "comm": "#9D9D9D"}
 
 
@@ -232,6 +233,12 @@ def plan_controls() -> tuple[str, tuple[str, ...]]:
                   "the BF16 logits and an in-place gradient) or unfused (Megatron's op-by-op FP32 loss); it "
                   "runs on the stage with the output head, which often paces the pipeline")
         add("plan.loss_kernel", loss or p["loss_kernel"], p["loss_kernel"])
+        attn = _w(st.segmented_control, "Attention kernel", k + "attn", p["attention_kernel"],
+                  options=ATTENTION_KERNELS, required=True,
+                  help="plan.attention_kernel: flash (the profile's default fused rows, FlashAttention-3 on "
+                  "Hopper), cudnn (cuDNN's fused attention, Transformer Engine's choice on Hopper), fa2 "
+                  "(FlashAttention-2) or unfused (the score matrix in HBM; plain full attention only)")
+        add("plan.attention_kernel", attn or p["attention_kernel"], p["attention_kernel"])
     with sb.expander("Run & price", expanded=True):
         col1, col2 = st.columns(2)
         price = _w(col1.number_input, "$ / GPU-hour", k + "usd", float(cost["usd_per_gpu_hour"]), min_value=0.0,

@@ -295,8 +295,9 @@ def plan_warnings(sc: Scenario) -> list[str]:
     if p.tp_comm_overlap and p.tp > 1 and not p.sp:
         out.append("tp_comm_overlap without sequence parallelism: Transformer Engine's userbuffers overlap needs it; "
                    "modelled as all-reduces hidden behind the GEMMs at no cost to them")
-    if m.attention_dropout > 0 and p.attention_kernel == "flash":
-        out.append("attention dropout runs inside the flash kernel: its cost is not in the attention rows (not costed)")
+    if m.attention_dropout > 0 and p.attention_kernel != "unfused":
+        out.append(f"attention dropout runs inside the fused {p.attention_kernel} kernel: its cost is not in the "
+                   "attention rows, which were measured without dropout (not costed)")
     return out
 
 

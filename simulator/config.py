@@ -25,7 +25,7 @@ MLPS = ("swiglu", "gelu", "relu2", "relu")
 PRECISIONS = ("bf16", "fp16", "fp8")
 FP8_RECIPES = ("blockwise", "tensorwise", "delayed")
 RECOMPUTE = ("none", "selective", "full")
-ATTENTION_KERNELS = ("flash", "unfused")
+ATTENTION_KERNELS = ("flash", "cudnn", "fa2", "unfused")
 LOSS_KERNELS = ("fused", "unfused")
 ROUTING = ("balanced", "zipf", "histogram")
 DISPATCHERS = ("deepep", "alltoall")
@@ -257,8 +257,11 @@ class PlanConfig:
     layer_split: str = "balanced"  # balanced: stages cut to even out time; uniform: equal layer counts
     moment_dtype: str = "fp32"  # AdamW moments (V3 keeps them in BF16, sec 3.3.3)
     grad_dtype: str = "fp32"  # gradient accumulation buffer, reduced across data parallel as it is
-    # Core attention kernel: flash (fused, O(s) memory; FlashAttention, 2022) or unfused (scores
-    # materialized, softmax as its own memory-bound kernel: Megatron-LM before FlashAttention).
+    # Core attention kernel. Fused kernels keep the s x s scores on chip (FlashAttention, 2022) and
+    # differ only in speed, timed from the profile's rows for that library: flash (the profile's
+    # default rows: FlashAttention-3 on Hopper), cudnn (cuDNN's fused attention, which Transformer
+    # Engine selects on Hopper when both are available) or fa2 (FlashAttention-2). unfused: scores
+    # materialized, softmax as its own memory-bound kernel (Megatron-LM before FlashAttention).
     attention_kernel: str = "flash"
     # Cross-entropy over the logits: fused (Transformer Engine's Triton kernels: an online-softmax
     # pass and a pass that writes the BF16 gradient in place during forward; backward scales it) or

@@ -18,7 +18,7 @@ Schema (``schema_version`` 1)::
         "gemm":         [{"dtype", "m", "n", "k", "tflops", "source"?, "ms"?}],
         "grouped_gemm": [{"dtype", "groups", "m_per_group", "n", "k", "tflops", ...}],
         "attention":    [{"dtype", "direction": "fwd"|"bwd", "seq", "heads",
-                          "qk_dim", "v_dim", "causal", "tflops", ...}],
+                          "qk_dim", "v_dim", "causal", "tflops", "library"?, ...}],
         "memory_bound": [{"op", "bytes", "gbps", ...}],
         "sm_scaling":   [{"sms", "total_sms", "relative_throughput", ...}],
         "collectives":  [{"op", "ranks", "bytes"?, "gbps", "link"?, ...}]
@@ -329,10 +329,14 @@ class Profile:
             "grouped_gemm", {"dtype": dtype}, ("m_per_group", "n", "k", "groups"), (m_per_group, n, k, groups), "tflops"
         )
 
-    def attention_tflops(self, dtype: str, direction: str, seq: float, heads: float, qk_dim: float, v_dim: float) -> Lookup:
+    def attention_tflops(self, dtype: str, direction: str, seq: float, heads: float, qk_dim: float, v_dim: float,
+                         library: str = "") -> Lookup:
+        """Rows of one attention library: ``library`` "" reads the rows that name none (the profile's
+        default flash kernel: FlashAttention-3 in the published Hopper profiles, whatever the runner
+        measured in a calibrated one); "cudnn" or "fa2" read the rows tagged with that library."""
         return self._scattered(
             "attention",
-            {"dtype": dtype, "direction": direction},
+            {"dtype": dtype, "direction": direction, "library": library or None},
             ("seq", "heads", "qk_dim", "v_dim"),
             (seq, heads, qk_dim, v_dim),
             "tflops",

@@ -56,7 +56,11 @@ class OpTimer:
                 res = p.gemm_tflops(dt, op.m, op.n, op.k)
         elif op.kind == "attention":
             direction = "fwd" if op.phase == "F" or op.recompute else "bwd"
-            res = p.attention_tflops(dt, direction, op.seq, op.heads, op.qk_dim, op.v_dim)
+            res = p.attention_tflops(dt, direction, op.seq, op.heads, op.qk_dim, op.v_dim, op.library)
+            if res.status == "roofline" and op.library:  # no rows for that library: the default flash rows
+                self._warn(f"library:{op.library}", f"profile {p.name} has no {op.library} attention rows: "
+                                                    "its default flash rows used")
+                res = p.attention_tflops(dt, direction, op.seq, op.heads, op.qk_dim, op.v_dim)
         else:
             return peak
         if res.status == "roofline" or res.value is None:

@@ -69,6 +69,14 @@ UNFUSED_LOSS_BLOCKS = {"NAR21", "MLM24"}
 ALLTOALL_DISPATCHER_BLOCKS = {"MB2511"}
 MEGATRON_DEFAULT_DROPOUT = 0.1
 
+# Source blocks whose core attention ran through Transformer Engine's DotProductAttention: Megatron-LM's
+# --tp-comm-overlap (on in MLM24) needs TE layers, and Megatron-Bridge builds its models from them. On
+# Hopper TE picks cuDNN's fused attention over FlashAttention when both can run the shape ("Disabling
+# FlashAttention to give FusedAttention preference on Hopper+ for performance reasons",
+# transformer_engine/pytorch/attention/dot_product_attention/utils.py, get_attention_backend).
+TE_ATTENTION_BLOCKS = {"MLM24", "MB2511"}
+HOPPER_PRESETS = {"h100", "h800", "h200"}
+
 
 def read_csv(path: str | Path) -> list[dict]:
     try:
@@ -189,6 +197,9 @@ def row_to_raw(row: dict) -> tuple[dict, list[str]]:
         plan["grad_reduce_overlap"] = False
     if block in UNFUSED_ATTENTION_BLOCKS and attention in ("mha", "gqa", "mqa") and not g("sliding_window"):
         plan["attention_kernel"] = "unfused"
+    if block in TE_ATTENTION_BLOCKS and cluster["preset"] in HOPPER_PRESETS and attention != "mla":
+        plan["attention_kernel"] = "cudnn"
+        defaults.append("attention_kernel=cudnn")
     if attention == "mla" or "DeepSeek" in g("source"):
         plan["moment_dtype"] = "bf16" if g("precision") == "fp8" else "fp32"
     training = {"seq_len": _int(row, "seq_len"), "global_batch": _int(row, "global_batch_seqs"), "tokens": 1e12}

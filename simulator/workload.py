@@ -54,6 +54,7 @@ class Op:
     comm: str = ""  # dispatch | combine | tp | cp
     comm_bytes: float = 0.0
     transport: str = ""  # dispatch/combine: deepep (DeepEP kernels) or nccl (one NCCL all-to-all)
+    library: str = ""  # attention: whose profile rows time it ("" = the default flash rows; cudnn, fa2)
     recompute: bool = False  # forward work redone in backward
     # How the kernel runs beside TP communication (simulator.tp_overlap): a GEMM cut into ``splits``
     # chunks of m/splits rows, on all SMs but ``sm_margin``; a TP collective in ``splits`` chunks
@@ -421,7 +422,8 @@ def _flash_core(bld: _Builder, heads: int, layer: int, q_bytes: float, kv_bytes:
     qk, vd = m.qk_head_dim, m.v_dim
     fwd = 2.0 * T * heads * pairs * (qk + vd)
     io = q_bytes + kv_bytes + T * heads * vd * BYTES["bf16"]
-    common = dict(seq=s.seq, heads=heads, qk_dim=qk, v_dim=vd)
+    library = "" if s.attention_kernel == "flash" else s.attention_kernel
+    common = dict(seq=s.seq, heads=heads, qk_dim=qk, v_dim=vd, library=library)
     bld.F.append(Op("attn.core", "attention", "F", "attn", fwd, io, "bf16", **common))
     bld.B.append(Op("attn.core.bwd", "attention", "B", "attn", 2.5 * fwd, 2.5 * io, "bf16", **common))
     if full:

@@ -160,15 +160,17 @@ def test_dispatcher_and_tp_overlap_controls_emit_overrides_that_change_the_step(
 
 
 
-def test_loss_kernel_control_changes_the_stage_with_the_head():
+@pytest.mark.parametrize("key, value, field", [("loss", "unfused", "loss_kernel"),  # FP32 passes over the logits
+                                                ("attn", "fa2", "attention_kernel")])  # FA2's slower rows
+def test_kernel_controls_emit_overrides_that_slow_the_step(key, value, field):
     at = _app(SMALL)
-    fused = _gpu_hours(at)
-    at.segmented_control(key=KS + "loss").set_value("unfused").run()
+    base = _gpu_hours(at)
+    at.segmented_control(key=KS + key).set_value(value).run()
     _ok(at)
     name, ov = at.session_state["current_plan"]
-    assert "plan.loss_kernel=unfused" in ov
-    assert api.load(name, list(ov)).plan.loss_kernel == "unfused"
-    assert _gpu_hours(at) > fused  # more passes over the FP32 logits
+    assert f"plan.{field}={value}" in ov
+    assert getattr(api.load(name, list(ov)).plan, field) == value
+    assert _gpu_hours(at) > base
 
 
 # --------------------------------------------------------------------------- DES and Timeline

@@ -57,7 +57,7 @@ def test_unfused_attention_refused_for_mla():
 
 
 def test_unknown_attention_kernel_names_allowed_values():
-    with pytest.raises(ConfigError, match="plan.attention_kernel.*flash, unfused"):
+    with pytest.raises(ConfigError, match="plan.attention_kernel.*flash, cudnn, fa2, unfused"):
         load_scenario("llama2-7b", ("plan.attention_kernel=xformers",))
 
 
@@ -68,7 +68,68 @@ def test_validation_maps_only_pre_flash_sources_to_unfused():
     raw, _ = row_to_raw(base)
     assert raw["plan"]["attention_kernel"] == "unfused"
     raw, _ = row_to_raw({**base, "run_id": "MLM24-x"})
+    assert "attention_kernel" not in raw["plan"]  # A100: Transformer Engine's Hopper preference does not apply
+
+
+def test_validation_maps_transformer_engine_sources_on_hopper_to_cudnn():
+    base = {"run_id": "MLM24-x", "model_type": "dense", "layers": "2", "hidden": "1024", "heads": "16",
+            "vocab": "51200", "attention": "mha", "gpu": "H100-SXM-80GB", "num_gpus": "8", "tp": "1", "pp": "1",
+            "seq_len": "2048", "global_batch_seqs": "64"}
+    for block in ("MLM24", "MB2511"):
+        raw, defaults = row_to_raw({**base, "run_id": f"{block}-x"})
+        assert raw["plan"]["attention_kernel"] == "cudnn"
+        assert "attention_kernel=cudnn" in defaults
+    raw, defaults = row_to_raw({**base, "run_id": "LLAMA3-x"})  # Meta's own stack: not Transformer Engine
     assert "attention_kernel" not in raw["plan"]
+
+
+# ---------------------------------------------------------------- attention library rows
+
+
+def _attention_op(library: str, seq: int = 4096, phase: str = "F"):
+    from simulator.workload import Op
+
+    heads, d = 16, 128
+    fwd = 2.0 * seq * heads * (seq + 1) / 2 * (d + d)  # causal pairs, as workload counts them
+    flops = fwd if phase == "F" else 2.5 * fwd
+    return Op("attn.core", "attention", phase, "attn", flops, 1.0, "bf16", seq=seq, heads=heads, qk_dim=d, v_dim=d,
+              library=library)
+
+
+def test_attention_library_reads_its_own_rows():
+    from simulator.timer import OpTimer
+
+    prof = load_profile("h100-published")
+    sc = load_scenario("llama3-405b")
+    timer = OpTimer(sc.cluster.gpu, prof)
+    rate = {lib: _attention_op(lib).flops / timer.time(_attention_op(lib)) / 1e12 for lib in ("", "cudnn", "fa2")}
+    # The published causal-forward rows at seq 4096, head dim 128 (FA3 paper Fig. 5): FA3 579, cuDNN 518, FA2 319.
+    assert rate[""] == pytest.approx(579, rel=1e-6)
+    assert rate["cudnn"] == pytest.approx(518, rel=1e-6)
+    assert rate["fa2"] == pytest.approx(319, rel=1e-6)
+    assert not any(k.startswith("library:") for k in timer.warnings)
+
+
+def test_attention_library_without_rows_falls_back_to_flash_rows_with_a_warning():
+    from simulator.api import parse_profile
+    from simulator.timer import OpTimer
+
+    data = dict(load_profile("h100-published").data)
+    data["tables"] = {**data["tables"],
+                      "attention": [r for r in data["tables"]["attention"] if r.get("library") != "cudnn"]}
+    prof = parse_profile(data, "no-cudnn")
+    timer = OpTimer(load_scenario("llama3-405b").cluster.gpu, prof)
+    assert timer.time(_attention_op("cudnn")) == pytest.approx(timer.time(_attention_op("")))
+    assert "no cudnn attention rows" in timer.warnings["library:cudnn"]
+
+
+def test_attention_kernel_reaches_the_core_attention_ops():
+    sc = load_scenario("llama3-405b", ("plan.attention_kernel=cudnn",))
+    cores = [op for op in _ops(sc).all_ops() if op.kind == "attention"]
+    assert cores and all(op.library == "cudnn" for op in cores)
+    assert all(op.library == "" for op in _ops(load_scenario("llama3-405b")).all_ops() if op.kind == "attention")
+    slow = predict_analytic(load_scenario("llama3-405b", ("plan.attention_kernel=fa2",)))
+    assert slow.step_time_s > predict_analytic(load_scenario("llama3-405b")).step_time_s
 
 
 # ---------------------------------------------------------------- sequence parallelism follows the plan
