@@ -66,7 +66,9 @@ UNFUSED_LOSS_BLOCKS = {"NAR21", "MLM24"}
 # moe_token_dispatcher_type to "alltoall" (Qwen3MoEModelProvider in models/qwen/qwen_provider.py,
 # GPTOSSProvider), and the H100 Qwen3-235B perf config sets it explicitly
 # (scripts/performance/configs/qwen/qwen3_llm_pretrain.py).
-ALLTOALL_DISPATCHER_BLOCKS = {"MB2511"}
+# MB2509 (the 25.09 release's table, in tests/data/supplementary.csv) ran the same providers. DeepSeek's
+# provider was not checked: its MLA rows keep the default (deepep) and say so.
+ALLTOALL_DISPATCHER_BLOCKS = {"MB2511", "MB2509"}
 MEGATRON_DEFAULT_DROPOUT = 0.1
 
 # Source blocks whose core attention ran through Transformer Engine's DotProductAttention: Megatron-LM's
@@ -74,7 +76,7 @@ MEGATRON_DEFAULT_DROPOUT = 0.1
 # Hopper TE picks cuDNN's fused attention over FlashAttention when both can run the shape ("Disabling
 # FlashAttention to give FusedAttention preference on Hopper+ for performance reasons",
 # transformer_engine/pytorch/attention/dot_product_attention/utils.py, get_attention_backend).
-TE_ATTENTION_BLOCKS = {"MLM24", "MB2511"}
+TE_ATTENTION_BLOCKS = {"MLM24", "MB2511", "MB2509"}
 HOPPER_PRESETS = {"h100", "h800", "h200"}
 
 
@@ -187,7 +189,7 @@ def row_to_raw(row: dict) -> tuple[dict, list[str]]:
     if block in MEGATRON_DROPOUT_BLOCKS:
         model["attention_dropout"] = model["hidden_dropout"] = MEGATRON_DEFAULT_DROPOUT
         defaults.append(f"dropout={MEGATRON_DEFAULT_DROPOUT}")
-    if block in ALLTOALL_DISPATCHER_BLOCKS and moe:
+    if block in ALLTOALL_DISPATCHER_BLOCKS and moe and attention != "mla":
         plan["dispatcher"] = "alltoall"
         defaults.append("dispatcher=alltoall")
     if block in UNFUSED_LOSS_BLOCKS:

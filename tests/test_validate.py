@@ -49,3 +49,25 @@ def test_validate_profile_option(capsys, tmp_path):
     assert main(["validate", "--csv", str(csv_path), "--profile", "a100-published", "--json"]) == 0
     other = json.loads(capsys.readouterr().out)
     assert other["rows"][0]["predicted"] != pytest.approx(default["rows"][0]["predicted"])
+
+
+SUPPLEMENTARY = Path(__file__).parent / "data" / "supplementary.csv"
+PLAN_FIELDS = ("layers", "hidden", "experts_total", "expert_ffn", "seq_len", "micro_batch", "num_gpus", "tp", "pp", "vpp",
+               "ep", "dp", "precision")
+
+
+def test_supplementary_rows_all_modelled_with_the_same_schema(capsys):
+    """The Megatron-Bridge rows kept beside the public set (docs/benchmarks.md) read and predict."""
+    assert list(read_csv(SUPPLEMENTARY)[0]) == list(read_csv(DEFAULT_CSV)[0])
+    assert main(["validate", "--csv", str(SUPPLEMENTARY), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["rows"]) == 6
+    assert all(r["error_pct"] is not None and r["measured"] > 0 for r in out["rows"])
+
+
+def test_supplementary_qwen3_30b_is_the_public_rows_plan_a_release_earlier():
+    """Same plan, two releases: the 2x between them is software, not the plan (named in the notes)."""
+    pub = {r["run_id"]: r for r in read_csv(DEFAULT_CSV)}["MB2511-QWEN3-30B-A3B"]
+    sup = {r["run_id"]: r for r in read_csv(SUPPLEMENTARY)}["MB2509-QWEN3-30B-A3B"]
+    assert all(pub[k] == sup[k] for k in PLAN_FIELDS)
+    assert float(sup["tokens_per_s_per_gpu"]) / float(pub["tokens_per_s_per_gpu"]) == pytest.approx(1.99, abs=0.01)
