@@ -414,9 +414,12 @@ class Scenario:
                 raise ConfigError("plan.ep", f"{p.ep} does not divide dp*tp={dp * p.tp}", f"a divisor of {dp * p.tp}")
         elif p.ep != 1:
             raise ConfigError("plan.ep", f"{p.ep} given for a dense model", "1")
-        if p.attention_kernel == "unfused" and (m.is_mla or m.nsa is not None or m.sliding_window):
-            raise ConfigError("plan.attention_kernel", "'unfused' is modeled for plain full attention only (not MLA, NSA "
-                              "or sliding windows)", "flash")
+        # Unfused attention with a sliding window computes the whole s x s square and masks it afterwards
+        # (Transformer Engine's UnfusedDotProductAttention builds the window into a full mask), as it does
+        # for the causal mask: workload._unfused_core costs the square either way.
+        if p.attention_kernel == "unfused" and (m.is_mla or m.nsa is not None):
+            raise ConfigError("plan.attention_kernel", "'unfused' is modeled for plain attention only (not MLA or NSA)",
+                              "flash, cudnn, fa2")
         if m.heads % p.tp:
             raise ConfigError("plan.tp", f"{p.tp} does not divide model.heads={m.heads}", "a divisor of heads")
         stages = p.pp * (p.vpp if p.schedule == "interleaved" else 1) * (2 if p.schedule == "dualpipev" else 1)

@@ -56,6 +56,14 @@ def test_unfused_attention_refused_for_mla():
         load_scenario("deepseek-v3", ("plan.attention_kernel=unfused",))
 
 
+def test_unfused_attention_with_a_window_costs_the_whole_square():
+    windowed = load_scenario("llama2-7b", ("plan.attention_kernel=unfused", "plan.recompute=none", "model.sliding_window=128"))
+    full = _gpt("unfused")
+    assert predict_analytic(windowed).step_time_s == pytest.approx(predict_analytic(full).step_time_s)
+    flash_windowed = load_scenario("llama2-7b", ("plan.recompute=none", "model.sliding_window=128"))
+    assert predict_analytic(flash_windowed).step_time_s < predict_analytic(_gpt("flash")).step_time_s
+
+
 def test_unknown_attention_kernel_names_allowed_values():
     with pytest.raises(ConfigError, match="plan.attention_kernel.*flash, cudnn, fa2, unfused"):
         load_scenario("llama2-7b", ("plan.attention_kernel=xformers",))
