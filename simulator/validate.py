@@ -199,7 +199,7 @@ def row_to_raw(row: dict) -> tuple[dict, list[str]]:
         plan["grad_reduce_overlap"] = False
     if block in UNFUSED_ATTENTION_BLOCKS and attention in ("mha", "gqa", "mqa") and not g("sliding_window"):
         plan["attention_kernel"] = "unfused"
-    if block in TE_ATTENTION_BLOCKS and cluster["preset"] in HOPPER_PRESETS and attention != "mla":
+    if block in TE_ATTENTION_BLOCKS and cluster["preset"] in HOPPER_PRESETS:
         plan["attention_kernel"] = "cudnn"
         defaults.append("attention_kernel=cudnn")
     if attention == "mla" or "DeepSeek" in g("source"):
