@@ -14,8 +14,11 @@ the P2P sends on the fill and drain path.
 Overlap rules:
 
 - MoE all-to-all: exposed (added to F and B) unless the plan overlaps it
-  (``plan.overlaps_ep``: DualPipe/DualPipeV by default). Overlapped, a pair
-  takes ``max(compute with comm SMs taken, all-to-all + PP sends on the NIC)``.
+  (``plan.overlaps_ep``: DualPipe/DualPipeV by default; ``on`` under interleaved
+  1F1B, or 1F1B without pipelining, is Megatron-LM's batch-level overlap, which
+  pairs the steady state). Overlapped, a pair takes ``max(compute with comm SMs
+  taken, all-to-all + PP sends on the NIC)``; the lone warm-up and drain chunks
+  expose theirs.
 - TP collectives: exposed, or hidden behind the GEMMs of the same pass when
   ``plan.tp_comm_overlap`` (only the excess shows, plus the last chunk of a pipelined
   reduce-scatter; the GEMMs pay for the overlap as :mod:`simulator.tp_overlap` says).
@@ -302,15 +305,19 @@ def plan_warnings(sc: Scenario) -> list[str]:
 
 
 @lru_cache(maxsize=256)
-def lone_chunks(schedule: str, pp: int, microbatches: int, vpp: int) -> tuple[tuple[int, int, int], ...]:
+@lru_cache(maxsize=256)
+def lone_chunks(schedule: str, pp: int, microbatches: int, vpp: int,
+                pairs: bool = False) -> tuple[tuple[int, int, int], ...]:
     """Per rank: (forward chunks run alone, backward chunks run alone, forward-backward pairs).
 
     Under DualPipe the warm-up forwards and the cool-down backwards have no partner chunk, so
-    their all-to-all cannot hide behind another micro-batch's compute (V3 Figure 5's edges)."""
+    their all-to-all cannot hide behind another micro-batch's compute (V3 Figure 5's edges).
+    ``pairs``: Megatron-LM's batch-level overlap of a 1F1B or interleaved steady state (see
+    :func:`simulator.schedules.build_schedule`); counts are in chunks (1/vpp of a rank's layers)."""
     from .schedules import build_schedule
 
     out = []
-    for tasks in build_schedule(schedule, pp, microbatches, vpp):
+    for tasks in build_schedule(schedule, pp, microbatches, vpp, pairs):
         kinds = [t.kind for t in tasks]
         out.append((kinds.count("F"), kinds.count("B"), kinds.count("FB")))
     return tuple(out)
@@ -369,9 +376,18 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     # The slowest rank sets the pace.
     r_star = max(ranks, key=lambda x: x[7])
     _, _, tot, F, B, W, FB, busy_per_mb, hidden, exposed_mb = r_star
-    # Paired chunks hide their all-to-all; lone ones (DualPipe's warm-up and cool-down) expose it.
-    # The closed-form bubble below already holds their time: it is reported as exposed comm.
-    counts = lone_chunks(p.schedule, p.pp, M, p.vpp) if overlap and dual else None
+    # Paired chunks hide their all-to-all; lone ones (warm-up forwards and cool-down backwards)
+    # expose it. Under DualPipe the closed-form bubble below already holds the lone chunks' time
+    # (it is reported as exposed comm). Megatron's pairs (1F1B / interleaved steady state) leave
+    # the closed form's bubble as it is and run the lone chunks at full F and B instead of F&B:
+    # the step is (M - w) F&B + w (F + B) + (PP-1)(F+B)/V, with w the last rank's lone forwards
+    # (per micro-batch), which a list-schedule simulation of the paired schedule reproduces exactly.
+    paired = overlap and not dual
+    counts = None
+    if overlap:
+        vk = p.vpp if p.schedule == "interleaved" else 1
+        counts = [(n_f / vk, n_b / vk, n_fb / vk)
+                  for n_f, n_b, n_fb in lone_chunks(p.schedule, p.pp, M, p.vpp, paired)]
 
     def comm_split(r: int, rtot: PassTimes, rhidden: float, rexp: float) -> tuple[float, float, float]:
         """(hidden, exposed in pairs or alone, exposed alone) over the step for rank r."""
@@ -380,12 +396,23 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
         n_f, n_b, n_fb = counts[r]
         lone = n_f * (rtot.aF + rtot.xF) + n_b * (rtot.aB + rtot.xB)
         return n_fb * rhidden, n_fb * rexp + lone, lone
+
+    def rank_busy(r: int, rF: float, rB: float, rFB: float, rbusy: float, r_lone: float) -> float:
+        if not paired:
+            return M * rbusy + r_lone
+        n_f, n_b, n_fb = counts[r]
+        return n_fb * rFB + n_f * rF + n_b * rB
+
     if p.schedule == "interleaved":
         bubble = closed_form_bubble("interleaved", p.pp, F, B, W, FB, p.vpp)
     else:
         bubble = closed_form_bubble(p.schedule, p.pp, F, B, W, FB, p.vpp)
     bubble = max(bubble, 0.0) + (2 * (p.pp - 1) * p2p if p.pp > 1 else 0.0)
-    busy = M * busy_per_mb
+    if paired:
+        n_f, n_b, n_fb = counts[-1]  # the last rank: fewest lone chunks, most pairs, on the critical path
+        busy = n_fb * FB + n_f * F + n_b * B
+    else:
+        busy = M * busy_per_mb
 
     # Data-parallel traffic and the optimizer step.
     dp_exposed, opt_time, mem = _dp_and_memory(sc, ev, stages, shape, M, bubble, F, B)
@@ -394,7 +421,7 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     stage_reports = []
     for (r, held, rtot, rF, rB, rW, rFB, rbusy, rhidden, rexp), memb in zip(ranks, mem):
         r_hid, r_exp, r_lone = comm_split(r, rtot, rhidden, rexp)
-        r_busy = M * rbusy + r_lone
+        r_busy = rank_busy(r, rF, rB, rFB, rbusy, r_lone)
         stage_reports.append(StageReport(
             rank=r, stages=held, layers=[stages[s] for s in held], F=rF, B=rB, W=rW, FB=rFB,
             busy=r_busy, bubble=max(0.0, step - r_busy - dp_exposed - opt_time), exposed_comm=r_exp,
@@ -402,8 +429,9 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
         ))
     total_comm = M * (tot.aF + tot.aB + (2 * p2p if dual else 0.0) + tot.xF + tot.xB)
     hidden_s, exposed_s, lone_s = comm_split(r_star[0], tot, hidden, exposed_mb)
-    lone_s = min(lone_s, bubble)  # relabelled from the closed-form bubble, which holds it
-    busy, bubble = busy + lone_s, bubble - lone_s
+    if dual and overlap:
+        lone_s = min(lone_s, bubble)  # relabelled from the closed-form bubble, which holds it
+        busy, bubble = busy + lone_s, bubble - lone_s
     exposed_comm = exposed_s + dp_exposed
     return Prediction(
         scenario=sc, engine="analytic", step_time_s=step, busy_s=busy, bubble_s=bubble,
@@ -485,10 +513,12 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bu
         opt = max(opt, opt_bytes / (ev.timer.gpu.hbm_gbps * 1e9))
         n_chunks = len(held)
         per_chunk_act = act / n_chunks
-        inflight = activation_microbatches(p.schedule, p.pp, p.vpp, M)
+        # Megatron's forward-backward pairs add one warm-up forward (one more micro-batch in flight).
+        pairs = int(p.overlaps_ep and sc.model.is_moe and p.ep > 1 and p.schedule in ("1f1b", "interleaved"))
+        inflight = activation_microbatches(p.schedule, p.pp, p.vpp, M, pairs)
         if p.schedule == "interleaved":
             # Rank 0 holds PP*V + PP - 1 chunk activations at peak (Narayanan et al. 2021, sec 2.2.2).
-            activations = per_chunk_act * min(p.pp * p.vpp + p.pp - 1, M * p.vpp)
+            activations = per_chunk_act * min(p.pp * p.vpp + p.pp - 1 + pairs, M * p.vpp)
         else:
             activations = per_chunk_act * inflight
         transient = act_max if p.recompute == "full" else 0.0

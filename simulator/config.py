@@ -242,7 +242,9 @@ class PlanConfig:
     fp8_recipe: str = "blockwise"
     sp: bool = False
     comm_sms: int = 20  # SMs given to all-to-all kernels (DeepSeek-V3: 20 of 132)
-    ep_overlap: str = "auto"  # auto: overlapped under dualpipe(v), exposed otherwise; or on/off
+    # auto: overlapped under dualpipe(v), exposed otherwise; on: also Megatron-LM's forward-backward
+    # pairs of an interleaved (or unpipelined 1F1B) steady state; off.
+    ep_overlap: str = "auto"
     # MoE token dispatcher. deepep: DeepEP-style kernels (V3 sec 3.2.2): a token crosses IB once per
     # distinct remote node and NVLink once per distinct GPU, FP8 on the wire under FP8 training.
     # alltoall: Megatron-Core's MoEAlltoAllTokenDispatcher: one row per (token, expert) pair
@@ -288,6 +290,17 @@ class PlanConfig:
         _choice("plan.grad_dtype", self.grad_dtype, ("fp32", "bf16", "fp16"))
         _choice("plan.attention_kernel", self.attention_kernel, ATTENTION_KERNELS)
         _choice("plan.loss_kernel", self.loss_kernel, LOSS_KERNELS)
+        if self.ep_overlap == "on" and self.schedule not in ("dualpipe", "dualpipev"):
+            # Megatron-LM's batch-level overlap pairs the 1F1B steady state (TransformerConfig checks).
+            if self.schedule == "zb1p":
+                raise ConfigError("plan.ep_overlap", "on needs forward-backward pairs, which zb1p has none of",
+                                  "off, auto; or schedule 1f1b (pp 1), interleaved, dualpipe, dualpipev")
+            if self.schedule == "1f1b" and self.pp > 1:
+                raise ConfigError("plan.ep_overlap", f"on with 1f1b needs pp 1 (got {self.pp}): Megatron-LM "
+                                  "requires virtual stages when pp > 1", "off, auto; or schedule interleaved")
+            if self.recompute == "full":
+                raise ConfigError("plan.ep_overlap", "on under 1f1b/interleaved cannot run full recompute "
+                                  "(Megatron-LM refuses it)", "off, auto; or recompute none, selective")
         if self.zero not in (0, 1, 2, 3):
             raise ConfigError("plan.zero", f"{self.zero} is not a ZeRO stage", "0, 1, 2, 3")
         if self.dp < 0:

@@ -102,19 +102,21 @@ def split_balanced(units: Sequence[str], stages: int, cost: Callable[[str], floa
     return parts
 
 
-def activation_microbatches(schedule: str, pp: int, vpp: int, microbatches: int) -> float:
+def activation_microbatches(schedule: str, pp: int, vpp: int, microbatches: int, pairs: int = 0) -> float:
     """Micro-batches of activations a rank holds at peak, in units of one stage's activations.
 
     1F1B and ZB1P: the first rank holds PP. Interleaved: PP + (PP-1)/V... expressed per
     virtual chunk: (PP*V + PP - 1) chunk-activations, i.e. (1 + (PP-1)/(PP*V)) PP stage units.
-    DualPipe and DualPipeV: PP+1 (DualPipe README). Never more than the micro-batch count.
+    DualPipe and DualPipeV: PP+1 (DualPipe README). ``pairs`` (1 under Megatron's
+    forward-backward pairs of 1F1B / interleaved) adds the extra warm-up forward: one micro-batch
+    (1F1B) or one chunk (interleaved). Never more than the micro-batch count.
     """
+    if schedule in ("1f1b", "zb1p"):
+        return float(min(pp + pairs, microbatches))
     if schedule in ("none",) or pp == 1:
         return 1.0
-    if schedule in ("1f1b", "zb1p"):
-        return float(min(pp, microbatches))
     if schedule == "interleaved":
-        return min(pp * (1 + (pp - 1) / (pp * vpp)), float(microbatches))
+        return min(pp * (1 + (pp - 1 + pairs) / (pp * vpp)), float(microbatches))
     if schedule in ("dualpipe", "dualpipev"):
         return float(min(pp + 1, microbatches))
     raise ValueError(schedule)

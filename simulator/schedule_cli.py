@@ -1,13 +1,15 @@
 """``gpuhours schedule``: draw a pipeline schedule and its bubble.
 
-    gpuhours schedule NAME --pp P --microbatches M [--vpp V]
+    gpuhours schedule NAME --pp P --microbatches M [--vpp V] [--pairs]
                       [--f F --b B --w W --fb FB] [--p2p T] [--width N] [--json]
 
 prints each rank's timeline (like the figure in DualPipe's README), the
 simulated bubble per rank and the published closed form, in DualPipe's
 notation: F forward chunk, B full backward chunk, W its weight part, F&B an
 overlapped forward+backward pair. Defaults F=1, B=2, W=1, F&B=F+B satisfy the
-closed forms' assumption F = B - W. ``--json`` prints one JSON object instead.
+closed forms' assumption F = B - W. ``--pairs`` runs the 1F1B or interleaved
+steady state as F&B pairs (Megatron-LM's batch-level MoE all-to-all overlap).
+``--json`` prints one JSON object instead.
 Invalid input raises ``ValueError`` with a one-line message naming the field.
 """
 
@@ -64,6 +66,11 @@ def register(subparsers) -> argparse.ArgumentParser:
         "--p2p", type=float, default=0.0, help="time per hop between ranks (default 0)"
     )
     p.add_argument(
+        "--pairs",
+        action="store_true",
+        help="1f1b/interleaved: run the steady state as F&B pairs (Megatron's EP overlap)",
+    )
+    p.add_argument(
         "--width", type=int, default=None, help="columns of the text timeline"
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -74,7 +81,8 @@ def register(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     times = TaskTimes(args.f, args.b, args.w, args.fb)
     tl = simulate(
-        args.name, args.pp, args.microbatches, times, vpp=args.vpp, p2p=args.p2p
+        args.name, args.pp, args.microbatches, times, vpp=args.vpp, p2p=args.p2p,
+        pairs=args.pairs,
     )
     if not args.json:
         print(render_text(tl, width=args.width))
@@ -86,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         "vpp": args.vpp,
         "times": {"F": times.f, "B": times.b, "W": times.w, "F&B": times.f_and_b},
         "p2p": args.p2p,
+        "pairs": tl.pairs,
         "bubble": tl.max_bubble,
         "bubble_per_rank": tl.bubbles(),
         "closed_form": closed_form(args.name, args.pp, times, args.vpp),

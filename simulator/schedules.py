@@ -207,21 +207,31 @@ def stage_of(name: str, pp: int, vpp: int, rank: int, chunk: int) -> int:
 # --------------------------------------------------------------------------
 
 
-def _one_f_one_b(pp: int, m: int) -> list[list[Task]]:
+def _steady(fs: list[Task], bs: list[Task], warm: int, pairs: bool) -> list[Task]:
+    """One rank's 1F1B order over its forward list ``fs`` and backward list ``bs``:
+    ``warm`` warm-up forwards, then one forward and one backward at a time, then
+    the drain. With ``pairs`` each steady-state forward and the backward issued
+    beside it become one ``FB`` task (see :func:`build_schedule`)."""
+    total = len(fs)
+    seq = fs[:warm]
+    for i in range(total - warm):
+        f, b = fs[warm + i], bs[i]
+        if pairs:
+            seq.append(Task("FB", f.mb, f.chunk, b.mb, b.chunk))
+        else:
+            seq += [f, b]
+    seq += bs[total - warm :]
+    return seq
+
+
+def _one_f_one_b(pp: int, m: int, pairs: bool = False) -> list[list[Task]]:
     """1F1B (PipeDream-Flush): rank r runs min(pp-1-r, m) warm-up forwards,
     then alternates one forward and one full backward, then drains the
-    remaining backwards. Micro-batches go in order."""
+    remaining backwards. Micro-batches go in order. ``pairs``: one more
+    warm-up forward, and the steady state as forward-backward pairs."""
     fs = [Task("F", i) for i in range(m)]
     bs = [Task("B", i) for i in range(m)]
-    out = []
-    for r in range(pp):
-        warm = min(pp - 1 - r, m)
-        seq = fs[:warm]
-        for i in range(m - warm):
-            seq += [fs[warm + i], bs[i]]
-        seq += bs[m - warm :]
-        out.append(seq)
-    return out
+    return [_steady(fs, bs, min(pp - 1 - r + pairs, m), pairs) for r in range(pp)]
 
 
 def _zb1p(pp: int, m: int) -> list[list[Task]]:
@@ -251,12 +261,13 @@ def _zb1p(pp: int, m: int) -> list[list[Task]]:
     return out
 
 
-def _interleaved(pp: int, m: int, vpp: int) -> list[list[Task]]:
+def _interleaved(pp: int, m: int, vpp: int, pairs: bool = False) -> list[list[Task]]:
     """Interleaved 1F1B (Megatron-LM): rank r holds vpp chunks (stages
     c*pp + r). Forwards go in groups of pp micro-batches per chunk, chunk 0
     first; backwards likewise from the last chunk. Warm-up has
     2*(pp-1-r) + (vpp-1)*pp forwards (all of them when m == pp), then
-    one-forward-one-backward, then the drain."""
+    one-forward-one-backward, then the drain. ``pairs``: one more warm-up
+    forward, and the steady state as forward-backward pairs."""
     total = m * vpp
     group = pp * vpp
 
@@ -265,15 +276,17 @@ def _interleaved(pp: int, m: int, vpp: int) -> list[list[Task]]:
 
     fwd = [Task("F", mb(k), (k // pp) % vpp) for k in range(total)]
     bwd = [Task("B", mb(k), vpp - 1 - (k // pp) % vpp) for k in range(total)]
-    out = []
-    for r in range(pp):
-        warm = total if m == pp else min(2 * (pp - 1 - r) + (vpp - 1) * pp, total)
-        seq = fwd[:warm]
-        for i in range(total - warm):
-            seq += [fwd[warm + i], bwd[i]]
-        seq += bwd[total - warm :]
-        out.append(seq)
-    return out
+    return [_steady(fwd, bwd, interleaved_warmup(pp, m, vpp, r, pairs), pairs) for r in range(pp)]
+
+
+def interleaved_warmup(pp: int, m: int, vpp: int, rank: int, pairs: bool = False) -> int:
+    """Warm-up forward chunks of ``rank`` in interleaved 1F1B (Megatron-LM's
+    ``get_pp_rank_microbatches``): 2*(pp-1-rank) + (vpp-1)*pp, all of them when
+    m == pp, one more when forward-backward pairs overlap the MoE all-to-all."""
+    total = m * vpp
+    if m == pp:
+        return total
+    return min(2 * (pp - 1 - rank) + (vpp - 1) * pp + pairs, total)
 
 
 class _DualEmitter:
@@ -407,22 +420,40 @@ def _dualpipev(pp: int, m: int) -> list[list[Task]]:
     return out
 
 
+PAIRABLE = ("1f1b", "interleaved")  # schedules that can pair their steady state (``pairs``)
+
+
 def build_schedule(
-    name: str, pp: int, microbatches: int, vpp: int = 1
+    name: str, pp: int, microbatches: int, vpp: int = 1, pairs: bool = False
 ) -> list[list[Task]]:
-    """Each rank's tasks, in issue order (validates the arguments first)."""
+    """Each rank's tasks, in issue order (validates the arguments first).
+
+    ``pairs`` (``1f1b`` and ``interleaved`` only) is Megatron-LM's batch-level
+    overlap of the MoE all-to-all (``--overlap-moe-expert-parallel-comm``,
+    ``combined_1f1b.py``): every steady-state forward runs as one ``FB`` task
+    with the backward of another micro-batch, sub-module by sub-module, so the
+    all-to-all of each hides behind the other's compute. Megatron adds one
+    warm-up forward so that the pair's two micro-batches are independent (on
+    the last stage a backward needs its own forward); the warm-up forwards and
+    the drain's backwards run alone. DualPipe and DualPipeV pair by
+    construction and ignore the flag.
+    """
     validate_schedule_args(name, pp, microbatches, vpp)
-    return [list(s) for s in _build(name, pp, microbatches, vpp)]
+    if pairs and name == "zb1p":
+        raise ValueError(
+            "plan.ep_overlap: forward-backward pairs need 1f1b, interleaved, dualpipe or dualpipev; zb1p has none"
+        )
+    return [list(s) for s in _build(name, pp, microbatches, vpp, pairs and name in PAIRABLE)]
 
 
 @lru_cache(maxsize=128)
-def _build(name: str, pp: int, m: int, vpp: int) -> tuple[tuple[Task, ...], ...]:
+def _build(name: str, pp: int, m: int, vpp: int, pairs: bool = False) -> tuple[tuple[Task, ...], ...]:
     if name == "1f1b":
-        sched = _one_f_one_b(pp, m)
+        sched = _one_f_one_b(pp, m, pairs)
     elif name == "zb1p":
         sched = _zb1p(pp, m)
     elif name == "interleaved":
-        sched = _interleaved(pp, m, vpp)
+        sched = _interleaved(pp, m, vpp, pairs)
     elif name == "dualpipe":
         sched = _dualpipe(pp, m)
     else:
@@ -438,7 +469,7 @@ _F, _B_FULL, _B_SPLIT, _W, _FB = range(5)
 
 
 @lru_cache(maxsize=128)
-def _compile(name: str, pp: int, m: int, vpp: int):
+def _compile(name: str, pp: int, m: int, vpp: int, pairs: bool = False):
     """Flatten a schedule for :func:`simulate`.
 
     Event ``2*(stage*m + mb)`` is "F done", ``+1`` is "B's input gradient
@@ -447,7 +478,7 @@ def _compile(name: str, pp: int, m: int, vpp: int):
     made on another rank). Per rank: a tuple of (duration code, dependency
     indices, produced events), and the count of tasks per duration code.
     """
-    sched = _build(name, pp, m, vpp)
+    sched = _build(name, pp, m, vpp, pairs)
     ns = num_stages(name, pp, vpp)
     nev = 2 * ns * m
     chunks = 2 if name in ("dualpipe", "dualpipev") else vpp
@@ -515,11 +546,12 @@ class Timeline:
     makespan: float
     busy_per_rank: list[float]
     starts: list[list[float]] = field(repr=False)
+    pairs: bool = False
 
     @cached_property
     def ranks(self) -> list[list[tuple[Task, float, float]]]:
-        sched = _build(self.schedule, self.pp, self.microbatches, self.vpp)
-        comp = _compile(self.schedule, self.pp, self.microbatches, self.vpp)[0]
+        sched = _build(self.schedule, self.pp, self.microbatches, self.vpp, self.pairs)
+        comp = _compile(self.schedule, self.pp, self.microbatches, self.vpp, self.pairs)[0]
         dur = _durations(self.times)
         return [
             [
@@ -554,6 +586,7 @@ def simulate(
     times: TaskTimes,
     vpp: int = 1,
     p2p: float = 0.0,
+    pairs: bool = False,
 ) -> Timeline:
     """Run the schedule's task lists with a dependency-respecting list
     scheduler: each rank runs its tasks strictly in order; a task starts when
@@ -563,10 +596,10 @@ def simulate(
     both its forward's and its backward's inputs. Durations: F, B (full) or
     B - W (split), W, F&B. Event-driven: a rank blocked on a missing input
     waits on that event, so the cost is linear in the number of tasks."""
-    validate_schedule_args(name, pp, microbatches, vpp)
+    build_schedule(name, pp, microbatches, vpp, pairs)  # validates (cached)
     if not p2p >= 0:
         raise ValueError(f"p2p: must be a number >= 0, got {p2p!r}")
-    comp, counts, nev = _compile(name, pp, microbatches, vpp)
+    comp, counts, nev = _compile(name, pp, microbatches, vpp, pairs and name in PAIRABLE)
     dur = _durations(times)
     end = [-1.0] * (2 * nev)
     waiters: list[list[int] | None] = [None] * nev
@@ -612,7 +645,7 @@ def simulate(
             f"{name}: schedule deadlocks (pp={pp}, microbatches={microbatches})"
         )
     busy = [sum(c * d for c, d in zip(cnt, dur)) for cnt in counts]
-    return Timeline(name, pp, microbatches, vpp, times, p2p, max(free), busy, starts)
+    return Timeline(name, pp, microbatches, vpp, times, p2p, max(free), busy, starts, pairs and name in PAIRABLE)
 
 
 def closed_form(name: str, pp: int, times: TaskTimes, vpp: int = 1) -> float:
@@ -651,6 +684,7 @@ def render_text(tl: Timeline, width: int | None = None) -> str:
     lines = [
         f"{tl.schedule}: pp={tl.pp} microbatches={tl.microbatches}"
         + (f" vpp={tl.vpp}" if tl.schedule == "interleaved" else "")
+        + (" (steady state in F&B pairs)" if tl.pairs else "")
         + f"  F={t.f:g} B={t.b:g} W={t.w:g} F&B={t.f_and_b:g} p2p={tl.p2p:g}"
         f"  makespan={tl.makespan:g}",
     ]

@@ -24,6 +24,11 @@ from simulator.scenario import load_scenario
         (["plan.pp=two"], "plan.pp", "integer"),
         (["plan.zero=4"], "plan.zero", "0, 1, 2, 3"),
         (["plan.comm_sms=132"], "plan.comm_sms", "0..131"),
+        # Megatron-LM's forward-backward pairs need a steady state that can pair (TransformerConfig).
+        (["plan.schedule=zb1p", "plan.ep_overlap=on"], "plan.ep_overlap", "interleaved"),
+        (["plan.schedule=1f1b", "plan.ep_overlap=on"], "plan.ep_overlap", "schedule interleaved"),
+        (["plan.schedule=interleaved", "plan.vpp=2", "training.global_batch=16384", "plan.ep_overlap=on",
+          "plan.recompute=full"], "plan.ep_overlap", "recompute none, selective"),
     ],
 )
 def test_invalid_plans_name_the_field(overrides, field, allowed):

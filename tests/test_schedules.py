@@ -17,6 +17,7 @@ from simulator.schedules import (
     TaskTimes,
     build_schedule,
     closed_form,
+    interleaved_warmup,
     num_stages,
     render_text,
     simulate,
@@ -375,3 +376,69 @@ def test_cli_bad_input_raises_value_error():
     )
     with pytest.raises(ValueError, match=r"^plan\.pp:"):
         schedule_cli.run(args)
+
+
+# --------------------------------------------------------------------------
+# Forward-backward pairs (Megatron-LM's batch-level MoE all-to-all overlap)
+# --------------------------------------------------------------------------
+
+PAIRED = [(pp, m, vpp) for pp in (2, 4, 8) for m in (pp, 2 * pp, 4 * pp) for vpp in (2, 3, 4)]
+TIMES_PAIRED = [TaskTimes(2, 4, 2, 5), TaskTimes(2, 4, 2, 6), TaskTimes(2, 4, 2, 4), TaskTimes(1, 2, 1, 2.5)]
+
+
+@pytest.mark.parametrize("pp,m,vpp", PAIRED)
+def test_pairs_keep_the_order_and_add_one_warmup_forward(pp, m, vpp):
+    plain = build_schedule("interleaved", pp, m, vpp)
+    paired = build_schedule("interleaved", pp, m, vpp, pairs=True)
+    total = m * vpp
+    for r, (base, tasks) in enumerate(zip(plain, paired)):
+        # Unpacking every pair gives back the same forward order and the same backward order.
+        fwd = [(t.mb, t.chunk) for t in tasks if t.kind in ("F", "FB")]
+        bwd = [(t.mb, t.chunk) if t.kind == "B" else (t.mb2, t.chunk2) for t in tasks if t.kind in ("B", "FB")]
+        assert fwd == [(t.mb, t.chunk) for t in base if t.kind == "F"]
+        assert bwd == [(t.mb, t.chunk) for t in base if t.kind == "B"]
+        warm = next((i for i, t in enumerate(tasks) if t.kind != "F"), len(tasks))
+        # Unpaired, the steady state opens with a forward: the first backward follows warm-up + 1.
+        base_warm = next(i for i, t in enumerate(base) if t.kind != "F") - 1 if m != pp else total
+        assert warm == interleaved_warmup(pp, m, vpp, r, True) == min(base_warm + 1, total)
+        pairs = [t for t in tasks if t.kind == "FB"]
+        assert len(pairs) == total - warm
+        assert all((t.mb, t.chunk) != (t.mb2, t.chunk2) for t in pairs)
+        assert [t.kind for t in tasks[warm + len(pairs):]] == ["B"] * warm
+
+
+@pytest.mark.parametrize("times", TIMES_PAIRED)
+@pytest.mark.parametrize("pp,m,vpp", PAIRED)
+def test_paired_step_closed_form(pp, m, vpp, times):
+    """The step the analytic engine uses: (total - w) F&B + w (F + B) + (PP-1)(F + B) in chunk
+    times, w the last rank's warm-up forwards (its lone forwards, and as many lone backwards)."""
+    tl = simulate("interleaved", pp, m, times, vpp, pairs=True)
+    w = interleaved_warmup(pp, m, vpp, pp - 1, True)
+    f, b, fb = times.f, times.b, times.f_and_b
+    assert tl.makespan == pytest.approx((m * vpp - w) * fb + w * (f + b) + (pp - 1) * (f + b))
+    if m > pp and fb < f + b:
+        assert tl.makespan < simulate("interleaved", pp, m, times, vpp).makespan
+
+
+def test_pairs_without_pipelining_and_why_1f1b_needs_virtual_stages():
+    t = TaskTimes(2, 4, 2, 5)
+    assert simulate("1f1b", 1, 8, t, pairs=True).makespan == pytest.approx(2 + 7 * 5 + 4)
+    # With pp > 1 a pair waits for the next rank's pair, which waits for this rank's previous one:
+    # the pipeline serialises, which is why Megatron-LM asks for virtual stages (and we refuse it).
+    assert simulate("1f1b", 4, 8, t, pairs=True).makespan > simulate("1f1b", 4, 8, t).makespan
+
+
+def test_pairs_refused_for_zb1p_and_ignored_by_dualpipe():
+    with pytest.raises(ValueError, match="plan.ep_overlap"):
+        build_schedule("zb1p", 4, 8, pairs=True)
+    assert build_schedule("dualpipe", 4, 8, pairs=True) == build_schedule("dualpipe", 4, 8)
+
+
+def test_cli_pairs(capsys):
+    args = _parser().parse_args(["schedule", "interleaved", "--pp", "4", "--microbatches", "8", "--vpp", "2",
+                              "--fb", "2.5", "--pairs", "--json"])
+    assert args.func(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["pairs"] is True
+    assert out["makespan"] == simulate("interleaved", 4, 8, TaskTimes(1, 2, 1, 2.5), 2, pairs=True).makespan
+    assert any(t["kind"] == "FB" for t in out["ranks"][0])

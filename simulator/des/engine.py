@@ -224,14 +224,15 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
     M, pp, vpp = sc.microbatches, p.pp, p.vpp
     name = p.schedule
     ns = num_stages(name, pp, vpp)
-    sched = build_schedule(name, pp, M, vpp)
+    overlap = p.overlaps_ep and m.is_moe and p.ep > 1
+    # Overlap outside DualPipe is Megatron's batch-level pairing of the 1F1B steady state.
+    sched = build_schedule(name, pp, M, vpp, pairs=overlap)
     chunks = 2 if name in ("dualpipe", "dualpipev") else vpp
     stage_map = [[stage_of(name, pp, vpp, r, ch) for ch in range(chunks)] for r in range(pp)]
     rank_of = [0] * ns
     for r in range(pp):
         for ch in range(chunks):
             rank_of[stage_map[r][ch]] = r
-    overlap = p.overlaps_ep and m.is_moe and p.ep > 1
 
     env = simpy.Environment()
     # Every flow crosses one link (the sender's NIC or NVLink port), so flows of different ranks
