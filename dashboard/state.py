@@ -30,6 +30,7 @@ DES_DONE = "des_done"  # session key: (scenario, overrides) of the last discrete
 SCHEDULES = ("1f1b", "interleaved", "zb1p", "dualpipe", "dualpipev")
 RECOMPUTE = ("none", "selective", "full")
 DISPATCHERS = ("deepep", "alltoall")
+EP_OVERLAPS = ("auto", "on", "off")
 LOSS_KERNELS = ("fused", "unfused")
 ATTENTION_KERNELS = ("flash", "cudnn", "fa2", "unfused")
 KIND_COLOURS = {"F": "#4C78A8", "B": "#F58518", "W": "#54A24B", "FB": "#B279A2", "comm": "#9D9D9D"}
@@ -222,6 +223,12 @@ def plan_controls() -> tuple[str, tuple[str, ...]]:
                   "per remote node and GPU) or alltoall (Megatron-Core: one BF16 row per token-expert pair over "
                   "one NCCL all-to-all, sorted by local expert); MoE with EP > 1 only")
         add("plan.dispatcher", disp or p["dispatcher"], p["dispatcher"])
+        epo = _w(st.segmented_control, "All-to-all overlap", k + "epo", p["ep_overlap"], options=EP_OVERLAPS,
+                 required=True, help="plan.ep_overlap: hide the MoE all-to-all of one micro-batch behind the "
+                 "compute of another. auto: under DualPipe/DualPipeV only; on: also Megatron-LM's "
+                 "forward-backward pairs of an interleaved schedule (one more warm-up micro-batch; the warm-up "
+                 "and drain chunks still expose theirs); off: always exposed")
+        add("plan.ep_overlap", epo or p["ep_overlap"], p["ep_overlap"])
         tpo = _w(st.toggle, "TP communication overlap", k + "tpo", bool(p["tp_comm_overlap"]),
                  help="plan.tp_comm_overlap: Transformer Engine's userbuffers hide the TP all-gathers and "
                       "reduce-scatters behind GEMMs that run in chunks or beside 16 SMs of communication "
@@ -252,7 +259,7 @@ def plan_controls() -> tuple[str, tuple[str, ...]]:
     st.session_state[CURRENT] = (name, tuple(ov))
     if ov:
         sb.code("\n".join(ov), language=None)
-        sb.caption("Overrides vs. the preset (same syntax as `gpuhours predict -o`)")
+        sb.caption("Overrides vs. the preset (same syntax as `gpuhours predict --set`)")
     return name, tuple(ov)
 
 

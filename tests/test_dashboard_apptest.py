@@ -160,12 +160,15 @@ def test_dispatcher_and_tp_overlap_controls_emit_overrides_that_change_the_step(
 
 
 
-@pytest.mark.parametrize("key, value, field", [("loss", "unfused", "loss_kernel"),  # FP32 passes over the logits
-                                                ("attn", "fa2", "attention_kernel")])  # FA2's slower rows
-def test_kernel_controls_emit_overrides_that_slow_the_step(key, value, field):
-    at = _app(SMALL)
+@pytest.mark.parametrize("scenario, key, value, field", [
+    (SMALL, "loss", "unfused", "loss_kernel"),  # FP32 passes over the logits
+    (SMALL, "attn", "fa2", "attention_kernel"),  # FA2's slower rows
+    ("deepseek-v3", "epo", "off", "ep_overlap"),  # DualPipe's all-to-all no longer hidden
+])
+def test_kernel_controls_emit_overrides_that_slow_the_step(scenario, key, value, field):
+    at = _app(scenario)
     base = _gpu_hours(at)
-    at.segmented_control(key=KS + key).set_value(value).run()
+    at.segmented_control(key=f"{scenario}:{key}").set_value(value).run()
     _ok(at)
     name, ov = at.session_state["current_plan"]
     assert f"plan.{field}={value}" in ov
