@@ -240,7 +240,10 @@ def validate_rows(rows: list[dict], engine: str = "analytic", profile=None) -> t
                 # The run did happen, so it fit: take the least recompute under which the plan fits.
                 for rc in ("selective", "full"):
                     raw2 = {**raw, "plan": {**raw["plan"], "recompute": rc}}
-                    sc2 = scenario_from_dict(raw2, name=rid)
+                    try:
+                        sc2 = scenario_from_dict(raw2, name=rid)
+                    except ConfigError:  # e.g. full recompute under Megatron's EP overlap
+                        continue
                     pred2 = predict(sc2, engine=engine, profile=profile)
                     if pred2.fits_in_memory:
                         sc, pred = sc2, pred2
