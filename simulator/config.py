@@ -13,6 +13,7 @@ field and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -45,6 +46,12 @@ class NSAConfig:
     select_block: int = 64
     selected_blocks: int = 16
     window: int = 512
+
+    def validate(self) -> None:
+        _positive(self, "model.nsa", ("compress_block", "compress_stride", "select_block", "selected_blocks", "window"))
+        if self.compress_stride > self.compress_block:
+            raise ConfigError("model.nsa.compress_stride", f"{self.compress_stride} exceeds compress_block="
+                              f"{self.compress_block} (blocks would leave gaps)", f"1..{self.compress_block}")
 
 
 @dataclass(frozen=True)
@@ -124,6 +131,15 @@ class ModelConfig:
 
     def validate(self) -> None:
         _positive(self, "model", ("layers", "hidden", "heads", "vocab"))
+        _nonnegative(self, "model", ("kv_heads", "head_dim", "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim",
+                                     "qk_rope_head_dim", "v_head_dim", "dense_intermediate", "n_routed_experts",
+                                     "n_shared_experts", "experts_per_token", "moe_intermediate", "first_k_dense",
+                                     "max_nodes_per_token", "mtp_depth", "sliding_window"))
+        if self.nsa is not None:
+            self.nsa.validate()
+        if not 1 <= self.topk_groups <= max(1, self.n_expert_groups):
+            raise ConfigError("model.topk_groups", f"{self.topk_groups} out of range",
+                              f"1..n_expert_groups={self.n_expert_groups}")
         _choice("model.attention", self.attention, ATTENTIONS)
         _choice("model.mlp", self.mlp, MLPS)
         if self.is_mla:
@@ -186,6 +202,7 @@ class GPUConfig:
 
     def validate(self) -> None:
         _positive(self, "cluster.gpu", ("sms", "hbm_gib", "hbm_gbps", "bf16_tflops"))
+        _nonnegative(self, "cluster.gpu", ("fp8_tflops", "fp16_tflops"))
 
 
 @dataclass(frozen=True)
@@ -210,6 +227,7 @@ class ClusterConfig:
     def validate(self) -> None:
         self.gpu.validate()
         _positive(self, "cluster", ("num_gpus", "gpus_per_node", "nvlink_gbps", "ib_gbps"))
+        _nonnegative(self, "cluster", ("nvlink_latency_us", "ib_latency_us"))
         if self.num_gpus > self.gpus_per_node and self.num_gpus % self.gpus_per_node:
             raise ConfigError(
                 "cluster.num_gpus",
@@ -303,12 +321,13 @@ class PlanConfig:
                                   "(Megatron-LM refuses it)", "off, auto; or recompute none, selective")
         if self.zero not in (0, 1, 2, 3):
             raise ConfigError("plan.zero", f"{self.zero} is not a ZeRO stage", "0, 1, 2, 3")
-        if self.dp < 0:
-            raise ConfigError("plan.dp", f"{self.dp} is negative", "0 (derived) or a positive integer")
         if self.comm_sms < 0:
             raise ConfigError("plan.comm_sms", f"{self.comm_sms} is negative", "0 or more SMs")
-        if self.zipf_s < 0:
-            raise ConfigError("plan.zipf_s", f"{self.zipf_s} is negative", ">= 0")
+        _nonnegative(self, "plan", ("zipf_s", "dp"))
+        if any(not (isinstance(w, (int, float)) and math.isfinite(w) and w >= 0) for w in self.expert_histogram) \
+                or (self.expert_histogram and not sum(self.expert_histogram) > 0):
+            raise ConfigError("plan.expert_histogram", "weights must be finite numbers >= 0, not all zero",
+                              "one load weight per routed expert")
         if self.redundant_experts < 0:
             raise ConfigError("plan.redundant_experts", f"{self.redundant_experts} is negative", ">= 0")
 
@@ -345,6 +364,12 @@ class PhaseConfig:
     def total_tokens(self) -> float:
         return self.tokens or self.steps * self.global_batch * self.seq_len
 
+    def validate(self) -> None:
+        f = f"training.phases[{self.name}]"
+        _positive(self, f, ("seq_len", "global_batch"))
+        _nonnegative(self, f, ("tokens", "steps", "published_gpu_hours", "gpu_hours"))
+        _check_ramp(f, self.batch_ramp_from, self.batch_ramp_tokens, self.global_batch, self.total_tokens)
+
 
 @dataclass(frozen=True)
 class TrainingConfig:
@@ -359,6 +384,9 @@ class TrainingConfig:
 
     def validate(self) -> None:
         _positive(self, "training", ("seq_len", "global_batch", "tokens"))
+        _check_ramp("training", self.batch_ramp_from, self.batch_ramp_tokens, self.global_batch, self.tokens)
+        for ph in self.phases:
+            ph.validate()
 
 
 @dataclass(frozen=True)
@@ -366,8 +394,7 @@ class CostConfig:
     usd_per_gpu_hour: float = 2.0  # DeepSeek-V3 Table 1 assumes $2 per H800 GPU-hour
 
     def validate(self) -> None:
-        if self.usd_per_gpu_hour < 0:
-            raise ConfigError("cost.usd_per_gpu_hour", f"{self.usd_per_gpu_hour} is negative", ">= 0")
+        _nonnegative(self, "cost", ("usd_per_gpu_hour",))
 
 
 @dataclass(frozen=True)
@@ -446,6 +473,9 @@ class Scenario:
             raise ConfigError("plan.schedule", "'none' with pp > 1", "1f1b, interleaved, zb1p, dualpipe, dualpipev")
         if p.schedule == "interleaved" and p.vpp < 2:
             raise ConfigError("plan.vpp", f"{p.vpp} with the interleaved schedule", "2 or more virtual stages")
+        if p.schedule != "interleaved" and p.vpp != 1:
+            raise ConfigError("plan.vpp", f"{p.vpp} with schedule {p.schedule!r}: only interleaved uses virtual stages",
+                              "1, or schedule interleaved")
         if t.global_batch % (dp * p.micro_batch):
             raise ConfigError(
                 "plan.micro_batch",
@@ -453,14 +483,17 @@ class Scenario:
                 "a micro-batch size that divides global_batch/dp = " + _fmt_div(t.global_batch, dp),
             )
         mbs = self.microbatches
+        # DualPipe's reference asserts an even rank count and an even number of at least 2*pp chunks;
+        # DualPipeV's only asks for at least 2*pp (schedules.validate_schedule_args mirrors both).
+        if p.schedule == "dualpipe" and p.pp % 2:
+            raise ConfigError("plan.pp", f"{p.pp} is odd; dualpipe needs an even pp", "an even number, or dualpipev")
         if p.schedule in ("dualpipe", "dualpipev"):
-            if p.pp % 2:
-                raise ConfigError("plan.pp", f"{p.pp} is odd; {p.schedule} needs an even pp", "an even number")
             need = 2 * p.pp
-            if mbs < need or mbs % 2:
+            if mbs < need or (mbs % 2 and p.schedule == "dualpipe"):
+                what = "an even number of" if p.schedule == "dualpipe" else ""
                 raise ConfigError(
                     "plan.micro_batch",
-                    f"{p.schedule} needs an even number of at least 2*pp={need} micro-batches, got {mbs}",
+                    f"{p.schedule} needs {what} at least 2*pp={need} micro-batches, got {mbs}".replace("  ", " "),
                     "a smaller micro_batch or a larger global_batch",
                 )
         if p.schedule == "interleaved" and mbs % p.pp:
@@ -485,11 +518,32 @@ def _fmt_div(a: int, b: int) -> str:
     return str(a // b) if b and a % b == 0 else f"{a}/{b} (not whole)"
 
 
+def _number(value: Any) -> bool:
+    """A finite int or float (bool is not a number here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _positive(obj: Any, prefix: str, names: tuple[str, ...]) -> None:
     for name in names:
         value = getattr(obj, name)
-        if not (isinstance(value, (int, float)) and value > 0):
-            raise ConfigError(f"{prefix}.{name}", f"must be a positive number, got {value!r}")
+        if not (_number(value) and value > 0):
+            raise ConfigError(f"{prefix}.{name}", f"must be a positive finite number, got {value!r}")
+
+
+def _nonnegative(obj: Any, prefix: str, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not (_number(value) and value >= 0):
+            raise ConfigError(f"{prefix}.{name}", f"must be a finite number >= 0, got {value!r}")
+
+
+def _check_ramp(prefix: str, ramp_from: int, ramp_tokens: float, batch: int, tokens: float) -> None:
+    """A batch-size ramp starts at a batch size >= 0 (0: none) and spans at most the tokens there are.
+    (``batch`` is unused: a ramp may start above the global batch, a user lowering the batch keeps it.)"""
+    if not (_number(ramp_from) and ramp_from >= 0):
+        raise ConfigError(f"{prefix}.batch_ramp_from", f"{ramp_from!r} out of range", "0 (no ramp) or a batch size")
+    if not (_number(ramp_tokens) and 0 <= ramp_tokens <= tokens):
+        raise ConfigError(f"{prefix}.batch_ramp_tokens", f"{ramp_tokens!r} out of range", f"0..tokens={tokens:g}")
 
 
 def _choice(fieldname: str, value: Any, allowed: tuple[str, ...]) -> None:

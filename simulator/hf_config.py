@@ -39,8 +39,15 @@ def model_from_hf_config(path: str | Path) -> dict:
         cfg = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise ConfigError("model", f"file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError("model", f"{path} is a directory", "a HuggingFace config.json file") from None
+    except UnicodeDecodeError:
+        raise ConfigError("model", f"{path} is not UTF-8 text", "a HuggingFace config.json file") from None
     except json.JSONDecodeError as e:
         raise ConfigError("model", f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError("model", f"{path} holds a JSON {type(cfg).__name__}, not an object",
+                          "a HuggingFace config.json file")
     archs = cfg.get("architectures") or []
     arch = archs[0] if archs else ""
     if arch not in SUPPORTED:
@@ -54,7 +61,7 @@ def model_from_hf_config(path: str | Path) -> dict:
         "heads": heads,
         "vocab": g("vocab_size"),
         "tied_embeddings": bool(g("tie_word_embeddings", False)),
-        "attention_dropout": float(g("attention_dropout", 0.0) or 0.0),
+        "attention_dropout": g("attention_dropout", 0.0) or 0.0,  # checked as a float when the model is built
         "mlp": "swiglu",
         "source": f"HuggingFace config {path} ({arch})",
     }

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from .config import PhaseConfig, Scenario
+from .config import PhaseConfig, PlanConfig, Scenario, build
 from .errors import ConfigError
 
 
@@ -29,8 +29,14 @@ def _valid_batch(sc: Scenario, batch: float) -> int:
 
 
 def with_phase(sc: Scenario, seq: int, batch: int, plan: tuple[tuple[str, Any], ...] = ()) -> Scenario:
-    training = dataclasses.replace(sc.training, seq_len=seq, global_batch=batch)
-    new_plan = dataclasses.replace(sc.plan, **dict(plan)) if plan else sc.plan
+    # One step of the phase: its own ramp is priced by the caller, so the step's scenario has none.
+    training = dataclasses.replace(sc.training, seq_len=seq, global_batch=batch, batch_ramp_from=0,
+                                   batch_ramp_tokens=0.0)
+    new_plan = sc.plan
+    if plan:  # checked and coerced like the scenario's own plan (a phase's YAML says `pp: 8` or `pp: "8"`)
+        merged = {f.name: getattr(sc.plan, f.name) for f in dataclasses.fields(sc.plan)}
+        merged.update(dict(plan))
+        new_plan = build(PlanConfig, merged, "training.phases.plan")
     return dataclasses.replace(sc, training=training, plan=new_plan).validate()
 
 

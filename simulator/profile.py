@@ -36,11 +36,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+from .atomic import write_atomic
 
 SCHEMA = "gpuhours.profile"
 SCHEMA_VERSION = 1
@@ -54,6 +55,7 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "sm_scaling": ("sms", "total_sms", "relative_throughput"),
     "collectives": ("op", "ranks", "gbps"),
 }
+TEXT_KEYS = ("dtype", "direction", "op", "library", "link")  # the other table keys are positive numbers
 
 
 class ProfileError(ValueError):
@@ -92,11 +94,21 @@ def validate_profile(data: Any, where: str = "profile") -> dict:
             for key in TABLE_KEYS[name]:
                 if key not in row:
                     raise ProfileError(f"{where}: tables.{name}[{i}] lacks field {key!r}")
-            for key in ("tflops", "gbps", "relative_throughput"):
-                if key in row and not (isinstance(row[key], (int, float)) and row[key] > 0):
+            for key in TABLE_KEYS[name]:
+                v = row[key]
+                if key in TEXT_KEYS or key == "causal":
+                    continue
+                if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0):
                     raise ProfileError(
-                        f"{where}: tables.{name}[{i}].{key} must be a positive number, got {row[key]!r}"
+                        f"{where}: tables.{name}[{i}].{key} must be a positive finite number, got {v!r}"
                     )
+            for key in TEXT_KEYS:
+                if key in row and not isinstance(row[key], str):
+                    raise ProfileError(f"{where}: tables.{name}[{i}].{key} must be text, got {row[key]!r}")
+            if name == "sm_scaling" and not (row["sms"] <= row["total_sms"] and row["relative_throughput"] <= 1):
+                raise ProfileError(f"{where}: tables.sm_scaling[{i}]: needs sms <= total_sms and "
+                                   f"relative_throughput <= 1, got {row['sms']}/{row['total_sms']}, "
+                                   f"{row['relative_throughput']}")
     return data
 
 
@@ -105,18 +117,11 @@ def save_profile(data: dict, path: str | os.PathLike) -> Path:
     validate_profile(data, where=str(path))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    def fill(f) -> None:
+        json.dump(data, f, indent=1, sort_keys=False)
+        f.write("\n")
+    write_atomic(path, fill, field="--out")
     return path
 
 

@@ -78,7 +78,15 @@ def register(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+MAX_TASKS = 2_000_000  # pp x micro-batches x chunks beyond which a drawing is no longer a drawing
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.width is not None and args.width < 20:
+        raise ValueError(f"--width: {args.width} columns is too narrow; allowed: 20 or more")
+    if args.pp * args.microbatches * max(1, args.vpp) > MAX_TASKS:
+        raise ValueError(f"--pp x --microbatches x --vpp: {args.pp * args.microbatches * max(1, args.vpp):,} chunks; "
+                         f"allowed: at most {MAX_TASKS:,}")
     times = TaskTimes(args.f, args.b, args.w, args.fb)
     tl = simulate(
         args.name, args.pp, args.microbatches, times, vpp=args.vpp, p2p=args.p2p,

@@ -58,6 +58,7 @@ communication:
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
@@ -104,16 +105,16 @@ class TaskTimes:
 
     def __post_init__(self) -> None:
         for name in ("f", "b", "w"):
-            if not getattr(self, name) >= 0:
+            if not 0 <= getattr(self, name) < math.inf:
                 raise ValueError(
-                    f"times.{name}: must be a number >= 0, got {getattr(self, name)!r}"
+                    f"times.{name}: must be a finite number >= 0, got {getattr(self, name)!r}"
                 )
         if self.w > self.b:
             raise ValueError(
                 f"times.w: must be <= times.b (W is part of B), got w={self.w} b={self.b}"
             )
-        if self.fb is not None and not self.fb >= 0:
-            raise ValueError(f"times.fb: must be a number >= 0, got {self.fb!r}")
+        if self.fb is not None and not 0 <= self.fb < math.inf:
+            raise ValueError(f"times.fb: must be a finite number >= 0, got {self.fb!r}")
 
     @property
     def f_and_b(self) -> float:
@@ -597,8 +598,8 @@ def simulate(
     B - W (split), W, F&B. Event-driven: a rank blocked on a missing input
     waits on that event, so the cost is linear in the number of tasks."""
     build_schedule(name, pp, microbatches, vpp, pairs)  # validates (cached)
-    if not p2p >= 0:
-        raise ValueError(f"p2p: must be a number >= 0, got {p2p!r}")
+    if not 0 <= p2p < math.inf:
+        raise ValueError(f"p2p: must be a finite number >= 0, got {p2p!r}")
     comp, counts, nev = _compile(name, pp, microbatches, vpp, pairs and name in PAIRABLE)
     dur = _durations(times)
     end = [-1.0] * (2 * nev)

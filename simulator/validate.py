@@ -82,12 +82,14 @@ HOPPER_PRESETS = {"h100", "h800", "h200"}
 
 def read_csv(path: str | Path) -> list[dict]:
     try:
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's byte-order mark
             reader = csv.DictReader(f)
             rows = list(reader)
             header = reader.fieldnames or []
     except FileNotFoundError:
         raise ConfigError("--csv", f"file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError("--csv", f"{path} is a directory", "a CSV file") from None
     except (csv.Error, UnicodeDecodeError) as e:
         raise ConfigError("--csv", f"{path} is not a readable CSV ({e})") from None
     missing = [c for c in REQUIRED if c not in header]
@@ -100,7 +102,25 @@ def _int(row: dict, key: str, default: int | None = None) -> int | None:
     v = (row.get(key) or "").strip()
     if not v:
         return default
-    return int(float(v))
+    try:
+        x = float(v)
+    except ValueError:
+        x = math.nan
+    if not (math.isfinite(x) and x == int(x)):
+        raise ConfigError(f"{row.get('run_id', '?')}.{key}", f"{v!r} is not a whole number", "an integer")
+    return int(x)
+
+
+def _measured(row: dict, key: str) -> float:
+    """A measured metric of a row: a finite positive number."""
+    v = row[key].strip()
+    try:
+        x = float(v)
+    except ValueError:
+        x = math.nan
+    if not (math.isfinite(x) and x > 0):
+        raise ConfigError(f"{row.get('run_id', '?')}.{key}", f"{v!r} is not a positive number", "a measured value > 0")
+    return x
 
 
 def default_vpp(layers: int, pp: int) -> int:
@@ -255,11 +275,11 @@ def validate_rows(rows: list[dict], engine: str = "analytic", profile=None) -> t
             continue
         tps = (row.get("tokens_per_s_per_gpu") or "").strip()
         if tps:
-            measured = float(tps)
+            measured = _measured(row, "tokens_per_s_per_gpu")
             predicted = pred.tokens_per_s_per_gpu
             metric = "tokens/s/GPU"
         elif (row.get("mfu_pct") or "").strip():
-            measured = float(row["mfu_pct"])
+            measured = _measured(row, "mfu_pct")
             predicted = 100 * mfu_under(row.get("mfu_definition", ""), sc, pred.tokens_per_s_per_gpu)
             metric = "MFU % (" + row.get("mfu_definition", "").split("(")[0].strip() + ")"
         else:

@@ -55,8 +55,15 @@ def test_atomic_write_keeps_old_file(tmp_path, monkeypatch):
 def test_invalid_rows_refused():
     with pytest.raises(ProfileError, match="lacks field 'k'"):
         validate_profile(_doc([{"dtype": "bf16", "m": 1, "n": 1, "tflops": 1}]))
-    with pytest.raises(ProfileError, match="positive number"):
-        validate_profile(_doc([{"dtype": "bf16", "m": 1, "n": 1, "k": 1, "tflops": -1}]))
+    for bad in ({"tflops": -1}, {"tflops": True}, {"tflops": float("nan")}, {"m": None}, {"k": "abc"}):
+        with pytest.raises(ProfileError, match="positive finite number"):
+            validate_profile(_doc([{"dtype": "bf16", "m": 1, "n": 1, "k": 1, "tflops": 1, **bad}]))
+    with pytest.raises(ProfileError, match="dtype must be text"):
+        validate_profile(_doc([{"dtype": 8, "m": 1, "n": 1, "k": 1, "tflops": 1}]))
+    doc = _doc([])
+    doc["tables"] = {"sm_scaling": [{"sms": 10, "total_sms": 132, "relative_throughput": 50}]}
+    with pytest.raises(ProfileError, match="relative_throughput <= 1"):
+        validate_profile(doc)
 
 
 def test_interpolation_monotone_time_and_clamp():
