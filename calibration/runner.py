@@ -23,6 +23,7 @@ import argparse
 import datetime as _dt
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 FAMILIES = ("gemm", "grouped_gemm", "attention", "memory_bound", "sm_scaling", "collectives")
@@ -102,6 +103,17 @@ def run(args: argparse.Namespace) -> int:
         families = _parse_families(args.families)
     except ValueError as e:
         print(f"gpuhours calibrate: {e}", file=sys.stderr)
+        return 2
+    from simulator.atomic import check_writable
+    from simulator.errors import ConfigError
+
+    try:  # refuse a bad --out before measuring anything (save_profile creates missing directories)
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        check_writable(args.out, "--out")
+    except (ConfigError, OSError) as e:
+        print(f"gpuhours calibrate: {e if isinstance(e, ConfigError) else f'--out: {e.strerror}: {e.filename}'}",
+              file=sys.stderr)
         return 2
 
     import torch

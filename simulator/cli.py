@@ -163,11 +163,18 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return subprocess.call(cmd)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (the bad-input rule), not a usage block."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     from .profile import list_profiles
     from .scenario import list_clusters, list_models, list_scenarios
 
-    parser = argparse.ArgumentParser(prog="gpuhours", description="Cost and performance of MoE training runs.")
+    parser = _Parser(prog="gpuhours", description="Cost and performance of MoE training runs.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("predict", help="predict step time, throughput, memory and GPU-hours")
@@ -210,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser(argv)
         args = parser.parse_args(argv)
         return int(args.func(args) or 0)
+    except UnicodeDecodeError as e:  # a ValueError, but its text names no file
+        print(f"gpuhours: error: an input file is not UTF-8 text ({e.reason} at byte {e.start})", file=sys.stderr)
+        return 2
     except (GpuhoursError, ProfileError, ValueError) as e:
         print(f"gpuhours: error: {e}", file=sys.stderr)
         return 2
@@ -219,6 +229,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except BrokenPipeError:
         return 0
+    except OSError as e:  # a path that is missing, a directory or not writable
+        print(f"gpuhours: error: {e.filename or 'path'}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    except ArithmeticError as e:  # the last net under input validation: say so in one line
+        print(f"gpuhours: error: an input value is out of range ({type(e).__name__}: {e})", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -23,11 +23,11 @@ import dataclasses
 import json
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .atomic import check_writable, write_atomic
 from .config import PlanConfig, Scenario, to_dict
 from .errors import ConfigError
 from .memory import GIB, state_bytes
@@ -336,25 +336,19 @@ def plan_label(p: dict) -> str:
 def write_rows(rows: list[dict], path: str) -> None:
     """Write ranked rows atomically: CSV, or Parquet when pyarrow is installed."""
     cols = ["rank", *PLAN_KEYS, *METRICS, "fits_in_memory"]
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".search-", suffix=os.path.splitext(path)[1])
-    try:
-        if path.endswith(".parquet"):
-            os.close(fd)
-            import pyarrow as pa
-            import pyarrow.parquet as pq
+    if path.endswith(".parquet"):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
 
-            pq.write_table(pa.Table.from_pylist([{c: r.get(c) for c in cols} for r in rows]), tmp)
-        else:
-            with os.fdopen(fd, "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
-                w.writeheader()
-                w.writerows(rows)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        table = pa.Table.from_pylist([{c: r.get(c) for c in cols} for r in rows])
+        write_atomic(path, lambda f: pq.write_table(table, f), binary=True, field="--out")
+        return
+
+    def fill(f) -> None:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    write_atomic(path, fill, field="--out")
 
 
 def _check_out(path: str | None) -> None:
@@ -368,9 +362,7 @@ def _check_out(path: str | None) -> None:
             import pyarrow.parquet  # noqa: F401
         except ModuleNotFoundError:
             raise ConfigError("--out", "writing .parquet needs pyarrow, which is not installed", "a .csv path, or pip install pyarrow") from None
-    d = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(d):
-        raise ConfigError("--out", f"directory {d} does not exist")
+    check_writable(path, "--out")
 
 
 class _Bar:

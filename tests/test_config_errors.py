@@ -39,6 +39,53 @@ def test_invalid_plans_name_the_field(overrides, field, allowed):
     assert allowed in msg and "\n" not in msg
 
 
+@pytest.mark.parametrize("scenario,override,field", [
+    ("deepseek-v3", "cluster.ib_latency_us=.inf", "cluster.ib_latency_us"),
+    ("deepseek-v3", "cluster.ib_latency_us=.nan", "cluster.ib_latency_us"),
+    ("deepseek-v3", "cluster.gpu.fp8_tflops=-100", "cluster.gpu.fp8_tflops"),
+    ("deepseek-v3", "cluster.gpu.bf16_tflops=.inf", "cluster.gpu.bf16_tflops"),
+    ("deepseek-v3", "cost.usd_per_gpu_hour=.nan", "cost.usd_per_gpu_hour"),
+    ("deepseek-v3", "training.tokens=.inf", "training.tokens"),
+    ("deepseek-v3", "training.batch_ramp_tokens=-1e12", "training.batch_ramp_tokens"),
+    ("deepseek-v3", "model.head_dim=-128", "model.head_dim"),
+    ("deepseek-v3", "model.max_nodes_per_token=-1", "model.max_nodes_per_token"),
+    ("deepseek-v3", "model.topk_groups=100", "model.topk_groups"),
+    ("deepseek-v3", "plan.zipf_s=.nan", "plan.zipf_s"),
+    ("deepseekmoe-16b-nsa", "model.nsa.compress_stride=0", "model.nsa.compress_stride"),
+    ("llama2-7b", "plan.vpp=4", "plan.vpp"),
+])
+def test_non_finite_negative_and_ignored_values_are_refused(scenario, override, field):
+    """Values that used to pass and give NaN, a faster step or a division by zero."""
+    with pytest.raises(ConfigError) as e:
+        load_scenario(scenario, (override,))
+    assert str(e.value).startswith(field) and "\n" not in str(e.value)
+
+
+def test_phase_plan_is_checked_like_the_plan(tmp_path, capsys):
+    p = tmp_path / "s.yaml"
+    p.write_text("model: deepseekmoe-2b\ncluster: {preset: h800, num_gpus: 8}\ntraining:\n  global_batch: 64\n  phases:\n"
+                 "    - {name: a, seq_len: 4096, global_batch: 64, tokens: 1.0e9, plan: {bogus: 1}}\n")
+    assert main(["predict", str(p)]) == 2
+    assert "training.phases.plan.bogus: unknown field" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["trace", "deepseekmoe-2b", "-o", "/nonexistent-dir/x.json"],
+    ["validate", "--csv", "/"],
+    ["predict", "deepseek-v3", "--profile", "/nonexistent.json"],
+    ["schedule", "1f1b", "--pp", "4.5", "--microbatches", "8"],
+    ["search", "deepseekmoe-2b", "--gpus", "8", "--out", "/"],
+])
+def test_paths_and_usage_errors_are_one_line(argv, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse exits by itself
+        code = e.code
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err and "\n" not in err and "Traceback" not in err
+
+
 def test_dualpipe_needs_even_pp():
     with pytest.raises(ConfigError) as e:
         load_scenario("deepseek-v3", ("plan.pp=8", "plan.ep=32", "plan.pp=7", "cluster.num_gpus=1792"))

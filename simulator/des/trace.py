@@ -27,9 +27,10 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import tempfile
 from collections import defaultdict
 from typing import Any, Iterable
+
+from ..atomic import write_atomic
 
 # Slack when comparing float microseconds (1 ps).
 _EPS_US = 1e-6
@@ -194,17 +195,7 @@ class TraceWriter:
         data = json.dumps(self.to_dict(), separators=(",", ":")).encode()
         if path.endswith(".gz"):
             data = gzip.compress(data, compresslevel=6)
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".trace-", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.chmod(tmp, 0o644)   # mkstemp creates 0600
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_atomic(path, lambda f: f.write(data), binary=True, field="-o")
 
     def extend(self, events: Iterable[dict[str, Any]]) -> None:
         """Append raw, already-formed trace events."""

@@ -67,8 +67,10 @@ def build_trace(pred):
 
 def run(args: argparse.Namespace) -> int:
     from simulator.api import load
+    from simulator.atomic import check_writable
     from simulator.des.engine import predict_des
 
+    check_writable(args.output, "-o")  # before the simulation, not after it
     sc = load(args.scenario, args.overrides)
     pred = predict_des(sc, profile=args.profile)
     tw = build_trace(pred)
