@@ -111,9 +111,11 @@ def run(args: argparse.Namespace) -> int:
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         check_writable(args.out, "--out")
-    except (ConfigError, OSError) as e:
-        print(f"gpuhours calibrate: {e if isinstance(e, ConfigError) else f'--out: {e.strerror}: {e.filename}'}",
-              file=sys.stderr)
+    except OSError as e:
+        print(f"gpuhours calibrate: --out: {e.strerror}: {e.filename}", file=sys.stderr)
+        return 2
+    except ConfigError as e:
+        print(f"gpuhours calibrate: {e}", file=sys.stderr)
         return 2
 
     import torch

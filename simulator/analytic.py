@@ -207,7 +207,7 @@ class Evaluator:
 
     def unit_times(self, sc: Scenario, kind: str, shape: Shape, layer: int = 0) -> PassTimes:
         p = sc.plan
-        comm_sms = p.comm_sms if (p.overlaps_ep and sc.model.is_moe and p.ep > 1) else 0
+        comm_sms = p.comm_sms if sc.ep_overlapped else 0
         key = (sc.model, kind, shape, layer, comm_sms, p.tp_comm_overlap, p.ep, sc.cluster)
         hit = self._units.get(key)
         if hit is not None:
@@ -266,7 +266,7 @@ def stage_units(sc: Scenario, ev: Evaluator, shape: Shape) -> list[list[str]]:
     """The layer units of each pipeline stage (memoized per evaluator: plans that differ
     only in fields the split ignores, e.g. ZeRO stage, share it)."""
     p = sc.plan
-    comm_sms = p.comm_sms if (p.overlaps_ep and sc.model.is_moe and p.ep > 1) else 0
+    comm_sms = p.comm_sms if sc.ep_overlapped else 0
     key = (sc.model, sc.cluster, p.schedule, p.pp, p.vpp, p.layer_split, shape, comm_sms, p.tp_comm_overlap, p.ep)
     hit = ev._splits.get(key)
     if hit is not None:
@@ -305,7 +305,6 @@ def plan_warnings(sc: Scenario) -> list[str]:
 
 
 @lru_cache(maxsize=256)
-@lru_cache(maxsize=256)
 def lone_chunks(schedule: str, pp: int, microbatches: int, vpp: int,
                 pairs: bool = False) -> tuple[tuple[int, int, int], ...]:
     """Per rank: (forward chunks run alone, backward chunks run alone, forward-backward pairs).
@@ -335,7 +334,7 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     stages = stage_units(sc, ev, shape)
     stage_t = [ev.stage_times(sc, tuple(s_units), shape) for s_units in stages]
 
-    overlap = p.overlaps_ep and m.is_moe and p.ep > 1
+    overlap = sc.ep_overlapped
     act_bytes = shape.tokens / (p.tp if shape.sp else 1) * m.hidden * BYTES["bf16"]
     cross_node_pp = p.tp * p.cp * dp > c.gpus_per_node or p.pp > 1 and c.num_gpus > c.gpus_per_node
     p2p = ev.comm.p2p(act_bytes, cross_node_pp) if p.pp > 1 else 0.0
@@ -514,7 +513,7 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bu
         n_chunks = len(held)
         per_chunk_act = act / n_chunks
         # Megatron's forward-backward pairs add one warm-up forward (one more micro-batch in flight).
-        pairs = int(p.overlaps_ep and sc.model.is_moe and p.ep > 1 and p.schedule in ("1f1b", "interleaved"))
+        pairs = int(sc.ep_overlapped and p.schedule in ("1f1b", "interleaved"))
         inflight = activation_microbatches(p.schedule, p.pp, p.vpp, M, pairs)
         if p.schedule == "interleaved":
             # Rank 0 holds PP*V + PP - 1 chunk activations at peak (Narayanan et al. 2021, sec 2.2.2).

@@ -324,7 +324,7 @@ class PlanConfig:
         if self.comm_sms < 0:
             raise ConfigError("plan.comm_sms", f"{self.comm_sms} is negative", "0 or more SMs")
         _nonnegative(self, "plan", ("zipf_s", "dp"))
-        if any(not (isinstance(w, (int, float)) and math.isfinite(w) and w >= 0) for w in self.expert_histogram) \
+        if any(not (_number(w) and w >= 0) for w in self.expert_histogram) \
                 or (self.expert_histogram and not sum(self.expert_histogram) > 0):
             raise ConfigError("plan.expert_histogram", "weights must be finite numbers >= 0, not all zero",
                               "one load weight per routed expert")
@@ -368,7 +368,7 @@ class PhaseConfig:
         f = f"training.phases[{self.name}]"
         _positive(self, f, ("seq_len", "global_batch"))
         _nonnegative(self, f, ("tokens", "steps", "published_gpu_hours", "gpu_hours"))
-        _check_ramp(f, self.batch_ramp_from, self.batch_ramp_tokens, self.global_batch, self.total_tokens)
+        _check_ramp(f, self.batch_ramp_from, self.batch_ramp_tokens, self.total_tokens)
 
 
 @dataclass(frozen=True)
@@ -384,7 +384,7 @@ class TrainingConfig:
 
     def validate(self) -> None:
         _positive(self, "training", ("seq_len", "global_batch", "tokens"))
-        _check_ramp("training", self.batch_ramp_from, self.batch_ramp_tokens, self.global_batch, self.tokens)
+        _check_ramp("training", self.batch_ramp_from, self.batch_ramp_tokens, self.tokens)
         for ph in self.phases:
             ph.validate()
 
@@ -421,6 +421,12 @@ class Scenario:
         if not self.model.is_moe:
             return self.dp
         return max(1, self.dp * self.plan.cp * self.plan.tp // self.plan.ep)
+
+    @property
+    def ep_overlapped(self) -> bool:
+        """Whether the MoE all-to-all hides behind another micro-batch's compute: the plan asks for
+        it (``plan.overlaps_ep``) and there is an all-to-all (an MoE model with EP > 1)."""
+        return self.plan.overlaps_ep and self.model.is_moe and self.plan.ep > 1
 
     @property
     def microbatches(self) -> int:
@@ -490,10 +496,10 @@ class Scenario:
         if p.schedule in ("dualpipe", "dualpipev"):
             need = 2 * p.pp
             if mbs < need or (mbs % 2 and p.schedule == "dualpipe"):
-                what = "an even number of" if p.schedule == "dualpipe" else ""
+                what = "an even number of at least" if p.schedule == "dualpipe" else "at least"
                 raise ConfigError(
                     "plan.micro_batch",
-                    f"{p.schedule} needs {what} at least 2*pp={need} micro-batches, got {mbs}".replace("  ", " "),
+                    f"{p.schedule} needs {what} 2*pp={need} micro-batches, got {mbs}",
                     "a smaller micro_batch or a larger global_batch",
                 )
         if p.schedule == "interleaved" and mbs % p.pp:
@@ -537,9 +543,9 @@ def _nonnegative(obj: Any, prefix: str, names: tuple[str, ...]) -> None:
             raise ConfigError(f"{prefix}.{name}", f"must be a finite number >= 0, got {value!r}")
 
 
-def _check_ramp(prefix: str, ramp_from: int, ramp_tokens: float, batch: int, tokens: float) -> None:
-    """A batch-size ramp starts at a batch size >= 0 (0: none) and spans at most the tokens there are.
-    (``batch`` is unused: a ramp may start above the global batch, a user lowering the batch keeps it.)"""
+def _check_ramp(prefix: str, ramp_from: int, ramp_tokens: float, tokens: float) -> None:
+    """A batch-size ramp starts at a batch size >= 0 (0: none; it may start above the global batch, so
+    a user who lowers the batch keeps the preset's ramp) and spans at most the tokens there are."""
     if not (_number(ramp_from) and ramp_from >= 0):
         raise ConfigError(f"{prefix}.batch_ramp_from", f"{ramp_from!r} out of range", "0 (no ramp) or a batch size")
     if not (_number(ramp_tokens) and 0 <= ramp_tokens <= tokens):

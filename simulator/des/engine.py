@@ -224,7 +224,7 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
     M, pp, vpp = sc.microbatches, p.pp, p.vpp
     name = p.schedule
     ns = num_stages(name, pp, vpp)
-    overlap = p.overlaps_ep and m.is_moe and p.ep > 1
+    overlap = sc.ep_overlapped
     # Overlap outside DualPipe is Megatron's batch-level pairing of the 1F1B steady state.
     sched = build_schedule(name, pp, M, vpp, pairs=overlap)
     chunks = 2 if name in ("dualpipe", "dualpipev") else vpp
