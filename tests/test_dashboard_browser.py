@@ -156,13 +156,20 @@ def test_every_page_in_chromium(server, tmp_path):
             page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=60_000)
             page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
             snap(page, "04_search")
-            # tick the first two ranked plans in the table (the row-selection column is at its left edge)
-            grid = page.locator('[data-testid="stDataFrame"]').first.bounding_box()
+            # tick the first two ranked plans in the table (the row-selection column is at its left edge).
+            # Each tick reruns the script and redraws the grid: wait for that rerun to show the new count
+            # before the next tick, or a slow machine loses the second click inside the redraw.
+            # The table may sit below the 1000-px window (fonts differ between machines): scroll it into view
+            # first, since a click outside the viewport reaches nothing.
+            table = page.locator('[data-testid="stDataFrame"]').first
             for row in (1, 2):
+                table.scroll_into_view_if_needed()
+                grid = table.bounding_box()
+                assert 0 <= grid["y"] + 35 * row + 17 < page.viewport_size["height"], grid
                 page.mouse.click(grid["x"] + 12, grid["y"] + 35 * row + 17)
-                page.wait_for_timeout(300)
+                page.get_by_role("button", name=f"Send {row} to Compare").wait_for(timeout=30_000)
+                _settled(page)
             send = page.get_by_role("button", name="Send 2 to Compare")
-            send.wait_for(timeout=30_000)
             send.click()
             page.get_by_text("2 plans added to Compare").first.wait_for(timeout=30_000)
 
