@@ -250,7 +250,7 @@ class PlanConfig:
     dp: int = 0  # 0 = whatever makes tp*pp*dp*cp equal the GPU count
     cp: int = 1
     ep: int = 1
-    etp: int = 1
+    etp: int = 1  # expert tensor parallelism: only 1 is modeled (experts whole, EP over the dp*tp ranks)
     vpp: int = 1
     schedule: str = "1f1b"
     micro_batch: int = 1
@@ -330,6 +330,10 @@ class PlanConfig:
                               "one load weight per routed expert")
         if self.redundant_experts < 0:
             raise ConfigError("plan.redundant_experts", f"{self.redundant_experts} is negative", ">= 0")
+        if self.etp != 1:
+            # Megatron's --expert-tensor-parallel-size splits each expert's GEMMs and adds collectives
+            # inside the expert block; the workload keeps experts whole (Megatron's etp=1).
+            raise ConfigError("plan.etp", f"{self.etp}: expert tensor parallelism is not modeled", "1")
 
     @property
     def overlaps_ep(self) -> bool:
@@ -458,8 +462,14 @@ class Scenario:
                 )
             if (dp * p.tp) % p.ep:
                 raise ConfigError("plan.ep", f"{p.ep} does not divide dp*tp={dp * p.tp}", f"a divisor of {dp * p.tp}")
+            most = m.n_routed_experts * (p.ep - 1)  # beyond this every rank holds every expert
+            if p.redundant_experts > most:
+                raise ConfigError("plan.redundant_experts", f"{p.redundant_experts} exceeds what ep={p.ep} can hold",
+                                  f"0 .. {most} (n_routed_experts x (ep - 1))")
         elif p.ep != 1:
             raise ConfigError("plan.ep", f"{p.ep} given for a dense model", "1")
+        elif p.redundant_experts:
+            raise ConfigError("plan.redundant_experts", f"{p.redundant_experts} given for a dense model", "0")
         # Unfused attention with a sliding window computes the whole s x s square and masks it afterwards
         # (Transformer Engine's UnfusedDotProductAttention builds the window into a full mask), as it does
         # for the causal mask: workload._unfused_core costs the square either way.
@@ -554,7 +564,8 @@ def _check_ramp(prefix: str, ramp_from: int, ramp_tokens: float, tokens: float) 
 
 def _choice(fieldname: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise ConfigError(fieldname, f"unknown value {value!r}", ", ".join(allowed))
+        note = " (YAML reads true/yes/on and false/no/off as on and off)" if value in ("on", "off") else ""
+        raise ConfigError(fieldname, f"unknown value {value!r}{note}", ", ".join(allowed))
 
 
 # --------------------------------------------------------------------------- building from plain data

@@ -117,6 +117,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, bool):  # keep the words: a text field then reports 'true', and a flag still reads it
+        value = raw.strip()
     return path, value
 
 

@@ -190,6 +190,7 @@ def row_to_raw(row: dict) -> tuple[dict, list[str]]:
     notes = g("notes")
     plan = {
         "tp": tp, "pp": pp, "cp": _int(row, "cp", 1), "ep": _int(row, "ep", 1),
+        "etp": _int(row, "etp", 1) if moe else 1,
         "dp": _int(row, "dp", 0), "vpp": vpp or 1, "schedule": schedule, "micro_batch": mb,
         "zero": _int(row, "zero", 1), "recompute": recompute, "precision": g("precision") or "bf16",
         "sp": sp,

@@ -96,6 +96,7 @@ class Shape:
     dispatcher: str = "deepep"
     tp_overlap: bool = False  # TE userbuffers TP overlap (needs sequence parallelism)
     loss_kernel: str = "fused"
+    redundant: int = 0  # EPLB-style replicas over the EP group (their weights live on the GPUs too)
 
     @staticmethod
     def of(plan: PlanConfig, seq: int, imbalance: float = 1.0) -> "Shape":
@@ -115,6 +116,7 @@ class Shape:
             dispatcher=plan.dispatcher,
             tp_overlap=plan.tp_comm_overlap and plan.sp and plan.tp > 1,
             loss_kernel=plan.loss_kernel,
+            redundant=plan.redundant_experts,
         )
 
 
@@ -631,7 +633,8 @@ def _moe_ffn(bld: _Builder, gpus_per_node: int) -> tuple[float, float]:
             bld.B.append(replace(bld.F[-1], name="moe.combine.recompute", phase="B", recompute=True))
     _residual(bld, "moe.residual", "combine", Tl)
     shared = m.n_shared_experts * expert_params(m) / tp
-    routed = local_experts * expert_params(m)
+    # des.routing gives each GPU ceil(R / ep) replica slots: weights, gradients and optimizer state alike.
+    routed = (local_experts + -(-s.redundant // ep)) * expert_params(m)
     return shared + E * h + h + routed, routed
 
 

@@ -24,6 +24,8 @@ from simulator.scenario import load_scenario
         (["plan.pp=two"], "plan.pp", "integer"),
         (["plan.zero=4"], "plan.zero", "0, 1, 2, 3"),
         (["plan.comm_sms=132"], "plan.comm_sms", "0..131"),
+        (["plan.etp=2"], "plan.etp", "allowed: 1"),
+        (["plan.redundant_experts=16129"], "plan.redundant_experts", "0 .. 16128"),
         # Megatron-LM's forward-backward pairs need a steady state that can pair (TransformerConfig).
         (["plan.schedule=zb1p", "plan.ep_overlap=on"], "plan.ep_overlap", "interleaved"),
         (["plan.schedule=1f1b", "plan.ep_overlap=on"], "plan.ep_overlap", "schedule interleaved"),
@@ -75,6 +77,8 @@ def test_phase_plan_is_checked_like_the_plan(tmp_path, capsys):
     ["predict", "deepseek-v3", "--profile", "/nonexistent.json"],
     ["schedule", "1f1b", "--pp", "4.5", "--microbatches", "8"],
     ["search", "deepseekmoe-2b", "--gpus", "8", "--out", "/"],
+    ["search", "deepseekmoe-2b", "--gpus", "8", "--scheduler", "bogus"],
+    ["calibrate", "--device", "cpu", "--seed", str(2**64), "--out", "/tmp/never-written.json"],
 ])
 def test_paths_and_usage_errors_are_one_line(argv, capsys):
     try:
@@ -84,6 +88,8 @@ def test_paths_and_usage_errors_are_one_line(argv, capsys):
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert err and "\n" not in err and "Traceback" not in err
+    flag = next((a for a in argv if a in ("--scheduler", "--seed")), None)
+    assert flag is None or flag in err, err
 
 
 def test_dualpipe_needs_even_pp():
@@ -131,3 +137,16 @@ def test_no_traceback_in_subprocess():
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0
     assert r.stdout == ""
+
+
+def test_yaml_booleans_in_text_fields_are_reported_as_written(tmp_path):
+    """YAML 1.1 reads true/on as one boolean: a --set keeps the user's word, a file says what happened."""
+    with pytest.raises(ConfigError) as e:
+        load_scenario("deepseek-v3", ("plan.recompute=true",))
+    assert "unknown value 'true'" in str(e.value)
+    assert load_scenario("deepseek-v3", ("plan.ep_overlap=on", "plan.sp=yes")).plan.sp is True
+    p = tmp_path / "s.yaml"
+    p.write_text("model: deepseek-v3\ncluster: h800\nplan: {recompute: yes}\n")
+    with pytest.raises(ConfigError) as e:
+        load_scenario(str(p))
+    assert "unknown value 'on' (YAML reads true/yes/on" in str(e.value)

@@ -595,3 +595,19 @@ def test_dp_groups_have_the_sizes_and_strides_of_megatrons_rank_grid(monkeypatch
     dp_collectives(sc, Evaluator(sc, None), 1e9, 1e9)
     assert ("reduce_scatter", 32, 2) in calls and ("reduce_scatter", 8, 8) in calls
     assert ("all_gather", 32, 2) in calls and ("all_gather", 8, 8) in calls
+
+
+def test_redundant_experts_hold_weights_on_every_rank():
+    """EPLB replicas are experts too: each GPU gets ceil(R / ep) slots of weights, gradients and moments."""
+    from simulator.workload import expert_params
+
+    sc = load_scenario("deepseek-v3")
+    shape = Shape.of(sc.plan, sc.training.seq_len)
+    one = dataclasses.replace(shape, redundant=1)
+    full = dataclasses.replace(shape, redundant=sc.plan.ep)
+    base = layer_ops(sc.model, "moe", shape).params_expert
+    assert layer_ops(sc.model, "moe", one).params_expert == base + expert_params(sc.model)
+    assert layer_ops(sc.model, "moe", full).params_expert == base + expert_params(sc.model)
+    plain = predict_analytic(sc)
+    eplb = predict_analytic(load_scenario("deepseek-v3", ("plan.redundant_experts=64",)))
+    assert eplb.peak_memory_gib > plain.peak_memory_gib + 1.0  # 4 MoE layers x 1 expert x 44M params x 14 B
