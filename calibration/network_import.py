@@ -35,6 +35,7 @@ import copy
 import csv
 import io
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -166,9 +167,12 @@ def _get(row: Mapping[str, Any], key: str):
 
 def _num(value, what: str) -> float:
     try:
-        return float(value)
+        x = float(value)
     except (TypeError, ValueError):
         raise NetworkImportError(f"deepep: {what} is not a number: {value!r}") from None
+    if not math.isfinite(x):
+        raise NetworkImportError(f"deepep: {what} is not a finite number: {value!r}")
+    return x
 
 
 def _deepep_records(text: str, fmt: str | None) -> tuple[list[Mapping], str | None]:
@@ -199,6 +203,8 @@ def parse_deepep(text: str, *, fmt: str | None = None, ranks: int | None = None,
         n_ranks = int(_num(ep, f"row {i} ep")) if ep is not None else ranks
         if not n_ranks:
             raise NetworkImportError(f"deepep: row {i} has no EP size (column 'ep'); pass --ranks N")
+        if n_ranks < 1:
+            raise NetworkImportError(f"deepep: row {i} ep is {n_ranks}; allowed: 1 or more")
         row_link = link or _get(rec, "link")
         for op, key in (("all_to_all_dispatch", "dispatch"), ("all_to_all_combine", "combine")):
             bw = _get(rec, key)
@@ -272,12 +278,23 @@ def add_import_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--deepep", action="append", default=[], metavar="FILE", help="DeepEP-style CSV/JSON table (repeatable)")
     p.add_argument("--profile", required=True, metavar="IN", help="profile to merge into (name or path)")
     p.add_argument("--out", required=True, metavar="OUT", help="where to write the merged profile")
-    p.add_argument("--ranks", type=int, default=None,
+    p.add_argument("--ranks", type=_positive_int, default=None,
                    help="number of ranks (nccl-tests: overrides the Rank lines; DeepEP: for tables without 'ep')")
-    p.add_argument("--op", default=None, help="collective for nccl-tests output that does not name it")
+    p.add_argument("--op", default=None, choices=sorted(set(NCCL_OPS.values())),
+                   help="collective for nccl-tests output that does not name it")
     p.add_argument("--link", default=None, help="link label for the rows (default: detected, e.g. intranode)")
     p.add_argument("--source", default=None, help="source label stored in each row")
     p.add_argument("--in-place", action="store_true", help="nccl-tests: take the in-place columns")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of ranks, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} ranks; allowed: 1 or more")
+    return value
 
 
 def run_import(args: argparse.Namespace) -> int:

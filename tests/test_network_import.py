@@ -109,6 +109,25 @@ def test_cli_import_network(tmp_path, capsys):
     assert "merged" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("text,match", [
+    ("ep,dispatch_GBps,combine_GBps\n8,inf,40\n", "row 0 dispatch is not a finite number"),
+    ("ep,dispatch_GBps,combine_GBps\n8,40,nan\n", "row 0 combine is not a finite number"),
+    ("ep,dispatch_GBps,combine_GBps\n8,40,40\n-4,30,30\n", "row 1 ep is -4; allowed: 1 or more"),
+])
+def test_deepep_rows_must_be_finite_and_positive(text, match):
+    with pytest.raises(ni.NetworkImportError, match=match):
+        ni.parse_deepep(text)
+
+
+@pytest.mark.parametrize("extra,flag", [(["--ranks", "0"], "--ranks"), (["--op", "allreduce"], "--op")])
+def test_cli_refuses_bad_ranks_and_unknown_op(tmp_path, capsys, extra, flag):
+    with pytest.raises(SystemExit) as e:
+        ni.main(["--nccl", str(ALL_REDUCE), "--profile", str(_profile(tmp_path)), "--out", str(tmp_path / "o.json"),
+                 *extra])
+    assert e.value.code == 2 and flag in capsys.readouterr().err
+    assert not (tmp_path / "o.json").exists()
+
+
 def test_cli_refuses_bad_profile_and_missing_inputs(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"schema": SCHEMA, "schema_version": 7, "device": {"name": "x"}}))
