@@ -161,7 +161,8 @@ def search_plans(sc: Scenario, objective: str = "gpu_hours", top: int = 10, spac
     ``space`` narrows the enumerated dimensions (see :func:`search_space`); ``des_top`` re-simulates
     the best ``des_top`` plans with the discrete-event engine; ``progress(fraction, text)`` is called
     as chunks of plans finish. Returns ``{"plans": [...], "all": [...], "evaluated", "valid",
-    "enumerated", "pruned", "seconds", "objective"}``; each plan carries its ``overrides`` relative
+    "enumerated", "pruned", "failed", "errors", "seconds", "objective"}`` (``failed``: plans the
+    analytic engine refused, ``errors`` their first distinct messages); each plan carries its ``overrides`` relative
     to ``sc`` (``load(name, overrides_of_sc + overrides)`` reproduces it), every metric of the
     ranking and ``des`` (None, a few DES metrics, or ``{"error": ...}``). ``all`` holds every plan
     that fits, compactly, for plotting.
@@ -206,7 +207,7 @@ def search_plans(sc: Scenario, objective: str = "gpu_hours", top: int = 10, spac
     compact = [{**{k: r[k] for k in PLAN_KEYS}, **{k: r[k] for k in METRICS}} for r in res.rows]
     return {"plans": plans, "all": compact, "evaluated": res.evaluated, "valid": res.valid,
             "enumerated": res.enumerated, "pruned": res.pruned, "objective": res.objective,
-            "seconds": time.perf_counter() - t0}
+            "failed": res.failed, "errors": list(res.errors), "seconds": time.perf_counter() - t0}
 
 
 def sensitivity(sc: Scenario, profile: Profile | str | None = None) -> dict:

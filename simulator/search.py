@@ -69,6 +69,8 @@ class SearchResult:
     objective: str
     des_available: bool
     rows: list[dict] = field(default_factory=list)  # every valid plan, ranked (compact)
+    failed: int = 0  # timed candidates the analytic engine refused (each row keeps its "error")
+    errors: tuple[str, ...] = ()  # their distinct messages, the first few
 
     @property
     def plans_per_second(self) -> float:
@@ -80,6 +82,7 @@ class SearchResult:
             "enumerated": self.enumerated, "pruned": self.pruned, "objective": self.objective,
             "seconds": self.seconds, "plans_per_second": self.plans_per_second,
             "des": "simulator.des.engine" if self.des_available else None,
+            "failed": self.failed, "errors": list(self.errors),
         }
 
 
@@ -188,7 +191,7 @@ def _evaluate_chunk(sc: Scenario, plans: list[PlanConfig], profile: Any = None) 
         cand = dataclasses.replace(sc, plan=plan)
         try:
             pred = predict_analytic(cand, evaluator=ev)
-        except (ConfigError, ValueError, ZeroDivisionError) as e:  # pragma: no cover - defensive
+        except (ConfigError, ValueError, ZeroDivisionError) as e:  # counted and shown, never dropped unseen
             rows.append({**_plan_row(cand), "error": str(e)})
             continue
         st = pred.step_time_s
@@ -232,7 +235,7 @@ def _run_dask(sc, chunks, profile, address, tick) -> list[dict]:
         raise ConfigError("--scheduler", "the 'distributed' package is not installed", "pip install -e '.[cluster]'") from None
     try:
         client = Client(address, timeout=10)
-    except (OSError, TimeoutError) as e:
+    except (OSError, TimeoutError, ValueError) as e:  # ValueError: not an address (no port, unknown protocol)
         raise ConfigError("--scheduler", f"cannot reach Dask scheduler {address!r} ({e})", "tcp://host:port of a running scheduler") from None
     rows: list[dict] = []
     try:
@@ -291,10 +294,12 @@ def search(sc: Scenario, gpus: int, objective: str = "gpu_hours", top: int = 10,
     ok.sort(key=lambda r: (r[key], r["step_time_s"], tuple(str(r[k]) for k in PLAN_KEYS)))
     for i, r in enumerate(ok):
         r["rank"] = i + 1
+    bad = [r["error"] for r in rows if "error" in r]
     has_des = des_available()
     best = [_full(base, r, profile, has_des and des) for r in ok[:top]]
     seconds = time.perf_counter() - t0
-    return SearchResult(best, len(rows), len(ok), enumerated, pruned, seconds, objective, has_des, ok)
+    return SearchResult(best, len(rows), len(ok), enumerated, pruned, seconds, objective, has_des, ok,
+                        failed=len(bad), errors=tuple(dict.fromkeys(bad))[:5])
 
 
 def plan_of(sc: Scenario, row: dict) -> Scenario:
@@ -420,6 +425,8 @@ def run(args: argparse.Namespace) -> int:
           f"{res.valid} fit in memory; {res.seconds:.1f} s, {res.plans_per_second:,.0f} plans/s")
     if not res.des_available:
         print("  DES: simulator.des.engine not available; analytic numbers only")
+    if res.failed:
+        print(f"  {res.failed} plans could not be timed, e.g.: {res.errors[0]}")
     print(f"  {'#':>3} {'plan':<62} {'GPU-h/1T':>10} {'step s':>8} {'MFU':>6} {'mem GiB':>8} {'DES GPU-h/1T':>12}")
     for r in res.plans:
         des = r["des"]

@@ -148,3 +148,24 @@ def test_v3_lifecycle_phases(capsys):
     assert 0.5 < by["pre-training"]["gpu_hours"] / 2664000 < 2
     run = run_cost(load("deepseek-v3-lifecycle"))
     assert run["total_gpu_hours"] == pytest.approx(doc["total_gpu_hours"])
+
+
+def test_plans_the_engine_refuses_are_counted_and_shown(sc, monkeypatch, capsys):
+    """A plan the analytic engine cannot time is reported (count and message), not dropped unseen."""
+    import simulator.analytic as analytic
+
+    real = analytic.predict_analytic
+
+    def refuse_pp2(cand, **kw):
+        if cand.plan.pp == 2:
+            raise ConfigError("profile.gemm", "no rows for this shape")
+        return real(cand, **kw)
+
+    monkeypatch.setattr(analytic, "predict_analytic", refuse_pp2)
+    res = search(sc, GPUS, top=1, space=SPACE, workers=1, des=False)
+    assert res.failed > 0 and res.errors == ("profile.gemm: no rows for this shape",)
+    assert res.valid + res.failed <= res.evaluated and all(r["plan"]["pp"] == 1 for r in res.plans)
+    assert res.to_json()["failed"] == res.failed
+    assert main(["search", "deepseekmoe-2b", "--gpus", str(GPUS), "--workers", "1", "--no-progress",
+                 "--top", "1"]) == 0
+    assert "plans could not be timed, e.g.: profile.gemm: no rows" in capsys.readouterr().out

@@ -103,6 +103,9 @@ if not saved:
 if saved["key"] != key:
     st.warning("The sidebar or the search settings changed since these results: press **Search plans** to update.")
 res = saved["res"]
+if res.get("failed"):
+    st.warning(f"{res['failed']:,} plans could not be timed and are left out of the ranking, e.g.: "
+               + res["errors"][0])
 if not res["plans"]:
     st.error(f"No plan fits in {hbm:.0f} GiB of HBM among the {res['evaluated']:,} timed: widen the search space "
              "(more PP, recompute, ZeRO stages) or add GPUs.")
