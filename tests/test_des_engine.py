@@ -146,3 +146,28 @@ def test_des_zero1_gathers_and_buckets_agree_with_the_closed_form(ib_gbps):
     a = predict_analytic(sc)
     assert d.step_time_s == pytest.approx(a.step_time_s, rel=0.05)
     assert d.dp_exposed_s == pytest.approx(a.dp_exposed_s, rel=0.25, abs=0.02)
+
+
+def test_megatron_pairs_send_before_the_last_attention_weight_gradients(monkeypatch):
+    """Megatron's combined 1F1B issues a pair's two P2P sends before the weight gradients of the
+    attention block its backward reaches last (``schedule_chunk_1f1b``), so those overlap the sends."""
+    from simulator.analytic import Evaluator, resolve_profile, stage_units
+    from simulator.des import engine
+    from simulator.workload import Shape
+
+    sc = load_scenario("deepseekmoe-16b", ["plan.schedule=interleaved", "plan.vpp=2", "plan.ep=8",
+                                           "plan.ep_overlap=on", "plan.tp=1", "plan.sp=false"])
+    ev = Evaluator(sc, resolve_profile(sc, None))
+    stages = stage_units(sc, ev, Shape.of(sc.plan, sc.training.seq_len))
+    leads = {engine._Times(sc, ev, stages, None).attn_dw(s) for s in range(len(stages))}
+    assert stages[-1] == ["head"] and 0.0 in leads  # a stage without layers has no attention to defer
+    leads.discard(0.0)
+    assert leads
+    pred = predict_des(sc)
+    ends = [e["end_s"] for e in pred.extra["timeline"] if e["kind"] == "FB" and e["stream"] == "compute"]
+    asked = sorted(f["request_s"] for f in pred.extra["p2p_flows"])
+    early = [t for t in ends if any(abs(q - (t - x)) < 2e-9 for q in asked for x in leads)]
+    assert len(early) > 0.5 * len(ends)
+    monkeypatch.setattr(engine._Times, "attn_dw", lambda self, s: 0.0)
+    late = predict_des(sc, record_timeline=False)
+    assert late.step_time_s >= pred.step_time_s

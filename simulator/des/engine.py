@@ -27,7 +27,10 @@ split from :func:`stage_units`), summed over the units of the task's stage:
   ``Fr + Br + Wr`` (SMs taken by communication) on the compute stream while
   ``aF + aB`` run on the comm stream; the pair ends when both are done, then
   the exposed TP/CP ``xF + xB`` follow. Without EP overlap the pair is run
-  sequentially.
+  sequentially. Under Megatron's pairs (1F1B / interleaved with ``ep_overlap``)
+  the two P2P sends leave before the pair's last attention weight gradients
+  (``_Times.attn_dw``), as ``schedule_chunk_1f1b`` orders them; DualPipe's
+  reference sends after the whole pair.
 
 Dependencies are those of :func:`simulator.schedules.simulate`: F of stage s
 waits for F of stage s-1 of the same micro-batch plus its P2P send, B of stage
@@ -77,7 +80,7 @@ from simulator.des.links import Network
 from simulator.layout import rank_stages
 from simulator.memory import GIB, MemoryBreakdown
 from simulator.profile import Profile
-from simulator.schedules import build_schedule, num_stages, stage_of
+from simulator.schedules import PAIRABLE, build_schedule, num_stages, stage_of
 from simulator.workload import BYTES, DISPATCH_TRANSPORT, Shape, layer_ops
 
 TIMELINE_CAP = 50_000
@@ -154,6 +157,23 @@ class _Times:
         self.cache[key] = tot
         return tot
 
+    def attn_dw(self, s: int) -> float:
+        """Seconds of the attention block's weight gradients in the stage's first layer, with the
+        SMs communication holds: the work Megatron's combined 1F1B leaves after a pair's P2P sends
+        (``schedule_chunk_1f1b``: backward goes through the layers last to first, and "the last
+        wgrad of attention" runs after ``post_forward`` / ``post_backward``, overlapping them).
+        The attention block includes the router, as Megatron's ``attn`` node does."""
+        if self.override is not None:
+            return 0.0
+        sc = self.sc
+        kind = next((k for k in self.stages[s] if k in ("dense", "moe")), None)
+        if kind is None:
+            return 0.0
+        lo = layer_ops(sc.model, kind, Shape.of(sc.plan, sc.training.seq_len), sc.cluster.gpus_per_node)
+        timer = self.ev.timer
+        sms = timer.gpu.sms - sc.plan.comm_sms if sc.ep_overlapped and sc.plan.comm_sms else None
+        return sum(timer.time(op, sms) for op in lo.W if op.block == "attn" and op.kind != "comm")
+
 
 def _imbalance_table(sc: Scenario, stages: list[list[str]], M: int, warnings: list[str]) -> list[list[float]] | None:
     """Per stage, per micro-batch max/mean expert load (rounded to 0.05), or None when balanced."""
@@ -227,6 +247,7 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
     overlap = sc.ep_overlapped
     # Overlap outside DualPipe is Megatron's batch-level pairing of the 1F1B steady state.
     sched = build_schedule(name, pp, M, vpp, pairs=overlap)
+    megatron_pairs = overlap and name in PAIRABLE
     chunks = 2 if name in ("dualpipe", "dualpipev") else vpp
     stage_map = [[stage_of(name, pp, vpp, r, ch) for ch in range(chunks)] for r in range(pp)]
     rank_of = [0] * ns
@@ -334,6 +355,21 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
                           name=f"p2p {'F' if lst is f_in else 'B'}{mb} s{s_to} r{src_rank}>r{rank_of[s_to]}",
                           meta=(src_rank, rank_of[s_to], env.now))
         fl.callbacks.append(lambda _e, e=e: e.succeed())
+
+    def send_outputs(s: int, mb: int, s2: int, mb2: int, r: int):
+        """A pair's two P2P sends: the forward output downstream, the input gradient upstream."""
+        if s < ns - 1:
+            deliver(f_in, s + 1, mb, r)
+        if s2 > 0:
+            deliver(b_in, s2 - 1, mb2, r)
+
+    def send_pair(gate: list, exposed_ns: int, s: int, mb: int, s2: int, mb2: int, r: int):
+        yield env.all_of(gate)
+        if exposed_ns:
+            yield env.timeout(exposed_ns)
+        send_outputs(s, mb, s2, mb2, r)
+
+    tail_ns = [to_ns(tt.attn_dw(s)) if megatron_pairs else 0 for s in range(ns)]
 
     # Per-rank records.
     comp_iv: list[list[tuple[int, int]]] = [[] for _ in range(pp)]
@@ -522,6 +558,7 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
                 act += act_stage[s]
                 samples.append((t0, act))
                 label = f"{mb}&{mb2}"
+                sent = False
                 if overlap:
                     ccomp = df[3] + db[4] + db[5]
                     a2a = df[6] + db[7]
@@ -532,6 +569,14 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
                         fl = net.transfer(df[10] + db[11], (nic,), name=f"a2a FB{label}")
                         fl.callbacks.append(lambda _e, fe=fe: fe.append(env.now))
                     to_c = env.timeout(a2a) if a2a else None
+                    lead = min(tail_ns[s2], ccomp) if (comm and megatron_pairs) else 0
+                    if lead:
+                        # Megatron sends both outputs before the stage's last attention weight
+                        # gradients: once the rest of the compute, the all-to-all and the exposed
+                        # TP/CP work are done (the latter counted before the sends: conservative).
+                        gate = [e for e in (env.timeout(ccomp - lead), to_c, fl) if e is not None]
+                        env.process(send_pair(gate, df[8] + db[9], s, mb, s2, mb2, r))
+                        sent = True
                     yield env.timeout(ccomp)
                     t1 = env.now
                     if to_c is not None and not to_c.processed:
@@ -569,10 +614,8 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
                 samples.append((t2, act))
                 kd["FB"][0] += t2 - t0
                 kd["FB"][1] += 1
-                if s < ns - 1:
-                    deliver(f_in, s + 1, mb, r)
-                if s2 > 0:
-                    deliver(b_in, s2 - 1, mb2, r)
+                if not sent:
+                    send_outputs(s, mb, s2, mb2, r)
             # ---- data-parallel gradient reduce-scatter of a chunk after its last backward
             ch = rs_at.get(i)
             if ch is not None and not p.grad_reduce_overlap:
