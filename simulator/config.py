@@ -16,7 +16,7 @@ import dataclasses
 import math
 import typing
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Literal
 
 from .bubble import SCHEDULES
 from .errors import ConfigError
@@ -262,7 +262,7 @@ class PlanConfig:
     comm_sms: int = 20  # SMs given to all-to-all kernels (DeepSeek-V3: 20 of 132)
     # auto: overlapped under dualpipe(v), exposed otherwise; on: also Megatron-LM's forward-backward
     # pairs of an interleaved (or unpipelined 1F1B) steady state; off.
-    ep_overlap: str = "auto"
+    ep_overlap: Literal["auto", "on", "off"] = "auto"  # a switch: YAML's true/yes/on read as on
     # MoE token dispatcher. deepep: DeepEP-style kernels (V3 sec 3.2.2): a token crosses IB once per
     # distinct remote node and NVLink once per distinct GPU, FP8 on the wire under FP8 training.
     # alltoall: Megatron-Core's MoEAlltoAllTokenDispatcher: one row per (token, expert) pair
@@ -291,6 +291,9 @@ class PlanConfig:
     routing: str = "balanced"
     zipf_s: float = 1.0
     expert_histogram: tuple[float, ...] = ()
+    # EPLB-style replicas of the hottest experts (DES routing spreads their tokens). Each GPU holds
+    # ceil(R / ep) replica slots: their weights, gradients and moments count in memory and their
+    # gradients in the expert data-parallel traffic; the sync of a replica with its original is not modeled.
     redundant_experts: int = 0
     seed: int = 0
 
@@ -564,7 +567,7 @@ def _check_ramp(prefix: str, ramp_from: int, ramp_tokens: float, tokens: float) 
 
 def _choice(fieldname: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        note = " (YAML reads true/yes/on and false/no/off as on and off)" if value in ("on", "off") else ""
+        note = " (a YAML file reads true/yes/on as on, false/no/off as off)" if value in ("on", "off") else ""
         raise ConfigError(fieldname, f"unknown value {value!r}{note}", ", ".join(allowed))
 
 
@@ -619,6 +622,13 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         if isinstance(value, dict):
             return tuple(sorted(value.items()))
         raise ConfigError(where, f"expected a list, got {value!r}")
+    if origin is Literal:  # a named switch: YAML 1.1 booleans and their words mean on / off
+        words = {"true": "on", "yes": "on", "on": "on", "false": "off", "no": "off", "off": "off"}
+        if isinstance(value, bool) and "on" in args:
+            return "on" if value else "off"
+        if isinstance(value, str) and words.get(value.lower()) in args:
+            return words[value.lower()]
+        return value if isinstance(value, str) else str(value)
     if tp is bool:
         if isinstance(value, bool):
             return value

@@ -145,8 +145,13 @@ def test_yaml_booleans_in_text_fields_are_reported_as_written(tmp_path):
         load_scenario("deepseek-v3", ("plan.recompute=true",))
     assert "unknown value 'true'" in str(e.value)
     assert load_scenario("deepseek-v3", ("plan.ep_overlap=on", "plan.sp=yes")).plan.sp is True
+    for word, switch in (("true", "on"), ("YES", "on"), ("Off", "off"), ("no", "off"), ("auto", "auto")):
+        assert load_scenario("deepseek-v3", (f"plan.ep_overlap={word}",)).plan.ep_overlap == switch
     p = tmp_path / "s.yaml"
     p.write_text("model: deepseek-v3\ncluster: h800\nplan: {recompute: yes}\n")
     with pytest.raises(ConfigError) as e:
         load_scenario(str(p))
-    assert "unknown value 'on' (YAML reads true/yes/on" in str(e.value)
+    assert "unknown value 'on' (a YAML file reads true/yes/on as on" in str(e.value)
+    from simulator.config import PlanConfig, build
+
+    assert build(PlanConfig, {"ep_overlap": True}, "plan").ep_overlap == "on"  # what `ep_overlap: yes` loads as
