@@ -200,11 +200,12 @@ def parse_deepep(text: str, *, fmt: str | None = None, ranks: int | None = None,
     rows = []
     for i, rec in enumerate(records):
         ep = _get(rec, "ranks")
-        n_ranks = int(_num(ep, f"row {i} ep")) if ep is not None else ranks
-        if not n_ranks:
+        if ep is None and not ranks:
             raise NetworkImportError(f"deepep: row {i} has no EP size (column 'ep'); pass --ranks N")
-        if n_ranks < 1:
-            raise NetworkImportError(f"deepep: row {i} ep is {n_ranks}; allowed: 1 or more")
+        n_ranks = _num(ep, f"row {i} ep") if ep is not None else ranks
+        if n_ranks < 1 or n_ranks != int(n_ranks):
+            raise NetworkImportError(f"deepep: row {i} ep is {ep!r}; allowed: a whole number, 1 or more")
+        n_ranks = int(n_ranks)
         row_link = link or _get(rec, "link")
         for op, key in (("all_to_all_dispatch", "dispatch"), ("all_to_all_combine", "combine")):
             bw = _get(rec, key)
@@ -280,7 +281,7 @@ def add_import_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="OUT", help="where to write the merged profile")
     p.add_argument("--ranks", type=_positive_int, default=None,
                    help="number of ranks (nccl-tests: overrides the Rank lines; DeepEP: for tables without 'ep')")
-    p.add_argument("--op", default=None, choices=sorted(set(NCCL_OPS.values())),
+    p.add_argument("--op", default=None, choices=sorted(NCCL_OPS),
                    help="collective for nccl-tests output that does not name it")
     p.add_argument("--link", default=None, help="link label for the rows (default: detected, e.g. intranode)")
     p.add_argument("--source", default=None, help="source label stored in each row")
@@ -307,7 +308,7 @@ def run_import(args: argparse.Namespace) -> int:
     rows: list[dict] = []
     try:
         for f in args.nccl:
-            rows += parse_nccl_tests(Path(f).read_text(), op=args.op, ranks=args.ranks, link=args.link,
+            rows += parse_nccl_tests(Path(f).read_text(), op=NCCL_OPS.get(args.op), ranks=args.ranks, link=args.link,
                                      source=args.source or f"nccl-tests: {Path(f).name}", in_place=args.in_place,
                                      name_hint=Path(f).name)
         for f in args.deepep:

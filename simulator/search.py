@@ -61,7 +61,7 @@ class SearchResult:
     """Ranked plans (best first) and what the search cost."""
 
     plans: list[dict]  # best first: {"plan", "rank", ...predict report keys..., "des"}
-    evaluated: int  # candidates timed with the analytic engine
+    evaluated: int  # candidates given to the analytic engine (``failed`` ones included)
     valid: int  # timed candidates that fit in memory
     enumerated: int  # candidates generated (before validation and pruning)
     pruned: int  # rejected by validate() or by the state-memory bound
@@ -421,7 +421,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     key = OBJECTIVES[args.objective]
     print(f"gpuhours search: {sc.model.name} on {args.gpus} x {sc.cluster.gpu.name}, objective {args.objective}")
-    print(f"  {res.enumerated} enumerated, {res.pruned} pruned (invalid or state > HBM), {res.evaluated} timed, "
+    print(f"  {res.enumerated} enumerated, {res.pruned} pruned (invalid or state > HBM), {res.evaluated - res.failed} timed, "
           f"{res.valid} fit in memory; {res.seconds:.1f} s, {res.plans_per_second:,.0f} plans/s")
     if not res.des_available:
         print("  DES: simulator.des.engine not available; analytic numbers only")

@@ -112,7 +112,9 @@ def test_cli_import_network(tmp_path, capsys):
 @pytest.mark.parametrize("text,match", [
     ("ep,dispatch_GBps,combine_GBps\n8,inf,40\n", "row 0 dispatch is not a finite number"),
     ("ep,dispatch_GBps,combine_GBps\n8,40,nan\n", "row 0 combine is not a finite number"),
-    ("ep,dispatch_GBps,combine_GBps\n8,40,40\n-4,30,30\n", "row 1 ep is -4; allowed: 1 or more"),
+    ("ep,dispatch_GBps,combine_GBps\n8,40,40\n-4,30,30\n", "row 1 ep is '-4'; allowed: a whole number, 1 or more"),
+    ("ep,dispatch_GBps,combine_GBps\n0,40,40\n", "row 0 ep is '0'"),
+    ("ep,dispatch_GBps,combine_GBps\n0.5,40,40\n", "row 0 ep is '0.5'"),
 ])
 def test_deepep_rows_must_be_finite_and_positive(text, match):
     with pytest.raises(ni.NetworkImportError, match=match):
@@ -169,3 +171,12 @@ def test_imported_message_sizes_slow_small_collectives(tmp_path):
     assert ratio == pytest.approx(by_size[big] / by_size[small], rel=1e-6)
     unsized = CommModel(cluster, load_profile(base))
     assert unsized.ring("all_reduce", small, 8) > small * 2 * 7 / 8 / (cluster.nvlink_gbps * 1e9)
+
+
+def test_cli_op_takes_the_nccl_tests_names_too(tmp_path):
+    """``--op alltoall`` (nccl-tests' binary name) stores the canonical ``all_to_all``."""
+    out = tmp_path / "o.json"
+    assert ni.main(["--nccl", str(ALL_REDUCE), "--profile", str(_profile(tmp_path)), "--out", str(out),
+                    "--op", "alltoall"]) == 0
+    ops = {r["op"] for r in json.loads(out.read_text())["tables"]["collectives"]}
+    assert "all_to_all" in ops
