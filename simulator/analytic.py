@@ -207,7 +207,7 @@ class Evaluator:
 
     def unit_times(self, sc: Scenario, kind: str, shape: Shape, layer: int = 0) -> PassTimes:
         p = sc.plan
-        comm_sms = p.comm_sms if sc.ep_overlapped else 0
+        comm_sms = comm_sms_held(sc)
         key = (sc.model, kind, shape, layer, comm_sms, p.tp_comm_overlap, p.ep, sc.cluster)
         hit = self._units.get(key)
         if hit is not None:
@@ -217,9 +217,20 @@ class Evaluator:
         self._units[key] = res
         return res
 
+    def attention_wgrad(self, sc: Scenario, kind: str, shape: Shape) -> float:
+        """Seconds of one layer unit's attention-block weight gradients (the router included, as
+        Megatron's ``attn`` schedule node holds it), with the SMs communication holds."""
+        lo = layer_ops(sc.model, kind, shape, sc.cluster.gpus_per_node)
+        sms_r = self._sms_left(comm_sms_held(sc))
+        return sum(self.timer.time(op, sms_r) for op in lo.W if op.block == "attn" and op.kind != "comm")
+
+    def _sms_left(self, comm_sms: int) -> int | None:
+        """SMs compute keeps while communication holds ``comm_sms`` (None: all of them)."""
+        return self.timer.gpu.sms - comm_sms if comm_sms else None
+
     def _time_unit(self, lo: LayerOps, p, comm_sms: int) -> PassTimes:
         t = self.timer
-        sms_r = t.gpu.sms - comm_sms if comm_sms else None
+        sms_r = self._sms_left(comm_sms)
         acc = {"F": [0.0, 0.0], "B": [0.0, 0.0], "W": [0.0, 0.0]}
         a2a = {"F": 0.0, "B": 0.0}
         gemm = {"F": 0.0, "B": 0.0}
@@ -262,11 +273,17 @@ class Evaluator:
         )
 
 
+def comm_sms_held(sc: Scenario) -> int:
+    """SMs the all-to-all kernels hold while compute runs beside them: the plan's ``comm_sms``
+    when the all-to-all overlaps compute, else none (it then runs alone, between kernels)."""
+    return sc.plan.comm_sms if sc.ep_overlapped else 0
+
+
 def stage_units(sc: Scenario, ev: Evaluator, shape: Shape) -> list[list[str]]:
     """The layer units of each pipeline stage (memoized per evaluator: plans that differ
     only in fields the split ignores, e.g. ZeRO stage, share it)."""
     p = sc.plan
-    comm_sms = p.comm_sms if sc.ep_overlapped else 0
+    comm_sms = comm_sms_held(sc)
     key = (sc.model, sc.cluster, p.schedule, p.pp, p.vpp, p.layer_split, shape, comm_sms, p.tp_comm_overlap, p.ep)
     hit = ev._splits.get(key)
     if hit is not None:

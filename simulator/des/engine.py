@@ -165,14 +165,10 @@ class _Times:
         The attention block includes the router, as Megatron's ``attn`` node does."""
         if self.override is not None:
             return 0.0
-        sc = self.sc
         kind = next((k for k in self.stages[s] if k in ("dense", "moe")), None)
         if kind is None:
             return 0.0
-        lo = layer_ops(sc.model, kind, Shape.of(sc.plan, sc.training.seq_len), sc.cluster.gpus_per_node)
-        timer = self.ev.timer
-        sms = timer.gpu.sms - sc.plan.comm_sms if sc.ep_overlapped and sc.plan.comm_sms else None
-        return sum(timer.time(op, sms) for op in lo.W if op.block == "attn" and op.kind != "comm")
+        return self.ev.attention_wgrad(self.sc, kind, Shape.of(self.sc.plan, self.sc.training.seq_len))
 
 
 def _imbalance_table(sc: Scenario, stages: list[list[str]], M: int, warnings: list[str]) -> list[list[float]] | None:
