@@ -41,6 +41,8 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from simulator.cli import whole_number
+
 NCCL_OPS = {
     "all_reduce": "all_reduce", "all_gather": "all_gather", "reduce_scatter": "reduce_scatter",
     "alltoall": "all_to_all", "all_to_all": "all_to_all", "broadcast": "broadcast", "reduce": "reduce",
@@ -279,23 +281,13 @@ def add_import_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--deepep", action="append", default=[], metavar="FILE", help="DeepEP-style CSV/JSON table (repeatable)")
     p.add_argument("--profile", required=True, metavar="IN", help="profile to merge into (name or path)")
     p.add_argument("--out", required=True, metavar="OUT", help="where to write the merged profile")
-    p.add_argument("--ranks", type=_positive_int, default=None,
+    p.add_argument("--ranks", type=whole_number(1), default=None,
                    help="number of ranks (nccl-tests: overrides the Rank lines; DeepEP: for tables without 'ep')")
     p.add_argument("--op", default=None, choices=sorted(NCCL_OPS),
                    help="collective for nccl-tests output that does not name it")
     p.add_argument("--link", default=None, help="link label for the rows (default: detected, e.g. intranode)")
     p.add_argument("--source", default=None, help="source label stored in each row")
     p.add_argument("--in-place", action="store_true", help="nccl-tests: take the in-place columns")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of ranks, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} ranks; allowed: 1 or more")
-    return value
 
 
 def run_import(args: argparse.Namespace) -> int:

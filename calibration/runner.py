@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from simulator.cli import whole_number
+
 FAMILIES = ("gemm", "grouped_gemm", "attention", "memory_bound", "sm_scaling", "collectives")
 
 
@@ -52,21 +54,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--families", default=",".join(FAMILIES),
                    help=f"comma-separated subset of: {', '.join(FAMILIES)}")
     p.add_argument("--name", default=None, help="profile name (default: from the device)")
-    p.add_argument("--seed", type=_seed, default=0, help="seed for the random inputs (0 .. 2**63-1)")
+    # torch.manual_seed takes a signed 64-bit integer: say so before measuring anything
+    p.add_argument("--seed", type=whole_number(0, 2**63 - 1), default=0, help="seed for the random inputs")
     p.add_argument("--update", action="store_true",
                    help="merge into an existing --out profile of the same device: replace the tables measured "
                         "in this run, keep the others (to run one family per command)")
-
-
-def _seed(text: str) -> int:
-    """torch.manual_seed takes a signed 64-bit integer; say so before measuring anything."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if not 0 <= value < 2**63:
-        raise argparse.ArgumentTypeError(f"{value} is out of range; allowed: 0 .. 2**63-1")
-    return value
 
 
 def _progress(family: str, done: int, total: int, extra: str = "", final: bool = False) -> None:

@@ -163,6 +163,23 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return subprocess.call(cmd)
 
 
+def whole_number(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type`` for an integer in ``lo .. hi`` (no upper bound when ``hi`` is None);
+    argparse turns its refusal into the one-line usage error naming the option."""
+    allowed = f"{lo} .. {hi}" if hi is not None else f"{lo} or more"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < lo or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"{value} is out of range; allowed: {allowed}")
+        return value
+
+    return parse
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse whose usage errors are one line (the bad-input rule), not a usage block."""
 

@@ -365,7 +365,7 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
             yield env.timeout(exposed_ns)
         send_outputs(s, mb, s2, mb2, r)
 
-    tail_ns = [to_ns(tt.attn_dw(s)) if megatron_pairs else 0 for s in range(ns)]
+    tail_ns = [to_ns(tt.attn_dw(s)) if (megatron_pairs and comm) else 0 for s in range(ns)]
 
     # Per-rank records.
     comp_iv: list[list[tuple[int, int]]] = [[] for _ in range(pp)]
@@ -565,7 +565,7 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
                         fl = net.transfer(df[10] + db[11], (nic,), name=f"a2a FB{label}")
                         fl.callbacks.append(lambda _e, fe=fe: fe.append(env.now))
                     to_c = env.timeout(a2a) if a2a else None
-                    lead = min(tail_ns[s2], ccomp) if (comm and megatron_pairs) else 0
+                    lead = min(tail_ns[s2], ccomp)
                     if lead:
                         # Megatron sends both outputs before the stage's last attention weight
                         # gradients: once the rest of the compute, the all-to-all and the exposed
