@@ -96,8 +96,11 @@ def build_h800(anchors: dict, pub: dict) -> dict:
     t["gemm"] += _h100_gemm_rows(pub)
     t["attention"] = _h100_attention_rows(pub)
     fm = anchors["flashmla"]["dense_decode_bf16_h800"]
+    # FlashMLA's large memory-bound rate on H800, and how smaller kernels fall short of it from
+    # PyTorch's elementwise kernel on H100 (the same HBM3 at 3.35 TB/s).
     t["memory_bound"] = [{"op": "*", "bytes": 1e9, "gbps": fm["memory_bound_GBps"],
-                          "source": f"FlashMLA memory-bound decode on H800, {fm['source']}"}]
+                          "source": f"FlashMLA memory-bound decode on H800, {fm['source']}"}] + [
+        {**r, "source": r["source"] + " (H100 = H800 memory system)"} for r in _memory_sweep_rows(pub, "H100")]
     # DeepEP normal kernels as first released (Feb 2025), the closest to what V3's training used;
     # later rows (2025-04-22, after IBGDA tuning) are up to 30% faster. Bandwidth is the bottleneck
     # link's: NVLink for EP8 (~160 GB/s usable), RDMA for EP16+ (CX7 400 Gb/s ~ 50 GB/s).
@@ -170,6 +173,26 @@ def _collective_rows(pub: dict, gpu_prefix: str) -> list[dict]:
     return rows
 
 
+def _memory_sweep_rows(pub: dict, gpu: str) -> list[dict]:
+    """Memory-bound rows from published bandwidth-versus-size sweeps of one GPU.
+
+    A small kernel does not reach the HBM's sustained rate: launch, ramp-up and tail take a few
+    microseconds whatever the size, and too few bytes are in flight to fill the memory pipeline.
+    A sweep over sizes measures that directly; each point becomes a row at its bytes moved (reads
+    plus writes, as the source counts them), so the op timer interpolates by size."""
+    rows = []
+    for sw in pub.get("memory_bandwidth_sweeps", []):
+        if not str(sw["gpu"]).startswith(gpu):
+            continue
+        bpe = sw["bytes_per_element"]
+        points = [(e * bpe, g) for e, g in sw.get("points_elements_gbps", [])]
+        points += [(e * bpe, e * bpe / s / 1e9) for e, s in sw.get("points_elements_seconds", [])]
+        for nbytes, gbps in points:
+            rows.append({"op": "*", "bytes": nbytes, "gbps": round(gbps, 1),
+                         "source": f"{sw['source']} ({sw['kernel']}; {sw['gpu']})"})
+    return rows
+
+
 def build_h100(pub: dict, anchors: dict) -> dict:
     spec = anchors["gpu_specs"]["H100_SXM5"]
     prof = _meta("h100-published", {"name": "NVIDIA H100 SXM5", "kind": "gpu", "sms": spec["sms"], "measured": False},
@@ -184,8 +207,8 @@ def build_h100(pub: dict, anchors: dict) -> dict:
     t["gemm"] = _h100_gemm_rows(pub) + _h100_fp8_rows(pub) + dg_gemm
     t["grouped_gemm"] = dg_grouped
     t["attention"] = _h100_attention_rows(pub)
-    mem = [r for r in pub["memory_bandwidth"] if str(r["gpu"]).startswith("H100")]
-    t["memory_bound"] = [{"op": "*", "bytes": 1e9, "gbps": r["achieved_gbps"], "source": r["source"]} for r in mem]
+    # By size, from PyTorch's elementwise kernel (vLLM's copy row, of unstated size, stays in the sources).
+    t["memory_bound"] = _memory_sweep_rows(pub, "H100")
     t["collectives"] = _collective_rows(pub, "H100") + [
         {"op": op, "ranks": 16, "gbps": 47.0, "link": "ib", "link_gbps": 50,
          "source": "NVIDIA/nccl-tests issue 290 (NVIDIA maintainer: 46-48 GB/s per 400 Gb/s NDR NIC)"}
@@ -209,8 +232,9 @@ def build_a100(pub: dict) -> dict:
         # MAMF best shapes (the ceiling) and a cuBLAS square sweep (ordinary shapes; FP16 = BF16 rate)
         for r in pub["gemm"] if (r["gpu"] == "A100-SXM" and r["dtype"] == "bf16") or r.get("profile_use") == "a100"
     ]
-    mem = [r for r in pub["memory_bandwidth"] if str(r["gpu"]).startswith("A800")]
-    t["memory_bound"] = [{"op": "*", "bytes": 1e9, "gbps": r["achieved_gbps"], "source": r["source"] + " (A800 80GB PCIe)"} for r in mem]
+    # Memory-bound kernels by size: PyTorch's own elementwise kernel from a few kB to 1.6 GB moved.
+    # (The A800 PCIe row of earlier versions is left out: another board, at a size it did not state.)
+    t["memory_bound"] = _memory_sweep_rows(pub, "A100")
     t["collectives"] = [
         {"op": "all_reduce", "ranks": 8, "gbps": 230.0, "link": "nvlink", "link_gbps": 300,
          "source": "NVIDIA/nccl-tests issue 149 (NVIDIA maintainer: ~230 GB/s busbw on 8x A100 NVLink3)"}

@@ -147,3 +147,26 @@ def test_shipped_profiles_mark_mamf_rows_as_ceilings_and_h100_fp8_has_shapes():
     fp8 = [r for r in h100.tables["gemm"] if r["dtype"] == "fp8" and not r.get("ceiling")]
     assert len(fp8) >= 10 and h100.tables.get("grouped_gemm")
     assert h100.gemm_tflops("fp8", 4096, 7168, 2048).status in ("measured", "interpolated")
+
+
+def test_small_memory_bound_kernels_run_below_the_hbm_rate_where_a_size_sweep_is_published():
+    """A100's published sweep (PyTorch's add, 49 kB to 1.6 GB moved) prices a small kernel at what that
+    size reached, not at the large-tensor rate; time still grows with bytes."""
+    from simulator.scenario import load_cluster
+    from simulator.timer import OpTimer
+    from simulator.workload import Op
+
+    prof = load_profile("a100-published")
+    sizes = sorted(r["bytes"] for r in prof.tables["memory_bound"])
+    assert len(sizes) >= 8 and sizes[0] < 1e6 and sizes[-1] > 1e9
+    timer = OpTimer(load_cluster("a100").gpu, prof)
+    ops = [Op(name=f"x.norm{i}", kind="memory", phase="F", block="other", bytes=b) for i, b in enumerate((1e6, 1e7, 3.4e7, 1e8, 1e9, 4e9))]
+    gbps = [op.bytes / timer.time(op) / 1e9 for op in ops]
+    times = [timer.time(op) for op in ops]
+    assert gbps[0] < gbps[2] < gbps[4]
+    assert gbps[2] < 0.75 * gbps[-1]  # a 34 MB kernel (a 2048-token, 4096-wide BF16 norm) is far from the asymptote
+    assert all(a < b for a, b in zip(times, times[1:]))
+    for name in ("h100-published", "h800-anchors"):  # Hopper: PyTorch's relu from 67 MB to 2.1 GB moved
+        rows = load_profile(name).tables["memory_bound"]
+        small = min(rows, key=lambda r: r["bytes"])
+        assert small["bytes"] < 1e8 and small["gbps"] < 0.8 * max(r["gbps"] for r in rows)
