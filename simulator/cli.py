@@ -107,6 +107,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         rows.append(("total", f"{run['total_gpu_hours']:,.0f} GPU-hours, ${run['total_usd']:,.0f}, "
                               f"{run['days_on_cluster']:.1f} days on this cluster"))
     print_table(rows, title=f"gpuhours predict: {sc.name}")
+    sys.stdout.flush()  # the table before the warnings when both streams go to one terminal or file
     for w in rep["warnings"]:
         print(f"  warning: {w}", file=sys.stderr)
     return 0
