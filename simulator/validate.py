@@ -67,8 +67,9 @@ UNFUSED_LOSS_BLOCKS = {"NAR21", "MLM24"}
 # GPTOSSProvider), and the H100 Qwen3-235B perf config sets it explicitly
 # (scripts/performance/configs/qwen/qwen3_llm_pretrain.py).
 # MB2509 (the 25.09 release's table, in tests/data/supplementary.csv) ran the same providers. DeepSeek's
-# provider was not checked: its MLA rows keep the default (deepep) and say so.
-ALLTOALL_DISPATCHER_BLOCKS = {"MB2511", "MB2509"}
+# provider was not checked: its MLA rows keep the default (deepep) and say so. MBPR rows (measurements
+# posted in Megatron-Bridge pull requests, supplementary set) name the dispatcher in their notes.
+ALLTOALL_DISPATCHER_BLOCKS = {"MB2511", "MB2509", "MBPR"}
 MEGATRON_DEFAULT_DROPOUT = 0.1
 
 # Source blocks whose core attention ran through Transformer Engine's DotProductAttention: Megatron-LM's
@@ -76,7 +77,7 @@ MEGATRON_DEFAULT_DROPOUT = 0.1
 # Hopper TE picks cuDNN's fused attention over FlashAttention when both can run the shape ("Disabling
 # FlashAttention to give FusedAttention preference on Hopper+ for performance reasons",
 # transformer_engine/pytorch/attention/dot_product_attention/utils.py, get_attention_backend).
-TE_ATTENTION_BLOCKS = {"MLM24", "MB2511", "MB2509"}
+TE_ATTENTION_BLOCKS = {"MLM24", "MB2511", "MB2509", "MBPR"}
 HOPPER_PRESETS = {"h100", "h800", "h200"}
 
 

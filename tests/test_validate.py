@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from simulator.cli import main
-from simulator.validate import DEFAULT_CSV, read_csv, validate_rows
+from simulator.validate import DEFAULT_CSV, read_csv, row_to_raw, validate_rows
 
 
 def test_validate_json_contract(capsys):
@@ -61,8 +61,22 @@ def test_supplementary_rows_all_modelled_with_the_same_schema(capsys):
     assert list(read_csv(SUPPLEMENTARY)[0]) == list(read_csv(DEFAULT_CSV)[0])
     assert main(["validate", "--csv", str(SUPPLEMENTARY), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert len(out["rows"]) == 6
+    assert len(out["rows"]) == 8
     assert all(r["error_pct"] is not None and r["measured"] > 0 for r in out["rows"])
+
+
+def test_supplementary_ep_overlap_pair_differs_only_in_the_overlap_switch():
+    """Megatron-Bridge's A0/A1 smoke pair (PRs #3862/#3868): one plan, all-to-all overlap off then on.
+    validate reads the switch from the notes, so the two predictions differ by the overlap alone."""
+    rows = {r["run_id"]: r for r in read_csv(SUPPLEMENTARY)}
+    off, on = rows["MBPR-QWEN3-30B-NO-OVERLAP"], rows["MBPR-QWEN3-30B-EP-OVERLAP"]
+    assert all(off[k] == on[k] for k in PLAN_FIELDS)
+    raw_off, raw_on = row_to_raw(off)[0], row_to_raw(on)[0]
+    assert raw_off["plan"]["ep_overlap"] == "auto" and raw_on["plan"]["ep_overlap"] == "on"
+    assert {**raw_off["plan"], "ep_overlap": "on"} == raw_on["plan"]
+    assert raw_on["plan"]["dispatcher"] == "alltoall"
+    measured_gain = float(on["tokens_per_s_per_gpu"]) / float(off["tokens_per_s_per_gpu"])
+    assert measured_gain == pytest.approx(41.25 / 31.31, rel=1e-3)
 
 
 def test_supplementary_qwen3_30b_is_the_public_rows_plan_a_release_earlier():
