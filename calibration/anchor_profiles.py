@@ -96,8 +96,8 @@ def build_h800(anchors: dict, pub: dict) -> dict:
     t["gemm"] += _h100_gemm_rows(pub)
     t["attention"] = _h100_attention_rows(pub)
     fm = anchors["flashmla"]["dense_decode_bf16_h800"]
-    # FlashMLA's large memory-bound rate on H800, and how smaller kernels fall short of it from
-    # PyTorch's elementwise kernel on H100 (the same HBM3 at 3.35 TB/s).
+    # FlashMLA's large memory-bound rate on H800 (its size is not stated: placed at 1 GB), and how
+    # smaller kernels fall short of it from PyTorch's elementwise kernel on H100 (the same HBM3).
     t["memory_bound"] = [{"op": "*", "bytes": 1e9, "gbps": fm["memory_bound_GBps"],
                           "source": f"FlashMLA memory-bound decode on H800, {fm['source']}"}] + [
         {**r, "source": r["source"] + " (H100 = H800 memory system)"} for r in _memory_sweep_rows(pub, "H100")]

@@ -315,8 +315,9 @@ def plan_warnings(sc: Scenario) -> list[str]:
         if sc.ep_overlapped and p.schedule in ("1f1b", "interleaved"):
             # Megatron-Bridge PRs #3862/#3868 (Qwen3-30B-A3B, 16 H100, BF16, EP16): 41.25 s -> 31.31 s.
             out.append("Megatron's all-to-all overlap is credited in full (the all-to-all hides behind the other "
-                       "micro-batch's compute); measured on Qwen3-30B-A3B (16 H100, EP16) it gave 1.32x where this "
-                       "model gives 1.84x (tests/data/supplementary.csv): treat the overlap gain as optimistic")
+                       "micro-batch's compute); measured on Qwen3-30B-A3B (16 H100, EP16) it gave 1.32x, well "
+                       "below what full hiding predicts for that plan (tests/data/supplementary.csv): treat the "
+                       "overlap gain as optimistic")
     if p.tp_comm_overlap and p.tp > 1 and not p.sp:
         out.append("tp_comm_overlap without sequence parallelism: Transformer Engine's userbuffers overlap needs it; "
                    "modelled as all-reduces hidden behind the GEMMs at no cost to them")

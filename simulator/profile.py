@@ -355,6 +355,11 @@ class Profile:
                 return Lookup(generic.value, generic.status, f"generic memory-bound row used for {op}")
         return res
 
+    def smallest_memory_bytes(self) -> float | None:
+        """Bytes moved by the smallest measured memory-bound kernel (None without such rows)."""
+        sizes = [float(r["bytes"]) for r in self.tables.get("memory_bound", [])]
+        return min(sizes) if sizes else None
+
     def collective_gbps(self, op: str, ranks: float) -> Lookup:
         # Rows at one rank count differ by message size, largest last: the asymptotic bandwidth answers.
         return self._scattered("collectives", {"op": op}, ("ranks",), (ranks,), "gbps", average_repeats=False)

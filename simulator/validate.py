@@ -68,8 +68,8 @@ UNFUSED_LOSS_BLOCKS = {"NAR21", "MLM24"}
 # (scripts/performance/configs/qwen/qwen3_llm_pretrain.py).
 # MB2509 (the 25.09 release's table, in tests/data/supplementary.csv) ran the same providers. DeepSeek's
 # provider was not checked: its MLA rows keep the default (deepep) and say so. MBPR rows (measurements
-# posted in Megatron-Bridge pull requests, supplementary set) name the dispatcher in their notes.
-ALLTOALL_DISPATCHER_BLOCKS = {"MB2511", "MB2509", "MBPR"}
+# posted in Megatron-Bridge pull requests, supplementary set) name their dispatcher in the notes instead.
+ALLTOALL_DISPATCHER_BLOCKS = {"MB2511", "MB2509"}
 MEGATRON_DEFAULT_DROPOUT = 0.1
 
 # Source blocks whose core attention ran through Transformer Engine's DotProductAttention: Megatron-LM's
@@ -211,9 +211,11 @@ def row_to_raw(row: dict) -> tuple[dict, list[str]]:
     if block in MEGATRON_DROPOUT_BLOCKS:
         model["attention_dropout"] = model["hidden_dropout"] = MEGATRON_DEFAULT_DROPOUT
         defaults.append(f"dropout={MEGATRON_DEFAULT_DROPOUT}")
-    if block in ALLTOALL_DISPATCHER_BLOCKS and moe and attention != "mla":
+    if moe and attention != "mla" and block in ALLTOALL_DISPATCHER_BLOCKS:
         plan["dispatcher"] = "alltoall"
         defaults.append("dispatcher=alltoall")
+    elif moe and "alltoall dispatcher" in notes:  # stated by the row itself: not a default
+        plan["dispatcher"] = "alltoall"
     if block in UNFUSED_LOSS_BLOCKS:
         plan["loss_kernel"] = "unfused"
         defaults.append("loss_kernel=unfused")

@@ -400,6 +400,18 @@ def test_megatron_all_to_all_overlap_is_flagged_as_optimistic():
     assert not any(flag in w for w in off.warnings)
 
 
+def test_unpipelined_megatron_pairs_hold_one_micro_batch_of_activations():
+    """PP 1: a pair's forward fills as its backward frees, so overlap adds no activations (PR #3880's peak)."""
+    from simulator.des.engine import predict_des
+
+    base = ("plan.ep=8", "plan.dispatcher=alltoall", "plan.schedule=1f1b", "plan.pp=1")
+    for predict in (predict_analytic, predict_des):
+        on = predict(load_scenario("deepseek-v2-lite", base + ("plan.ep_overlap=on",)))
+        off = predict(load_scenario("deepseek-v2-lite", base + ("plan.ep_overlap=off",)))
+        assert max(s.memory.activations for s in on.stages) == pytest.approx(
+            max(s.memory.activations for s in off.stages), rel=1e-6)
+
+
 def test_unknown_dispatcher_names_allowed_values():
     with pytest.raises(ConfigError, match=r"plan\.dispatcher.*deepep, alltoall"):
         load_scenario("deepseek-v2-lite", ("plan.dispatcher=nvshmem",))

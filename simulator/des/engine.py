@@ -551,7 +551,9 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
                 mb2 = tk.mb2
                 df = durs(s, imb_of(s, mb))
                 db = durs(s2, imb_of(s2, mb2))
-                act += act_stage[s]
+                # Without pipelining Megatron's pair builds the forward's activations layer by layer as
+                # the backward frees the other micro-batch's (layout.activation_microbatches): one peak.
+                act += act_stage[s] - (act_stage[s2] if megatron_pairs and p.pp == 1 else 0.0)
                 samples.append((t0, act))
                 label = f"{mb}&{mb2}"
                 sent = False
@@ -606,7 +608,7 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
                         rec(r, "comm", f"a2a {label}", "FB", mb, t1, env.now)
                 compute.release(req)
                 t2 = env.now
-                act -= act_stage[s2]
+                act -= 0.0 if megatron_pairs and p.pp == 1 else act_stage[s2]
                 samples.append((t2, act))
                 kd["FB"][0] += t2 - t0
                 kd["FB"][1] += 1
