@@ -274,6 +274,9 @@ class Profile:
         self.tables: dict[str, list[dict]] = data.get("tables", {})
         self._cache: dict[tuple, Lookup] = {}
         self._grids: dict[tuple, _Grid] = {}
+        sizes = [float(r["bytes"]) for r in self.tables.get("memory_bound", [])]
+        # Bytes moved by the smallest measured memory-bound kernel (None without such rows).
+        self.smallest_memory_bytes: float | None = min(sizes) if sizes else None
 
     def __repr__(self) -> str:
         return f"Profile({self.name!r}, device={self.device.get('name')!r})"
@@ -354,11 +357,6 @@ class Profile:
             if generic.status != "roofline":
                 return Lookup(generic.value, generic.status, f"generic memory-bound row used for {op}")
         return res
-
-    def smallest_memory_bytes(self) -> float | None:
-        """Bytes moved by the smallest measured memory-bound kernel (None without such rows)."""
-        sizes = [float(r["bytes"]) for r in self.tables.get("memory_bound", [])]
-        return min(sizes) if sizes else None
 
     def collective_gbps(self, op: str, ranks: float) -> Lookup:
         # Rows at one rank count differ by message size, largest last: the asymptotic bandwidth answers.

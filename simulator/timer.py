@@ -74,7 +74,7 @@ class OpTimer:
         if self.profile is not None:
             res = self.profile.memory_gbps(op.name.split(".")[-1], op.bytes)
             if res.value is not None:
-                smallest = self.profile.smallest_memory_bytes()
+                smallest = self.profile.smallest_memory_bytes
                 if smallest and op.bytes < smallest:
                     # Below the sweep: the smallest size's rate, an upper bound (smaller kernels reach less).
                     self._warn("clamped:memory", f"memory-bound kernels below {smallest / 1e6:.3g} MB (the smallest "

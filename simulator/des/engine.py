@@ -244,6 +244,10 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
     # Overlap outside DualPipe is Megatron's batch-level pairing of the 1F1B steady state.
     sched = build_schedule(name, pp, M, vpp, pairs=overlap)
     megatron_pairs = overlap and name in PAIRABLE
+    # Without pipelining Megatron's pair builds the forward's activations layer by layer as the
+    # backward frees the other micro-batch's (layout.activation_microbatches): the backward's are
+    # counted freed when the pair starts, so one micro-batch stays the peak.
+    frees_at_start = megatron_pairs and pp == 1
     chunks = 2 if name in ("dualpipe", "dualpipev") else vpp
     stage_map = [[stage_of(name, pp, vpp, r, ch) for ch in range(chunks)] for r in range(pp)]
     rank_of = [0] * ns
@@ -551,9 +555,8 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
                 mb2 = tk.mb2
                 df = durs(s, imb_of(s, mb))
                 db = durs(s2, imb_of(s2, mb2))
-                # Without pipelining Megatron's pair builds the forward's activations layer by layer as
-                # the backward frees the other micro-batch's (layout.activation_microbatches): one peak.
-                act += act_stage[s] - (act_stage[s2] if megatron_pairs and p.pp == 1 else 0.0)
+                freed_early = act_stage[s2] if frees_at_start else 0.0
+                act += act_stage[s] - freed_early
                 samples.append((t0, act))
                 label = f"{mb}&{mb2}"
                 sent = False
@@ -608,7 +611,7 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
                         rec(r, "comm", f"a2a {label}", "FB", mb, t1, env.now)
                 compute.release(req)
                 t2 = env.now
-                act -= 0.0 if megatron_pairs and p.pp == 1 else act_stage[s2]
+                act -= act_stage[s2] - freed_early
                 samples.append((t2, act))
                 kd["FB"][0] += t2 - t0
                 kd["FB"][1] += 1
