@@ -212,15 +212,20 @@ class _Grid:
         exact = {c: (sum(vs) / len(vs) if average_repeats else vs[-1]) for c, vs in same.items()}
         pts = [(c, math.exp(v)) for c, v in exact.items()]
         self.axes = [sorted({p[0][d] for p in pts}) for d in range(len(pts[0][0]))]
+        self._pts = pts
+        self._exact = exact
+        # log(value) per grid cell, filled on first use: a lookup reads only the 2^d cells around it.
         self.values: dict[tuple[int, ...], float] = {}
-        import itertools
 
-        for idx in itertools.product(*(range(len(a)) for a in self.axes)):
+    def _cell(self, idx: tuple[int, ...]) -> float:
+        v = self.values.get(idx)
+        if v is None:
             coords = tuple(self.axes[d][i] for d, i in enumerate(idx))
-            v = exact.get(coords)
+            v = self._exact.get(coords)
             if v is None:
-                v = self._fill(pts, coords)
+                v = self._fill(self._pts, coords)
             self.values[idx] = v
+        return v
 
     @staticmethod
     def _fill(pts: list[tuple[tuple[float, ...], float]], coords: tuple[float, ...]) -> float:
@@ -259,7 +264,7 @@ class _Grid:
             for _, wi in combo:
                 w *= wi
             if w:
-                total += w * self.values[tuple(i for i, _ in combo)]
+                total += w * self._cell(tuple(i for i, _ in combo))
         return math.exp(total)
 
 
