@@ -73,8 +73,8 @@ def des_prediction(name: str, overrides: tuple[str, ...] = ()) -> tuple[dict, li
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def prediction_interval(name: str, overrides: tuple[str, ...] = ()) -> dict:
-    return api.prediction_interval(api.load(name, list(overrides)))
+def prediction_bands(name: str, overrides: tuple[str, ...] = ()) -> dict:
+    return api.prediction_bands(api.load(name, list(overrides)))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

@@ -226,17 +226,16 @@ def sensitivity(sc: Scenario, profile: Profile | str | None = None) -> dict:
     return {"base": base, "rows": rows, "notes": notes}
 
 
-def prediction_interval(sc: Scenario, profile: Profile | str | None = None) -> dict:
-    """``{"low", "high", "mape_pct"}``: the GPU-hours per trillion tokens +/- the validation MAPE.
+def prediction_bands(sc: Scenario, profile: Profile | str | None = None) -> dict:
+    """The prediction's two error bands on GPU-hours per trillion tokens, side by side.
 
-    An empirical band from the error of ``gpuhours validate`` on the public set, not a statistical
-    confidence interval.
+    ``{"base", "validation": {"low", "high", ...}, "calibration": {"low", "high", ...} or None}``:
+    the spread of published runs around our predictions of them, and the spread of the calibration
+    profile's own measurements (see :mod:`simulator.uncertainty`). Neither is a confidence interval.
     """
-    from .sensitivity import prediction_interval as _band
-    from .sensitivity import validation_mape
+    from .uncertainty import prediction_bands as _bands
 
-    lo, hi = _band(sc, profile=profile)
-    return {"low": lo, "high": hi, "mape_pct": validation_mape()}
+    return _bands(sc, profile=profile)
 
 
 def chrome_trace(pred: Prediction) -> dict:

@@ -78,6 +78,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         rep["total_gpu_hours"] = run["total_gpu_hours"]
         rep["total_usd"] = run["total_usd"]
         rep["gpu_hours_per_trillion_tokens_run"] = run["gpu_hours_per_trillion_tokens_run"]
+    bands = None
+    if args.interval:
+        from .api import prediction_bands
+
+        bands = rep["interval"] = prediction_bands(sc, profile=args.profile)
     if args.json:
         print(json.dumps(rep))
         return 0
@@ -99,6 +104,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         ("GPU-hours / 1T tokens", f"{rep['gpu_hours_per_trillion_tokens']:,.0f} (steady state)"),
         ("USD / 1T tokens", f"${rep['usd_per_trillion_tokens']:,.0f} at ${sc.cost.usd_per_gpu_hour:g}/GPU-hour"),
     ]
+    if bands:
+        from .uncertainty import band_rows
+
+        rows += band_rows(bands)
     if run:
         rows.append(("run GPU-hours / 1T", f"{run['gpu_hours_per_trillion_tokens_run']:,.0f} (batch ramp included)"))
         for ph in run["phases"]:
@@ -199,6 +208,9 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     add_scenario_args(p)
     p.add_argument("--engine", choices=("analytic", "des"), default="analytic")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object")
+    p.add_argument("--interval", action="store_true",
+                   help="add the error bands of the GPU-hours: from the validation runs and from the "
+                        "calibration profile's spread (analytic engine; takes about a second)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("validate", help="compare predictions with published runs")

@@ -16,9 +16,8 @@ re-predicted with the analytic engine:
 A move that makes the plan invalid (or an input the model does not have,
 such as routing for a dense model) is skipped and reported with the reason.
 
-:func:`prediction_interval` gives a band around the base prediction equal to
-plus/minus the MAPE of ``gpuhours validate`` on the public validation set. It
-is a rough, empirical error bar, not a statistical confidence interval.
+Beside the tornado it prints the prediction's two error bands (validation and
+calibration, :mod:`simulator.uncertainty`).
 """
 
 from __future__ import annotations
@@ -27,13 +26,13 @@ import argparse
 import copy
 import dataclasses
 import json
-from functools import lru_cache
 from typing import Any, Callable
 
 from .analytic import predict_analytic, resolve_profile
 from .config import Scenario
 from .errors import ConfigError
 from .profile import Profile
+from .uncertainty import band_rows, prediction_bands
 
 METRIC = "gpu_hours_per_trillion_tokens"
 
@@ -138,25 +137,6 @@ def _swing(r: dict) -> float:
     return max(abs(v - r["base"]) for v in vals) if vals else 0.0
 
 
-@lru_cache(maxsize=1)
-def validation_mape() -> float | None:
-    """MAPE (%) of the analytic engine on the public validation set (computed once per process)."""
-    from .validate import DEFAULT_CSV, read_csv, validate_rows
-
-    _, mape = validate_rows(read_csv(DEFAULT_CSV), engine="analytic")
-    return mape
-
-
-def prediction_interval(sc: Scenario, profile: Any = None) -> tuple[float, float]:
-    """(low, high) GPU-hours per trillion tokens: the base prediction +/- the public-set MAPE.
-
-    An empirical error band from the validation error, not a statistical confidence interval.
-    """
-    base = _gh(sc, resolve_profile(sc, profile))
-    mape = validation_mape() or 0.0
-    return base * (1 - mape / 100), base * (1 + mape / 100)
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     from .cli import add_scenario_args
 
@@ -172,19 +152,16 @@ def run(args: argparse.Namespace) -> int:
     sc = load(args.scenario, args.overrides)
     notes: list[str] = []
     rows = sensitivity(sc, profile=args.profile, notes=notes)
-    lo, hi = prediction_interval(sc, profile=args.profile)
-    mape = validation_mape()
-    base = rows[0]["base"] if rows else _gh(sc, resolve_profile(sc, args.profile))
+    bands = prediction_bands(sc, profile=args.profile)
+    base = bands["base"]
     if args.json:
-        print(json.dumps({
-            "scenario": sc.name, "metric": METRIC, "base": base, "rows": rows, "notes": notes,
-            "prediction_interval": {"low": lo, "high": hi, "mape_pct": mape,
-                                    "method": "base +/- MAPE of gpuhours validate on the public set"},
-        }))
+        print(json.dumps({"scenario": sc.name, "metric": METRIC, "base": base, "rows": rows, "notes": notes,
+                          "interval": bands}))
         return 0
     print(f"gpuhours sensitivity: {sc.name}, GPU-hours per 1T tokens (analytic, steady state)")
-    print(f"  base {base:,.0f}; validation band +/-{mape or 0:.1f}% (public-set MAPE, not a confidence interval): "
-          f"{lo:,.0f} .. {hi:,.0f}")
+    print(f"  base {base:,.0f}")
+    for label, text in band_rows(bands):
+        print(f"  {label}: {text}")
     w = 24
     print(f"  {'input':<20} {'low move':>16} {'GPU-h/1T':>10}  {'high move':>16} {'GPU-h/1T':>10}  tornado")
     span = max((_swing(r) for r in rows), default=0.0) or 1.0

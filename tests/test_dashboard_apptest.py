@@ -80,8 +80,9 @@ def test_whatif_opens_on_deepseek_v3():
         assert any(lbl.startswith(want) for lbl in labels), (want, labels)
     assert _gpu_hours(at) > 0
     assert not at.error
-    band = [c.value for c in at.caption if "empirical band" in c.value]
-    assert band and "from validation error, not a confidence interval" in band[0], [c.value for c in at.caption]
+    band = [c.value for c in at.caption if "validation band" in c.value]
+    assert band and "calibration band" in band[0] and "not confidence intervals" in band[0], \
+        [c.value for c in at.caption]
 
 
 @pytest.mark.parametrize("page", PAGES)

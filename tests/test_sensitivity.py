@@ -1,4 +1,4 @@
-"""Sensitivity tornado and the validation-error band."""
+"""Sensitivity tornado and the error bands beside it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from simulator.analytic import predict_analytic
 from simulator.api import load
 from simulator.cli import main
-from simulator.sensitivity import prediction_interval, sensitivity
+from simulator.sensitivity import sensitivity
 
 
 @pytest.fixture(scope="module")
@@ -53,17 +53,11 @@ def test_invalid_move_is_skipped_with_note():
     assert any("routing skew" in n for n in notes)
 
 
-def test_prediction_interval_brackets_base(v3):
-    lo, hi = prediction_interval(v3)
-    base = predict_analytic(v3).gpu_hours_per_trillion_tokens
-    assert lo <= base <= hi
-
-
 def test_cli_json(capsys):
     assert main(["sensitivity", "deepseekmoe-2b", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["rows"] and doc["prediction_interval"]["low"] <= doc["base"] <= doc["prediction_interval"]["high"]
-    assert "MAPE" in doc["prediction_interval"]["method"]
+    assert doc["rows"] and doc["interval"]["calibration"]["low"] <= doc["base"] <= doc["interval"]["calibration"]["high"]
+    assert "not a confidence interval" in doc["interval"]["validation"]["method"]
 
 
 def test_cli_bad_input(capsys):

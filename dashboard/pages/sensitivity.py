@@ -5,8 +5,9 @@ values, and the steady-state GPU-hours per trillion tokens re-predicted with
 the analytic engine: IB and NVLink bandwidth (x0.5, x2), kernel efficiency
 (x0.8, x1.2), routing skew (Zipf s 1.0, 1.2), communication SMs and the
 micro-batch. Bars start at the current prediction; the longest is the input
-the answer depends on most. Beside it, the empirical band: the prediction
-plus or minus the model's error on published runs.
+the answer depends on most. Beside it, the prediction's two error bands: how
+published runs fared against our predictions of them, and how much the
+calibration profile's own measurements disagree (simulator/uncertainty.py).
 """
 
 from __future__ import annotations
@@ -22,18 +23,22 @@ name, ov = state.current()
 st.title("Sensitivity")
 try:
     sens = state.sensitivity(name, ov)
-    band = state.prediction_interval(name, ov)
+    bands = state.prediction_bands(name, ov)
 except (state.GpuhoursError, ValueError) as e:
     st.error(str(e).splitlines()[0])
     st.stop()
 base = sens["base"]
 c = st.columns([1, 2])
 c[0].metric("GPU-hours per trillion tokens", f"{base:,.0f} GPU·h", help="Steady-state step, analytic engine")
-if band["mape_pct"] is not None:
-    c[1].metric("Empirical band", f"{band['low']:,.0f} – {band['high']:,.0f} GPU·h",
-                help="The prediction plus or minus the mean absolute percentage error of `gpuhours validate` on "
-                     "the public validation runs.")
-    c[1].caption(f"±{band['mape_pct']:.0f} %: empirical band from validation error, not a confidence interval.")
+v, cal = bands["validation"], bands["calibration"]
+c[1].metric("Validation band", f"{v['low']:,.0f} – {v['high']:,.0f} GPU·h",
+            help=v["method"])
+c[1].caption(f"Published runs took {v['ratio_low']:.2f}x – {v['ratio_high']:.2f}x the GPU-hours we predicted "
+             f"for them (10th–90th percentile of {v['rows']} runs): an empirical band, not a confidence interval.")
+if cal:
+    c[1].metric("Calibration band", f"{cal['low']:,.0f} – {cal['high']:,.0f} GPU·h", help=cal["method"])
+    c[1].caption(f"Profile {cal['profile']}: each kernel table moved by its leave-one-out error ("
+                 + ", ".join(f"{s['table']} {s['spread_pct']:.0f} %" for s in cal["spreads"][:3]) + ").")
 
 # sidebar labels for the inputs (the field name stays in the table below)
 NAMES = {"cluster.ib_gbps": "IB bandwidth", "cluster.nvlink_gbps": "NVLink bandwidth", "kernel efficiency":

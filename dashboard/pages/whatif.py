@@ -34,15 +34,19 @@ gh, gh0 = rep["gpu_hours_per_trillion_tokens"], base["gpu_hours_per_trillion_tok
 c[0].metric("GPU-hours per trillion tokens", f"{gh:,.0f} GPU·h", delta(gh, gh0, "{:+,.0f} GPU·h"),
             delta_color="inverse", help="Steady-state step, analytic engine")
 try:
-    band = state.prediction_interval(name, ov)
+    bands = state.prediction_bands(name, ov)
 except (state.GpuhoursError, ValueError, OSError):
-    band = None
-if band and band["mape_pct"] is not None:
-    c[0].caption(f"{band['low']:,.0f} – {band['high']:,.0f} GPU·h (±{band['mape_pct']:.0f} %): "
-                 "empirical band from validation error, not a confidence interval",
-                 help="The prediction plus or minus the mean absolute percentage error of `gpuhours validate` "
-                      "on the public validation runs. It says how far off the model has been on published "
-                      "runs; it is not a statistical confidence interval.")
+    bands = None
+if bands:
+    v, cal = bands["validation"], bands["calibration"]
+    text = f"validation band {v['low']:,.0f} – {v['high']:,.0f}"
+    if cal:
+        text += f"; calibration band {cal['low']:,.0f} – {cal['high']:,.0f}"
+    c[0].caption(text + " GPU·h: empirical error bands, not confidence intervals",
+                 help=f"Validation band: published runs took {v['ratio_low']:.2f}x to {v['ratio_high']:.2f}x the "
+                      f"GPU-hours we predicted for them (10th to 90th percentile of {v['rows']} runs of "
+                      "`gpuhours validate`). Calibration band: every kernel table of the profile moved by its "
+                      "median leave-one-out error. The Sensitivity page shows both in full.")
 tokT = cost["tokens"] / 1e12
 c[1].metric("Days on this cluster",
             f"{cost['days_on_cluster']:,.1f} days",

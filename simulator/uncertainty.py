@@ -1,0 +1,202 @@
+"""Error bars: how far a prediction may be off, from the two things it rests on.
+
+A prediction is only as good as (1) the model's mechanisms and (2) the kernel
+measurements it reads. Each gives its own band around the GPU-hours per
+trillion tokens; neither is a statistical confidence interval, and they are
+reported side by side, never combined:
+
+- **Validation band.** ``gpuhours validate`` compares the analytic engine with
+  published runs. For a run, ``r = predicted throughput / measured throughput``;
+  GPU-hours scale as 1 / throughput, so the published run's GPU-hours were the
+  prediction times ``r``. The band is the prediction times the 10th and 90th
+  percentiles of ``r`` over the included rows of the public set: had this
+  scenario erred like eight in ten of the published runs, its GPU-hours would
+  lie inside. The errors are signed, so a model that tends to come in fast
+  gives a band above its prediction, not a symmetric one.
+- **Calibration band.** The spread of the profile's own measurements: every
+  measured row of a kernel table (GEMM, grouped GEMM, attention and
+  memory-bound rows of one dtype / direction / library / op) is predicted from
+  the table's other rows by the same interpolation the op timer uses (outside
+  their range: the same clamping), and the median absolute log-error of those
+  leave-one-out predictions is the table's spread ``s``. It grows with how
+  much independent measurements of one shape disagree and with how far a
+  shape is from its neighbours. The band re-predicts the scenario with every
+  table's throughputs divided (slow side) and multiplied (fast side) by
+  ``exp(s)``; tables with fewer than three measured rows, collectives and the
+  datasheet peaks the roofline falls back on are left alone (and named).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import statistics
+from dataclasses import dataclass
+from functools import lru_cache
+
+from .analytic import predict_analytic, resolve_profile
+from .config import Scenario
+from .profile import Profile, _Grid, _log
+
+# Validation-band percentiles of the predicted/measured ratio.
+QUANTILES = (0.10, 0.90)
+# A table needs this many measured rows for a leave-one-out spread.
+MIN_ROWS = 3
+
+# Kernel tables with a spread: (what identifies one table of rows, its lookup coordinates, value key),
+# the same matches and coordinates as the lookups of :class:`simulator.profile.Profile`.
+TABLES = {
+    "gemm": (("dtype",), ("m", "n", "k"), "tflops"),
+    "grouped_gemm": (("dtype",), ("m_per_group", "n", "k", "groups"), "tflops"),
+    "attention": (("dtype", "direction", "library"), ("seq", "heads", "qk_dim", "v_dim"), "tflops"),
+    "memory_bound": (("op",), ("bytes",), "gbps"),
+}
+
+
+def quantile(xs: list[float], q: float) -> float:
+    """The q-quantile of ``xs`` by linear interpolation between order statistics."""
+    ys = sorted(xs)
+    pos = q * (len(ys) - 1)
+    i = int(math.floor(pos))
+    j = min(i + 1, len(ys) - 1)
+    return ys[i] + (pos - i) * (ys[j] - ys[i])
+
+
+@lru_cache(maxsize=1)
+def validation_ratios() -> tuple[tuple[str, float], ...]:
+    """(run id, predicted / measured throughput) of every modelled row of the public set, analytic engine
+    (computed once per process)."""
+    from .validate import DEFAULT_CSV, read_csv, validate_rows
+
+    results, _ = validate_rows(read_csv(DEFAULT_CSV), engine="analytic")
+    return tuple((r.run_id, r.predicted / r.measured) for r in results
+                 if r.predicted is not None and r.measured and math.isfinite(r.predicted))
+
+
+@dataclass(frozen=True)
+class Spread:
+    """One kernel table's leave-one-out spread."""
+
+    table: str
+    match: dict
+    rows: int
+    spread: float | None  # median |ln(measured / predicted from the other rows)|; None below MIN_ROWS
+
+    @property
+    def label(self) -> str:
+        keys = ", ".join(f"{v}" for v in self.match.values() if v is not None)
+        return f"{self.table} ({keys})" if keys else self.table
+
+
+def _groups(prof: Profile):
+    for table, (match_keys, dims, value_key) in TABLES.items():
+        rows = [r for r in prof.tables.get(table, []) if not r.get("ceiling")]
+        seen: list[tuple] = []
+        for r in rows:
+            key = tuple(r.get(k) for k in match_keys)
+            if key not in seen:
+                seen.append(key)
+        for key in seen:
+            group = [r for r in rows if tuple(r.get(k) for k in match_keys) == key]
+            yield table, dict(zip(match_keys, key)), dims, value_key, group
+
+
+def _loo_spread(pts: list[tuple[tuple[float, ...], float]]) -> float:
+    """Median |log-error| of predicting each point from the others (interpolated, clamped outside)."""
+    errs = []
+    for i, (c, v) in enumerate(pts):
+        rest = pts[:i] + pts[i + 1:]
+        lo = [min(p[0][d] for p in rest) for d in range(len(c))]
+        hi = [max(p[0][d] for p in rest) for d in range(len(c))]
+        q = tuple(min(max(x, lo[d]), hi[d]) for d, x in enumerate(c))
+        errs.append(abs(math.log(v / _Grid(rest)(q))))
+    return statistics.median(errs)
+
+
+@lru_cache(maxsize=8)
+def calibration_spreads(prof: Profile) -> tuple[Spread, ...]:
+    """Leave-one-out spread of every kernel table of ``prof`` (cached per profile object: loaded
+    profiles are themselves cached per file)."""
+    out = []
+    for table, match, dims, value_key, group in _groups(prof):
+        spread = None
+        if len(group) >= MIN_ROWS:
+            spread = _loo_spread([(tuple(_log(r[d]) for d in dims), float(r[value_key])) for r in group])
+        out.append(Spread(table, match, len(group), spread))
+    return tuple(out)
+
+
+def spread_profile(prof: Profile, spreads: tuple[Spread, ...], sign: int) -> Profile:
+    """A copy of ``prof`` with each table's throughputs multiplied by exp(sign x its spread)."""
+    data = copy.deepcopy(prof.data)
+    for sp in spreads:
+        if not sp.spread:
+            continue
+        _, _, value_key = TABLES[sp.table]
+        k = math.exp(sign * sp.spread)
+        for r in data["tables"].get(sp.table, []):
+            if all(r.get(key) == v for key, v in sp.match.items()):
+                r[value_key] = r[value_key] * k
+    out = Profile(data, path=prof.path)
+    out.name = f"{prof.name} {'+' if sign > 0 else '-'}spread"
+    return out
+
+
+def prediction_bands(sc: Scenario, profile: Profile | str | None = None) -> dict:
+    """The validation and calibration bands of a scenario's GPU-hours per trillion tokens.
+
+    ``{"base", "validation": {"low", "high", "rows", "quantiles", "ratio_low", "ratio_high", "method"},
+    "calibration": {"low", "high", "profile", "spreads": [{"table", "rows", "spread_pct"}], "not_estimated",
+    "method"}}``; ``spreads`` lists the tables this scenario reads, largest first; ``calibration`` is None
+    when the scenario runs on datasheet peaks alone (no profile).
+    """
+    prof = resolve_profile(sc, profile)
+    base = predict_analytic(sc, profile=prof).gpu_hours_per_trillion_tokens
+    ratios = [r for _, r in validation_ratios()]
+    q_lo, q_hi = (quantile(ratios, q) for q in QUANTILES)
+    validation = {
+        "low": base * q_lo, "high": base * q_hi, "rows": len(ratios), "quantiles": list(QUANTILES),
+        "ratio_low": q_lo, "ratio_high": q_hi,
+        "method": "prediction x the 10th and 90th percentiles of predicted/measured throughput "
+                  "over the public validation rows (analytic engine); not a confidence interval",
+    }
+    calibration = None
+    if prof is not None:
+        spreads = calibration_spreads(prof)
+        fast_prof = spread_profile(prof, spreads, +1)
+        fast = predict_analytic(sc, profile=fast_prof).gpu_hours_per_trillion_tokens
+        slow = predict_analytic(sc, profile=spread_profile(prof, spreads, -1)).gpu_hours_per_trillion_tokens
+        # The fresh copy's lookup cache holds exactly the tables this scenario read.
+        used = {(key[0], key[1]) for key in fast_prof._cache}
+        spreads = [s for s in spreads if (s.table, tuple(sorted(s.match.items()))) in used]
+        calibration = {
+            "low": min(fast, slow), "high": max(fast, slow), "profile": prof.name,
+            "spreads": sorted(({"table": s.label, "rows": s.rows, "spread_pct": 100 * (math.exp(s.spread) - 1)}
+                               for s in spreads if s.spread is not None), key=lambda d: -d["spread_pct"]),
+            "not_estimated": [f"{s.label}: {s.rows} row(s)" for s in spreads if s.spread is None]
+            + ["collectives and datasheet-peak fallbacks"],
+            "method": "each kernel table's throughputs moved by its median leave-one-out error "
+                      "(profile rows predicted from the others); not a confidence interval",
+        }
+    return {"base": base, "validation": validation, "calibration": calibration}
+
+
+def band_rows(bands: dict) -> list[tuple[str, str]]:
+    """(label, text) lines of :func:`prediction_bands` for the CLI's tables."""
+    v = bands["validation"]
+    rows = [("validation band", f"{v['low']:,.0f} .. {v['high']:,.0f} GPU-h/1T: published runs took "
+                                f"{v['ratio_low']:.2f}x .. {v['ratio_high']:.2f}x our prediction "
+                                f"(10th-90th pct of {v['rows']} rows; not a confidence interval)")]
+    c = bands["calibration"]
+    if c is None:
+        rows.append(("calibration band", "none: no calibration profile (datasheet peaks)"))
+    else:
+        worst = c["spreads"][:2]
+        rows.append(("calibration band", f"{c['low']:,.0f} .. {c['high']:,.0f} GPU-h/1T: profile {c['profile']} "
+                                         "tables moved by their leave-one-out error (largest: "
+                                         + ", ".join(f"{s['table']} {s['spread_pct']:.0f} %" for s in worst) + ")"))
+    return rows
+
+
+__all__ = ["band_rows", "QUANTILES", "Spread", "calibration_spreads", "prediction_bands", "quantile", "spread_profile",
+           "validation_ratios"]
