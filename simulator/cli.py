@@ -104,10 +104,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
         ("GPU-hours / 1T tokens", f"{rep['gpu_hours_per_trillion_tokens']:,.0f} (steady state)"),
         ("USD / 1T tokens", f"${rep['usd_per_trillion_tokens']:,.0f} at ${sc.cost.usd_per_gpu_hour:g}/GPU-hour"),
     ]
-    if bands:
-        from .uncertainty import band_rows
-
-        rows += band_rows(bands)
     if run:
         rows.append(("run GPU-hours / 1T", f"{run['gpu_hours_per_trillion_tokens_run']:,.0f} (batch ramp included)"))
         for ph in run["phases"]:
@@ -115,6 +111,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
             rows.append((f"phase {ph['name']}", f"{ph['gpu_hours']:,.0f} GPU-hours, ${ph['usd']:,.0f}{pub}"))
         rows.append(("total", f"{run['total_gpu_hours']:,.0f} GPU-hours, ${run['total_usd']:,.0f}, "
                               f"{run['days_on_cluster']:.1f} days on this cluster"))
+    if bands:
+        from .uncertainty import band_rows
+
+        rows += band_rows(bands)
     print_table(rows, title=f"gpuhours predict: {sc.name}")
     sys.stdout.flush()  # the table before the warnings when both streams go to one terminal or file
     for w in rep["warnings"]:

@@ -148,7 +148,9 @@ def prediction_bands(sc: Scenario, profile: Profile | str | None = None) -> dict
     ``{"base", "validation": {"low", "high", "rows", "quantiles", "ratio_low", "ratio_high", "method"},
     "calibration": {"low", "high", "profile", "spreads": [{"table", "rows", "spread_pct"}], "not_estimated",
     "method"}}``; ``spreads`` lists the tables this scenario reads, largest first; ``calibration`` is None
-    when the scenario runs on datasheet peaks alone (no profile).
+    when the scenario runs on datasheet peaks alone (no profile). A scenario with phases or a batch ramp
+    adds ``"run": {"total_gpu_hours", "validation": {"low", "high"}, "calibration": {"low", "high"}}``
+    for the whole run (phases given as GPU-hours stay put); otherwise ``run`` is None.
     """
     prof = resolve_profile(sc, profile)
     base = predict_analytic(sc, profile=prof).gpu_hours_per_trillion_tokens
@@ -160,7 +162,7 @@ def prediction_bands(sc: Scenario, profile: Profile | str | None = None) -> dict
         "method": "prediction x the 10th and 90th percentiles of predicted/measured throughput "
                   "over the public validation rows (analytic engine); not a confidence interval",
     }
-    calibration = None
+    calibration = spreads = None
     if prof is not None:
         spreads = calibration_spreads(prof)
         fast_prof = spread_profile(prof, spreads, +1)
@@ -168,17 +170,38 @@ def prediction_bands(sc: Scenario, profile: Profile | str | None = None) -> dict
         slow = predict_analytic(sc, profile=spread_profile(prof, spreads, -1)).gpu_hours_per_trillion_tokens
         # The fresh copy's lookup cache holds exactly the tables this scenario read.
         used = {(key[0], key[1]) for key in fast_prof._cache}
-        spreads = [s for s in spreads if (s.table, tuple(sorted(s.match.items()))) in used]
+        read = [s for s in spreads if (s.table, tuple(sorted(s.match.items()))) in used]
         calibration = {
             "low": min(fast, slow), "high": max(fast, slow), "profile": prof.name,
             "spreads": sorted(({"table": s.label, "rows": s.rows, "spread_pct": 100 * (math.exp(s.spread) - 1)}
-                               for s in spreads if s.spread is not None), key=lambda d: -d["spread_pct"]),
-            "not_estimated": [f"{s.label}: {s.rows} row(s)" for s in spreads if s.spread is None]
+                               for s in read if s.spread is not None), key=lambda d: -d["spread_pct"]),
+            "not_estimated": [f"{s.label}: {s.rows} row(s)" for s in read if s.spread is None]
             + ["collectives and datasheet-peak fallbacks"],
             "method": "each kernel table's throughputs moved by its median leave-one-out error "
                       "(profile rows predicted from the others); not a confidence interval",
         }
-    return {"base": base, "validation": validation, "calibration": calibration}
+    run = None
+    if sc.training.phases or sc.training.batch_ramp_from:
+        run = _run_bands(sc, prof, q_lo, q_hi, spreads if prof is not None else None)
+    return {"base": base, "validation": validation, "calibration": calibration, "run": run}
+
+
+def _run_bands(sc: Scenario, prof: Profile | None, q_lo: float, q_hi: float, spreads) -> dict:
+    """Both bands on the whole run's GPU-hours: modelled phases move, phases given as GPU-hours stay."""
+    from .lifecycle import phase_gpu_hours
+
+    def split(p):
+        run = phase_gpu_hours(sc, profile=p)
+        modelled = sum(ph["gpu_hours"] for ph in run["phases"] if ph["modelled"])
+        return modelled, run["total_gpu_hours"] - modelled
+
+    modelled, given = split(prof)
+    out = {"total_gpu_hours": modelled + given,
+           "validation": {"low": given + modelled * q_lo, "high": given + modelled * q_hi}}
+    if spreads is not None:
+        totals = [sum(split(spread_profile(prof, tuple(spreads), sign))) for sign in (+1, -1)]
+        out["calibration"] = {"low": min(totals), "high": max(totals)}
+    return out
 
 
 def band_rows(bands: dict) -> list[tuple[str, str]]:
@@ -195,6 +218,12 @@ def band_rows(bands: dict) -> list[tuple[str, str]]:
         rows.append(("calibration band", f"{c['low']:,.0f} .. {c['high']:,.0f} GPU-h/1T: profile {c['profile']} "
                                          "tables moved by their leave-one-out error (largest: "
                                          + ", ".join(f"{s['table']} {s['spread_pct']:.0f} %" for s in worst) + ")"))
+    run = bands.get("run")
+    if run:
+        text = f"validation {run['validation']['low']:,.0f} .. {run['validation']['high']:,.0f}"
+        if "calibration" in run:
+            text += f", calibration {run['calibration']['low']:,.0f} .. {run['calibration']['high']:,.0f}"
+        rows.append(("run total bands", text + " GPU-hours"))
     return rows
 
 

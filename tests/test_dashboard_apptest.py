@@ -356,3 +356,12 @@ def test_memory_page_draws_memory_over_the_step_from_the_des():
     assert lines and all(len(tr["x"]) > 2 for tr in lines)
     peak = max(max(tr["y"]) for tr in lines)
     assert any(f"DES peak {peak:.1f} GiB" in c.value for c in at.caption)
+
+
+def test_cost_page_shows_the_run_total_bands():
+    at = _app("deepseek-v3-lifecycle")
+    at.switch_page("pages/cost.py").run()
+    _ok(at)
+    caps = [c.value for c in at.caption if "Total GPU-hours: validation band" in c.value]
+    assert caps and "calibration band" in caps[0] and "not confidence intervals" in caps[0], \
+        [c.value for c in at.caption]

@@ -108,3 +108,21 @@ def test_predict_interval_cli(capsys):
     assert "validation band" in out and "calibration band" in out and "not a confidence interval" in out
     assert main(["predict", "deepseekmoe-2b", "--json"]) == 0
     assert "interval" not in json.loads(capsys.readouterr().out)
+
+
+def test_lifecycle_run_bands_move_modelled_phases_only():
+    """Table 1's total carries both bands; the post-training phase, given as GPU-hours, does not move."""
+    sc = load("deepseek-v3-lifecycle")
+    bands = prediction_bands(sc)
+    run = bands["run"]
+    v = bands["validation"]
+    from simulator.api import run_cost
+
+    cost = run_cost(sc)
+    given = sum(p["gpu_hours"] for p in cost["phases"] if not p["modelled"])
+    modelled = cost["total_gpu_hours"] - given
+    assert given > 0 and run["total_gpu_hours"] == pytest.approx(cost["total_gpu_hours"])
+    assert run["validation"]["low"] == pytest.approx(given + modelled * v["ratio_low"])
+    assert run["validation"]["high"] == pytest.approx(given + modelled * v["ratio_high"])
+    assert run["calibration"]["low"] < cost["total_gpu_hours"] < run["calibration"]["high"]
+    assert prediction_bands(load("deepseekmoe-2b"))["run"] is None

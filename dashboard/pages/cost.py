@@ -41,6 +41,20 @@ c = st.columns(3)
 c[0].metric("Total GPU-hours", f"{cost['total_gpu_hours'] / 1e6:,.3f} M GPU·h")
 c[1].metric("Total cost", f"${cost['total_usd'] / 1e6:,.2f} M", help=f"at ${price:g} per GPU-hour")
 c[2].metric(f"Wall-clock on {rep['num_gpus']:,} GPUs", f"{cost['days_on_cluster']:,.1f} days")
+try:
+    run_bands = state.prediction_bands(name, ov).get("run")
+except (state.GpuhoursError, ValueError, OSError):
+    run_bands = None
+if run_bands:
+    text = (f"Total GPU-hours: validation band {run_bands['validation']['low'] / 1e6:,.3f} – "
+            f"{run_bands['validation']['high'] / 1e6:,.3f} M")
+    if "calibration" in run_bands:
+        text += (f"; calibration band {run_bands['calibration']['low'] / 1e6:,.3f} – "
+                 f"{run_bands['calibration']['high'] / 1e6:,.3f} M")
+    c[0].caption(text + " GPU·h: empirical error bands, not confidence intervals",
+                 help="Validation band: the modelled phases times how much more (or less) published runs took than "
+                      "we predicted for them (10th to 90th percentile). Calibration band: every kernel table of the "
+                      "profile moved by its median leave-one-out error. Phases given as GPU-hours do not move.")
 st.caption(f"Assumes ${price:g} per GPU-hour (cost.usd_per_gpu_hour) and the batch-size ramp of the scenario; "
            f"run average {cost['gpu_hours_per_trillion_tokens_run']:,.0f} GPU-hours per trillion tokens. "
            "Published figures appear where the scenario records them (DeepSeek-V3 Table 1: 2,664K + 119K + 5K "
