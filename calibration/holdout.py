@@ -27,18 +27,19 @@ import json
 import random
 import statistics
 import sys
-from typing import Any, Callable
 
-# table -> (coordinate fields, throughput field, lookup(profile, row) -> Lookup)
-LOOKUPS: dict[str, tuple[tuple[str, ...], str, Callable[[Any, dict], Any]]] = {
-    "gemm": (("m", "n", "k"), "tflops", lambda p, r: p.gemm_tflops(r["dtype"], r["m"], r["n"], r["k"])),
-    "grouped_gemm": (("groups", "m_per_group", "n", "k"), "tflops",
-                     lambda p, r: p.grouped_gemm_tflops(r["dtype"], r["groups"], r["m_per_group"], r["n"], r["k"])),
-    "attention": (("seq", "heads", "qk_dim", "v_dim"), "tflops",
-                  lambda p, r: p.attention_tflops(r["dtype"], r["direction"], r["seq"], r["heads"], r["qk_dim"], r["v_dim"])),
-    "memory_bound": (("bytes",), "gbps", lambda p, r: p.memory_gbps(r["op"], r["bytes"])),
-}
-GROUP_BY = {"gemm": ("dtype",), "grouped_gemm": ("dtype",), "attention": ("dtype", "direction"), "memory_bound": ("op",)}
+from simulator.uncertainty import TABLES
+from simulator.uncertainty import leave_one_out as _held_out_rows
+
+
+def _coords(table: str) -> tuple[str, ...]:
+    return TABLES[table][1]
+
+
+def _group(table: str) -> tuple[str, ...]:
+    """The fields that make one table of rows (dtype, direction, library, op): rows are only
+    predicted from rows of their own group, as the op timer's lookups do."""
+    return TABLES[table][0]
 
 
 def _interior(row: dict, others: list[dict], coords: tuple[str, ...]) -> bool:
@@ -48,11 +49,11 @@ def _interior(row: dict, others: list[dict], coords: tuple[str, ...]) -> bool:
 
 def split_rows(table: str, rows: list[dict], fraction: float, seed: int, interior_only: bool = True):
     """(train, held): ``fraction`` of each group's rows held out, at random (seeded)."""
-    coords = LOOKUPS[table][0]
+    coords = _coords(table)
     rng = random.Random(seed)
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault(tuple(r.get(k) for k in GROUP_BY[table]), []).append(r)
+        groups.setdefault(tuple(r.get(k) for k in _group(table)), []).append(r)
     train, held = [], []
     for members in groups.values():
         order = list(range(len(members)))
@@ -73,18 +74,17 @@ def split_rows(table: str, rows: list[dict], fraction: float, seed: int, interio
 
 
 def _score(table: str, cases: list, trained: int) -> dict:
-    """Report of predicting each held row from its profile: ``cases`` is [(profile, row)]."""
-    coords, value_key, lookup = LOOKUPS[table]
+    """Report of predicted rows: ``cases`` is [(measured row, Lookup the timer answered for its shape)]."""
+    value_key = TABLES[table][2]
     errors, statuses, worst = [], {}, None
-    for prof, r in cases:
-        res = lookup(prof, r)
+    for r, res in cases:
         statuses[res.status] = statuses.get(res.status, 0) + 1
         if res.value is None:
             continue
         err = r[value_key] / res.value - 1.0  # predicted time / measured time - 1
         errors.append(abs(err))
         if worst is None or abs(err) > abs(worst[0]):
-            worst = (err, {k: r[k] for k in (*GROUP_BY[table], *coords)})
+            worst = (err, {k: r.get(k) for k in (*_group(table), *_coords(table))})
     return {
         "train": trained, "held": len(cases), "statuses": statuses,
         "median_abs_time_error": statistics.median(errors) if errors else None,
@@ -100,34 +100,25 @@ def evaluate(profile_data: dict, fraction: float = 0.2, seed: int = 0, tables=No
 
     report: dict[str, dict] = {}
     for table, rows in profile_data.get("tables", {}).items():
-        if table not in LOOKUPS or (tables and table not in tables) or len(rows) < 3:
+        if table not in TABLES or (tables and table not in tables) or len(rows) < 3:
             continue
         train, held = split_rows(table, rows, fraction, seed, interior_only)
         if not held:
             report[table] = {"train": len(train), "held": 0, "note": "no row could be held out"}
             continue
         prof = Profile(dict(profile_data, tables={table: train}))
-        report[table] = _score(table, [(prof, r) for r in held], len(train))
+        lookup = TABLES[table][3]
+        report[table] = _score(table, [(r, lookup(prof, r)) for r in held], len(train))
     return report
 
 
 def leave_one_out(profile_data: dict, tables=None) -> dict:
-    """Per table: predict every ordinary row from all the others (edge rows come back clamped)."""
-    from simulator.profile import Profile
-
-    report: dict[str, dict] = {}
-    for table, rows in profile_data.get("tables", {}).items():
-        if table not in LOOKUPS or (tables and table not in tables):
-            continue
-        cases = []
-        for i, r in enumerate(rows):
-            rest = [o for j, o in enumerate(rows) if j != i]
-            same = [o for o in rest if all(o.get(k) == r.get(k) for k in GROUP_BY[table]) and not o.get("ceiling")]
-            if not r.get("ceiling") and len(same) >= 2:
-                cases.append((Profile(dict(profile_data, tables={table: rest})), r))
-        if cases:
-            report[table] = _score(table, cases, len(rows) - 1)
-    return report
+    """Per table: predict every ordinary row from all the others (edge rows come back clamped);
+    :func:`simulator.uncertainty.leave_one_out` holds the rows out, the same one the error bands use."""
+    cases: dict[str, list] = {}
+    for h in _held_out_rows(profile_data, tables):
+        cases.setdefault(h.table, []).append((h.row, h.lookup))
+    return {table: _score(table, c, len(profile_data["tables"][table]) - 1) for table, c in cases.items()}
 
 
 def main(argv=None) -> int:
@@ -135,7 +126,7 @@ def main(argv=None) -> int:
     parser.add_argument("profile", help="profile name or path")
     parser.add_argument("--fraction", type=float, default=0.2, help="share of rows held out per group (default 0.2)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tables", default=None, help="comma-separated subset of " + ", ".join(LOOKUPS))
+    parser.add_argument("--tables", default=None, help="comma-separated subset of " + ", ".join(TABLES))
     parser.add_argument("--any", action="store_true", help="also hold out edge rows (they come back clamped)")
     parser.add_argument("--loo", action="store_true", help="leave one out: predict every row from all the others")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -33,24 +33,68 @@ import math
 import statistics
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Callable
 
 from .analytic import predict_analytic, resolve_profile
 from .config import Scenario
-from .profile import Profile, _Grid, _log
+from .profile import Lookup, Profile
 
 # Validation-band percentiles of the predicted/measured ratio.
 QUANTILES = (0.10, 0.90)
 # A table needs this many measured rows for a leave-one-out spread.
 MIN_ROWS = 3
 
-# Kernel tables with a spread: (what identifies one table of rows, its lookup coordinates, value key),
-# the same matches and coordinates as the lookups of :class:`simulator.profile.Profile`.
-TABLES = {
-    "gemm": (("dtype",), ("m", "n", "k"), "tflops"),
-    "grouped_gemm": (("dtype",), ("m_per_group", "n", "k", "groups"), "tflops"),
-    "attention": (("dtype", "direction", "library"), ("seq", "heads", "qk_dim", "v_dim"), "tflops"),
-    "memory_bound": (("op",), ("bytes",), "gbps"),
+# Kernel tables with a spread: (what identifies one table of rows, its coordinates, value key, and the
+# lookup the op timer makes for a row's shape), the same as :class:`simulator.profile.Profile`'s lookups.
+TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...], str, Callable[[Profile, dict], Lookup]]] = {
+    "gemm": (("dtype",), ("m", "n", "k"), "tflops",
+             lambda p, r: p.gemm_tflops(r["dtype"], r["m"], r["n"], r["k"])),
+    "grouped_gemm": (("dtype",), ("groups", "m_per_group", "n", "k"), "tflops",
+                     lambda p, r: p.grouped_gemm_tflops(r["dtype"], r["groups"], r["m_per_group"], r["n"], r["k"])),
+    "attention": (("dtype", "direction", "library"), ("seq", "heads", "qk_dim", "v_dim"), "tflops",
+                  lambda p, r: p.attention_tflops(r["dtype"], r["direction"], r["seq"], r["heads"], r["qk_dim"],
+                                                  r["v_dim"], r.get("library") or "")),
+    "memory_bound": (("op",), ("bytes",), "gbps", lambda p, r: p.memory_gbps(r["op"], r["bytes"])),
 }
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """One measured row predicted from the rest of its profile: ``lookup`` is what the timer answered."""
+
+    table: str
+    match: dict  # the row's table identity (dtype, direction, library or op)
+    row: dict
+    lookup: Lookup
+
+    @property
+    def log_error(self) -> float | None:
+        """ln(measured / predicted throughput), i.e. ln(predicted / measured time); None without a value."""
+        value_key = TABLES[self.table][2]
+        return math.log(self.row[value_key] / self.lookup.value) if self.lookup.value else None
+
+
+def leave_one_out(data: dict, tables=None) -> list[HeldOut]:
+    """Every ordinary row of the kernel tables of a profile's data, predicted from all its other rows.
+
+    Only rows whose table (same dtype / direction / library / op) keeps at least ``MIN_ROWS - 1`` ordinary
+    rows without them are held out; ceiling rows (maxima over shapes) are never held out but stay in as
+    bounds. Predictions go through the timer's own lookups, so edge rows come back clamped."""
+    out = []
+    for table, rows in data.get("tables", {}).items():
+        if table not in TABLES or (tables and table not in tables):
+            continue
+        match_keys, _, _, lookup = TABLES[table]
+        for i, r in enumerate(rows):
+            if r.get("ceiling"):
+                continue
+            rest = rows[:i] + rows[i + 1:]
+            same = [o for o in rest if not o.get("ceiling") and all(o.get(k) == r.get(k) for k in match_keys)]
+            if len(same) < MIN_ROWS - 1:
+                continue
+            prof = Profile(dict(data, tables={table: rest}))
+            out.append(HeldOut(table, {k: r.get(k) for k in match_keys}, r, lookup(prof, r)))
+    return out
 
 
 def quantile(xs: list[float], q: float) -> float:
@@ -88,41 +132,26 @@ class Spread:
         return f"{self.table} ({keys})" if keys else self.table
 
 
-def _groups(prof: Profile):
-    for table, (match_keys, dims, value_key) in TABLES.items():
-        rows = [r for r in prof.tables.get(table, []) if not r.get("ceiling")]
-        seen: list[tuple] = []
-        for r in rows:
-            key = tuple(r.get(k) for k in match_keys)
-            if key not in seen:
-                seen.append(key)
-        for key in seen:
-            group = [r for r in rows if tuple(r.get(k) for k in match_keys) == key]
-            yield table, dict(zip(match_keys, key)), dims, value_key, group
-
-
-def _loo_spread(pts: list[tuple[tuple[float, ...], float]]) -> float:
-    """Median |log-error| of predicting each point from the others (interpolated, clamped outside)."""
-    errs = []
-    for i, (c, v) in enumerate(pts):
-        rest = pts[:i] + pts[i + 1:]
-        lo = [min(p[0][d] for p in rest) for d in range(len(c))]
-        hi = [max(p[0][d] for p in rest) for d in range(len(c))]
-        q = tuple(min(max(x, lo[d]), hi[d]) for d, x in enumerate(c))
-        errs.append(abs(math.log(v / _Grid(rest)(q))))
-    return statistics.median(errs)
-
-
 @lru_cache(maxsize=8)
 def calibration_spreads(prof: Profile) -> tuple[Spread, ...]:
     """Leave-one-out spread of every kernel table of ``prof`` (cached per profile object: loaded
     profiles are themselves cached per file)."""
+    errors: dict[tuple, list[float]] = {}
+    for h in leave_one_out(prof.data):
+        if h.log_error is not None:
+            errors.setdefault((h.table, tuple(h.match.items())), []).append(abs(h.log_error))
     out = []
-    for table, match, dims, value_key, group in _groups(prof):
-        spread = None
-        if len(group) >= MIN_ROWS:
-            spread = _loo_spread([(tuple(_log(r[d]) for d in dims), float(r[value_key])) for r in group])
-        out.append(Spread(table, match, len(group), spread))
+    for table, (match_keys, _, _, _) in TABLES.items():
+        seen: list[tuple] = []
+        for r in prof.tables.get(table, []):
+            key = tuple((k, r.get(k)) for k in match_keys)
+            if r.get("ceiling") or key in seen:
+                continue
+            seen.append(key)
+            errs = errors.get((table, key))
+            rows = sum(1 for o in prof.tables[table] if not o.get("ceiling")
+                       and tuple((k, o.get(k)) for k in match_keys) == key)
+            out.append(Spread(table, dict(key), rows, statistics.median(errs) if errs else None))
     return tuple(out)
 
 
@@ -132,7 +161,7 @@ def spread_profile(prof: Profile, spreads: tuple[Spread, ...], sign: int) -> Pro
     for sp in spreads:
         if not sp.spread:
             continue
-        _, _, value_key = TABLES[sp.table]
+        value_key = TABLES[sp.table][2]
         k = math.exp(sign * sp.spread)
         for r in data["tables"].get(sp.table, []):
             if all(r.get(key) == v for key, v in sp.match.items()):
@@ -227,5 +256,5 @@ def band_rows(bands: dict) -> list[tuple[str, str]]:
     return rows
 
 
-__all__ = ["band_rows", "QUANTILES", "Spread", "calibration_spreads", "prediction_bands", "quantile", "spread_profile",
+__all__ = ["HeldOut", "TABLES", "band_rows", "leave_one_out", "QUANTILES", "Spread", "calibration_spreads", "prediction_bands", "quantile", "spread_profile",
            "validation_ratios"]

@@ -393,6 +393,20 @@ def test_holdout_leave_one_out_never_holds_out_a_ceiling(capsys):
     assert all(not r.get("ceiling") for r in split_held)
 
 
+def test_holdout_predicts_a_row_only_from_rows_of_its_own_library():
+    """FA3 (untagged) and cuDNN rows of one shape differ by design; leaving a cuDNN row out must
+    predict it from the other cuDNN rows, as the op timer's lookup does, not from FA3's."""
+    from calibration import holdout
+
+    rows = [{"dtype": "bf16", "direction": "fwd", "seq": s, "heads": 16, "qk_dim": 128, "v_dim": 128,
+             "tflops": t, "source": "t", **({"library": lib} if lib else {})}
+            for lib, t in ((None, 500.0), ("cudnn", 300.0)) for s in (2048, 4096, 8192)]
+    data = {"schema": "gpuhours.profile", "schema_version": 1, "name": "t", "device": {"name": "x"},
+            "tables": {"attention": rows}}
+    rep = holdout.leave_one_out(data)["attention"]
+    assert rep["held"] == 6 and rep["worst_abs_time_error"] == pytest.approx(0.0, abs=1e-9)
+
+
 def test_e2e_step_runs_tiny_on_cpu():
     from calibration import e2e_step
 
