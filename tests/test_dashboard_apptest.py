@@ -365,3 +365,18 @@ def test_cost_page_shows_the_run_total_bands():
     caps = [c.value for c in at.caption if "Total GPU-hours: validation band" in c.value]
     assert caps and "calibration band" in caps[0] and "not confidence intervals" in caps[0], \
         [c.value for c in at.caption]
+
+
+@pytest.mark.parametrize("ib", [50.0, 5.0])
+def test_step_split_segments_add_up_to_the_step(ib):
+    """The what-if split stacks compute, bubble, DP exposed and optimizer: they sum to the step time
+    (exposed communication lies inside them; a separate segment counted it twice)."""
+    at = _app()
+    at.number_input(key="deepseek-v3:ib").set_value(ib).run()
+    _ok(at)
+    spec = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
+                if "Step time" in json.dumps(json.loads(c.proto.spec).get("layout", {}).get("title", "")))
+    title = spec["layout"]["title"]["text"]
+    step = float(re.search(r"Step time ([0-9.]+) s", title).group(1))
+    total = sum(t["x"][0] for t in spec["data"] if t["type"] == "bar")
+    assert total == pytest.approx(step, abs=0.006), (title, total)
