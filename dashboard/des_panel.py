@@ -50,7 +50,7 @@ def run(name: str, ov: tuple[str, ...]) -> tuple[dict, list | None, bytes] | Non
         return None
     except (state.GpuhoursError, ValueError, RuntimeError) as e:
         bar.empty()
-        st.error(f"Discrete-event simulation failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+        state.show_error(f"Discrete-event simulation failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
         return None
     bar.progress(1.0, text="Discrete-event simulation done.")
     bar.empty()

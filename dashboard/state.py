@@ -8,6 +8,7 @@ functions are pure functions of ``(scenario name, tuple of overrides)``.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -263,8 +264,18 @@ def plan_controls() -> tuple[str, tuple[str, ...]]:
     return name, tuple(ov)
 
 
-def show_error(msg: str) -> None:
-    st.error(msg)
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>|~$])")  # inline Markdown (and Streamlit's $math$)
+
+
+def plain(text: object) -> str:
+    """``text`` with Markdown's special characters escaped, so a message such as
+    "tp*pp*cp = 1*7*1" shows as written, not as emphasis."""
+    return _MARKDOWN.sub(r"\\\1", str(text))
+
+
+def show_error(msg: object) -> None:
+    """An error message from the simulator, first line only, shown verbatim."""
+    st.error(plain(str(msg).splitlines()[0] if str(msg) else msg))
 
 
 def fmt_big(x: float) -> str:

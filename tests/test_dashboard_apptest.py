@@ -116,6 +116,8 @@ def test_impossible_plan_shows_one_line_error():
     at.number_input(key=K + "pp").set_value(5).run()
     msgs = _one_line_error(at)
     assert any("plan" in m and "pp" in m for m in msgs), msgs  # names the field (pp)
+    # shown verbatim: Markdown would turn "tp*pp*cp = 1*5*1" into emphasis ("tpppcp = 151")
+    assert any(r"tp\*pp\*cp = 1\*5\*1" in m for m in msgs), msgs
     for page in ("timeline", "memory", "cost", "sensitivity"):  # other pages show the same error, no exception
         at.switch_page(f"pages/{page}.py").run()
         _one_line_error(at)

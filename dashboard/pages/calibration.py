@@ -17,7 +17,7 @@ st.title("Calibration profile")
 try:
     sd = state.scenario_dict(name, ov)
 except state.GpuhoursError as e:
-    st.error(str(e))
+    state.show_error(e)
     sd = state.scenario_dict(name)
 gpu = sd["cluster"]["gpu"]
 peaks = {"bf16": gpu.get("bf16_tflops") or 0.0, "fp16": gpu.get("fp16_tflops") or gpu.get("bf16_tflops") or 0.0,
@@ -30,13 +30,13 @@ if up is not None:
         prof = state.api.parse_profile(json.loads(up.getvalue().decode("utf-8")), name=up.name)
         st.success(f"{up.name}: valid profile for {prof.device.get('name')}")
     except (ValueError, UnicodeDecodeError) as e:  # json.JSONDecodeError and schema errors are ValueErrors
-        st.error(f"{up.name}: not a valid profile: {e}")
+        state.show_error(f"{up.name}: not a valid profile: {e}")
 if prof is None:
     pname = sd["cluster"]["profile"]
     try:
         prof = state.api.load_profile(pname)
     except (state.GpuhoursError, ValueError, OSError) as e:
-        st.error(str(e))
+        state.show_error(e)
         st.stop()
     st.caption(f"Profile **{prof.name}** used by cluster **{sd['cluster']['name']}** of scenario **{name}**.")
 

@@ -93,7 +93,7 @@ for i, pl in enumerate(plans):
         "memory": "fits in HBM" if rep["fits_in_memory"] else "exceeds HBM",
     })
 for e in errors:
-    st.error(e)
+    state.show_error(e)
 if not rows:
     st.stop()
 df = pd.DataFrame(rows)

@@ -13,7 +13,7 @@ name, ov = state.current()
 st.title("Training cost of the whole run")
 rep, cost, err = state.evaluate(name, ov)
 if err:
-    st.error(err)
+    state.show_error(err)
     st.stop()
 price = state.scenario_dict(name, ov)["cost"]["usd_per_gpu_hour"]
 rows = []

@@ -14,7 +14,7 @@ name, ov = state.current()
 st.title("Memory per pipeline stage")
 rep, _c, err = state.evaluate(name, ov)
 if err:
-    st.error(err)
+    state.show_error(err)
     st.stop()
 parts = (("params", "#4C78A8"), ("grads", "#72B7B2"), ("optimizer", "#54A24B"), ("activations", "#F58518"),
          ("transient", "#B279A2"))

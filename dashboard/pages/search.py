@@ -30,7 +30,7 @@ st.title("Plan search")
 try:
     sd = state.scenario_dict(name, base_ov)
 except state.GpuhoursError as e:
-    st.error(str(e).splitlines()[0])
+    state.show_error(e)
     st.stop()
 gpus, hbm = int(sd["cluster"]["num_gpus"]), float(sd["cluster"]["gpu"]["hbm_gib"])
 st.caption(f"Ranks plans for **{sd['model']}** on **{gpus:,} × {sd['cluster']['gpu']['name']}** "
@@ -89,7 +89,7 @@ if st.button("Search plans", type="primary", icon=":material/search:", disabled=
                                      progress=lambda f, text: bar.progress(f, text=text))
     except (state.GpuhoursError, ValueError) as e:
         bar.empty()
-        st.error(str(e).splitlines()[0])
+        state.show_error(e)
         st.stop()
     bar.empty()
     st.session_state[RESULT] = {"key": key, "res": res, "base": list(base_ov)}

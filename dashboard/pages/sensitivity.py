@@ -25,7 +25,7 @@ try:
     sens = state.sensitivity(name, ov)
     bands = state.prediction_bands(name, ov)
 except (state.GpuhoursError, ValueError) as e:
-    st.error(str(e).splitlines()[0])
+    state.show_error(e)
     st.stop()
 base = sens["base"]
 c = st.columns([1, 2])

@@ -20,7 +20,7 @@ name, ov = state.current()
 st.title("Pipeline timeline")
 rep, _cost, err = state.evaluate(name, ov)
 if err:
-    st.error(err)
+    state.show_error(err)
     st.stop()
 
 p = rep["plan"]
@@ -84,7 +84,7 @@ else:
     try:
         rows, makespan = analytic_tasks(sched, pp, n, vpp, f, b, w, fb or (f + b))
     except ValueError as e:
-        st.error(str(e).splitlines()[0])
+        state.show_error(e)
         st.stop()
     c2.markdown(f"Analytic **{sched}** schedule, PP = {pp}" + (f", VPP = {vpp}" if vpp > 1 else "")
                 + f", {n} of {m} micro-batches. Chunk times: F {f:.1f} ms · B {b:.1f} ms · W {w:.1f} ms"

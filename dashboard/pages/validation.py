@@ -23,7 +23,7 @@ try:
     out = results()
     rows, mape = out["rows"], out["mape_pct"]
 except (state.GpuhoursError, ValueError, OSError) as e:
-    st.error(str(e))
+    state.show_error(e)
     st.stop()
 df = pd.DataFrame(rows)
 if "note" in df and not df["note"].fillna("").astype(str).str.strip().any():

@@ -16,7 +16,7 @@ st.caption(f"Scenario **{name}** — change the plan in the sidebar; deltas are 
 rep, cost, err = state.evaluate(name, ov)
 base, base_cost, base_err = state.evaluate(name, ())
 if err:
-    st.error(err)
+    state.show_error(err)
     st.stop()
 if base_err:  # preset itself broken: show values without deltas
     base, base_cost = rep, cost
