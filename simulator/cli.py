@@ -15,7 +15,7 @@ import math
 import sys
 from typing import Callable
 
-from .errors import GpuhoursError
+from .errors import ConfigError, GpuhoursError
 from .profile import ProfileError
 
 # Subcommands implemented in other modules: name -> module with register(subparsers).
@@ -132,9 +132,43 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
         profile = load_profile(args.profile)
     results, mape = validate_rows(rows, engine=args.engine, profile=profile)
+    warnings = []
+    if profile is not None:
+        from .timer import device_mismatch
+
+        warnings = sorted({w for gpu in _row_gpus(rows) if (w := device_mismatch(profile, gpu))})
+    modelled = sum(r.error_pct is not None for r in results)
     if args.json:
-        print(json.dumps(results_json(results, mape)))
-        return 0
+        print(json.dumps({**results_json(results, mape), **({"warnings": warnings} if warnings else {})}))
+    else:
+        _print_validation(results, mape)
+        sys.stdout.flush()
+        for w in warnings:
+            print(f"  warning: {w}", file=sys.stderr)
+    if not modelled:
+        where = args.csv or "the public set"
+        why = "it has no row with include=true" if not results else "none of its rows could be modelled (reasons above)"
+        raise ConfigError("validate --csv", f"{where}: {why}")
+    return 0
+
+
+def _row_gpus(rows: list[dict]) -> list:
+    """The GPUs of the CSV rows validate models (rows it cannot model are left out)."""
+    from .scenario import scenario_from_dict
+    from .validate import row_to_raw
+
+    out = []
+    for row in rows:
+        if (row.get("include") or "").strip().lower() != "true":
+            continue
+        try:
+            out.append(scenario_from_dict(row_to_raw(row)[0]).cluster.gpu)
+        except GpuhoursError:
+            continue
+    return out
+
+
+def _print_validation(results: list, mape: float | None) -> None:
     print(f"{'run':28s} {'metric':28s} {'predicted':>11s} {'measured':>11s} {'error':>8s}")
     for r in results:
         if r.error_pct is None:
@@ -145,7 +179,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"{r.run_id:28s} {r.metric:28s} {r.predicted:11.1f} {r.measured:11.1f} {r.error_pct:+7.1f}%{note}")
     print(f"MAPE over {sum(r.error_pct is not None for r in results)} rows: "
           + (f"{mape:.1f} %" if mape is not None else "n/a"))
-    return 0
 
 
 def _lister(fn: Callable[[], list[str]], kind: str) -> Callable[[argparse.Namespace], int]:

@@ -15,6 +15,7 @@ proportionality) turns that into a slowdown.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 from .config import GPUConfig
@@ -25,12 +26,35 @@ TFLOP = 1e12
 GB = 1e9
 
 
+def _gpu_family(name: str) -> str | None:
+    """The GPU model in a device name ("NVIDIA H100 80GB HBM3" -> "H100"), None when it names none."""
+    m = re.search(r"\b([ABHLV]\d{2,3}|GB?\d{3})\b", name.upper())
+    return m.group(1) if m else None
+
+
+def device_mismatch(profile: Profile, gpu: GPUConfig) -> str | None:
+    """Why ``profile`` does not describe ``gpu`` (a CPU profile, or another GPU model), or None."""
+    dev = profile.device or {}
+    where = dev.get("name") or "an unnamed device"
+    if dev.get("kind") == "cpu":
+        return (f"profile {profile.name} was measured on a CPU ({where}): its kernel times are not a "
+                f"{gpu.name}'s (a CPU profile only tests the harness)")
+    have, want = _gpu_family(where), _gpu_family(gpu.name)
+    if have and want and have != want:
+        return (f"profile {profile.name} was measured on {where}, the cluster's GPUs are {gpu.name}: "
+                "its kernel rates are used as they are")
+    return None
+
+
 class OpTimer:
     def __init__(self, gpu: GPUConfig, profile: Profile | None = None):
         self.gpu = gpu
         self.profile = profile
         self.warnings: dict[str, str] = {}
         self._cache: dict[tuple, float] = {}
+        mismatch = device_mismatch(profile, gpu) if profile is not None else None
+        if mismatch:
+            self.warnings["profile:device"] = mismatch
 
     def _warn(self, key: str, text: str) -> None:
         if key not in self.warnings:

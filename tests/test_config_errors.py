@@ -126,6 +126,23 @@ def test_malformed_csv(tmp_path, capsys):
     assert "lacks column 'run_id'" in capsys.readouterr().err
 
 
+def test_validate_with_nothing_to_model_exits_2(tmp_path, capsys):
+    """A CSV whose rows all fail (or that has none) is bad input, not a 0-row success."""
+    from simulator.validate import DEFAULT_CSV
+
+    header, first = open(DEFAULT_CSV).read().splitlines()[:2]
+    empty = tmp_path / "empty.csv"
+    empty.write_text(header + "\n")
+    assert main(["validate", "--csv", str(empty)]) == 2
+    assert "validate --csv" in capsys.readouterr().err
+    bad = tmp_path / "bad_gpu.csv"
+    bad.write_text(header + "\n" + first.replace("H100-SXM-80GB", "TPUv9") + "\n")
+    assert main(["validate", "--csv", str(bad)]) == 2
+    cap = capsys.readouterr()
+    assert "unknown GPU 'TPUv9'" in cap.out and "none of its rows could be modelled" in cap.err
+    assert cap.err.count("\n") == 1
+
+
 def test_bad_override_syntax(capsys):
     assert main(["predict", "deepseek-v3", "--set", "pp8"]) == 2
     assert "--set" in capsys.readouterr().err

@@ -170,3 +170,22 @@ def test_small_memory_bound_kernels_run_below_the_hbm_rate_where_a_size_sweep_is
         rows = load_profile(name).tables["memory_bound"]
         small = min(rows, key=lambda r: r["bytes"])
         assert small["bytes"] < 1e8 and small["gbps"] < 0.8 * max(r["gbps"] for r in rows)
+
+
+def test_a_profile_from_another_device_is_named_in_a_warning(capsys):
+    """Kernel rates of an A100 (or of a CPU) pricing an H800 cluster: the prediction says so."""
+    from simulator.api import load, predict
+    from simulator.cli import main
+    from simulator.profile import Profile
+    from simulator.timer import device_mismatch
+
+    sc = load("deepseek-v3")
+    assert not [w for w in predict(sc).warnings if "measured on" in w]
+    other = predict(sc, profile="a100-published").warnings
+    assert any("measured on NVIDIA A100" in w and "H800" in w for w in other), other
+    cpu = Profile(validate_profile(dict(_doc([]), device={"name": "AMD EPYC", "kind": "cpu"})))
+    assert "measured on a CPU" in device_mismatch(cpu, sc.cluster.gpu)
+    assert device_mismatch(load_profile("h800-2024"), sc.cluster.gpu) is None
+    assert main(["validate", "--profile", "h800-anchors", "--json"]) == 0
+    warns = json.loads(capsys.readouterr().out)["warnings"]
+    assert any("A100" in w for w in warns) and any("H100" in w for w in warns)
