@@ -71,7 +71,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     sc = load(args.scenario, args.overrides)
     pred = predict(sc, engine=args.engine, profile=args.profile)
     rep = report(pred)
-    run = run_cost(sc, engine="analytic", profile=args.profile) if (sc.training.phases or sc.training.batch_ramp_from) else None
+    run = run_cost(sc, engine=args.engine, profile=args.profile) if (sc.training.phases or sc.training.batch_ramp_from) else None
     if run:
         rep["phases"] = [{"name": p["name"], "gpu_hours": p["gpu_hours"], "usd": p["usd"],
                           "published_gpu_hours": p["published_gpu_hours"]} for p in run["phases"]]

@@ -171,3 +171,18 @@ def test_megatron_pairs_send_before_the_last_attention_weight_gradients(monkeypa
     monkeypatch.setattr(engine._Times, "attn_dw", lambda self, s: 0.0)
     late = predict_des(sc, record_timeline=False)
     assert late.step_time_s >= pred.step_time_s
+
+
+def test_predict_des_prices_the_whole_run_with_the_des(capsys):
+    """`predict --engine des` must not mix engines: the ramp and phase totals come from the DES too."""
+    import json
+
+    from simulator.api import load, run_cost
+    from simulator.cli import main
+
+    assert main(["predict", "deepseekmoe-16b", "--set", "training.batch_ramp_from=1024",
+                 "--set", "training.batch_ramp_tokens=1e11", "--engine", "des", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    sc = load("deepseekmoe-16b", ["training.batch_ramp_from=1024", "training.batch_ramp_tokens=1e11"])
+    assert rep["total_gpu_hours"] == pytest.approx(run_cost(sc, engine="des")["total_gpu_hours"])
+    assert rep["total_gpu_hours"] != pytest.approx(run_cost(sc, engine="analytic")["total_gpu_hours"])
