@@ -71,7 +71,7 @@ def report(pred: Prediction) -> dict:
         "model": m.name,
         "cluster": sc.cluster.name,
         "num_gpus": sc.cluster.num_gpus,
-        "plan": to_dict(sc.plan),
+        "plan": {**to_dict(sc.plan), "dp": sc.dp},  # the resolved DP size (0 in a scenario means "derived")
         "total_params": pc.total,
         "activated_params": pc.activated_excl_embedding,
         "activated_params_incl_embedding": pc.activated,
@@ -105,7 +105,7 @@ def report(pred: Prediction) -> dict:
             }
             for s in pred.stages
         ],
-        "warnings": pred.warnings,
+        "warnings": sorted(set(pred.warnings)),  # one order run after run
     }
     bulky = ("timeline", "dp_timeline", "p2p_flows")  # in pred.extra and the trace, not in the report
     out.update({k: v for k, v in pred.extra.items() if k not in out and k not in bulky and _jsonable(v)})

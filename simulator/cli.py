@@ -262,7 +262,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         p.set_defaults(func=_lister(fn, name))
 
     p = sub.add_parser("dashboard", help="start the Streamlit dashboard")
-    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--port", type=whole_number(1, 65535), default=8501, help="port to serve on (default 8501)")
     p.set_defaults(func=cmd_dashboard)
 
     wanted = argv[0] if argv else None

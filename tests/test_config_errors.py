@@ -73,6 +73,9 @@ def test_phase_plan_is_checked_like_the_plan(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv", [
     ["trace", "deepseekmoe-2b", "-o", "/nonexistent-dir/x.json"],
+    ["trace", "deepseekmoe-2b", "-o", "trace.txt"],
+    ["dashboard", "--port", "-1"],
+    ["dashboard", "--port", "70000"],
     ["validate", "--csv", "/"],
     ["predict", "deepseek-v3", "--profile", "/nonexistent.json"],
     ["schedule", "1f1b", "--pp", "4.5", "--microbatches", "8"],

@@ -15,9 +15,10 @@ _P2P = re.compile(r"p2p ([FB])(\d+) s(\d+) r(\d+)>r(\d+)")
 
 
 def register(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("trace", help="write a Perfetto (Chrome trace) JSON of one simulated step")
+    p = subparsers.add_parser("trace", help="write a Perfetto (Chrome trace) JSON of one step simulated by the DES")
     p.add_argument("scenario", metavar="NAME_OR_PATH", help="scenario preset name or YAML file")
-    p.add_argument("-o", "--output", default="trace.json", help="output path (.json or .json.gz)")
+    p.add_argument("-o", "--output", default="trace.json",
+                   help="output path, .json or .json.gz (default: trace.json in the current directory)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override a field, e.g. --set plan.pp=8")
     p.add_argument("--profile", default=None, help="calibration profile name or JSON path (default: the cluster's)")
@@ -69,13 +70,16 @@ def run(args: argparse.Namespace) -> int:
     from simulator.api import load
     from simulator.atomic import check_writable
     from simulator.des.engine import predict_des
+    from simulator.errors import ConfigError
 
+    if not args.output.endswith((".json", ".json.gz")):
+        raise ConfigError("-o", f"{args.output!r} is not a trace file name", "a path ending in .json or .json.gz")
     check_writable(args.output, "-o")  # before the simulation, not after it
     sc = load(args.scenario, args.overrides)
     pred = predict_des(sc, profile=args.profile)
     tw = build_trace(pred)
     tw.write(args.output)
-    print(f"wrote {args.output}: {len(tw.events):,} events, step {pred.step_time_s:.3f} s "
+    print(f"wrote {args.output}: {len(tw.events):,} events, step {pred.step_time_s:.3f} s by the discrete-event engine "
           f"({pred.gpu_hours_per_trillion_tokens:,.0f} GPU-hours / 1T tokens); open in ui.perfetto.dev",
           file=sys.stderr)
     return 0
