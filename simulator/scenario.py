@@ -141,11 +141,34 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
     return raw
 
 
+# Top-level training fields that, on a scenario listing phases, describe its first phase (pre-training).
+FIRST_PHASE_FIELDS = ("seq_len", "global_batch", "tokens", "batch_ramp_from", "batch_ramp_tokens")
+
+
+def _first_phase_follows(raw: dict, overrides: tuple[str, ...]) -> dict:
+    """Overriding ``training.tokens`` (or the batch, sequence length or ramp) of a scenario with phases
+    also sets its first phase, so the run totals describe the run the headline step describes."""
+    touched = {o.split("=", 1)[0].strip() for o in overrides if "=" in o}
+    fields = [f for f in FIRST_PHASE_FIELDS if f"training.{f}" in touched]
+    tr = raw.get("training")
+    if not fields or not isinstance(tr, dict) or not isinstance(tr.get("phases"), list) or not tr["phases"] \
+            or not isinstance(tr["phases"][0], dict):
+        return raw
+    first = dict(tr["phases"][0])
+    for f in fields:
+        if first.get(f) != tr[f]:
+            first.pop("published_gpu_hours", None)  # the published run was another one
+        first[f] = tr[f]
+        if f == "tokens":
+            first.pop("steps", None)
+    return {**raw, "training": {**tr, "phases": [first, *tr["phases"][1:]]}}
+
+
 def scenario_from_dict(raw: dict, name: str = "scenario", overrides: tuple[str, ...] = ()) -> Scenario:
     """Build and validate a Scenario from plain data plus overrides."""
     if not isinstance(raw, dict):
         raise ConfigError("scenario", f"expected a mapping, got {type(raw).__name__}")
-    raw = apply_overrides(raw, overrides)
+    raw = _first_phase_follows(apply_overrides(raw, overrides), overrides)
     unknown = [k for k in raw if k not in SECTIONS + ("name", "description", "profile", "notes")]
     if unknown:
         raise ConfigError(unknown[0], "unknown scenario section", ", ".join(SECTIONS + ("name", "description", "profile")))

@@ -175,3 +175,19 @@ def test_yaml_booleans_in_text_fields_are_reported_as_written(tmp_path):
     from simulator.config import PlanConfig, build
 
     assert build(PlanConfig, {"ep_overlap": True}, "plan").ep_overlap == "on"  # what `ep_overlap: yes` loads as
+
+
+def test_training_overrides_reach_the_first_phase_of_a_lifecycle():
+    """`--set training.tokens` on a scenario with phases prices the pre-training phase with it (it used to
+    change only the headline step, leaving the run totals on the preset's tokens)."""
+    from simulator.api import run_cost
+
+    base = run_cost(load_scenario("deepseek-v3-lifecycle"))
+    sc = load_scenario("deepseek-v3-lifecycle", ["training.tokens=1e12", "training.global_batch=7680"])
+    first = sc.training.phases[0]
+    assert (first.tokens, first.global_batch) == (1e12, 7680) and not first.published_gpu_hours
+    run = run_cost(sc)
+    assert run["phases"][0]["gpu_hours"] < base["phases"][0]["gpu_hours"] / 5
+    assert [p["gpu_hours"] for p in run["phases"][1:]] == [p["gpu_hours"] for p in base["phases"][1:]]
+    same = load_scenario("deepseek-v3-lifecycle", ["training.tokens=14.8e12"]).training.phases[0]
+    assert same.published_gpu_hours == 2664000  # the preset's own value: still the published run
