@@ -291,7 +291,10 @@ def search(sc: Scenario, gpus: int, objective: str = "gpu_hours", top: int = 10,
         rows = _run_local(base, chunks, profile, workers, tick)
     key = OBJECTIVES[objective]
     ok = [r for r in rows if "error" not in r and r["fits_in_memory"]]
-    ok.sort(key=lambda r: (r[key], r["step_time_s"], tuple(str(r[k]) for k in PLAN_KEYS)))
+    # Plans equal on the objective (to 6 significant digits: e.g. ZeRO stages that only move where the
+    # optimizer state lives) rank by step time, then by the memory they leave free.
+    ok.sort(key=lambda r: (float(f"{r[key]:.6g}"), float(f"{r['step_time_s']:.6g}"), r["peak_memory_gib"],
+                           tuple(str(r[k]) for k in PLAN_KEYS)))
     for i, r in enumerate(ok):
         r["rank"] = i + 1
     bad = [r["error"] for r in rows if "error" in r]

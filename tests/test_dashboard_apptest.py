@@ -382,3 +382,14 @@ def test_step_split_segments_add_up_to_the_step(ib):
     step = float(re.search(r"Step time ([0-9.]+) s", title).group(1))
     total = sum(t["x"][0] for t in spec["data"] if t["type"] == "bar")
     assert total == pytest.approx(step, abs=0.006), (title, total)
+
+
+def test_search_space_defaults_hold_the_sidebar_plan():
+    """deepseekmoe-2b runs micro-batch 4: the default search space must contain it, or the 'best' plan
+    comes out worse than the plan the user already has."""
+    at = _app(SMALL)
+    at.switch_page("pages/search.py").run()
+    _ok(at)
+    mb = next(w for w in at.multiselect if w.label.startswith("Micro-batch"))
+    own = api.load(SMALL).plan.micro_batch
+    assert own in mb.value and str(own) in mb.options

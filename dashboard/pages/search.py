@@ -39,16 +39,25 @@ st.caption(f"Ranks plans for **{sd['model']}** on **{gpus:,} × {sd['cluster']['
 
 # --------------------------------------------------------------------------- search space
 space0 = state.api.search_space()
-preset = state.scenario_dict(name)["plan"]
+try:
+    preset = state.scenario_dict(name, ov)["plan"]  # the sidebar's plan, searched dimensions included
+except state.GpuhoursError:
+    preset = state.scenario_dict(name)["plan"]
 k = f"search:{name}:"
 SCHED_LABEL = {("1f1b", 1): "1F1B", ("interleaved", 2): "interleaved ×2", ("interleaved", 4): "interleaved ×4",
                ("zb1p", 1): "ZB1P", ("dualpipe", 1): "DualPipe", ("dualpipev", 1): "DualPipeV"}
 with st.expander("Search space", expanded=False):
     c = st.columns(4)
-    tp = state._w(c[0].multiselect, "TP", k + "tp", list(space0["tp"]), options=list(space0["tp"]))
-    pp = state._w(c[1].multiselect, "PP", k + "pp", list(space0["pp"]), options=list(space0["pp"]))
-    cp = state._w(c[2].multiselect, "CP", k + "cp", [1], options=list(space0["cp"]))
-    mb = state._w(c[3].multiselect, "Micro-batch (sequences)", k + "mb", [1, 2], options=list(space0["micro_batch"]))
+    # The defaults always hold the sidebar plan's own values, so the search can find the plan it starts from.
+    def dim(field: str, default) -> tuple[list, list]:
+        own = int(preset.get(field) or 1)
+        return sorted(set(default) | {own}), sorted(set(space0[field]) | {own})
+
+    tp = state._w(c[0].multiselect, "TP", k + "tp", *dim("tp", space0["tp"])[:1], options=dim("tp", space0["tp"])[1])
+    pp = state._w(c[1].multiselect, "PP", k + "pp", *dim("pp", space0["pp"])[:1], options=dim("pp", space0["pp"])[1])
+    cp = state._w(c[2].multiselect, "CP", k + "cp", *dim("cp", [1])[:1], options=dim("cp", [1])[1])
+    mb = state._w(c[3].multiselect, "Micro-batch (sequences)", k + "mb", *dim("micro_batch", [1, 2])[:1],
+                  options=dim("micro_batch", [1, 2])[1])
     c = st.columns([2, 1, 1, 1])
     sched = state._w(c[0].multiselect, "Schedules", k + "sched", list(space0["schedule"]),
                      options=list(space0["schedule"]), format_func=lambda s: SCHED_LABEL.get(tuple(s), str(s)))
