@@ -30,7 +30,7 @@ LAZY = {
 }
 LAZY_HELP = {
     "schedule": "print a pipeline schedule's timeline and bubble",
-    "trace": "write a Perfetto (Chrome trace) JSON of one simulated step",
+    "trace": "write a Perfetto (Chrome trace) JSON of one step simulated by the DES",
     "search": "rank parallelism plans for a model and GPU count",
     "sensitivity": "tornado table: how GPU-hours move with each input",
     "calibrate": "measure kernels on this machine into a profile",
@@ -41,7 +41,7 @@ LAZY_HELP = {
 def _fmt(x: float, unit: str = "") -> str:
     if isinstance(x, bool):
         return "yes" if x else "no"
-    if isinstance(x, float) and math.isfinite(x):
+    if isinstance(x, (int, float)) and math.isfinite(x):
         if abs(x) >= 1e9:
             return f"{x / 1e9:,.2f} B{unit}"
         if abs(x) >= 1e5:
@@ -239,7 +239,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="predict step time, throughput, memory and GPU-hours")
     add_scenario_args(p)
-    p.add_argument("--engine", choices=("analytic", "des"), default="analytic")
+    p.add_argument("--engine", choices=("analytic", "des"), default="analytic",
+                   help="analytic (closed forms, default) or des (discrete-event simulation)")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object")
     p.add_argument("--interval", action="store_true",
                    help="add the error bands of the GPU-hours: from the validation runs and from the "
@@ -248,7 +249,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="compare predictions with published runs")
     p.add_argument("--csv", default=None, help="CSV in the shared/validation schema (default: the public set)")
-    p.add_argument("--engine", choices=("analytic", "des"), default="analytic")
+    p.add_argument("--engine", choices=("analytic", "des"), default="analytic",
+                   help="analytic (default) or des")
     p.add_argument("--profile", default=None,
                    help="calibration profile for every row (default: each row's cluster profile); "
                         "pass a --csv holding only that GPU's rows")
@@ -257,7 +259,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
     for name, fn in (("models", list_models), ("clusters", list_clusters), ("scenarios", list_scenarios),
                      ("profiles", list_profiles)):
-        p = sub.add_parser(name, help=f"list {name} presets")
+        p = sub.add_parser(name, help=f"list the {name[:-1]} presets" if name != "profiles" else
+                           "list the shipped calibration profiles")
         p.add_argument("--json", action="store_true")
         p.set_defaults(func=_lister(fn, name))
 

@@ -399,7 +399,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=None, help="local worker processes (default: all cores)")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object")
     p.add_argument("--out", default=None, help="write every valid plan, ranked, to a .csv or .parquet file")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar on stderr (there is none when stderr is not a terminal)")
     p.set_defaults(func=run)
 
 
@@ -414,7 +415,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--workers", f"must be at least 1, got {args.workers}")
     _check_out(args.out)
     sc = load(args.scenario, args.overrides)
-    bar = None if args.no_progress else _Bar()
+    # A bar redrawn with '\r' only makes sense on a terminal; piped or logged, it would be one endless line.
+    bar = None if args.no_progress or not sys.stderr.isatty() else _Bar()
     res = search(sc, args.gpus, objective=args.objective, top=args.top, scheduler=args.scheduler,
                  progress=bar, profile=args.profile, workers=args.workers)
     if args.out:
