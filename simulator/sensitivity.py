@@ -11,7 +11,8 @@ re-predicted with the analytic engine:
 - routing skew: Zipf s=1.0 and s=1.2 over the experts, turned into the
   analytic engine's ``imbalance`` (max/mean expert load per EP rank) by
   :func:`simulator.des.routing.expected_max_load_factor`;
-- ``plan.comm_sms``: 12 and 28; ``plan.micro_batch``: 1 and 2.
+- ``plan.comm_sms``: 8 fewer and 8 more than the plan's; ``plan.micro_batch``: half and double
+  the plan's (every move is relative to the scenario, so none repeats its own value).
 
 A move that makes the plan invalid (or an input the model does not have,
 such as routing for a dense model) is skipped and reported with the reason.
@@ -85,7 +86,7 @@ def _imbalance(sc: Scenario, s: float) -> float:
 
 
 def _moves(sc: Scenario, prof: Profile | None) -> list[tuple[str, str, str, Callable[[], float], Callable[[], float]]]:
-    c = sc.cluster
+    c, p = sc.cluster, sc.plan
     return [
         ("cluster.ib_gbps", f"x0.5 ({c.ib_gbps * 0.5:g})", f"x2 ({c.ib_gbps * 2:g})",
          lambda: _gh(_cluster(sc, ib_gbps=c.ib_gbps * 0.5), prof), lambda: _gh(_cluster(sc, ib_gbps=c.ib_gbps * 2), prof)),
@@ -97,11 +98,18 @@ def _moves(sc: Scenario, prof: Profile | None) -> list[tuple[str, str, str, Call
          lambda: _gh(_scaled_gpu(sc, 1.2), scaled_profile(prof, 1.2))),
         ("routing skew", "zipf s=1.0", "zipf s=1.2",
          lambda: _gh(sc, prof, _imbalance(sc, 1.0)), lambda: _gh(sc, prof, _imbalance(sc, 1.2))),
-        ("plan.comm_sms", "12", "28",
-         lambda: _gh(_plan(sc, comm_sms=12), prof), lambda: _gh(_plan(sc, comm_sms=28), prof)),
-        ("plan.micro_batch", "1", "2",
-         lambda: _gh(_plan(sc, micro_batch=1), prof), lambda: _gh(_plan(sc, micro_batch=2), prof)),
+        ("plan.comm_sms", f"-8 ({p.comm_sms - 8})", f"+8 ({p.comm_sms + 8})",
+         lambda: _gh(_plan(sc, comm_sms=p.comm_sms - 8), prof), lambda: _gh(_plan(sc, comm_sms=p.comm_sms + 8), prof)),
+        ("plan.micro_batch", f"x0.5 ({p.micro_batch / 2:g})", f"x2 ({p.micro_batch * 2})",
+         lambda: _gh(_plan(sc, micro_batch=_half(p.micro_batch)), prof),
+         lambda: _gh(_plan(sc, micro_batch=p.micro_batch * 2), prof)),
     ]
+
+
+def _half(n: int) -> int:
+    if n % 2:
+        raise ValueError(f"half of micro-batch {n} is not a whole number of sequences")
+    return n // 2
 
 
 def sensitivity(sc: Scenario, profile: Any = None, notes: list[str] | None = None) -> list[dict]:
@@ -178,6 +186,8 @@ def run(args: argparse.Namespace) -> int:
         right = max(bar(r["low"]) if dl > 0 else 0, bar(r["high"]) if dh > 0 else 0)
         print(f"  {r['input']:<20} {r['low_label']:>16} {cell(r['low'])}  {r['high_label']:>16} {cell(r['high'])}  "
               f"{' ' * (w - left)}{'<' * left}|{'>' * right}")
+    print(f"  tornado: '<' GPU-hours fall, '>' they rise; {w} marks = the largest swing "
+          f"({span / base * 100 if base else 0:,.0f} % of the base)")
     for n in notes:
         print(f"  note: {n}")
     return 0

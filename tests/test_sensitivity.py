@@ -63,3 +63,13 @@ def test_cli_json(capsys):
 def test_cli_bad_input(capsys):
     assert main(["sensitivity", "no-such-scenario"]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_plan_moves_are_relative_to_the_plan():
+    """No move repeats the scenario's own value: micro-batch halves and doubles, comm SMs move by 8."""
+    sc = load("deepseekmoe-2b")
+    rows = {r["input"]: r for r in sensitivity(sc)}
+    mb = sc.plan.micro_batch
+    assert rows["plan.micro_batch"]["low_label"].endswith(f"({mb / 2:g})")
+    assert rows["plan.micro_batch"]["high_label"].endswith(f"({mb * 2})")
+    assert rows["plan.comm_sms"]["low_label"].endswith(f"({sc.plan.comm_sms - 8})")
