@@ -131,6 +131,15 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
         if isinstance(part, str):  # a preset name: turn it into {preset: name} to override fields
             part = {"preset": part}
         part = dict(part) if isinstance(part, dict) else {}
+        if path == ["cluster", "preset"] and "num_gpus" not in part:
+            # Another GPU model, the same cluster size: pin the count the scenario resolved to before
+            # the swap (a preset's own count would silently resize the run).
+            try:
+                part["num_gpus"] = _resolve_part("cluster", dict(part)).get("num_gpus")
+            except ConfigError:
+                pass
+            if part.get("num_gpus") is None:
+                part.pop("num_gpus", None)
         node = part
         for p in path[1:-1]:
             node = node.setdefault(p, {})

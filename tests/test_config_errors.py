@@ -191,3 +191,11 @@ def test_training_overrides_reach_the_first_phase_of_a_lifecycle():
     assert [p["gpu_hours"] for p in run["phases"][1:]] == [p["gpu_hours"] for p in base["phases"][1:]]
     same = load_scenario("deepseek-v3-lifecycle", ["training.tokens=14.8e12"]).training.phases[0]
     assert same.published_gpu_hours == 2664000  # the preset's own value: still the published run
+
+
+def test_swapping_the_cluster_preset_keeps_the_cluster_size():
+    base = load_scenario("deepseek-v3")
+    swapped = load_scenario("deepseek-v3", ["cluster.preset=h100"])
+    assert swapped.cluster.gpu.name.startswith("H100") and swapped.cluster.num_gpus == base.cluster.num_gpus
+    both = load_scenario("deepseek-v3", ["cluster.preset=h100", "cluster.num_gpus=1024", "plan.ep=32"])
+    assert both.cluster.num_gpus == 1024
