@@ -101,7 +101,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         ("overlap ratio", f"{100 * rep['overlap_ratio']:.1f} % of communication hidden"),
         ("peak memory", f"{rep['peak_memory_gib']:.1f} GiB of {rep['hbm_gib']:.1f} GiB "
                         f"({'fits' if rep['fits_in_memory'] else 'DOES NOT FIT'})"),
-        ("GPU-hours / 1T tokens", f"{rep['gpu_hours_per_trillion_tokens']:,.0f} (steady state)"),
+        ("GPU-hours / 1T tokens", f"{rep['gpu_hours_per_trillion_tokens']:,.0f} (steady state"
+                                  + (")" if rep["fits_in_memory"] else "; the plan does NOT fit in memory)")),
         ("USD / 1T tokens", f"${rep['usd_per_trillion_tokens']:,.0f} at ${sc.cost.usd_per_gpu_hour:g}/GPU-hour"),
     ]
     if run:

@@ -438,6 +438,10 @@ def run(args: argparse.Namespace) -> int:
         dtxt = f"{des['gpu_hours_per_trillion_tokens']:,.0f}" if des and "gpu_hours_per_trillion_tokens" in des else "-"
         print(f"  {r['rank']:>3} {plan_label(r['plan']):<62} {r['gpu_hours_per_trillion_tokens']:>10,.0f} "
               f"{r['step_time_s']:>8.3f} {100 * r['mfu']:>5.1f}% {r['peak_memory_gib']:>8.1f} {dtxt:>12}")
+    if not res.plans and res.evaluated == 0:
+        raise ConfigError("--gpus", f"none of the {res.enumerated:,} candidate plans for {args.gpus} GPUs could be "
+                                    "timed: each is invalid (sizes must divide the GPUs, batch and experts) or its "
+                                    "weights and optimizer state alone exceed HBM")
     if not res.plans:
         print("  no plan fits in memory")
     elif key != "gpu_hours_per_trillion_tokens":

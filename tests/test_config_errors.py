@@ -75,6 +75,7 @@ def test_phase_plan_is_checked_like_the_plan(tmp_path, capsys):
     ["trace", "deepseekmoe-2b", "-o", "/nonexistent-dir/x.json"],
     ["trace", "deepseekmoe-2b", "-o", "trace.txt"],
     ["dashboard", "--port", "-1"],
+    ["search", "deepseekmoe-2b", "--gpus", "7", "--no-progress"],
     ["dashboard", "--port", "70000"],
     ["validate", "--csv", "/"],
     ["predict", "deepseek-v3", "--profile", "/nonexistent.json"],
