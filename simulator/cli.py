@@ -133,11 +133,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
         profile = load_profile(args.profile)
     results, mape = validate_rows(rows, engine=args.engine, profile=profile)
-    warnings = []
-    if profile is not None:
-        from .timer import device_mismatch
-
-        warnings = sorted({w for gpu in _row_gpus(rows) if (w := device_mismatch(profile, gpu))})
+    warnings = sorted({r.profile_note for r in results if r.profile_note})
     modelled = sum(r.error_pct is not None for r in results)
     if args.json:
         print(json.dumps({**results_json(results, mape), **({"warnings": warnings} if warnings else {})}))
@@ -151,22 +147,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
         why = "it has no row with include=true" if not results else "none of its rows could be modelled (reasons above)"
         raise ConfigError("validate --csv", f"{where}: {why}")
     return 0
-
-
-def _row_gpus(rows: list[dict]) -> list:
-    """The GPUs of the CSV rows validate models (rows it cannot model are left out)."""
-    from .scenario import scenario_from_dict
-    from .validate import row_to_raw
-
-    out = []
-    for row in rows:
-        if (row.get("include") or "").strip().lower() != "true":
-            continue
-        try:
-            out.append(scenario_from_dict(row_to_raw(row)[0]).cluster.gpu)
-        except GpuhoursError:
-            continue
-    return out
 
 
 def _print_validation(results: list, mape: float | None) -> None:

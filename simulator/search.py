@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .atomic import check_writable, write_atomic
-from .config import PlanConfig, Scenario, to_dict
+from .config import PlanConfig, Scenario
 from .errors import ConfigError
 from .memory import GIB, state_bytes
 from .workload import expert_params, param_counts
@@ -318,8 +318,7 @@ def _full(base: Scenario, row: dict, profile: Any, run_des: bool) -> dict:
     cand = plan_of(base, row)
     rep = report(predict(cand, profile=profile))
     rep.pop("stages", None)
-    out = {"plan": to_dict(cand.plan), "rank": row["rank"], **{k: v for k, v in rep.items() if k != "plan"}}
-    out["plan"]["dp"] = cand.dp
+    out = {"plan": rep["plan"], "rank": row["rank"], **{k: v for k, v in rep.items() if k != "plan"}}  # dp resolved
     out["des"] = None
     if run_des:
         try:

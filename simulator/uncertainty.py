@@ -140,19 +140,15 @@ def calibration_spreads(prof: Profile) -> tuple[Spread, ...]:
     for h in leave_one_out(prof.data):
         if h.log_error is not None:
             errors.setdefault((h.table, tuple(h.match.items())), []).append(abs(h.log_error))
-    out = []
+    counts: dict[tuple, int] = {}  # ordinary rows per (table, identity), in the profile's order
     for table, (match_keys, _, _, _) in TABLES.items():
-        seen: list[tuple] = []
         for r in prof.tables.get(table, []):
-            key = tuple((k, r.get(k)) for k in match_keys)
-            if r.get("ceiling") or key in seen:
-                continue
-            seen.append(key)
-            errs = errors.get((table, key))
-            rows = sum(1 for o in prof.tables[table] if not o.get("ceiling")
-                       and tuple((k, o.get(k)) for k in match_keys) == key)
-            out.append(Spread(table, dict(key), rows, statistics.median(errs) if errs else None))
-    return tuple(out)
+            if not r.get("ceiling"):
+                key = (table, tuple((k, r.get(k)) for k in match_keys))
+                counts[key] = counts.get(key, 0) + 1
+    return tuple(Spread(table, dict(ident), n, statistics.median(errors[(table, ident)])
+                        if errors.get((table, ident)) else None)
+                 for (table, ident), n in counts.items())
 
 
 def spread_profile(prof: Profile, spreads: tuple[Spread, ...], sign: int) -> Profile:

@@ -36,6 +36,7 @@ class RowResult:
     reason: str = ""
     defaults: list[str] = field(default_factory=list)
     memory_note: str = ""  # set when the modelled plan does not fit in HBM (a default may be wrong)
+    profile_note: str = ""  # set when the given profile was measured on another device than the row's GPUs
 
 
 # Source blocks whose runs predate FlashAttention (Dao et al., arXiv 2205.14135, May 2022): their
@@ -250,6 +251,10 @@ def mfu_under(definition: str, sc, tokens_per_s_per_gpu: float) -> float:
 
 def validate_rows(rows: list[dict], engine: str = "analytic", profile=None) -> tuple[list[RowResult], float | None]:
     from .api import predict
+    from .profile import load_profile
+    from .timer import device_mismatch
+
+    given = load_profile(profile) if isinstance(profile, str) else profile
 
     results: list[RowResult] = []
     for row in rows:
@@ -293,7 +298,9 @@ def validate_rows(rows: list[dict], engine: str = "analytic", profile=None) -> t
         mem = ""
         if not pred.fits_in_memory:
             mem = f"does not fit: {pred.peak_memory_gib:.0f} GiB > {sc.cluster.gpu.hbm_gib:.0f} GiB"
-        results.append(RowResult(rid, metric, predicted, measured, err, defaults=defaults, memory_note=mem))
+        note = device_mismatch(given, sc.cluster.gpu) if given is not None else None
+        results.append(RowResult(rid, metric, predicted, measured, err, defaults=defaults, memory_note=mem,
+                                 profile_note=note or ""))
     errs = [abs(r.error_pct) for r in results if r.error_pct is not None and math.isfinite(r.error_pct)]
     mape = sum(errs) / len(errs) if errs else None
     return results, mape

@@ -53,11 +53,13 @@ with st.expander("Search space", expanded=False):
         own = int(preset.get(field) or 1)
         return sorted(set(default) | {own}), sorted(set(space0[field]) | {own})
 
-    tp = state._w(c[0].multiselect, "TP", k + "tp", *dim("tp", space0["tp"])[:1], options=dim("tp", space0["tp"])[1])
-    pp = state._w(c[1].multiselect, "PP", k + "pp", *dim("pp", space0["pp"])[:1], options=dim("pp", space0["pp"])[1])
-    cp = state._w(c[2].multiselect, "CP", k + "cp", *dim("cp", [1])[:1], options=dim("cp", [1])[1])
-    mb = state._w(c[3].multiselect, "Micro-batch (sequences)", k + "mb", *dim("micro_batch", [1, 2])[:1],
-                  options=dim("micro_batch", [1, 2])[1])
+    picked = {}
+    for col, (field, label, default) in zip(c, (("tp", "TP", space0["tp"]), ("pp", "PP", space0["pp"]),
+                                                ("cp", "CP", [1]), ("micro_batch", "Micro-batch (sequences)", [1, 2]))):
+        value, options = dim(field, default)
+        picked[field] = state._w(col.multiselect, label, k + ("mb" if field == "micro_batch" else field), value,
+                                 options=options)
+    tp, pp, cp, mb = (picked[f] for f in ("tp", "pp", "cp", "micro_batch"))
     c = st.columns([2, 1, 1, 1])
     sched = state._w(c[0].multiselect, "Schedules", k + "sched", list(space0["schedule"]),
                      options=list(space0["schedule"]), format_func=lambda s: SCHED_LABEL.get(tuple(s), str(s)))
