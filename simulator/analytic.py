@@ -419,9 +419,10 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
         lone = n_f * (rtot.aF + rtot.xF) + n_b * (rtot.aB + rtot.xB)
         return n_fb * rhidden, n_fb * rexp + lone, lone
 
-    def rank_busy(r: int, rF: float, rB: float, rFB: float, rbusy: float, r_lone: float) -> float:
-        if not paired:
-            return M * rbusy + r_lone
+    def rank_busy(r: int, rF: float, rB: float, rFB: float, rbusy: float) -> float:
+        """A rank's own work: pairs at F&B, lone chunks at F or B (their all-to-all exposed)."""
+        if counts is None:
+            return M * rbusy
         n_f, n_b, n_fb = counts[r]
         return n_fb * rFB + n_f * rF + n_b * rB
 
@@ -439,21 +440,31 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     # Data-parallel traffic and the optimizer step.
     dp_exposed, opt_time, mem = _dp_and_memory(sc, ev, stages, shape, M, bubble, F, B)
     step = busy + bubble + dp_exposed + opt_time
+    if dual and overlap:
+        # A DualPipe rank's work is its F&B pairs plus its lone chunks (warm-up forwards at F,
+        # cool-down backwards at B, their all-to-all exposed); the closed form is the time it waits
+        # on top of that work. Pricing every micro-batch as an F&B pair (M x F&B) is exact only
+        # when F&B = F + B; when the pairs hide their all-to-all, or the all-to-all paces them, the
+        # lone chunks cost more, and a rank holding the head or the embedding may pace the step.
+        # Without communication this is M x F&B + closed form, as before.
+        p2p_fill = 2 * (p.pp - 1) * p2p if p.pp > 1 else 0.0
+        busy, bubble = max(
+            ((rank_busy(r, rF, rB, rFB, rbusy),
+              max(closed_form_bubble(p.schedule, p.pp, rF, rB, rW, rFB, p.vpp), 0.0) + p2p_fill)
+             for r, _, _, rF, rB, rW, rFB, rbusy, _, _ in ranks), key=sum)
+        step = busy + bubble + dp_exposed + opt_time
 
     stage_reports = []
     for (r, held, rtot, rF, rB, rW, rFB, rbusy, rhidden, rexp), memb in zip(ranks, mem):
-        r_hid, r_exp, r_lone = comm_split(r, rtot, rhidden, rexp)
-        r_busy = rank_busy(r, rF, rB, rFB, rbusy, r_lone)
+        r_hid, r_exp, _ = comm_split(r, rtot, rhidden, rexp)
+        r_busy = rank_busy(r, rF, rB, rFB, rbusy)
         stage_reports.append(StageReport(
             rank=r, stages=held, layers=[stages[s] for s in held], F=rF, B=rB, W=rW, FB=rFB,
             busy=r_busy, bubble=max(0.0, step - r_busy - dp_exposed - opt_time), exposed_comm=r_exp,
             hidden_comm=r_hid, memory=memb,
         ))
     total_comm = M * (tot.aF + tot.aB + (2 * p2p if dual else 0.0) + tot.xF + tot.xB)
-    hidden_s, exposed_s, lone_s = comm_split(r_star[0], tot, hidden, exposed_mb)
-    if dual and overlap:
-        lone_s = min(lone_s, bubble)  # relabelled from the closed-form bubble, which holds it
-        busy, bubble = busy + lone_s, bubble - lone_s
+    hidden_s, exposed_s, _ = comm_split(r_star[0], tot, hidden, exposed_mb)
     exposed_comm = exposed_s + dp_exposed
     return Prediction(
         scenario=sc, engine="analytic", step_time_s=step, busy_s=busy, bubble_s=bubble,
