@@ -132,12 +132,21 @@ def run(args: argparse.Namespace) -> int:
     use_cuda = want != "cpu" and torch.cuda.is_available()
     device = torch.device("cuda", torch.cuda.current_device()) if use_cuda else torch.device("cpu")
 
-    if use_cuda:
+    try:  # a bad --shapes is refused on the CPU too, where the shapes are then not used
+        dims = shp.shapes_from_scenario(args.shapes)
+    except (shp.ShapeError, OSError) as e:
+        print(f"gpuhours calibrate: {e}", file=sys.stderr)
+        return 2
+    if getattr(args, "update", False):  # read the profile to merge into before measuring anything
+        from calibration.device_info import describe_device
+        from simulator.profile import ProfileError
+
         try:
-            dims = shp.shapes_from_scenario(args.shapes)
-        except (shp.ShapeError, OSError) as e:
-            print(f"gpuhours calibrate: {e}", file=sys.stderr)
+            merge_into_existing(None, args.out, describe_device(device).get("name"))
+        except ProfileError as e:
+            print(f"gpuhours calibrate: --update: {str(e).splitlines()[0]}", file=sys.stderr)
             return 2
+    if use_cuda:
         timing = TimingConfig.quick() if args.quick else TimingConfig()
     else:
         if args.shapes not in (None, "tiny"):
@@ -246,8 +255,12 @@ def build_profile(ctx, device: dict, tables: dict, dims: dict, args, seconds: fl
     }
 
 
-def merge_into_existing(profile: dict, path) -> dict:
-    """``profile`` with the tables of the existing profile at ``path`` that it did not measure."""
+def merge_into_existing(profile: dict | None, path, device_name: str | None = None) -> dict | None:
+    """``profile`` with the tables of the existing profile at ``path`` that it did not measure.
+
+    With ``profile=None`` only checks that the file at ``path`` (if any) can be merged into on
+    ``device_name``: run before measuring, so that a corrupt file or another device's profile is
+    refused before the sweep, not after it."""
     import copy
     from pathlib import Path
 
@@ -256,9 +269,12 @@ def merge_into_existing(profile: dict, path) -> dict:
     if not Path(path).exists():
         return profile
     old = load_profile(path).data
-    if old["device"].get("name") != profile["device"].get("name"):
+    name = device_name if profile is None else profile["device"].get("name")
+    if old["device"].get("name") != name:
         raise ProfileError(f"{path} was measured on {old['device'].get('name')!r}, "
-                           f"this run is on {profile['device'].get('name')!r}; refusing to mix devices")
+                           f"this run is on {name!r}; refusing to mix devices")
+    if profile is None:
+        return None
     merged = copy.deepcopy(profile)
     kept = {k: copy.deepcopy(v) for k, v in old.get("tables", {}).items() if k not in profile["tables"]}
     merged["tables"] = {**kept, **profile["tables"]}

@@ -367,22 +367,32 @@ def shapes_from_scenario(name_or_path: str | None) -> dict[str, int]:
     if name_or_path is None or str(name_or_path).lower() in PRESETS:
         return dict(PRESETS[str(name_or_path or "v3").lower()])
     try:
-        from simulator.scenario import load_scenario  # written by the lead
+        from simulator.scenario import load_scenario
     except ImportError as e:
         load_scenario = None
         reason = f"simulator.scenario is not available ({e})"
     if load_scenario is not None:
         try:
             return dims_from_scenario(load_scenario(name_or_path))
-        except Exception as e:  # the lead's loader may refuse a plain dims file
-            reason = f"scenario {name_or_path!r} could not be turned into dims ({e})"
+        except Exception as e:  # the scenario loader refuses a plain dims file; read it below
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml", ".json") and path.exists():
-        data = _load_file(path)
-        if isinstance(data, Mapping):
-            try:
-                return _dims_from_mapping(data, str(path))
-            except ShapeError as e:
-                reason = str(e)
-    _warn(f"{reason}; using DeepSeek-V3 default shapes")
-    return dict(V3_DIMS)
+    if path.suffix in (".yaml", ".yml", ".json") and path.is_file():
+        try:
+            data = _load_file(path)
+        except (OSError, ValueError, yaml_error()) as e:
+            raise ShapeError(f"--shapes: {path} cannot be read ({str(e).splitlines()[0]})") from None
+        if not isinstance(data, Mapping):
+            raise ShapeError(f"--shapes: {path} holds no mapping of model dims ({', '.join(DIM_KEYS)})")
+        return _dims_from_mapping(data, str(path))
+    # A bad --shapes is refused, never replaced by other shapes: a sweep over the wrong model
+    # wastes the GPU time it was meant to save.
+    raise ShapeError(f"--shapes: {name_or_path!r} is neither a preset ({', '.join(sorted(PRESETS))}), a scenario "
+                     f"(see `gpuhours scenarios`) nor a YAML/JSON file of model dims ({reason})")
+
+
+def yaml_error() -> type[Exception]:
+    """PyYAML's base error class (imported lazily, like PyYAML itself)."""
+    import yaml
+
+    return yaml.YAMLError

@@ -82,15 +82,26 @@ def test_dims_errors_name_the_key():
 def test_shapes_from_scenario_fallbacks(monkeypatch, capsys, tmp_path):
     assert shapes.shapes_from_scenario(None) == dict(shapes.V3_DIMS)
     assert shapes.shapes_from_scenario("tiny") == dict(shapes.TINY_DIMS)
-    # Without simulator.scenario: V3 defaults and a warning.
-    monkeypatch.setitem(sys.modules, "simulator.scenario", None)
-    assert shapes.shapes_from_scenario("no-such-scenario") == dict(shapes.V3_DIMS)
-    assert "warning" in capsys.readouterr().err
-    # ... but a YAML of dims is still read directly (missing keys from V3, with a warning).
+    # An unknown name is refused, never swapped for V3's shapes.
+    with pytest.raises(shapes.ShapeError, match="--shapes: 'no-such-scenario' is neither a preset"):
+        shapes.shapes_from_scenario("no-such-scenario")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("hidden: [1, 2\n")
+    with pytest.raises(shapes.ShapeError, match="--shapes: .*bad.yaml cannot be read"):
+        shapes.shapes_from_scenario(str(bad))
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(shapes.ShapeError, match="no mapping"):
+        shapes.shapes_from_scenario(str(bad))
+    # A YAML of dims is read directly (missing keys from V3, with a warning), with or without
+    # simulator.scenario.
     f = tmp_path / "dims.yaml"
     f.write_text("hidden: 2048\nheads: 16\nmoe_intermediate: 1408\n")
-    got = shapes.shapes_from_scenario(str(f))
-    assert got["hidden"] == 2048 and got["heads"] == 16 and got["ep"] == 64
+    for loader in ("real", None):
+        if loader is None:
+            monkeypatch.setitem(sys.modules, "simulator.scenario", None)
+        got = shapes.shapes_from_scenario(str(f))
+        assert got["hidden"] == 2048 and got["heads"] == 16 and got["ep"] == 64
+        assert "lacks" in capsys.readouterr().err
 
 
 def test_shapes_from_scenario_uses_the_loader(monkeypatch):
@@ -321,6 +332,21 @@ def test_update_merges_family_runs(tmp_path):
     data = load_profile(out).data
     assert set(data["tables"]) == {"memory_bound", "attention"}
     assert data["calibration"]["tables_kept_from_previous_run"] == ["memory_bound"]
+
+
+def test_bad_update_target_or_shapes_refused_before_measuring(tmp_path, capsys, monkeypatch):
+    # Both are refused with rc 2 before any kernel runs (on a GPU the sweep takes minutes).
+    measured = []
+    monkeypatch.setattr(runner, "_measure_and_save", lambda *a, **k: measured.append(a) or 0)
+    out = tmp_path / "p.json"
+    out.write_text("{not json")
+    assert runner.main(["--quick", "--device", "cpu", "--families", "gemm", "--out", str(out), "--update"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--update" in err and "not valid JSON" in err
+    assert runner.main(["--quick", "--device", "cpu", "--out", str(tmp_path / "q.json"), "--shapes", "nosuch"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--shapes: 'nosuch'" in err
+    assert not measured and out.read_text() == "{not json"
 
 
 def test_runner_rejects_unknown_family(tmp_path, capsys):
