@@ -297,14 +297,20 @@ def run_import(args: argparse.Namespace) -> int:
     if not args.nccl and not args.deepep:
         print("gpuhours import-network: give at least one --nccl FILE or --deepep FILE", file=sys.stderr)
         return 2
+    def read(flag: str, f: str) -> str:
+        try:
+            return Path(f).read_text()
+        except OSError as e:  # name the flag: "[Errno 2] ..." does not say which input was meant
+            raise NetworkImportError(f"{flag}: {f}: {e.strerror or e}") from None
+
     rows: list[dict] = []
     try:
         for f in args.nccl:
-            rows += parse_nccl_tests(Path(f).read_text(), op=NCCL_OPS.get(args.op), ranks=args.ranks, link=args.link,
+            rows += parse_nccl_tests(read("--nccl", f), op=NCCL_OPS.get(args.op), ranks=args.ranks, link=args.link,
                                      source=args.source or f"nccl-tests: {Path(f).name}", in_place=args.in_place,
                                      name_hint=Path(f).name)
         for f in args.deepep:
-            rows += parse_deepep(Path(f).read_text(), fmt="json" if f.endswith(".json") else None,
+            rows += parse_deepep(read("--deepep", f), fmt="json" if f.endswith(".json") else None,
                                  ranks=args.ranks, link=args.link, source=args.source or f"deepep: {Path(f).name}")
         path = import_into_profile(args.profile, args.out, rows)
     except (NetworkImportError, ProfileError, OSError) as e:

@@ -278,6 +278,9 @@ def show_error(msg: object) -> None:
     st.error(plain(str(msg).splitlines()[0] if str(msg) else msg))
 
 
+plan_text = api.plan_text  # a run phase's plan dict in the CLI's one-line form
+
+
 def fmt_big(x: float) -> str:
     for unit, div in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(x) >= div:

@@ -17,6 +17,7 @@ from typing import Any
 from .analytic import Prediction, predict_analytic
 from .config import Scenario, to_dict
 from .profile import Profile, list_profiles, load_profile
+from .lifecycle_text import plan_text
 from .scenario import list_clusters, list_models, list_scenarios, load_scenario, scenario_from_dict
 from .workload import param_counts, train_flops_per_token
 
@@ -24,7 +25,7 @@ ENGINES = ("analytic", "des")
 
 __all__ = [
     "ENGINES", "Prediction", "Scenario", "list_clusters", "list_models", "list_profiles", "list_scenarios",
-    "load", "load_profile", "predict", "report", "run_cost", "scenario_from_dict", "to_dict",
+    "load", "load_profile", "plan_text", "predict", "report", "run_cost", "scenario_from_dict", "to_dict",
 ]
 
 

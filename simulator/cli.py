@@ -73,11 +73,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     rep = report(pred)
     run = run_cost(sc, engine=args.engine, profile=args.profile) if (sc.training.phases or sc.training.batch_ramp_from) else None
     if run:
-        rep["phases"] = [{"name": p["name"], "gpu_hours": p["gpu_hours"], "usd": p["usd"],
-                          "published_gpu_hours": p["published_gpu_hours"]} for p in run["phases"]]
-        rep["total_gpu_hours"] = run["total_gpu_hours"]
-        rep["total_usd"] = run["total_usd"]
-        rep["gpu_hours_per_trillion_tokens_run"] = run["gpu_hours_per_trillion_tokens_run"]
+        rep["phases"] = run["phases"]
+        for k in ("table", "total_gpu_hours", "published_total_gpu_hours", "total_error", "total_usd",
+                  "gpu_hours_per_trillion_tokens_run"):
+            rep[k] = run[k]
     bands = None
     if args.interval:
         from .api import prediction_bands
@@ -106,19 +105,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
         ("USD / 1T tokens", f"${rep['usd_per_trillion_tokens']:,.0f} at ${sc.cost.usd_per_gpu_hour:g}/GPU-hour"),
     ]
     if run:
-        rows.append(("run GPU-hours / 1T", f"{run['gpu_hours_per_trillion_tokens_run']:,.0f} (batch ramp included)"))
-        for ph in run["phases"]:
-            pub = f", published {ph['published_gpu_hours']:,.0f}" if ph.get("published_gpu_hours") else ""
-            rows.append((f"phase {ph['name']}", f"{ph['gpu_hours']:,.0f} GPU-hours, ${ph['usd']:,.0f}{pub}"))
-        rows.append(("total", f"{run['total_gpu_hours']:,.0f} GPU-hours, ${run['total_usd']:,.0f}, "
-                              f"{run['days_on_cluster']:.1f} days on this cluster"))
+        what = "batch ramp" if len(run["phases"]) == 1 else "every modelled phase"
+        rows.append(("run GPU-hours / 1T", f"{run['gpu_hours_per_trillion_tokens_run']:,.0f} ({what} included)"))
+        rows.append(("run total", f"{run['total_gpu_hours']:,.0f} GPU-hours, ${run['total_usd']:,.0f}, "
+                                  f"{run['days_on_cluster']:.1f} days on this cluster"))
     if bands:
         from .uncertainty import band_rows
 
         rows += band_rows(bands)
     print_table(rows, title=f"gpuhours predict: {sc.name}")
+    warnings = list(rep["warnings"])
+    if run:
+        from .lifecycle_text import phase_warnings, run_table_lines
+
+        print("whole run, by phase (published where the scenario records it):")
+        headline = next((ph.get("plan") for ph in run["phases"] if ph.get("modelled")), None)
+        print("\n".join(run_table_lines(run, headline)))
+        warnings += phase_warnings(run, warnings)
     sys.stdout.flush()  # the table before the warnings when both streams go to one terminal or file
-    for w in rep["warnings"]:
+    for w in warnings:
         print(f"  warning: {w}", file=sys.stderr)
     return 0
 

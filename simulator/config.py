@@ -353,6 +353,9 @@ class PhaseConfig:
     ``batch_ramp_from`` and ``batch_ramp_tokens`` describe a linear batch-size
     ramp at the start of the phase (DeepSeek-V3: 3072 -> 15360 sequences over the
     first 469B tokens). ``plan`` overrides fields of the scenario's plan.
+    ``column`` names the column of the published cost table the phase belongs to
+    (default: its own name): V3's Table 1 prices both YaRN stages together as
+    "context extension", so its two phases share one column and one published figure.
     """
 
     name: str
@@ -366,6 +369,7 @@ class PhaseConfig:
     published_gpu_hours: float = 0.0
     gpu_hours: float = 0.0  # given directly when the phase is not simulated (e.g. post-training)
     source: str = ""
+    column: str = ""
 
     @property
     def total_tokens(self) -> float:

@@ -6,6 +6,10 @@ ramp at its start, and optionally plan overrides (long-context phases often
 change the plan). A phase's GPU-hours are its tokens divided by the predicted
 throughput, integrated piecewise over the ramp. A phase may instead carry a
 given ``gpu_hours`` (e.g. post-training, which this simulator does not model).
+
+Phases are gathered into the columns of a published cost table (``PhaseConfig.column``),
+each column's published figure the sum of its phases' figures, so that a prediction
+is compared with what was published at the granularity it was published at.
 """
 
 from __future__ import annotations
@@ -49,9 +53,7 @@ def phases_of(sc: Scenario) -> tuple[PhaseConfig, ...]:
 
 
 def phase_gpu_hours(sc: Scenario, engine: str = "analytic", profile: Any = None, segments: int = 8) -> dict:
-    """GPU-hours and dollars per phase and in total."""
-    from .api import predict
-
+    """GPU-hours and dollars per phase, per published column and in total."""
     price = sc.cost.usd_per_gpu_hour
     out = []
     for ph in phases_of(sc):
@@ -63,36 +65,89 @@ def phase_gpu_hours(sc: Scenario, engine: str = "analytic", profile: Any = None,
         tokens = ph.total_tokens
         if tokens <= 0:
             raise ConfigError(f"training.phases.{ph.name}", "has neither tokens nor steps nor gpu_hours")
-        pieces: list[tuple[float, int]] = []  # (tokens, batch)
-        ramp_tokens = min(ph.batch_ramp_tokens, tokens) if ph.batch_ramp_from else 0.0
-        if ramp_tokens > 0:
-            for i in range(segments):
-                frac = (i + 0.5) / segments
-                pieces.append((ramp_tokens / segments, _valid_batch(
-                    with_phase(sc, ph.seq_len, ph.global_batch, ph.plan), ph.batch_ramp_from + frac * (ph.global_batch - ph.batch_ramp_from))))
-        pieces.append((tokens - ramp_tokens, ph.global_batch))
-        hours = 0.0
-        steady = None
-        for tok, batch in pieces:
-            if tok <= 0:
-                continue
-            variant = with_phase(sc, ph.seq_len, batch, ph.plan)
-            pred = predict(variant, engine=engine, profile=profile)
-            hours += tok * pred.gpu_hours_per_trillion_tokens / 1e12
-            steady = pred
+        try:  # a phase's plan or batch that does not validate is named with its phase
+            hours, steady = _phase_hours(sc, ph, tokens, segments, engine, profile)
+        except ConfigError as e:
+            raise ConfigError(f"training.phases.{ph.name}", str(e)) from None
         out.append({
             "name": ph.name, "gpu_hours": hours, "usd": hours * price, "tokens": tokens, "seq_len": ph.seq_len,
             "published_gpu_hours": ph.published_gpu_hours or None, "modelled": True,
             "steady_gpu_hours_per_trillion_tokens": steady.gpu_hours_per_trillion_tokens if steady else None,
+            **(_steady_summary(steady) if steady else {}),
         })
+    for ph, row in zip(phases_of(sc), out):
+        row["column"] = ph.column or ph.name
     total = sum(p["gpu_hours"] for p in out)
     modelled_tokens = sum(p["tokens"] for p in out if p["modelled"])
+    published = [p["published_gpu_hours"] for p in out if p["published_gpu_hours"]]
+    pub_total = sum(published) if published else None
     return {
         "phases": out,
+        "table": _columns(out, price),
         "total_gpu_hours": total,
+        "published_total_gpu_hours": pub_total,
+        "total_error": total / pub_total - 1 if pub_total else None,
         "total_usd": total * price,
         "tokens": modelled_tokens,
         "gpu_hours_per_trillion_tokens_run": (sum(p["gpu_hours"] for p in out if p["modelled"]) / modelled_tokens * 1e12)
         if modelled_tokens else None,
         "days_on_cluster": total / sc.cluster.num_gpus / 24,
     }
+
+
+def _phase_hours(sc: Scenario, ph: PhaseConfig, tokens: float, segments: int, engine: str, profile: Any):
+    """GPU-hours of one modelled phase, its batch ramp integrated piecewise, and its steady prediction."""
+    from .api import predict
+
+    pieces: list[tuple[float, int]] = []  # (tokens, batch)
+    ramp_tokens = min(ph.batch_ramp_tokens, tokens) if ph.batch_ramp_from else 0.0
+    if ramp_tokens > 0:
+        base = with_phase(sc, ph.seq_len, ph.global_batch, ph.plan)
+        for i in range(segments):
+            frac = (i + 0.5) / segments
+            pieces.append((ramp_tokens / segments, _valid_batch(
+                base, ph.batch_ramp_from + frac * (ph.global_batch - ph.batch_ramp_from))))
+    pieces.append((tokens - ramp_tokens, ph.global_batch))
+    hours = 0.0
+    steady = None
+    for tok, batch in pieces:
+        if tok <= 0:
+            continue
+        pred = predict(with_phase(sc, ph.seq_len, batch, ph.plan), engine=engine, profile=profile)
+        hours += tok * pred.gpu_hours_per_trillion_tokens / 1e12
+        steady = pred
+    return hours, steady
+
+
+def _steady_summary(pred) -> dict:
+    """What a user needs to trust a phase's figure: its plan, step, memory and warnings."""
+    from .api import report
+
+    rep = report(pred)
+    p = pred.scenario.plan
+    return {
+        "plan": {"tp": p.tp, "pp": p.pp, "ep": p.ep, "cp": p.cp, "dp": pred.scenario.dp, "vpp": p.vpp,
+                 "schedule": p.schedule, "micro_batch": p.micro_batch, "zero": p.zero, "recompute": p.recompute},
+        "global_batch": pred.scenario.training.global_batch,
+        "step_time_s": rep["step_time_s"], "tokens_per_s_per_gpu": rep["tokens_per_s_per_gpu"], "mfu": rep["mfu"],
+        "peak_memory_gib": rep["peak_memory_gib"], "fits_in_memory": rep["fits_in_memory"],
+        "warnings": rep["warnings"],
+    }
+
+
+def _columns(phases: list[dict], price: float) -> list[dict]:
+    """The phases gathered into the published table's columns, in order of first appearance."""
+    cols: dict[str, dict] = {}
+    for ph in phases:
+        c = cols.setdefault(ph["column"], {"column": ph["column"], "phases": [], "gpu_hours": 0.0,
+                                           "published_gpu_hours": None, "modelled": False})
+        c["phases"].append(ph["name"])
+        c["gpu_hours"] += ph["gpu_hours"]
+        c["modelled"] = c["modelled"] or ph["modelled"]
+        if ph["published_gpu_hours"]:
+            c["published_gpu_hours"] = (c["published_gpu_hours"] or 0.0) + ph["published_gpu_hours"]
+    for c in cols.values():
+        c["usd"] = c["gpu_hours"] * price
+        pub = c["published_gpu_hours"]
+        c["error"] = c["gpu_hours"] / pub - 1 if pub and c["modelled"] else None
+    return list(cols.values())

@@ -145,7 +145,11 @@ def resolve_profile_path(name_or_path: str | os.PathLike) -> Path:
 def load_profile(name_or_path: str | os.PathLike) -> "Profile":
     """Read a profile by shipped name or path; refuse corrupt or unknown-version files."""
     path = resolve_profile_path(name_or_path)
-    return _load_profile_cached(str(path.resolve()), path.stat().st_mtime_ns)
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError:
+        mtime = 0  # the open below names what is wrong with the path
+    return _load_profile_cached(str(path.resolve()), mtime)
 
 
 @lru_cache(maxsize=32)
@@ -155,9 +159,14 @@ def _load_profile_cached(path: str, _mtime: int) -> "Profile":
             data = json.load(f)
     except FileNotFoundError:
         raise ProfileError(f"profile: file not found: {path}") from None
+    except IsADirectoryError:
+        raise ProfileError(f"profile: {path} is a directory; allowed: {', '.join(list_profiles())} "
+                           "or a path to a .json file") from None
+    except OSError as e:
+        raise ProfileError(f"profile: {path}: {e.strerror or e}") from None
     except json.JSONDecodeError as e:
         raise ProfileError(f"profile: {path} is not valid JSON ({e.msg} at line {e.lineno})") from None
-    return Profile(validate_profile(data, where=path), path=path)
+    return Profile(validate_profile(data, where=f"profile {path}"), path=path)
 
 
 # --------------------------------------------------------------------------- lookups

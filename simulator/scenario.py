@@ -57,6 +57,10 @@ def read_yaml(path: Path | str, where: str | None = None) -> Any:
             return yaml.safe_load(f)
     except FileNotFoundError:
         raise ConfigError(where, f"file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(where, f"{path} is a directory; give a YAML file or a preset name") from None
+    except OSError as e:
+        raise ConfigError(where, f"{path}: {e.strerror or e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

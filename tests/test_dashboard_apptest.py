@@ -367,6 +367,16 @@ def test_cost_page_shows_the_run_total_bands():
     caps = [c.value for c in at.caption if "Total GPU-hours: validation band" in c.value]
     assert caps and "calibration band" in caps[0] and "not confidence intervals" in caps[0], \
         [c.value for c in at.caption]
+    # Table 1's columns: both YaRN stages under "context extension", compared with its 119K together;
+    # each phase's plan is shown, since the extension phases run other plans than the headline.
+    table = at.dataframe[0].value
+    names = [n.strip(" └") for n in table["Training costs"]]
+    assert names == ["pre-training", "context extension", "context-32k", "context-128k", "post-training", "Total"]
+    ext = table[table["Training costs"] == "context extension"].iloc[0]
+    assert ext["Published GPU-hours (K)"] == pytest.approx(119.0)
+    plans = at.dataframe[1].value
+    assert list(plans["Phase"]) == ["pre-training", "context-32k", "context-128k"]
+    assert plans["Plan"].iloc[2].startswith("TP8 PP2")
 
 
 @pytest.mark.parametrize("ib", [50.0, 5.0])

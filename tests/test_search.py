@@ -141,13 +141,42 @@ def test_v3_lifecycle_phases(capsys):
     by = {p["name"]: p for p in doc["phases"]}
     assert by["post-training"]["gpu_hours"] == 5000
     # Published (V3 Table 1): 2664K pre-training, 119K for both extension stages together.
-    ext_pub = by["context-32k"]["published_gpu_hours"] + by["context-128k"]["published_gpu_hours"]
+    ext_pub = (by["context-32k"]["published_gpu_hours"] or 0) + (by["context-128k"]["published_gpu_hours"] or 0)
     assert ext_pub == pytest.approx(119000)
     ext = by["context-32k"]["gpu_hours"] + by["context-128k"]["gpu_hours"]
     assert 0.25 < ext / ext_pub < 4
     assert 0.5 < by["pre-training"]["gpu_hours"] / 2664000 < 2
     run = run_cost(load("deepseek-v3-lifecycle"))
     assert run["total_gpu_hours"] == pytest.approx(doc["total_gpu_hours"])
+    # Table 1's columns: the published 119K is compared with both extension stages together.
+    cols = {c["column"]: c for c in doc["table"]}
+    assert list(cols) == ["pre-training", "context extension", "post-training"]
+    assert cols["context extension"]["phases"] == ["context-32k", "context-128k"]
+    assert cols["context extension"]["error"] == pytest.approx(ext / 119000 - 1)
+    assert cols["post-training"]["error"] is None  # given, not predicted
+    assert doc["published_total_gpu_hours"] == 2788000
+    assert doc["total_error"] == pytest.approx(doc["total_gpu_hours"] / 2788000 - 1)
+    # Each modelled phase says what produced its figure.
+    assert by["context-128k"]["plan"]["tp"] == 8 and by["context-128k"]["fits_in_memory"] is True
+    assert any("seq=131072" in w for w in by["context-128k"]["warnings"])
+
+
+def test_v3_lifecycle_text_is_laid_out_like_table_1(capsys):
+    assert main(["predict", "deepseek-v3-lifecycle"]) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    head = next(i for i, ln in enumerate(lines) if ln.split()[:4] == ["GPU-hours", "predicted", "published", "error"])
+    first = [ln.split()[0] for ln in lines[head + 1:head + 7]]
+    assert first == ["pre-training", "context", "context-32k", "context-128k", "post-training", "total"]
+    assert "2,788,000" in lines[head + 6] and "%" in lines[head + 6]
+    assert "phase context-128k: seq 131,072" in out and "TP8 PP2" in out
+    assert "[context-128k]" in err  # the phase's own warnings, named with it
+
+
+def test_a_phase_that_does_not_validate_is_named(capsys):
+    assert main(["predict", "deepseek-v3-lifecycle", "--set", "cluster.num_gpus=1024"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gpuhours: error: training.phases.context-32k: plan.ep") and err.count("\n") == 1
 
 
 def test_plans_the_engine_refuses_are_counted_and_shown(sc, monkeypatch, capsys):

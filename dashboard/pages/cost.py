@@ -17,18 +17,26 @@ if err:
     st.stop()
 price = state.scenario_dict(name, ov)["cost"]["usd_per_gpu_hour"]
 rows = []
-for ph in cost["phases"]:
-    pub = ph.get("published_gpu_hours")
-    rows.append({"Training costs": ph["name"], "Tokens (T)": (ph.get("tokens") or 0) / 1e12,
-                 "GPU-hours (K)": ph["gpu_hours"] / 1e3, "USD (M)": ph["usd"] / 1e6,
+by_name = {ph["name"]: ph for ph in cost["phases"]}
+for col in cost["table"]:  # one row per column of the published table, its phases under it
+    pub = col["published_gpu_hours"]
+    members = [by_name[n] for n in col["phases"]]
+    rows.append({"Training costs": col["column"], "Tokens (T)": sum(ph.get("tokens") or 0 for ph in members) / 1e12,
+                 "GPU-hours (K)": col["gpu_hours"] / 1e3, "USD (M)": col["usd"] / 1e6,
                  "Published GPU-hours (K)": pub / 1e3 if pub else None,
-                 "vs published": f"{(ph['gpu_hours'] / pub - 1) * 100:+.1f} %" if pub else "—",
-                 "Modelled": "yes" if ph.get("modelled", True) else "given"})
-pub_total = sum(ph["published_gpu_hours"] or 0 for ph in cost["phases"])
+                 "vs published": f"{col['error'] * 100:+.1f} %" if col["error"] is not None else "—",
+                 "Modelled": "yes" if col["modelled"] else "given"})
+    if len(members) > 1:
+        for ph in members:
+            rows.append({"Training costs": f"   └ {ph['name']}", "Tokens (T)": (ph.get("tokens") or 0) / 1e12,
+                         "GPU-hours (K)": ph["gpu_hours"] / 1e3, "USD (M)": ph["usd"] / 1e6,
+                         "Published GPU-hours (K)": None, "vs published": "",
+                         "Modelled": "yes" if ph.get("modelled", True) else "given"})
+pub_total = cost.get("published_total_gpu_hours")
 rows.append({"Training costs": "Total", "Tokens (T)": cost["tokens"] / 1e12,
              "GPU-hours (K)": cost["total_gpu_hours"] / 1e3, "USD (M)": cost["total_usd"] / 1e6,
              "Published GPU-hours (K)": pub_total / 1e3 if pub_total else None,
-             "vs published": f"{(cost['total_gpu_hours'] / pub_total - 1) * 100:+.1f} %" if pub_total else "—",
+             "vs published": f"{cost['total_error'] * 100:+.1f} %" if cost.get("total_error") is not None else "—",
              "Modelled": ""})
 df = pd.DataFrame(rows)
 st.dataframe(df, hide_index=True, width="stretch", placeholder="—", column_config={
@@ -55,7 +63,20 @@ if run_bands:
                  help="Validation band: the modelled phases times how much more (or less) published runs took than "
                       "we predicted for them (10th to 90th percentile). Calibration band: every kernel table of the "
                       "profile moved by its median leave-one-out error. Phases given as GPU-hours do not move.")
-st.caption(f"Assumes ${price:g} per GPU-hour (cost.usd_per_gpu_hour) and the batch-size ramp of the scenario; "
-           f"run average {cost['gpu_hours_per_trillion_tokens_run']:,.0f} GPU-hours per trillion tokens. "
-           "Published figures appear where the scenario records them (DeepSeek-V3 Table 1: 2,664K + 119K + 5K "
-           "= 2,788K H800 GPU-hours).")
+run_avg = cost["gpu_hours_per_trillion_tokens_run"]
+st.caption(f"Assumes ${price:g} per GPU-hour (cost.usd_per_gpu_hour) and the scenario's phases and batch-size ramp"
+           + (f"; run average {run_avg:,.0f} GPU-hours per trillion tokens over the modelled phases" if run_avg else "")
+           + ". Published figures appear where the scenario records them, one per column of the published table "
+             "(a column may hold several phases: they are compared with it together).")
+phased = [ph for ph in cost["phases"] if ph.get("modelled") and "plan" in ph]
+if len(phased) > 1:
+    st.subheader("Plan of each modelled phase")
+    st.dataframe(pd.DataFrame([{
+        "Phase": ph["name"], "Seq": ph["seq_len"], "Batch": ph["global_batch"],
+        "Plan": state.plan_text(ph["plan"]), "Step (s)": round(ph["step_time_s"], 3),
+        "MFU %": round(100 * ph["mfu"], 1), "Peak memory (GiB)": round(ph["peak_memory_gib"], 1),
+        "Fits": "yes" if ph["fits_in_memory"] else "NO"} for ph in phased]), hide_index=True, width="stretch")
+    warned = [f"{ph['name']}: {w}" for ph in phased for w in ph.get("warnings", [])]
+    if warned:
+        with st.expander(f"{len(warned)} warnings from the phases' predictions"):
+            st.markdown("\n".join(f"- {state.plain(w)}" for w in warned))
