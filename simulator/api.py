@@ -16,8 +16,8 @@ from typing import Any
 
 from .analytic import Prediction, predict_analytic
 from .config import Scenario, to_dict
-from .profile import Profile, list_profiles, load_profile
 from .lifecycle_text import plan_text
+from .profile import Profile, list_profiles, load_profile
 from .scenario import list_clusters, list_models, list_scenarios, load_scenario, scenario_from_dict
 from .workload import param_counts, train_flops_per_token
 
