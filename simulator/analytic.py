@@ -36,7 +36,7 @@ from functools import lru_cache
 from .bubble import closed_form_bubble
 from .comm import CommModel
 from .config import Scenario
-from .layout import activation_microbatches, rank_stages, split_balanced, split_uniform
+from .layout import activation_microbatches, inflight_by_chunk, rank_stages, split_balanced, split_uniform
 from .layout import num_stages as layout_num_stages
 from .memory import GIB, MemoryBreakdown, state_bytes
 from .profile import Profile, load_profile
@@ -525,9 +525,11 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bu
             mems.append(seen[sig])
             continue
         pd = pe = act = act_max = 0.0
+        chunk_act = []
         for s in held:
             spd, spe, sact, smax = ev.stage_memory(sc, tuple(stages[s]), shape)
             pd, pe, act, act_max = pd + spd, pe + spe, act + sact, max(act_max, smax)
+            chunk_act.append(sact)
         rs_parts, ag_parts = dp_collectives(sc, ev, pd, pe)
         t_rs = sum(t for t, _ in rs_parts)
         t_ag = sum(t for t, _ in ag_parts)
@@ -552,6 +554,10 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bu
         if p.schedule == "interleaved":
             # Rank 0 holds PP*V + PP - 1 chunk activations at peak (Narayanan et al. 2021, sec 2.2.2).
             activations = per_chunk_act * min(p.pp * p.vpp + p.pp - 1 + pairs, M * p.vpp)
+        elif p.schedule in ("dualpipe", "dualpipev") and p.pp > 1:
+            # PP+1 stage units on average, but weighted by what each of the rank's two chunks holds.
+            activations = max(sum(n * a for n, a in zip(v, chunk_act))
+                              for v in inflight_by_chunk(p.schedule, p.pp, p.vpp, M, r))
         else:
             activations = per_chunk_act * inflight
         transient = act_max if p.recompute == "full" else 0.0

@@ -19,6 +19,7 @@ embedding, head and MTP layers.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Callable, Sequence
 
 
@@ -124,3 +125,31 @@ def activation_microbatches(schedule: str, pp: int, vpp: int, microbatches: int,
     if schedule in ("dualpipe", "dualpipev"):
         return float(min(pp + 1, microbatches))
     raise ValueError(schedule)
+
+
+@lru_cache(maxsize=1024)
+def inflight_by_chunk(schedule: str, pp: int, vpp: int, microbatches: int, rank: int) -> tuple[tuple[int, ...], ...]:
+    """Micro-batches a rank holds activations for, per chunk, at the moments it could peak.
+
+    A rank's chunks may hold unequal activations: under DualPipe rank 0 runs the first stage
+    of one direction (many micro-batches in flight) and the last stage of the other, which
+    carries the output head and MTP (few in flight). :func:`activation_microbatches` counts
+    stage units (PP+1) and so charges the heavy last stage as often as the first. Walking the
+    rank's task order instead (activations taken when a forward starts, freed when its full
+    backward or its weight part ends, as the DES does), the in-flight count per chunk after
+    every forward is one candidate; the peak is the largest of ``counts . bytes_per_chunk``
+    over the candidates that no other candidate dominates (the list returned)."""
+    from .schedules import build_schedule
+
+    held = [0] * (2 if schedule in ("dualpipe", "dualpipev") else (vpp if schedule == "interleaved" else 1))
+    seen: set[tuple[int, ...]] = set()
+    for tk in build_schedule(schedule, pp, microbatches, vpp)[rank]:
+        if tk.kind in ("F", "FB"):
+            held[tk.chunk] += 1
+            seen.add(tuple(held))
+        if tk.kind == "FB" or (tk.kind == "B" and not tk.split_backward):
+            held[tk.chunk2 if tk.kind == "FB" else tk.chunk] -= 1
+        elif tk.kind == "W":
+            held[tk.chunk] -= 1
+    return tuple(v for v in seen
+                 if not any(o != v and all(a >= b for a, b in zip(o, v)) for o in seen))
