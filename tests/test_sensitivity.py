@@ -73,3 +73,27 @@ def test_plan_moves_are_relative_to_the_plan():
     assert rows["plan.micro_batch"]["low_label"].endswith(f"({mb / 2:g})")
     assert rows["plan.micro_batch"]["high_label"].endswith(f"({mb * 2})")
     assert rows["plan.comm_sms"]["low_label"].endswith(f"({sc.plan.comm_sms - 8})")
+
+
+def test_tornado_bars_are_log_scaled_and_never_hide_a_move(capsys):
+    """One large swing must not flatten the other rows (UX review C8): bars are on a log scale of
+    the ratio to the base, and any move of 0.5 % or more gets at least one mark."""
+    assert main(["sensitivity", "deepseek-v3"]) == 0
+    out = capsys.readouterr().out
+    rows = {r["input"]: r for r in sensitivity(load("deepseek-v3"))}
+    for line in out.splitlines():
+        name = next((n for n in rows if line.strip().startswith(n)), None)
+        if name is None:
+            continue
+        r = rows[name]
+        bar = line.split()[-1]  # "<<<|>>>>", the last column
+        assert "|" in bar, line
+        left, right = bar.count("<"), bar.count(">")
+        for v in (r["low"], r["high"]):
+            if v is not None and v / r["base"] - 1 >= 0.005:
+                assert right >= 1, line
+            if v is not None and v / r["base"] - 1 <= -0.005:
+                assert left >= 1, line
+    kernel = next(ln for ln in out.splitlines() if ln.strip().startswith("kernel efficiency"))
+    # x0.8 kernels (+23 %) against the largest move (routing skew s=0.5, +84 %): log(1.23)/log(1.84) of 24
+    assert kernel.count(">") >= 6

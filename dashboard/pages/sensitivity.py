@@ -3,7 +3,7 @@
 Each input is moved down and up one at a time, the rest held at the sidebar's
 values, and the steady-state GPU-hours per trillion tokens re-predicted with
 the analytic engine: IB and NVLink bandwidth (x0.5, x2), kernel efficiency
-(x0.8, x1.2), routing skew (Zipf s 1.0, 1.2), communication SMs and the
+(x0.8, x1.2), routing skew (Zipf s 0.2, 0.5), communication SMs and the
 micro-batch. Bars start at the current prediction; the longest is the input
 the answer depends on most. Beside it, the prediction's two error bands: how
 published runs fared against our predictions of them, and how much the
