@@ -92,9 +92,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         ("plan", f"TP{p.tp} PP{p.pp} EP{p.ep} DP{sc.dp} CP{p.cp} {p.schedule}, micro-batch {p.micro_batch}, "
                  f"{sc.microbatches} micro-batches, ZeRO-{p.zero}, {p.precision}, recompute {p.recompute}"),
         ("engine", rep["engine"]),
-        ("step time", f"{rep['step_time_s']:.3f} s"),
-        ("tokens/s/GPU", f"{rep['tokens_per_s_per_gpu']:,.0f}"),
-        ("MFU (BF16 peak)", f"{100 * rep['mfu']:.1f} %"),
+        ("step time", f"{_sig(rep['step_time_s'], 3)} s"),
+        ("tokens/s/GPU", _sig(rep["tokens_per_s_per_gpu"], 0)),
+        ("MFU (BF16 peak)", f"{_sig(100 * rep['mfu'], 1)} %"),
         ("bubble", f"{100 * rep['bubble_fraction']:.1f} % of the step"),
         ("exposed communication", f"{100 * rep['exposed_comm_fraction']:.1f} % of the step"),
         ("overlap ratio", f"{100 * rep['overlap_ratio']:.1f} % of communication hidden"),
@@ -108,14 +108,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         what = "batch ramp" if len(run["phases"]) == 1 else "every modelled phase"
         rows.append(("run GPU-hours / 1T", f"{run['gpu_hours_per_trillion_tokens_run']:,.0f} ({what} included)"))
         rows.append(("run total", f"{run['total_gpu_hours']:,.0f} GPU-hours, ${run['total_usd']:,.0f}, "
-                                  f"{run['days_on_cluster']:.1f} days on this cluster"))
+                                  f"{_sig(run['days_on_cluster'], 1)} days on this cluster"))
     if bands:
         from .uncertainty import band_rows
 
         rows += band_rows(bands)
     print_table(rows, title=f"gpuhours predict: {sc.name}")
     warnings = list(rep["warnings"])
-    if run:
+    if run and (len(run["phases"]) > 1 or run.get("published_total_gpu_hours")):
         from .lifecycle_text import phase_warnings, run_table_lines
 
         print("whole run, by phase (published where the scenario records it):")
@@ -167,14 +167,47 @@ def _print_validation(results: list, mape: float | None) -> None:
           + (f"{mape:.1f} %" if mape is not None else "n/a"))
 
 
+def _sig(x: float, decimals: int) -> str:
+    """``x`` with thousands separators and ``decimals`` places, or 3 significant digits when
+    that would print a nonzero value as 0 (a throughput of 0.004 tokens/s is not 0)."""
+    if x and abs(x) < 0.5 * 10.0 ** -decimals:
+        return f"{x:.3g}"
+    return f"{x:,.{decimals}f}"
+
+
+def _describe(kind: str, name: str) -> str:
+    """One line on a preset, for the text listings (JSON lists names only)."""
+    from . import scenario as scn
+
+    if kind == "models":
+        from .workload import param_counts
+
+        m = scn.load_model(name)
+        pc = param_counts(m)
+        moe = f", {m.n_routed_experts} experts (top-{m.experts_per_token})" if m.is_moe else ", dense"
+        return (f"{pc.total / 1e9:,.2f} B params, {pc.activated_excl_embedding / 1e9:,.2f} B activated, "
+                f"{m.layers} layers{moe}")
+    if kind == "clusters":
+        c = scn.load_cluster(name)
+        return (f"{c.num_gpus:,} x {c.gpu.name}, {c.gpus_per_node} per node, NVLink {c.nvlink_gbps:g} GB/s, "
+                f"IB {c.ib_gbps:g} GB/s per GPU")
+    if kind == "scenarios":
+        return str(scn.raw_scenario(name).get("description", ""))
+    from .profile import load_profile
+
+    dev = load_profile(name).data.get("device", {})
+    return f"{dev.get('name', '?')} ({dev.get('kind', '?')})"
+
+
 def _lister(fn: Callable[[], list[str]], kind: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         names = fn()
         if getattr(args, "json", False):
             print(json.dumps(names))
         else:
+            w = max((len(n) for n in names), default=0)
             for n in names:
-                print(n)
+                print(f"{n:<{w}}  {_describe(kind, n)}".rstrip())
         return 0
 
     run.__doc__ = f"list {kind}"

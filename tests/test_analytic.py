@@ -132,3 +132,18 @@ def test_inflight_by_chunk_counts_pp_plus_one_stage_units():
         first = inflight_by_chunk("dualpipe", pp, 1, m, 0)
         # rank 0's own-direction first stage holds far more than its reverse-direction last stage
         assert max(v[0] for v in first) > max(v[1] for v in first)
+
+
+@pytest.mark.parametrize("kind, name, words", [
+    ("models", "deepseek-v3", ["671.03 B params", "36.63 B activated", "61 layers", "256 experts (top-8)"]),
+    ("clusters", "h800", ["2,048 x H800", "NVLink 160 GB/s", "IB 50 GB/s"]),
+    ("scenarios", "deepseek-v3", ["PP16 DualPipe"]),
+    ("profiles", "h800-2024", ["H800"]),
+])
+def test_listings_describe_each_preset(capsys, kind, name, words):
+    assert main([kind]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.split()[0] == name)
+    for w in words:
+        assert w in line, line
+    assert main([kind, "--json"]) == 0
+    assert name in json.loads(capsys.readouterr().out)  # JSON stays a list of names
