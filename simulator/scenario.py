@@ -234,7 +234,15 @@ def load_scenario(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()
 @lru_cache(maxsize=256)
 def _load_cached(name_or_path: str, overrides: tuple[str, ...]) -> Scenario:
     raw = raw_scenario(name_or_path)
-    return scenario_from_dict(raw, name=Path(name_or_path).stem, overrides=overrides)
+    try:
+        return scenario_from_dict(raw, name=Path(name_or_path).stem, overrides=overrides)
+    except ConfigError as e:
+        # An override can break another field's check ("--set model.layers=1" fails on
+        # model.first_k_dense): name the overrides too, or the message points away from the cause.
+        keys = [o.partition("=")[0].strip() for o in overrides]
+        if not overrides or any(e.field == k or e.field.startswith(k + ".") for k in keys):
+            raise
+        raise ConfigError(e.field, f"{e.problem} (with --set {' --set '.join(overrides)})", e.allowed) from None
 
 
 def load_model(name_or_path: str) -> ModelConfig:

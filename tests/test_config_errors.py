@@ -200,3 +200,14 @@ def test_swapping_the_cluster_preset_keeps_the_cluster_size():
     assert swapped.cluster.gpu.name.startswith("H100") and swapped.cluster.num_gpus == base.cluster.num_gpus
     both = load_scenario("deepseek-v3", ["cluster.preset=h100", "cluster.num_gpus=1024", "plan.ep=32"])
     assert both.cluster.num_gpus == 1024
+
+
+def test_an_override_that_breaks_another_field_is_named(capsys):
+    # model.layers=1 is fine by itself but leaves first_k_dense=3 out of range: the message must
+    # say which --set caused it, or it points away from the cause (UX review C10).
+    assert main(["predict", "deepseek-v3", "--set", "model.layers=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gpuhours: error: model.first_k_dense:") and "(with --set model.layers=1)" in err
+    assert err.count("\n") == 1
+    assert main(["predict", "deepseek-v3", "--set", "plan.ep=7"]) == 2  # names its own field: no suffix
+    assert "with --set" not in capsys.readouterr().err
