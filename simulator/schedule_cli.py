@@ -4,11 +4,15 @@
                       [--f F --b B --w W --fb FB] [--p2p T] [--width N] [--json]
 
 prints each rank's timeline (like the figure in DualPipe's README), the
-simulated bubble per rank and the published closed form, in DualPipe's
+simulated bubble per rank and the published closed form (with a note where
+the times given break the closed form's assumption F = B - W), in DualPipe's
 notation: F forward chunk, B full backward chunk, W its weight part, F&B an
 overlapped forward+backward pair. Defaults F=1, B=2, W=1, F&B=F+B satisfy the
 closed forms' assumption F = B - W. ``--pairs`` runs the 1F1B or interleaved
 steady state as F&B pairs (Megatron-LM's batch-level MoE all-to-all overlap).
+Every line fits in ``--width`` columns: by default the terminal's width, or
+100 when the output is not a terminal (a pipe, a file). A task's label is
+drawn only where it fits inside the task's cell; widen to see more labels.
 ``--json`` prints one JSON object instead.
 Invalid input raises ``ValueError`` with a one-line message naming the field.
 """
@@ -17,11 +21,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 
 from simulator.schedules import (
+    DEFAULT_WIDTH,
+    MIN_WIDTH,
     SCHEDULE_NAMES,
     TaskTimes,
     closed_form,
+    closed_form_applies,
     render_text,
     simulate,
 )
@@ -71,7 +79,11 @@ def register(subparsers) -> argparse.ArgumentParser:
         help="1f1b/interleaved: run the steady state as F&B pairs (Megatron's EP overlap)",
     )
     p.add_argument(
-        "--width", type=int, default=None, help="columns of the text timeline"
+        "--width",
+        type=int,
+        default=None,
+        help=f"columns of every output line, at least {MIN_WIDTH} (default: the terminal's "
+        f"width, or {DEFAULT_WIDTH} when the output is not a terminal); labels show where they fit",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
@@ -81,9 +93,17 @@ def register(subparsers) -> argparse.ArgumentParser:
 MAX_TASKS = 2_000_000  # pp x micro-batches x chunks beyond which a drawing is no longer a drawing
 
 
+def default_width() -> int:
+    """Columns for the drawing when ``--width`` is not given: the terminal's
+    width (``COLUMNS`` first, as :func:`shutil.get_terminal_size` reads it),
+    or :data:`DEFAULT_WIDTH` when stdout is not a terminal; never below
+    :data:`MIN_WIDTH`."""
+    return max(MIN_WIDTH, shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns)
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.width is not None and args.width < 20:
-        raise ValueError(f"--width: {args.width} columns is too narrow; allowed: 20 or more")
+    if args.width is not None and args.width < MIN_WIDTH:
+        raise ValueError(f"--width: {args.width} columns is too narrow; allowed: {MIN_WIDTH} or more")
     if args.pp * args.microbatches * max(1, args.vpp) > MAX_TASKS:
         raise ValueError(f"--pp x --microbatches x --vpp: {args.pp * args.microbatches * max(1, args.vpp):,} chunks; "
                          f"allowed: at most {MAX_TASKS:,}")
@@ -93,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         pairs=args.pairs,
     )
     if not args.json:
-        print(render_text(tl, width=args.width))
+        print(render_text(tl, width=args.width or default_width()))
         return 0
     out = {
         "schedule": args.name,
@@ -106,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         "bubble": tl.max_bubble,
         "bubble_per_rank": tl.bubbles(),
         "closed_form": closed_form(args.name, args.pp, times, args.vpp),
+        "closed_form_applies": closed_form_applies(args.name, times),
         "makespan": tl.makespan,
         "ranks": [
             [

@@ -59,6 +59,7 @@ communication:
 from __future__ import annotations
 
 import math
+import textwrap
 from collections import deque
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
@@ -664,70 +665,209 @@ def closed_form(name: str, pp: int, times: TaskTimes, vpp: int = 1) -> float:
     )
 
 
+# Schedules whose closed form holds only when F = B - W (the ones that split
+# the backward: their formulas count W's against F's in the bubble).
+_NEEDS_F_EQ_B_MINUS_W = ("zb1p", "dualpipe", "dualpipev")
+
+
+def closed_form_applies(name: str, times: TaskTimes) -> bool:
+    """Whether ``times`` meet the assumption F = B - W that this schedule's
+    closed form rests on (always true where it rests on none).
+
+    The closed forms of the split-backward schedules (zb1p, DualPipe,
+    DualPipeV) are derived for F = B - W; with other times the simulated
+    bubble can be larger or smaller (the issue's DualPipe PP=8, F=2, B=2,
+    W=1, F&B=4 idles 12, the formula says 9). 1F1B's and interleaved's
+    closed forms hold for any F and B, and W plays no part in them. Other
+    departures (p2p time, F&B pairs, fewer micro-batches than ranks) are not
+    judged here."""
+    if name not in _NEEDS_F_EQ_B_MINUS_W:
+        return True
+    return math.isclose(times.f, times.b - times.w, rel_tol=1e-9, abs_tol=1e-12)
+
+
 # --------------------------------------------------------------------------
 # Text rendering
 # --------------------------------------------------------------------------
+#
+# Each rank is one row of columns; column k stands for the time span
+# [k, k+1) * makespan / cols. A task from s to e owns the columns
+# round(s * cols / makespan) .. round(e * cols / makespan) - 1: its *cell*.
+# A cell shows the task's fill character, with the task's label written over
+# its left end only when the whole label and one fill character after it fit
+# inside the cell: a label is never cut, never runs into the next cell, and
+# two labels never touch. An unlabelled cell of three columns or more opens
+# with ``[``, so that neighbouring cells of one kind stay countable (as the
+# borders of DualPipe's figure do). A task too short to own a column is not
+# dropped: the column it falls in is marked ``*``.
 
-_FILL = {"F": "-", "B": "=", "W": ":", "FB": "#"}
+DEFAULT_WIDTH = 100  # columns of every line when the caller gives none
+MIN_WIDTH = 40  # narrowest line: rank name, at least a few timeline columns, bubble
+_MIN_COLUMNS = 10  # narrowest timeline worth drawing
+_SEVERAL = "*"  # a column holding a task too short for a column of its own
+_IDLE = "."
+_START = "["  # first column of a cell too narrow for its label, so that runs of one kind stay countable
+_MIN_MARKED = 3  # narrowest unlabelled cell that gets _START (narrower ones keep their fill)
+# Fill per kind of cell; "b" is a backward for inputs only (split_backward).
+_FILL = {"F": "-", "B": "=", "b": "~", "W": ":", "FB": "#"}
+_KIND_LEGEND = {
+    "F": "F<n> (-) forward of micro-batch n",
+    "B": "B<n> (=) full backward",
+    "b": "b<n> (~) backward for inputs only",
+    "W": "W<n> (:) backward for weights",
+    "FB": "f&b (#) F&B pair: forward of f overlapped with backward of b",
+}
+_PRIME_LEGEND = {
+    "interleaved": "' one per chunk after the rank's first (F3' = micro-batch 3 on the rank's second chunk)",
+    "dualpipe": "' micro-batch of the reverse direction (fed from the last rank)",
+    "dualpipev": "' on the V's upward leg (the rank's second stage)",
+}
+def _kind(task: Task) -> str:
+    """The cell kind: the task's kind, ``b`` for a backward for inputs only."""
+    return "b" if task.kind == "B" and task.split_backward else task.kind
+
+
+def _cell_label(task: Task) -> str:
+    """What a cell says about its task: kind letter, micro-batch, one prime
+    per chunk after the first (``F3'``); an F&B pair is ``f&b``."""
+    if task.kind == "FB":
+        return f"{task.mb}&{task.mb2}"
+    return f"{_kind(task)}{task.mb}" + "'" * task.chunk
+
+
+def _draw_rank(row, cols: int, scale: float, seen: set[str]) -> str:
+    """One rank's timeline, ``cols`` characters.
+
+    Cells are filled first, then every task too short for a column marks the
+    column it falls in with ``*``, then labels go in where they fit whole
+    with a fill character to spare; an unlabelled cell of three columns or
+    more starts with ``[``.
+    ``seen`` collects what was drawn (cell kinds, ``'``) for the legend."""
+    cells = [_IDLE] * cols
+    spans, short = [], []
+    for task, s, e in row:  # hot for big drawings: no calls for short tasks
+        a, b = min(cols, round(s * scale)), min(cols, round(e * scale))
+        if a < b:
+            spans.append((task, a, b))
+        else:
+            short.append(min(a, cols - 1))
+    for task, a, b in spans:
+        cells[a:b] = _FILL[_kind(task)] * (b - a)
+    for k in short:
+        cells[k] = _SEVERAL
+    for task, a, b in spans:
+        # A short task's ``*`` can only land on the first column of the next
+        # cell (or the last column of the row), so trimming the ends suffices.
+        while a < b and cells[a] == _SEVERAL:
+            a += 1
+        while b > a and cells[b - 1] == _SEVERAL:
+            b -= 1
+        if a < b:
+            _label_cell(cells, task, a, b, seen)
+    return "".join(cells)
+
+
+def _label_cell(cells: list[str], task: Task, a: int, b: int, seen: set[str]) -> None:
+    """Write ``task``'s label over its cell's columns [a, b) if it fits with
+    a fill character to spare, else mark a wide enough cell's start."""
+    seen.add(_kind(task))
+    label = _cell_label(task)
+    if len(label) < b - a:
+        cells[a:a + len(label)] = label
+        if "'" in label:
+            seen.add("'")
+    elif b - a >= _MIN_MARKED:
+        cells[a] = _START
+
+
+def _legend(schedule: str, seen: set[str], glyphs: set[str]) -> list[str]:
+    """The legend's entries, each a symbol and its meaning, listing only what
+    the drawing shows."""
+    entries = [text for kind, text in _KIND_LEGEND.items() if kind in seen]
+    if "'" in seen and schedule in _PRIME_LEGEND:
+        entries.append(_PRIME_LEGEND[schedule])
+    if _START in glyphs:
+        entries.append(f"{_START} start of a cell too narrow for its label")
+    if _SEVERAL in glyphs:
+        entries.append(f"{_SEVERAL} task(s) too short for a column of their own (widen with --width)")
+    if _IDLE in glyphs:
+        entries.append(f"{_IDLE} idle")
+    return entries
+
+
+_INDENT = "    "  # continuation lines of the header, summary and legend
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """``text`` broken at spaces into lines of at most ``width`` columns."""
+    return textwrap.wrap(text, width, subsequent_indent=_INDENT, break_on_hyphens=False)
+
+
+def _pack(head: str, entries: list[str], width: int) -> list[str]:
+    """``head`` then ``entries`` joined by "; " into lines of at most
+    ``width`` columns, a line breaking between entries where it can (so a
+    symbol stays next to its meaning) and inside one only if it is too long
+    for a line of its own."""
+    lines = [head.rstrip()]
+    for i, entry in enumerate(entries):
+        entry += ";" if i < len(entries) - 1 else ""
+        if len(lines[-1]) + 1 + len(entry) <= width:
+            lines[-1] += " " + entry
+        else:
+            lines += _wrap(_INDENT + entry, width)
+    return lines
+
+
+def _summary(tl: Timeline) -> str:
+    """Bubble per rank against the closed form, with a note where the closed
+    form's assumption F = B - W does not hold for the times given."""
+    t = tl.times
+    bubbles = tl.bubbles()
+    text = (
+        f"bubble per rank: min {min(bubbles):g}  max {max(bubbles):g}"
+        f"  closed form {closed_form(tl.schedule, tl.pp, t, tl.vpp):g}"
+    )
+    if not closed_form_applies(tl.schedule, t):
+        text += (
+            f", which assumes F = B - W (here F={t.f:g}, B-W={t.b - t.w:g}) and so does"
+            " not apply: the simulated bubble is the figure"
+        )
+    return text
 
 
 def render_text(tl: Timeline, width: int | None = None) -> str:
-    """Draw the timeline, one row per rank, like the figure in DualPipe's
-    README: each task is a cell as wide as its duration, labelled with its
-    micro-batch; ``.`` is idle time. ``width`` is the number of columns for
-    the makespan (default: about 4 columns per shortest task, at most 240)."""
-    durs = [e - s for row in tl.ranks for _, s, e in row if e > s]
-    if width is None:
-        per_unit = 4 / min(durs) if durs else 1.0
-        width = max(20, min(240, round(tl.makespan * per_unit)))
-    scale = width / tl.makespan if tl.makespan > 0 else 0.0
+    """Draw the timeline like the figure in DualPipe's README: one row per
+    rank, time running left to right, each task a cell as wide as its
+    duration (see the comment above for the rules of cells and labels).
+
+    ``width`` is the number of columns of every line, rank name and bubble
+    included (default :data:`DEFAULT_WIDTH`, at least :data:`MIN_WIDTH`);
+    header, summary and legend wrap to it. Pure: the caller picks the width."""
+    width = DEFAULT_WIDTH if width is None else width
+    if width < MIN_WIDTH:
+        raise ValueError(f"width: {width} columns is too narrow; allowed: {MIN_WIDTH} or more")
     t = tl.times
-    lines = [
+    header = (
         f"{tl.schedule}: pp={tl.pp} microbatches={tl.microbatches}"
         + (f" vpp={tl.vpp}" if tl.schedule == "interleaved" else "")
         + (" (steady state in F&B pairs)" if tl.pairs else "")
         + f"  F={t.f:g} B={t.b:g} W={t.w:g} F&B={t.f_and_b:g} p2p={tl.p2p:g}"
-        f"  makespan={tl.makespan:g}",
-    ]
-    for r, row in enumerate(tl.ranks):
-        cells = ["."] * width
-        for task, s, e in row:
-            a, b = round(s * scale), max(round(e * scale), round(s * scale) + 1)
-            b = min(b, width)
-            label = task.label()
-            if task.kind == "B" and task.split_backward:
-                label = "b" + label[1:]
-            if (
-                tl.schedule in ("interleaved", "dualpipe", "dualpipev")
-                and task.kind != "FB"
-            ):
-                label += (
-                    "'" * task.chunk
-                    if tl.schedule != "interleaved"
-                    else f".{task.chunk}"
-                )
-            text = label if len(label) <= b - a else label[: b - a]
-            fill = _FILL[task.kind]
-            for k in range(a, b):
-                cells[k] = fill
-            start = a + max(0, (b - a - len(text)) // 2)
-            for k, ch in enumerate(text):
-                if start + k < width:
-                    cells[start + k] = ch
-            if b - a > len(text) + 1:
-                cells[a] = "["
-        lines.append(f"rank {r:>2} |{''.join(cells)}| bubble {tl.bubble(r):g}")
-    cf = closed_form(tl.schedule, tl.pp, t, tl.vpp)
-    bubbles = tl.bubbles()
-    lines.append(
-        f"bubble per rank: min {min(bubbles):g}  max {max(bubbles):g}"
-        f"  closed form {cf:g}"
+        f"  makespan={tl.makespan:g}"
     )
-    lines.append(
-        "legend: F<n> forward of micro-batch n (-), B<n> full backward (=), "
-        "b<n> backward for inputs only (=), W<n> backward for weights (:), "
-        "f&b F&B pair: forward of f overlapped with backward of b (#), "
-        "' second chunk (DualPipe reverse direction / V upward leg), "
-        ".c interleaved chunk c, . idle"
-    )
+    digits = max(2, len(str(tl.pp - 1)))
+    names = [f"rank {r:>{digits}} |" for r in range(tl.pp)]
+    tails = [f"| bubble {b:g}" for b in tl.bubbles()]
+    cols = width - max(map(len, names)) - max(map(len, tails))
+    if cols < _MIN_COLUMNS:
+        raise ValueError(
+            f"width: {width} columns leave {cols} for the timeline; allowed: {width + _MIN_COLUMNS - cols} or more"
+        )
+    scale = cols / tl.makespan if tl.makespan > 0 else 0.0
+    seen: set[str] = set()
+    rows = [_draw_rank(row, cols, scale, seen) for row in tl.ranks]
+    glyphs = set().union(*map(set, rows))
+    lines = _wrap(header, width)
+    lines += [f"{name}{row}{tail}" for name, row, tail in zip(names, rows, tails)]
+    lines += _wrap(_summary(tl), width)
+    lines += _pack("legend:", _legend(tl.schedule, seen, glyphs), width)
     return "\n".join(lines)
