@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -159,19 +157,22 @@ def test_expected_max_load_factor_cached_and_ordered():
     bal = expected_max_load_factor(4096, 256, 8, 64, 8, 4, n_samples=4)
     z = expected_max_load_factor(4096, 256, 8, 64, 8, 4, skew="zipf", zipf_s=1.0, n_samples=4)
     assert 1.0 < bal < 1.1 < z
-    t0 = time.perf_counter()
+    hits = expected_max_load_factor.cache_info().hits
     assert expected_max_load_factor(4096, 256, 8, 64, 8, 4, n_samples=4) == bal
-    assert time.perf_counter() - t0 < 0.01
+    assert expected_max_load_factor.cache_info().hits == hits + 1  # served from the cache
     assert expected_max_load_factor(4096, 256, 8, 1) == 1.0
 
 
-def test_sample_is_fast_at_v3_scale():
+def test_a_layer_is_built_once_and_sampled_many_times(monkeypatch):
+    # The Monte-Carlo marginals of a layer are the costly part; each micro-batch's sample reuses
+    # them (the per-sample time is in benchmarks/bench_des.py, not asserted here).
     s = v3(skew="zipf", zipf_s=1.0, redundant=32)
-    s.sample(0, 0)  # builds the layer (Monte-Carlo marginals) once
-    t0 = time.perf_counter()
-    for mb in range(100):
-        s.sample(0, mb)
-    assert (time.perf_counter() - t0) / 100 < 0.005
+    built = []
+    real = s._build_layer
+    monkeypatch.setattr(s, "_build_layer", lambda layer: built.append(layer) or real(layer))
+    samples = [s.sample(0, mb) for mb in range(20)]
+    assert built == [0]
+    assert len({round(x.imbalance, 9) for x in samples}) > 1  # micro-batches differ: a real sample each
 
 
 def test_config_validation():
