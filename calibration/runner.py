@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         from simulator.profile import ProfileError
 
         try:
-            merge_into_existing(None, args.out, describe_device(device).get("name"))
+            existing_profile(args.out, describe_device(device).get("name"))
         except ProfileError as e:
             print(f"gpuhours calibrate: --update: {str(e).splitlines()[0]}", file=sys.stderr)
             return 2
@@ -255,26 +255,31 @@ def build_profile(ctx, device: dict, tables: dict, dims: dict, args, seconds: fl
     }
 
 
-def merge_into_existing(profile: dict | None, path, device_name: str | None = None) -> dict | None:
-    """``profile`` with the tables of the existing profile at ``path`` that it did not measure.
+def existing_profile(path, device_name: str | None) -> dict | None:
+    """The profile at ``path`` that ``--update`` merges into (None if there is none yet).
 
-    With ``profile=None`` only checks that the file at ``path`` (if any) can be merged into on
-    ``device_name``: run before measuring, so that a corrupt file or another device's profile is
-    refused before the sweep, not after it."""
-    import copy
+    Refuses a corrupt file, or one measured on another device, with a ProfileError: called
+    before measuring, so that the refusal comes before the sweep, not after it."""
     from pathlib import Path
 
     from simulator.profile import ProfileError, load_profile
 
     if not Path(path).exists():
-        return profile
-    old = load_profile(path).data
-    name = device_name if profile is None else profile["device"].get("name")
-    if old["device"].get("name") != name:
-        raise ProfileError(f"{path} was measured on {old['device'].get('name')!r}, "
-                           f"this run is on {name!r}; refusing to mix devices")
-    if profile is None:
         return None
+    old = load_profile(path).data
+    if old["device"].get("name") != device_name:
+        raise ProfileError(f"{path} was measured on {old['device'].get('name')!r}, "
+                           f"this run is on {device_name!r}; refusing to mix devices")
+    return old
+
+
+def merge_into_existing(profile: dict, path) -> dict:
+    """``profile`` with the tables of the existing profile at ``path`` that it did not measure."""
+    import copy
+
+    old = existing_profile(path, profile["device"].get("name"))
+    if old is None:
+        return profile
     merged = copy.deepcopy(profile)
     kept = {k: copy.deepcopy(v) for k, v in old.get("tables", {}).items() if k not in profile["tables"]}
     merged["tables"] = {**kept, **profile["tables"]}

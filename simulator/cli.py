@@ -66,7 +66,7 @@ def add_scenario_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .api import load, predict, report, run_cost
+    from .api import load, plan_text, predict, report, run_cost
 
     sc = load(args.scenario, args.overrides)
     pred = predict(sc, engine=args.engine, profile=args.profile)
@@ -85,12 +85,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rep))
         return 0
-    p = sc.plan
     rows = [
         ("model", f"{sc.model.name}: {_fmt(rep['total_params'])} params, {_fmt(rep['activated_params'])} activated"),
         ("cluster", f"{sc.cluster.num_gpus} x {sc.cluster.gpu.name} (NVLink {sc.cluster.nvlink_gbps:g} GB/s, IB {sc.cluster.ib_gbps:g} GB/s)"),
-        ("plan", f"TP{p.tp} PP{p.pp} EP{p.ep} DP{sc.dp} CP{p.cp} {p.schedule}, micro-batch {p.micro_batch}, "
-                 f"{sc.microbatches} micro-batches, ZeRO-{p.zero}, {p.precision}, recompute {p.recompute}"),
+        ("plan", plan_text(rep["plan"], sc.microbatches)),
         ("engine", rep["engine"]),
         ("step time", f"{_sig(rep['step_time_s'], 3)} s"),
         ("tokens/s/GPU", _sig(rep["tokens_per_s_per_gpu"], 0)),

@@ -58,9 +58,9 @@ def phase_gpu_hours(sc: Scenario, engine: str = "analytic", profile: Any = None,
     out = []
     for ph in phases_of(sc):
         if ph.gpu_hours and not (ph.tokens or ph.steps):
-            out.append({"name": ph.name, "gpu_hours": ph.gpu_hours, "usd": ph.gpu_hours * price,
-                        "published_gpu_hours": ph.published_gpu_hours or None, "modelled": False,
-                        "tokens": 0.0, "seq_len": ph.seq_len})
+            out.append({"name": ph.name, "column": ph.column or ph.name, "gpu_hours": ph.gpu_hours,
+                        "usd": ph.gpu_hours * price, "published_gpu_hours": ph.published_gpu_hours or None,
+                        "modelled": False, "tokens": 0.0, "seq_len": ph.seq_len})
             continue
         tokens = ph.total_tokens
         if tokens <= 0:
@@ -70,13 +70,12 @@ def phase_gpu_hours(sc: Scenario, engine: str = "analytic", profile: Any = None,
         except ConfigError as e:
             raise ConfigError(f"training.phases.{ph.name}", str(e)) from None
         out.append({
-            "name": ph.name, "gpu_hours": hours, "usd": hours * price, "tokens": tokens, "seq_len": ph.seq_len,
+            "name": ph.name, "column": ph.column or ph.name, "gpu_hours": hours, "usd": hours * price,
+            "tokens": tokens, "seq_len": ph.seq_len,
             "published_gpu_hours": ph.published_gpu_hours or None, "modelled": True,
             "steady_gpu_hours_per_trillion_tokens": steady.gpu_hours_per_trillion_tokens if steady else None,
             **(_steady_summary(steady) if steady else {}),
         })
-    for ph, row in zip(phases_of(sc), out):
-        row["column"] = ph.column or ph.name
     total = sum(p["gpu_hours"] for p in out)
     modelled_tokens = sum(p["tokens"] for p in out if p["modelled"])
     published = [p["published_gpu_hours"] for p in out if p["published_gpu_hours"]]
@@ -124,10 +123,8 @@ def _steady_summary(pred) -> dict:
     from .api import report
 
     rep = report(pred)
-    p = pred.scenario.plan
     return {
-        "plan": {"tp": p.tp, "pp": p.pp, "ep": p.ep, "cp": p.cp, "dp": pred.scenario.dp, "vpp": p.vpp,
-                 "schedule": p.schedule, "micro_batch": p.micro_batch, "zero": p.zero, "recompute": p.recompute},
+        "plan": rep["plan"],
         "global_batch": pred.scenario.training.global_batch,
         "step_time_s": rep["step_time_s"], "tokens_per_s_per_gpu": rep["tokens_per_s_per_gpu"], "mfu": rep["mfu"],
         "peak_memory_gib": rep["peak_memory_gib"], "fits_in_memory": rep["fits_in_memory"],

@@ -20,11 +20,13 @@ def _err(col: dict) -> str:
     return "given" if col.get("published_gpu_hours") and not col.get("modelled", True) else ""
 
 
-def plan_text(plan: dict) -> str:
-    """A plan dict (as in the run's phases) in the CLI's one-line form."""
+def plan_text(plan: dict, microbatches: int | None = None) -> str:
+    """A report's plan dict (``report(...)["plan"]``, DP resolved) in the CLI's one-line form."""
     vpp = f" vpp{plan['vpp']}" if plan.get("vpp", 1) > 1 else ""
+    mbs = f", {microbatches} micro-batches" if microbatches else ""
     return (f"TP{plan['tp']} PP{plan['pp']} EP{plan['ep']} DP{plan['dp']} CP{plan['cp']} {plan['schedule']}{vpp}, "
-            f"micro-batch {plan['micro_batch']}, ZeRO-{plan['zero']}, recompute {plan['recompute']}")
+            f"micro-batch {plan['micro_batch']}{mbs}, ZeRO-{plan['zero']}, {plan['precision']}, "
+            f"recompute {plan['recompute']}")
 
 
 def run_table_lines(run: dict, headline_plan: dict | None = None) -> list[str]:
