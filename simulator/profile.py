@@ -179,7 +179,8 @@ class Lookup:
     ``value`` is a throughput (TFLOP/s or GB/s). ``status`` says how it was
     obtained: ``measured`` (an exact row), ``interpolated`` (inside the table's
     range), ``clamped`` (outside the range: the nearest rows' value is used, as
-    efficiency saturates with size), or ``roofline`` (no row of this kind: the
+    efficiency saturates with size), ``derived`` (from rows of a related kind, see
+    ``Profile.attention_tflops``), or ``roofline`` (no row of this kind: the
     caller must use the datasheet peak). Anything but measured/interpolated is
     worth a visible warning.
     """
@@ -278,8 +279,12 @@ class _Grid:
 
 
 def _label(table: str, match: dict) -> str:
-    """A table's rows in words: ``gemm fp8``, ``attention bf16 fwd cudnn``, ``memory_bound op=*``."""
-    parts = [f"{k}={v}" if k == "op" else str(v) for k, v in match.items() if v is not None]
+    """A table's rows in words: ``gemm fp8``, ``attention bf16 fwd cudnn causal``, ``memory_bound op=*``."""
+    def word(k, v):
+        if k == "causal":
+            return "causal" if v else "non-causal"
+        return f"{k}={v}" if k == "op" else str(v)
+    parts = [word(k, v) for k, v in match.items() if v is not None]
     return " ".join([table, *parts])
 
 
@@ -358,17 +363,38 @@ class Profile:
         )
 
     def attention_tflops(self, dtype: str, direction: str, seq: float, heads: float, qk_dim: float, v_dim: float,
-                         library: str = "") -> Lookup:
+                         library: str = "", causal: bool = True) -> Lookup:
         """Rows of one attention library: ``library`` "" reads the rows that name none (the profile's
         default flash kernel: FlashAttention-3 in the published Hopper profiles, whatever the runner
-        measured in a calibrated one); "cudnn" or "fa2" read the rows tagged with that library."""
-        return self._scattered(
-            "attention",
-            {"dtype": dtype, "direction": direction, "library": library or None},
-            ("seq", "heads", "qk_dim", "v_dim"),
-            (seq, heads, qk_dim, v_dim),
-            "tflops",
-        )
+        measured in a calibrated one); "cudnn" or "fa2" read the rows tagged with that library.
+
+        Rates count FLOPs the usual way (a causal kernel is credited half the query-key pairs), so a
+        causal and a non-causal row of the same shape are different measurements: a causal kernel
+        does not reach its non-causal rate (diagonal tiles are computed whole for half the credit,
+        and the work per query block is uneven). When a direction has only non-causal rows (the FA3
+        paper measured its backward without the mask), a causal rate is derived from them and the
+        causal/non-causal ratio the same library measured in the other direction at the same shape,
+        status ``derived``; without such a pair, the non-causal rate answers, ``clamped``, as an
+        upper bound."""
+        dims, q = ("seq", "heads", "qk_dim", "v_dim"), (seq, heads, qk_dim, v_dim)
+        match = {"dtype": dtype, "direction": direction, "library": library or None}
+        res = self._scattered("attention", {**match, "causal": causal}, dims, q, "tflops")
+        if res.status != "roofline" or not causal:
+            return res
+        plain = self._scattered("attention", {**match, "causal": False}, dims, q, "tflops")
+        if plain.value is None:
+            return res
+        other = {**match, "direction": "bwd" if direction == "fwd" else "fwd"}
+        o_causal = self._scattered("attention", {**other, "causal": True}, dims, q, "tflops")
+        o_plain = self._scattered("attention", {**other, "causal": False}, dims, q, "tflops")
+        what = f"{library or 'flash'} {direction}"
+        if o_causal.value is None or o_plain.value is None:
+            return Lookup(plain.value, "clamped", f"no causal {what} rows: the non-causal rate, an upper bound")
+        ratio = o_causal.value / o_plain.value
+        clamp = f"; {plain.detail}" if plain.status == "clamped" else ""
+        return Lookup(plain.value * ratio, "derived",
+                      f"no causal {what} rows: the non-causal rate x {ratio:.2f}, the causal/non-causal ratio "
+                      f"measured in {other['direction']}{clamp}")
 
     def memory_gbps(self, op: str, nbytes: float) -> Lookup:
         res = self._scattered("memory_bound", {"op": op}, ("bytes",), (nbytes,), "gbps")

@@ -85,6 +85,8 @@ class OpTimer:
                 self._warn(f"library:{op.library}", f"profile {p.name} has no {op.library} attention rows: "
                                                     "its default flash rows used")
                 res = p.attention_tflops(dt, direction, op.seq, op.heads, op.qk_dim, op.v_dim)
+            if res.status == "derived":
+                self._warn(f"derived:attention:{direction}:{op.library}", f"causal attention {direction}: {res.detail}")
         else:
             return peak
         if res.status == "roofline" or res.value is None:

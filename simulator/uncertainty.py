@@ -51,9 +51,9 @@ TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...], str, Callable[[Profile
              lambda p, r: p.gemm_tflops(r["dtype"], r["m"], r["n"], r["k"])),
     "grouped_gemm": (("dtype",), ("groups", "m_per_group", "n", "k"), "tflops",
                      lambda p, r: p.grouped_gemm_tflops(r["dtype"], r["groups"], r["m_per_group"], r["n"], r["k"])),
-    "attention": (("dtype", "direction", "library"), ("seq", "heads", "qk_dim", "v_dim"), "tflops",
+    "attention": (("dtype", "direction", "library", "causal"), ("seq", "heads", "qk_dim", "v_dim"), "tflops",
                   lambda p, r: p.attention_tflops(r["dtype"], r["direction"], r["seq"], r["heads"], r["qk_dim"],
-                                                  r["v_dim"], r.get("library") or "")),
+                                                  r["v_dim"], r.get("library") or "", r["causal"])),
     "memory_bound": (("op",), ("bytes",), "gbps", lambda p, r: p.memory_gbps(r["op"], r["bytes"])),
 }
 

@@ -424,7 +424,7 @@ def test_holdout_predicts_a_row_only_from_rows_of_its_own_library():
     predict it from the other cuDNN rows, as the op timer's lookup does, not from FA3's."""
     from calibration import holdout
 
-    rows = [{"dtype": "bf16", "direction": "fwd", "seq": s, "heads": 16, "qk_dim": 128, "v_dim": 128,
+    rows = [{"dtype": "bf16", "direction": "fwd", "seq": s, "heads": 16, "qk_dim": 128, "v_dim": 128, "causal": True,
              "tflops": t, "source": "t", **({"library": lib} if lib else {})}
             for lib, t in ((None, 500.0), ("cudnn", 300.0)) for s in (2048, 4096, 8192)]
     data = {"schema": "gpuhours.profile", "schema_version": 1, "name": "t", "device": {"name": "x"},

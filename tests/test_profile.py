@@ -189,3 +189,60 @@ def test_a_profile_from_another_device_is_named_in_a_warning(capsys):
     assert main(["validate", "--profile", "h800-anchors", "--json"]) == 0
     warns = json.loads(capsys.readouterr().out)["warnings"]
     assert any("A100" in w for w in warns) and any("H100" in w for w in warns)
+
+
+def _attention_profile(rows):
+    from simulator.profile import Profile
+
+    base = {"dtype": "bf16", "heads": 16, "qk_dim": 128, "v_dim": 128}
+    return Profile({"schema": "gpuhours.profile", "schema_version": 1, "name": "t", "device": {"name": "x"},
+                    "tables": {"attention": [{**base, **r} for r in rows]}})
+
+
+def test_causal_and_non_causal_attention_rows_answer_only_their_own_kind():
+    """A causal kernel is credited half the query-key pairs and does not reach the non-causal rate,
+    so the two are different measurements: a causal lookup never reads a non-causal row of the same
+    direction when causal rows exist, nor the other way round."""
+    p = _attention_profile([{"direction": "fwd", "seq": 4096, "causal": True, "tflops": 579},
+                            {"direction": "fwd", "seq": 4096, "causal": False, "tflops": 638}])
+    assert p.attention_tflops("bf16", "fwd", 4096, 16, 128, 128).value == pytest.approx(579)
+    assert p.attention_tflops("bf16", "fwd", 4096, 16, 128, 128, causal=False).value == pytest.approx(638)
+    assert p.attention_tflops("bf16", "bwd", 4096, 16, 128, 128, causal=False).status == "roofline"
+
+
+def test_causal_backward_is_derived_from_non_causal_rows_and_the_forward_ratio():
+    """The FA3 paper's backward figure is non-causal: a causal backward rate is its non-causal rate
+    times the causal/non-causal ratio the same library measured forward at the same shape, flagged."""
+    rows = [{"direction": "fwd", "seq": 4096, "causal": True, "tflops": 579},
+            {"direction": "fwd", "seq": 4096, "causal": False, "tflops": 638},
+            {"direction": "bwd", "seq": 4096, "causal": False, "tflops": 542},
+            {"direction": "bwd", "seq": 4096, "causal": True, "tflops": 300, "library": "cudnn"}]
+    res = _attention_profile(rows).attention_tflops("bf16", "bwd", 4096, 16, 128, 128)
+    assert res.status == "derived" and res.value == pytest.approx(542 * 579 / 638) and "0.91" in res.detail
+    # Without the forward pair the non-causal rate is only an upper bound, said so.
+    res = _attention_profile(rows[2:]).attention_tflops("bf16", "bwd", 4096, 16, 128, 128)
+    assert res.status == "clamped" and res.value == pytest.approx(542) and "upper bound" in res.detail
+    # A measured causal backward row is read as is (here cuDNN's), never derived.
+    res = _attention_profile(rows).attention_tflops("bf16", "bwd", 4096, 16, 128, 128, library="cudnn")
+    assert res.status == "measured" and res.value == pytest.approx(300)
+
+
+def test_shipped_hopper_attention_rows_keep_the_causal_flag_each_figure_was_measured_with():
+    """FA3 paper: forward measured with and without the causal mask, backward without it (its
+    standard-attention bars match the non-causal forward's); the op timer warns when it derives."""
+    from simulator.timer import OpTimer
+    from simulator.workload import Op
+
+    for name in ("h800-anchors", "h800-2024", "h100-published"):
+        rows = load_profile(name).tables["attention"]
+        kinds = {(r["direction"], r["causal"]) for r in rows}
+        assert kinds == {("fwd", True), ("fwd", False), ("bwd", False)}, name
+    from simulator.api import load
+
+    timer = OpTimer(load("deepseek-v3").cluster.gpu, load_profile("h100-published"))
+    fwd = Op("attn.core", "attention", "F", "attn", 1e12, 1e8, "bf16", seq=4096, heads=16, qk_dim=128, v_dim=128)
+    bwd = Op("attn.core.bwd", "attention", "B", "attn", 2.5e12, 2.5e8, "bf16", seq=4096, heads=16, qk_dim=128,
+             v_dim=128)
+    assert timer.compute_tflops(fwd) == pytest.approx(579)
+    assert timer.compute_tflops(bwd) == pytest.approx(542 * 579 / 638)
+    assert any("causal attention bwd" in w for w in timer.warnings.values())
