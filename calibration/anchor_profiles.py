@@ -172,6 +172,9 @@ def _collective_rows(pub: dict, gpu_prefix: str) -> list[dict]:
             continue
         if r.get("op") == "all_reduce" and str(r.get("algo", "")).lower().startswith("ring") and isinstance(r["busbw_gbps"], str):
             lo, hi = (float(x) for x in r["busbw_gbps"].split("-"))
+            # Nominal NVLink per direction, as in the cluster presets: NVLink 4 900 GB/s bidirectional
+            # (anchors gpu_specs.H100_SXM5.nvlink_GBps_bidirectional), NVLink 3 600 GB/s (A100 datasheet,
+            # scenarios/clusters/a100.yaml).
             rows.append({"op": "all_reduce", "ranks": 8, "gbps": (lo + hi) / 2, "link": "nvlink",
                          "link_gbps": 450 if gpu_prefix.startswith("H") else 300, "source": r["source"]})
     return rows

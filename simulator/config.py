@@ -39,6 +39,8 @@ class NSAConfig:
     Compression attends to block summaries (block ``compress_block``, stride
     ``compress_stride``); selection attends to ``selected_blocks`` blocks of
     ``select_block`` tokens; a sliding window covers the last ``window`` tokens.
+    Defaults: the paper's sec 4.1 settings (../shared/anchors/models.json NSA-27B-backbone.nsa:
+    l=32, d=16, l'=64, n=16, w=512).
     """
 
     compress_block: int = 32
@@ -197,7 +199,9 @@ class GPUConfig:
         if dtype == "fp16":
             return self.fp16_tflops or self.bf16_tflops
         if dtype == "fp32":
-            return self.bf16_tflops / 2  # TF32 tensor cores run at half the BF16 rate on A100/H100
+            # TF32 tensor cores run at half the BF16 rate on A100/H100 (anchors/kernels_and_links.json
+            # gpu_specs.H100_SXM5: tf32_dense_TFLOPS 494.7, bf16_dense_TFLOPS 989.4)
+            return self.bf16_tflops / 2
         return self.bf16_tflops
 
     def validate(self) -> None:
@@ -213,6 +217,8 @@ class ClusterConfig:
     gpu: GPUConfig
     num_gpus: int
     gpus_per_node: int = 8
+    # H800 figures (anchors/kernels_and_links.json gpu_specs.H800_SXM5: nvlink_achievable_GBps 160,
+    # V3 report sec 3.2.2 and DeepEP README; one CX7 400 Gb/s NIC ~ 50 GB/s, V3 sec 3.2.2 'IB (50 GB/s)').
     nvlink_gbps: float = 160.0
     ib_gbps: float = 50.0
     nvlink_latency_us: float = 3.0

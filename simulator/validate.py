@@ -228,13 +228,17 @@ def row_to_raw(row: dict) -> tuple[dict, list[str]]:
         plan["attention_kernel"] = "cudnn"
         defaults.append("attention_kernel=cudnn")
     if attention == "mla" or "DeepSeek" in g("source"):
+        # DeepSeek-V3's FP8 recipe keeps the AdamW moments in BF16 (V3 report sec 3.3.3).
         plan["moment_dtype"] = "bf16" if g("precision") == "fp8" else "fp32"
     training = {"seq_len": _int(row, "seq_len"), "global_batch": _int(row, "global_batch_seqs"), "tokens": 1e12}
     return {"name": row["run_id"], "model": model, "cluster": cluster, "plan": plan, "training": training}, defaults
 
 
 def mfu_under(definition: str, sc, tokens_per_s_per_gpu: float) -> float:
-    """MFU of a throughput under a published FLOP convention."""
+    """MFU of a throughput under a published FLOP convention.
+
+    The peaks are the denominators the sources divided by, as the CSV's ``mfu_definition`` column
+    states them ("BF16 MFU, peak 989", "TFLOP/s / 989", "TFLOP/s / 312"), not the cluster preset's."""
     m = sc.model
     seq = sc.training.seq_len
     L, h, V = m.layers, m.hidden, m.vocab

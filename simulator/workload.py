@@ -427,6 +427,10 @@ def _flash_core(bld: _Builder, heads: int, layer: int, q_bytes: float, kv_bytes:
     library = "" if s.attention_kernel == "flash" else s.attention_kernel
     common = dict(seq=s.seq, heads=heads, qk_dim=qk, v_dim=vd, library=library)
     bld.F.append(Op("attn.core", "attention", "F", "attn", fwd, io, "bf16", **common))
+    # Backward FLOPs = 2.5x forward: the FlashAttention benchmarks' convention (five matmuls against
+    # two; calibration/profiles/sources/published_measurements.json "flop_conventions"), in which the
+    # profile's bwd TFLOP/s rows are stated. The 2.5x on the HBM bytes has no measurement behind it;
+    # it enters only the timer's bound max(flops / rate, bytes / HBM bandwidth).
     bld.B.append(Op("attn.core.bwd", "attention", "B", "attn", 2.5 * fwd, 2.5 * io, "bf16", **common))
     if full:
         bld.B.append(Op("attn.core.recompute", "attention", "B", "attn", fwd, io, "bf16", recompute=True, **common))
