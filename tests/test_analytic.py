@@ -63,6 +63,8 @@ def test_memory_grows_with_micro_batch(mb):
     a = predict_analytic(base)
     b = predict_analytic(dataclasses.replace(base, plan=dataclasses.replace(base.plan, micro_batch=mb)).validate())
     assert b.peak_memory_gib >= a.peak_memory_gib - 1e-9
+    if mb > base.plan.micro_batch:  # mb equal to the base's compares a plan with itself: only '>=' then
+        assert b.peak_memory_gib > a.peak_memory_gib
 
 
 @settings(max_examples=10, deadline=None)
@@ -101,7 +103,6 @@ def test_dualpipe_bubble_survives_a_slow_network(ib):
     sc = load_scenario("deepseek-v3", [f"cluster.ib_gbps={ib}"])
     a = predict(sc)
     assert a.bubble_s > 0
-    assert a.busy_s + a.bubble_s + a.dp_exposed_s + a.optimizer_s == pytest.approx(a.step_time_s)
     pacing = max(a.stages, key=lambda s: s.busy)
     assert a.busy_s == pytest.approx(pacing.busy)
     d = predict(sc, engine="des")

@@ -99,7 +99,10 @@ def test_paths_and_usage_errors_are_one_line(argv, capsys):
 def test_dualpipe_needs_even_pp():
     with pytest.raises(ConfigError) as e:
         load_scenario("deepseek-v3", ("plan.pp=8", "plan.ep=32", "plan.pp=7", "cluster.num_gpus=1792"))
-    assert "plan.pp" in str(e.value) or "plan" in str(e.value)
+    # The odd pp must be what is refused (not, say, the GPU count): the field and the rule are named.
+    assert str(e.value).startswith("plan.pp: 7 is odd") and "dualpipe needs an even pp" in str(e.value)
+    load_scenario("deepseek-v3", ("plan.pp=8", "plan.ep=32", "plan.pp=7", "cluster.num_gpus=1792",
+                                  "plan.schedule=dualpipev"))  # dualpipev takes an odd pp
 
 
 def test_unknown_preset_lists_allowed(capsys):

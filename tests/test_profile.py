@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from simulator.profile import ProfileError, load_profile, save_profile, validate_profile
+from simulator.profile import ProfileError, list_profiles, load_profile, save_profile, validate_profile
 
 
 def _doc(rows):
@@ -13,11 +13,32 @@ def _doc(rows):
 
 
 def test_shipped_profiles_load_and_carry_sources():
-    for name in ("h800-anchors", "h100-published", "a100-published"):
+    # Every shipped profile, h800-2024 (the one deepseek-v3 runs on) included.
+    names = list_profiles()
+    assert {"h800-anchors", "h800-2024", "h100-published", "a100-published"} <= set(names)
+    for name in names:
         p = load_profile(name)
+        assert p.tables
         for table, rows in p.tables.items():
+            assert rows, (name, table)
             for r in rows:
                 assert r.get("source"), (name, table, r)
+
+
+def test_shipped_profiles_are_rebuilt_exactly_from_their_published_sources():
+    """The shipped JSONs hold no hand-edited number: `python -m calibration.anchor_profiles` gives
+    them back row for row from the anchors and published_measurements.json."""
+    from calibration import anchor_profiles as ap
+    from simulator.profile import PROFILES_DIR
+
+    if not ap.ANCHORS.is_file():
+        pytest.skip(f"{ap.ANCHORS} not found (set GPUHOURS_SHARED to the shared folder)")
+    anchors, pub = ap._load(ap.ANCHORS), ap._load(ap.PUBLISHED)
+    built = (ap.build_h800(anchors, pub), ap.build_h800_2024(anchors, pub), ap.build_h100(pub, anchors),
+             ap.build_a100(pub))
+    for prof in built:
+        shipped = json.loads((PROFILES_DIR / f"{prof['name']}.json").read_text())
+        assert shipped == json.loads(json.dumps(prof)), prof["name"]
 
 
 def test_unknown_version_refused(tmp_path):
@@ -139,7 +160,7 @@ def test_unmeasured_cells_follow_the_rows_they_can_be_ordered_against():
 
 
 def test_shipped_profiles_mark_mamf_rows_as_ceilings_and_h100_fp8_has_shapes():
-    for name in ("h100-published", "a100-published", "h800-anchors"):
+    for name in list_profiles():
         rows = load_profile(name).tables["gemm"]
         for r in rows:
             assert bool(r.get("ceiling")) == ("MAMF" in r["source"]), (name, r)

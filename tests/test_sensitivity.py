@@ -81,10 +81,12 @@ def test_tornado_bars_are_log_scaled_and_never_hide_a_move(capsys):
     assert main(["sensitivity", "deepseek-v3"]) == 0
     out = capsys.readouterr().out
     rows = {r["input"]: r for r in sensitivity(load("deepseek-v3"))}
+    checked = set()
     for line in out.splitlines():
         name = next((n for n in rows if line.strip().startswith(n)), None)
         if name is None:
             continue
+        checked.add(name)
         r = rows[name]
         bar = line.split()[-1]  # "<<<|>>>>", the last column
         assert "|" in bar, line
@@ -94,6 +96,7 @@ def test_tornado_bars_are_log_scaled_and_never_hide_a_move(capsys):
                 assert right >= 1, line
             if v is not None and v / r["base"] - 1 <= -0.005:
                 assert left >= 1, line
+    assert checked == set(rows)  # every tornado row was drawn and checked, none skipped unseen
     kernel = next(ln for ln in out.splitlines() if ln.strip().startswith("kernel efficiency"))
     # x0.8 kernels (+23 %) against the largest move (routing skew s=0.5, +84 %): log(1.23)/log(1.84) of 24
     assert kernel.count(">") >= 6
