@@ -221,6 +221,10 @@ class ClusterConfig:
     # V3 report sec 3.2.2 and DeepEP README; one CX7 400 Gb/s NIC ~ 50 GB/s, V3 sec 3.2.2 'IB (50 GB/s)').
     nvlink_gbps: float = 160.0
     ib_gbps: float = 50.0
+    # Fixed cost of one transfer. NVLink: nccl-tests send/recv between two H100 over NVLink takes
+    # ~3 us for the smallest messages (NVIDIA/nccl#1487; NVIDIA's kiskra-nvidia in nccl-tests#333:
+    # "just over 3 microseconds" on B200). IB: no published H800/H100 figure found; 5 us is an
+    # assumption, and it barely matters: both set to 0 move V3 by 0.01 % and Llama 3 405B by 0.09 %.
     nvlink_latency_us: float = 3.0
     ib_latency_us: float = 5.0
     profile: str = ""  # calibration profile name or path; "" = roofline only
