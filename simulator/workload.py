@@ -277,6 +277,10 @@ class _Builder:
 
         self.F.append(op("", "F", "fprop", io, (m, n, k)))
         self.B.append(op(".dgrad", "B", "dgrad", io, (m, k, n)))
+        # Wgrad reads the input and the output gradient and writes the k x n weight gradient into an
+        # FP32 buffer (Megatron-LM's main_grad, which gradient_accumulation_fusion accumulates into
+        # in the GEMM epilogue; V3 keeps "gradients (used for batch size accumulation)" in FP32, sec 3.3.1).
+        # Counted as one FP32 write whatever plan.grad_dtype (the dtype gradients are reduced in).
         self.W.append(op(".wgrad", "W", "wgrad", b * (m * k + m * n) + 4 * k * n, (k, n, m)))
         if recompute:
             self.B.append(op(".recompute", "B", "fprop", io, (m, n, k), rec=True))
@@ -587,6 +591,8 @@ def _moe_ffn(bld: _Builder, gpus_per_node: int) -> tuple[float, float]:
     local_experts = E // ep
     bld.memory("moe.norm", "mlp", 2 * Tl * h * act2, recompute=sel or full, saves=Tl * h * act2)
     bld.gemm("moe.gate", "attn", Tl, E, h, dtype="bf16", save_input=not (sel or full))
+    # Routing over the FP32 affinities (Tl x E): the sigmoid reads the gate's logits and writes the
+    # scores, top-k (with the balancing bias) reads them again: three passes of 4 bytes per entry.
     bld.memory("moe.route", "attn", Tl * E * 4 * 3, backward_factor=1.0)
     # Tokens received per GPU: every GPU sends Tl*k assignments spread over ep ranks,
     # so each receives Tl*k on average; the most loaded rank gets imbalance x that.
