@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -234,11 +235,19 @@ def row_to_raw(row: dict) -> tuple[dict, list[str]]:
     return {"name": row["run_id"], "model": model, "cluster": cluster, "plan": plan, "training": training}, defaults
 
 
+def _stated_peak(definition: str, sc) -> float:
+    """The peak (FLOP/s) a definition divides by: the number it states ("peak 989", "/ 312"), else
+    the BF16 peak of the GPU the row ran on."""
+    found = re.search(r"(?:peak|/)\s*(\d+(?:\.\d+)?)", definition)
+    return float(found.group(1)) * 1e12 if found else sc.cluster.gpu.bf16_tflops * 1e12
+
+
 def mfu_under(definition: str, sc, tokens_per_s_per_gpu: float) -> float:
     """MFU of a throughput under a published FLOP convention.
 
     The peaks are the denominators the sources divided by, as the CSV's ``mfu_definition`` column
-    states them ("BF16 MFU, peak 989", "TFLOP/s / 989", "TFLOP/s / 312"), not the cluster preset's."""
+    states them ("BF16 MFU, peak 989", "TFLOP/s / 989", "TFLOP/s / 312"), not the cluster preset's;
+    a definition that states none divides by the row's GPU's BF16 peak."""
     m = sc.model
     seq = sc.training.seq_len
     L, h, V = m.layers, m.hidden, m.vocab
@@ -246,11 +255,11 @@ def mfu_under(definition: str, sc, tokens_per_s_per_gpu: float) -> float:
         pc = param_counts(m)
         n = pc.total - pc.embedding
         per_token = 6 * n + 12 * L * m.heads * m.dim_per_head * seq
-        return tokens_per_s_per_gpu * per_token / 989e12
-    if definition.startswith("megatron-72"):
-        per_token = 72 * L * h * h * (1 + seq / (6 * h) + V / (12 * L * h)) / 1
-        return tokens_per_s_per_gpu * per_token / (989e12 if "989" in definition or sc.cluster.gpu.bf16_tflops > 900 else 312e12)
-    raise ConfigError("mfu_definition", f"unsupported {definition!r}", "palm 6N+attn, megatron-72")
+    elif definition.startswith("megatron-72"):
+        per_token = 72 * L * h * h * (1 + seq / (6 * h) + V / (12 * L * h))
+    else:
+        raise ConfigError("mfu_definition", f"unsupported {definition!r}", "palm 6N+attn, megatron-72")
+    return tokens_per_s_per_gpu * per_token / _stated_peak(definition, sc)
 
 
 def validate_rows(rows: list[dict], engine: str = "analytic", profile=None) -> tuple[list[RowResult], float | None]:

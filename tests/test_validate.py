@@ -85,3 +85,16 @@ def test_supplementary_qwen3_30b_is_the_public_rows_plan_a_release_earlier():
     sup = {r["run_id"]: r for r in read_csv(SUPPLEMENTARY)}["MB2509-QWEN3-30B-A3B"]
     assert all(pub[k] == sup[k] for k in PLAN_FIELDS)
     assert float(sup["tokens_per_s_per_gpu"]) / float(pub["tokens_per_s_per_gpu"]) == pytest.approx(1.99, abs=0.01)
+
+
+def test_mfu_divides_by_the_peak_the_definition_states_else_the_rows_gpu():
+    from simulator import api
+    from simulator.validate import mfu_under
+
+    sc = api.load("llama3-405b")
+    base = mfu_under("palm 6N+attn (BF16 MFU, peak 989)", sc, 100.0)
+    assert mfu_under("palm 6N+attn (peak 312)", sc, 100.0) == pytest.approx(base * 989 / 312)
+    # No peak stated: the BF16 peak of the row's GPU (H100 989.4).
+    assert mfu_under("palm 6N+attn", sc, 100.0) == pytest.approx(base * 989 / 989.4)
+    mega = mfu_under("megatron-72 no recompute (TFLOP/s / 312)", sc, 100.0)
+    assert mega * 312 == pytest.approx(mfu_under("megatron-72 no recompute (TFLOP/s / 989)", sc, 100.0) * 989)
