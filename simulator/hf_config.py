@@ -9,6 +9,7 @@ anything the simulator needs but the file lacks is an error naming the field.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,8 @@ def model_from_hf_config(path: str | Path) -> dict:
         raise ConfigError("model", f"{path} holds a JSON {type(cfg).__name__}, not an object",
                           "a HuggingFace config.json file")
     archs = cfg.get("architectures") or []
+    if not isinstance(archs, list):
+        raise ConfigError(f"{where}.architectures", f"expected a list, got {archs!r}", '["' + SUPPORTED[0] + '"]')
     arch = archs[0] if archs else ""
     if arch not in SUPPORTED:
         raise ConfigError(f"{where}.architectures", f"unsupported {arch!r}", ", ".join(SUPPORTED))
@@ -60,7 +63,7 @@ def model_from_hf_config(path: str | Path) -> dict:
         "hidden": g("hidden_size"),
         "heads": heads,
         "vocab": g("vocab_size"),
-        "tied_embeddings": bool(g("tie_word_embeddings", False)),
+        "tied_embeddings": g("tie_word_embeddings", False),  # checked as true/false when the model is built
         "attention_dropout": g("attention_dropout", 0.0) or 0.0,  # checked as a float when the model is built
         "mlp": "swiglu",
         "source": f"HuggingFace config {path} ({arch})",
@@ -102,6 +105,9 @@ def model_from_hf_config(path: str | Path) -> dict:
     else:  # Qwen2-MoE / Qwen3-MoE
         shared = g("shared_expert_intermediate_size", 0) or 0
         moe_i = g("moe_intermediate_size")
+        for key, v, least in (("moe_intermediate_size", moe_i, 1), ("shared_expert_intermediate_size", shared, 0)):
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= least):
+                raise ConfigError(f"{where}.{key}", f"{v!r} is not a width", f"a whole number >= {least}")
         out.update(
             n_routed_experts=g("num_experts"),
             experts_per_token=g("num_experts_per_tok"),

@@ -214,3 +214,42 @@ def test_an_override_that_breaks_another_field_is_named(capsys):
     assert err.count("\n") == 1
     assert main(["predict", "deepseek-v3", "--set", "plan.ep=7"]) == 2  # names its own field: no suffix
     assert "with --set" not in capsys.readouterr().err
+
+
+QWEN_MOE = {"architectures": ["Qwen2MoeForCausalLM"], "num_hidden_layers": 24, "hidden_size": 2048,
+            "num_attention_heads": 16, "vocab_size": 151936, "num_key_value_heads": 16, "num_experts": 60,
+            "num_experts_per_tok": 4, "moe_intermediate_size": 1408, "shared_expert_intermediate_size": 5632}
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"architectures": {"a": 1}}, "architectures: expected a list, got {'a': 1}"),
+    ({"architectures": "Qwen2MoeForCausalLM"}, "architectures: expected a list, got 'Qwen2MoeForCausalLM'"),
+    ({"moe_intermediate_size": 0}, "moe_intermediate_size: 0 is not a width; allowed: a whole number >= 1"),
+    ({"moe_intermediate_size": "1408"}, "moe_intermediate_size: '1408' is not a width"),
+    ({"shared_expert_intermediate_size": [1]}, "shared_expert_intermediate_size: [1] is not a width"),
+])
+def test_malformed_hf_config_is_one_line(tmp_path, capsys, change, message):
+    """A config.json whose fields have the wrong shape used to raise KeyError, TypeError or ZeroDivisionError."""
+    import json
+
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({**QWEN_MOE, **change}))
+    sc = tmp_path / "s.yaml"
+    sc.write_text(f"model: {cfg}\ncluster: {{preset: h100, num_gpus: 8}}\ntraining: {{global_batch: 64}}\n")
+    assert main(["predict", str(sc)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+
+
+def test_hf_config_tie_word_embeddings_is_read_as_a_flag(tmp_path):
+    """The text "false" used to count as true (bool("false"))."""
+    import json
+
+    from simulator.scenario import load_model
+
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({**QWEN_MOE, "tie_word_embeddings": "false"}))
+    assert load_model(str(cfg)).tied_embeddings is False
+    cfg.write_text(json.dumps({**QWEN_MOE, "tie_word_embeddings": 7}))
+    with pytest.raises(ConfigError, match="model.tied_embeddings: expected true or false"):
+        load_model(str(cfg))
