@@ -79,25 +79,30 @@ def _preset(kind: str, name: str) -> dict:
     return data
 
 
-def _resolve_part(kind: str, spec: Any) -> dict:
-    """A model/cluster given as a preset name, a path, or a mapping (with optional 'preset')."""
+def _resolve_part(kind: str, spec: Any, seen: tuple[str, ...] = ()) -> dict:
+    """A model/cluster given as a preset name, a path, or a mapping (with optional 'preset').
+    ``seen``: the presets and files on the way here, so that a chain that loops is refused."""
     if isinstance(spec, str):
+        if spec in seen:
+            raise ConfigError(kind, f"presets refer to each other in a loop ({' -> '.join((*seen, spec))})",
+                              "a chain of presets that ends")
+        seen = (*seen, spec)
         if kind == "model" and spec.endswith(".json"):
             from .hf_config import model_from_hf_config
 
             return model_from_hf_config(spec)
         if spec.endswith((".yaml", ".yml")):
             data = read_yaml(spec, where=kind)
-            return _resolve_part(kind, data)
+            return _resolve_part(kind, data, seen)
         data = dict(_preset(kind, spec))
         data.setdefault("name", spec)
-        return _resolve_part(kind, data) if "preset" in data else data
+        return _resolve_part(kind, data, seen) if "preset" in data else data
     if isinstance(spec, dict):
         spec = dict(spec)
         base_name = spec.pop("preset", None)
         if base_name is None:
             return spec
-        base = _resolve_part(kind, base_name)
+        base = _resolve_part(kind, base_name, seen)
         return _deep_merge(base, spec)
     raise ConfigError(kind, f"expected a preset name or a mapping, got {spec!r}")
 

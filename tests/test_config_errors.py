@@ -118,6 +118,18 @@ def test_unknown_model_preset(tmp_path, capsys):
     assert "model: unknown model preset 'gpt-9'" in capsys.readouterr().err
 
 
+def test_a_preset_chain_that_loops_is_refused(tmp_path, capsys):
+    """A model file whose `preset:` leads back to itself recursed until RecursionError."""
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text(f"preset: {b}\nlayers: 3\n")
+    b.write_text(f"preset: {a}\n")
+    s = tmp_path / "s.yaml"
+    s.write_text(f"model: {a}\ncluster: h800\n")
+    assert main(["predict", str(s)]) == 2
+    err = capsys.readouterr().err
+    assert f"model: presets refer to each other in a loop ({a} -> {b} -> {a})" in err and err.count("\n") == 1
+
+
 def test_malformed_yaml(tmp_path, capsys):
     p = tmp_path / "bad.yaml"
     p.write_text("model: [deepseek-v3\ncluster: h800\n")
