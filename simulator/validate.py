@@ -302,8 +302,12 @@ def validate_rows(rows: list[dict], engine: str = "analytic", profile=None) -> t
             metric = "tokens/s/GPU"
         elif (row.get("mfu_pct") or "").strip():
             measured = _measured(row, "mfu_pct")
-            predicted = 100 * mfu_under(row.get("mfu_definition", ""), sc, pred.tokens_per_s_per_gpu)
-            metric = "MFU % (" + row.get("mfu_definition", "").split("(")[0].strip() + ")"
+            definition = (row.get("mfu_definition") or "").strip()  # None: a row shorter than the header
+            try:
+                predicted = 100 * mfu_under(definition, sc, pred.tokens_per_s_per_gpu)
+            except ConfigError as e:  # name the row, as _measured does
+                raise ConfigError(f"{rid}.{e.field}", e.problem, e.allowed) from None
+            metric = "MFU % (" + definition.split("(")[0].strip() + ")"
         else:
             results.append(RowResult(rid, "", None, None, None, reason="no measured throughput or MFU"))
             continue

@@ -145,6 +145,22 @@ def test_malformed_csv(tmp_path, capsys):
     assert "lacks column 'run_id'" in capsys.readouterr().err
 
 
+def test_csv_row_shorter_than_its_header_is_one_line(tmp_path, capsys):
+    """A row measured by MFU that stops before mfu_definition (csv gives None) raised AttributeError."""
+    import csv
+
+    from simulator.validate import DEFAULT_CSV
+
+    with open(DEFAULT_CSV, newline="", encoding="utf-8") as f:
+        header, first = list(csv.reader(f))[:2]
+    first[header.index("tokens_per_s_per_gpu")] = ""
+    short = tmp_path / "short.csv"
+    short.write_text(",".join(header) + "\n" + ",".join(first[:header.index("mfu_definition")]) + "\n")
+    assert main(["validate", "--csv", str(short)]) == 2
+    err = capsys.readouterr().err
+    assert f"{first[0]}.mfu_definition: unsupported ''; allowed: palm" in err and err.count("\n") == 1, err
+
+
 def test_validate_with_nothing_to_model_exits_2(tmp_path, capsys):
     """A CSV whose rows all fail (or that has none) is bad input, not a 0-row success."""
     from simulator.validate import DEFAULT_CSV
