@@ -104,7 +104,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     ]
     if run:
         what = "batch ramp" if len(run["phases"]) == 1 else "every modelled phase"
-        rows.append(("run GPU-hours / 1T", f"{run['gpu_hours_per_trillion_tokens_run']:,.0f} ({what} included)"))
+        if run["gpu_hours_per_trillion_tokens_run"] is not None:  # None: every phase is given, none modelled
+            rows.append(("run GPU-hours / 1T", f"{run['gpu_hours_per_trillion_tokens_run']:,.0f} ({what} included)"))
         rows.append(("run total", f"{run['total_gpu_hours']:,.0f} GPU-hours, ${run['total_usd']:,.0f}, "
                                   f"{_sig(run['days_on_cluster'], 1)} days on this cluster"))
     if bands:

@@ -71,6 +71,18 @@ def test_phase_plan_is_checked_like_the_plan(tmp_path, capsys):
     assert "training.phases.plan.bogus: unknown field" in capsys.readouterr().err
 
 
+def test_a_run_of_given_phases_only_is_printed(tmp_path, capsys):
+    """Phases that all carry gpu_hours (none modelled) left the run's GPU-hours per 1T tokens None,
+    which the text table formatted with a TypeError traceback."""
+    p = tmp_path / "s.yaml"
+    p.write_text("model: deepseekmoe-2b\ncluster: {preset: h800, num_gpus: 64}\ntraining:\n  phases:\n"
+                 "    - {name: a, seq_len: 4096, global_batch: 1024, gpu_hours: 5}\n"
+                 "    - {name: b, seq_len: 4096, global_batch: 1024, gpu_hours: 7, published_gpu_hours: 7}\n")
+    assert main(["predict", str(p)]) == 0
+    out = capsys.readouterr().out
+    assert "run total              12 GPU-hours" in out and "run GPU-hours / 1T" not in out
+
+
 @pytest.mark.parametrize("argv", [
     ["trace", "deepseekmoe-2b", "-o", "/nonexistent-dir/x.json"],
     ["trace", "deepseekmoe-2b", "-o", "trace.txt"],
