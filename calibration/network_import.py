@@ -184,11 +184,15 @@ def _deepep_records(text: str, fmt: str | None) -> tuple[list[Mapping], str | No
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise NetworkImportError(f"deepep: not valid JSON ({e.msg} at line {e.lineno})") from None
+        source = None
         if isinstance(data, Mapping):
-            return list(data.get("rows", [])), data.get("source")
-        if isinstance(data, list):
-            return data, None
-        raise NetworkImportError("deepep: JSON must be a list of rows or an object with 'rows'")
+            data, source = data.get("rows", []), data.get("source")
+        if not isinstance(data, list):
+            raise NetworkImportError("deepep: JSON must be a list of rows or an object with 'rows'")
+        bad = next((i for i, rec in enumerate(data) if not isinstance(rec, Mapping)), None)
+        if bad is not None:
+            raise NetworkImportError(f"deepep: row {bad} is {data[bad]!r}, not an object of columns")
+        return data, source
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     return list(csv.DictReader(io.StringIO("\n".join(lines)))), None
 
@@ -218,13 +222,12 @@ def parse_deepep(text: str, *, fmt: str | None = None, ranks: int | None = None,
                 continue
             row: dict[str, Any] = {"op": op, "ranks": n_ranks, "gbps": gbps, "variant": "deepep",
                                    "source": source or file_source or "deepep benchmark table"}
-            nbytes = _get(rec, "bytes")
-            if nbytes is not None:
-                row["bytes"] = int(_num(nbytes, f"row {i} bytes"))
-            for extra in ("tokens", "hidden", "sms"):
+            for extra in ("bytes", "tokens", "hidden", "sms"):
                 v = _get(rec, extra)
                 if v is not None:
                     row[extra] = int(_num(v, f"row {i} {extra}"))
+                    if row[extra] < 1:
+                        raise NetworkImportError(f"deepep: row {i} {extra} is {v!r}; allowed: a whole number, 1 or more")
             us = _get(rec, f"{key}_us")
             if us is not None:
                 row["ms"] = _num(us, f"row {i} {key}_us") / 1e3

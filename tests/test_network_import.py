@@ -115,6 +115,12 @@ def test_cli_import_network(tmp_path, capsys):
     ("ep,dispatch_GBps,combine_GBps\n8,40,40\n-4,30,30\n", "row 1 ep is '-4'; allowed: a whole number, 1 or more"),
     ("ep,dispatch_GBps,combine_GBps\n0,40,40\n", "row 0 ep is '0'"),
     ("ep,dispatch_GBps,combine_GBps\n0.5,40,40\n", "row 0 ep is '0.5'"),
+    ("ep,dispatch_GBps,bytes\n8,40,-5\n", "row 0 bytes is '-5'; allowed: a whole number, 1 or more"),
+    ("ep,dispatch_GBps,tokens\n8,40,0\n", "row 0 tokens is '0'"),
+    # JSON whose rows are not objects of columns used to raise TypeError tracebacks
+    ("[1, 2]", "row 0 is 1, not an object of columns"),
+    ('{"rows": 5}', "JSON must be a list of rows or an object with 'rows'"),
+    ('{"rows": {"ep": 8}}', "JSON must be a list of rows"),
 ])
 def test_deepep_rows_must_be_finite_and_positive(text, match):
     with pytest.raises(ni.NetworkImportError, match=match):
