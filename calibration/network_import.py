@@ -302,9 +302,11 @@ def run_import(args: argparse.Namespace) -> int:
         return 2
     def read(flag: str, f: str) -> str:
         try:
-            return Path(f).read_text()
+            return Path(f).read_text(encoding="utf-8-sig")  # -sig: a spreadsheet's byte-order mark
         except OSError as e:  # name the flag: "[Errno 2] ..." does not say which input was meant
             raise NetworkImportError(f"{flag}: {f}: {e.strerror or e}") from None
+        except UnicodeDecodeError as e:
+            raise NetworkImportError(f"{flag}: {f}: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
     rows: list[dict] = []
     try:

@@ -186,3 +186,21 @@ def test_cli_op_takes_the_nccl_tests_names_too(tmp_path):
                     "--op", "alltoall"]) == 0
     ops = {r["op"] for r in json.loads(out.read_text())["tables"]["collectives"]}
     assert "all_to_all" in ops
+
+
+def test_cli_reads_a_byte_order_mark_and_names_a_file_that_is_not_text(tmp_path, capsys):
+    """A spreadsheet's BOM hid the 'ep' column ("row 0 has no EP size"); a binary file was reported
+    without its name or flag."""
+    base = _profile(tmp_path)
+    bom = tmp_path / "deepep.csv"
+    bom.write_bytes(b"\xef\xbb\xbfep,dispatch_GBps\n8,40\n")
+    out = tmp_path / "out.json"
+    assert ni.main(["--deepep", str(bom), "--profile", str(base), "--out", str(out)]) == 0
+    assert any(r["op"] == "all_to_all_dispatch" and r["ranks"] == 8 for r in load_profile(out).tables["collectives"])
+    capsys.readouterr()
+    binary = tmp_path / "nccl.txt"
+    binary.write_bytes(b"\xff\xfe\x00")
+    assert ni.main(["--nccl", str(binary), "--profile", str(base), "--out", str(tmp_path / "o.json")]) == 2
+    err = capsys.readouterr().err
+    assert f"--nccl: {binary}: not UTF-8 text" in err and err.count("\n") == 1
+    assert not (tmp_path / "o.json").exists()
