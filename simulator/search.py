@@ -359,7 +359,7 @@ def write_rows(rows: list[dict], path: str) -> None:
 
 
 def _check_out(path: str | None) -> None:
-    if not path:
+    if path is None:
         return
     if not (path.endswith(".csv") or path.endswith(".parquet")):
         raise ConfigError("--out", f"{path!r} has an unknown extension", ".csv or .parquet")
@@ -418,7 +418,11 @@ def run(args: argparse.Namespace) -> int:
     bar = None if args.no_progress or not sys.stderr.isatty() else _Bar()
     res = search(sc, args.gpus, objective=args.objective, top=args.top, scheduler=args.scheduler,
                  progress=bar, profile=args.profile, workers=args.workers)
-    if args.out:
+    if not res.plans and res.evaluated == 0:  # before any output: --json or not, bad input exits 2
+        raise ConfigError("--gpus", f"none of the {res.enumerated:,} candidate plans for {args.gpus} GPUs could be "
+                                    "timed: each is invalid (sizes must divide the GPUs, batch and experts) or its "
+                                    "weights and optimizer state alone exceed HBM")
+    if args.out is not None:
         write_rows(res.rows, args.out)
     if args.json:
         print(json.dumps(res.to_json()))
@@ -437,14 +441,10 @@ def run(args: argparse.Namespace) -> int:
         dtxt = f"{des['gpu_hours_per_trillion_tokens']:,.0f}" if des and "gpu_hours_per_trillion_tokens" in des else "-"
         print(f"  {r['rank']:>3} {plan_label(r['plan']):<62} {r['gpu_hours_per_trillion_tokens']:>10,.0f} "
               f"{r['step_time_s']:>8.3f} {100 * r['mfu']:>5.1f}% {r['peak_memory_gib']:>8.1f} {dtxt:>12}")
-    if not res.plans and res.evaluated == 0:
-        raise ConfigError("--gpus", f"none of the {res.enumerated:,} candidate plans for {args.gpus} GPUs could be "
-                                    "timed: each is invalid (sizes must divide the GPUs, batch and experts) or its "
-                                    "weights and optimizer state alone exceed HBM")
     if not res.plans:
         print("  no plan fits in memory")
     elif key != "gpu_hours_per_trillion_tokens":
         print(f"  ranked by {key}")
-    if args.out:
+    if args.out is not None:
         print(f"  wrote {len(res.rows)} plans to {args.out}")
     return 0

@@ -107,13 +107,18 @@ def test_cli_json_schema(capsys, tmp_path):
 
 @pytest.mark.parametrize("argv", [
     ["--objective", "foo"], ["--gpus", "0"], ["--gpus", "12"], ["--top", "0"], ["--out", "x.txt"],
+    # no plan at all for 7 GPUs: --json used to print an empty ranking and exit 0, the text a header first
+    ["--gpus", "7", "--json"], ["--gpus", "7"],
+    ["--out", ""],  # used to be taken as no --out: nothing written, exit 0
 ])
 def test_bad_input_exit_2_one_line(capsys, argv):
     args = ["search", "deepseekmoe-2b", "--gpus", "16", "--no-progress", *argv]
     rc = main(args)
-    err = capsys.readouterr().err.strip()
-    assert rc == 2
+    cap = capsys.readouterr()
+    err = cap.err.strip()
+    assert rc == 2 and cap.out == ""
     assert len(err.splitlines()) == 1 and err.startswith("gpuhours: error:")
+    assert ("--gpus" if "7" in argv else "--out" if "" in argv else "") in err
 
 
 def test_parquet_needs_pyarrow(capsys, tmp_path):
