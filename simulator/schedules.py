@@ -647,6 +647,9 @@ def simulate(
             f"{name}: schedule deadlocks (pp={pp}, microbatches={microbatches})"
         )
     busy = [sum(c * d for c, d in zip(cnt, dur)) for cnt in counts]
+    if not math.isfinite(max(free) + sum(busy)):  # each time finite, their sum not: no bubble to take
+        raise ValueError(f"times: the step overflows (makespan {max(free)!r}); "
+                         "allowed: F, B, W, F&B and p2p small enough that the whole step is a finite number")
     return Timeline(name, pp, microbatches, vpp, times, p2p, max(free), busy, starts, pairs and name in PAIRABLE)
 
 

@@ -289,6 +289,11 @@ def test_times_validation():
         TaskTimes(-1, 1, 0)
     with pytest.raises(ValueError, match=r"^p2p:"):
         simulate("1f1b", 2, 2, TaskTimes(1, 2, 1), p2p=-1)
+    # Each time finite, the step not: the bubble was inf - inf = nan ("cannot convert float NaN to integer").
+    with pytest.raises(ValueError, match=r"^times: the step overflows \(makespan inf\); allowed: F, B, W"):
+        simulate("1f1b", 4, 8, TaskTimes(1e308, 1e308, 1))
+    with pytest.raises(ValueError, match=r"^times: the step overflows"):
+        simulate("1f1b", 4, 8, TaskTimes(1, 2, 1), p2p=1.7e308)
 
 
 # --------------------------------------------------------------------------
