@@ -50,6 +50,21 @@ def _fmt(x: float, unit: str = "") -> str:
     return f"{x}{unit}"
 
 
+def check_finite(obj: object, where: str = "") -> None:
+    """Raise ConfigError at the first inf or NaN in a report (dicts, lists, numbers): inputs so extreme
+    that the arithmetic overflowed (cluster.nvlink_gbps=1e-300, cost.usd_per_gpu_hour=1e308). JSON has
+    no inf or NaN, and a table of them says nothing, so neither is printed."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        raise ConfigError(where or "result", f"{obj} (an input is too extreme for a finite result)",
+                          "inputs of physical size (bandwidths, TFLOPS, latencies, token counts, prices)")
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            check_finite(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            check_finite(v, f"{where}[{i}]")
+
+
 def print_table(rows: list[tuple[str, str]], title: str = "") -> None:
     if title:
         print(title)
@@ -82,6 +97,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from .api import prediction_bands
 
         bands = rep["interval"] = prediction_bands(sc, profile=args.profile)
+    check_finite(rep)
     if args.json:
         print(json.dumps(rep))
         return 0

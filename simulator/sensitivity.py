@@ -161,15 +161,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .api import load
+    from .cli import check_finite
 
     sc = load(args.scenario, args.overrides)
     notes: list[str] = []
     rows = sensitivity(sc, profile=args.profile, notes=notes)
     bands = prediction_bands(sc, profile=args.profile)
     base = bands["base"]
+    doc = {"scenario": sc.name, "metric": METRIC, "base": base, "rows": rows, "notes": notes, "interval": bands}
+    check_finite(doc)
     if args.json:
-        print(json.dumps({"scenario": sc.name, "metric": METRIC, "base": base, "rows": rows, "notes": notes,
-                          "interval": bands}))
+        print(json.dumps(doc))
         return 0
     print(f"gpuhours sensitivity: {sc.name}, GPU-hours per 1T tokens (analytic, steady state)")
     print(f"  base {base:,.0f}")

@@ -108,6 +108,20 @@ def test_paths_and_usage_errors_are_one_line(argv, capsys):
     assert flag is None or flag in err, err
 
 
+@pytest.mark.parametrize("argv,field", [
+    (["predict", "deepseek-v3", "--json", "--set", "cost.usd_per_gpu_hour=1e308"], "usd_per_trillion_tokens"),
+    (["predict", "deepseek-v3", "--set", "cost.usd_per_gpu_hour=1e308"], "usd_per_trillion_tokens"),
+    (["predict", "deepseek-v3", "--json", "--set", "cluster.nvlink_gbps=1e-300"], "phases[0].gpu_hours"),
+    (["sensitivity", "deepseekmoe-2b", "--json", "--set", "cluster.nvlink_gbps=1e-305"], "base"),
+])
+def test_a_result_that_overflows_is_refused_not_printed(argv, field, capsys):
+    """Each input finite, the result not: --json printed Infinity (not JSON), the table $inf."""
+    assert main(argv) == 2
+    cap = capsys.readouterr()
+    assert cap.out == "" and cap.err.count("\n") == 1
+    assert cap.err.startswith(f"gpuhours: error: {field}: inf (an input is too extreme"), cap.err
+
+
 def test_dualpipe_needs_even_pp():
     with pytest.raises(ConfigError) as e:
         load_scenario("deepseek-v3", ("plan.pp=8", "plan.ep=32", "plan.pp=7", "cluster.num_gpus=1792"))
