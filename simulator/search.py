@@ -405,6 +405,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .api import load
+    from .cli import check_finite
 
     if args.objective not in OBJECTIVES:
         raise ConfigError("--objective", f"unknown objective {args.objective!r}", ", ".join(OBJECTIVES))
@@ -422,10 +423,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--gpus", f"none of the {res.enumerated:,} candidate plans for {args.gpus} GPUs could be "
                                     "timed: each is invalid (sizes must divide the GPUs, batch and experts) or its "
                                     "weights and optimizer state alone exceed HBM")
+    doc = res.to_json()
+    check_finite(doc)  # before writing --out or printing: an input so extreme that a metric is inf
     if args.out is not None:
         write_rows(res.rows, args.out)
     if args.json:
-        print(json.dumps(res.to_json()))
+        print(json.dumps(doc))
         return 0
     key = OBJECTIVES[args.objective]
     print(f"gpuhours search: {sc.model.name} on {args.gpus} x {sc.cluster.gpu.name}, objective {args.objective}")

@@ -113,6 +113,8 @@ def test_paths_and_usage_errors_are_one_line(argv, capsys):
     (["predict", "deepseek-v3", "--set", "cost.usd_per_gpu_hour=1e308"], "usd_per_trillion_tokens"),
     (["predict", "deepseek-v3", "--json", "--set", "cluster.nvlink_gbps=1e-300"], "phases[0].gpu_hours"),
     (["sensitivity", "deepseekmoe-2b", "--json", "--set", "cluster.nvlink_gbps=1e-305"], "base"),
+    (["search", "deepseekmoe-2b", "--gpus", "8", "--no-progress", "--top", "1", "--workers", "1", "--json",
+      "--set", "cost.usd_per_gpu_hour=1e308"], "plans[0].usd_per_trillion_tokens"),
 ])
 def test_a_result_that_overflows_is_refused_not_printed(argv, field, capsys):
     """Each input finite, the result not: --json printed Infinity (not JSON), the table $inf."""
