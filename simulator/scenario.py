@@ -245,7 +245,8 @@ def _load_cached(name_or_path: str, overrides: tuple[str, ...]) -> Scenario:
         # An override can break another field's check ("--set model.layers=1" fails on
         # model.first_k_dense): name the overrides too, or the message points away from the cause.
         keys = [o.partition("=")[0].strip() for o in overrides]
-        if not overrides or any(e.field == k or e.field.startswith(k + ".") for k in keys):
+        if not overrides or e.field == "--set" or any(e.field == k or e.field.startswith((k + ".", k + "["))
+                                                      for k in keys):
             raise
         raise ConfigError(e.field, f"{e.problem} (with --set {' --set '.join(overrides)})", e.allowed) from None
 

@@ -270,6 +270,12 @@ def test_an_override_that_breaks_another_field_is_named(capsys):
     assert err.count("\n") == 1
     assert main(["predict", "deepseek-v3", "--set", "plan.ep=7"]) == 2  # names its own field: no suffix
     assert "with --set" not in capsys.readouterr().err
+    # An error about the --set itself, or an element of the overridden list, is its own cause too.
+    for bad, start in (("cluster=h100", "--set: 'cluster' does not name a field"),
+                       ("training.phases=[5]", "training.phases[0]: expected a mapping")):
+        assert main(["predict", "deepseek-v3", "--set", bad]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"gpuhours: error: {start}") and "with --set" not in err, err
 
 
 QWEN_MOE = {"architectures": ["Qwen2MoeForCausalLM"], "num_hidden_layers": 24, "hidden_size": 2048,
