@@ -73,11 +73,27 @@ def print_table(rows: list[tuple[str, str]], title: str = "") -> None:
         print(f"  {k:<{w}}  {v}")
 
 
+def given(what: str) -> Callable[[str], str]:
+    """An argparse ``type`` that refuses an empty value (``--csv "$UNSET"``), which would otherwise
+    read as the option not given and silently use its default."""
+
+    def parse(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"empty; allowed: {what}")
+        return text
+
+    return parse
+
+
+PROFILE_ARG = "a profile name (gpuhours profiles) or a path to a .json file"
+
+
 def add_scenario_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("scenario", metavar="NAME_OR_PATH", help="scenario preset name or YAML file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override a field, e.g. --set plan.pp=8 --set cluster.ib_gbps=25")
-    p.add_argument("--profile", default=None, help="calibration profile name or JSON path (default: the cluster's)")
+    p.add_argument("--profile", default=None, type=given(PROFILE_ARG),
+                   help="calibration profile name or JSON path (default: the cluster's)")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -282,10 +298,11 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("validate", help="compare predictions with published runs")
-    p.add_argument("--csv", default=None, help="CSV in the shared/validation schema (default: the public set)")
+    p.add_argument("--csv", default=None, type=given("a CSV file path"),
+                   help="CSV in the shared/validation schema (default: the public set)")
     p.add_argument("--engine", choices=("analytic", "des"), default="analytic",
                    help="analytic (default) or des")
-    p.add_argument("--profile", default=None,
+    p.add_argument("--profile", default=None, type=given(PROFILE_ARG),
                    help="calibration profile for every row (default: each row's cluster profile); "
                         "pass a --csv holding only that GPU's rows")
     p.add_argument("--json", action="store_true")

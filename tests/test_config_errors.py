@@ -124,6 +124,22 @@ def test_a_result_that_overflows_is_refused_not_printed(argv, field, capsys):
     assert cap.err.startswith(f"gpuhours: error: {field}: inf (an input is too extreme"), cap.err
 
 
+@pytest.mark.parametrize("argv", [
+    ["validate", "--csv", ""],
+    ["validate", "--profile", " "],
+    ["predict", "deepseekmoe-2b", "--profile", ""],
+    ["trace", "deepseekmoe-2b", "--profile", "", "-o", "/tmp/never-written.json"],
+])
+def test_an_empty_option_value_is_refused_not_taken_as_absent(argv, capsys):
+    """`--csv "$UNSET"` validated the public set and exited 0; an empty --profile used the cluster's."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    cap = capsys.readouterr()
+    flag = next(a for a in argv if a in ("--csv", "--profile"))
+    assert cap.out == "" and f"argument {flag}: empty; allowed:" in cap.err and cap.err.count("\n") == 1
+
+
 def test_dualpipe_needs_even_pp():
     with pytest.raises(ConfigError) as e:
         load_scenario("deepseek-v3", ("plan.pp=8", "plan.ep=32", "plan.pp=7", "cluster.num_gpus=1792"))
