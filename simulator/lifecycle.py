@@ -78,11 +78,14 @@ def phase_gpu_hours(sc: Scenario, engine: str = "analytic", profile: Any = None,
         })
     total = sum(p["gpu_hours"] for p in out)
     modelled_tokens = sum(p["tokens"] for p in out if p["modelled"])
-    published = [p["published_gpu_hours"] for p in out if p["published_gpu_hours"]]
-    pub_total = sum(published) if published else None
+    table = _columns(out, price)
+    # A published total exists only when every column has its figure: a sum over some columns
+    # compared with the whole predicted run would report the missing columns as error.
+    published = [c["published_gpu_hours"] for c in table]
+    pub_total = sum(published) if all(published) else None
     return {
         "phases": out,
-        "table": _columns(out, price),
+        "table": table,
         "total_gpu_hours": total,
         "published_total_gpu_hours": pub_total,
         "total_error": total / pub_total - 1 if pub_total else None,

@@ -203,3 +203,17 @@ def test_plans_the_engine_refuses_are_counted_and_shown(sc, monkeypatch, capsys)
     assert main(["search", "deepseekmoe-2b", "--gpus", str(GPUS), "--workers", "1", "--no-progress",
                  "--top", "1"]) == 0
     assert "plans could not be timed, e.g.: profile.gemm: no rows" in capsys.readouterr().out
+
+
+def test_run_total_error_only_when_every_column_is_published():
+    """A total compared over some columns would count the unpublished ones as error (12 vs 6: +100 %)."""
+    import dataclasses
+
+    sc = load("deepseek-v3-lifecycle")
+    phases = tuple(dataclasses.replace(p, published_gpu_hours=0) if p.column == "context extension" else p
+                   for p in sc.training.phases)
+    run = run_cost(dataclasses.replace(sc, training=dataclasses.replace(sc.training, phases=phases)))
+    cols = {c["column"]: c for c in run["table"]}
+    assert cols["context extension"]["published_gpu_hours"] is None
+    assert cols["pre-training"]["error"] == pytest.approx(cols["pre-training"]["gpu_hours"] / 2664000 - 1)
+    assert run["published_total_gpu_hours"] is None and run["total_error"] is None
