@@ -251,7 +251,8 @@ class PlanConfig:
     """How one training step is split over the GPUs.
 
     ``tp * pp * dp * cp`` equals the GPU count; expert parallelism ``ep`` lives
-    inside ``dp * tp`` as in Megatron and DeepSeek-V3 (EP64 inside DP128).
+    inside a stage's ``tp * cp * dp`` GPUs, regrouped for the experts as in Megatron-Core's
+    expert grid (MoE parallel folding) and DeepSeek-V3 (EP64 inside DP128).
     ``micro_batch`` is in sequences per micro-batch per pipeline replica.
     """
 
@@ -260,7 +261,7 @@ class PlanConfig:
     dp: int = 0  # 0 = whatever makes tp*pp*dp*cp equal the GPU count
     cp: int = 1
     ep: int = 1
-    etp: int = 1  # expert tensor parallelism: only 1 is modeled (experts whole, EP over the dp*tp ranks)
+    etp: int = 1  # expert tensor parallelism: only 1 is modeled (experts whole, EP over the tp*cp*dp ranks)
     vpp: int = 1
     schedule: str = "1f1b"
     micro_batch: int = 1
@@ -477,8 +478,9 @@ class Scenario:
                     "plan.ep", f"{p.ep} does not divide model.n_routed_experts={m.n_routed_experts}",
                     "a divisor of " + str(m.n_routed_experts),
                 )
-            if (dp * p.tp) % p.ep:
-                raise ConfigError("plan.ep", f"{p.ep} does not divide dp*tp={dp * p.tp}", f"a divisor of {dp * p.tp}")
+            stage = p.tp * p.cp * dp  # the GPUs of one pipeline stage, regrouped as ep x expert-dp
+            if stage % p.ep:
+                raise ConfigError("plan.ep", f"{p.ep} does not divide tp*cp*dp={stage}", f"a divisor of {stage}")
             most = m.n_routed_experts * (p.ep - 1)  # beyond this every rank holds every expert
             if p.redundant_experts > most:
                 raise ConfigError("plan.redundant_experts", f"{p.redundant_experts} exceeds what ep={p.ep} can hold",

@@ -5,7 +5,7 @@ Mixed-precision training keeps, per parameter held on a GPU: the BF16 weight
 plus two moments (``plan.moment_dtype``; DeepSeek-V3 keeps the moments in BF16).
 ZeRO shards these over the data-parallel group: stage 1 the optimizer states,
 stage 2 also the gradients, stage 3 also the weights. Routed experts are
-replicated over ``dp*tp/ep`` GPUs, not ``dp``, so their shards are larger.
+replicated over ``tp*cp*dp/ep`` GPUs, not ``dp``, so their shards are larger.
 
 Activations are what the forward pass saves for backward, per micro-batch and
 stage (``LayerOps.activation_bytes``, recompute-aware), times the micro-batches

@@ -49,7 +49,7 @@ DEFAULT_SPACE: dict[str, tuple] = {
     "recompute": ("none", "selective", "full"),
     "zero": (1, 2, 3),
     "comm_sms": (12, 20, 24),  # varied only where it matters (EP > 1 with an overlapping schedule)
-    "ep": None,  # None: every divisor of n_routed_experts that divides dp*tp
+    "ep": None,  # None: every divisor of n_routed_experts that divides tp*cp*dp
 }
 PLAN_KEYS = ("tp", "pp", "dp", "cp", "ep", "vpp", "schedule", "micro_batch", "recompute", "zero", "comm_sms")
 METRICS = ("step_time_s", "gpu_hours_per_trillion_tokens", "usd_per_trillion_tokens", "tokens_per_s_per_gpu",
@@ -136,7 +136,7 @@ def candidates(sc: Scenario, gpus: int, space: dict | None = None) -> tuple[list
                     continue
                 dp = gpus // (tp * pp * cp)
                 if m.is_moe:
-                    eps = sp["ep"] or [e for e in _divisors(m.n_routed_experts) if (dp * tp) % e == 0]
+                    eps = sp["ep"] or [e for e in _divisors(m.n_routed_experts) if (tp * cp * dp) % e == 0]
                 else:
                     eps = (1,)
                 for ep in eps:

@@ -15,6 +15,8 @@ from simulator.scenario import load_scenario
     [
         (["plan.pp=5"], "plan", "divides the GPU count"),
         (["plan.ep=48"], "plan.ep", "divisor of 256"),
+        # EP is carved out of a stage's tp*cp*dp GPUs: 128 divides 256 experts but not tp*cp*dp=64.
+        (["plan.pp=32", "plan.ep=128"], "plan.ep", "a divisor of 64"),
         (["plan.pp=64", "cluster.num_gpus=4096"], "plan.pp", "at most 61"),
         (["plan.micro_batch=7"], "plan.micro_batch", "divides global_batch"),
         (["plan.schedule=dualpipe", "training.global_batch=2560"], "plan.micro_batch", "larger global_batch"),
@@ -331,3 +333,10 @@ def test_hf_config_tie_word_embeddings_is_read_as_a_flag(tmp_path):
     cfg.write_text(json.dumps({**QWEN_MOE, "tie_word_embeddings": 7}))
     with pytest.raises(ConfigError, match="model.tied_embeddings: expected true or false"):
         load_model(str(cfg))
+
+
+def test_ep_may_span_context_parallel_ranks():
+    """Megatron-Core regroups a stage's tp*cp*dp GPUs as ep x expert-dp: with CP16 and PP8 a V3 stage
+    has dp 16 but 256 GPUs, so EP64 fits (the old check asked for a divisor of dp*tp = 16)."""
+    sc = load_scenario("deepseek-v3", ("training.seq_len=131072", "plan.cp=16", "plan.pp=8", "plan.ep=64"))
+    assert sc.dp == 16 and sc.dp_expert == 4
