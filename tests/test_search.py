@@ -179,9 +179,10 @@ def test_v3_lifecycle_text_is_laid_out_like_table_1(capsys):
 
 
 def test_a_phase_that_does_not_validate_is_named(capsys):
-    assert main(["predict", "deepseek-v3-lifecycle", "--set", "cluster.num_gpus=1024"]) == 2
+    # 4096 GPUs: the pre-training plan still has 40 micro-batches, the 32K phase's DualPipe only 15.
+    assert main(["predict", "deepseek-v3-lifecycle", "--set", "cluster.num_gpus=4096"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("gpuhours: error: training.phases.context-32k: plan.ep") and err.count("\n") == 1
+    assert err.startswith("gpuhours: error: training.phases.context-32k: plan.micro_batch") and err.count("\n") == 1
 
 
 def test_plans_the_engine_refuses_are_counted_and_shown(sc, monkeypatch, capsys):
