@@ -82,8 +82,9 @@ objective = state._w(c[0].selectbox, "Rank by", k + "obj", "GPU-hours per trilli
 top = state._w(c[1].number_input, "Plans shown", k + "top", 10, min_value=1, max_value=50, step=1)
 with c[2]:
     st.write("")
-    use_des = state._w(st.checkbox, "Re-simulate the best plans with the DES", k + "des", False,
-                       help="Runs the discrete-event engine on the top plans (about a second each on a large model)")
+    use_des = state._w(st.checkbox, "Re-simulate with the DES", k + "des", False,
+                       help="Runs the discrete-event engine on the best plans (about a second each on a large "
+                            "model); its GPU-hours get a column of their own")
 des_k = state._w(c[3].number_input, "How many", k + "desk", 3, min_value=1, max_value=50, step=1,
                  disabled=not use_des)
 
@@ -126,15 +127,17 @@ if not res["plans"]:
 best = res["plans"][0]
 cur, _cost, cur_err = state.evaluate(name, ov)
 c = st.columns(4)
-c[0].metric("Best plan", f"{best['gpu_hours_per_trillion_tokens']:,.0f} GPU·h", help="per trillion tokens, analytic")
+c[0].metric("Best plan, GPU·h / 1T tokens", f"{best['gpu_hours_per_trillion_tokens']:,.0f}",
+            help="GPU-hours per trillion tokens, analytic")
 if cur and not cur_err:
     d = best["gpu_hours_per_trillion_tokens"] / cur["gpu_hours_per_trillion_tokens"] - 1
     fits = cur["fits_in_memory"]
-    c[1].metric("Your sidebar plan", f"{cur['gpu_hours_per_trillion_tokens']:,.0f} GPU·h",
+    c[1].metric("Your sidebar plan, GPU·h / 1T", f"{cur['gpu_hours_per_trillion_tokens']:,.0f}",
                 f"best is {d * 100:+.1f} %" if fits else f"does not fit ({cur['peak_memory_gib']:.0f} GiB)",
-                delta_color="inverse" if fits else "off", delta_arrow="off", help="per trillion tokens, analytic")
+                delta_color="inverse" if fits else "off", delta_arrow="off",
+                help="GPU-hours per trillion tokens, analytic")
 elif cur_err:
-    c[1].metric("Your sidebar plan", "invalid", help=cur_err)
+    c[1].metric("Your sidebar plan, GPU·h / 1T", "invalid", help=cur_err)
 c[2].metric("Plans timed", f"{res['evaluated']:,}", help=f"{res['enumerated']:,} enumerated, {res['pruned']:,} pruned "
             "as invalid or too big before timing")
 c[3].metric("Fit in memory", f"{res['valid']:,}", help=f"search took {res['seconds']:.1f} s")
@@ -144,35 +147,67 @@ def sched_text(p: dict) -> str:
     return SCHED_LABEL.get((p["schedule"], p["vpp"]), f"{p['schedule']} ×{p['vpp']}")
 
 
+# The table fits the page: the plan is two short text columns, a setting shared by every row (ZeRO stage,
+# communication SMs) is said once above the table, and dollars replace GPU-hours when they are the ranking.
+shown = [r["plan"] for r in res["plans"]]
+varies = {f for f in ("zero", "comm_sms") if len({p[f] for p in shown}) > 1}
+show_usd = OBJECTIVES[objective] == "usd"
+with_des = bool(key[-1] or saved["key"][-1])
+
+
+def parallelism_text(p: dict) -> str:
+    return (f"TP{p['tp']} PP{p['pp']} EP{p['ep']} DP{p['dp']}" + (f" CP{p['cp']}" if p["cp"] > 1 else "")
+            + (" +SP" if p.get("sp") else ""))
+
+
+def schedule_text(p: dict) -> str:
+    return " · ".join([sched_text(p), f"mb {p['micro_batch']}", p["recompute"]]
+                      + ([f"ZeRO {p['zero']}"] if "zero" in varies else [])
+                      + ([f"{p['comm_sms']} SMs"] if "comm_sms" in varies else []))
+
+
 rows = []
 for r in res["plans"]:
     p, des = r["plan"], r["des"]
-    row = {"#": r["rank"], "GPU·h / 1T tokens": r["gpu_hours_per_trillion_tokens"],
-           "$ / 1T tokens": r["usd_per_trillion_tokens"], "step (s)": r["step_time_s"], "MFU (%)": 100 * r["mfu"],
-           "bubble (%)": 100 * r["bubble_fraction"], "exposed comm (%)": 100 * r["exposed_comm_fraction"],
-           "peak memory": r["peak_memory_gib"]}
-    if key[-1] or saved["key"][-1]:
+    row = {"#": r["rank"], "parallelism": parallelism_text(p), "schedule": schedule_text(p)}
+    if show_usd:
+        row["$ / 1T tokens"] = r["usd_per_trillion_tokens"]
+    else:
+        row["GPU·h / 1T tokens"] = r["gpu_hours_per_trillion_tokens"]
+    if with_des:
         ok = bool(des) and "error" not in des
         row["DES GPU·h / 1T"] = des["gpu_hours_per_trillion_tokens"] if ok else None
-        row["DES step (s)"] = des["step_time_s"] if ok else None
-        row["DES peak (GiB)"] = des["peak_memory_gib"] if ok else None
-    row.update({"TP": p["tp"], "PP": p["pp"], "EP": p["ep"], "DP": p["dp"], "CP": p["cp"], "schedule": sched_text(p),
-                "micro-batch": p["micro_batch"], "recompute": p["recompute"], "ZeRO": p["zero"],
-                "comm SMs": p["comm_sms"], "SP": "on" if p.get("sp") else "off"})
+    else:  # at a fixed GPU count and batch, MFU and step time follow the GPU-hours: room for the DES column
+        row["MFU (%)"] = 100 * r["mfu"]
+    row.update({"bubble (%)": 100 * r["bubble_fraction"], "exposed comm (%)": 100 * r["exposed_comm_fraction"],
+                "peak memory": r["peak_memory_gib"]})
     rows.append(row)
 df = pd.DataFrame(rows)
+same = ([f"ZeRO {shown[0]['zero']}"] if "zero" not in varies else []) \
+    + ([f"{shown[0]['comm_sms']} communication SMs"] if "comm_sms" not in varies else [])
+if same:
+    st.caption("Every plan below runs " + " and ".join(same) + ". Hover a column header for what it holds.")
 NUM = st.column_config.NumberColumn
-small = {c: st.column_config.Column(width="small") for c in ("TP", "PP", "EP", "DP", "CP", "ZeRO", "SP")}
 event = st.dataframe(
-    df, hide_index=True, width="stretch", key="search_table", on_select="rerun", selection_mode="multi-row",
-    column_config=small | {
-        "#": NUM(format="%d", width="small"),
-        "GPU·h / 1T tokens": NUM(format="%,.0f"), "$ / 1T tokens": NUM(format="$%,.0f"),
-        "step (s)": NUM(format="%.2f"), "MFU (%)": NUM(format="%.1f"), "bubble (%)": NUM(format="%.1f"),
-        "exposed comm (%)": NUM(format="%.1f"),
-        "peak memory": st.column_config.ProgressColumn(f"peak memory (GiB of {hbm:.0f})", format="%.1f GiB",
-                                                       min_value=0.0, max_value=hbm),
-        "DES GPU·h / 1T": NUM(format="%,.0f"), "DES step (s)": NUM(format="%.2f"), "DES peak (GiB)": NUM(format="%.1f"),
+    df, hide_index=True, width="stretch", placeholder="—", key="search_table", on_select="rerun", selection_mode="multi-row",
+    column_config={
+        "#": NUM(format="%d", width=36, help="Rank by the objective chosen above"),
+        "parallelism": st.column_config.TextColumn(
+            width=165, help="Tensor, pipeline, expert and data parallel degrees (CP: context parallel; "
+                            "+SP: sequence parallel)"),
+        "schedule": st.column_config.TextColumn(
+            width=185, help="Pipeline schedule · micro-batch (sequences) · activation recompute"),
+        "GPU·h / 1T tokens": NUM("GPU·h / 1T", format="%,.0f", width=85,
+                                 help="GPU-hours per trillion tokens, analytic"),
+        "$ / 1T tokens": NUM("$ / 1T", format="$%,.0f", width=85, help="Dollars per trillion tokens at the sidebar's price"),
+        "DES GPU·h / 1T": NUM("DES GPU·h", format="%,.0f", width=85,
+                              help="GPU-hours per trillion tokens, discrete-event simulation (— : not re-simulated)"),
+        "MFU (%)": NUM("MFU %", format="%.1f", width=60, help="Model FLOPs utilisation, %"),
+        "bubble (%)": NUM("bubble %", format="%.1f", width=70, help="Pipeline bubble, % of the step"),
+        "exposed comm (%)": NUM("comm %", format="%.1f", width=65,
+                                help="Communication not hidden behind compute, % of the step"),
+        "peak memory": NUM("peak GiB", format="%.1f", width=75,
+                           help=f"Peak memory per GPU, GiB (of {hbm:.0f} GiB HBM; every plan shown fits)"),
     })
 errs = [f"#{r['rank']}: {r['des']['error']}" for r in res["plans"] if r["des"] and "error" in r["des"]]
 if errs:
