@@ -98,13 +98,27 @@ if not rows:
     st.stop()
 df = pd.DataFrame(rows)
 st.subheader("Key metrics")
-st.dataframe(df, hide_index=True, width="stretch", column_order=[c for c in df.columns if c not in ("scenario", "overrides")],
-             column_config={
-    c: st.column_config.NumberColumn(format="%.2f") for c in df.columns if df[c].dtype.kind == "f"
-} | {"GPU-hours / T tokens": st.column_config.NumberColumn(format="%,.0f"),
-     "tok/s/GPU": st.column_config.NumberColumn(format="%,.0f")})
+# The table keeps to the page width: the step split and whole-run GPU-hours are charted below, and every
+# column (with each plan's scenario and overrides) is in the CSV.
+NUM = st.column_config.NumberColumn
+st.dataframe(df, hide_index=True, width="stretch", column_order=[
+    "plan", "GPU-hours / T tokens", "run cost (M$)", "days", "tok/s/GPU", "MFU %", "step (s)", "exposed comm, all (s)",
+    "peak memory (GiB)"], column_config={
+    "plan": st.column_config.TextColumn(width=240, help="Scenario and its overrides; the charts below call it by "
+                                                        "its number"),
+    "GPU-hours / T tokens": NUM("GPU·h / 1T", format="%,.0f", help="GPU-hours per trillion tokens, steady state"),
+    "run cost (M$)": NUM("run M$", format="%.2f", help="Whole-run cost, million USD (batch ramp and phases included)"),
+    "days": NUM("days", format="%.1f", help="Wall-clock days of the whole run on the plan's cluster"),
+    "tok/s/GPU": NUM("tok/s/GPU", format="%,.0f", help="Training tokens per second per GPU"),
+    "MFU %": NUM("MFU %", format="%.1f", help="Model FLOPs utilisation"),
+    "step (s)": NUM("step s", format="%.2f", help="Steady-state step time, seconds"),
+    "exposed comm, all (s)": NUM("exp. comm s", format="%.2f",
+                                 help="Communication on the critical path (all-to-all, TP/CP, P2P, DP), seconds "
+                                      "per step; it lies inside the step split's segments"),
+    "peak memory (GiB)": NUM("peak GiB", format="%.1f", help="Peak memory per GPU, GiB (HBM on the chart below)"),
+})
 st.download_button("Download CSV", df.to_csv(index=False).encode(), "gpuhours_plans.csv", "text/csv",
-                   icon=":material/download:", help="Every column above plus each plan's scenario and overrides")
+                   icon=":material/download:", help="The columns above, the step split, and each plan's scenario and overrides")
 
 c1, c2 = st.columns(2)
 # charts name plans by their number (#1, #2, ...): the full labels are in the table above and on hover
