@@ -31,7 +31,8 @@ def delta(cur: float, ref: float, fmt: str) -> str | None:
 
 c = st.columns(4)
 gh, gh0 = rep["gpu_hours_per_trillion_tokens"], base["gpu_hours_per_trillion_tokens"]
-c[0].metric("GPU-hours per trillion tokens", f"{gh:,.0f} GPU·h", delta(gh, gh0, "{:+,.0f} GPU·h"),
+# Values keep their unit in the label: four to a row at a 1280-px window, a unit in the value gets cut ("141,980 G…").
+c[0].metric("GPU-hours per trillion tokens", f"{gh:,.0f}", delta(gh, gh0, "{:+,.0f} GPU·h"),
             delta_color="inverse", help="Steady-state step, analytic engine")
 try:
     bands = state.prediction_bands(name, ov)
@@ -55,14 +56,14 @@ c[1].metric("Days on this cluster",
 c[2].metric("Run cost", f"${cost['total_usd'] / 1e6:,.2f} M",
             delta(cost["total_usd"] / 1e6, base_cost["total_usd"] / 1e6, "{:+,.2f} M$"), delta_color="inverse",
             help=f"{cost['total_gpu_hours'] / 1e6:,.3f} M GPU-hours incl. batch ramp")
-c[3].metric("Throughput", f"{rep['tokens_per_s_per_gpu']:,.0f} tok/s/GPU",
+c[3].metric("Throughput, tokens/s per GPU", f"{rep['tokens_per_s_per_gpu']:,.0f}",
             delta(rep["tokens_per_s_per_gpu"], base["tokens_per_s_per_gpu"], "{:+,.0f} tok/s/GPU"))
 c = st.columns(4)
 c[0].metric("MFU", f"{rep['mfu'] * 100:.1f} %", delta(rep["mfu"] * 100, base["mfu"] * 100, "{:+.1f} pp"))
-c[1].metric("Pipeline bubble", f"{rep['bubble_fraction'] * 100:.1f} % of step",
+c[1].metric("Pipeline bubble, % of step", f"{rep['bubble_fraction'] * 100:.1f} %",
             delta(rep["bubble_fraction"] * 100, base["bubble_fraction"] * 100, "{:+.1f} pp"),
             delta_color="inverse")
-c[2].metric("Exposed communication", f"{rep['exposed_comm_fraction'] * 100:.1f} % of step",
+c[2].metric("Exposed communication, % of step", f"{rep['exposed_comm_fraction'] * 100:.1f} %",
             delta(rep["exposed_comm_fraction"] * 100, base["exposed_comm_fraction"] * 100, "{:+.1f} pp"),
             delta_color="inverse")
 c[3].metric("Peak memory / HBM", f"{rep['peak_memory_gib']:.1f} / {rep['hbm_gib']:.0f} GiB",
