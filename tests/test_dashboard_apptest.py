@@ -302,6 +302,18 @@ def test_sensitivity_tornado_and_band():
     assert any("not a confidence interval" in c.value for c in at.caption)
 
 
+def test_sensitivity_skipped_move_is_said_once_in_words():
+    at = _app(SMALL)
+    at.number_input(key=KS + "mb").set_value(1).run()  # half of micro-batch 1 is no whole sequence
+    at.switch_page("pages/sensitivity.py").run()
+    _ok(at)
+    table = at.dataframe[0].value
+    mb = table[table["input"].str.startswith("Micro-batch")].iloc[0]
+    assert mb["GPU·h after down"] == "skipped" and mb["GPU·h after up"] != "skipped"
+    notes = [c.value for c in at.caption if "micro" in c.value and "skipped" in c.value.lower()]
+    assert len(notes) == 1 and "Skipped" not in notes[0] and "skipped: half" in notes[0], notes
+
+
 def test_sensitivity_bad_input_is_one_line_error():
     at = _app(SMALL)
     at.number_input(key=KS + "pp").set_value(7).run()

@@ -22,8 +22,10 @@ state.plan_controls()
 name, ov = state.current()
 st.title("Sensitivity")
 try:
-    sens = state.sensitivity(name, ov)
-    bands = state.prediction_bands(name, ov)
+    # a few seconds on a large model (a dozen re-predictions and the calibration band): say so, not a blank page
+    with st.spinner("Moving each input down and up, one at a time…"):
+        sens = state.sensitivity(name, ov)
+        bands = state.prediction_bands(name, ov)
 except (state.GpuhoursError, ValueError) as e:
     state.show_error(e)
     st.stop()
@@ -71,12 +73,12 @@ st.plotly_chart(fig, width="stretch", key="tornado")
 
 table = [{"input": f"{NAMES.get(r['input'], r['input'])} ({r['input']})" if r["input"] in NAMES and "." in r["input"]
           else NAMES.get(r["input"], r["input"]), "down move": move(r["low_label"]),
-          "GPU·h after down": f"{r['low']:,.0f} ({100 * (r['low'] / base - 1):+.1f} %)" if r["low"] is not None else "invalid",
+          "GPU·h after down": f"{r['low']:,.0f} ({100 * (r['low'] / base - 1):+.1f} %)" if r["low"] is not None else "skipped",
           "up move": move(r["high_label"]),
-          "GPU·h after up": f"{r['high']:,.0f} ({100 * (r['high'] / base - 1):+.1f} %)" if r["high"] is not None else "invalid"}
+          "GPU·h after up": f"{r['high']:,.0f} ({100 * (r['high'] / base - 1):+.1f} %)" if r["high"] is not None else "skipped"}
          for r in sens["rows"]]
 st.dataframe(table, hide_index=True, width="stretch")
 for n in sens["notes"]:
-    st.caption(f"Skipped: {n}")
+    st.caption(state.plain(n.replace(": skipped (", " skipped: ", 1).removesuffix(")") if ": skipped (" in n else n))
 st.caption("One input at a time, the others at the sidebar's values; kernel efficiency scales every compute and "
            "memory-bound throughput of the calibration profile, not the collectives.")
