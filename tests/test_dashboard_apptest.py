@@ -368,6 +368,23 @@ def test_compare_bad_override_is_one_line_error():
     assert any("tp" in m for m in msgs), msgs
 
 
+def test_calibration_draws_one_point_per_measurement():
+    """A shape measured more than once (several sources; attention per kernel) stacked as bars and read as one
+    kernel above the roofline (1,658 bf16 TFLOP/s for 2048^3 on H800): each measurement is its own point."""
+    at = _app()
+    at.switch_page("pages/calibration.py").run()
+    _ok(at)
+    specs = {json.loads(c.proto.spec)["layout"]["title"]["text"].split(":")[0]: json.loads(c.proto.spec)
+             for c in at.get("plotly_chart")}
+    for table in ("gemm", "attention"):
+        traces = specs[table]["data"]
+        assert traces and all(t["type"] == "scatter" and t["mode"] == "markers" for t in traces), table
+    prof = api.load_profile(api.load("deepseek-v3").cluster.profile)
+    points = sum(len(t["x"]) for t in specs["gemm"]["data"])  # x: shape names (y may be binary-packed)
+    assert points == len(prof.tables["gemm"])
+    assert {t["name"] for t in specs["attention"]["data"]} >= {"flash", "fa2", "cudnn"}
+
+
 def test_memory_page_draws_memory_over_the_step_from_the_des():
     at = _app(SMALL)
     at.switch_page("pages/memory.py").run()
