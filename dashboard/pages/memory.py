@@ -54,10 +54,19 @@ def layers_text(chunks: list[list[str]]) -> str:
     return " | ".join(out)
 
 
-df = pd.DataFrame([{"rank": s["rank"], **{f"{k} (GiB)": round(v, 2) for k, v in s["memory_gib"].items()},
+df = pd.DataFrame([{"rank": s["rank"], **{f"{k} (GiB)": v for k, v in s["memory_gib"].items()},
                     "layers (per virtual stage)": layers_text(s["layers"])} for s in stages])
-st.dataframe(df, hide_index=True, width="stretch")
-st.caption("All memory in GiB per GPU.")
+df = df.drop(columns=[c for c in df.columns if c.endswith("(GiB)") and not df[c].any()])  # e.g. no transient
+# GiB with one decimal everywhere (6.1 beside 9.19 read as different precisions), narrow number columns so
+# the layer list, the widest cell, is not cut at a 1280-px window
+st.dataframe(df, hide_index=True, width="stretch", column_config={
+    "rank": st.column_config.NumberColumn(width=50),
+    **{c: st.column_config.NumberColumn(c.removesuffix(" (GiB)"), format="%.1f", width=80)
+       for c in df.columns if c.endswith("(GiB)")},
+    "layers (per virtual stage)": st.column_config.TextColumn(
+        width=300, help="Layers held by the rank, in order; '|' separates its virtual stages (interleaved, DualPipe)"),
+})
+st.caption("Memory in GiB per GPU; a column that is zero on every rank is left out.")
 
 # ---- memory over the step (DES): parameters and states are flat; activations rise with the micro-batches
 # in flight and fall as their backward passes free them.
