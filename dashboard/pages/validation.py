@@ -19,6 +19,8 @@ def results() -> dict:
 
 
 st.title("Validation against published runs")
+st.caption("Each published run is re-predicted with its own model, GPUs and plan: the sidebar does not apply on this "
+           "page. error % = predicted / measured − 1; MAPE is the mean of its absolute values.")
 try:
     out = results()
     rows, mape = out["rows"], out["mape_pct"]
