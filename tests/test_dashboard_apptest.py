@@ -221,6 +221,19 @@ def test_des_then_timeline_on_small_scenario(monkeypatch):
     assert at.get("plotly_chart")
 
 
+def test_timeline_can_draw_fewer_micro_batches_than_its_default():
+    """The slider started at its own minimum (the default, 2 x PP): 'fewer draw faster' offered nothing fewer."""
+    at = _app()
+    at.selectbox(key=K + "sched").set_value("1f1b").run()
+    at.switch_page("pages/timeline.py").run()
+    _ok(at)
+    n = next(s for s in at.slider if s.label == "Micro-batches drawn")
+    assert n.min < n.value <= n.max
+    n.set_value(n.min).run()
+    _ok(at)
+    assert any(f" {n.min} of " in m.value for m in at.markdown), [m.value for m in at.markdown]
+
+
 def test_timeline_without_pipeline_explains_itself_then_draws_the_des():
     at = _app(SMALL)  # PP = 1: no pipeline schedule to draw
     at.switch_page("pages/timeline.py").run()

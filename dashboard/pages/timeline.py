@@ -75,8 +75,9 @@ else:
         st.stop()
     default_n = valid_count(min(m, max(2 * pp, 24)))
     c1, c2 = st.columns([2, 3])
-    lo = min(default_n, m)
-    n = c1.slider("Micro-batches drawn", min_value=lo, max_value=max(lo + 1, m), value=lo, disabled=lo >= m,
+    # from the fewest the schedule accepts (one per stage at least, so warm-up and cool-down show) to the step's count
+    lo = min(valid_count(pp), default_n, m)
+    n = c1.slider("Micro-batches drawn", min_value=lo, max_value=max(lo + 1, m), value=min(default_n, m), disabled=lo >= m,
                   help=f"The step has {m} micro-batches; fewer draw faster and keep warm-up and cool-down visible.")
     n = min(valid_count(int(n)), m)
     ct = rep["chunk_times_ms"] or rep["stages"][0]["chunk_times_ms"]
