@@ -231,7 +231,7 @@ def test_timeline_can_draw_fewer_micro_batches_than_its_default():
     assert n.min < n.value <= n.max
     n.set_value(n.min).run()
     _ok(at)
-    assert any(f" {n.min} of " in m.value for m in at.markdown), [m.value for m in at.markdown]
+    assert any(f" {int(n.min)} of " in m.value for m in at.markdown), [m.value for m in at.markdown]
 
 
 def test_timeline_without_pipeline_explains_itself_then_draws_the_des():
