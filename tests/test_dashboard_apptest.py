@@ -432,6 +432,15 @@ def test_cost_page_shows_the_run_total_bands():
     assert plans["Plan"].iloc[2].startswith("TP8 PP2")
 
 
+def test_cost_page_without_published_figures_says_so_instead_of_columns_of_dashes():
+    at = _app()
+    at.switch_page("pages/cost.py").run()
+    _ok(at)
+    cols = set(at.dataframe[0].value.columns)
+    assert "vs published" not in cols and "Published GPU-hours (K)" not in cols, cols
+    assert any("records no published GPU-hours" in c.value for c in at.caption)
+
+
 @pytest.mark.parametrize("ib", [50.0, 5.0])
 def test_step_split_segments_add_up_to_the_step(ib):
     """The what-if split stacks compute, bubble, DP exposed and optimizer: they sum to the step time

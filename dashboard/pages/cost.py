@@ -39,6 +39,9 @@ rows.append({"Training costs": "Total", "Tokens (T)": cost["tokens"] / 1e12,
              "vs published": f"{cost['total_error'] * 100:+.1f} %" if cost.get("total_error") is not None else "—",
              "Modelled": ""})
 df = pd.DataFrame(rows)
+published = df["Published GPU-hours (K)"].notna().any()
+if not published:  # two columns of dashes say nothing: the caption below says there is nothing to compare with
+    df = df.drop(columns=["Published GPU-hours (K)", "vs published"])
 st.dataframe(df, hide_index=True, width="stretch", placeholder="—", column_config={
     "Tokens (T)": st.column_config.NumberColumn(format="%.3f"),
     "GPU-hours (K)": st.column_config.NumberColumn(format="%,.1f"),
@@ -66,8 +69,9 @@ if run_bands:
 run_avg = cost["gpu_hours_per_trillion_tokens_run"]
 st.caption(f"Assumes ${price:g} per GPU-hour (cost.usd_per_gpu_hour) and the scenario's phases and batch-size ramp"
            + (f"; run average {run_avg:,.0f} GPU-hours per trillion tokens over the modelled phases" if run_avg else "")
-           + ". Published figures appear where the scenario records them, one per column of the published table "
-             "(a column may hold several phases: they are compared with it together).")
+           + (". Published figures appear where the scenario records them, one per column of the published table "
+              "(a column may hold several phases: they are compared with it together)." if published else
+              f". Scenario **{name}** records no published GPU-hours to compare with."))
 phased = [ph for ph in cost["phases"] if ph.get("modelled") and "plan" in ph]
 if len(phased) > 1:
     st.subheader("Plan of each modelled phase")
