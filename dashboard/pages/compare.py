@@ -149,19 +149,19 @@ fig.add_hline(y=float(df["HBM (GiB)"].max()), line_dash="dash",
 fig.update_layout(xaxis_title=None, xaxis_type="category", height=380, margin=dict(t=50, b=10))
 c2.plotly_chart(fig, width="stretch", key="cmp_mem")
 
-# cost in millions, or in thousands when the plans differ by less than $100k (readable ticks either way)
+# cost in millions, to the $1k when the plans differ by less than $100k ("$4.055 M", not "4,055.0 thousand")
 spread = float(df["run cost (M$)"].max() - df["run cost (M$)"].min())
-unit, scale = ("thousand", 1e3) if 0 < spread < 0.1 else ("million", 1.0)
-df["cost"] = df["run cost (M$)"] * scale
+df["cost"] = df["run cost (M$)"]
 fig = px.scatter(df, x="peak memory (GiB)", y="cost", text="#", color="memory", hover_name="plan",
                  color_discrete_map=MEM_COLOURS, title="Run cost against peak memory (lower-left is better)")
 front = pareto(df[df["memory"] == "fits in HBM"])
 if len(front) > 1:
-    fig.add_trace(go.Scatter(x=front["peak memory (GiB)"], y=front["run cost (M$)"] * scale, mode="lines",
+    fig.add_trace(go.Scatter(x=front["peak memory (GiB)"], y=front["run cost (M$)"], mode="lines",
                              name="Pareto front", line=dict(dash="dot", color="grey", shape="hv"), hoverinfo="skip"))
-fig.update_traces(textposition="middle right", marker=dict(size=11), selector=dict(mode="markers+text"))
+fig.update_traces(textposition="bottom center", marker=dict(size=11), selector=dict(mode="markers+text"))
 fig.update_xaxes(range=padded(pd.concat([df["peak memory (GiB)"], df["HBM (GiB)"]])), title="peak memory per GPU (GiB)")
-fig.update_yaxes(range=padded(df["cost"]), title=f"whole-run cost ({unit} USD)", tickformat=",.1f" if scale > 1 else None)
+fig.update_yaxes(range=padded(df["cost"]), title="whole-run cost (USD)", tickprefix="$", ticksuffix=" M",
+                 tickformat=",.3f" if 0 < spread < 0.1 else ",.2f")
 fig.add_vline(x=float(df["HBM (GiB)"].max()), line_dash="dash", line_color="#E45756", annotation_text="HBM")
 fig.update_layout(height=420, margin=dict(t=50, b=10), legend_title_text="")
 st.plotly_chart(fig, width="stretch", key="cmp_pareto")
