@@ -76,7 +76,7 @@ def test_whatif_opens_on_deepseek_v3():
     assert at.selectbox(key="scenario").value == "deepseek-v3"
     labels = [m.label for m in at.metric]
     for want in ("GPU-hours per trillion tokens", "Days on this cluster", "Run cost", "Throughput", "MFU",
-                 "Pipeline bubble", "Exposed communication", "Peak memory / HBM"):
+                 "Pipeline bubble", "Exposed comm", "Peak memory / HBM"):
         assert any(lbl.startswith(want) for lbl in labels), (want, labels)
     assert _gpu_hours(at) > 0
     assert not at.error

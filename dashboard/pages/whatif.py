@@ -63,9 +63,9 @@ c[0].metric("MFU", f"{rep['mfu'] * 100:.1f} %", delta(rep["mfu"] * 100, base["mf
 c[1].metric("Pipeline bubble, % of step", f"{rep['bubble_fraction'] * 100:.1f} %",
             delta(rep["bubble_fraction"] * 100, base["bubble_fraction"] * 100, "{:+.1f} pp"),
             delta_color="inverse")
-c[2].metric("Exposed communication, % of step", f"{rep['exposed_comm_fraction'] * 100:.1f} %",
+c[2].metric("Exposed comm, % of step", f"{rep['exposed_comm_fraction'] * 100:.1f} %",
             delta(rep["exposed_comm_fraction"] * 100, base["exposed_comm_fraction"] * 100, "{:+.1f} pp"),
-            delta_color="inverse")
+            delta_color="inverse", help="Communication not hidden behind compute (all-to-all, TP/CP, P2P, DP)")
 c[3].metric("Peak memory / HBM", f"{rep['peak_memory_gib']:.1f} / {rep['hbm_gib']:.0f} GiB",
             delta(rep["peak_memory_gib"], base["peak_memory_gib"], "{:+.1f} GiB"), delta_color="inverse")
 if not rep["fits_in_memory"]:
