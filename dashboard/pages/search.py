@@ -215,7 +215,9 @@ if errs:
 picked = sorted(event.selection.rows) if event is not None else []
 c = st.columns([2, 5])
 if c[0].button(f"Send {len(picked) or ''} to Compare".replace("  ", " "), icon=":material/compare_arrows:",
-               disabled=not picked, width="stretch", help="Select rows (tick boxes on the left of the table) first"):
+               disabled=not picked, width="stretch",
+               help="Adds the ticked plans to the Compare page" if picked
+               else "Select rows (tick boxes on the left of the table) first"):
     new = state.add_plans([{"scenario": name, "overrides": state.merge_overrides(saved["base"], res["plans"][i]["overrides"])}
                            for i in picked])
     dup = len(picked) - new
