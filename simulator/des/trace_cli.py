@@ -15,16 +15,12 @@ _P2P = re.compile(r"p2p ([FB])(\d+) s(\d+) r(\d+)>r(\d+)")
 
 
 def register(subparsers) -> argparse.ArgumentParser:
-    from simulator.cli import PROFILE_ARG, given
+    from simulator.cli import add_scenario_args
 
     p = subparsers.add_parser("trace", help="write a Perfetto (Chrome trace) JSON of one step simulated by the DES")
-    p.add_argument("scenario", metavar="NAME_OR_PATH", help="scenario preset name or YAML file")
+    add_scenario_args(p)
     p.add_argument("-o", "--output", default="trace.json",
                    help="output path, .json or .json.gz (default: trace.json in the current directory)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                   help="override a field, e.g. --set plan.pp=8")
-    p.add_argument("--profile", default=None, type=given(PROFILE_ARG),
-                   help="calibration profile name or JSON path (default: the cluster's)")
     p.set_defaults(func=run)
     return p
 
