@@ -7,9 +7,9 @@ import pytest
 from simulator.profile import ProfileError, list_profiles, load_profile, save_profile, validate_profile
 
 
-def _doc(rows):
+def _doc(rows, table="gemm"):
     return {"schema": "gpuhours.profile", "schema_version": 1, "name": "t", "device": {"name": "x", "kind": "cpu"},
-            "tables": {"gemm": rows}}
+            "tables": {table: rows}}
 
 
 def test_shipped_profiles_load_and_carry_sources():
@@ -101,10 +101,10 @@ def test_interpolation_monotone_time_and_clamp():
     assert p.gemm_tflops("fp8", 1024, 4096, 4096).status == "roofline"
 
 
-def _profile(rows):
+def _profile(rows, table="gemm"):
     from simulator.profile import Profile
 
-    return Profile(validate_profile(_doc(rows)))
+    return Profile(validate_profile(_doc(rows, table)))
 
 
 def test_ceiling_rows_bound_the_answer_and_are_not_interpolated():
@@ -213,11 +213,8 @@ def test_a_profile_from_another_device_is_named_in_a_warning(capsys):
 
 
 def _attention_profile(rows):
-    from simulator.profile import Profile
-
     base = {"dtype": "bf16", "heads": 16, "qk_dim": 128, "v_dim": 128}
-    return Profile({"schema": "gpuhours.profile", "schema_version": 1, "name": "t", "device": {"name": "x"},
-                    "tables": {"attention": [{**base, **r} for r in rows]}})
+    return _profile([{**base, **r} for r in rows], "attention")
 
 
 def test_causal_and_non_causal_attention_rows_answer_only_their_own_kind():
