@@ -78,6 +78,8 @@ class OpTimer:
             res = p.grouped_gemm_tflops(dt, op.groups, op.m, op.n, op.k)
             if res.status == "roofline":  # no grouped table: a dense GEMM of one expert's shape
                 res = p.gemm_tflops(dt, op.m, op.n, op.k)
+            elif res.status == "derived":
+                self._warn(f"derived:grouped_gemm:{dt}", f"small experts: {res.detail}")
         elif op.kind == "attention":
             direction = "fwd" if op.phase == "F" or op.recompute else "bwd"
             res = p.attention_tflops(dt, direction, op.seq, op.heads, op.qk_dim, op.v_dim, op.library)

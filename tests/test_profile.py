@@ -264,3 +264,39 @@ def test_shipped_hopper_attention_rows_keep_the_causal_flag_each_figure_was_meas
     assert timer.compute_tflops(fwd) == pytest.approx(579)
     assert timer.compute_tflops(bwd) == pytest.approx(542 * 579 / 638)
     assert any("causal attention bwd" in w for w in timer.warnings.values())
+
+
+def test_grouped_gemm_below_the_grouped_rows_in_k_takes_the_dense_rows_k_falloff():
+    """Small experts (k=768) sit below DeepGEMM's grouped rows (k >= 2048): their rate is the
+    grouped rate at the smallest measured k times the dense rows' change between the two k, flagged
+    ``derived``; smaller m or n, and larger shapes, clamp as before."""
+    from simulator.profile import Profile
+
+    doc = _doc([{"dtype": "fp8", "m": 4096, "n": 4096, "k": k, "tflops": t} for k, t in ((512, 600), (2048, 1200))])
+    doc["tables"]["grouped_gemm"] = [{"dtype": "fp8", "groups": 8, "m_per_group": 4096, "n": 4096, "k": 2048,
+                                      "tflops": 1300}]
+    p = Profile(validate_profile(doc))
+    res = p.grouped_gemm_tflops("fp8", 8, 4096, 4096, 512)
+    assert res.status == "derived" and res.value == pytest.approx(1300 * 600 / 1200) and "x 0.50" in res.detail
+    # In between the dense rows the ratio follows their log-log interpolation: k=1024 halfway.
+    mid = p.grouped_gemm_tflops("fp8", 8, 4096, 4096, 1024).value
+    assert 1300 * 600 / 1200 < mid < 1300
+    for shape in ((8, 4096, 4096, 8192), (8, 1024, 4096, 2048), (8, 4096, 1024, 2048), (16, 4096, 4096, 2048)):
+        res = p.grouped_gemm_tflops("fp8", *shape)
+        assert res.value == pytest.approx(1300) and res.status in ("measured", "clamped"), shape
+    # Without dense rows of the dtype nothing can be derived: the clamped grouped rate, flagged as such.
+    doc["tables"]["gemm"] = [{"dtype": "bf16", "m": 4096, "n": 4096, "k": 512, "tflops": 400}]
+    res = Profile(validate_profile(doc)).grouped_gemm_tflops("fp8", 8, 4096, 4096, 512)
+    assert res.status == "clamped" and res.value == pytest.approx(1300)
+
+
+def test_op_timer_warns_when_a_small_expert_rate_is_derived():
+    from simulator.api import load
+    from simulator.timer import OpTimer
+    from simulator.workload import Op
+
+    timer = OpTimer(load("deepseek-v3").cluster.gpu, load_profile("h100-published"))
+    op = Op("moe.experts.down", "grouped_gemm", "F", "moe", 2 * 16 * 4096 * 2048 * 768, 1.0, "fp8",
+            m=4096, n=2048, k=768, groups=16)
+    timer.time(op)
+    assert "k=768 below the grouped rows" in timer.warnings["derived:grouped_gemm:fp8"]
