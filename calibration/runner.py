@@ -28,7 +28,10 @@ from typing import Any, Callable, Sequence
 
 from simulator.cli import whole_number
 
-FAMILIES = ("gemm", "grouped_gemm", "attention", "memory_bound", "sm_scaling", "collectives")
+FAMILIES = ("gemm", "grouped_gemm", "attention", "memory_bound", "sm_scaling", "collectives", "sustained")
+# Seconds the ``sustained`` family runs its GEMM back to back: long enough to reach the power limit
+# (FlashInfer saw a B200 throttle after ~5 ms; a step of a large model lasts seconds).
+SUSTAIN_SECONDS = {"gpu": 20.0, "gpu-quick": 6.0, "cpu": 0.3}
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -44,6 +47,17 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
+def _seconds(text: str) -> float:
+    """An argparse ``type``: a duration in seconds, above 0 and at most an hour."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text} is out of range; allowed: more than 0, at most 3600")
+    return value
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="path of the profile JSON to write")
     p.add_argument("--quick", action="store_true", help="small sweep (scenario shapes, one power of two each side)")
@@ -56,6 +70,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default=None, help="profile name (default: from the device)")
     # torch.manual_seed takes a signed 64-bit integer: say so before measuring anything
     p.add_argument("--seed", type=whole_number(0, 2**63 - 1), default=0, help="seed for the random inputs")
+    p.add_argument("--sustain-seconds", type=_seconds, default=None, metavar="S",
+                   help="how long the sustained family runs its GEMM back to back "
+                        f"(default {SUSTAIN_SECONDS['gpu']:g} s on a GPU, {SUSTAIN_SECONDS['gpu-quick']:g} s with --quick)")
     p.add_argument("--update", action="store_true",
                    help="merge into an existing --out profile of the same device: replace the tables measured "
                         "in this run, keep the others (to run one family per command)")
@@ -72,16 +89,23 @@ def _progress(family: str, done: int, total: int, extra: str = "", final: bool =
 
 
 def _run_family(family: str, items: Sequence, fn: Callable[[Any], Any], ctx) -> list[dict]:
+    """Measure one family's items with progress; the SM clock is sampled meanwhile (``ctx.clocks``)."""
+    from calibration.clocks import ClockSampler, device_index
+
     rows: list[dict] = []
     t0 = time.perf_counter()
     failed0 = len(ctx.failures)
-    for i, item in enumerate(items, 1):
-        got = fn(item)
-        if isinstance(got, list):
-            rows.extend(got)
-        elif got is not None:
-            rows.append(got)
-        _progress(family, i, len(items))
+    with ClockSampler(device_index(ctx.device), interval_ms=200) as clock:
+        for i, item in enumerate(items, 1):
+            got = fn(item)
+            if isinstance(got, list):
+                rows.extend(got)
+            elif got is not None:
+                rows.append(got)
+            _progress(family, i, len(items))
+    seen = clock.summary()
+    if seen:
+        ctx.clocks[family] = seen
     failed = len(ctx.failures) - failed0
     extra = f"items, {len(rows)} rows, {failed} failed checks, {time.perf_counter() - t0:.1f} s"
     _progress(family, len(items), len(items), extra, final=True)
@@ -169,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _measure_and_save(args, families, device, dims, plan, timing) -> int:
     from calibration.device_info import describe_device
-    from calibration.kernels import attention, collectives, gemm, grouped_gemm, memory_bound, sm_budget
+    from calibration.kernels import attention, collectives, gemm, grouped_gemm, memory_bound, sm_budget, sustained
     from calibration.kernels.common import Context, triton_mode
 
     use_cuda = device.type == "cuda"
@@ -204,6 +228,14 @@ def _measure_and_save(args, families, device, dims, plan, timing) -> int:
     if "collectives" in families:
         tables["collectives"] = _run_family("collectives", [plan.collective_bytes],
                                             lambda sizes: collectives.measure_on_gpus(ctx, sizes), ctx)
+    if "sustained" in families:
+        seconds = args.sustain_seconds if getattr(args, "sustain_seconds", None) is not None else \
+            SUSTAIN_SECONDS["cpu" if not use_cuda else "gpu-quick" if args.quick else "gpu"]
+        if ctx.fp8 is None:
+            ctx.fp8 = gemm.probe_fp8(device, seed=args.seed)
+            ctx.note(ctx.fp8.describe())
+        tables["sustained"] = _run_family("sustained", [plan.sm_gemm],
+                                          lambda s: sustained.rows(ctx, s, seconds), ctx)
     tables = {k: v for k, v in tables.items() if v}
     if not tables:
         print("gpuhours calibrate: nothing was measured; no profile written", file=sys.stderr)
@@ -251,6 +283,8 @@ def build_profile(ctx, device: dict, tables: dict, dims: dict, args, seconds: fl
             "seconds": round(seconds, 1),
             "failures": list(ctx.failures),
             "unavailable": list(ctx.skipped),
+            # SM clock and power sampled (read-only) while each family ran: the clock its rates belong to.
+            **({"clocks_during": dict(ctx.clocks)} if ctx.clocks else {}),
         },
     }
 

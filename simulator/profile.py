@@ -21,7 +21,9 @@ Schema (``schema_version`` 1)::
                           "qk_dim", "v_dim", "causal", "tflops", "library"?, ...}],
         "memory_bound": [{"op", "bytes", "gbps", ...}],
         "sm_scaling":   [{"sms", "total_sms", "relative_throughput", ...}],
-        "collectives":  [{"op", "ranks", "bytes"?, "gbps", "link"?, ...}]
+        "collectives":  [{"op", "ranks", "bytes"?, "gbps", "link"?, ...}],
+        "sustained":    [{"dtype", "m", "n", "k", "burst_tflops", "sustained_tflops",
+                          "seconds", "burst_sm_clock_mhz"?, "sustained_sm_clock_mhz"?, ...}]
       }
     }
 
@@ -54,6 +56,7 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "memory_bound": ("op", "bytes", "gbps"),
     "sm_scaling": ("sms", "total_sms", "relative_throughput"),
     "collectives": ("op", "ranks", "gbps"),
+    "sustained": ("dtype", "m", "n", "k", "burst_tflops", "sustained_tflops", "seconds"),
 }
 TEXT_KEYS = ("dtype", "direction", "op", "library", "link")  # the other table keys are positive numbers
 
@@ -462,6 +465,34 @@ class Profile:
                 t = (math.log(nbytes) - math.log(b0)) / (math.log(b1) - math.log(b0))
                 return Lookup(math.exp(math.log(g0) + t * (math.log(g1) - math.log(g0))) / top, "interpolated")
         return Lookup(1.0, "measured")
+
+    def sustained_fraction(self, dtype: str) -> Lookup:
+        """Compute throughput under sustained load relative to this profile's own tables.
+
+        The ``sustained`` rows compare a GEMM timed by the calibration harness (the way every
+        table of this profile was measured: a few hundred milliseconds) with the same GEMM run
+        back to back for seconds, as in a training step, when the board sits at its power limit
+        and lowers its clock (:mod:`calibration.kernels.sustained`). The answer is the geometric
+        mean of sustained / burst over the rows of ``dtype`` (all rows when ``dtype`` has none),
+        never above 1: a longer run cannot be faster, so a ratio above 1 is timing noise. Status
+        ``roofline`` (value 1.0) without rows: published profiles carry none."""
+        hit = self._cache.get(("sustained", dtype))
+        if hit is not None:
+            return hit
+        rows = self.tables.get("sustained", [])
+        mine = [r for r in rows if r.get("dtype") == dtype] or rows
+        if not mine:
+            self._cache[("sustained", dtype)] = res = Lookup(1.0, "roofline", "no sustained rows")
+            return res
+        logs = [math.log(float(r["sustained_tflops"]) / float(r["burst_tflops"])) for r in mine]
+        ratio = min(1.0, math.exp(sum(logs) / len(logs)))
+        clocks = [(r.get("burst_sm_clock_mhz"), r.get("sustained_sm_clock_mhz")) for r in mine]
+        clocks = [(a, b) for a, b in clocks if a and b]
+        seen = f"; SM clock {clocks[0][0]:,.0f} -> {clocks[0][1]:,.0f} MHz" if clocks else ""
+        res = Lookup(ratio, "measured", f"{mine[0]['dtype']} GEMM back to back for {float(mine[0]['seconds']):g} s ran "
+                                        f"at {ratio:.2f} of its harness rate{seen}")
+        self._cache[("sustained", dtype)] = res
+        return res
 
     def sm_fraction(self, sms: float, total_sms: float) -> Lookup:
         """Relative compute throughput with ``sms`` of ``total_sms`` SMs (1.0 = all)."""

@@ -96,7 +96,14 @@ class OpTimer:
             return peak
         if res.status == "clamped":
             self._warn(f"clamped:{op.kind}:{dt}", f"{op.kind} {dt} shapes outside the measured range, nearest rows used ({res.detail})")
-        return min(res.value, peak)
+        return min(res.value, peak) * self._sustained(dt)
+
+    def _sustained(self, dtype: str) -> float:
+        """This profile's measured sustained/burst ratio for compute-bound kernels (1.0 without one)."""
+        res = self.profile.sustained_fraction(dtype)
+        if res.status == "measured" and res.value < 1.0:
+            self._warn(f"sustained:{dtype}", f"sustained load: {dtype} compute rates x {res.value:.2f} ({res.detail})")
+        return res.value
 
     def memory_gbps(self, op: Op) -> float:
         if self.profile is not None:

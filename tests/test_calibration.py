@@ -260,7 +260,7 @@ def test_register_adds_calibrate_subcommand():
 def test_cpu_harness_writes_a_valid_profile(cpu_profile):
     path, rc, err = cpu_profile
     assert rc == 0, err
-    for fam in ("[gemm]", "[grouped_gemm]", "[attention]", "[memory_bound]"):
+    for fam in ("[gemm]", "[grouped_gemm]", "[attention]", "[memory_bound]", "[sustained]"):
         assert fam in err  # one progress line per family
     prof = load_profile(path)
     data = prof.data
@@ -470,6 +470,99 @@ def test_e2e_moe_layer_matches_per_token_reference():
     assert torch.allclose(got, ref, atol=1e-5, rtol=1e-4)
 
 
+# --------------------------------------------------------------------------- clocks and sustained load
+
+
+def test_clock_sampler_reads_a_query_stream_and_marks_windows(tmp_path):
+    """The sampler keeps what nvidia-smi's looping query prints (power may be [N/A]); ``mark()``
+    starts the steady window; without the tool it records nothing."""
+    from calibration.clocks import ClockSampler, parse_sample, summarize
+
+    assert parse_sample("1755, 612.34") == (1755.0, 612.34)
+    assert parse_sample("1980, [N/A]") == (1980.0, None)
+    assert parse_sample("garbage") is None and parse_sample("[N/A], 3") is None
+    assert summarize([]) is None
+    got = summarize([(1980.0, 300.0), (1600.0, 700.0), (1620.0, None)])
+    assert got == {"sm_clock_mhz": 1620.0, "sm_clock_mhz_min": 1600.0, "samples": 3, "power_w": 500.0}
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\necho '1980, 310.5'\necho '1590, 699.0'\nexec sleep 30\n")
+    fake.chmod(0o755)
+    with ClockSampler(0, exe=str(fake)) as s:
+        for _ in range(200):
+            if len(s.samples) == 2:
+                break
+            import time
+
+            time.sleep(0.02)
+        assert s.summary()["sm_clock_mhz_min"] == 1590.0
+        s.mark()
+        assert s.summary() is None
+    with ClockSampler(0, exe="") as none:
+        pass
+    assert none.summary() is None
+    with ClockSampler(None, exe=str(fake)) as cpu:  # the CPU has no SM clock to read
+        pass
+    assert cpu.summary() is None
+
+
+def test_back_to_back_run_counts_only_its_second_half():
+    from calibration.kernels.sustained import run_back_to_back
+
+    calls = []
+    marked = []
+    n, ms = run_back_to_back(lambda x: calls.append(x), [1, 2], 0.05, torch.device("cpu"),
+                             on_half=lambda: marked.append(len(calls)))
+    assert marked and 0 < n < len(calls) and ms > 0
+    assert n == len(calls) - marked[0]  # the calls after the mark, timed from the mark
+
+
+def test_cpu_sustained_family_writes_rows_the_timer_applies(tmp_path):
+    """The runner's sustained rows validate, and a profile carrying them slows its own compute
+    rates by sustained/burst (memory-bound ops unchanged), with a note; none without rows."""
+    from simulator.api import load
+    from simulator.profile import Profile
+    from simulator.timer import OpTimer
+    from simulator.workload import Op
+
+    out = tmp_path / "s.json"
+    assert runner.main(["--device", "cpu", "--families", "gemm,sustained", "--quick", "--sustain-seconds", "0.05",
+                        "--out", str(out)]) == 0
+    rows = load_profile(out).tables["sustained"]
+    assert {r["dtype"] for r in rows} <= {"bf16", "fp8"} and rows
+    assert all(r["burst_tflops"] > 0 and r["sustained_tflops"] > 0 and r["seconds"] == 0.05 for r in rows)
+
+    def profile(sustained):
+        doc = {"schema": "gpuhours.profile", "schema_version": 1, "name": "t", "device": {"name": "x"},
+               "tables": {"gemm": [{"dtype": "bf16", "m": 4096, "n": 4096, "k": 4096, "tflops": 600}],
+                          "memory_bound": [{"op": "*", "bytes": 1e8, "gbps": 2000}]}}
+        if sustained:
+            doc["tables"]["sustained"] = sustained
+        return Profile(validate_profile(doc))
+
+    row = {"dtype": "bf16", "m": 4096, "n": 4096, "k": 4096, "burst_tflops": 700, "sustained_tflops": 630,
+           "seconds": 20, "burst_sm_clock_mhz": 1980, "sustained_sm_clock_mhz": 1755}
+    gpu = load("deepseek-v3").cluster.gpu
+    gemm = Op("g", "gemm", "F", "x", 2 * 4096**3, 1.0, "bf16", m=4096, n=4096, k=4096)
+    mem = Op("n", "memory", "F", "x", 0.0, 1e8, "bf16")
+    plain, slow = OpTimer(gpu, profile(None)), OpTimer(gpu, profile([row]))
+    assert slow.time(gemm) == pytest.approx(plain.time(gemm) / 0.9)
+    assert slow.time(mem) == pytest.approx(plain.time(mem))
+    assert "x 0.90" in slow.warnings["sustained:bf16"] and "1,980 -> 1,755 MHz" in slow.warnings["sustained:bf16"]
+    assert not any(k.startswith("sustained") for k in plain.warnings)
+    # A longer run cannot be faster: a ratio above 1 is noise and leaves the rates alone.
+    fast = OpTimer(gpu, profile([{**row, "sustained_tflops": 720}]))
+    assert fast.time(gemm) == pytest.approx(plain.time(gemm))
+    # Rows of another dtype answer when the op's own dtype has none.
+    fp8_only = profile([{**row, "dtype": "fp8"}])
+    assert fp8_only.sustained_fraction("bf16").value == pytest.approx(0.9)
+
+
+def test_sustain_seconds_is_checked(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        runner.main(["--device", "cpu", "--sustain-seconds", "0", "--out", str(tmp_path / "x.json")])
+    assert e.value.code == 2 and "--sustain-seconds" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------- GPU paths (skipped without CUDA)
 
 
@@ -477,11 +570,12 @@ def test_e2e_moe_layer_matches_per_token_reference():
 def test_gpu_quick_calibration(tmp_path):
     out = tmp_path / "gpu.json"
     rc = runner.main(["--quick", "--device", "cuda", "--shapes", "tiny", "--out", str(out),
-                      "--families", "gemm,grouped_gemm,attention,memory_bound,sm_scaling"])
+                      "--families", "gemm,grouped_gemm,attention,memory_bound,sm_scaling,sustained",
+                      "--sustain-seconds", "2"])
     assert rc == 0
     data = load_profile(out).data
     assert data["device"]["kind"] == "gpu" and data["device"]["sms"] > 0
-    assert data["tables"]["sm_scaling"] and data["tables"]["grouped_gemm"]
+    assert data["tables"]["sm_scaling"] and data["tables"]["grouped_gemm"] and data["tables"]["sustained"]
     assert any(r["variant"].startswith("triton") or "triton" in str(r.get("alternatives"))
                for r in data["tables"]["grouped_gemm"])
 

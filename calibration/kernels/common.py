@@ -61,6 +61,7 @@ class Context:
     failures: list[dict] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
     fp8: Any = None  # calibration.kernels.gemm.Fp8Support, probed once per run
+    clocks: dict[str, dict] = field(default_factory=dict)  # family -> SM clock seen while it ran
 
     @property
     def is_cuda(self) -> bool:

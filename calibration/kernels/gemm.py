@@ -159,7 +159,8 @@ def gemm_flops(m: int, n: int, k: int) -> float:
     return 2.0 * m * n * k
 
 
-def _bf16_variant(ctx: Context, s, label: str) -> Measured:
+def _bf16_setup(ctx: Context, s, label: str):
+    """(kernel, input sets, check error) for cuBLAS BF16 through torch.matmul, checked."""
     import torch
 
     nbytes = 2 * (s.m * s.k + s.n * s.k + s.m * s.n)
@@ -169,7 +170,12 @@ def _bf16_variant(ctx: Context, s, label: str) -> Measured:
     out = torch.matmul(a, b.t())
     rows = sample_rows(s.m, CHECK_ROWS, ctx).to(ctx.device)
     err = check_close(out[rows], a[rows].double() @ b.double().t(), TOL["bf16"], f"{label} bf16 torch.matmul")
-    return Measured(ctx.time(lambda t: torch.matmul(t[0], t[1].t()), sets), err)
+    return (lambda t: torch.matmul(t[0], t[1].t())), sets, err
+
+
+def _bf16_variant(ctx: Context, s, label: str) -> Measured:
+    fn, sets, err = _bf16_setup(ctx, s, label)
+    return Measured(ctx.time(fn, sets), err)
 
 
 def _fp8_inputs(ctx: Context, s, i: int):
@@ -178,7 +184,8 @@ def _fp8_inputs(ctx: Context, s, i: int):
     return a, b
 
 
-def _fp8_blockwise_variant(ctx: Context, s, label: str) -> Measured:
+def _fp8_blockwise_setup(ctx: Context, s, label: str):
+    """(kernel, input sets, check error) for FP8 with DeepSeek's 1x128 / 128x128 scales, checked."""
     sup = ctx.fp8
     if sup is None or sup.blockwise is None:
         raise VariantUnavailable("blockwise FP8 scaling not accepted by torch's scaled matmul here")
@@ -195,10 +202,16 @@ def _fp8_blockwise_variant(ctx: Context, s, label: str) -> Measured:
     rows = sample_rows(s.m, CHECK_ROWS, ctx).to(ctx.device)
     ref = q8.dequantize_1x128(aq[rows], a_s[rows]).double() @ q8.dequantize_128x128(bq, b_s).double().t()
     err = check_close(out[rows], ref, TOL["fp8"], f"{label} {sup.blockwise_api}")
-    return Measured(ctx.time(lambda t: sup.blockwise_call(*t), sets), err)
+    return (lambda t: sup.blockwise_call(*t)), sets, err
 
 
-def _fp8_tensorwise_variant(ctx: Context, s, label: str) -> Measured:
+def _fp8_blockwise_variant(ctx: Context, s, label: str) -> Measured:
+    fn, sets, err = _fp8_blockwise_setup(ctx, s, label)
+    return Measured(ctx.time(fn, sets), err)
+
+
+def _fp8_tensorwise_setup(ctx: Context, s, label: str):
+    """(kernel, input sets, check error) for FP8 with one scale per tensor, checked."""
     sup = ctx.fp8
     if sup is None or sup.tensorwise is None:
         raise VariantUnavailable("no FP8 scaled matmul accepted here")
@@ -214,7 +227,12 @@ def _fp8_tensorwise_variant(ctx: Context, s, label: str) -> Measured:
     rows = sample_rows(s.m, CHECK_ROWS, ctx).to(ctx.device)
     ref = (aq[rows].double() * sa.double()) @ (bq.double() * sb.double()).t()
     err = check_close(out[rows], ref, TOL["fp8"], f"{label} {sup.tensorwise_api}")
-    return Measured(ctx.time(lambda t: sup.tensorwise(*t), sets), err)
+    return (lambda t: sup.tensorwise(*t)), sets, err
+
+
+def _fp8_tensorwise_variant(ctx: Context, s, label: str) -> Measured:
+    fn, sets, err = _fp8_tensorwise_setup(ctx, s, label)
+    return Measured(ctx.time(fn, sets), err)
 
 
 def _fp8_triton_variant(ctx: Context, s, label: str) -> Measured:  # pragma: no cover - GPU path
@@ -223,6 +241,19 @@ def _fp8_triton_variant(ctx: Context, s, label: str) -> Measured:  # pragma: no 
     from calibration.kernels.grouped_gemm import time_triton_grouped
 
     return time_triton_grouped(ctx, groups=1, sizes=[s.m], n=s.n, k=s.k, fp8=True, label=label)
+
+
+def setup(ctx: Context, s, dtype: str, label: str):
+    """(kernel, input sets, check error, variant name) of the first GEMM that runs ``dtype`` here:
+    cuBLAS BF16, else FP8 blockwise, else FP8 tensorwise. Raises VariantUnavailable if none does."""
+    if dtype == "bf16":
+        return (*_bf16_setup(ctx, s, label), "torch.matmul")
+    sup = ctx.fp8 or Fp8Support()
+    if dtype == "fp8" and sup.blockwise is not None:
+        return (*_fp8_blockwise_setup(ctx, s, label), sup.blockwise_api.split(" (")[0])
+    if dtype == "fp8" and sup.tensorwise is not None:
+        return (*_fp8_tensorwise_setup(ctx, s, label), sup.tensorwise_api)
+    raise VariantUnavailable(f"no {dtype} GEMM runs here")
 
 
 def measure(ctx: Context, s, dtype: str) -> dict | None:
