@@ -129,7 +129,7 @@ def sensitivity(sc: Scenario, profile: Any = None, notes: list[str] | None = Non
     for name, lo_lab, hi_lab, lo_fn, hi_fn in _moves(sc, prof):
         if name == "routing skew" and not (sc.model.is_moe and sc.plan.ep > 1):
             if notes is not None:
-                notes.append(f"{name}: skipped (no expert parallelism in this plan)")
+                notes.append(f"{name} skipped: no expert parallelism in this plan")
             continue
         vals = []
         for lab, fn in ((lo_lab, lo_fn), (hi_lab, hi_fn)):
@@ -138,7 +138,7 @@ def sensitivity(sc: Scenario, profile: Any = None, notes: list[str] | None = Non
             except (ConfigError, ValueError) as e:
                 vals.append(None)
                 if notes is not None:
-                    notes.append(f"{name} {lab}: skipped ({e})")
+                    notes.append(f"{name} {lab} skipped: {e}")
         lo, hi = vals
         rows.append({"input": name, "low_label": lo_lab, "high_label": hi_lab, "low": lo, "base": base, "high": hi})
     rows.sort(key=lambda r: -_swing(r))

@@ -79,6 +79,6 @@ table = [{"input": f"{NAMES.get(r['input'], r['input'])} ({r['input']})" if r["i
          for r in sens["rows"]]
 st.dataframe(table, hide_index=True, width="stretch")
 for n in sens["notes"]:
-    st.caption(state.plain(n.replace(": skipped (", " skipped: ", 1).removesuffix(")") if ": skipped (" in n else n))
+    st.caption(state.plain(n))
 st.caption("One input at a time, the others at the sidebar's values; kernel efficiency scales every compute and "
            "memory-bound throughput of the calibration profile, not the collectives.")
