@@ -9,7 +9,7 @@ back-to-back kernels (flashinfer-ai/flashinfer#2899). A kernel table is only
 meaningful next to the clock it was measured at, so the runner samples the clock
 around each family and the ``sustained`` family compares short and long runs.
 
-:class:`ClockSampler` runs ``nvidia-smi --query-gpu=clocks.sm,power.draw -lms``
+:class:`ClockSampler` runs ``nvidia-smi --query-gpu=clocks.sm,power.draw --loop-ms``
 in the background (a query: nothing about the card is changed) and summarises
 what it read. Without ``nvidia-smi`` it records nothing and summarises to None.
 """
@@ -75,7 +75,7 @@ class ClockSampler:
         try:
             self._proc = subprocess.Popen(
                 [self.exe, f"--query-gpu={QUERY}", "--format=csv,noheader,nounits", f"--id={self.index}",
-                 f"-lms={self.interval_ms}"],
+                 f"--loop-ms={self.interval_ms}"],
                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         except OSError:
             self._proc = None
