@@ -485,7 +485,10 @@ def test_clock_sampler_reads_a_query_stream_and_marks_windows(tmp_path):
     got = summarize([(1980.0, 300.0), (1600.0, 700.0), (1620.0, None)])
     assert got == {"sm_clock_mhz": 1620.0, "sm_clock_mhz_min": 1600.0, "samples": 3, "power_w": 500.0}
     fake = tmp_path / "nvidia-smi"
-    fake.write_text("#!/bin/sh\necho '1980, 310.5'\necho '1590, 699.0'\nexec sleep 30\n")
+    # Answers only the read-only looping query the sampler must send.
+    fake.write_text("#!/bin/sh\n"
+                    "case \"$*\" in *--query-gpu=clocks.sm,power.draw*--id=0*--loop-ms=*) ;; *) exit 1;; esac\n"
+                    "echo '1980, 310.5'\necho '1590, 699.0'\nexec sleep 30\n")
     fake.chmod(0o755)
     with ClockSampler(0, exe=str(fake)) as s:
         for _ in range(200):
