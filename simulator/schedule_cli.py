@@ -14,15 +14,20 @@ Every line fits in ``--width`` columns: by default the terminal's width, or
 100 when the output is not a terminal (a pipe, a file). A task's label is
 drawn only where it fits inside the task's cell; widen to see more labels.
 ``--json`` prints one JSON object instead.
-Invalid input raises ``ValueError`` with a one-line message naming the field.
+Invalid input raises :class:`~simulator.errors.ConfigError` (a ``ValueError``) with a
+one-line message naming the flag as typed (``--pp: dualpipe needs an even pp, got 7``):
+the schedule library names its inputs as a scenario does (``plan.pp``), and
+:func:`as_flags` renames them here.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 
+from simulator.errors import ConfigError
 from simulator.schedules import (
     DEFAULT_WIDTH,
     MIN_WIDTH,
@@ -32,6 +37,7 @@ from simulator.schedules import (
     closed_form_applies,
     render_text,
     simulate,
+    validate_schedule_args,
 )
 
 
@@ -42,7 +48,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         help="draw a pipeline schedule's timeline and bubble",
         description=__doc__.split("\n\n")[0],
     )
-    p.add_argument("name", help=f"schedule: {', '.join(SCHEDULE_NAMES)}")
+    p.add_argument("name", metavar="NAME", help=f"schedule: {', '.join(SCHEDULE_NAMES)}")
     p.add_argument(
         "--pp",
         type=int,
@@ -101,9 +107,46 @@ def default_width() -> int:
     return max(MIN_WIDTH, shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns)
 
 
+# The schedule library's field names (a scenario's) -> what the user of this command typed.
+FLAGS = {
+    "plan.schedule": "NAME",
+    "plan.pp": "--pp",
+    "plan.microbatches": "--microbatches",
+    "plan.vpp": "--vpp",
+    "plan.ep_overlap": "--pairs",
+    "times.f": "--f",
+    "times.b": "--b",
+    "times.w": "--w",
+    "times.fb": "--fb",
+    "times": "--f, --b, --w, --fb, --p2p",  # the whole step overflows: any of them may be the cause
+    "p2p": "--p2p",
+    "width": "--width",
+}
+_DOTTED = re.compile(r"\b(?:" + "|".join(re.escape(k) for k in sorted(FLAGS, key=len, reverse=True) if "." in k) + r")\b")
+
+
+def as_flags(error: ConfigError) -> ConfigError:
+    """The same error with the library's field names replaced by this command's flags: in the
+    field it names (``plan.pp`` -> ``--pp``) and where its explanation names another field
+    (``times.w: must be <= times.b`` -> ``--w: must be <= --b``). Explanation and allowed values
+    are otherwise kept word for word."""
+    def rename(text: str | None) -> str | None:
+        return _DOTTED.sub(lambda m: FLAGS[m.group(0)], text) if text else text
+
+    return ConfigError(FLAGS.get(error.field, error.field), rename(error.problem), rename(error.allowed))
+
+
 def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except ConfigError as e:
+        raise as_flags(e) from None
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.width is not None and args.width < MIN_WIDTH:
-        raise ValueError(f"--width: {args.width} columns is too narrow; allowed: {MIN_WIDTH} or more")
+        raise ConfigError("width", f"{args.width} columns is too narrow", f"{MIN_WIDTH} or more")
+    validate_schedule_args(args.name, args.pp, args.microbatches, args.vpp)  # before the size check: --pp -3
     if args.pp * args.microbatches * max(1, args.vpp) > MAX_TASKS:
         raise ValueError(f"--pp x --microbatches x --vpp: {args.pp * args.microbatches * max(1, args.vpp):,} chunks; "
                          f"allowed: at most {MAX_TASKS:,}")

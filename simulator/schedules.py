@@ -65,6 +65,7 @@ from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
 from simulator.bubble import closed_form_bubble
+from simulator.errors import ConfigError
 
 SCHEDULE_NAMES = ("1f1b", "interleaved", "zb1p", "dualpipe", "dualpipev")
 
@@ -107,15 +108,11 @@ class TaskTimes:
     def __post_init__(self) -> None:
         for name in ("f", "b", "w"):
             if not 0 <= getattr(self, name) < math.inf:
-                raise ValueError(
-                    f"times.{name}: must be a finite number >= 0, got {getattr(self, name)!r}"
-                )
+                raise ConfigError(f"times.{name}", f"must be a finite number >= 0, got {getattr(self, name)!r}")
         if self.w > self.b:
-            raise ValueError(
-                f"times.w: must be <= times.b (W is part of B), got w={self.w} b={self.b}"
-            )
+            raise ConfigError("times.w", f"must be <= times.b (W is part of B), got w={self.w} b={self.b}")
         if self.fb is not None and not 0 <= self.fb < math.inf:
-            raise ValueError(f"times.fb: must be a finite number >= 0, got {self.fb!r}")
+            raise ConfigError("times.fb", f"must be a finite number >= 0, got {self.fb!r}")
 
     @property
     def f_and_b(self) -> float:
@@ -128,7 +125,9 @@ class TaskTimes:
 
 
 def validate_schedule_args(name: str, pp: int, microbatches: int, vpp: int = 1) -> None:
-    """Raise ``ValueError`` (one line naming the field) for an invalid plan.
+    """Raise :class:`~simulator.errors.ConfigError` (a ``ValueError``: one line naming the field) for an
+    invalid plan. Fields are named as in a scenario (``plan.pp``, ``plan.microbatches``); the
+    ``schedule`` command renames them to its flags.
 
     Rules: ``pp >= 1`` and ``microbatches >= 1`` always. ``1f1b`` and
     ``zb1p`` accept any number of micro-batches (we chose not to require
@@ -141,40 +140,28 @@ def validate_schedule_args(name: str, pp: int, microbatches: int, vpp: int = 1) 
     variants hold two chunks per rank by construction and need ``vpp == 1``.
     """
     if name not in SCHEDULE_NAMES:
-        raise ValueError(
-            f"plan.schedule: unknown {name!r}; allowed: {', '.join(SCHEDULE_NAMES)}"
-        )
+        raise ConfigError("plan.schedule", f"unknown {name!r}", ", ".join(SCHEDULE_NAMES))
     if not isinstance(pp, int) or pp < 1:
-        raise ValueError(f"plan.pp: must be an integer >= 1, got {pp!r}")
+        raise ConfigError("plan.pp", f"must be an integer >= 1, got {pp!r}")
     if not isinstance(microbatches, int) or microbatches < 1:
-        raise ValueError(
-            f"plan.microbatches: must be an integer >= 1, got {microbatches!r}"
-        )
+        raise ConfigError("plan.microbatches", f"must be an integer >= 1, got {microbatches!r}")
     if not isinstance(vpp, int) or vpp < 1:
-        raise ValueError(f"plan.vpp: must be an integer >= 1, got {vpp!r}")
+        raise ConfigError("plan.vpp", f"must be an integer >= 1, got {vpp!r}")
     if name == "interleaved":
         if vpp < 2:
-            raise ValueError(f"plan.vpp: interleaved needs vpp >= 2, got {vpp}")
+            raise ConfigError("plan.vpp", f"interleaved needs vpp >= 2, got {vpp}")
         if microbatches % pp:
-            raise ValueError(
-                f"plan.microbatches: interleaved needs a multiple of pp={pp}, got {microbatches}"
-            )
+            raise ConfigError("plan.microbatches", f"interleaved needs a multiple of pp={pp}, got {microbatches}")
         return
     if vpp != 1:
-        raise ValueError(
-            f"plan.vpp: only interleaved uses vpp; {name} needs vpp=1, got {vpp}"
-        )
+        raise ConfigError("plan.vpp", f"only interleaved uses vpp; {name} needs vpp=1, got {vpp}")
     if name == "dualpipe":
         if pp % 2:
-            raise ValueError(f"plan.pp: dualpipe needs an even pp, got {pp}")
+            raise ConfigError("plan.pp", f"dualpipe needs an even pp, got {pp}")
         if microbatches % 2 or microbatches < 2 * pp:
-            raise ValueError(
-                f"plan.microbatches: dualpipe needs an even number >= 2*pp={2 * pp}, got {microbatches}"
-            )
+            raise ConfigError("plan.microbatches", f"dualpipe needs an even number >= 2*pp={2 * pp}, got {microbatches}")
     elif name == "dualpipev" and microbatches < 2 * pp:
-        raise ValueError(
-            f"plan.microbatches: dualpipev needs >= 2*pp={2 * pp} (pp = devices), got {microbatches}"
-        )
+        raise ConfigError("plan.microbatches", f"dualpipev needs >= 2*pp={2 * pp} (pp = devices), got {microbatches}")
 
 
 def num_stages(name: str, pp: int, vpp: int = 1) -> int:
@@ -442,9 +429,8 @@ def build_schedule(
     """
     validate_schedule_args(name, pp, microbatches, vpp)
     if pairs and name == "zb1p":
-        raise ValueError(
-            "plan.ep_overlap: forward-backward pairs need 1f1b, interleaved, dualpipe or dualpipev; zb1p has none"
-        )
+        raise ConfigError("plan.ep_overlap",
+                          "forward-backward pairs need 1f1b, interleaved, dualpipe or dualpipev; zb1p has none")
     return [list(s) for s in _build(name, pp, microbatches, vpp, pairs and name in PAIRABLE)]
 
 
@@ -600,7 +586,7 @@ def simulate(
     waits on that event, so the cost is linear in the number of tasks."""
     build_schedule(name, pp, microbatches, vpp, pairs)  # validates (cached)
     if not 0 <= p2p < math.inf:
-        raise ValueError(f"p2p: must be a finite number >= 0, got {p2p!r}")
+        raise ConfigError("p2p", f"must be a finite number >= 0, got {p2p!r}")
     comp, counts, nev = _compile(name, pp, microbatches, vpp, pairs and name in PAIRABLE)
     dur = _durations(times)
     end = [-1.0] * (2 * nev)
@@ -648,8 +634,8 @@ def simulate(
         )
     busy = [sum(c * d for c, d in zip(cnt, dur)) for cnt in counts]
     if not math.isfinite(max(free) + sum(busy)):  # each time finite, their sum not: no bubble to take
-        raise ValueError(f"times: the step overflows (makespan {max(free)!r}); "
-                         "allowed: F, B, W, F&B and p2p small enough that the whole step is a finite number")
+        raise ConfigError("times", f"the step overflows (makespan {max(free)!r})",
+                          "F, B, W, F&B and p2p small enough that the whole step is a finite number")
     return Timeline(name, pp, microbatches, vpp, times, p2p, max(free), busy, starts, pairs and name in PAIRABLE)
 
 
@@ -848,7 +834,7 @@ def render_text(tl: Timeline, width: int | None = None) -> str:
     header, summary and legend wrap to it. Pure: the caller picks the width."""
     width = DEFAULT_WIDTH if width is None else width
     if width < MIN_WIDTH:
-        raise ValueError(f"width: {width} columns is too narrow; allowed: {MIN_WIDTH} or more")
+        raise ConfigError("width", f"{width} columns is too narrow", f"{MIN_WIDTH} or more")
     t = tl.times
     header = (
         f"{tl.schedule}: pp={tl.pp} microbatches={tl.microbatches}"
@@ -862,9 +848,7 @@ def render_text(tl: Timeline, width: int | None = None) -> str:
     tails = [f"| bubble {b:g}" for b in tl.bubbles()]
     cols = width - max(map(len, names)) - max(map(len, tails))
     if cols < _MIN_COLUMNS:
-        raise ValueError(
-            f"width: {width} columns leave {cols} for the timeline; allowed: {width + _MIN_COLUMNS - cols} or more"
-        )
+        raise ConfigError("width", f"{width} columns leave {cols} for the timeline", f"{width + _MIN_COLUMNS - cols} or more")
     scale = cols / tl.makespan if tl.makespan > 0 else 0.0
     seen: set[str] = set()
     rows = [_draw_rank(row, cols, scale, seen) for row in tl.ranks]

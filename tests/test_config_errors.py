@@ -142,6 +142,35 @@ def test_an_empty_option_value_is_refused_not_taken_as_absent(argv, capsys):
     assert cap.out == "" and f"argument {flag}: empty; allowed:" in cap.err and cap.err.count("\n") == 1
 
 
+@pytest.mark.parametrize("argv,message", [
+    (["dualpipe", "--pp", "7", "--microbatches", "14"], "--pp: dualpipe needs an even pp, got 7"),
+    (["1f1b", "--pp", "0", "--microbatches", "8"], "--pp: must be an integer >= 1, got 0"),
+    (["dualpipe", "--pp", "4", "--microbatches", "7"], "--microbatches: dualpipe needs an even number >= 2*pp=8, got 7"),
+    (["dualpipev", "--pp", "4", "--microbatches", "7"], "--microbatches: dualpipev needs >= 2*pp=8 (pp = devices), got 7"),
+    (["interleaved", "--pp", "4", "--microbatches", "6", "--vpp", "2"],
+     "--microbatches: interleaved needs a multiple of pp=4, got 6"),
+    (["1f1b", "--pp", "4", "--microbatches", "8", "--vpp", "2"], "--vpp: only interleaved uses vpp; 1f1b needs vpp=1, got 2"),
+    (["gpipe", "--pp", "4", "--microbatches", "8"],
+     "NAME: unknown 'gpipe'; allowed: 1f1b, interleaved, zb1p, dualpipe, dualpipev"),
+    (["1f1b", "--pp", "4", "--microbatches", "8", "--w", "3"], "--w: must be <= --b (W is part of B), got w=3.0 b=2.0"),
+    (["1f1b", "--pp", "4", "--microbatches", "8", "--f", "nan"], "--f: must be a finite number >= 0, got nan"),
+    (["1f1b", "--pp", "4", "--microbatches", "8", "--b", "-2", "--w", "-3"], "--b: must be a finite number >= 0"),
+    (["1f1b", "--pp", "4", "--microbatches", "8", "--fb", "-1"], "--fb: must be a finite number >= 0, got -1.0"),
+    (["1f1b", "--pp", "4", "--microbatches", "8", "--p2p", "-1"], "--p2p: must be a finite number >= 0, got -1.0"),
+    (["zb1p", "--pp", "4", "--microbatches", "8", "--pairs"], "--pairs: forward-backward pairs need 1f1b, interleaved"),
+    (["1f1b", "--pp", "4", "--microbatches", "8", "--f", "1e308", "--b", "1e308"],
+     "--f, --b, --w, --fb, --p2p: the step overflows (makespan inf); allowed: F, B, W, F&B and p2p small enough"),
+    (["1f1b", "--pp", "4", "--microbatches", "8", "--width", "4"], "--width: 4 columns is too narrow; allowed: 40 or more"),
+])
+def test_schedule_errors_name_the_flags_typed(argv, message, capsys):
+    """`gpuhours schedule` is given --pp and --microbatches, not a scenario: its errors said plan.pp and
+    plan.microbatches. Explanation and allowed values are the library's, word for word."""
+    assert main(["schedule", *argv]) == 2
+    cap = capsys.readouterr()
+    assert cap.out == "" and cap.err.startswith(f"gpuhours: error: {message}") and cap.err.count("\n") == 1, cap.err
+    assert "plan." not in cap.err and "times." not in cap.err
+
+
 def test_dualpipe_needs_even_pp():
     with pytest.raises(ConfigError) as e:
         load_scenario("deepseek-v3", ("plan.pp=8", "plan.ep=32", "plan.pp=7", "cluster.num_gpus=1792"))

@@ -375,11 +375,12 @@ def test_cli_defaults_satisfy_f_equals_b_minus_w(capsys):
     )
 
 
-def test_cli_bad_input_raises_value_error():
+def test_cli_bad_input_raises_value_error_naming_the_flag():
+    """The library names the field as a scenario does (plan.pp); the command, as its user typed it."""
     args = _parser().parse_args(
         ["schedule", "dualpipe", "--pp", "3", "--microbatches", "12"]
     )
-    with pytest.raises(ValueError, match=r"^plan\.pp:"):
+    with pytest.raises(ValueError, match=r"^--pp: dualpipe needs an even pp, got 3$"):
         schedule_cli.run(args)
 
 
