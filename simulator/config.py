@@ -207,6 +207,8 @@ class GPUConfig:
     def validate(self) -> None:
         _positive(self, "cluster.gpu", ("sms", "hbm_gib", "hbm_gbps", "bf16_tflops"))
         _nonnegative(self, "cluster.gpu", ("fp8_tflops", "fp16_tflops"))
+        _within(self, "cluster.gpu", {"hbm_gib": HBM_GIB, "hbm_gbps": BANDWIDTH_GBPS, "bf16_tflops": TFLOPS})
+        _within(self, "cluster.gpu", {"fp8_tflops": TFLOPS, "fp16_tflops": TFLOPS}, zero_means="not given")
 
 
 @dataclass(frozen=True)
@@ -238,6 +240,8 @@ class ClusterConfig:
         self.gpu.validate()
         _positive(self, "cluster", ("num_gpus", "gpus_per_node", "nvlink_gbps", "ib_gbps"))
         _nonnegative(self, "cluster", ("nvlink_latency_us", "ib_latency_us"))
+        _within(self, "cluster", {"nvlink_gbps": BANDWIDTH_GBPS, "ib_gbps": BANDWIDTH_GBPS,
+                                  "nvlink_latency_us": LATENCY_US, "ib_latency_us": LATENCY_US})
         if self.num_gpus > self.gpus_per_node and self.num_gpus % self.gpus_per_node:
             raise ConfigError(
                 "cluster.num_gpus",
@@ -390,6 +394,8 @@ class PhaseConfig:
         f = f"training.phases[{self.name}]"
         _positive(self, f, ("seq_len", "global_batch"))
         _nonnegative(self, f, ("tokens", "steps", "published_gpu_hours", "gpu_hours"))
+        _within(self, f, {"tokens": TOKENS}, zero_means="from steps")
+        _within(self, f, {"published_gpu_hours": GPU_HOURS, "gpu_hours": GPU_HOURS})
         _check_ramp(f, self.batch_ramp_from, self.batch_ramp_tokens, self.total_tokens)
 
 
@@ -406,6 +412,7 @@ class TrainingConfig:
 
     def validate(self) -> None:
         _positive(self, "training", ("seq_len", "global_batch", "tokens"))
+        _within(self, "training", {"tokens": TOKENS})
         _check_ramp("training", self.batch_ramp_from, self.batch_ramp_tokens, self.tokens)
         for ph in self.phases:
             ph.validate()
@@ -417,6 +424,7 @@ class CostConfig:
 
     def validate(self) -> None:
         _nonnegative(self, "cost", ("usd_per_gpu_hour",))
+        _within(self, "cost", {"usd_per_gpu_hour": USD_PER_GPU_HOUR})
 
 
 @dataclass(frozen=True)
@@ -570,6 +578,55 @@ def _nonnegative(obj: Any, prefix: str, names: tuple[str, ...]) -> None:
         value = getattr(obj, name)
         if not (_number(value) and value >= 0):
             raise ConfigError(f"{prefix}.{name}", f"must be a finite number >= 0, got {value!r}")
+
+
+# Ranges of the physical inputs. Positivity and finiteness alone let through values such as
+# cluster.nvlink_gbps=1e-300: every number finite, but a transfer then takes 1e290 s, the step
+# overflows to inf, and the DES, whose clock counts whole nanoseconds (des/clock.py), cannot turn inf
+# into an integer; cost.usd_per_gpu_hour=1e308 overflowed the run's price the same way. Each range is
+# wide enough that no real or plausible future device, link or run falls outside it (the shipped
+# values sit three or more decades inside both ends), and narrow enough that the result stays a
+# finite float: a lower end bounds a duration (bytes / bandwidth, FLOPs / peak), an upper end a
+# product (latency x messages, tokens x GPU-hours x price). Every input at its worst end together
+# gives a DeepSeek-V3 step of ~2e7 s (2e16 ns) and a run of ~1e23 USD, far inside a float's 1.8e308
+# (tests/test_config_errors.py runs both ends in both engines). A value outside is refused when the
+# scenario is loaded, naming the field and the range. Each is (lo, hi, unit), both ends allowed.
+BANDWIDTH_GBPS = (1e-3, 1e7, "GB/s")  # 1 MB/s (a slow WAN link) .. 10 PB/s; today: IB 12-100, NVLink 900, HBM 8000
+TFLOPS = (1e-3, 1e7, "TFLOP/s")  # 1 GFLOP/s (a CPU core) .. 10 EFLOP/s per GPU; today: ~1000 BF16, ~5000 FP8
+HBM_GIB = (1e-3, 1e7, "GiB")  # 1 MiB .. 10 PiB per GPU; today: 40-288 GiB
+LATENCY_US = (0.0, 1e6, "us")  # none .. 1 s per message; today: ~1-10 us
+TOKENS = (1.0, 1e18, "tokens")  # one token .. 1e18 (~70,000x DeepSeek-V3's 14.8T)
+GPU_HOURS = (0.0, 1e15, "GPU-hours")  # published or given phase costs; V3's whole run: 2.788e6
+USD_PER_GPU_HOUR = (0.0, 1e6, "USD")  # free .. $1M per GPU-hour; today: ~$1-10
+
+
+def _g(x: float) -> str:
+    """A number as one would type it: 0, 0.5, 160, 1e-3, 1e7, 2.5e-300 (not 0.001 or 1e+07)."""
+    if x and not 1e-2 <= abs(x) < 1e5:
+        mantissa, exponent = f"{x:.6e}".split("e")
+        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+    return f"{x:g}"
+
+
+def _digits(x: float) -> str:
+    """All of a value's digits, briefly: 1e-300, 1e308, 20000000, 123456789.5 (not 1e-09, 1e+308, 20000000.0)."""
+    text = repr(x)
+    if "e" in text:
+        mantissa, exponent = text.split("e")
+        return f"{mantissa}e{int(exponent)}"
+    return text.removesuffix(".0")
+
+
+def _within(obj: Any, prefix: str, ranges: dict[str, tuple[float, float, str]], zero_means: str = "") -> None:
+    """Refuse a value outside its physical range (see the ranges above) with the range in the message;
+    ``zero_means``: 0 is also allowed, and means that (an FP8 peak of 0: no FP8 tensor cores)."""
+    for name, (lo, hi, unit) in ranges.items():
+        value = getattr(obj, name)
+        if zero_means and value == 0:
+            continue
+        if not lo <= value <= hi:
+            allowed = f"{_g(lo)} .. {_g(hi)} {unit}" + (f", or 0 ({zero_means})" if zero_means and lo > 0 else "")
+            raise ConfigError(f"{prefix}.{name}", f"{_digits(value)} is out of range", allowed)
 
 
 def _check_ramp(prefix: str, ramp_from: int, ramp_tokens: float, tokens: float) -> None:

@@ -1,5 +1,7 @@
 """Bad input: one line naming the field and what is allowed, exit code 2, no traceback."""
 
+import json
+import math
 import subprocess
 import sys
 
@@ -110,16 +112,76 @@ def test_paths_and_usage_errors_are_one_line(argv, capsys):
     assert flag is None or flag in err, err
 
 
-@pytest.mark.parametrize("argv,field", [
-    (["predict", "deepseek-v3", "--json", "--set", "cost.usd_per_gpu_hour=1e308"], "usd_per_trillion_tokens"),
-    (["predict", "deepseek-v3", "--set", "cost.usd_per_gpu_hour=1e308"], "usd_per_trillion_tokens"),
-    (["predict", "deepseek-v3", "--json", "--set", "cluster.nvlink_gbps=1e-300"], "phases[0].gpu_hours"),
-    (["sensitivity", "deepseekmoe-2b", "--json", "--set", "cluster.nvlink_gbps=1e-305"], "base"),
+@pytest.mark.parametrize("argv,message", [
+    (["predict", "deepseek-v3", "--engine", "des", "--set", "cluster.nvlink_gbps=1e-300"],
+     "cluster.nvlink_gbps: 1e-300 is out of range; allowed: 1e-3 .. 1e7 GB/s"),
+    (["predict", "deepseek-v3", "--json", "--set", "cluster.nvlink_gbps=1e-300"],
+     "cluster.nvlink_gbps: 1e-300 is out of range; allowed: 1e-3 .. 1e7 GB/s"),
+    (["predict", "deepseek-v3", "--engine", "des", "--set", "cluster.ib_gbps=2e7"],
+     "cluster.ib_gbps: 20000000 is out of range; allowed: 1e-3 .. 1e7 GB/s"),
+    (["predict", "deepseek-v3", "--engine", "des", "--set", "cluster.gpu.hbm_gbps=1e-300"],
+     "cluster.gpu.hbm_gbps: 1e-300 is out of range; allowed: 1e-3 .. 1e7 GB/s"),
+    (["predict", "deepseek-v3", "--engine", "des", "--set", "cluster.gpu.bf16_tflops=1e-300"],
+     "cluster.gpu.bf16_tflops: 1e-300 is out of range; allowed: 1e-3 .. 1e7 TFLOP/s"),
+    (["predict", "deepseek-v3", "--set", "cluster.gpu.fp8_tflops=1e-9"],
+     "cluster.gpu.fp8_tflops: 1e-9 is out of range; allowed: 1e-3 .. 1e7 TFLOP/s, or 0 (not given)"),
+    (["predict", "deepseek-v3", "--set", "cluster.gpu.hbm_gib=123456789"],
+     "cluster.gpu.hbm_gib: 123456789 is out of range; allowed: 1e-3 .. 1e7 GiB"),
+    (["predict", "deepseek-v3", "--set", "cluster.ib_latency_us=1e7"],
+     "cluster.ib_latency_us: 10000000 is out of range; allowed: 0 .. 1e6 us"),
+    (["predict", "deepseek-v3", "--set", "cost.usd_per_gpu_hour=1e308"],
+     "cost.usd_per_gpu_hour: 1e308 is out of range; allowed: 0 .. 1e6 USD"),
+    (["predict", "deepseek-v3", "--set", "training.tokens=0.5"], "training.tokens: 0.5 is out of range; allowed: 1 .. 1e18"),
+    (["predict", "deepseek-v3", "--set", "training.tokens=1e19"], "training.tokens: 1e19 is out of range; allowed: 1 .. 1e18"),
+    (["sensitivity", "deepseekmoe-2b", "--json", "--set", "cluster.nvlink_gbps=1e-305"],
+     "cluster.nvlink_gbps: 1e-305 is out of range"),
     (["search", "deepseekmoe-2b", "--gpus", "8", "--no-progress", "--top", "1", "--workers", "1", "--json",
-      "--set", "cost.usd_per_gpu_hour=1e308"], "plans[0].usd_per_trillion_tokens"),
+      "--set", "cost.usd_per_gpu_hour=1e308"], "cost.usd_per_gpu_hour: 1e308 is out of range"),
 ])
-def test_a_result_that_overflows_is_refused_not_printed(argv, field, capsys):
-    """Each input finite, the result not: --json printed Infinity (not JSON), the table $inf."""
+def test_physical_inputs_out_of_range_are_refused_when_loaded(argv, message, capsys):
+    """Each input positive and finite, but so extreme that a step overflowed: the DES, whose clock counts
+    whole nanoseconds, failed on int(inf) with a message naming no field. Now refused at load time."""
+    assert main(argv) == 2
+    cap = capsys.readouterr()
+    assert cap.out == "" and cap.err.count("\n") == 1
+    assert cap.err.startswith(f"gpuhours: error: {message}"), cap.err
+
+
+@pytest.mark.parametrize("argv", [
+    ["predict", "deepseek-v3", "--set", "cluster.nvlink_gbps=1e-3", "--set", "cluster.ib_gbps=1e-3",
+     "--set", "cluster.gpu.bf16_tflops=1e-3", "--set", "cluster.gpu.fp8_tflops=1e-3", "--set", "cluster.gpu.hbm_gbps=1e-3",
+     "--set", "cluster.nvlink_latency_us=1e6", "--set", "cluster.ib_latency_us=1e6",
+     "--set", "cost.usd_per_gpu_hour=1e6", "--set", "training.tokens=1e18"],
+    ["predict", "deepseek-v3", "--set", "cluster.nvlink_gbps=1e7", "--set", "cluster.ib_gbps=1e7",
+     "--set", "cluster.gpu.bf16_tflops=1e7", "--set", "cluster.gpu.fp8_tflops=1e7", "--set", "cluster.gpu.hbm_gbps=1e7",
+     "--set", "cluster.gpu.hbm_gib=1e7", "--set", "cluster.nvlink_latency_us=0", "--set", "cost.usd_per_gpu_hour=0"],
+])
+@pytest.mark.parametrize("engine", ["analytic", "des"])
+def test_the_ends_of_the_physical_ranges_give_a_finite_result(argv, engine, capsys):
+    """The ranges are what keeps a result finite: every input at its slowest (or fastest) end together
+    still gives a finite step, in both engines."""
+    assert main([*argv, "--engine", engine, "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert 0 < rep["step_time_s"] < math.inf and 0 <= rep["usd_per_trillion_tokens"] < math.inf
+
+
+@pytest.mark.parametrize("argv,patch,field", [
+    (["predict", "deepseek-v3", "--json"], "report", "usd_per_trillion_tokens"),
+    (["predict", "deepseek-v3"], "report", "usd_per_trillion_tokens"),
+    (["sensitivity", "deepseekmoe-2b", "--json"], "bands", "base"),
+])
+def test_a_result_that_overflows_is_refused_not_printed(argv, patch, field, capsys, monkeypatch):
+    """The last net under the input ranges: a result that is inf anyway (no input today gets there) is
+    refused by name: --json printed Infinity (not JSON), the table $inf."""
+    import simulator.api
+    import simulator.sensitivity
+
+    if patch == "report":
+        real = simulator.api.report
+        monkeypatch.setattr(simulator.api, "report", lambda pred: {**real(pred), field: math.inf})
+    else:
+        real = simulator.sensitivity.prediction_bands
+        monkeypatch.setattr(simulator.sensitivity, "prediction_bands", lambda *a, **k: {**real(*a, **k), field: math.inf})
     assert main(argv) == 2
     cap = capsys.readouterr()
     assert cap.out == "" and cap.err.count("\n") == 1
