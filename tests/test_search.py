@@ -12,7 +12,7 @@ import pytest
 from simulator.api import load, predict, run_cost
 from simulator.cli import main
 from simulator.errors import ConfigError
-from simulator.search import plan_of, search
+from simulator.search import MAX_TOP, plan_of, search
 
 SPACE = {
     "tp": (1, 2), "pp": (1, 2), "cp": (1,), "micro_batch": (1, 2), "recompute": ("none", "full"),
@@ -119,6 +119,28 @@ def test_bad_input_exit_2_one_line(capsys, argv):
     assert rc == 2 and cap.out == ""
     assert len(err.splitlines()) == 1 and err.startswith("gpuhours: error:")
     assert ("--gpus" if "7" in argv else "--out" if "" in argv else "") in err
+
+
+@pytest.mark.parametrize("top", ["100000", "101", "0", "-3"])
+def test_top_is_bounded_before_any_plan_is_timed(capsys, monkeypatch, top):
+    """Each plan shown is re-simulated with the DES (~0.5 s apiece on V3), so --top 100000 ran for hours
+    on every plan that fits. Refused before enumerating; --out is the way to every plan."""
+    import simulator.search
+
+    def never(*a, **k):
+        raise AssertionError("plans enumerated despite a bad --top")
+
+    monkeypatch.setattr(simulator.search, "candidates", never)
+    rc = main(["search", "deepseekmoe-2b", "--gpus", "16", "--no-progress", "--top", top])
+    cap = capsys.readouterr()
+    assert rc == 2 and cap.out == "" and cap.err.count("\n") == 1
+    assert cap.err.startswith(f"gpuhours: error: --top: {top} is out of range"), cap.err
+    assert f"allowed: 1 .. {simulator.search.MAX_TOP}; --out writes every plan" in cap.err
+
+
+def test_top_at_its_bound_is_accepted(sc):
+    res = search(sc, GPUS, top=MAX_TOP, space=SPACE, workers=1, des=False)
+    assert len(res.plans) == min(MAX_TOP, res.valid) and res.valid > 0
 
 
 def test_parquet_needs_pyarrow(capsys, tmp_path):
