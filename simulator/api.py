@@ -274,12 +274,18 @@ def schedule_accepts(schedule: str, pp: int, microbatches: int, vpp: int = 1) ->
 
 
 def validation_rows(engine: str = "analytic") -> dict:
-    """Predicted against published runs: ``{"rows": [...], "mape_pct", "source"}`` (``gpuhours validate``)."""
-    from .validate import DEFAULT_CSV, read_csv, validate_rows
+    """Predicted against published runs: ``{"rows": [...], "mape_pct", "source"}`` (``gpuhours validate``).
 
-    res, mape = validate_rows(read_csv(DEFAULT_CSV), engine=engine)
-    rows = [{"run": r.run_id, "metric": r.metric, "predicted": r.predicted, "measured": r.measured,
-             "error %": r.error_pct, "note": r.reason} for r in res]
+    Each row names its run by id and ``description``, what the run was in words from the CSV's own
+    columns (model, GPUs, source in a few words: ``dense · 48× H100 · Megatron-LM 2024``)."""
+    from .validate import DEFAULT_CSV, describe_run, read_csv, validate_rows
+
+    csv_rows = read_csv(DEFAULT_CSV)
+    described = {row["run_id"]: describe_run(row) for row in csv_rows}
+    res, mape = validate_rows(csv_rows, engine=engine)
+    rows = [{"run": r.run_id, "description": described.get(r.run_id, ""), "metric": r.metric,
+             "predicted": r.predicted, "measured": r.measured, "error %": r.error_pct, "note": r.reason}
+            for r in res]
     return {"rows": rows, "mape_pct": mape, "source": str(DEFAULT_CSV)}
 
 

@@ -323,6 +323,41 @@ def validate_rows(rows: list[dict], engine: str = "analytic", profile=None) -> t
     return results, mape
 
 
+def short_source(text: str) -> str:
+    """A citation in a few words, author (or repository) and year: the words before its title, version
+    or details, a repository without its owner, no file names (README, *.md), no "et al.", and the year
+    of its arXiv number when no year is left (``Llama Team 'The Llama 3 Herd of Models' (arXiv
+    2407.21783) Table 4`` -> ``Llama Team 2024``; ``NVIDIA/Megatron-LM README 2024 'Training Speed
+    ...'`` -> ``Megatron-LM 2024``; ``Narayanan et al. 2021 'Efficient ...'`` -> ``Narayanan 2021``)."""
+    head = re.sub(r"\bet al\.?", "", re.split(r" '| \(|[,;:]", text.strip(), maxsplit=1)[0])
+    words = [w.rsplit("/", 1)[-1] for w in head.split()
+             if not re.fullmatch(r"readme|\S+\.(md|png|pdf|json|csv|txt|html?)", w, re.IGNORECASE)]
+    short = " ".join(words)
+    arxiv = re.search(r"arXiv:? ?(\d\d)(\d\d)\.\d{4,5}", text)  # YYMM.NNNNN
+    if arxiv and not re.search(r"\b(19|20)\d\d\b", short):
+        short = f"{short} 20{arxiv.group(1)}".strip()
+    return short
+
+
+def describe_run(row: dict) -> str:
+    """What a validation run was, in words, from its own CSV columns, for readers of a run id such as
+    ``MB2511-QWEN3-30B-A3B``: the model's kind (dense, or MoE with its active / routed experts), the
+    GPUs and the source in a few words, e.g. ``MoE 8/128 · 16× H100 · Megatron-Bridge``. Short enough
+    to sit beside the id in a table (the dashboard's Validation page); an empty column is left out."""
+    def col(key: str) -> str:
+        return (row.get(key) or "").strip()
+
+    kind = col("model_type").lower()
+    model = kind
+    if kind == "moe":
+        model = "MoE" + (f" {col('experts_active')}/{col('experts_total')}"
+                         if col("experts_active") and col("experts_total") else "")
+    gpu = col("gpu").split("-")[0]  # H100-SXM-80GB -> H100
+    n = col("num_gpus")
+    gpus = f"{int(n):,}× {gpu}" if n.isdigit() and gpu else (gpu or (f"{n} GPUs" if n else ""))
+    return " · ".join(part for part in (model, gpus, short_source(col("source"))) if part)
+
+
 def results_json(results: list[RowResult], mape: float | None) -> dict:
     return {
         "rows": [
@@ -336,4 +371,5 @@ def results_json(results: list[RowResult], mape: float | None) -> dict:
     }
 
 
-__all__ = ["DEFAULT_CSV", "read_csv", "row_to_raw", "validate_rows", "results_json", "mfu_under", "to_dict"]
+__all__ = ["DEFAULT_CSV", "read_csv", "row_to_raw", "validate_rows", "results_json", "mfu_under", "to_dict",
+           "describe_run", "short_source"]

@@ -381,6 +381,24 @@ def test_compare_bad_override_is_one_line_error():
     assert any("tp" in m for m in msgs), msgs
 
 
+def test_validation_describes_each_run_beside_its_id_and_fits_1280_px():
+    """Ids such as MB2511-QWEN3-30B-A3B say little: a description (model, GPUs, source) sits beside each,
+    from the public API, and the columns' fixed widths stay inside the 818-px page of a 1280-px window
+    (the browser test checks the rendered table; this one the widths asked for)."""
+    at = _app()
+    at.switch_page("pages/validation.py").run()
+    _ok(at)
+    table = at.dataframe[0]
+    df = table.value
+    assert list(df.columns[:2]) == ["run", "description"]
+    want = {r["run"]: r["description"] for r in api.validation_rows()["rows"]}
+    assert dict(zip(df["run"], df["description"])) == want
+    assert df.set_index("run").loc["MB2511-QWEN3-30B-A3B", "description"] == "MoE 8/128 · 16× H100 · Megatron-Bridge"
+    widths = {name: cfg.get("width") for name, cfg in json.loads(table.proto.columns).items() if name in df.columns}
+    assert all(isinstance(w, int) for w in widths.values()), widths  # auto-sizing looks at the first rows only
+    assert sum(widths.values()) <= 818, widths
+
+
 def test_calibration_draws_one_point_per_measurement():
     """A shape measured more than once (several sources; attention per kernel) stacked as bars and read as one
     kernel above the roofline (1,658 bf16 TFLOP/s for 2048^3 on H800): each measurement is its own point."""

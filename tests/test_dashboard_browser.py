@@ -198,6 +198,9 @@ def test_every_page_in_chromium(server, tmp_path):
                     assert page.get_by_text("No plans yet").count() == 0
                     page.get_by_text("#2 deepseek-v3").first.wait_for(state="attached", timeout=30_000)  # a grid cell
                     _tables_fit(page, "compare")
+                if title == "Validation":  # the runs' descriptions beside their ids
+                    page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=60_000)
+                    _tables_fit(page, "validation")
                 snap(page, f"{i:02d}_{title.split()[0].lower()}")
         finally:
             browser.close()

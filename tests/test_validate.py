@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from simulator.cli import main
-from simulator.validate import DEFAULT_CSV, read_csv, row_to_raw, validate_rows
+from simulator.validate import DEFAULT_CSV, describe_run, read_csv, row_to_raw, short_source, validate_rows
 
 
 def test_validate_json_contract(capsys):
@@ -98,3 +98,49 @@ def test_mfu_divides_by_the_peak_the_definition_states_else_the_rows_gpu():
     assert mfu_under("palm 6N+attn", sc, 100.0) == pytest.approx(base * 989 / 989.4)
     mega = mfu_under("megatron-72 no recompute (TFLOP/s / 312)", sc, 100.0)
     assert mega * 312 == pytest.approx(mfu_under("megatron-72 no recompute (TFLOP/s / 989)", sc, 100.0) * 989)
+
+
+@pytest.mark.parametrize("run_id,description", [
+    ("MLM24-1.7B", "dense · 48× H100 · Megatron-LM 2024"),
+    ("NAR21-1T", "dense · 3,072× A100 · Narayanan 2021"),
+    ("LLAMA3-405B-16384-s131072", "dense · 16,384× H100 · Llama Team 2024"),
+    ("MB2511-QWEN3-30B-A3B", "MoE 8/128 · 16× H100 · Megatron-Bridge"),
+    ("MB2511-GPTOSS-120B", "MoE 4/128 · 64× H100 · Megatron-Bridge"),
+    ("DSV2-236B-H800", "MoE 6/160 · H800 · DeepSeek-AI 2024"),  # the source gives no GPU count
+])
+def test_a_run_id_is_described_from_its_own_columns(run_id, description):
+    """Ids such as MB2511-QWEN3-30B-A3B say little to a reader: model kind, GPUs and source in words."""
+    row = next(r for r in read_csv(DEFAULT_CSV) if r["run_id"] == run_id)
+    assert describe_run(row) == description
+
+
+def test_run_descriptions_are_short_and_change_with_their_columns():
+    rows = read_csv(DEFAULT_CSV)
+    # Short enough to sit beside the id in the dashboard's table (a 260-px column at a 1280-px window).
+    assert max(len(describe_run(r)) for r in rows if r["include"] == "true") <= 40
+    row = next(r for r in rows if r["run_id"] == "MLM24-1.7B")
+    assert describe_run({**row, "num_gpus": "96", "gpu": "A100-80GB"}) == "dense · 96× A100 · Megatron-LM 2024"
+    assert describe_run({"run_id": "X"}) == ""  # every column empty: nothing made up
+
+
+@pytest.mark.parametrize("source,short", [
+    ("NVIDIA/Megatron-LM README 2024 'Training Speed and Scalability' (images/model_table.png)", "Megatron-LM 2024"),
+    ("Llama Team 'The Llama 3 Herd of Models' (arXiv 2407.21783) Table 4, Sec 3.3.2", "Llama Team 2024"),
+    ("NVIDIA-NeMo/Megatron-Bridge docs/performance-summary.md, 25.09 NeMo Container", "Megatron-Bridge"),
+    ("NVIDIA-NeMo/Megatron-Bridge PR #3862 ('docs: Record MoE overlap smoke results', 2026-05-16)",
+     "Megatron-Bridge PR #3862"),
+    ("Smith et al. 'A Title' (arXiv:2104.04473)", "Smith 2021"),
+    ("", ""),
+])
+def test_short_source_keeps_author_and_year(source, short):
+    assert short_source(source) == short
+
+
+def test_validation_rows_carry_the_description():
+    from simulator.api import validation_rows
+
+    rows = validation_rows()["rows"]
+    assert list(rows[0])[:2] == ["run", "description"]
+    by_run = {r["run"]: r["description"] for r in rows}
+    assert by_run["MB2511-QWEN3-30B-A3B"] == "MoE 8/128 · 16× H100 · Megatron-Bridge"
+    assert all(by_run.values())

@@ -35,16 +35,24 @@ c = st.columns(3)
 c[0].metric("MAPE", f"{mape:.1f} %" if mape is not None else "—")
 c[1].metric("Runs scored", f"{len(scored)} of {len(df)}")
 c[2].metric("Within ±10 %", f"{(scored['error %'].abs() <= 10).sum()} runs")
+# Fixed widths: the grid sizes a column on its first rows only (it cut 'MFU % (palm 6N+attn)' further down),
+# and the six (815 px) fit the 818-px page of a 1280-px window with the sidebar open.
 st.dataframe(df, hide_index=True, width="stretch", column_config={
-    "predicted": st.column_config.NumberColumn(format="%,.1f"),
-    "measured": st.column_config.NumberColumn(format="%,.1f"),
-    "error %": st.column_config.NumberColumn(format="%+.1f %%"),
+    "run": st.column_config.TextColumn(width=188, help="The run's id in the validation CSV"),
+    "description": st.column_config.TextColumn(
+        width=260, help="What the run was: the model (dense, or MoE with its active / routed experts per token), "
+                        "the GPUs and the source in a few words, from the CSV's own columns"),
+    "metric": st.column_config.TextColumn(
+        width=148, help="What was measured: throughput, or MFU under the source's own FLOP count"),
+    "predicted": st.column_config.NumberColumn(format="%,.1f", width=72),
+    "measured": st.column_config.NumberColumn(format="%,.1f", width=75),
+    "error %": st.column_config.NumberColumn(format="%+.1f %%", width=72),
 })
 if not scored.empty:
     lo = float(min(scored["predicted"].min(), scored["measured"].min())) * 0.8
     hi = float(max(scored["predicted"].max(), scored["measured"].max())) * 1.25
     fig = px.scatter(scored, x="measured", y="predicted", color="metric", hover_name="run",
-                     hover_data={"error %": ":+.1f"}, log_x=True, log_y=True,
+                     hover_data={"description": True, "error %": ":+.1f"}, log_x=True, log_y=True,
                      title="Predicted vs measured (dashed: perfect, dotted: ±20 %)")
     fig.add_shape(type="line", x0=lo, y0=lo, x1=hi, y1=hi, line=dict(dash="dash", color="grey"))
     for f in (0.8, 1.2):
