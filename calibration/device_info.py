@@ -69,7 +69,9 @@ def describe_device(device: Any) -> dict[str, Any]:
         "python": platform.python_version(),
     }
     if getattr(device, "type", str(device)) == "cuda":  # pragma: no cover - needs a GPU
-        index = device.index if device.index is not None else torch.cuda.current_device()
+        from calibration.clocks import device_index
+
+        index = device_index(device)
         props = torch.cuda.get_device_properties(index)
         info.update(
             name=props.name,
