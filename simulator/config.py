@@ -51,6 +51,8 @@ class NSAConfig:
 
     def validate(self) -> None:
         _positive(self, "model.nsa", ("compress_block", "compress_stride", "select_block", "selected_blocks", "window"))
+        _within(self, "model.nsa", {f: SEQ_LEN for f in ("compress_block", "compress_stride", "select_block", "window")})
+        _within(self, "model.nsa", {"selected_blocks": (1, SEQ_LEN[1], "blocks")})
         if self.compress_stride > self.compress_block:
             raise ConfigError("model.nsa.compress_stride", f"{self.compress_stride} exceeds compress_block="
                               f"{self.compress_block} (blocks would leave gaps)", f"1..{self.compress_block}")
@@ -137,6 +139,16 @@ class ModelConfig:
                                      "qk_rope_head_dim", "v_head_dim", "dense_intermediate", "n_routed_experts",
                                      "n_shared_experts", "experts_per_token", "moe_intermediate", "first_k_dense",
                                      "max_nodes_per_token", "mtp_depth", "sliding_window"))
+        _within(self, "model", {"layers": LAYERS, "hidden": WIDTH, "heads": HEADS, "vocab": VOCAB})
+        _within(self, "model", {"mtp_depth": MTP_MODULES, "sliding_window_every": LAYERS, "n_expert_groups": EXPERTS})
+        _within(self, "model", {f: WIDTH for f in ("head_dim", "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim",
+                                                   "qk_rope_head_dim", "v_head_dim", "dense_intermediate",
+                                                   "moe_intermediate")}, zero_means="not used")
+        _within(self, "model", {"kv_heads": HEADS}, zero_means="as many as heads")
+        _within(self, "model", {"n_routed_experts": EXPERTS, "n_shared_experts": EXPERTS, "experts_per_token": EXPERTS},
+                zero_means="none")
+        _within(self, "model", {"max_nodes_per_token": (1, GPUS[1], "nodes")}, zero_means="unlimited")
+        _within(self, "model", {"sliding_window": SEQ_LEN}, zero_means="full attention")
         if self.nsa is not None:
             self.nsa.validate()
         if not 1 <= self.topk_groups <= max(1, self.n_expert_groups):
@@ -207,7 +219,7 @@ class GPUConfig:
     def validate(self) -> None:
         _positive(self, "cluster.gpu", ("sms", "hbm_gib", "hbm_gbps", "bf16_tflops"))
         _nonnegative(self, "cluster.gpu", ("fp8_tflops", "fp16_tflops"))
-        _within(self, "cluster.gpu", {"hbm_gib": HBM_GIB, "hbm_gbps": BANDWIDTH_GBPS, "bf16_tflops": TFLOPS})
+        _within(self, "cluster.gpu", {"sms": SMS, "hbm_gib": HBM_GIB, "hbm_gbps": BANDWIDTH_GBPS, "bf16_tflops": TFLOPS})
         _within(self, "cluster.gpu", {"fp8_tflops": TFLOPS, "fp16_tflops": TFLOPS}, zero_means="not given")
 
 
@@ -240,7 +252,8 @@ class ClusterConfig:
         self.gpu.validate()
         _positive(self, "cluster", ("num_gpus", "gpus_per_node", "nvlink_gbps", "ib_gbps"))
         _nonnegative(self, "cluster", ("nvlink_latency_us", "ib_latency_us"))
-        _within(self, "cluster", {"nvlink_gbps": BANDWIDTH_GBPS, "ib_gbps": BANDWIDTH_GBPS,
+        _within(self, "cluster", {"num_gpus": GPUS, "gpus_per_node": GPUS, "nvlink_gbps": BANDWIDTH_GBPS,
+                                  "ib_gbps": BANDWIDTH_GBPS,
                                   "nvlink_latency_us": LATENCY_US, "ib_latency_us": LATENCY_US})
         if self.num_gpus > self.gpus_per_node and self.num_gpus % self.gpus_per_node:
             raise ConfigError(
@@ -393,6 +406,7 @@ class PhaseConfig:
     def validate(self) -> None:
         f = f"training.phases[{self.name}]"
         _positive(self, f, ("seq_len", "global_batch"))
+        _within(self, f, {"seq_len": SEQ_LEN, "global_batch": BATCH})
         _nonnegative(self, f, ("tokens", "steps", "published_gpu_hours", "gpu_hours"))
         _within(self, f, {"tokens": TOKENS}, zero_means="from steps")
         _within(self, f, {"published_gpu_hours": GPU_HOURS, "gpu_hours": GPU_HOURS})
@@ -412,6 +426,7 @@ class TrainingConfig:
 
     def validate(self) -> None:
         _positive(self, "training", ("seq_len", "global_batch", "tokens"))
+        _within(self, "training", {"seq_len": SEQ_LEN, "global_batch": BATCH})
         _within(self, "training", {"tokens": TOKENS})
         _check_ramp("training", self.batch_ramp_from, self.batch_ramp_tokens, self.tokens)
         for ph in self.phases:
@@ -526,6 +541,13 @@ class Scenario:
                 "a micro-batch size that divides global_batch/dp = " + _fmt_div(t.global_batch, dp),
             )
         mbs = self.microbatches
+        if mbs > MICROBATCHES_MAX:
+            raise ConfigError(
+                "plan.micro_batch",
+                f"{mbs} micro-batches per pipeline replica (training.global_batch / (dp x micro_batch) = "
+                f"{t.global_batch} / ({dp} x {p.micro_batch}))",
+                f"at most {MICROBATCHES_MAX}: a larger micro_batch or a smaller global_batch",
+            )
         # DualPipe's reference asserts an even rank count and an even number of at least 2*pp chunks;
         # DualPipeV's only asks for at least 2*pp (schedules.validate_schedule_args mirrors both).
         if p.schedule == "dualpipe" and p.pp % 2:
@@ -599,6 +621,24 @@ TOKENS = (1.0, 1e18, "tokens")  # one token .. 1e18 (~70,000x DeepSeek-V3's 14.8
 GPU_HOURS = (0.0, 1e15, "GPU-hours")  # published or given phase costs; V3's whole run: 2.788e6
 USD_PER_GPU_HOUR = (0.0, 1e6, "USD")  # free .. $1M per GPU-hour; today: ~$1-10
 
+# Ranges of the whole-number sizes, for the same reason and one more: the engines walk some of them
+# one by one (layers into stages, MTP modules, micro-batches through the schedule), so a size such as
+# model.layers=1e15 was not refused and never answered. Each upper end is two or more decades past
+# the largest shipped value and keeps one analytic prediction within seconds.
+LAYERS = (1, 10_000, "layers")  # today: 12 (MoE 2B) .. 126 (Llama 3 405B)
+MTP_MODULES = (0, 1_000, "modules")  # today: 0 or 1 (DeepSeek-V3)
+WIDTH = (1, 10_000_000, "")  # hidden, intermediate, LoRA-rank and head sizes; today: 64 .. 53,248
+HEADS = (1, 100_000, "heads")  # today: 16 .. 128
+VOCAB = (1, 1_000_000_000, "tokens")  # today: 32,000 .. 151,936
+EXPERTS = (1, 1_000_000, "experts")  # routed experts and how many a token picks; today: 8 .. 256
+SEQ_LEN = (1, 1_000_000_000, "tokens")  # today: 2,048 .. 131,072
+BATCH = (1, 1_000_000_000, "sequences")  # global batch and the ramp's start; today: 16 .. 15,360
+GPUS = (1, 100_000_000, "GPUs")  # per cluster (also per node); today: 8 .. 16,384
+SMS = (1, 1_000_000, "SMs")  # per GPU; today: 108 .. 132
+# Micro-batches per pipeline replica and step: the schedules list every one of them, in both engines
+# (a DualPipe step of 100,000 takes the analytic engine ~9 s). Today: 1 .. 15,360 (search over V3).
+MICROBATCHES_MAX = 100_000
+
 
 def _g(x: float) -> str:
     """A number as one would type it: 0, 0.5, 160, 1e-3, 1e7, 2.5e-300 (not 0.001 or 1e+07)."""
@@ -609,7 +649,10 @@ def _g(x: float) -> str:
 
 
 def _digits(x: float) -> str:
-    """All of a value's digits, briefly: 1e-300, 1e308, 20000000, 123456789.5 (not 1e-09, 1e+308, 20000000.0)."""
+    """All of a value's digits, briefly: 1e-300, 1e308, 20000000, 123456789.5 (not 1e-09, 1e+308, 20000000.0);
+    a whole number past 16 digits, which was typed as a float (1e160) and holds that float's binary noise, as 1e160."""
+    if isinstance(x, int) and abs(x) >= 10**16:
+        return _g(float(x))
     text = repr(x)
     if "e" in text:
         mantissa, exponent = text.split("e")
@@ -625,15 +668,16 @@ def _within(obj: Any, prefix: str, ranges: dict[str, tuple[float, float, str]], 
         if zero_means and value == 0:
             continue
         if not lo <= value <= hi:
-            allowed = f"{_g(lo)} .. {_g(hi)} {unit}" + (f", or 0 ({zero_means})" if zero_means and lo > 0 else "")
+            allowed = f"{_g(lo)} .. {_g(hi)} {unit}".rstrip() + (f", or 0 ({zero_means})" if zero_means and lo > 0 else "")
             raise ConfigError(f"{prefix}.{name}", f"{_digits(value)} is out of range", allowed)
 
 
 def _check_ramp(prefix: str, ramp_from: int, ramp_tokens: float, tokens: float) -> None:
     """A batch-size ramp starts at a batch size >= 0 (0: none; it may start above the global batch, so
     a user who lowers the batch keeps the preset's ramp) and spans at most the tokens there are."""
-    if not (_number(ramp_from) and ramp_from >= 0):
-        raise ConfigError(f"{prefix}.batch_ramp_from", f"{ramp_from!r} out of range", "0 (no ramp) or a batch size")
+    if not (_number(ramp_from) and 0 <= ramp_from <= BATCH[1]):
+        raise ConfigError(f"{prefix}.batch_ramp_from", f"{ramp_from!r} out of range",
+                          f"0 (no ramp) or a batch size 1 .. {_g(BATCH[1])} sequences")
     if not (_number(ramp_tokens) and 0 <= ramp_tokens <= tokens):
         raise ConfigError(f"{prefix}.batch_ramp_tokens", f"{ramp_tokens!r} out of range", f"0..tokens={tokens:g}")
 

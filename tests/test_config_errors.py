@@ -165,6 +165,41 @@ def test_the_ends_of_the_physical_ranges_give_a_finite_result(argv, engine, caps
     assert 0 < rep["step_time_s"] < math.inf and 0 <= rep["usd_per_trillion_tokens"] < math.inf
 
 
+@pytest.mark.parametrize("override,message", [
+    ("model.layers=1e15", "model.layers: 1000000000000000 is out of range; allowed: 1 .. 10000 layers"),
+    ("model.mtp_depth=1e15", "model.mtp_depth: 1000000000000000 is out of range; allowed: 0 .. 1000 modules"),
+    ("model.hidden=1e160", "model.hidden: 1e160 is out of range; allowed: 1 .. 1e7"),
+    ("model.kv_heads=1e6", "model.kv_heads: 1000000 is out of range; allowed: 1 .. 1e5 heads, or 0 (as many as heads)"),
+    ("model.n_routed_experts=2e6", "model.n_routed_experts: 2000000 is out of range; allowed: 1 .. 1e6 experts, or 0 (none)"),
+    ("training.seq_len=1e160", "training.seq_len: 1e160 is out of range; allowed: 1 .. 1e9 tokens"),
+    ("training.global_batch=1e15", "training.global_batch: 1000000000000000 is out of range; allowed: 1 .. 1e9 sequences"),
+    ("training.batch_ramp_from=1e15", "training.batch_ramp_from: 1000000000000000 out of range; allowed: 0 (no ramp) "
+     "or a batch size 1 .. 1e9 sequences"),
+    ("cluster.num_gpus=1e15", "cluster.num_gpus: 1000000000000000 is out of range; allowed: 1 .. 1e8 GPUs"),
+    ("cluster.gpu.sms=1e7", "cluster.gpu.sms: 10000000 is out of range; allowed: 1 .. 1e6 SMs"),
+    # each field in range, but the schedule would list 781,250 micro-batches per replica
+    ("training.global_batch=100000000", "plan.micro_batch: 781250 micro-batches per pipeline replica"),
+])
+def test_whole_number_sizes_out_of_range_are_refused(override, message, capsys):
+    """Sizes the engines walk one by one (layers, MTP modules, micro-batches) hung at 1e15: no answer,
+    no error. Sizes they only multiply (hidden=1e160) gave a meaningless figure or an error naming no
+    field. Each now has a range (simulator/config.py) and is refused by name at once."""
+    assert main(["predict", "deepseek-v3", "--set", override]) == 2
+    cap = capsys.readouterr()
+    assert cap.out == "" and cap.err.count("\n") == 1
+    assert cap.err.startswith(f"gpuhours: error: {message}"), cap.err
+
+
+def test_a_phase_ramp_that_would_list_too_many_micro_batches_is_named(tmp_path, capsys):
+    p = tmp_path / "s.yaml"
+    p.write_text("model: deepseekmoe-2b\ncluster: {preset: h800, num_gpus: 8}\ntraining:\n  global_batch: 64\n  phases:\n"
+                 "    - {name: a, seq_len: 4096, global_batch: 64, tokens: 1.0e12, batch_ramp_from: 900000000,"
+                 " batch_ramp_tokens: 1.0e11}\n")
+    assert main(["predict", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gpuhours: error: training.phases.a: plan.micro_batch: ") and "micro-batches per pipeline" in err
+
+
 @pytest.mark.parametrize("argv,patch,field", [
     (["predict", "deepseek-v3", "--json"], "report", "usd_per_trillion_tokens"),
     (["predict", "deepseek-v3"], "report", "usd_per_trillion_tokens"),
