@@ -640,7 +640,7 @@ SMS = (1, 1_000_000, "SMs")  # per GPU; today: 108 .. 132
 MICROBATCHES_MAX = 100_000
 
 
-def _g(x: float) -> str:
+def format_number(x: float) -> str:
     """A number as one would type it: 0, 0.5, 160, 1e-3, 1e7, 2.5e-300 (not 0.001 or 1e+07)."""
     if x and not 1e-2 <= abs(x) < 1e5:
         mantissa, exponent = f"{x:.6e}".split("e")
@@ -652,7 +652,7 @@ def _digits(x: float) -> str:
     """All of a value's digits, briefly: 1e-300, 1e308, 20000000, 123456789.5 (not 1e-09, 1e+308, 20000000.0);
     a whole number past 16 digits, which was typed as a float (1e160) and holds that float's binary noise, as 1e160."""
     if isinstance(x, int) and abs(x) >= 10**16:
-        return _g(float(x))
+        return format_number(float(x))
     text = repr(x)
     if "e" in text:
         mantissa, exponent = text.split("e")
@@ -668,7 +668,7 @@ def _within(obj: Any, prefix: str, ranges: dict[str, tuple[float, float, str]], 
         if zero_means and value == 0:
             continue
         if not lo <= value <= hi:
-            allowed = f"{_g(lo)} .. {_g(hi)} {unit}".rstrip() + (f", or 0 ({zero_means})" if zero_means and lo > 0 else "")
+            allowed = f"{format_number(lo)} .. {format_number(hi)} {unit}".rstrip() + (f", or 0 ({zero_means})" if zero_means and lo > 0 else "")
             raise ConfigError(f"{prefix}.{name}", f"{_digits(value)} is out of range", allowed)
 
 
@@ -677,7 +677,7 @@ def _check_ramp(prefix: str, ramp_from: int, ramp_tokens: float, tokens: float) 
     a user who lowers the batch keeps the preset's ramp) and spans at most the tokens there are."""
     if not (_number(ramp_from) and 0 <= ramp_from <= BATCH[1]):
         raise ConfigError(f"{prefix}.batch_ramp_from", f"{ramp_from!r} out of range",
-                          f"0 (no ramp) or a batch size 1 .. {_g(BATCH[1])} sequences")
+                          f"0 (no ramp) or a batch size 1 .. {format_number(BATCH[1])} sequences")
     if not (_number(ramp_tokens) and 0 <= ramp_tokens <= tokens):
         raise ConfigError(f"{prefix}.batch_ramp_tokens", f"{ramp_tokens!r} out of range", f"0..tokens={tokens:g}")
 

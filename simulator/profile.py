@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import write_atomic
+from .config import BANDWIDTH_GBPS, TFLOPS, format_number
 
 SCHEMA = "gpuhours.profile"
 SCHEMA_VERSION = 1
@@ -59,6 +60,16 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "sustained": ("dtype", "m", "n", "k", "burst_tflops", "sustained_tflops", "seconds"),
 }
 TEXT_KEYS = ("dtype", "direction", "op", "library", "link")  # the other table keys are positive numbers
+# Ranges of the measured rates, so that a corrupt or mistyped row (tflops 1e-300) is refused by name
+# when the profile is read rather than ending as an infinite step. The upper ends are the scenario's
+# (simulator/config.py); the lower ends are three decades wider than there, because a profile measured
+# on a CPU (the calibration's test path) holds rates down to ~5e-3 TFLOP/s.
+RATE_RANGES: dict[str, tuple[float, float, str]] = {
+    "tflops": (1e-6, TFLOPS[1], TFLOPS[2]),
+    "burst_tflops": (1e-6, TFLOPS[1], TFLOPS[2]),
+    "sustained_tflops": (1e-6, TFLOPS[1], TFLOPS[2]),
+    "gbps": (1e-6, BANDWIDTH_GBPS[1], BANDWIDTH_GBPS[2]),
+}
 
 
 class ProfileError(ValueError):
@@ -105,6 +116,10 @@ def validate_profile(data: Any, where: str = "profile") -> dict:
                     raise ProfileError(
                         f"{where}: tables.{name}[{i}].{key} must be a positive finite number, got {v!r}"
                     )
+                lo, hi, unit = RATE_RANGES.get(key, (0.0, math.inf, ""))
+                if not lo <= v <= hi:
+                    raise ProfileError(f"{where}: tables.{name}[{i}].{key}: {format_number(v)} is out of range; "
+                                       f"allowed: {format_number(lo)} .. {format_number(hi)} {unit}")
             for key in TEXT_KEYS:
                 if key in row and not isinstance(row[key], str):
                     raise ProfileError(f"{where}: tables.{name}[{i}].{key} must be text, got {row[key]!r}")

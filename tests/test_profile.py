@@ -87,6 +87,23 @@ def test_invalid_rows_refused():
         validate_profile(doc)
 
 
+@pytest.mark.parametrize("table,row", [
+    ("gemm", {"dtype": "fp8", "m": 1, "n": 1, "k": 1, "tflops": 1e-300}),
+    ("gemm", {"dtype": "fp8", "m": 1, "n": 1, "k": 1, "tflops": 1e300}),
+    ("memory_bound", {"op": "rmsnorm", "bytes": 1e6, "gbps": 1e-300}),
+    ("collectives", {"op": "all_to_all", "ranks": 8, "gbps": 2e7}),
+    ("sustained", {"dtype": "bf16", "m": 1, "n": 1, "k": 1, "burst_tflops": 500, "sustained_tflops": 1e-9, "seconds": 20}),
+])
+def test_rates_out_of_range_are_refused_by_name(table, row):
+    """A rate that is positive and finite but absurd (a corrupt or mistyped row) used to pass the
+    check and end as an infinite step reported against no field."""
+    doc = _doc([])
+    doc["tables"] = {table: [row]}
+    key = next(k for k in ("tflops", "gbps", "sustained_tflops") if k in row and not 1e-6 <= row[k] <= 1e7)
+    with pytest.raises(ProfileError, match=rf"tables\.{table}\[0\]\.{key}: .* is out of range; allowed: 1e-6 \.\. 1e7"):
+        validate_profile(doc)
+
+
 def test_interpolation_monotone_time_and_clamp():
     rows = [{"dtype": "bf16", "m": m, "n": 4096, "k": 4096, "tflops": t} for m, t in ((256, 200), (1024, 500), (4096, 700))]
     path_doc = validate_profile(_doc(rows))
