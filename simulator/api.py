@@ -184,7 +184,7 @@ def search_plans(sc: Scenario, objective: str = "gpu_hours", top: int = 10, spac
         tell(share * done / max(1, total), f"timed {done:,} of {total:,} plans (analytic)")
 
     res = search(sc, sc.cluster.num_gpus, objective=objective, top=top, progress=tick, space=space,
-                 profile=profile, workers=workers, des=False)
+                 profile=profile, workers=workers, des=False, reports=False)
     best = res.rows[:top]
     plans = []
     for i, r in enumerate(best):

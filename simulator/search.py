@@ -66,7 +66,7 @@ METRICS = ("step_time_s", "gpu_hours_per_trillion_tokens", "usd_per_trillion_tok
 class SearchResult:
     """Ranked plans (best first) and what the search cost."""
 
-    plans: list[dict]  # best first: {"plan", "rank", ...predict report keys..., "des"}
+    plans: list[dict]  # best first: {"plan", "rank", ...predict report keys..., "des"} (none when reports=False)
     evaluated: int  # candidates given to the analytic engine (``failed`` ones included)
     valid: int  # timed candidates that fit in memory
     enumerated: int  # candidates generated (before validation and pruning)
@@ -266,8 +266,11 @@ def des_available() -> bool:
 
 def search(sc: Scenario, gpus: int, objective: str = "gpu_hours", top: int = 10, scheduler: str | None = None,
            progress: Callable[[int, int], None] | None = None, space: dict | None = None,
-           profile: Any = None, workers: int | None = None, des: bool = True) -> SearchResult:
-    """Rank the plans of ``sc`` on ``gpus`` GPUs by ``objective`` (best first)."""
+           profile: Any = None, workers: int | None = None, des: bool = True, reports: bool = True) -> SearchResult:
+    """Rank the plans of ``sc`` on ``gpus`` GPUs by ``objective`` (best first).
+
+    ``reports``: give the best ``top`` plans whole reports (``plans``; each re-simulated with the DES
+    when ``des``); ``api.search_plans``, which builds its own rows from ``rows``, asks for none."""
     if objective not in OBJECTIVES:
         raise ConfigError("--objective", f"unknown objective {objective!r}", ", ".join(OBJECTIVES))
     if not isinstance(gpus, int) or gpus < 1:
@@ -306,7 +309,7 @@ def search(sc: Scenario, gpus: int, objective: str = "gpu_hours", top: int = 10,
         r["rank"] = i + 1
     bad = [r["error"] for r in rows if "error" in r]
     has_des = des_available()
-    best = [_full(base, r, profile, has_des and des) for r in ok[:top]]
+    best = [_full(base, r, profile, has_des and des) for r in ok[:top]] if reports else []
     seconds = time.perf_counter() - t0
     return SearchResult(best, len(rows), len(ok), enumerated, pruned, seconds, objective, has_des, ok,
                         failed=len(bad), errors=tuple(dict.fromkeys(bad))[:5])
