@@ -203,6 +203,14 @@ class GPUConfig:
     bf16_tflops: float
     fp8_tflops: float = 0.0  # 0 = no FP8 tensor cores
     fp16_tflops: float = 0.0  # 0 = same as bf16
+    # SM clocks. Compute-bound kernels run in proportion to the SM clock, and a board at its power
+    # limit lowers it: a training step keeps the tensor cores busy for seconds, a benchmark that idles
+    # between kernels does not. ``peak_clock_mhz``: the clock behind the datasheet peaks;
+    # ``sustained_clock_mhz``: the clock the board holds under sustained training load. Both 0 (not
+    # known): profile rates are taken as measured. Given, they correct the profile tables measured in
+    # short bursts (``burst_tables`` of a profile) by sustained / peak (simulator.timer).
+    peak_clock_mhz: float = 0.0
+    sustained_clock_mhz: float = 0.0
     source: str = ""
 
     def peak_tflops(self, dtype: str) -> float:
@@ -221,6 +229,20 @@ class GPUConfig:
         _nonnegative(self, "cluster.gpu", ("fp8_tflops", "fp16_tflops"))
         _within(self, "cluster.gpu", {"sms": SMS, "hbm_gib": HBM_GIB, "hbm_gbps": BANDWIDTH_GBPS, "bf16_tflops": TFLOPS})
         _within(self, "cluster.gpu", {"fp8_tflops": TFLOPS, "fp16_tflops": TFLOPS}, zero_means="not given")
+        _nonnegative(self, "cluster.gpu", ("peak_clock_mhz", "sustained_clock_mhz"))
+        _within(self, "cluster.gpu", {"peak_clock_mhz": CLOCK_MHZ, "sustained_clock_mhz": CLOCK_MHZ}, zero_means="not known")
+        if self.sustained_clock_mhz and not self.peak_clock_mhz:
+            raise ConfigError("cluster.gpu.peak_clock_mhz", "0 while sustained_clock_mhz is given",
+                              "the SM clock behind the datasheet peaks (H800/H100 SXM: 1830)")
+        if self.sustained_clock_mhz > self.peak_clock_mhz > 0:
+            raise ConfigError("cluster.gpu.sustained_clock_mhz", f"{format_number(self.sustained_clock_mhz)} exceeds "
+                              f"peak_clock_mhz={format_number(self.peak_clock_mhz)}",
+                              f"0 (not known) or 1 .. {format_number(self.peak_clock_mhz)} MHz")
+
+    @property
+    def sustained_clock_fraction(self) -> float:
+        """Sustained / peak SM clock: what a burst-measured compute rate keeps under training load (1.0: not known)."""
+        return self.sustained_clock_mhz / self.peak_clock_mhz if self.sustained_clock_mhz else 1.0
 
 
 @dataclass(frozen=True)
@@ -616,6 +638,7 @@ def _nonnegative(obj: Any, prefix: str, names: tuple[str, ...]) -> None:
 BANDWIDTH_GBPS = (1e-3, 1e7, "GB/s")  # 1 MB/s (a slow WAN link) .. 10 PB/s; today: IB 12-100, NVLink 900, HBM 8000
 TFLOPS = (1e-3, 1e7, "TFLOP/s")  # 1 GFLOP/s (a CPU core) .. 10 EFLOP/s per GPU; today: ~1000 BF16, ~5000 FP8
 HBM_GIB = (1e-3, 1e7, "GiB")  # 1 MiB .. 10 PiB per GPU; today: 40-288 GiB
+CLOCK_MHZ = (1.0, 1e5, "MHz")  # 1 MHz .. 100 GHz; today: 1410 (A100) .. 1980 (Hopper boost)
 LATENCY_US = (0.0, 1e6, "us")  # none .. 1 s per message; today: ~1-10 us
 TOKENS = (1.0, 1e18, "tokens")  # one token .. 1e18 (~70,000x DeepSeek-V3's 14.8T)
 GPU_HOURS = (0.0, 1e15, "GPU-hours")  # published or given phase costs; V3's whole run: 2.788e6

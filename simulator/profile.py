@@ -72,6 +72,11 @@ RATE_RANGES: dict[str, tuple[float, float, str]] = {
 }
 
 
+# Tables whose rates follow the SM clock (compute-bound kernels); a profile may list some of them, by
+# dtype, under ``burst_tables``: rows its sources measured in short bursts, below the power limit.
+BURST_KINDS = ("gemm", "grouped_gemm", "attention")
+
+
 class ProfileError(ValueError):
     """A profile that is missing, corrupt or of an unknown schema version."""
 
@@ -92,6 +97,16 @@ def validate_profile(data: Any, where: str = "profile") -> dict:
         raise ProfileError(f"{where}: field 'device' must be an object with a 'name'")
     if device.get("kind", "gpu") not in ("gpu", "cpu"):
         raise ProfileError(f"{where}: device.kind must be 'gpu' or 'cpu', got {device.get('kind')!r}")
+    burst = data.get("burst_tables", {})
+    if not isinstance(burst, dict):
+        raise ProfileError(f"{where}: field 'burst_tables' must be an object")
+    for key, evidence in burst.items():
+        table, _, dtype = str(key).partition("/")
+        if table not in BURST_KINDS or not dtype:
+            raise ProfileError(f"{where}: burst_tables key {key!r}; allowed: TABLE/DTYPE with TABLE one of "
+                               f"{', '.join(BURST_KINDS)} (e.g. gemm/fp8)")
+        if not (isinstance(evidence, str) and evidence.strip()):
+            raise ProfileError(f"{where}: burst_tables.{key} must say, in text, why those rows were measured in bursts")
     tables = data.get("tables", {})
     if not isinstance(tables, dict):
         raise ProfileError(f"{where}: field 'tables' must be an object")
@@ -508,6 +523,11 @@ class Profile:
                                         f"at {ratio:.2f} of its harness rate{seen}")
         self._cache[("sustained", dtype)] = res
         return res
+
+    def burst_evidence(self, table: str, dtype: str) -> str | None:
+        """Why this profile's ``table`` rows of ``dtype`` were measured in short bursts, at a clock the
+        board does not hold under sustained load (None: not known to be; they are taken as measured)."""
+        return self.data.get("burst_tables", {}).get(f"{table}/{dtype}")
 
     def sm_fraction(self, sms: float, total_sms: float) -> Lookup:
         """Relative compute throughput with ``sms`` of ``total_sms`` SMs (1.0 = all)."""

@@ -96,14 +96,29 @@ class OpTimer:
             return peak
         if res.status == "clamped":
             self._warn(f"clamped:{op.kind}:{dt}", f"{op.kind} {dt} shapes outside the measured range, nearest rows used ({res.detail})")
-        return min(res.value, peak) * self._sustained(dt)
+        return min(res.value, peak) * self._sustained(op.kind, dt)
 
-    def _sustained(self, dtype: str) -> float:
-        """This profile's measured sustained/burst ratio for compute-bound kernels (1.0 without one)."""
+    def _sustained(self, table: str, dtype: str) -> float:
+        """What a compute rate of this profile keeps under the sustained load of a training step.
+
+        A profile measured with ``gpuhours calibrate --families sustained`` says so itself: its GEMM run
+        back to back against the harness's timing of it (a ratio per dtype). Otherwise, where the
+        profile marks a table as measured in short bursts and the GPU gives its sustained and peak SM
+        clocks, the ratio of the clocks (compute-bound rates follow the SM clock). Else 1.0."""
         res = self.profile.sustained_fraction(dtype)
-        if res.status == "measured" and res.value < 1.0:
-            self._warn(f"sustained:{dtype}", f"sustained load: {dtype} compute rates x {res.value:.2f} ({res.detail})")
-        return res.value
+        if res.status == "measured":
+            if res.value < 1.0:
+                self._warn(f"sustained:{dtype}", f"sustained load: {dtype} compute rates x {res.value:.2f} ({res.detail})")
+            return res.value
+        evidence = self.profile.burst_evidence(table, dtype)
+        fraction = self.gpu.sustained_clock_fraction
+        if evidence and fraction < 1.0:
+            self._warn(f"sustained:{table}:{dtype}",
+                       f"sustained clock: {table} {dtype} rates x {fraction:.3f} ({self.gpu.name} holds "
+                       f"{self.gpu.sustained_clock_mhz:g} of {self.gpu.peak_clock_mhz:g} MHz under training load; "
+                       f"profile {self.profile.name} measured these rows in bursts: {evidence})")
+            return fraction
+        return 1.0
 
     def memory_gbps(self, op: Op) -> float:
         if self.profile is not None:

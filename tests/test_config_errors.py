@@ -466,3 +466,17 @@ def test_ep_may_span_context_parallel_ranks():
     has dp 16 but 256 GPUs, so EP64 fits (the old check asked for a divisor of dp*tp = 16)."""
     sc = load_scenario("deepseek-v3", ("training.seq_len=131072", "plan.cp=16", "plan.pp=8", "plan.ep=64"))
     assert sc.dp == 16 and sc.dp_expert == 4
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["cluster.gpu.peak_clock_mhz=0"], "cluster.gpu.peak_clock_mhz: 0 while sustained_clock_mhz is given; allowed: "
+                                       "the SM clock behind the datasheet peaks"),
+    (["cluster.gpu.sustained_clock_mhz=2000"], "cluster.gpu.sustained_clock_mhz: 2000 exceeds peak_clock_mhz=1830; "
+                                               "allowed: 0 (not known) or 1 .. 1830 MHz"),
+    (["cluster.gpu.sustained_clock_mhz=1e9"], "cluster.gpu.sustained_clock_mhz: 1000000000 is out of range; allowed: "
+                                              "1 .. 1e5 MHz, or 0 (not known)"),
+])
+def test_sm_clocks_are_checked(overrides, message):
+    with pytest.raises(ConfigError) as e:
+        load_scenario("deepseek-v3", overrides)
+    assert str(e.value).startswith(message), str(e.value)

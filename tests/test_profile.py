@@ -1,6 +1,7 @@
 """Profiles: schema, atomic writes, interpolation."""
 
 import json
+import re
 
 import pytest
 
@@ -317,3 +318,61 @@ def test_op_timer_warns_when_a_small_expert_rate_is_derived():
             m=4096, n=2048, k=768, groups=16)
     timer.time(op)
     assert "k=768 below the grouped rows" in timer.warnings["derived:grouped_gemm:fp8"]
+
+
+def test_burst_measured_tables_are_slowed_to_the_gpus_sustained_clock():
+    """A table its sources timed in short bursts (DeepGEMM's harness idles between runs) ran at full
+    clock; a training step holds the GPU at its power limit and a lower clock (H800: ~1600 of 1830 MHz).
+    Such rows take sustained/peak; rows not known to be bursts, memory-bound ops, a GPU with no clocks
+    given and a profile that measured its own sustained rate do not."""
+    import dataclasses
+
+    from simulator.api import load
+    from simulator.profile import Profile
+    from simulator.timer import OpTimer
+    from simulator.workload import Op
+
+    doc = _doc([{"dtype": "fp8", "m": 4096, "n": 4096, "k": 4096, "tflops": 1200},
+                {"dtype": "bf16", "m": 4096, "n": 4096, "k": 4096, "tflops": 600}])
+    doc["tables"]["memory_bound"] = [{"op": "*", "bytes": 1e8, "gbps": 2000}]
+    plain = Profile(validate_profile(doc))
+    burst = Profile(validate_profile({**doc, "burst_tables": {"gemm/fp8": "timed with idle gaps"}}))
+    gpu = load("deepseek-v3").cluster.gpu
+    assert (gpu.peak_clock_mhz, gpu.sustained_clock_mhz) == (1830, 1600)
+    fp8 = Op("g", "gemm", "F", "x", 2 * 4096**3, 1.0, "fp8", m=4096, n=4096, k=4096)
+    bf16 = dataclasses.replace(fp8, dtype="bf16")
+    mem = Op("n", "memory", "F", "x", 0.0, 1e8, "bf16")
+    t_plain, t_burst = OpTimer(gpu, plain), OpTimer(gpu, burst)
+    assert t_burst.time(fp8) == pytest.approx(t_plain.time(fp8) * 1830 / 1600)
+    assert t_burst.time(bf16) == pytest.approx(t_plain.time(bf16))
+    assert t_burst.time(mem) == pytest.approx(t_plain.time(mem))
+    note = t_burst.warnings["sustained:gemm:fp8"]
+    assert "x 0.874" in note and "1600 of 1830 MHz" in note and "timed with idle gaps" in note
+    assert not any(k.startswith("sustained") for k in t_plain.warnings)
+    # No clocks given: rates as measured.
+    unknown = dataclasses.replace(gpu, peak_clock_mhz=0.0, sustained_clock_mhz=0.0)
+    assert OpTimer(unknown, burst).time(fp8) == pytest.approx(t_plain.time(fp8))
+    # A profile's own sustained measurement answers instead of the clocks.
+    own = {"dtype": "fp8", "m": 4096, "n": 4096, "k": 4096, "burst_tflops": 1000, "sustained_tflops": 950, "seconds": 20}
+    measured = Profile(validate_profile({**doc, "burst_tables": {"gemm/fp8": "x"},
+                                         "tables": {**doc["tables"], "sustained": [own]}}))
+    assert OpTimer(gpu, measured).time(fp8) == pytest.approx(t_plain.time(fp8) / 0.95)
+
+
+@pytest.mark.parametrize("burst,message", [
+    ({"memory_bound/bf16": "x"}, "burst_tables key 'memory_bound/bf16'; allowed: TABLE/DTYPE"),
+    ({"gemm": "x"}, "burst_tables key 'gemm'; allowed"),
+    ({"gemm/fp8": ""}, "burst_tables.gemm/fp8 must say, in text, why"),
+    ([], "field 'burst_tables' must be an object"),
+])
+def test_burst_tables_are_checked(burst, message):
+    with pytest.raises(ProfileError, match=re.escape(message)):
+        validate_profile({**_doc([]), "burst_tables": burst})
+
+
+def test_shipped_profiles_mark_only_deepgemms_tables_as_bursts():
+    for name in ("h800-anchors", "h800-2024", "h100-published"):
+        p = load_profile(name)
+        assert set(p.data["burst_tables"]) == {"gemm/fp8", "grouped_gemm/fp8"}
+        assert all("DeepGEMM PR #68" in v for v in p.data["burst_tables"].values())
+    assert "burst_tables" not in load_profile("a100-published").data
