@@ -15,7 +15,10 @@ re-predicted with the analytic engine:
   :func:`simulator.des.routing.expected_max_load_factor`. Zipf s=1 (6.8x on V3)
   describes a router with no balancing at all: a what-if, not a sensitivity;
 - ``plan.comm_sms``: 8 fewer and 8 more than the plan's; ``plan.micro_batch``: half and double
-  the plan's (every move is relative to the scenario, so none repeats its own value).
+  the plan's (every move is relative to the scenario, so none repeats its own value);
+- sustained SM clock, ``cluster.gpu.sustained_clock_mhz`` (held under training load, it scales the
+  profile's tables timed in bursts): 10 % lower, and the peak clock (no throttling at all), where
+  the GPU gives one and the profile has such tables.
 
 A move that makes the plan invalid (or an input the model does not have,
 such as routing for a dense model) is skipped and reported with the reason.
@@ -108,7 +111,31 @@ def _moves(sc: Scenario, prof: Profile | None) -> list[tuple[str, str, str, Call
         ("plan.micro_batch", f"x0.5 ({p.micro_batch / 2:g})", f"x2 ({p.micro_batch * 2})",
          lambda: _gh(_plan(sc, micro_batch=_half(p.micro_batch)), prof),
          lambda: _gh(_plan(sc, micro_batch=p.micro_batch * 2), prof)),
+        *_clock_moves(sc, prof),
     ]
+
+
+def _clock(sc: Scenario, mhz: float) -> Scenario:
+    g = sc.cluster.gpu
+    return _cluster(sc, gpu=dataclasses.replace(g, sustained_clock_mhz=mhz))
+
+
+def _clock_moves(sc: Scenario, prof: Profile | None) -> list[tuple[str, str, str, Callable[[], float], Callable[[], float]]]:
+    g = sc.cluster.gpu
+    name = "sustained SM clock"  # cluster.gpu.sustained_clock_mhz
+
+    def skip(reason: str) -> Callable[[], float]:
+        def fn() -> float:
+            raise ValueError(reason)
+        return fn
+    burst = prof is not None and prof.data.get("burst_tables")
+    if not g.sustained_clock_mhz or not burst:
+        reason = ("the GPU gives no sustained clock" if not g.sustained_clock_mhz
+                  else "the profile has no table timed in bursts")
+        return [(name, "-10 %", "peak", skip(reason), skip(reason))]
+    low = g.sustained_clock_mhz * 0.9
+    return [(name, f"-10 % ({low:g})", f"peak ({g.peak_clock_mhz:g})",
+             lambda: _gh(_clock(sc, low), prof), lambda: _gh(_clock(sc, g.peak_clock_mhz), prof))]
 
 
 def _half(n: int) -> int:
@@ -131,15 +158,21 @@ def sensitivity(sc: Scenario, profile: Any = None, notes: list[str] | None = Non
             if notes is not None:
                 notes.append(f"{name} skipped: no expert parallelism in this plan")
             continue
-        vals = []
+        vals, why = [], []
         for lab, fn in ((lo_lab, lo_fn), (hi_lab, hi_fn)):
             try:
                 vals.append(fn())
             except (ConfigError, ValueError) as e:
                 vals.append(None)
-                if notes is not None:
-                    notes.append(f"{name} {lab} skipped: {e}")
+                why.append((lab, str(e)))
+        if notes is not None:
+            if len(why) == 2 and why[0][1] == why[1][1]:  # both moves refused for one reason: say it once
+                notes.append(f"{name} skipped: {why[0][1]}")
+            else:
+                notes += [f"{name} {lab} skipped: {e}" for lab, e in why]
         lo, hi = vals
+        if lo is None and hi is None:  # an input this scenario does not have: the note says why
+            continue
         rows.append({"input": name, "low_label": lo_lab, "high_label": hi_lab, "low": lo, "base": base, "high": hi})
     rows.sort(key=lambda r: -_swing(r))
     return rows

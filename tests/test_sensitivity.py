@@ -100,3 +100,16 @@ def test_tornado_bars_are_log_scaled_and_never_hide_a_move(capsys):
     kernel = next(ln for ln in out.splitlines() if ln.strip().startswith("kernel efficiency"))
     # x0.8 kernels (+23 %) against the largest move (routing skew s=0.5, +84 %): log(1.23)/log(1.84) of 24
     assert kernel.count(">") >= 6
+
+
+def test_sustained_clock_row_moves_burst_timed_rates_only():
+    """V3 (H800, FP8, DeepGEMM rows timed in bursts): a lower sustained clock costs GPU-hours and the peak
+    clock, no throttling, saves them; on a GPU that gives no sustained clock the row is left out, said once."""
+    rows = {r["input"]: r for r in sensitivity(load("deepseek-v3"))}
+    clock = rows["sustained SM clock"]
+    assert clock["low_label"] == "-10 % (1440)" and clock["high_label"] == "peak (1830)"
+    assert clock["high"] < clock["base"] < clock["low"]
+    notes: list[str] = []
+    rows = sensitivity(load("llama2-7b", ["cluster.preset=a100"]), notes=notes)
+    assert "sustained SM clock" not in {r["input"] for r in rows}
+    assert notes.count("sustained SM clock skipped: the GPU gives no sustained clock") == 1
