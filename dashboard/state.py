@@ -180,6 +180,16 @@ def plan_controls() -> tuple[str, tuple[str, ...]]:
         ib = _w(col2.number_input, "IB GB/s", k + "ib", float(c["ib_gbps"]), min_value=1.0, max_value=1000.0, step=5.0, help="cluster.ib_gbps, per GPU, one direction")
         add("cluster.nvlink_gbps", float(nvl), float(c["nvlink_gbps"]))
         add("cluster.ib_gbps", float(ib), float(c["ib_gbps"]))
+        g = c["gpu"]
+        if g.get("peak_clock_mhz"):  # only GPUs that give the clock behind their peaks
+            held = float(g.get("sustained_clock_mhz") or g["peak_clock_mhz"])
+            clk = _w(st.number_input, "Sustained SM clock (MHz)", k + "clk", held, min_value=100.0,
+                     max_value=float(g["peak_clock_mhz"]), step=10.0, format="%.0f",
+                     help=f"cluster.gpu.sustained_clock_mhz: the SM clock the GPUs hold under training load, "
+                          f"of {g['peak_clock_mhz']:g} MHz behind the datasheet peaks (H800: ~1600, DeepSeek's "
+                          "FlashMLA deep dive). It slows the profile's tables timed in bursts (DeepGEMM's FP8 "
+                          "GEMMs); the peak clock means no throttling")
+            add("cluster.gpu.sustained_clock_mhz", float(clk), held)
     with sb.expander("Parallelism", expanded=True):
         cols = st.columns(2) * 2
         for col, fld, label in zip(cols, ("tp", "pp", "ep", "cp"), ("TP", "PP", "EP", "CP")):

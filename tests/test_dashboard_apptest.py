@@ -103,6 +103,18 @@ def test_lower_ib_bandwidth_never_lowers_gpu_hours():
     assert at.session_state["current_plan"] == ("deepseek-v3", ("cluster.ib_gbps=5",))
 
 
+def test_the_sustained_clock_control_moves_gpu_hours():
+    """V3's H800s hold ~1600 of 1830 MHz under load; at the peak clock (no throttling) the burst-timed FP8
+    rows run as measured and the run costs less."""
+    at = _app()
+    before = _gpu_hours(at)
+    assert at.number_input(key=K + "clk").value == 1600
+    at.number_input(key=K + "clk").set_value(1830.0).run()
+    _ok(at)
+    assert _gpu_hours(at) < before
+    assert at.session_state["current_plan"] == ("deepseek-v3", ("cluster.gpu.sustained_clock_mhz=1830",))
+
+
 def test_more_gpus_at_fixed_batch_changes_gpu_hours():
     at = _app()
     before = _gpu_hours(at)
