@@ -47,6 +47,8 @@ st.dataframe(df, hide_index=True, width="stretch", column_config={
     "predicted": st.column_config.NumberColumn(format="%,.1f", width=72),
     "measured": st.column_config.NumberColumn(format="%,.1f", width=75),
     "error %": st.column_config.NumberColumn(format="%+.1f %%", width=72),
+    # Only when a run could not be modelled (the public set has none today); wider than the page, it scrolls.
+    "note": st.column_config.TextColumn(width=320, help="Why this run could not be modelled, as `gpuhours validate` says"),
 })
 if not scored.empty:
     lo = float(min(scored["predicted"].min(), scored["measured"].min())) * 0.8
