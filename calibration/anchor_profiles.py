@@ -90,13 +90,18 @@ def _meta(name: str, device: dict, source: str) -> dict:
             "source": source, "device": device, "tables": {}}
 
 
-# DeepGEMM's tables were timed in short bursts: its benchmark built new input tensors between timed
-# runs, so the GPU sat partly idle and stayed below its power limit, at full clock. A training step
-# does not idle; the cluster's sustained clock corrects these rows (simulator.timer).
-# deepseek-ai/DeepGEMM PR #68 (ademeure, merged March 2025) on the harness that timed the README tables
-# of 2025-03-25: building the inputs anew "gives the GPU enough time to 'cool down' and you avoid thermal
-# throttling completely".
-DEEPGEMM_BURST = "DeepGEMM's benchmark idles between timed runs: deepseek-ai/DeepGEMM PR #68"
+# DeepGEMM's tables were timed in short bursts, below the power limit. deepseek-ai/DeepGEMM PR #68
+# (ademeure, merged March 2025) found that the harness then rebuilding its inputs between timed runs
+# "gives the GPU enough time to 'cool down' and you avoid thermal throttling completely", and made it
+# flush L2 between timed calls instead; bench_kineto (deep_gemm/testing/bench.py) today zeroes an 8 GB
+# buffer before every timed call: milliseconds of memory-bound work around each GEMM of tens to hundreds
+# of microseconds, the tensor cores idle most of the time either way. Which of the two timed the README
+# tables of 2025-03-25 is not stated. A training step does not idle; the cluster's sustained clock
+# corrects these rows (simulator.timer, Profile.at_sustained_clock), assuming they ran at the clock
+# behind the datasheet peaks (1830 MHz; an unthrottled H800 may boost to 1980, DeepGEMM#120, which
+# would make the correction larger).
+DEEPGEMM_BURST = ("DeepGEMM's benchmark leaves the tensor cores idle between timed runs (deepseek-ai/DeepGEMM "
+                  "PR #68; deep_gemm/testing/bench.py)")
 
 
 def _deepgemm_burst() -> dict:
@@ -106,7 +111,8 @@ def _deepgemm_burst() -> dict:
 def build_h800(anchors: dict, pub: dict) -> dict:
     spec = anchors["gpu_specs"]["H800_SXM5"]
     prof = _meta("h800-anchors", {"name": "NVIDIA H800 SXM5", "kind": "gpu", "sms": spec["sms"],
-                                  "clock_mhz": spec["boost_clock_MHz"], "measured": False},
+                                  "clock_mhz": spec["boost_clock_MHz"], "hbm_gbps": spec["hbm_TBps"] * 1000,
+                                  "measured": False},
                  "published H800 figures (DeepGEMM, DeepEP, FlashMLA) plus H100 SXM BF16 GEMM/attention measurements")
     prof["burst_tables"] = _deepgemm_burst()
     t = prof["tables"]
@@ -216,7 +222,8 @@ def _memory_sweep_rows(pub: dict, gpu: str) -> list[dict]:
 
 def build_h100(pub: dict, anchors: dict) -> dict:
     spec = anchors["gpu_specs"]["H100_SXM5"]
-    prof = _meta("h100-published", {"name": "NVIDIA H100 SXM5", "kind": "gpu", "sms": spec["sms"], "measured": False},
+    prof = _meta("h100-published", {"name": "NVIDIA H100 SXM5", "kind": "gpu", "sms": spec["sms"],
+                                    "hbm_gbps": spec["hbm_TBps"] * 1000, "measured": False},
                  "published H100 SXM measurements (see each row)")
     t = prof["tables"]
     # FP8 GEMMs by shape: DeepGEMM's tables, measured on H800 (the H100 SXM's silicon: same SMs,

@@ -185,10 +185,11 @@ def plan_controls() -> tuple[str, tuple[str, ...]]:
             held = float(g.get("sustained_clock_mhz") or g["peak_clock_mhz"])
             clk = _w(st.number_input, "Sustained SM clock (MHz)", k + "clk", held, min_value=100.0,
                      max_value=float(g["peak_clock_mhz"]), step=10.0, format="%.0f",
-                     help=f"cluster.gpu.sustained_clock_mhz: the SM clock the GPUs hold under training load, "
-                          f"of {g['peak_clock_mhz']:g} MHz behind the datasheet peaks (H800: ~1600, DeepSeek's "
-                          "FlashMLA deep dive). It slows the profile's tables timed in bursts (DeepGEMM's FP8 "
-                          "GEMMs); the peak clock means no throttling")
+                     help=f"cluster.gpu.sustained_clock_mhz: the SM clock the GPUs hold under sustained load, "
+                          f"of {g['peak_clock_mhz']:g} MHz behind the datasheet peaks (H800: ~1600 under a "
+                          "continuously running kernel, DeepSeek's FlashMLA deep dive). It slows the compute-bound "
+                          "rows of the profile's tables timed in bursts (DeepGEMM's FP8 GEMMs); the peak clock "
+                          "means no throttling")
             add("cluster.gpu.sustained_clock_mhz", float(clk), held)
     with sb.expander("Parallelism", expanded=True):
         cols = st.columns(2) * 2

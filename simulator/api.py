@@ -216,7 +216,8 @@ def sensitivity(sc: Scenario, profile: Profile | str | None = None) -> dict:
 
     Rows are ``{input, low_label, high_label, low, base, high}`` in GPU-hours per trillion tokens
     (analytic engine, steady state), largest swing first; ``low``/``high`` are None where the move
-    is invalid for this scenario, and ``notes`` say why.
+    is invalid for this scenario, an input neither of whose moves is valid has no row, and ``notes``
+    say why.
     """
     from .sensitivity import METRIC
     from .sensitivity import sensitivity as _tornado

@@ -140,7 +140,8 @@ class ModelConfig:
                                      "n_shared_experts", "experts_per_token", "moe_intermediate", "first_k_dense",
                                      "max_nodes_per_token", "mtp_depth", "sliding_window"))
         _within(self, "model", {"layers": LAYERS, "hidden": WIDTH, "heads": HEADS, "vocab": VOCAB})
-        _within(self, "model", {"mtp_depth": MTP_MODULES, "sliding_window_every": LAYERS, "n_expert_groups": EXPERTS})
+        _within(self, "model", {"mtp_depth": MTP_MODULES, "sliding_window_every": LAYERS,
+                                "n_expert_groups": (1, EXPERTS[1], "groups")})
         _within(self, "model", {f: WIDTH for f in ("head_dim", "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim",
                                                    "qk_rope_head_dim", "v_head_dim", "dense_intermediate",
                                                    "moe_intermediate")}, zero_means="not used")
@@ -206,9 +207,11 @@ class GPUConfig:
     # SM clocks. Compute-bound kernels run in proportion to the SM clock, and a board at its power
     # limit lowers it: a training step keeps the tensor cores busy for seconds, a benchmark that idles
     # between kernels does not. ``peak_clock_mhz``: the clock behind the datasheet peaks;
-    # ``sustained_clock_mhz``: the clock the board holds under sustained training load. Both 0 (not
-    # known): profile rates are taken as measured. Given, they correct the profile tables measured in
-    # short bursts (``burst_tables`` of a profile) by sustained / peak (simulator.timer).
+    # ``sustained_clock_mhz``: the clock the board holds under sustained load (H800: ~1600 MHz under a
+    # continuously running compute-bound kernel, DeepSeek; a training step is taken to hold the same).
+    # Both 0 (not known): profile rates are taken as measured. Given, they correct the compute-bound rows
+    # of the profile tables measured in short bursts (``burst_tables``) by sustained / peak
+    # (Profile.at_sustained_clock).
     peak_clock_mhz: float = 0.0
     sustained_clock_mhz: float = 0.0
     source: str = ""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from .config import PhaseConfig, PlanConfig, Scenario, build
+from .config import MICROBATCHES_MAX, PhaseConfig, PlanConfig, Scenario, build
 from .errors import ConfigError
 
 
@@ -68,6 +68,8 @@ def phase_gpu_hours(sc: Scenario, engine: str = "analytic", profile: Any = None,
         try:  # a phase's plan or batch that does not validate is named with its phase
             hours, steady = _phase_hours(sc, ph, tokens, segments, engine, profile)
         except ConfigError as e:
+            if e.field.startswith("training."):  # names its own field already
+                raise
             raise ConfigError(f"training.phases.{ph.name}", str(e)) from None
         out.append({
             "name": ph.name, "column": ph.column or ph.name, "gpu_hours": hours, "usd": hours * price,
@@ -105,6 +107,12 @@ def _phase_hours(sc: Scenario, ph: PhaseConfig, tokens: float, segments: int, en
     ramp_tokens = min(ph.batch_ramp_tokens, tokens) if ph.batch_ramp_from else 0.0
     if ramp_tokens > 0:
         base = with_phase(sc, ph.seq_len, ph.global_batch, ph.plan)
+        per = base.dp * base.plan.micro_batch  # sequences per micro-batch, over the data-parallel replicas
+        if ph.batch_ramp_from > MICROBATCHES_MAX * per:
+            field = f"training.phases.{ph.name}.batch_ramp_from" if sc.training.phases else "training.batch_ramp_from"
+            raise ConfigError(field, f"{ph.batch_ramp_from} sequences are {ph.batch_ramp_from // per:,} micro-batches "
+                                     f"per pipeline replica (dp {base.dp} x micro_batch {base.plan.micro_batch})",
+                              f"0 (no ramp) or at most {MICROBATCHES_MAX * per} ({MICROBATCHES_MAX} micro-batches)")
         for i in range(segments):
             frac = (i + 0.5) / segments
             pieces.append((ramp_tokens / segments, _valid_batch(

@@ -75,6 +75,22 @@ RATE_RANGES: dict[str, tuple[float, float, str]] = {
 # Tables whose rates follow the SM clock (compute-bound kernels); a profile may list some of them, by
 # dtype, under ``burst_tables``: rows its sources measured in short bursts, below the power limit.
 BURST_KINDS = ("gemm", "grouped_gemm", "attention")
+DTYPES = ("fp8", "bf16", "fp16", "fp32")
+_ITEM_BYTES = {"fp8": 1, "bf16": 2, "fp16": 2, "fp32": 4}
+
+
+def row_intensity(table: str, row: dict) -> float:
+    """FLOPs per byte of HBM traffic of a compute-table row's shape: each input read once and the BF16
+    output written once (GEMM and grouped GEMM); attention tiles stay on chip (no bound: inf)."""
+    size = _ITEM_BYTES.get(row.get("dtype", "bf16"), 2)
+    if table == "gemm":
+        m = float(row["m"])
+    elif table == "grouped_gemm":  # each group reads its tokens and its own expert's weights: the same ratio
+        m = float(row["m_per_group"])
+    else:
+        return math.inf
+    n, k = float(row["n"]), float(row["k"])
+    return 2 * m * n * k / ((m * k + k * n) * size + m * n * 2)
 
 
 class ProfileError(ValueError):
@@ -102,9 +118,9 @@ def validate_profile(data: Any, where: str = "profile") -> dict:
         raise ProfileError(f"{where}: field 'burst_tables' must be an object")
     for key, evidence in burst.items():
         table, _, dtype = str(key).partition("/")
-        if table not in BURST_KINDS or not dtype:
+        if table not in BURST_KINDS or dtype not in DTYPES:
             raise ProfileError(f"{where}: burst_tables key {key!r}; allowed: TABLE/DTYPE with TABLE one of "
-                               f"{', '.join(BURST_KINDS)} (e.g. gemm/fp8)")
+                               f"{', '.join(BURST_KINDS)} and DTYPE one of {', '.join(DTYPES)} (e.g. gemm/fp8)")
         if not (isinstance(evidence, str) and evidence.strip()):
             raise ProfileError(f"{where}: burst_tables.{key} must say, in text, why those rows were measured in bursts")
     tables = data.get("tables", {})
@@ -332,6 +348,7 @@ class Profile:
         self.tables: dict[str, list[dict]] = data.get("tables", {})
         self._cache: dict[tuple, Lookup] = {}
         self._grids: dict[tuple, _Grid] = {}
+        self._clocked: dict[tuple, Profile] = {}  # at_sustained_clock's copies, per GPU
         sizes = [float(r["bytes"]) for r in self.tables.get("memory_bound", [])]
         # Bytes moved by the smallest measured memory-bound kernel (None without such rows).
         self.smallest_memory_bytes: float | None = min(sizes) if sizes else None
@@ -523,6 +540,46 @@ class Profile:
                                         f"at {ratio:.2f} of its harness rate{seen}")
         self._cache[("sustained", dtype)] = res
         return res
+
+    def at_sustained_clock(self, fraction: float, hbm_gbps: float, peak_tflops: dict[str, float]) -> "Profile":
+        """This profile with the rows of its ``burst_tables`` as a training step would run them.
+
+        Such rows were timed in short bursts, at full clock; under sustained load the board holds
+        ``fraction`` of that clock (GPUConfig.sustained_clock_fraction). A compute-bound kernel slows in
+        proportion; a memory-bound one (few rows, e.g. DeepGEMM's M = 64 and 128 rows, which stream the
+        weights at ~1.7 TB/s) is paced by HBM, whose clock the SM clock does not move, and keeps its
+        rate. A row counts as compute-bound where its FLOPs per byte (``row_intensity``) reach the
+        ridge at the lowered clock: peak x fraction / the HBM bandwidth of the device the rows were
+        measured on (``device.hbm_gbps``; the GPU's, ``hbm_gbps``, when the profile does not say: the
+        row's regime is a fact of its measurement, not of the GPU it is used for). Ceiling rows are maxima from
+        other benchmarks and are left as they are. Cached on this profile per GPU: the lookups' own
+        caches then serve every timer of that GPU."""
+        hbm_gbps = float(self.device.get("hbm_gbps") or hbm_gbps)
+        key = (fraction, hbm_gbps, tuple(sorted(peak_tflops.items())))
+        hit = self._clocked.get(key)
+        if hit is not None:
+            return hit
+        data = {**self.data, "tables": dict(self.tables)}
+        for spec in self.data.get("burst_tables", {}):
+            table, _, dtype = spec.partition("/")
+            rows = []
+            for r in data["tables"].get(table, []):
+                ridge = peak_tflops.get(dtype, 0.0) * 1e12 * fraction / (hbm_gbps * 1e9)
+                if r.get("dtype") == dtype and not r.get("ceiling") and row_intensity(table, r) >= ridge:
+                    r = {**r, "tflops": float(r["tflops"]) * fraction}
+                rows.append(r)
+            data["tables"][table] = rows
+        out = Profile(data, path=self.path)
+        out.name = self.name
+        self._clocked[key] = out
+        return out
+
+    def tables_read(self) -> set[tuple[str, tuple]]:
+        """(table, match) of every lookup made so far, through this profile or its sustained-clock copies."""
+        keys = set(self._cache)
+        for copy in self._clocked.values():
+            keys |= set(copy._cache)
+        return {(key[0], key[1]) for key in keys}
 
     def burst_evidence(self, table: str, dtype: str) -> str | None:
         """Why this profile's ``table`` rows of ``dtype`` were measured in short bursts, at a clock the

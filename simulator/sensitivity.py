@@ -18,7 +18,7 @@ re-predicted with the analytic engine:
   the plan's (every move is relative to the scenario, so none repeats its own value);
 - sustained SM clock, ``cluster.gpu.sustained_clock_mhz`` (held under training load, it scales the
   profile's tables timed in bursts): 10 % lower, and the peak clock (no throttling at all), where
-  the GPU gives one and the profile has such tables.
+  the GPU gives one and the scenario reads such tables.
 
 A move that makes the plan invalid (or an input the model does not have,
 such as routing for a dense model) is skipped and reported with the reason.
@@ -128,10 +128,15 @@ def _clock_moves(sc: Scenario, prof: Profile | None) -> list[tuple[str, str, str
         def fn() -> float:
             raise ValueError(reason)
         return fn
-    burst = prof is not None and prof.data.get("burst_tables")
-    if not g.sustained_clock_mhz or not burst:
-        reason = ("the GPU gives no sustained clock" if not g.sustained_clock_mhz
-                  else "the profile has no table timed in bursts")
+    # Only rates read from a table timed in bursts follow the clock (simulator.timer), which notes each
+    # table it corrected.
+    if not g.sustained_clock_mhz:
+        reason = "the GPU gives no sustained clock"
+    elif not any(w.startswith("sustained clock:") for w in predict_analytic(sc, profile=prof).warnings):
+        reason = "no rate this scenario reads comes from a table timed in bursts"
+    else:
+        reason = ""
+    if reason:
         return [(name, "-10 %", "peak", skip(reason), skip(reason))]
     low = g.sustained_clock_mhz * 0.9
     return [(name, f"-10 % ({low:g})", f"peak ({g.peak_clock_mhz:g})",
@@ -171,7 +176,7 @@ def sensitivity(sc: Scenario, profile: Any = None, notes: list[str] | None = Non
             else:
                 notes += [f"{name} {lab} skipped: {e}" for lab, e in why]
         lo, hi = vals
-        if lo is None and hi is None:  # an input this scenario does not have: the note says why
+        if lo is None and hi is None:  # neither move is valid here (an input it does not have): notes say why
             continue
         rows.append({"input": name, "low_label": lo_lab, "high_label": hi_lab, "low": lo, "base": base, "high": hi})
     rows.sort(key=lambda r: -_swing(r))

@@ -49,12 +49,20 @@ def device_mismatch(profile: Profile, gpu: GPUConfig) -> str | None:
 class OpTimer:
     def __init__(self, gpu: GPUConfig, profile: Profile | None = None):
         self.gpu = gpu
-        self.profile = profile
         self.warnings: dict[str, str] = {}
         self._cache: dict[tuple, float] = {}
         mismatch = device_mismatch(profile, gpu) if profile is not None else None
         if mismatch:
             self.warnings["profile:device"] = mismatch
+        # Tables timed in bursts, at full clock, are read as a training step runs them: at the GPU's
+        # sustained clock (Profile.at_sustained_clock), unless the profile measured its own sustained
+        # rate (then _sustained applies that) or the GPU gives no clocks (rates as measured, noted).
+        self._burst = bool(profile is not None and profile.data.get("burst_tables")
+                           and profile.sustained_fraction("bf16").status != "measured")
+        if self._burst and gpu.sustained_clock_fraction < 1.0:
+            peaks = {dt: gpu.peak_tflops(dt) for dt in ("fp8", "bf16", "fp16", "fp32")}
+            profile = profile.at_sustained_clock(gpu.sustained_clock_fraction, gpu.hbm_gbps, peaks)
+        self.profile = profile
 
     def _warn(self, key: str, text: str) -> None:
         if key not in self.warnings:
@@ -72,12 +80,14 @@ class OpTimer:
             self._warn(f"roofline:{op.kind}:{op.dtype}", f"no profile: {op.kind} {op.dtype} at the datasheet peak (roofline)")
             return peak
         dt = self._table_dtype(op.dtype)
+        table = op.kind  # the table that answers
         if op.kind == "gemm":
             res = p.gemm_tflops(dt, op.m, op.n, op.k)
         elif op.kind == "grouped_gemm":
             res = p.grouped_gemm_tflops(dt, op.groups, op.m, op.n, op.k)
             if res.status == "roofline":  # no grouped table: a dense GEMM of one expert's shape
                 res = p.gemm_tflops(dt, op.m, op.n, op.k)
+                table = "gemm"
             elif res.status == "derived":
                 self._warn(f"derived:grouped_gemm:{dt}", f"small experts: {res.detail}")
         elif op.kind == "attention":
@@ -96,29 +106,35 @@ class OpTimer:
             return peak
         if res.status == "clamped":
             self._warn(f"clamped:{op.kind}:{dt}", f"{op.kind} {dt} shapes outside the measured range, nearest rows used ({res.detail})")
-        return min(res.value, peak) * self._sustained(op.kind, dt)
+        if self._burst:
+            self._note_burst(table, dt)
+        return min(res.value, peak) * self._sustained(dt)
 
-    def _sustained(self, table: str, dtype: str) -> float:
-        """What a compute rate of this profile keeps under the sustained load of a training step.
-
-        A profile measured with ``gpuhours calibrate --families sustained`` says so itself: its GEMM run
-        back to back against the harness's timing of it (a ratio per dtype). Otherwise, where the
-        profile marks a table as measured in short bursts and the GPU gives its sustained and peak SM
-        clocks, the ratio of the clocks (compute-bound rates follow the SM clock). Else 1.0."""
-        res = self.profile.sustained_fraction(dtype)
-        if res.status == "measured":
-            if res.value < 1.0:
-                self._warn(f"sustained:{dtype}", f"sustained load: {dtype} compute rates x {res.value:.2f} ({res.detail})")
-            return res.value
+    def _note_burst(self, table: str, dtype: str) -> None:
+        """Say when a rate came from a table timed in bursts: corrected to the sustained clock, or not."""
         evidence = self.profile.burst_evidence(table, dtype)
-        fraction = self.gpu.sustained_clock_fraction
-        if evidence and fraction < 1.0:
+        if not evidence:
+            return
+        g = self.gpu
+        if g.sustained_clock_fraction < 1.0:
             self._warn(f"sustained:{table}:{dtype}",
-                       f"sustained clock: {table} {dtype} rates x {fraction:.3f} ({self.gpu.name} holds "
-                       f"{self.gpu.sustained_clock_mhz:g} of {self.gpu.peak_clock_mhz:g} MHz under training load; "
-                       f"profile {self.profile.name} measured these rows in bursts: {evidence})")
-            return fraction
-        return 1.0
+                       f"sustained clock: compute-bound {table} {dtype} rows x {g.sustained_clock_fraction:.3f} "
+                       f"({g.name} holds {g.sustained_clock_mhz:g} of {g.peak_clock_mhz:g} MHz under load; profile "
+                       f"{self.profile.name} timed them in bursts: {evidence})")
+        else:
+            self._warn(f"sustained:{table}:{dtype}",
+                       f"profile {self.profile.name} timed its {table} {dtype} rows in bursts ({evidence}), but "
+                       f"{g.name} gives no sustained clock (cluster.gpu.sustained_clock_mhz): rates as measured")
+
+    def _sustained(self, dtype: str) -> float:
+        """A measured profile's own sustained/burst ratio for compute-bound kernels (1.0 without one).
+
+        ``gpuhours calibrate --families sustained`` runs its GEMM back to back and compares the rate
+        with the harness's timing of the same kernel (a ratio per dtype)."""
+        res = self.profile.sustained_fraction(dtype)
+        if res.status == "measured" and res.value < 1.0:
+            self._warn(f"sustained:{dtype}", f"sustained load: {dtype} compute rates x {res.value:.2f} ({res.detail})")
+        return res.value
 
     def memory_gbps(self, op: Op) -> float:
         if self.profile is not None:

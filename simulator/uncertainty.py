@@ -193,8 +193,8 @@ def prediction_bands(sc: Scenario, profile: Profile | str | None = None) -> dict
         fast_prof = spread_profile(prof, spreads, +1)
         fast = predict_analytic(sc, profile=fast_prof).gpu_hours_per_trillion_tokens
         slow = predict_analytic(sc, profile=spread_profile(prof, spreads, -1)).gpu_hours_per_trillion_tokens
-        # The fresh copy's lookup cache holds exactly the tables this scenario read.
-        used = {(key[0], key[1]) for key in fast_prof._cache}
+        # The fresh copy's lookups (its own, and its sustained-clock copies') are exactly the tables this scenario read.
+        used = fast_prof.tables_read()
         read = [s for s in spreads if (s.table, tuple(sorted(s.match.items()))) in used]
         calibration = {
             "low": min(fast, slow), "high": max(fast, slow), "profile": prof.name,

@@ -177,7 +177,9 @@ def test_the_ends_of_the_physical_ranges_give_a_finite_result(argv, engine, caps
      "or a batch size 1 .. 1e9 sequences"),
     ("cluster.num_gpus=1e15", "cluster.num_gpus: 1000000000000000 is out of range; allowed: 1 .. 1e8 GPUs"),
     ("cluster.gpu.sms=1e7", "cluster.gpu.sms: 10000000 is out of range; allowed: 1 .. 1e6 SMs"),
-    # each field in range, but the schedule would list 781,250 micro-batches per replica
+    # each field in range, but the schedule would list 781,250 micro-batches per replica (the step, or the ramp's start)
+    ("training.batch_ramp_from=20000000", "training.batch_ramp_from: 20000000 sequences are 156,250 micro-batches per "
+     "pipeline replica (dp 128 x micro_batch 1); allowed: 0 (no ramp) or at most 12800000 (100000 micro-batches)"),
     ("training.global_batch=100000000", "plan.micro_batch: 781250 micro-batches per pipeline replica"),
 ])
 def test_whole_number_sizes_out_of_range_are_refused(override, message, capsys):
@@ -197,7 +199,9 @@ def test_a_phase_ramp_that_would_list_too_many_micro_batches_is_named(tmp_path, 
                  " batch_ramp_tokens: 1.0e11}\n")
     assert main(["predict", str(p)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("gpuhours: error: training.phases.a: plan.micro_batch: ") and "micro-batches per pipeline" in err
+    assert err.startswith("gpuhours: error: training.phases.a.batch_ramp_from: 900000000 sequences are 112,500,000 "
+                          "micro-batches per pipeline replica (dp 8 x micro_batch 1); allowed: 0 (no ramp) or at most "
+                          "800000"), err
 
 
 @pytest.mark.parametrize("argv,patch,field", [

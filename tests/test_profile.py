@@ -349,9 +349,15 @@ def test_burst_measured_tables_are_slowed_to_the_gpus_sustained_clock():
     note = t_burst.warnings["sustained:gemm:fp8"]
     assert "x 0.874" in note and "1600 of 1830 MHz" in note and "timed with idle gaps" in note
     assert not any(k.startswith("sustained") for k in t_plain.warnings)
-    # No clocks given: rates as measured.
+    # No clocks given: rates as measured, and said.
     unknown = dataclasses.replace(gpu, peak_clock_mhz=0.0, sustained_clock_mhz=0.0)
-    assert OpTimer(unknown, burst).time(fp8) == pytest.approx(t_plain.time(fp8))
+    t_unknown = OpTimer(unknown, burst)
+    assert t_unknown.time(fp8) == pytest.approx(t_plain.time(fp8))
+    assert "gives no sustained clock" in t_unknown.warnings["sustained:gemm:fp8"]
+    # A grouped GEMM with no grouped table reads the dense rows, and takes their correction.
+    grouped = Op("e", "grouped_gemm", "F", "x", 2 * 4 * 1024 * 4096 * 4096, 1.0, "fp8", m=1024, n=4096, k=4096, groups=4)
+    assert t_burst.time(grouped) == pytest.approx(t_plain.time(grouped) * 1830 / 1600)
+    assert "sustained:grouped_gemm:fp8" not in t_burst.warnings
     # A profile's own sustained measurement answers instead of the clocks.
     own = {"dtype": "fp8", "m": 4096, "n": 4096, "k": 4096, "burst_tflops": 1000, "sustained_tflops": 950, "seconds": 20}
     measured = Profile(validate_profile({**doc, "burst_tables": {"gemm/fp8": "x"},
@@ -359,10 +365,30 @@ def test_burst_measured_tables_are_slowed_to_the_gpus_sustained_clock():
     assert OpTimer(gpu, measured).time(fp8) == pytest.approx(t_plain.time(fp8) / 0.95)
 
 
+def test_memory_bound_and_ceiling_rows_keep_their_burst_rate():
+    """A burst-timed row that streams its weights from HBM (DeepGEMM's M = 64: ~120 FLOP per byte, below
+    the H800's FP8 ridge of ~520 at 1600 MHz) is paced by HBM, whose clock the SM clock does not move; a
+    ceiling row comes from another benchmark. Neither is lowered; the compute-bound row is."""
+    from simulator.api import load
+    from simulator.profile import Profile, row_intensity
+
+    small = {"dtype": "fp8", "m": 64, "n": 2112, "k": 7168, "tflops": 206}
+    big = {"dtype": "fp8", "m": 4096, "n": 7168, "k": 2048, "tflops": 1168}
+    cap = {"dtype": "fp8", "m": 8192, "n": 8192, "k": 8192, "tflops": 1400, "ceiling": True}
+    assert row_intensity("gemm", small) < 520 < row_intensity("gemm", big)
+    doc = {**_doc([small, big, cap]), "burst_tables": {"gemm/fp8": "x"}}
+    doc["device"] = {**doc["device"], "hbm_gbps": 3350}
+    gpu = load("deepseek-v3").cluster.gpu
+    peaks = {"fp8": gpu.fp8_tflops, "bf16": gpu.bf16_tflops}
+    rows = Profile(validate_profile(doc)).at_sustained_clock(1600 / 1830, gpu.hbm_gbps, peaks).tables["gemm"]
+    assert [r["tflops"] for r in rows] == [206, pytest.approx(1168 * 1600 / 1830), 1400]
+
+
 @pytest.mark.parametrize("burst,message", [
     ({"memory_bound/bf16": "x"}, "burst_tables key 'memory_bound/bf16'; allowed: TABLE/DTYPE"),
     ({"gemm": "x"}, "burst_tables key 'gemm'; allowed"),
     ({"gemm/fp8": ""}, "burst_tables.gemm/fp8 must say, in text, why"),
+    ({"gemm/FP8": "x"}, "burst_tables key 'gemm/FP8'; allowed: TABLE/DTYPE"),  # a typo was silently never applied
     ([], "field 'burst_tables' must be an object"),
 ])
 def test_burst_tables_are_checked(burst, message):
