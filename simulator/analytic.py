@@ -367,7 +367,10 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     seen: dict[tuple, tuple] = {}  # ranks holding the same layers time the same (most of them)
     for r in range(p.pp):
         held = rank_stages(p.schedule, p.pp, p.vpp, r)
-        sig = tuple(tuple(stages[s]) for s in held)
+        # Under 1F1B, ZB1P and interleaving the micro-batches in flight depend on the rank, not only on
+        # what its stages hold (DualPipe keeps PP+1 on every rank, so equal stages there share one answer).
+        walked = p.pp > 1 and p.schedule in ("1f1b", "zb1p", "interleaved")
+        sig = (tuple(tuple(stages[s]) for s in held), r if walked else -1)
         if sig in seen:
             ranks.append((r, held) + seen[sig])
             continue
@@ -520,7 +523,10 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bu
     seen: dict[tuple, MemoryBreakdown] = {}
     for r in range(p.pp):
         held = rank_stages(p.schedule, p.pp, p.vpp, r)
-        sig = tuple(tuple(stages[s]) for s in held)
+        # Under 1F1B, ZB1P and interleaving the micro-batches in flight depend on the rank, not only on
+        # what its stages hold (DualPipe keeps PP+1 on every rank, so equal stages there share one answer).
+        walked = p.pp > 1 and p.schedule in ("1f1b", "zb1p", "interleaved")
+        sig = (tuple(tuple(stages[s]) for s in held), r if walked else -1)
         if sig in seen:
             mems.append(seen[sig])
             continue
@@ -550,16 +556,18 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bu
         per_chunk_act = act / n_chunks
         # Megatron's forward-backward pairs add one warm-up forward (one more micro-batch in flight).
         pairs = int(sc.ep_overlapped and p.schedule in ("1f1b", "interleaved"))
-        inflight = activation_microbatches(p.schedule, p.pp, p.vpp, M, pairs)
-        if p.schedule == "interleaved":
-            # Rank 0 holds PP*V + PP - 1 chunk activations at peak (Narayanan et al. 2021, sec 2.2.2).
-            activations = per_chunk_act * min(p.pp * p.vpp + p.pp - 1 + pairs, M * p.vpp)
-        elif p.schedule in ("dualpipe", "dualpipev") and p.pp > 1:
-            # PP+1 stage units on average, but weighted by what each of the rank's two chunks holds.
+        if p.pp > 1 and p.schedule != "none":
+            # Walk the rank's own task order (layout.inflight_by_chunk, as the DES keeps memory): the
+            # micro-batches each of its chunks holds at the moments it could peak, weighted by what each
+            # chunk saves. Rank 0 of an interleaved schedule holds PP*V + PP - 1 chunk activations
+            # (Narayanan et al. 2021, sec 2.2.2), the last rank (V-1)*PP + 1, and that last rank's chunk
+            # carries the output head; under 1F1B rank r holds PP - r; DualPipe PP+1 on every rank.
+            # Megatron's forward-backward pairs add one warm-up forward: a chunk more, the largest.
             activations = max(sum(n * a for n, a in zip(v, chunk_act))
                               for v in inflight_by_chunk(p.schedule, p.pp, p.vpp, M, r))
+            activations += pairs * max(chunk_act)
         else:
-            activations = per_chunk_act * inflight
+            activations = per_chunk_act * activation_microbatches(p.schedule, p.pp, p.vpp, M, pairs)
         transient = act_max if p.recompute == "full" else 0.0
         seen[sig] = MemoryBreakdown(w, gr, o, activations, transient)
         mems.append(seen[sig])
