@@ -220,8 +220,10 @@ def _describe(kind: str, name: str) -> str:
                 f"{m.layers} layers{moe}")
     if kind == "clusters":
         c = scn.load_cluster(name)
+        clock = (f", SM clock {c.gpu.sustained_clock_mhz:g} of {c.gpu.peak_clock_mhz:g} MHz under load"
+                 if c.gpu.sustained_clock_mhz else "")
         return (f"{c.num_gpus:,} x {c.gpu.name}, {c.gpus_per_node} per node, NVLink {c.nvlink_gbps:g} GB/s, "
-                f"IB {c.ib_gbps:g} GB/s per GPU")
+                f"IB {c.ib_gbps:g} GB/s per GPU{clock}")
     if kind == "scenarios":
         return str(scn.raw_scenario(name).get("description", ""))
     from .profile import load_profile

@@ -154,7 +154,7 @@ def test_inflight_by_chunk_counts_pp_plus_one_stage_units():
 
 @pytest.mark.parametrize("kind, name, words", [
     ("models", "deepseek-v3", ["671.03 B params", "36.63 B activated", "61 layers", "256 experts (top-8)"]),
-    ("clusters", "h800", ["2,048 x H800", "NVLink 160 GB/s", "IB 50 GB/s"]),
+    ("clusters", "h800", ["2,048 x H800", "NVLink 160 GB/s", "IB 50 GB/s", "SM clock 1600 of 1830 MHz under load"]),
     ("scenarios", "deepseek-v3", ["PP16 DualPipe"]),
     ("profiles", "h800-2024", ["H800"]),
 ])
