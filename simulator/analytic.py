@@ -367,10 +367,7 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     seen: dict[tuple, tuple] = {}  # ranks holding the same layers time the same (most of them)
     for r in range(p.pp):
         held = rank_stages(p.schedule, p.pp, p.vpp, r)
-        # Under 1F1B, ZB1P and interleaving the micro-batches in flight depend on the rank, not only on
-        # what its stages hold (DualPipe keeps PP+1 on every rank, so equal stages there share one answer).
-        walked = p.pp > 1 and p.schedule in ("1f1b", "zb1p", "interleaved")
-        sig = (tuple(tuple(stages[s]) for s in held), r if walked else -1)
+        sig = tuple(tuple(stages[s]) for s in held)
         if sig in seen:
             ranks.append((r, held) + seen[sig])
             continue
@@ -520,55 +517,50 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bu
     worst_exposed = 0.0
     opt = 0.0
     mems = []
-    seen: dict[tuple, MemoryBreakdown] = {}
+    # Weights, gradients, optimizer states and DP traffic follow from what a rank's stages hold, so ranks
+    # holding the same layers share them; the activations in flight depend on the rank itself.
+    seen: dict[tuple, tuple] = {}
+    # Megatron's forward-backward pairs add one warm-up forward (one more micro-batch in flight).
+    pairs = bool(sc.ep_overlapped and p.schedule in ("1f1b", "interleaved"))
     for r in range(p.pp):
         held = rank_stages(p.schedule, p.pp, p.vpp, r)
-        # Under 1F1B, ZB1P and interleaving the micro-batches in flight depend on the rank, not only on
-        # what its stages hold (DualPipe keeps PP+1 on every rank, so equal stages there share one answer).
-        walked = p.pp > 1 and p.schedule in ("1f1b", "zb1p", "interleaved")
-        sig = (tuple(tuple(stages[s]) for s in held), r if walked else -1)
-        if sig in seen:
-            mems.append(seen[sig])
-            continue
-        pd = pe = act = act_max = 0.0
-        chunk_act = []
-        for s in held:
-            spd, spe, sact, smax = ev.stage_memory(sc, tuple(stages[s]), shape)
-            pd, pe, act, act_max = pd + spd, pe + spe, act + sact, max(act_max, smax)
-            chunk_act.append(sact)
-        rs_parts, ag_parts = dp_collectives(sc, ev, pd, pe)
-        t_rs = sum(t for t, _ in rs_parts)
-        t_ag = sum(t for t, _ in ag_parts)
-        if p.grad_reduce_overlap:
-            exposed = max(0.0, t_rs - (bubble / 2 + B)) + max(0.0, t_ag - (bubble / 2 + F))
-        else:  # one collective after the pipeline drains; the next step's all-gather still overlaps
-            exposed = t_rs + max(0.0, t_ag - (bubble / 2 + F))
-        if p.zero == 3:
-            # Weights gathered before each forward and backward of every micro-batch; hidden behind compute.
-            per_mb = 2 * t_ag
-            exposed += M * max(0.0, per_mb - (F + B))
-        worst_exposed = max(worst_exposed, exposed)
-        w, gr, o = state_bytes(pd, pe, p.zero, dense_group, dp_expert, p.grad_dtype, p.moment_dtype)
-        owned = pd / (dense_group if p.zero >= 1 else 1) + pe / (dp_expert if p.zero >= 1 else 1)
-        opt_bytes = owned * (8 + 4 * BYTES[p.moment_dtype] + BYTES[p.grad_dtype] + 2)
-        opt = max(opt, opt_bytes / (ev.timer.gpu.hbm_gbps * 1e9))
-        n_chunks = len(held)
-        per_chunk_act = act / n_chunks
-        # Megatron's forward-backward pairs add one warm-up forward (one more micro-batch in flight).
-        pairs = int(sc.ep_overlapped and p.schedule in ("1f1b", "interleaved"))
+        sig = tuple(tuple(stages[s]) for s in held)
+        if sig not in seen:
+            pd = pe = act = act_max = 0.0
+            chunk_act = []
+            for s in held:
+                spd, spe, sact, smax = ev.stage_memory(sc, tuple(stages[s]), shape)
+                pd, pe, act, act_max = pd + spd, pe + spe, act + sact, max(act_max, smax)
+                chunk_act.append(sact)
+            rs_parts, ag_parts = dp_collectives(sc, ev, pd, pe)
+            t_rs = sum(t for t, _ in rs_parts)
+            t_ag = sum(t for t, _ in ag_parts)
+            if p.grad_reduce_overlap:
+                exposed = max(0.0, t_rs - (bubble / 2 + B)) + max(0.0, t_ag - (bubble / 2 + F))
+            else:  # one collective after the pipeline drains; the next step's all-gather still overlaps
+                exposed = t_rs + max(0.0, t_ag - (bubble / 2 + F))
+            if p.zero == 3:
+                # Weights gathered before each forward and backward of every micro-batch; hidden behind compute.
+                per_mb = 2 * t_ag
+                exposed += M * max(0.0, per_mb - (F + B))
+            worst_exposed = max(worst_exposed, exposed)
+            w, gr, o = state_bytes(pd, pe, p.zero, dense_group, dp_expert, p.grad_dtype, p.moment_dtype)
+            owned = pd / (dense_group if p.zero >= 1 else 1) + pe / (dp_expert if p.zero >= 1 else 1)
+            opt_bytes = owned * (8 + 4 * BYTES[p.moment_dtype] + BYTES[p.grad_dtype] + 2)
+            opt = max(opt, opt_bytes / (ev.timer.gpu.hbm_gbps * 1e9))
+            transient = act_max if p.recompute == "full" else 0.0
+            seen[sig] = (w, gr, o, tuple(chunk_act), act, transient)
+        w, gr, o, chunk_act, act, transient = seen[sig]
         if p.pp > 1 and p.schedule != "none":
             # Walk the rank's own task order (layout.inflight_by_chunk, as the DES keeps memory): the
             # micro-batches each of its chunks holds at the moments it could peak, weighted by what each
             # chunk saves. Rank 0 of an interleaved schedule holds PP*V + PP - 1 chunk activations
             # (Narayanan et al. 2021, sec 2.2.2), the last rank (V-1)*PP + 1, and that last rank's chunk
-            # carries the output head; under 1F1B rank r holds PP - r; DualPipe PP+1 on every rank.
-            # Megatron's forward-backward pairs add one warm-up forward: a chunk more, the largest.
+            # carries the output head; under 1F1B rank r holds PP - r; DualPipe PP+1 on every rank,
+            # split between its two chunks by the rank's place in the pipeline.
             activations = max(sum(n * a for n, a in zip(v, chunk_act))
-                              for v in inflight_by_chunk(p.schedule, p.pp, p.vpp, M, r))
-            activations += pairs * max(chunk_act)
+                              for v in inflight_by_chunk(p.schedule, p.pp, p.vpp, M, r, pairs))
         else:
-            activations = per_chunk_act * activation_microbatches(p.schedule, p.pp, p.vpp, M, pairs)
-        transient = act_max if p.recompute == "full" else 0.0
-        seen[sig] = MemoryBreakdown(w, gr, o, activations, transient)
-        mems.append(seen[sig])
+            activations = act / len(held) * activation_microbatches(p.schedule, p.pp, p.vpp, M, int(pairs))
+        mems.append(MemoryBreakdown(w, gr, o, activations, transient))
     return worst_exposed, opt, mems

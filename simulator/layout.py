@@ -127,8 +127,8 @@ def activation_microbatches(schedule: str, pp: int, vpp: int, microbatches: int,
     raise ValueError(schedule)
 
 
-@lru_cache(maxsize=1024)
-def inflight_by_chunk(schedule: str, pp: int, vpp: int, microbatches: int, rank: int) -> tuple[tuple[int, ...], ...]:
+def inflight_by_chunk(schedule: str, pp: int, vpp: int, microbatches: int, rank: int,
+                      pairs: bool = False) -> tuple[tuple[int, ...], ...]:
     """Micro-batches a rank holds activations for, per chunk, at the moments it could peak.
 
     A rank's chunks may hold unequal activations: under DualPipe rank 0 runs the first stage
@@ -138,18 +138,38 @@ def inflight_by_chunk(schedule: str, pp: int, vpp: int, microbatches: int, rank:
     rank's task order instead (activations taken when a forward starts, freed when its full
     backward or its weight part ends, as the DES does), the in-flight count per chunk after
     every forward is one candidate; the peak is the largest of ``counts . bytes_per_chunk``
-    over the candidates that no other candidate dominates (the list returned)."""
+    over the candidates that no other candidate dominates (the list returned). ``pairs``:
+    Megatron's forward-backward pairs (``schedules.build_schedule``), one warm-up forward more.
+
+    Past the warm-up a schedule's steady phase repeats itself, so the peaks of M micro-batches are
+    those of a shorter schedule of the same kind (:func:`steady_microbatches`; checked over a grid
+    in tests/test_analytic.py): the walk costs the same for 120 micro-batches as for 100,000."""
+    return _inflight_all(schedule, pp, vpp, steady_microbatches(schedule, pp, vpp, microbatches), bool(pairs))[rank]
+
+
+def steady_microbatches(schedule: str, pp: int, vpp: int, microbatches: int) -> int:
+    """The micro-batch count, capped where more would only repeat the steady phase: four pipeline
+    fills (4 PP; interleaved PP x (V + 3)), a valid count of the schedule's own kind."""
+    cap = pp * (vpp + 3) if schedule == "interleaved" else 4 * pp
+    return min(microbatches, cap)
+
+
+@lru_cache(maxsize=512)
+def _inflight_all(schedule: str, pp: int, vpp: int, microbatches: int, pairs: bool) -> tuple:
+    """inflight_by_chunk for every rank at once: one schedule built per (schedule, pp, vpp, M, pairs)."""
     from .schedules import build_schedule
 
-    held = [0] * (2 if schedule in ("dualpipe", "dualpipev") else (vpp if schedule == "interleaved" else 1))
-    seen: set[tuple[int, ...]] = set()
-    for tk in build_schedule(schedule, pp, microbatches, vpp)[rank]:
-        if tk.kind in ("F", "FB"):
-            held[tk.chunk] += 1
-            seen.add(tuple(held))
-        if tk.kind == "FB" or (tk.kind == "B" and not tk.split_backward):
-            held[tk.chunk2 if tk.kind == "FB" else tk.chunk] -= 1
-        elif tk.kind == "W":
-            held[tk.chunk] -= 1
-    return tuple(v for v in seen
-                 if not any(o != v and all(a >= b for a, b in zip(o, v)) for o in seen))
+    out = []
+    for tasks in build_schedule(schedule, pp, microbatches, vpp, pairs):
+        held = [0] * (2 if schedule in ("dualpipe", "dualpipev") else (vpp if schedule == "interleaved" else 1))
+        seen: set[tuple[int, ...]] = set()
+        for tk in tasks:
+            if tk.kind in ("F", "FB"):
+                held[tk.chunk] += 1
+                seen.add(tuple(held))
+            if tk.kind == "FB" or (tk.kind == "B" and not tk.split_backward):
+                held[tk.chunk2 if tk.kind == "FB" else tk.chunk] -= 1
+            elif tk.kind == "W":
+                held[tk.chunk] -= 1
+        out.append(tuple(v for v in seen if not any(o != v and all(a >= b for a, b in zip(o, v)) for o in seen)))
+    return tuple(out)

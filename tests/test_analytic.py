@@ -129,6 +129,13 @@ def test_dualpipe_peak_memory_agrees_with_the_des(name, overrides):
     ("deepseekmoe-16b", ["plan.schedule=interleaved", "plan.vpp=2"]),
     ("deepseekmoe-16b", ["plan.schedule=zb1p"]),
     ("llama2-7b", ["plan.pp=4", "plan.schedule=interleaved", "plan.vpp=4"]),
+    # Megatron's forward-backward pairs (one warm-up forward more), also with as many micro-batches as
+    # stages, where the warm-up already holds every forward and there is no extra one
+    ("deepseekmoe-16b", ["plan.schedule=interleaved", "plan.vpp=2", "plan.ep=8", "plan.ep_overlap=on"]),
+    ("deepseekmoe-16b", ["plan.schedule=interleaved", "plan.vpp=2", "plan.ep=8", "plan.ep_overlap=on",
+                         "training.global_batch=256"]),
+    # DualPipe ranks holding equal stage pairs split their PP+1 micro-batches differently between the two
+    ("deepseek-v2-lite", ["plan.schedule=dualpipe", "plan.pp=16", "plan.layer_split=uniform", "plan.dp=0"]),
 ])
 def test_pipelined_peak_memory_agrees_with_the_des_on_every_rank(name, overrides):
     """Under 1F1B and interleaving the micro-batches in flight fall with the rank (1F1B: PP - r), and the
@@ -136,9 +143,25 @@ def test_pipelined_peak_memory_agrees_with_the_des_on_every_rank(name, overrides
     Llama 3 405B's last rank at 105.6 GiB where the DES walked 40.4. Both now walk the rank's task order."""
     sc = load_scenario(name, overrides)
     a, d = predict(sc), predict(sc, engine="des")
-    assert len({round(s.memory.activations) for s in a.stages}) > 1  # the ranks differ
+    assert len({round(s.memory.activations, 2) for s in a.stages}) > 1  # the ranks differ
     for sa, sd in zip(a.stages, d.stages):
         assert sa.memory.activations == pytest.approx(sd.memory.activations, rel=1e-9), sa.rank
+
+
+def test_inflight_peaks_do_not_change_past_the_capped_micro_batch_count():
+    """inflight_by_chunk walks at most a few pipeline fills (layout.steady_microbatches): the peaks of a
+    longer schedule are the same, on every rank, for every schedule, with and without pairs."""
+    from simulator.layout import _inflight_all, inflight_by_chunk, steady_microbatches
+
+    cases = [(s, pp, 1) for s in ("1f1b", "zb1p", "dualpipev") for pp in (2, 3, 4, 8)]
+    cases += [("dualpipe", pp, 1) for pp in (2, 4, 8)] + [("interleaved", pp, v) for pp in (2, 4, 8) for v in (2, 3, 4)]
+    for schedule, pp, vpp in cases:
+        cap = steady_microbatches(schedule, pp, vpp, 10**9)
+        for pairs in (False, True) if schedule in ("1f1b", "interleaved") else (False,):
+            for m in (cap, cap + 2 * pp, 3 * cap + 4 * pp):
+                full = _inflight_all(schedule, pp, vpp, m, pairs)
+                assert all(set(full[r]) == set(inflight_by_chunk(schedule, pp, vpp, m, r, pairs)) for r in range(pp)), \
+                    (schedule, pp, vpp, pairs, m)
 
 
 def test_inflight_by_chunk_counts_pp_plus_one_stage_units():
