@@ -186,3 +186,12 @@ def test_predict_des_prices_the_whole_run_with_the_des(capsys):
     sc = load("deepseekmoe-16b", ["training.batch_ramp_from=1024", "training.batch_ramp_tokens=1e11"])
     assert rep["total_gpu_hours"] == pytest.approx(run_cost(sc, engine="des")["total_gpu_hours"])
     assert rep["total_gpu_hours"] != pytest.approx(run_cost(sc, engine="analytic")["total_gpu_hours"])
+
+
+def test_no_pipelining_runs_in_the_des_as_in_the_analytic_engine():
+    """plan.schedule=none (pp 1) was accepted by the analytic engine and refused by the DES
+    ("unknown 'none'"); without pipelining a rank runs one stage's 1F1B, in both engines."""
+    none = load_scenario("deepseekmoe-2b", ["plan.schedule=none"])
+    f1b1 = load_scenario("deepseekmoe-2b", ["plan.schedule=1f1b"])
+    assert predict_des(none).step_time_s == pytest.approx(predict_des(f1b1).step_time_s)
+    assert predict_analytic(none).step_time_s == pytest.approx(predict_analytic(f1b1).step_time_s)

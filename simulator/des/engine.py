@@ -238,7 +238,9 @@ def predict_des(sc: Scenario, profile: Profile | str | None = None, *, times: Pa
 def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool, record: bool) -> dict:
     p, m, c = sc.plan, sc.model, sc.cluster
     M, pp, vpp = sc.microbatches, p.pp, p.vpp
-    name = p.schedule
+    # Without pipelining (pp 1, the config's only place for "none") a rank runs its micro-batches one
+    # after another, forward then backward: the 1F1B schedule of one stage.
+    name = "1f1b" if p.schedule == "none" else p.schedule
     ns = num_stages(name, pp, vpp)
     overlap = sc.ep_overlapped
     # Overlap outside DualPipe is Megatron's batch-level pairing of the 1F1B steady state.
