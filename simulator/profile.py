@@ -562,9 +562,9 @@ class Profile:
         data = {**self.data, "tables": dict(self.tables)}
         for spec in self.data.get("burst_tables", {}):
             table, _, dtype = spec.partition("/")
+            ridge = peak_tflops.get(dtype, 0.0) * 1e12 * fraction / (hbm_gbps * 1e9)  # FLOP per byte
             rows = []
             for r in data["tables"].get(table, []):
-                ridge = peak_tflops.get(dtype, 0.0) * 1e12 * fraction / (hbm_gbps * 1e9)
                 if r.get("dtype") == dtype and not r.get("ceiling") and row_intensity(table, r) >= ridge:
                     r = {**r, "tflops": float(r["tflops"]) * fraction}
                 rows.append(r)
