@@ -143,7 +143,14 @@ def inflight_by_chunk(schedule: str, pp: int, vpp: int, microbatches: int, rank:
 
     Past the warm-up a schedule's steady phase repeats itself, so the peaks of M micro-batches are
     those of a shorter schedule of the same kind (:func:`steady_microbatches`; checked over a grid
-    in tests/test_analytic.py): the walk costs the same for 120 micro-batches as for 100,000."""
+    in tests/test_analytic.py): the walk costs the same for 120 micro-batches as for 100,000. One chunk
+    per rank has a closed form, the walk's answer on every rank (tests/test_analytic.py): 1F1B holds
+    PP - rank micro-batches (one more with pairs), ZB1P holds PP on every rank (a backward's weight
+    part keeps its inputs), never more than there are."""
+    if schedule == "1f1b":
+        return ((min(pp - rank + int(pairs), microbatches),),)
+    if schedule == "zb1p":
+        return ((min(pp, microbatches),),)
     return _inflight_all(schedule, pp, vpp, steady_microbatches(schedule, pp, vpp, microbatches), bool(pairs))[rank]
 
 

@@ -164,6 +164,20 @@ def test_inflight_peaks_do_not_change_past_the_capped_micro_batch_count():
                     (schedule, pp, vpp, pairs, m)
 
 
+def test_single_chunk_schedules_closed_forms_are_the_walk():
+    """1F1B: rank r holds PP - r micro-batches (one more with Megatron's pairs), ZB1P: PP on every rank,
+    never more than there are; the closed forms answer exactly what walking the schedule gives. (PP 1 is
+    not walked: without pipelining the engines count one micro-batch, layout.activation_microbatches.)"""
+    from simulator.layout import _inflight_all, inflight_by_chunk
+
+    for pp in (2, 3, 4, 8, 16):
+        for m in range(1, 5 * pp + 1):
+            for schedule, pairs in (("1f1b", False), ("1f1b", True), ("zb1p", False)):
+                walked = _inflight_all(schedule, pp, 1, m, pairs)
+                assert all(walked[r] == inflight_by_chunk(schedule, pp, 1, m, r, pairs) for r in range(pp)), \
+                    (schedule, pp, m, pairs)
+
+
 def test_inflight_by_chunk_counts_pp_plus_one_stage_units():
     from simulator.layout import inflight_by_chunk
 
