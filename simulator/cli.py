@@ -96,6 +96,11 @@ def add_scenario_args(p: argparse.ArgumentParser) -> None:
                    help="calibration profile name or JSON path (default: the cluster's)")
 
 
+def _clock_text(gpu) -> str:
+    """", SM clock 1600 of 1830 MHz under load" where the GPU gives its clocks, else ""."""
+    return f", SM clock {gpu.sustained_clock_mhz:g} of {gpu.peak_clock_mhz:g} MHz under load" if gpu.sustained_clock_mhz else ""
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from .api import load, plan_text, predict, report, run_cost
 
@@ -119,7 +124,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return 0
     rows = [
         ("model", f"{sc.model.name}: {_fmt(rep['total_params'])} params, {_fmt(rep['activated_params'])} activated"),
-        ("cluster", f"{sc.cluster.num_gpus} x {sc.cluster.gpu.name} (NVLink {sc.cluster.nvlink_gbps:g} GB/s, IB {sc.cluster.ib_gbps:g} GB/s)"),
+        ("cluster", f"{sc.cluster.num_gpus} x {sc.cluster.gpu.name} (NVLink {sc.cluster.nvlink_gbps:g} GB/s, "
+                    f"IB {sc.cluster.ib_gbps:g} GB/s{_clock_text(sc.cluster.gpu)})"),
         ("plan", plan_text(rep["plan"], sc.microbatches)),
         ("engine", rep["engine"]),
         ("step time", f"{_sig(rep['step_time_s'], 3)} s"),
@@ -220,10 +226,8 @@ def _describe(kind: str, name: str) -> str:
                 f"{m.layers} layers{moe}")
     if kind == "clusters":
         c = scn.load_cluster(name)
-        clock = (f", SM clock {c.gpu.sustained_clock_mhz:g} of {c.gpu.peak_clock_mhz:g} MHz under load"
-                 if c.gpu.sustained_clock_mhz else "")
         return (f"{c.num_gpus:,} x {c.gpu.name}, {c.gpus_per_node} per node, NVLink {c.nvlink_gbps:g} GB/s, "
-                f"IB {c.ib_gbps:g} GB/s per GPU{clock}")
+                f"IB {c.ib_gbps:g} GB/s per GPU{_clock_text(c.gpu)}")
     if kind == "scenarios":
         return str(scn.raw_scenario(name).get("description", ""))
     from .profile import load_profile

@@ -189,6 +189,12 @@ def test_inflight_by_chunk_counts_pp_plus_one_stage_units():
         assert max(v[0] for v in first) > max(v[1] for v in first)
 
 
+def test_predict_names_the_sm_clock_it_assumed(capsys):
+    assert main(["predict", "deepseek-v3"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith("cluster"))
+    assert "SM clock 1600 of 1830 MHz under load" in line, line
+
+
 @pytest.mark.parametrize("kind, name, words", [
     ("models", "deepseek-v3", ["671.03 B params", "36.63 B activated", "61 layers", "256 experts (top-8)"]),
     ("clusters", "h800", ["2,048 x H800", "NVLink 160 GB/s", "IB 50 GB/s", "SM clock 1600 of 1830 MHz under load"]),
