@@ -448,11 +448,15 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
         # lone chunks cost more, and a rank holding the head or the embedding may pace the step.
         # Without communication this is M x F&B + closed form, as before.
         p2p_fill = 2 * (p.pp - 1) * p2p if p.pp > 1 else 0.0
-        busy, bubble = max(
+        busy, bubble, pace = max(
             ((rank_busy(r, rF, rB, rFB, rbusy),
-              max(closed_form_bubble(p.schedule, p.pp, rF, rB, rW, rFB, p.vpp), 0.0) + p2p_fill)
-             for r, _, _, rF, rB, rW, rFB, rbusy, _, _ in ranks), key=sum)
+              max(closed_form_bubble(p.schedule, p.pp, rF, rB, rW, rFB, p.vpp), 0.0) + p2p_fill, i)
+             for i, (r, _, _, rF, rB, rW, rFB, rbusy, _, _) in enumerate(ranks)), key=lambda x: x[0] + x[1])
         step = busy + bubble + dp_exposed + opt_time
+        # The step's communication figures are the pacing rank's, as its busy time and bubble are
+        # (the DES reports its busiest rank's): not the rank with the most work per micro-batch.
+        r_star = ranks[pace]
+        _, _, tot, F, B, W, FB, _, hidden, exposed_mb = r_star
 
     stage_reports = []
     for (r, held, rtot, rF, rB, rW, rFB, rbusy, rhidden, rexp), memb in zip(ranks, mem):

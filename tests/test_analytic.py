@@ -109,6 +109,21 @@ def test_dualpipe_bubble_survives_a_slow_network(ib):
     assert d.bubble_s > 0
 
 
+def test_the_steps_communication_figures_are_the_pacing_ranks():
+    """Under DualPipe the analytic engine took the step's busy time and bubble from the rank that paces it
+    (rank 1 on V3) but its exposed and hidden communication from another (the rank with the most work per
+    micro-batch, rank 0: 0.48 s exposed against rank 1's 1.21 s), so it read 2.8 % exposed where the DES,
+    which reports its busiest rank, read 7.4 %."""
+    sc = load_scenario("deepseek-v3")
+    a, d = predict(sc), predict(sc, engine="des")
+    pacing = max(a.stages, key=lambda st: st.busy)
+    assert a.busy_s == pytest.approx(pacing.busy)
+    assert a.exposed_comm_s == pytest.approx(pacing.exposed_comm + a.dp_exposed_s)
+    assert a.hidden_comm_s == pytest.approx(pacing.hidden_comm)
+    assert a.exposed_comm_s == pytest.approx(d.exposed_comm_s, rel=0.1)
+    assert a.hidden_comm_s == pytest.approx(d.hidden_comm_s, rel=0.1)
+
+
 @pytest.mark.parametrize("name, overrides", [
     ("deepseek-v3", []),
     ("deepseek-v3", ["plan.schedule=dualpipev", "plan.pp=8", "plan.ep=32"]),
