@@ -36,10 +36,11 @@ from functools import lru_cache
 from .bubble import closed_form_bubble
 from .comm import CommModel
 from .config import Scenario
-from .layout import activation_microbatches, inflight_by_chunk, rank_stages, split_balanced, split_uniform
+from .layout import inflight_by_chunk, rank_stages, split_balanced, split_uniform
 from .layout import num_stages as layout_num_stages
 from .memory import GIB, MemoryBreakdown, state_bytes
 from .profile import Profile, load_profile
+from .schedules import runnable
 from .timer import OpTimer
 from .workload import (
     BYTES,
@@ -409,7 +410,7 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     if overlap:
         vk = p.vpp if p.schedule == "interleaved" else 1
         counts = [(n_f / vk, n_b / vk, n_fb / vk)
-                  for n_f, n_b, n_fb in lone_chunks(p.schedule, p.pp, M, p.vpp, paired)]
+                  for n_f, n_b, n_fb in lone_chunks(runnable(p.schedule), p.pp, M, p.vpp, paired)]
 
     def comm_split(r: int, rtot: PassTimes, rhidden: float, rexp: float) -> tuple[float, float, float]:
         """(hidden, exposed in pairs or alone, exposed alone) over the step for rank r."""
@@ -426,37 +427,32 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
         n_f, n_b, n_fb = counts[r]
         return n_fb * rFB + n_f * rF + n_b * rB
 
-    if p.schedule == "interleaved":
-        bubble = closed_form_bubble("interleaved", p.pp, F, B, W, FB, p.vpp)
-    else:
-        bubble = closed_form_bubble(p.schedule, p.pp, F, B, W, FB, p.vpp)
-    bubble = max(bubble, 0.0) + (2 * (p.pp - 1) * p2p if p.pp > 1 else 0.0)
-    if paired:
-        n_f, n_b, n_fb = counts[-1]  # the last rank: fewest lone chunks, most pairs, on the critical path
-        busy = n_fb * FB + n_f * F + n_b * B
-    else:
-        busy = M * busy_per_mb
-
-    # Data-parallel traffic and the optimizer step.
-    dp_exposed, opt_time, mem = _dp_and_memory(sc, ev, stages, shape, M, bubble, F, B)
-    step = busy + bubble + dp_exposed + opt_time
+    p2p_fill = 2 * (p.pp - 1) * p2p if p.pp > 1 else 0.0
     if dual and overlap:
         # A DualPipe rank's work is its F&B pairs plus its lone chunks (warm-up forwards at F,
         # cool-down backwards at B, their all-to-all exposed); the closed form is the time it waits
         # on top of that work. Pricing every micro-batch as an F&B pair (M x F&B) is exact only
         # when F&B = F + B; when the pairs hide their all-to-all, or the all-to-all paces them, the
         # lone chunks cost more, and a rank holding the head or the embedding may pace the step.
-        # Without communication this is M x F&B + closed form, as before.
-        p2p_fill = 2 * (p.pp - 1) * p2p if p.pp > 1 else 0.0
+        # Without communication this is M x F&B + closed form, as before. The step's chunk times,
+        # communication and DP windows are then the pacing rank's (the DES reports its busiest rank's).
         busy, bubble, pace = max(
             ((rank_busy(r, rF, rB, rFB, rbusy),
               max(closed_form_bubble(p.schedule, p.pp, rF, rB, rW, rFB, p.vpp), 0.0) + p2p_fill, i)
              for i, (r, _, _, rF, rB, rW, rFB, rbusy, _, _) in enumerate(ranks)), key=lambda x: x[0] + x[1])
-        step = busy + bubble + dp_exposed + opt_time
-        # The step's communication figures are the pacing rank's, as its busy time and bubble are
-        # (the DES reports its busiest rank's): not the rank with the most work per micro-batch.
         r_star = ranks[pace]
         _, _, tot, F, B, W, FB, _, hidden, exposed_mb = r_star
+    else:
+        bubble = max(closed_form_bubble(p.schedule, p.pp, F, B, W, FB, p.vpp), 0.0) + p2p_fill
+        if paired:
+            n_f, n_b, n_fb = counts[-1]  # the last rank: fewest lone chunks, most pairs, on the critical path
+            busy = n_fb * FB + n_f * F + n_b * B
+        else:
+            busy = M * busy_per_mb
+
+    # Data-parallel traffic and the optimizer step.
+    dp_exposed, opt_time, mem = _dp_and_memory(sc, ev, stages, shape, M, bubble, F, B)
+    step = busy + bubble + dp_exposed + opt_time
 
     stage_reports = []
     for (r, held, rtot, rF, rB, rW, rFB, rbusy, rhidden, rexp), memb in zip(ranks, mem):
@@ -555,7 +551,7 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bu
             transient = act_max if p.recompute == "full" else 0.0
             seen[sig] = (w, gr, o, tuple(chunk_act), act, transient)
         w, gr, o, chunk_act, act, transient = seen[sig]
-        if p.pp > 1 and p.schedule != "none":
+        if p.pp > 1:
             # Walk the rank's own task order (layout.inflight_by_chunk, as the DES keeps memory): the
             # micro-batches each of its chunks holds at the moments it could peak, weighted by what each
             # chunk saves. Rank 0 of an interleaved schedule holds PP*V + PP - 1 chunk activations
@@ -565,6 +561,9 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bu
             activations = max(sum(n * a for n, a in zip(v, chunk_act))
                               for v in inflight_by_chunk(p.schedule, p.pp, p.vpp, M, r, pairs))
         else:
-            activations = act / len(held) * activation_microbatches(p.schedule, p.pp, p.vpp, M, int(pairs))
+            # Without pipelining one micro-batch's activations are held at a time, also under Megatron's
+            # pairs: the forward builds its activations layer by layer as the other micro-batch's backward
+            # frees its own (Megatron-Bridge PR #3880 measured 61.35 GB peak for Qwen3-30B-A3B on 16 H100).
+            activations = act / len(held)
         mems.append(MemoryBreakdown(w, gr, o, activations, transient))
     return worst_exposed, opt, mems

@@ -103,38 +103,14 @@ def split_balanced(units: Sequence[str], stages: int, cost: Callable[[str], floa
     return parts
 
 
-def activation_microbatches(schedule: str, pp: int, vpp: int, microbatches: int, pairs: int = 0) -> float:
-    """Micro-batches of activations a rank holds at peak, in units of one stage's activations.
-
-    1F1B and ZB1P: the first rank holds PP. Interleaved: PP + (PP-1)/V... expressed per
-    virtual chunk: (PP*V + PP - 1) chunk-activations, i.e. (1 + (PP-1)/(PP*V)) PP stage units.
-    DualPipe and DualPipeV: PP+1 (DualPipe README). ``pairs`` (1 under Megatron's
-    forward-backward pairs) adds the interleaved schedule's extra warm-up forward, one chunk
-    (``num_warmup_microbatches += 1``). Without pipelining (PP 1, Megatron's
-    ``combined_1f1b_schedule_for_no_pipelining``) there is no extra warm-up: a pair's forward builds
-    its activations layer by layer while its backward frees the other micro-batch's in the opposite
-    order, so one micro-batch stays the peak (Megatron-Bridge PR #3880 measured 61.35 GB peak for
-    Qwen3-30B-A3B on 16 H100 without the overlap). Never more than the micro-batch count.
-    """
-    if schedule in ("1f1b", "zb1p"):
-        return float(min(pp + (pairs if pp > 1 else 0), microbatches))
-    if schedule in ("none",) or pp == 1:
-        return 1.0
-    if schedule == "interleaved":
-        return min(pp * (1 + (pp - 1 + pairs) / (pp * vpp)), float(microbatches))
-    if schedule in ("dualpipe", "dualpipev"):
-        return float(min(pp + 1, microbatches))
-    raise ValueError(schedule)
-
-
 def inflight_by_chunk(schedule: str, pp: int, vpp: int, microbatches: int, rank: int,
                       pairs: bool = False) -> tuple[tuple[int, ...], ...]:
     """Micro-batches a rank holds activations for, per chunk, at the moments it could peak.
 
     A rank's chunks may hold unequal activations: under DualPipe rank 0 runs the first stage
     of one direction (many micro-batches in flight) and the last stage of the other, which
-    carries the output head and MTP (few in flight). :func:`activation_microbatches` counts
-    stage units (PP+1) and so charges the heavy last stage as often as the first. Walking the
+    carries the output head and MTP (few in flight). Counting stage units (PP+1) would charge
+    the heavy last stage as often as the first. Walking the
     rank's task order instead (activations taken when a forward starts, freed when its full
     backward or its weight part ends, as the DES does), the in-flight count per chunk after
     every forward is one candidate; the peak is the largest of ``counts . bytes_per_chunk``

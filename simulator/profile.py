@@ -41,7 +41,7 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .atomic import write_atomic
 from .config import BANDWIDTH_GBPS, TFLOPS, format_number
@@ -559,20 +559,34 @@ class Profile:
         hit = self._clocked.get(key)
         if hit is not None:
             return hit
-        data = {**self.data, "tables": dict(self.tables)}
+        ridges = {}  # (table, dtype) -> the ridge in FLOP per byte at the lowered clock
         for spec in self.data.get("burst_tables", {}):
             table, _, dtype = spec.partition("/")
-            ridge = peak_tflops.get(dtype, 0.0) * 1e12 * fraction / (hbm_gbps * 1e9)  # FLOP per byte
-            rows = []
-            for r in data["tables"].get(table, []):
-                if r.get("dtype") == dtype and not r.get("ceiling") and row_intensity(table, r) >= ridge:
-                    r = {**r, "tflops": float(r["tflops"]) * fraction}
-                rows.append(r)
-            data["tables"][table] = rows
-        out = Profile(data, path=self.path)
-        out.name = self.name
+            ridges[(table, dtype)] = peak_tflops.get(dtype, 0.0) * 1e12 * fraction / (hbm_gbps * 1e9)
+
+        def factor(table: str, row: dict) -> float:
+            ridge = ridges.get((table, row.get("dtype")))
+            slowed = ridge is not None and not row.get("ceiling") and row_intensity(table, row) >= ridge
+            return fraction if slowed else 1.0
+
+        out = self.scaled(factor, self.name)
         self._clocked[key] = out
         return out
+
+    def scaled(self, factor: Callable[[str, dict], float], name: str) -> "Profile":
+        """A copy whose rows' rates (``tflops``, ``gbps``) are multiplied by ``factor(table, row)``, named
+        ``name``; rows left at 1 are shared with this profile (rows are never changed in place). The one
+        way the sensitivity moves, the calibration band and the sustained clock derive a profile."""
+        tables = {}
+        for table, rows in self.tables.items():
+            out = []
+            for r in rows:
+                k = factor(table, r)
+                out.append({**r, **{key: r[key] * k for key in ("tflops", "gbps") if key in r}} if k != 1.0 else r)
+            tables[table] = out
+        copy = Profile({**self.data, "tables": tables}, path=self.path)
+        copy.name = name
+        return copy
 
     def tables_read(self) -> set[tuple[str, tuple]]:
         """(table, match) of every lookup made so far, through this profile or its sustained-clock copies."""

@@ -164,6 +164,12 @@ def validate_schedule_args(name: str, pp: int, microbatches: int, vpp: int = 1) 
         raise ConfigError("plan.microbatches", f"dualpipev needs >= 2*pp={2 * pp} (pp = devices), got {microbatches}")
 
 
+def runnable(name: str) -> str:
+    """The schedule a plan runs: ``none`` (a plan without pipelining, PP 1) is one stage's 1F1B, its
+    micro-batches one after another (with Megatron's pairs, its ``combined_1f1b_schedule_for_no_pipelining``)."""
+    return "1f1b" if name == "none" else name
+
+
 def num_stages(name: str, pp: int, vpp: int = 1) -> int:
     """Number of model stages: pp, pp*vpp (interleaved) or 2*pp (dualpipev)."""
     if name == "interleaved":
@@ -720,7 +726,7 @@ def _cell_label(task: Task) -> str:
     """What a cell says about its task: kind letter, micro-batch, one prime
     per chunk after the first (``F3'``); an F&B pair is ``f&b``."""
     if task.kind == "FB":
-        return f"{task.mb}&{task.mb2}"
+        return task.label()
     return f"{_kind(task)}{task.mb}" + "'" * task.chunk
 
 

@@ -30,7 +30,6 @@ calibration, :mod:`simulator.uncertainty`).
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
 import math
@@ -40,6 +39,7 @@ from .analytic import predict_analytic, resolve_profile
 from .config import Scenario
 from .errors import ConfigError
 from .profile import Profile
+from .timer import SUSTAINED_CLOCK_NOTE
 from .uncertainty import band_rows, prediction_bands
 
 METRIC = "gpu_hours_per_trillion_tokens"
@@ -50,17 +50,7 @@ def scaled_profile(prof: Profile | None, k: float) -> Profile | None:
     """A copy of ``prof`` with every kernel throughput (TFLOP/s, memory GB/s) scaled by ``k``."""
     if prof is None:
         return None
-    data = copy.deepcopy(prof.data)
-    for table, rows in data.get("tables", {}).items():
-        if table == "collectives" or table == "sm_scaling":
-            continue
-        for r in rows:
-            for key in ("tflops", "gbps"):
-                if key in r:
-                    r[key] = r[key] * k
-    out = Profile(data, path=prof.path)
-    out.name = f"{prof.name} x{k:g}"
-    return out
+    return prof.scaled(lambda table, row: 1.0 if table in ("collectives", "sm_scaling") else k, f"{prof.name} x{k:g}")
 
 
 def _scaled_gpu(sc: Scenario, k: float) -> Scenario:
@@ -93,7 +83,8 @@ def _imbalance(sc: Scenario, s: float) -> float:
         max_nodes=m.max_nodes_per_token, skew="zipf", zipf_s=s, seed=p.seed)
 
 
-def _moves(sc: Scenario, prof: Profile | None) -> list[tuple[str, str, str, Callable[[], float], Callable[[], float]]]:
+def _moves(sc: Scenario, prof: Profile | None,
+           clocked: bool) -> list[tuple[str, str, str, Callable[[], float], Callable[[], float]]]:
     c, p = sc.cluster, sc.plan
     return [
         ("cluster.ib_gbps", f"x0.5 ({c.ib_gbps * 0.5:g})", f"x2 ({c.ib_gbps * 2:g})",
@@ -111,7 +102,7 @@ def _moves(sc: Scenario, prof: Profile | None) -> list[tuple[str, str, str, Call
         ("plan.micro_batch", f"x0.5 ({p.micro_batch / 2:g})", f"x2 ({p.micro_batch * 2})",
          lambda: _gh(_plan(sc, micro_batch=_half(p.micro_batch)), prof),
          lambda: _gh(_plan(sc, micro_batch=p.micro_batch * 2), prof)),
-        *_clock_moves(sc, prof),
+        *_clock_moves(sc, prof, clocked),
     ]
 
 
@@ -120,7 +111,9 @@ def _clock(sc: Scenario, mhz: float) -> Scenario:
     return _cluster(sc, gpu=dataclasses.replace(g, sustained_clock_mhz=mhz))
 
 
-def _clock_moves(sc: Scenario, prof: Profile | None) -> list[tuple[str, str, str, Callable[[], float], Callable[[], float]]]:
+def _clock_moves(sc: Scenario, prof: Profile | None,
+                 clocked: bool) -> list[tuple[str, str, str, Callable[[], float], Callable[[], float]]]:
+    """``clocked``: the base prediction read a rate the sustained clock corrected."""
     g = sc.cluster.gpu
     name = "sustained SM clock"  # cluster.gpu.sustained_clock_mhz
 
@@ -132,7 +125,7 @@ def _clock_moves(sc: Scenario, prof: Profile | None) -> list[tuple[str, str, str
     # table it corrected.
     if not g.sustained_clock_mhz:
         reason = "the GPU gives no sustained clock"
-    elif not any(w.startswith("sustained clock:") for w in predict_analytic(sc, profile=prof).warnings):
+    elif not clocked:
         reason = "no rate this scenario reads comes from a table timed in bursts"
     else:
         reason = ""
@@ -156,9 +149,11 @@ def sensitivity(sc: Scenario, profile: Any = None, notes: list[str] | None = Non
     move is invalid for this scenario (the reason is appended to ``notes`` when given).
     """
     prof = resolve_profile(sc, profile)
-    base = _gh(sc, prof)
+    pred = predict_analytic(sc, profile=prof)
+    base = pred.gpu_hours_per_trillion_tokens
+    clocked = any(w.startswith(SUSTAINED_CLOCK_NOTE) for w in pred.warnings)
     rows = []
-    for name, lo_lab, hi_lab, lo_fn, hi_fn in _moves(sc, prof):
+    for name, lo_lab, hi_lab, lo_fn, hi_fn in _moves(sc, prof, clocked):
         if name == "routing skew" and not (sc.model.is_moe and sc.plan.ep > 1):
             if notes is not None:
                 notes.append(f"{name} skipped: no expert parallelism in this plan")

@@ -46,6 +46,11 @@ def device_mismatch(profile: Profile, gpu: GPUConfig) -> str | None:
     return None
 
 
+# How a note on a rate the sustained clock corrected begins (sensitivity reads it to know whether the
+# clock moves anything).
+SUSTAINED_CLOCK_NOTE = "sustained clock:"
+
+
 class OpTimer:
     def __init__(self, gpu: GPUConfig, profile: Profile | None = None):
         self.gpu = gpu
@@ -58,7 +63,7 @@ class OpTimer:
         # sustained clock (Profile.at_sustained_clock), unless the profile measured its own sustained
         # rate (then _sustained applies that) or the GPU gives no clocks (rates as measured, noted).
         self._burst = bool(profile is not None and profile.data.get("burst_tables")
-                           and profile.sustained_fraction("bf16").status != "measured")
+                           and not profile.tables.get("sustained"))
         if self._burst and gpu.sustained_clock_fraction < 1.0:
             peaks = {dt: gpu.peak_tflops(dt) for dt in ("fp8", "bf16", "fp16", "fp32")}
             profile = profile.at_sustained_clock(gpu.sustained_clock_fraction, gpu.hbm_gbps, peaks)
@@ -118,7 +123,7 @@ class OpTimer:
         g = self.gpu
         if g.sustained_clock_fraction < 1.0:
             self._warn(f"sustained:{table}:{dtype}",
-                       f"sustained clock: compute-bound {table} {dtype} rows x {g.sustained_clock_fraction:.3f} "
+                       f"{SUSTAINED_CLOCK_NOTE} compute-bound {table} {dtype} rows x {g.sustained_clock_fraction:.3f} "
                        f"({g.name} holds {g.sustained_clock_mhz:g} of {g.peak_clock_mhz:g} MHz under load; profile "
                        f"{self.profile.name} timed them in bursts: {evidence})")
         else:

@@ -28,7 +28,6 @@ reported side by side, never combined:
 
 from __future__ import annotations
 
-import copy
 import math
 import statistics
 from dataclasses import dataclass
@@ -153,18 +152,13 @@ def calibration_spreads(prof: Profile) -> tuple[Spread, ...]:
 
 def spread_profile(prof: Profile, spreads: tuple[Spread, ...], sign: int) -> Profile:
     """A copy of ``prof`` with each table's throughputs multiplied by exp(sign x its spread)."""
-    data = copy.deepcopy(prof.data)
-    for sp in spreads:
-        if not sp.spread:
-            continue
-        value_key = TABLES[sp.table][2]
-        k = math.exp(sign * sp.spread)
-        for r in data["tables"].get(sp.table, []):
-            if all(r.get(key) == v for key, v in sp.match.items()):
-                r[value_key] = r[value_key] * k
-    out = Profile(data, path=prof.path)
-    out.name = f"{prof.name} {'+' if sign > 0 else '-'}spread"
-    return out
+    moves = [(sp.table, sp.match, math.exp(sign * sp.spread)) for sp in spreads if sp.spread]
+
+    def factor(table: str, row: dict) -> float:
+        return next((k for t, match, k in moves
+                     if t == table and all(row.get(key) == v for key, v in match.items())), 1.0)
+
+    return prof.scaled(factor, f"{prof.name} {'+' if sign > 0 else '-'}spread")
 
 
 def prediction_bands(sc: Scenario, profile: Profile | str | None = None) -> dict:
@@ -187,12 +181,12 @@ def prediction_bands(sc: Scenario, profile: Profile | str | None = None) -> dict
         "method": "prediction x the 10th and 90th percentiles of predicted/measured throughput "
                   "over the public validation rows (analytic engine); not a confidence interval",
     }
-    calibration = spreads = None
+    calibration = moved = None
     if prof is not None:
         spreads = calibration_spreads(prof)
-        fast_prof = spread_profile(prof, spreads, +1)
+        moved = fast_prof, slow_prof = spread_profile(prof, spreads, +1), spread_profile(prof, spreads, -1)
         fast = predict_analytic(sc, profile=fast_prof).gpu_hours_per_trillion_tokens
-        slow = predict_analytic(sc, profile=spread_profile(prof, spreads, -1)).gpu_hours_per_trillion_tokens
+        slow = predict_analytic(sc, profile=slow_prof).gpu_hours_per_trillion_tokens
         # The fresh copy's lookups (its own, and its sustained-clock copies') are exactly the tables this scenario read.
         used = fast_prof.tables_read()
         read = [s for s in spreads if (s.table, tuple(sorted(s.match.items()))) in used]
@@ -207,12 +201,13 @@ def prediction_bands(sc: Scenario, profile: Profile | str | None = None) -> dict
         }
     run = None
     if sc.training.phases or sc.training.batch_ramp_from:
-        run = _run_bands(sc, prof, q_lo, q_hi, spreads if prof is not None else None)
+        run = _run_bands(sc, prof, q_lo, q_hi, moved)
     return {"base": base, "validation": validation, "calibration": calibration, "run": run}
 
 
-def _run_bands(sc: Scenario, prof: Profile | None, q_lo: float, q_hi: float, spreads) -> dict:
-    """Both bands on the whole run's GPU-hours: modelled phases move, phases given as GPU-hours stay."""
+def _run_bands(sc: Scenario, prof: Profile | None, q_lo: float, q_hi: float, moved: tuple | None) -> dict:
+    """Both bands on the whole run's GPU-hours: modelled phases move, phases given as GPU-hours stay.
+    ``moved``: the two spread profiles of the calibration band (None without a profile)."""
     from .lifecycle import phase_gpu_hours
 
     def split(p):
@@ -223,8 +218,8 @@ def _run_bands(sc: Scenario, prof: Profile | None, q_lo: float, q_hi: float, spr
     modelled, given = split(prof)
     out = {"total_gpu_hours": modelled + given,
            "validation": {"low": given + modelled * q_lo, "high": given + modelled * q_hi}}
-    if spreads is not None:
-        totals = [sum(split(spread_profile(prof, tuple(spreads), sign))) for sign in (+1, -1)]
+    if moved is not None:
+        totals = [sum(split(p)) for p in moved]
         out["calibration"] = {"low": min(totals), "high": max(totals)}
     return out
 

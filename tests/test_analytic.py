@@ -182,7 +182,7 @@ def test_inflight_peaks_do_not_change_past_the_capped_micro_batch_count():
 def test_single_chunk_schedules_closed_forms_are_the_walk():
     """1F1B: rank r holds PP - r micro-batches (one more with Megatron's pairs), ZB1P: PP on every rank,
     never more than there are; the closed forms answer exactly what walking the schedule gives. (PP 1 is
-    not walked: without pipelining the engines count one micro-batch, layout.activation_microbatches.)"""
+    not walked: without pipelining the engines count one micro-batch.)"""
     from simulator.layout import _inflight_all, inflight_by_chunk
 
     for pp in (2, 3, 4, 8, 16):

@@ -195,3 +195,9 @@ def test_no_pipelining_runs_in_the_des_as_in_the_analytic_engine():
     f1b1 = load_scenario("deepseekmoe-2b", ["plan.schedule=1f1b"])
     assert predict_des(none).step_time_s == pytest.approx(predict_des(f1b1).step_time_s)
     assert predict_analytic(none).step_time_s == pytest.approx(predict_analytic(f1b1).step_time_s)
+    # with Megatron's pairs too (ep_overlap on, EP > 1), where the analytic engine also refused "none"
+    pairs = ["plan.pp=1", "plan.ep_overlap=on", "plan.recompute=selective", "plan.ep=8"]
+    none = load_scenario("deepseek-v2-lite", [*pairs, "plan.schedule=none"])
+    f1b1 = load_scenario("deepseek-v2-lite", [*pairs, "plan.schedule=1f1b"])
+    for engine in (predict_analytic, predict_des):
+        assert engine(none).step_time_s == pytest.approx(engine(f1b1).step_time_s)

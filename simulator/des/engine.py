@@ -80,7 +80,7 @@ from simulator.des.links import Network
 from simulator.layout import rank_stages
 from simulator.memory import GIB, MemoryBreakdown
 from simulator.profile import Profile
-from simulator.schedules import PAIRABLE, build_schedule, num_stages, stage_of
+from simulator.schedules import PAIRABLE, build_schedule, num_stages, runnable, stage_of
 from simulator.workload import BYTES, DISPATCH_TRANSPORT, Shape, layer_ops
 
 TIMELINE_CAP = 50_000
@@ -238,16 +238,15 @@ def predict_des(sc: Scenario, profile: Profile | str | None = None, *, times: Pa
 def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool, record: bool) -> dict:
     p, m, c = sc.plan, sc.model, sc.cluster
     M, pp, vpp = sc.microbatches, p.pp, p.vpp
-    # Without pipelining (pp 1, the config's only place for "none") a rank runs its micro-batches one
-    # after another, forward then backward: the 1F1B schedule of one stage.
-    name = "1f1b" if p.schedule == "none" else p.schedule
+    name = runnable(p.schedule)
     ns = num_stages(name, pp, vpp)
     overlap = sc.ep_overlapped
     # Overlap outside DualPipe is Megatron's batch-level pairing of the 1F1B steady state.
     sched = build_schedule(name, pp, M, vpp, pairs=overlap)
     megatron_pairs = overlap and name in PAIRABLE
     # Without pipelining Megatron's pair builds the forward's activations layer by layer as the
-    # backward frees the other micro-batch's (layout.activation_microbatches): the backward's are
+    # backward frees the other micro-batch's (Megatron-Bridge PR #3880: 61.35 GB peak, one micro-batch's
+    # worth, for Qwen3-30B-A3B on 16 H100): the backward's are
     # counted freed when the pair starts, so one micro-batch stays the peak.
     frees_at_start = megatron_pairs and pp == 1
     chunks = 2 if name in ("dualpipe", "dualpipev") else vpp
