@@ -104,8 +104,20 @@ DEEPGEMM_BURST = ("DeepGEMM's benchmark leaves the tensor cores idle between tim
                   "PR #68; deep_gemm/testing/bench.py)")
 
 
+# XLA's GEMM table (the BF16 rows from matmul_interpolator_data.h) was timed one kernel at a time, each
+# run between a host-to-device copy of its operands and a device-to-host copy of its result.
+XLA_TABLE = "https://github.com/openxla/xla/blob/main/xla/service/gpu/model/matmul_interpolator_data.h"
+XLA_BURST = ("XLA's matmul_perf_table_gen times each GEMM alone: every one of its 5 profiled runs is an "
+             "HloRunner::ExecuteWithExecutable, which copies the operands from the host and the result back "
+             "(xla/tools/matmul_perf_table_gen.cc, MatmulPerfTableGen::Profile; xla/service/hlo_runner.cc, "
+             "TransferLiteralsToDevice / TransferLiteralFromDevice), so the tensor cores idle between kernels")
+
+
 def _deepgemm_burst() -> dict:
-    return {"gemm/fp8": DEEPGEMM_BURST, "grouped_gemm/fp8": DEEPGEMM_BURST}
+    """Tables timed in bursts in the Hopper profiles: DeepGEMM's FP8 tables, and XLA's rows of the BF16
+    GEMM table (its other sources, Triton's and the MAMF finder's loops, are taken as measured)."""
+    return {"gemm/fp8": DEEPGEMM_BURST, "grouped_gemm/fp8": DEEPGEMM_BURST,
+            "gemm/bf16": [{"source": XLA_TABLE, "evidence": XLA_BURST}]}
 
 
 def build_h800(anchors: dict, pub: dict) -> dict:

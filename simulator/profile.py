@@ -97,6 +97,31 @@ class ProfileError(ValueError):
     """A profile that is missing, corrupt or of an unknown schema version."""
 
 
+def _burst_scopes(spec: str | list) -> list[tuple[str, str]]:
+    """A ``burst_tables`` entry as (source prefix, evidence) pairs; prefix "" for every row."""
+    return [("", spec)] if isinstance(spec, str) else [(item["source"], item["evidence"]) for item in spec]
+
+
+def _check_burst_spec(data: dict, where: str, key: str, table: str, dtype: str, spec: Any) -> None:
+    """A ``burst_tables`` entry is the evidence, in text, that every row of TABLE/DTYPE was timed in bursts,
+    or a list of {"source": PREFIX, "evidence": TEXT} for the rows whose source begins with PREFIX (one
+    harness among several in a table). A prefix that matches no row is refused: it would never apply."""
+    field = f"{where}: burst_tables.{key}"
+    if isinstance(spec, str):
+        if not spec.strip():
+            raise ProfileError(f"{field} must say, in text, why those rows were measured in bursts")
+        return
+    if not isinstance(spec, list) or not spec:
+        raise ProfileError(f"{field} must be a text (every row) or a list of {{\"source\": PREFIX, \"evidence\": TEXT}}")
+    rows = [r for r in (data.get("tables") or {}).get(table, []) if isinstance(r, dict) and r.get("dtype") == dtype]
+    for i, item in enumerate(spec):
+        if not (isinstance(item, dict) and set(item) == {"source", "evidence"}
+                and all(isinstance(item[k], str) and item[k].strip() for k in ("source", "evidence"))):
+            raise ProfileError(f"{field}[{i}] must be {{\"source\": PREFIX, \"evidence\": TEXT}}, both non-empty text")
+        if not any(str(r.get("source", "")).startswith(item["source"]) for r in rows):
+            raise ProfileError(f"{field}[{i}].source {item['source'][:60]!r} begins no {table} {dtype} row's source")
+
+
 def validate_profile(data: Any, where: str = "profile") -> dict:
     """Check a profile document and return it; raise ProfileError naming the field."""
     if not isinstance(data, dict):
@@ -116,13 +141,12 @@ def validate_profile(data: Any, where: str = "profile") -> dict:
     burst = data.get("burst_tables", {})
     if not isinstance(burst, dict):
         raise ProfileError(f"{where}: field 'burst_tables' must be an object")
-    for key, evidence in burst.items():
+    for key, spec in burst.items():
         table, _, dtype = str(key).partition("/")
         if table not in BURST_KINDS or dtype not in DTYPES:
             raise ProfileError(f"{where}: burst_tables key {key!r}; allowed: TABLE/DTYPE with TABLE one of "
                                f"{', '.join(BURST_KINDS)} and DTYPE one of {', '.join(DTYPES)} (e.g. gemm/fp8)")
-        if not (isinstance(evidence, str) and evidence.strip()):
-            raise ProfileError(f"{where}: burst_tables.{key} must say, in text, why those rows were measured in bursts")
+        _check_burst_spec(data, where, key, table, dtype, spec)
     tables = data.get("tables", {})
     if not isinstance(tables, dict):
         raise ProfileError(f"{where}: field 'tables' must be an object")
@@ -559,14 +583,16 @@ class Profile:
         hit = self._clocked.get(key)
         if hit is not None:
             return hit
-        ridges = {}  # (table, dtype) -> the ridge in FLOP per byte at the lowered clock
-        for spec in self.data.get("burst_tables", {}):
-            table, _, dtype = spec.partition("/")
-            ridges[(table, dtype)] = peak_tflops.get(dtype, 0.0) * 1e12 * fraction / (hbm_gbps * 1e9)
+        ridges = {}  # (table, dtype) -> (the ridge in FLOP per byte at the lowered clock, source prefixes)
+        for key, spec in self.data.get("burst_tables", {}).items():
+            table, _, dtype = key.partition("/")
+            ridge = peak_tflops.get(dtype, 0.0) * 1e12 * fraction / (hbm_gbps * 1e9)
+            ridges[(table, dtype)] = (ridge, tuple(prefix for prefix, _ in _burst_scopes(spec)))
 
         def factor(table: str, row: dict) -> float:
-            ridge = ridges.get((table, row.get("dtype")))
-            slowed = ridge is not None and not row.get("ceiling") and row_intensity(table, row) >= ridge
+            hit = ridges.get((table, row.get("dtype")))
+            slowed = (hit is not None and not row.get("ceiling") and row_intensity(table, row) >= hit[0]
+                      and str(row.get("source", "")).startswith(hit[1]))
             return fraction if slowed else 1.0
 
         out = self.scaled(factor, self.name)
@@ -597,8 +623,12 @@ class Profile:
 
     def burst_evidence(self, table: str, dtype: str) -> str | None:
         """Why this profile's ``table`` rows of ``dtype`` were measured in short bursts, at a clock the
-        board does not hold under sustained load (None: not known to be; they are taken as measured)."""
-        return self.data.get("burst_tables", {}).get(f"{table}/{dtype}")
+        board does not hold under sustained load (None: not known to be; they are taken as measured).
+        Where only some sources' rows were, each is named by the start of its source."""
+        spec = self.data.get("burst_tables", {}).get(f"{table}/{dtype}")
+        if spec is None or isinstance(spec, str):
+            return spec
+        return "; ".join(f"the rows from {prefix}: {evidence}" for prefix, evidence in _burst_scopes(spec))
 
     def sm_fraction(self, sms: float, total_sms: float) -> Lookup:
         """Relative compute throughput with ``sms`` of ``total_sms`` SMs (1.0 = all)."""

@@ -389,21 +389,53 @@ def test_memory_bound_and_ceiling_rows_keep_their_burst_rate():
     assert [r["tflops"] for r in rows] == [206, pytest.approx(1168 * 1600 / 1830), 1400]
 
 
+def test_a_burst_entry_may_name_the_sources_timed_in_bursts():
+    """One table may mix harnesses: XLA's GEMM table was timed kernel by kernel between host copies, a
+    Triton loop back to back. An entry listing source prefixes slows only the rows whose source begins
+    with one, and the note names them."""
+    from simulator.api import load
+    from simulator.profile import Profile
+    from simulator.timer import OpTimer
+    from simulator.workload import Op
+
+    xla = {"dtype": "bf16", "m": 4096, "n": 4096, "k": 4096, "tflops": 780, "source": "xla table, row 1"}
+    loop = {"dtype": "bf16", "m": 8192, "n": 8192, "k": 8192, "tflops": 700, "source": "triton loop"}
+    doc = {**_doc([xla, loop]), "burst_tables": {"gemm/bf16": [{"source": "xla table", "evidence": "host copies"}]}}
+    gpu = load("deepseek-v3").cluster.gpu
+    prof = Profile(validate_profile(doc))
+    rows = prof.at_sustained_clock(gpu.sustained_clock_fraction, gpu.hbm_gbps, {"bf16": gpu.bf16_tflops}).tables["gemm"]
+    assert [r["tflops"] for r in rows] == [pytest.approx(780 * 1600 / 1830), 700]
+    assert prof.burst_evidence("gemm", "bf16") == "the rows from xla table: host copies"
+    timer = OpTimer(gpu, prof)
+    timer.time(Op("g", "gemm", "F", "x", 2 * 4096**3, 1.0, "bf16", m=4096, n=4096, k=4096))
+    assert "the rows from xla table: host copies" in timer.warnings["sustained:gemm:bf16"]
+
+
 @pytest.mark.parametrize("burst,message", [
     ({"memory_bound/bf16": "x"}, "burst_tables key 'memory_bound/bf16'; allowed: TABLE/DTYPE"),
     ({"gemm": "x"}, "burst_tables key 'gemm'; allowed"),
     ({"gemm/fp8": ""}, "burst_tables.gemm/fp8 must say, in text, why"),
     ({"gemm/FP8": "x"}, "burst_tables key 'gemm/FP8'; allowed: TABLE/DTYPE"),  # a typo was silently never applied
     ([], "field 'burst_tables' must be an object"),
+    ({"gemm/fp8": []}, "burst_tables.gemm/fp8 must be a text (every row) or a list of"),
+    ({"gemm/fp8": [{"source": "a"}]}, "burst_tables.gemm/fp8[0] must be {\"source\": PREFIX, \"evidence\": TEXT}"),
+    # A prefix that begins no row of that table and dtype would never apply.
+    ({"gemm/fp8": [{"source": "nowhere", "evidence": "x"}]}, "burst_tables.gemm/fp8[0].source 'nowhere' begins no gemm fp8 row"),
 ])
 def test_burst_tables_are_checked(burst, message):
+    row = {"dtype": "fp8", "m": 64, "n": 64, "k": 64, "tflops": 1, "source": "somewhere"}
     with pytest.raises(ProfileError, match=re.escape(message)):
-        validate_profile({**_doc([]), "burst_tables": burst})
+        validate_profile({**_doc([row]), "burst_tables": burst})
 
 
-def test_shipped_profiles_mark_only_deepgemms_tables_as_bursts():
+def test_shipped_profiles_mark_deepgemms_tables_and_xlas_gemm_rows_as_bursts():
     for name in ("h800-anchors", "h800-2024", "h100-published"):
         p = load_profile(name)
-        assert set(p.data["burst_tables"]) == {"gemm/fp8", "grouped_gemm/fp8"}
-        assert all("DeepGEMM PR #68" in v for v in p.data["burst_tables"].values())
+        bursts = p.data["burst_tables"]
+        assert set(bursts) == {"gemm/fp8", "grouped_gemm/fp8", "gemm/bf16"}
+        assert all("DeepGEMM PR #68" in bursts[k] for k in ("gemm/fp8", "grouped_gemm/fp8"))
+        [xla] = bursts["gemm/bf16"]
+        assert "TransferLiteralsToDevice" in xla["evidence"]
+        mine = [r for r in p.tables["gemm"] if r["dtype"] == "bf16" and r["source"].startswith(xla["source"])]
+        assert len(mine) == 20  # XLA's rows only; the Triton, MAMF, fast.cu and vLLM rows are taken as measured
     assert "burst_tables" not in load_profile("a100-published").data
