@@ -584,8 +584,8 @@ class Profile:
         if hit is not None:
             return hit
         ridges = {}  # (table, dtype) -> (the ridge in FLOP per byte at the lowered clock, source prefixes)
-        for key, spec in self.data.get("burst_tables", {}).items():
-            table, _, dtype = key.partition("/")
+        for name, spec in self.data.get("burst_tables", {}).items():
+            table, _, dtype = name.partition("/")
             ridge = peak_tflops.get(dtype, 0.0) * 1e12 * fraction / (hbm_gbps * 1e9)
             ridges[(table, dtype)] = (ridge, tuple(prefix for prefix, _ in _burst_scopes(spec)))
 
