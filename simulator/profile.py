@@ -373,9 +373,6 @@ class Profile:
         self._cache: dict[tuple, Lookup] = {}
         self._grids: dict[tuple, _Grid] = {}
         self._clocked: dict[tuple, Profile] = {}  # at_sustained_clock's copies, per GPU
-        sizes = [float(r["bytes"]) for r in self.tables.get("memory_bound", [])]
-        # Bytes moved by the smallest measured memory-bound kernel (None without such rows).
-        self.smallest_memory_bytes: float | None = min(sizes) if sizes else None
 
     def __repr__(self) -> str:
         return f"Profile({self.name!r}, device={self.device.get('name')!r})"
@@ -505,6 +502,15 @@ class Profile:
             if generic.status != "roofline":
                 return Lookup(generic.value, generic.status, f"generic memory-bound row used for {op}")
         return res
+
+    def memory_floor(self, op: str) -> tuple[str, float] | None:
+        """The rows ``memory_gbps`` answers ``op`` from (its own, else the generic ``*`` rows) and the bytes
+        moved by the smallest of them: a smaller kernel takes that size's rate, an upper bound."""
+        for name in (op, "*"):
+            sizes = [float(r["bytes"]) for r in self.tables.get("memory_bound", []) if r.get("op") == name]
+            if sizes:
+                return name, min(sizes)
+        return None
 
     def collective_gbps(self, op: str, ranks: float) -> Lookup:
         # Rows at one rank count differ by message size, largest last: the asymptotic bandwidth answers.

@@ -143,13 +143,17 @@ class OpTimer:
 
     def memory_gbps(self, op: Op) -> float:
         if self.profile is not None:
-            res = self.profile.memory_gbps(op.name.split(".")[-1], op.bytes)
+            name = op.name.split(".")[-1]
+            res = self.profile.memory_gbps(name, op.bytes)
             if res.value is not None:
-                smallest = self.profile.smallest_memory_bytes
-                if smallest and op.bytes < smallest:
-                    # Below the sweep: the smallest size's rate, an upper bound (smaller kernels reach less).
-                    self._warn("clamped:memory", f"memory-bound kernels below {smallest / 1e6:.3g} MB (the smallest "
-                                                 f"measured size in profile {self.profile.name}) take its rate")
+                rows, smallest = self.profile.memory_floor(name)
+                if op.bytes < smallest:
+                    # Below the rows that answered: the smallest size's rate, an upper bound (smaller kernels
+                    # reach less). One note per set of rows: the shipped profiles answer every op from '*'.
+                    which = "" if rows == "*" else f" ({rows})"
+                    self._warn(f"clamped:memory:{rows}", f"memory-bound kernels{which} below {smallest / 1e6:.3g} MB "
+                                                         f"(the smallest measured size in profile {self.profile.name}) "
+                                                         "take its rate")
                 return min(res.value, self.gpu.hbm_gbps)
         self._warn("roofline:memory", "memory-bound ops at the datasheet HBM bandwidth (roofline)")
         return self.gpu.hbm_gbps

@@ -216,6 +216,27 @@ def test_small_memory_bound_kernels_run_below_the_hbm_rate_where_a_size_sweep_is
         assert gbps[0] < gbps[1] < gbps[2] and gbps[1] < 2000  # a 34 MB norm: ~1.9 TB/s, not the 67 MB rate
 
 
+def test_a_memory_kernel_below_the_rows_that_price_it_is_noted_by_those_rows():
+    """A kernel smaller than the smallest row that answers for it takes that row's rate, an upper bound,
+    with a note. Which rows answer is the op's own when it has some, else the generic '*' rows: a 10 MB
+    norm under norm rows from 64 MB is clamped even though generic rows reach 1 MB; a 10 MB quantize,
+    priced by those generic rows, is not."""
+    from simulator.api import load
+    from simulator.profile import Profile
+    from simulator.timer import OpTimer
+    from simulator.workload import Op
+
+    doc = _doc([])
+    doc["tables"]["memory_bound"] = [{"op": "norm", "bytes": 6.4e7, "gbps": 2000}, {"op": "norm", "bytes": 1e9, "gbps": 2800},
+                                     {"op": "*", "bytes": 1e6, "gbps": 500}, {"op": "*", "bytes": 1e9, "gbps": 3000}]
+    timer = OpTimer(load("deepseek-v3").cluster.gpu, Profile(validate_profile(doc)))
+    timer.time(Op(name="moe.quant", kind="memory", phase="F", block="moe", bytes=1e7))
+    assert not any(k.startswith("clamped:memory") for k in timer.warnings)
+    t = timer.time(Op(name="attn.norm", kind="memory", phase="F", block="attn", bytes=1e7))
+    assert t == pytest.approx(1e7 / 2000e9)
+    assert "memory-bound kernels (norm) below 64 MB" in timer.warnings["clamped:memory:norm"]
+
+
 def test_a_profile_from_another_device_is_named_in_a_warning(capsys):
     """Kernel rates of an A100 (or of a CPU) pricing an H800 cluster: the prediction says so."""
     from simulator.api import load, predict
