@@ -45,6 +45,7 @@ from typing import Any, Callable
 
 from .atomic import write_atomic
 from .config import BANDWIDTH_GBPS, TFLOPS, format_number
+from .workload import BYTES
 
 SCHEMA = "gpuhours.profile"
 SCHEMA_VERSION = 1
@@ -75,14 +76,13 @@ RATE_RANGES: dict[str, tuple[float, float, str]] = {
 # Tables whose rates follow the SM clock (compute-bound kernels); a profile may list some of them, by
 # dtype, under ``burst_tables``: rows its sources measured in short bursts, below the power limit.
 BURST_KINDS = ("gemm", "grouped_gemm", "attention")
-DTYPES = ("fp8", "bf16", "fp16", "fp32")
-_ITEM_BYTES = {"fp8": 1, "bf16": 2, "fp16": 2, "fp32": 4}
+DTYPES = tuple(BYTES)  # the dtypes the workload sizes its ops in
 
 
 def row_intensity(table: str, row: dict) -> float:
     """FLOPs per byte of HBM traffic of a compute-table row's shape: each input read once and the BF16
     output written once (GEMM and grouped GEMM); attention tiles stay on chip (no bound: inf)."""
-    size = _ITEM_BYTES.get(row.get("dtype", "bf16"), 2)
+    size = BYTES.get(row.get("dtype", "bf16"), 2.0)
     if table == "gemm":
         m = float(row["m"])
     elif table == "grouped_gemm":  # each group reads its tokens and its own expert's weights: the same ratio
