@@ -115,7 +115,7 @@ XLA_BURST = ("XLA's matmul_perf_table_gen times each GEMM alone: every one of it
              "TransferLiteralsToDevice / TransferLiteralFromDevice), so the tensor cores idle between kernels")
 
 
-def _deepgemm_burst() -> dict:
+def _hopper_burst() -> dict:
     """Tables timed in bursts in the Hopper profiles: DeepGEMM's FP8 tables, and XLA's rows of the BF16
     GEMM table (its other sources, Triton's and the MAMF finder's loops, are taken as measured)."""
     return {"gemm/fp8": DEEPGEMM_BURST, "grouped_gemm/fp8": DEEPGEMM_BURST,
@@ -128,7 +128,7 @@ def build_h800(anchors: dict, pub: dict) -> dict:
                                   "clock_mhz": spec["boost_clock_MHz"], "hbm_gbps": spec["hbm_TBps"] * 1000,
                                   "measured": False},
                  "published H800 figures (DeepGEMM, DeepEP, FlashMLA) plus H100 SXM BF16 GEMM/attention measurements")
-    prof["burst_tables"] = _deepgemm_burst()
+    prof["burst_tables"] = _hopper_burst()
     t = prof["tables"]
     t["gemm"], t["grouped_gemm"] = _deepgemm_rows(anchors["deepgemm"], cutlass36=False)
     t["gemm"] += _h100_gemm_rows(pub)
@@ -247,7 +247,7 @@ def build_h100(pub: dict, anchors: dict) -> dict:
         [{**r, "source": r["source"] + " (H800 = H100 SXM silicon)"} for r in rows]
         for rows in _deepgemm_rows(anchors["deepgemm"], cutlass36=False))
     # (The FP8 table's one other row, a MAMF maximum, is a ceiling: it bounds the DeepGEMM rows.)
-    prof["burst_tables"] = _deepgemm_burst()
+    prof["burst_tables"] = _hopper_burst()
     t["gemm"] = _h100_gemm_rows(pub) + _h100_fp8_rows(pub) + dg_gemm
     t["grouped_gemm"] = dg_grouped
     t["attention"] = _h100_attention_rows(pub)

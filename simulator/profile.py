@@ -373,6 +373,11 @@ class Profile:
         self._cache: dict[tuple, Lookup] = {}
         self._grids: dict[tuple, _Grid] = {}
         self._clocked: dict[tuple, Profile] = {}  # at_sustained_clock's copies, per GPU
+        # Bytes moved by the smallest memory-bound row of each op ('*': the generic rows).
+        self._memory_floors: dict[str, float] = {}
+        for r in self.tables.get("memory_bound", []):
+            name, size = r.get("op"), float(r["bytes"])
+            self._memory_floors[name] = min(size, self._memory_floors.get(name, size))
 
     def __repr__(self) -> str:
         return f"Profile({self.name!r}, device={self.device.get('name')!r})"
@@ -495,22 +500,22 @@ class Profile:
                       f"no causal {what} rows: the non-causal rate x {ratio:.2f}, the causal/non-causal ratio "
                       f"measured in {other['direction']}{clamp}")
 
+    def _memory_rows(self, op: str) -> str:
+        """Whose memory-bound rows answer ``op``: its own, else the generic ``*`` rows (``op`` when neither)."""
+        return op if op in self._memory_floors or "*" not in self._memory_floors else "*"
+
     def memory_gbps(self, op: str, nbytes: float) -> Lookup:
-        res = self._scattered("memory_bound", {"op": op}, ("bytes",), (nbytes,), "gbps")
-        if res.status == "roofline":
-            generic = self._scattered("memory_bound", {"op": "*"}, ("bytes",), (nbytes,), "gbps")
-            if generic.status != "roofline":
-                return Lookup(generic.value, generic.status, f"generic memory-bound row used for {op}")
+        rows = self._memory_rows(op)
+        res = self._scattered("memory_bound", {"op": rows}, ("bytes",), (nbytes,), "gbps")
+        if rows != op:
+            return Lookup(res.value, res.status, f"generic memory-bound row used for {op}")
         return res
 
     def memory_floor(self, op: str) -> tuple[str, float] | None:
-        """The rows ``memory_gbps`` answers ``op`` from (its own, else the generic ``*`` rows) and the bytes
-        moved by the smallest of them: a smaller kernel takes that size's rate, an upper bound."""
-        for name in (op, "*"):
-            sizes = [float(r["bytes"]) for r in self.tables.get("memory_bound", []) if r.get("op") == name]
-            if sizes:
-                return name, min(sizes)
-        return None
+        """The rows ``memory_gbps`` answers ``op`` from and the bytes moved by the smallest of them: a
+        smaller kernel takes that size's rate, an upper bound (None without memory-bound rows)."""
+        rows = self._memory_rows(op)
+        return (rows, self._memory_floors[rows]) if rows in self._memory_floors else None
 
     def collective_gbps(self, op: str, ranks: float) -> Lookup:
         # Rows at one rank count differ by message size, largest last: the asymptotic bandwidth answers.
@@ -596,9 +601,9 @@ class Profile:
             ridges[(table, dtype)] = (ridge, tuple(prefix for prefix, _ in _burst_scopes(spec)))
 
         def factor(table: str, row: dict) -> float:
-            hit = ridges.get((table, row.get("dtype")))
-            slowed = (hit is not None and not row.get("ceiling") and row_intensity(table, row) >= hit[0]
-                      and str(row.get("source", "")).startswith(hit[1]))
+            burst = ridges.get((table, row.get("dtype")))
+            slowed = (burst is not None and not row.get("ceiling") and row_intensity(table, row) >= burst[0]
+                      and str(row.get("source", "")).startswith(burst[1]))
             return fraction if slowed else 1.0
 
         out = self.scaled(factor, self.name)
