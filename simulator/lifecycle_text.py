@@ -26,7 +26,7 @@ def plan_text(plan: dict, microbatches: int | None = None) -> str:
     mbs = f", {microbatches} micro-batches" if microbatches else ""
     return (f"TP{plan['tp']} PP{plan['pp']} EP{plan['ep']} DP{plan['dp']} CP{plan['cp']} {plan['schedule']}{vpp}, "
             f"micro-batch {plan['micro_batch']}{mbs}, ZeRO-{plan['zero']}, {plan['precision']}, "
-            f"recompute {plan['recompute']}")
+            f"recompute {plan['recompute']}, attention {plan['attention_kernel']}")
 
 
 def run_table_lines(run: dict, headline_plan: dict | None = None) -> list[str]:

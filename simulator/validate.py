@@ -80,6 +80,11 @@ MEGATRON_DEFAULT_DROPOUT = 0.1
 # FlashAttention to give FusedAttention preference on Hopper+ for performance reasons",
 # transformer_engine/pytorch/attention/dot_product_attention/utils.py, get_attention_backend).
 TE_ATTENTION_BLOCKS = {"MLM24", "MB2511", "MB2509", "MBPR"}
+
+# DeepSeek's own runs (HAI-LLM framework), whose MLA kernel was "optimized based on an improved version of
+# FlashAttention-2" (DeepSeek-V2 report sec 3.1.3); FlashAttention-3 ran no MLA backward in 2024
+# (scenarios/deepseek-v3.yaml gives the sources).
+DEEPSEEK_FA2_BLOCKS = {"DSV3", "DSV2"}
 HOPPER_PRESETS = {"h100", "h800", "h200"}
 
 
@@ -228,6 +233,9 @@ def row_to_raw(row: dict) -> tuple[dict, list[str]]:
     if block in TE_ATTENTION_BLOCKS and cluster["preset"] in HOPPER_PRESETS:
         plan["attention_kernel"] = "cudnn"
         defaults.append("attention_kernel=cudnn")
+    if block in DEEPSEEK_FA2_BLOCKS and attention == "mla":
+        plan["attention_kernel"] = "fa2"
+        defaults.append("attention_kernel=fa2")
     if attention == "mla" or "DeepSeek" in g("source"):
         # DeepSeek-V3's FP8 recipe keeps the AdamW moments in BF16 (V3 report sec 3.3.3).
         plan["moment_dtype"] = "bf16" if g("precision") == "fp8" else "fp32"

@@ -2,6 +2,7 @@
 
 import dataclasses
 import re
+from pathlib import Path
 
 import pytest
 
@@ -9,7 +10,7 @@ from simulator.analytic import predict_analytic
 from simulator.errors import ConfigError
 from simulator.profile import load_profile
 from simulator.scenario import load_scenario
-from simulator.validate import row_to_raw
+from simulator.validate import read_csv, row_to_raw
 from simulator.workload import Shape, layer_ops
 
 # ---------------------------------------------------------------- unfused (pre-FlashAttention) attention
@@ -89,6 +90,25 @@ def test_validation_maps_transformer_engine_sources_on_hopper_to_cudnn():
         assert "attention_kernel=cudnn" in defaults
     raw, defaults = row_to_raw({**base, "run_id": "LLAMA3-x"})  # Meta's own stack: not Transformer Engine
     assert "attention_kernel" not in raw["plan"]
+
+
+def test_deepseek_runs_price_mla_with_their_flashattention2_kernel():
+    # DeepSeek-V2 report sec 3.1.3: MLA "optimized based on an improved version of FlashAttention-2";
+    # FlashAttention-3 had no MLA backward in 2024. The presets and the validation rows say the same.
+    rows = {r["run_id"]: r for r in read_csv(Path(__file__).parent / "data" / "public.csv")}
+    for run_id in ("DSV2-236B-H800", "DS-67B-H800"):  # GPU counts not published (rows excluded); any will do
+        rows[run_id]["num_gpus"] = "1024"
+    for run_id in ("DSV3-671B-2048xH800", "DSV2-236B-H800"):
+        raw, defaults = row_to_raw(rows[run_id])
+        assert raw["plan"]["attention_kernel"] == "fa2" and "attention_kernel=fa2" in defaults
+    raw, _ = row_to_raw(rows["DS-67B-H800"])  # not MLA: the statement is about MLA's kernel
+    assert "attention_kernel" not in raw["plan"]
+    for name in ("deepseek-v3", "deepseek-v3-lifecycle", "deepseek-v2", "deepseek-v2-lite",
+                 "deepseek-coder-v2", "deepseek-coder-v2-lite"):
+        assert load_scenario(name).plan.attention_kernel == "fa2", name
+    fa2 = predict_analytic(load_scenario("deepseek-v3"))
+    fa3 = predict_analytic(load_scenario("deepseek-v3", ("plan.attention_kernel=flash",)))
+    assert fa2.step_time_s > 1.05 * fa3.step_time_s  # FA2's H100 rates are well below FA3's
 
 
 # ---------------------------------------------------------------- attention library rows
