@@ -16,6 +16,10 @@ re-predicted with the analytic engine:
   describes a router with no balancing at all: a what-if, not a sensitivity;
 - ``plan.comm_sms``: 8 fewer and 8 more than the plan's; ``plan.micro_batch``: half and double
   the plan's (every move is relative to the scenario, so none repeats its own value);
+- ``plan.attention_kernel``: the plan's kernel swapped for each of two other fused libraries
+  (FlashAttention-3 ``flash``, cuDNN, FlashAttention-2): which one a run had is often not
+  published (DeepSeek's reports name an "improved" FlashAttention-2 for MLA), and their measured
+  rates differ by up to ~2x; a choice, not an up/down move, so each side is labelled with it;
 - sustained SM clock, ``cluster.gpu.sustained_clock_mhz`` (held under training load, it scales the
   profile's tables timed in bursts): 10 % lower, and the peak clock (no throttling at all), where
   the GPU gives one and the scenario reads such tables.
@@ -36,7 +40,7 @@ import math
 from typing import Any, Callable
 
 from .analytic import predict_analytic, resolve_profile
-from .config import Scenario
+from .config import ATTENTION_KERNELS, Scenario
 from .errors import ConfigError
 from .profile import Profile
 from .timer import SUSTAINED_CLOCK_NOTE
@@ -44,6 +48,7 @@ from .uncertainty import band_rows, prediction_bands
 
 METRIC = "gpu_hours_per_trillion_tokens"
 SKEWS = (0.2, 0.5)  # Zipf exponents of the routing-skew moves (see the module docstring)
+FUSED_ATTENTION_KERNELS = tuple(k for k in ATTENTION_KERNELS if k != "unfused")
 
 
 def scaled_profile(prof: Profile | None, k: float) -> Profile | None:
@@ -102,8 +107,15 @@ def _moves(sc: Scenario, prof: Profile | None,
         ("plan.micro_batch", f"x0.5 ({p.micro_batch / 2:g})", f"x2 ({p.micro_batch * 2})",
          lambda: _gh(_plan(sc, micro_batch=_half(p.micro_batch)), prof),
          lambda: _gh(_plan(sc, micro_batch=p.micro_batch * 2), prof)),
+        _attention_move(sc, prof),
         *_clock_moves(sc, prof, clocked),
     ]
+
+
+def _attention_move(sc: Scenario, prof: Profile | None) -> tuple[str, str, str, Callable[[], float], Callable[[], float]]:
+    low, high = [k for k in FUSED_ATTENTION_KERNELS if k != sc.plan.attention_kernel][:2]
+    return ("plan.attention_kernel", low, high,
+            lambda: _gh(_plan(sc, attention_kernel=low), prof), lambda: _gh(_plan(sc, attention_kernel=high), prof))
 
 
 def _clock(sc: Scenario, mhz: float) -> Scenario:

@@ -75,6 +75,17 @@ def test_plan_moves_are_relative_to_the_plan():
     assert rows["plan.comm_sms"]["low_label"].endswith(f"({sc.plan.comm_sms - 8})")
 
 
+def test_attention_kernel_row_swaps_the_plans_kernel_for_the_others(v3):
+    # V3 runs DeepSeek's FlashAttention-2-based MLA kernel: FA3 ('flash') and cuDNN are the two others, and
+    # both are faster on the profile's rows, so both sides lower GPU-hours.
+    row = next(r for r in sensitivity(v3) if r["input"] == "plan.attention_kernel")
+    assert (row["low_label"], row["high_label"]) == ("flash", "cudnn")
+    assert row["low"] < row["base"] and row["high"] < row["base"]
+    fa3 = load("deepseek-v3", ("plan.attention_kernel=flash",))
+    row = next(r for r in sensitivity(fa3) if r["input"] == "plan.attention_kernel")
+    assert (row["low_label"], row["high_label"]) == ("cudnn", "fa2") and row["high"] > row["base"]
+
+
 def test_tornado_bars_are_log_scaled_and_never_hide_a_move(capsys):
     """One large swing must not flatten the other rows (UX review C8): bars are on a log scale of
     the ratio to the base, and any move of 0.5 % or more gets at least one mark."""
