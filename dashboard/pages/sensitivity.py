@@ -45,7 +45,7 @@ if cal:
 # sidebar labels for the inputs (the field name stays in the table below)
 NAMES = {"cluster.ib_gbps": "IB bandwidth", "cluster.nvlink_gbps": "NVLink bandwidth", "kernel efficiency":
          "Kernel efficiency", "routing skew": "Routing skew", "plan.comm_sms": "SMs for communication",
-         "plan.micro_batch": "Micro-batch"}
+         "plan.micro_batch": "Micro-batch", "plan.attention_kernel": "Attention kernel"}
 
 
 def move(label: str) -> str:
