@@ -256,8 +256,8 @@ def plan_controls() -> tuple[str, tuple[str, ...]]:
                   options=ATTENTION_KERNELS, required=True,
                   help="plan.attention_kernel: flash (the profile's default fused rows, FlashAttention-3 on "
                   "Hopper), cudnn (cuDNN's fused attention, Transformer Engine's choice on Hopper), fa2 "
-                  "(FlashAttention-2's rates; DeepSeek's own MLA kernel, 'an improved version of FlashAttention-2', "
-                  "in the DeepSeek presets) or unfused (the score matrix in HBM; not for MLA or NSA)")
+                  "(FlashAttention-2's rates; the DeepSeek presets pick it: their runs' kernels were built on FA2) "
+                  "or unfused (the score matrix in HBM; not for MLA or NSA)")
         add("plan.attention_kernel", attn or p["attention_kernel"], p["attention_kernel"])
     with sb.expander("Run & price", expanded=True):
         col1, col2 = st.columns(2)

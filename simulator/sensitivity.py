@@ -17,9 +17,10 @@ re-predicted with the analytic engine:
 - ``plan.comm_sms``: 8 fewer and 8 more than the plan's; ``plan.micro_batch``: half and double
   the plan's (every move is relative to the scenario, so none repeats its own value);
 - ``plan.attention_kernel``: the plan's kernel swapped for each of two other fused libraries
-  (FlashAttention-3 ``flash``, cuDNN, FlashAttention-2): which one a run had is often not
-  published (DeepSeek's reports name an "improved" FlashAttention-2 for MLA), and their measured
-  rates differ by up to ~2x; a choice, not an up/down move, so each side is labelled with it;
+  (FlashAttention-3 ``flash``, cuDNN, FlashAttention-2, the first two the profile has rows for):
+  which one a run had is often not published (DeepSeek's reports name an "improved"
+  FlashAttention-2 for MLA), and their measured rates differ by up to ~2x; a swap, not an
+  up/down move, so each side is labelled "to <kernel>";
 - sustained SM clock, ``cluster.gpu.sustained_clock_mhz`` (held under training load, it scales the
   profile's tables timed in bursts): 10 % lower, and the peak clock (no throttling at all), where
   the GPU gives one and the scenario reads such tables.
@@ -112,10 +113,33 @@ def _moves(sc: Scenario, prof: Profile | None,
     ]
 
 
+def _skip(reason: str) -> Callable[[], float]:
+    """A move that cannot be made here: calling it raises ``reason`` (reported as a note)."""
+    def fn() -> float:
+        raise ValueError(reason)
+    return fn
+
+
+def _attention_libraries(prof: Profile | None) -> set[str]:
+    """The attention kernels ``prof`` has rows for: ``flash`` (its untagged rows), ``cudnn``, ``fa2``."""
+    return {r.get("library") or "flash" for r in (prof.tables.get("attention", []) if prof else [])}
+
+
 def _attention_move(sc: Scenario, prof: Profile | None) -> tuple[str, str, str, Callable[[], float], Callable[[], float]]:
-    low, high = [k for k in FUSED_ATTENTION_KERNELS if k != sc.plan.attention_kernel][:2]
-    return ("plan.attention_kernel", low, high,
-            lambda: _gh(_plan(sc, attention_kernel=low), prof), lambda: _gh(_plan(sc, attention_kernel=high), prof))
+    """The plan's attention kernel swapped for the first two of flash, cudnn, fa2 (in that order) that are
+    not the plan's and that the profile has rows for: a kernel without rows would be priced like the
+    default one (with a warning), and the row would show a move that is not one."""
+    name = "plan.attention_kernel"
+    have = _attention_libraries(prof)
+    others = [k for k in FUSED_ATTENTION_KERNELS if k != sc.plan.attention_kernel and k in have][:2]
+    if not others:
+        why = _skip(f"profile {prof.name if prof else '(none)'} has attention rows for no other kernel")
+        return (name, "other", "other", why, why)
+    moves = [(f"to {k}", lambda k=k: _gh(_plan(sc, attention_kernel=k), prof)) for k in others]
+    if len(moves) == 1:
+        moves.append(("-", _skip(f"profile {prof.name} has attention rows for one other kernel only")))
+    (lo_lab, lo), (hi_lab, hi) = moves
+    return (name, lo_lab, hi_lab, lo, hi)
 
 
 def _clock(sc: Scenario, mhz: float) -> Scenario:
@@ -128,11 +152,6 @@ def _clock_moves(sc: Scenario, prof: Profile | None,
     """``clocked``: the base prediction read a rate the sustained clock corrected."""
     g = sc.cluster.gpu
     name = "sustained SM clock"  # cluster.gpu.sustained_clock_mhz
-
-    def skip(reason: str) -> Callable[[], float]:
-        def fn() -> float:
-            raise ValueError(reason)
-        return fn
     # Only rates read from a table timed in bursts follow the clock (simulator.timer), which notes each
     # table it corrected.
     if not g.sustained_clock_mhz:
@@ -142,7 +161,7 @@ def _clock_moves(sc: Scenario, prof: Profile | None,
     else:
         reason = ""
     if reason:
-        return [(name, "-10 %", "peak", skip(reason), skip(reason))]
+        return [(name, "-10 %", "peak", _skip(reason), _skip(reason))]
     low = g.sustained_clock_mhz * 0.9
     return [(name, f"-10 % ({low:g})", f"peak ({g.peak_clock_mhz:g})",
              lambda: _gh(_clock(sc, low), prof), lambda: _gh(_clock(sc, g.peak_clock_mhz), prof))]
@@ -223,7 +242,8 @@ def run(args: argparse.Namespace) -> int:
     for label, text in band_rows(bands):
         print(f"  {label}: {text}")
     w = 24
-    print(f"  {'input':<20} {'low move':>16} {'GPU-h/1T':>10} {'':>7}  {'high move':>16} {'GPU-h/1T':>10} {'':>7}  "
+    nw = max([len("input")] + [len(r["input"]) for r in rows])
+    print(f"  {'input':<{nw}} {'low move':>16} {'GPU-h/1T':>10} {'':>7}  {'high move':>16} {'GPU-h/1T':>10} {'':>7}  "
           "tornado")
     # Bars on a log scale of the ratio to the base, so that x2 and x0.5 draw alike and one large
     # swing (routing skew) does not flatten every other row to nothing.
@@ -246,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
         dh = (r["high"] - base) if r["high"] is not None else 0.0
         left = max(bar(r["low"]) if dl < 0 else 0, bar(r["high"]) if dh < 0 else 0)
         right = max(bar(r["low"]) if dl > 0 else 0, bar(r["high"]) if dh > 0 else 0)
-        print(f"  {r['input']:<20} {r['low_label']:>16} {cell(r['low'])}  {r['high_label']:>16} {cell(r['high'])}  "
+        print(f"  {r['input']:<{nw}} {r['low_label']:>16} {cell(r['low'])}  {r['high_label']:>16} {cell(r['high'])}  "
               f"{' ' * (w - left)}{'<' * left}|{'>' * right}")
     print(f"  tornado: '<' GPU-hours fall, '>' they rise; log scale: {w} marks = x{math.exp(span):.2f} "
           "(the largest move), half as many = its square root")

@@ -82,9 +82,9 @@ MEGATRON_DEFAULT_DROPOUT = 0.1
 TE_ATTENTION_BLOCKS = {"MLM24", "MB2511", "MB2509", "MBPR"}
 
 # DeepSeek's own runs (HAI-LLM framework), whose MLA kernel was "optimized based on an improved version of
-# FlashAttention-2" (DeepSeek-V2 report sec 3.1.3); FlashAttention-3 ran no MLA backward in 2024
-# (scenarios/deepseek-v3.yaml gives the sources).
-DEEPSEEK_FA2_BLOCKS = {"DSV3", "DSV2"}
+# FlashAttention-2" (DeepSeek-V2 report sec 3.1.3); FlashAttention-3 appeared in July 2024, after the 67B
+# run, and ran no MLA backward in 2024 (scenarios/deepseek-v3.yaml gives the sources).
+DEEPSEEK_FA2_BLOCKS = {"DSV3", "DSV2", "DS"}
 HOPPER_PRESETS = {"h100", "h800", "h200"}
 
 
@@ -233,7 +233,7 @@ def row_to_raw(row: dict) -> tuple[dict, list[str]]:
     if block in TE_ATTENTION_BLOCKS and cluster["preset"] in HOPPER_PRESETS:
         plan["attention_kernel"] = "cudnn"
         defaults.append("attention_kernel=cudnn")
-    if block in DEEPSEEK_FA2_BLOCKS and attention == "mla":
+    if block in DEEPSEEK_FA2_BLOCKS:
         plan["attention_kernel"] = "fa2"
         defaults.append("attention_kernel=fa2")
     if attention == "mla" or "DeepSeek" in g("source"):

@@ -210,6 +210,12 @@ def test_predict_names_the_sm_clock_it_assumed(capsys):
     assert "SM clock 1600 of 1830 MHz under load" in line, line
 
 
+def test_predict_plan_line_names_the_attention_kernel(capsys):
+    assert main(["predict", "deepseek-v3", "--set", "plan.attention_kernel=cudnn"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith("plan"))
+    assert line.endswith("recompute selective, attention cudnn"), line
+
+
 @pytest.mark.parametrize("kind, name, words", [
     ("models", "deepseek-v3", ["671.03 B params", "36.63 B activated", "61 layers", "256 experts (top-8)"]),
     ("clusters", "h800", ["2,048 x H800", "NVLink 160 GB/s", "IB 50 GB/s", "SM clock 1600 of 1830 MHz under load"]),

@@ -79,11 +79,20 @@ def test_attention_kernel_row_swaps_the_plans_kernel_for_the_others(v3):
     # V3 runs DeepSeek's FlashAttention-2-based MLA kernel: FA3 ('flash') and cuDNN are the two others, and
     # both are faster on the profile's rows, so both sides lower GPU-hours.
     row = next(r for r in sensitivity(v3) if r["input"] == "plan.attention_kernel")
-    assert (row["low_label"], row["high_label"]) == ("flash", "cudnn")
+    assert (row["low_label"], row["high_label"]) == ("to flash", "to cudnn")
     assert row["low"] < row["base"] and row["high"] < row["base"]
     fa3 = load("deepseek-v3", ("plan.attention_kernel=flash",))
     row = next(r for r in sensitivity(fa3) if r["input"] == "plan.attention_kernel")
-    assert (row["low_label"], row["high_label"]) == ("cudnn", "fa2") and row["high"] > row["base"]
+    assert (row["low_label"], row["high_label"]) == ("to cudnn", "to fa2") and row["high"] > row["base"]
+
+
+def test_attention_kernel_row_needs_rows_for_another_kernel():
+    # a100-published has no attention rows: every kernel would be priced alike, a move that is not one.
+    notes: list[str] = []
+    rows = sensitivity(load("llama2-7b"), notes=notes)
+    assert "plan.attention_kernel" not in {r["input"] for r in rows}
+    assert any(n.startswith("plan.attention_kernel skipped: profile a100-published has attention rows for no other")
+               for n in notes)
 
 
 def test_tornado_bars_are_log_scaled_and_never_hide_a_move(capsys):
