@@ -28,12 +28,12 @@ PLANS = "plans"  # session key: list of {"scenario", "overrides"} for Compare
 PLANS_VERSION = "plans_version"  # session key: bumped whenever PLANS changes, so the editor restarts from it
 DES_DONE = "des_done"  # session key: (scenario, overrides) of the last discrete-event run
 
-SCHEDULES = ("1f1b", "interleaved", "zb1p", "dualpipe", "dualpipev")
-RECOMPUTE = ("none", "selective", "full")
-DISPATCHERS = ("deepep", "alltoall")
-EP_OVERLAPS = ("auto", "on", "off")
-LOSS_KERNELS = ("fused", "unfused")
-ATTENTION_KERNELS = ("flash", "cudnn", "fa2", "unfused")
+SCHEDULES = tuple(s for s in api.PLAN_CHOICES["schedule"] if s != "none")  # "none" (no pipeline) is not offered
+RECOMPUTE = api.PLAN_CHOICES["recompute"]
+DISPATCHERS = api.PLAN_CHOICES["dispatcher"]
+EP_OVERLAPS = api.PLAN_CHOICES["ep_overlap"]
+LOSS_KERNELS = api.PLAN_CHOICES["loss_kernel"]
+ATTENTION_KERNELS = api.PLAN_CHOICES["attention_kernel"]
 KIND_COLOURS = {"F": "#4C78A8", "B": "#F58518", "W": "#54A24B", "FB": "#B279A2", "comm": "#9D9D9D"}
 
 

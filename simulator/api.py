@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from .analytic import Prediction, predict_analytic
-from .config import Scenario, to_dict
+from .config import ATTENTION_KERNELS, DISPATCHERS, EP_OVERLAPS, LOSS_KERNELS, RECOMPUTE, SCHEDULES, Scenario, to_dict
 from .lifecycle_text import plan_text
 from .profile import Profile, list_profiles, load_profile
 from .scenario import list_clusters, list_models, list_scenarios, load_scenario, scenario_from_dict
@@ -24,9 +24,17 @@ from .workload import param_counts, train_flops_per_token
 ENGINES = ("analytic", "des")
 
 __all__ = [
-    "ENGINES", "Prediction", "Scenario", "list_clusters", "list_models", "list_profiles", "list_scenarios",
-    "load", "load_profile", "plan_text", "predict", "report", "run_cost", "scenario_from_dict", "to_dict",
+    "ENGINES", "PLAN_CHOICES", "Prediction", "Scenario", "list_clusters", "list_models", "list_profiles",
+    "list_scenarios", "load", "load_profile", "plan_text", "predict", "report", "run_cost", "scenario_from_dict",
+    "to_dict",
 ]
+
+# The values each categorical plan field accepts (what config validation allows), for front ends that
+# offer them as choices.
+PLAN_CHOICES: dict[str, tuple[str, ...]] = {
+    "schedule": SCHEDULES, "recompute": RECOMPUTE, "dispatcher": DISPATCHERS, "ep_overlap": EP_OVERLAPS,
+    "loss_kernel": LOSS_KERNELS, "attention_kernel": ATTENTION_KERNELS,
+}
 
 
 def load(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:

@@ -30,6 +30,7 @@ ATTENTION_KERNELS = ("flash", "cudnn", "fa2", "unfused")
 LOSS_KERNELS = ("fused", "unfused")
 ROUTING = ("balanced", "zipf", "histogram")
 DISPATCHERS = ("deepep", "alltoall")
+EP_OVERLAPS = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -357,7 +358,7 @@ class PlanConfig:
         _choice("plan.precision", self.precision, PRECISIONS)
         _choice("plan.fp8_recipe", self.fp8_recipe, FP8_RECIPES)
         _choice("plan.routing", self.routing, ROUTING)
-        _choice("plan.ep_overlap", self.ep_overlap, ("auto", "on", "off"))
+        _choice("plan.ep_overlap", self.ep_overlap, EP_OVERLAPS)
         _choice("plan.dispatcher", self.dispatcher, DISPATCHERS)
         _choice("plan.layer_split", self.layer_split, ("balanced", "uniform"))
         _choice("plan.moment_dtype", self.moment_dtype, ("fp32", "bf16"))
