@@ -466,6 +466,11 @@ class Profile:
                       f"grouped_gemm {dtype}: k={k:g} below the grouped rows: their rate at k={k_min:g} x {ratio:.2f}, "
                       f"the change the dense gemm {dtype} rows measure between the two k ({res.detail})")
 
+    def attention_kernels(self) -> set[str]:
+        """The plan's attention kernels this profile has rows for: ``flash`` (the untagged rows) and the
+        libraries rows name (``cudnn``, ``fa2``)."""
+        return {r.get("library") or "flash" for r in self.tables.get("attention", [])}
+
     def attention_tflops(self, dtype: str, direction: str, seq: float, heads: float, qk_dim: float, v_dim: float,
                          library: str = "", causal: bool = True) -> Lookup:
         """Rows of one attention library: ``library`` "" reads the rows that name none (the profile's

@@ -120,17 +120,12 @@ def _skip(reason: str) -> Callable[[], float]:
     return fn
 
 
-def _attention_libraries(prof: Profile | None) -> set[str]:
-    """The attention kernels ``prof`` has rows for: ``flash`` (its untagged rows), ``cudnn``, ``fa2``."""
-    return {r.get("library") or "flash" for r in (prof.tables.get("attention", []) if prof else [])}
-
-
 def _attention_move(sc: Scenario, prof: Profile | None) -> tuple[str, str, str, Callable[[], float], Callable[[], float]]:
     """The plan's attention kernel swapped for the first two of flash, cudnn, fa2 (in that order) that are
     not the plan's and that the profile has rows for: a kernel without rows would be priced like the
     default one (with a warning), and the row would show a move that is not one."""
     name = "plan.attention_kernel"
-    have = _attention_libraries(prof)
+    have = prof.attention_kernels() if prof else set()
     others = [k for k in FUSED_ATTENTION_KERNELS if k != sc.plan.attention_kernel and k in have][:2]
     if not others:
         why = _skip(f"profile {prof.name if prof else '(none)'} has attention rows for no other kernel")
