@@ -33,6 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from .breakdown import step_parts
 from .bubble import closed_form_bubble
 from .comm import CommModel
 from .config import Scenario
@@ -70,6 +71,9 @@ class PassTimes:
     ib_bytes: float = 0.0  # all-to-all bytes over IB (both passes)
     recompute: float = 0.0  # part of B that is recomputed forward work
     memory_bound: float = 0.0  # part of F+B+W spent in memory-bound kernels
+    gemm: float = 0.0  # part of F+B+W in dense GEMMs
+    grouped_gemm: float = 0.0  # part of F+B+W in the routed experts' grouped GEMMs
+    attention: float = 0.0  # part of F+B+W in core attention
 
     def __add__(self, o: "PassTimes") -> "PassTimes":
         return PassTimes(*(a + b for a, b in zip(self.astuple(), o.astuple())))
@@ -79,7 +83,7 @@ class PassTimes:
 
     def astuple(self) -> tuple[float, ...]:
         return (self.F, self.B, self.W, self.Fr, self.Br, self.Wr, self.aF, self.aB, self.xF, self.xB,
-                self.ib_bytes, self.recompute, self.memory_bound)
+                self.ib_bytes, self.recompute, self.memory_bound, self.gemm, self.grouped_gemm, self.attention)
 
 
 @dataclass
@@ -236,7 +240,8 @@ class Evaluator:
         a2a = {"F": 0.0, "B": 0.0}
         gemm = {"F": 0.0, "B": 0.0}
         attn = {"F": 0.0, "B": 0.0}
-        ib = recompute = membound = 0.0
+        ib = recompute = 0.0
+        by_kind = {"gemm": 0.0, "grouped_gemm": 0.0, "attention": 0.0, "memory": 0.0}  # F+B+W, all SMs
         for ph, ops in (("F", lo.F), ("B", lo.B), ("W", lo.W)):
             for op in ops:
                 if op.kind == "comm":
@@ -248,11 +253,10 @@ class Evaluator:
                 d = t.time(op)
                 acc[ph][0] += d
                 acc[ph][1] += t.time(op, sms_r) if sms_r else d
+                by_kind[op.kind] += d
                 if op.recompute:
                     recompute += d
-                if op.kind == "memory":
-                    membound += d
-                elif ph in gemm and op.kind in ("gemm", "grouped_gemm"):
+                if ph in gemm and op.kind in ("gemm", "grouped_gemm"):
                     gemm[ph] += d
                 elif ph in attn and op.kind == "attention":
                     attn[ph] += d
@@ -270,7 +274,8 @@ class Evaluator:
             exposed[ph] = tp_exposed + max(0.0, cp_t - attn[ph])
         return PassTimes(
             acc["F"][0], acc["B"][0], acc["W"][0], acc["F"][1], acc["B"][1], acc["W"][1],
-            a2a["F"], a2a["B"], exposed["F"], exposed["B"], ib, recompute, membound,
+            a2a["F"], a2a["B"], exposed["F"], exposed["B"], ib, recompute, by_kind["memory"],
+            by_kind["gemm"], by_kind["grouped_gemm"], by_kind["attention"],
         )
 
 
@@ -427,6 +432,13 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
         n_f, n_b, n_fb = counts[r]
         return n_fb * rFB + n_f * rF + n_b * rB
 
+    def rank_compute(r: int, rtot: PassTimes) -> float:
+        """rank_busy's compute alone: pairs with the SMs the all-to-all holds, lone chunks with all."""
+        if counts is None:
+            return M * (rtot.F + rtot.B + rtot.W)
+        n_f, n_b, n_fb = counts[r]
+        return n_fb * (rtot.Fr + rtot.Br + rtot.Wr) + n_f * rtot.F + n_b * (rtot.B + rtot.W)
+
     p2p_fill = 2 * (p.pp - 1) * p2p if p.pp > 1 else 0.0
     if dual and overlap:
         # A DualPipe rank's work is its F&B pairs plus its lone chunks (warm-up forwards at F,
@@ -442,13 +454,16 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
              for i, (r, _, _, rF, rB, rW, rFB, rbusy, _, _) in enumerate(ranks)), key=lambda x: x[0] + x[1])
         r_star = ranks[pace]
         _, _, tot, F, B, W, FB, _, hidden, exposed_mb = r_star
+        compute = rank_compute(r_star[0], tot)
     else:
         bubble = max(closed_form_bubble(p.schedule, p.pp, F, B, W, FB, p.vpp), 0.0) + p2p_fill
         if paired:
             n_f, n_b, n_fb = counts[-1]  # the last rank: fewest lone chunks, most pairs, on the critical path
             busy = n_fb * FB + n_f * F + n_b * B
+            compute = rank_compute(p.pp - 1, tot)
         else:
             busy = M * busy_per_mb
+            compute = M * (tot.F + tot.B + tot.W)
 
     # Data-parallel traffic and the optimizer step.
     dp_exposed, opt_time, mem = _dp_and_memory(sc, ev, stages, shape, M, bubble, F, B)
@@ -473,6 +488,7 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
         extra={
             "microbatches": M, "dp": dp, "p2p_s": p2p, "total_comm_s": total_comm + dp_exposed,
             "memory_bound_s": M * tot.memory_bound, "recompute_s": M * tot.recompute,
+            "step_parts_s": step_parts(tot.scale(M), compute, busy, bubble, dp_exposed, opt_time),
             "chunk_times_ms": {"F": F * 1e3, "B": B * 1e3, "W": W * 1e3, "FB": FB * 1e3},
         },
     )

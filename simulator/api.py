@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from .analytic import Prediction, predict_analytic
+from .breakdown import PARTS as STEP_PARTS
 from .config import ATTENTION_KERNELS, DISPATCHERS, EP_OVERLAPS, LOSS_KERNELS, RECOMPUTE, SCHEDULES, Scenario, to_dict
 from .lifecycle_text import plan_text
 from .profile import Profile, list_profiles, load_profile
@@ -24,7 +25,7 @@ from .workload import param_counts, train_flops_per_token
 ENGINES = ("analytic", "des")
 
 __all__ = [
-    "ENGINES", "PLAN_CHOICES", "Prediction", "Scenario", "list_clusters", "list_models", "list_profiles",
+    "ENGINES", "PLAN_CHOICES", "Prediction", "STEP_PARTS", "Scenario", "list_clusters", "list_models", "list_profiles",
     "list_scenarios", "load", "load_profile", "plan_text", "predict", "report", "run_cost", "scenario_from_dict",
     "to_dict",
 ]

@@ -151,6 +151,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
         rows += band_rows(bands)
     print_table(rows, title=f"gpuhours predict: {sc.name}")
+    if rep.get("step_parts_s"):
+        from .breakdown import parts_lines
+
+        print_table(parts_lines(rep["step_parts_s"], rep["step_time_s"], rep.get("recompute_s")),
+                    title="where the step goes (pacing rank; kernels at full-GPU rates):")
     warnings = list(rep["warnings"])
     if run and (len(run["phases"]) > 1 or run.get("published_total_gpu_hours")):
         from .lifecycle_text import phase_warnings, run_table_lines

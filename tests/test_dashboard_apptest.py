@@ -473,8 +473,8 @@ def test_cost_page_without_published_figures_says_so_instead_of_columns_of_dashe
 
 @pytest.mark.parametrize("ib", [50.0, 5.0])
 def test_step_split_segments_add_up_to_the_step(ib):
-    """The what-if split stacks compute, bubble, DP exposed and optimizer: they sum to the step time
-    (exposed communication lies inside them; a separate segment counted it twice)."""
+    """The what-if split stacks the step's parts (api.STEP_PARTS: kernel classes, compute slowdown, exposed
+    communication, bubble, DP exposed, optimizer), one bar each, and they sum to the step time."""
     at = _app()
     at.number_input(key="deepseek-v3:ib").set_value(ib).run()
     _ok(at)
@@ -482,7 +482,9 @@ def test_step_split_segments_add_up_to_the_step(ib):
                 if "Step time" in json.dumps(json.loads(c.proto.spec).get("layout", {}).get("title", "")))
     title = spec["layout"]["title"]["text"]
     step = float(re.search(r"Step time ([0-9.]+) s", title).group(1))
-    total = sum(t["x"][0] for t in spec["data"] if t["type"] == "bar")
+    bars = [t for t in spec["data"] if t["type"] == "bar"]
+    assert [t["name"].lower() for t in bars] == [label.lower() for _, label in api.STEP_PARTS]
+    total = sum(t["x"][0] for t in bars)
     assert total == pytest.approx(step, abs=0.006), (title, total)
 
 

@@ -84,10 +84,8 @@ for i, pl in enumerate(plans):
         "plan": label, "scenario": scen, "overrides": " ".join(ovs), "GPU-hours / T tokens": rep["gpu_hours_per_trillion_tokens"],
         "run GPU-hours (M)": cost["total_gpu_hours"] / 1e6, "run cost (M$)": cost["total_usd"] / 1e6,
         "days": cost["days_on_cluster"], "tok/s/GPU": rep["tokens_per_s_per_gpu"], "MFU %": rep["mfu"] * 100,
-        # The step is compute + bubble + DP exposed + optimizer; exposed all-to-all, TP/CP and P2P time
-        # sits inside the compute (and DualPipe's bubble), so it is a column of its own, not a segment.
-        "step (s)": rep["step_time_s"], "compute (s)": bd["busy"], "bubble (s)": bd["bubble"],
-        "DP exposed (s)": bd["dp_exposed"], "other (s)": bd["optimizer"],
+        # The step's parts (api.STEP_PARTS) add up to it; the exposed communication column also counts DP's.
+        "step (s)": rep["step_time_s"], **{f"{label} (s)": rep["step_parts_s"][key] for key, label in state.api.STEP_PARTS},
         "exposed comm, all (s)": bd["exposed_comm"],
         "peak memory (GiB)": rep["peak_memory_gib"], "HBM (GiB)": rep["hbm_gib"],
         "memory": "fits in HBM" if rep["fits_in_memory"] else "exceeds HBM",
@@ -133,11 +131,10 @@ c2.plotly_chart(fig, width="stretch", key="cmp_usd")
 
 c1, c2 = st.columns(2)
 fig = go.Figure()
-for col, colour in (("compute (s)", "#4C78A8"), ("bubble (s)", "#E45756"), ("DP exposed (s)", "#EECA3B"),
-                    ("other (s)", "#72B7B2")):
-    fig.add_bar(x=df["#"], y=df[col], name=col.replace(" (s)", ""), marker_color=colour, customdata=df["plan"],
-                hovertemplate="%{customdata}<br>" + col.replace(" (s)", "") + ": %{y:.2f} s<extra></extra>")
-fig.update_layout(barmode="stack", title="Step-time split (s)", yaxis_title="seconds per step", xaxis_title=None,
+for (_, label), colour in zip(state.api.STEP_PARTS, state.STEP_COLOURS):
+    fig.add_bar(x=df["#"], y=df[f"{label} (s)"], name=label[:1].upper() + label[1:], marker_color=colour,
+                customdata=df["plan"], hovertemplate="%{customdata}<br>" + label + ": %{y:.2f} s<extra></extra>")
+fig.update_layout(barmode="stack", title="Where the step goes (s, pacing rank)", yaxis_title="seconds per step", xaxis_title=None,
                   xaxis_type="category", height=380,
                   margin=dict(t=50, b=10))
 c1.plotly_chart(fig, width="stretch", key="cmp_split")

@@ -74,20 +74,22 @@ if not rep["fits_in_memory"]:
 left, right = st.columns([3, 2])
 with left:
     bd = rep["step_breakdown_s"]
-    # These four add up to the step; exposed communication is not a fifth segment: the all-to-all, TP/CP and
-    # P2P time on the critical path lies inside the compute bar (and in DualPipe's bubble), DP's is its own.
-    parts = {"Compute (busy)": bd["busy"], "Bubble": bd["bubble"], "DP exposed": bd["dp_exposed"],
-             "Optimizer": bd["optimizer"]}
+    # The parts add up to the step: kernel classes at full-GPU rates, what compute loses beside communication,
+    # the communication left on the critical path, the bubble, DP traffic after the backward, the optimizer.
+    parts = rep["step_parts_s"]
     fig = go.Figure()
-    for (lbl, v), col in zip(parts.items(), ("#4C78A8", "#E45756", "#EECA3B", "#72B7B2")):
-        fig.add_bar(y=["step"], x=[v], name=lbl, orientation="h", marker_color=col,
-                    hovertemplate=f"{lbl}: %{{x:.3f}} s<extra></extra>")
-    fig.update_layout(barmode="stack", height=200, margin=dict(l=10, r=10, t=40, b=10),
-                      title=f"Step time {rep['step_time_s']:.2f} s — split", xaxis_title="seconds",
-                      legend=dict(orientation="h", y=-0.5, traceorder="normal"))
+    for (key, lbl), col in zip(state.api.STEP_PARTS, state.STEP_COLOURS):
+        fig.add_bar(y=["step"], x=[parts[key]], name=lbl[:1].upper() + lbl[1:], orientation="h", marker_color=col,
+                    hovertemplate=f"{lbl}: %{{x:.3f}} s (%{{customdata:.1f}} % of the step)<extra></extra>",
+                    customdata=[100 * parts[key] / rep["step_time_s"]])
+    # Nine parts: the legend in two columns under the bar, clear of the axis title.
+    fig.update_layout(barmode="stack", height=360, margin=dict(l=10, r=10, t=40, b=10),
+                      title=f"Step time {rep['step_time_s']:.2f} s — where it goes (pacing rank)", xaxis_title="seconds",
+                      legend=dict(orientation="h", y=-0.3, yanchor="top", traceorder="normal", entrywidth=0.5,
+                                  entrywidthmode="fraction"))
     st.plotly_chart(fig, width="stretch", key="step_split")
-    st.caption(f"Exposed communication: {bd['exposed_comm']:.3f} s of the step (inside the compute and bubble "
-               f"segments, DP's included); hidden behind compute: {bd['hidden_comm']:.3f} s.")
+    st.caption(f"Kernels at full-GPU rates; recomputed work inside them: {rep.get('recompute_s', 0.0):.3f} s. Communication "
+               f"hidden behind compute: {bd['hidden_comm']:.3f} s.")
 with right:
     p = rep["plan"]
     st.markdown(

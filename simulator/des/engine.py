@@ -73,6 +73,7 @@ from simulator.analytic import (
     resolve_profile,
     stage_units,
 )
+from simulator.breakdown import chunks_per_stage, step_parts
 from simulator.comm import all_to_all_row
 from simulator.config import Scenario
 from simulator.des.clock import to_ns, to_s
@@ -229,7 +230,7 @@ def predict_des(sc: Scenario, profile: Profile | str | None = None, *, times: Pa
         extra_imb = res["step"] - base["step"]
         vals = [v for row, units in zip(table, stages) if "moe" in units for v in row]
         mean_imb = sum(vals) / len(vals) if vals else 1.0
-    pred = _to_prediction(sc, ev, stages, res, comm, warnings)
+    pred = _to_prediction(sc, ev, stages, res, comm, warnings, tt)
     pred.extra["imbalance_cost_s"] = extra_imb
     pred.extra["mean_imbalance"] = mean_imb
     return pred
@@ -670,7 +671,8 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
     )
 
 
-def _to_prediction(sc: Scenario, ev: Evaluator, stages, res: dict, comm: bool, warnings: list[str]) -> Prediction:
+def _to_prediction(sc: Scenario, ev: Evaluator, stages, res: dict, comm: bool, warnings: list[str],
+                   tt: _Times) -> Prediction:
     p = sc.plan
     pp, M = p.pp, sc.microbatches
     shape = Shape.of(p, sc.training.seq_len)
@@ -684,7 +686,7 @@ def _to_prediction(sc: Scenario, ev: Evaluator, stages, res: dict, comm: bool, w
     step = to_s(makespan) + opt + zero3
     dp_exposed = to_s(makespan - res["compute_end"] + max(res["ag_wait"], default=0)) + zero3
     reports = []
-    busy_all, hidden_all, exposed_all = [], [], []
+    busy_all, hidden_all, exposed_all, compute_all = [], [], [], []
     per_rank_chunks = []
     for r in range(pp):
         ci, mi = res["comp_iv"][r], res["comm_iv"][r]
@@ -694,6 +696,7 @@ def _to_prediction(sc: Scenario, ev: Evaluator, stages, res: dict, comm: bool, w
         busy = comp_t + comm_t - hid
         exposed = comm_t - hid
         busy_all.append(busy)
+        compute_all.append(comp_t)
         hidden_all.append(hid)
         exposed_all.append(exposed)
         kd = res["kind_d"][r]
@@ -722,6 +725,12 @@ def _to_prediction(sc: Scenario, ev: Evaluator, stages, res: dict, comm: bool, w
     ]
     total = hidden_s + exposed_s
     ct = per_rank_chunks[r_star]
+    parts = {}
+    if tt.override is None:  # kernel classes are known only for the workload's own times
+        runs = M * chunks_per_stage(p.schedule)
+        work = sum((tt.get(s).scale(runs) for s in rank_stages(p.schedule, pp, p.vpp, r_star)), PassTimes())
+        parts["step_parts_s"] = step_parts(work, to_s(compute_all[r_star]), busy_s, bubble_s, dp_exposed, opt)
+        parts["recompute_s"] = work.recompute
     return Prediction(
         scenario=sc, engine="des", step_time_s=step, busy_s=busy_s, bubble_s=bubble_s,
         exposed_comm_s=exposed_s, hidden_comm_s=hidden_s, dp_exposed_s=dp_exposed, optimizer_s=opt,
@@ -742,5 +751,6 @@ def _to_prediction(sc: Scenario, ev: Evaluator, stages, res: dict, comm: bool, w
                          for net in res["nets"] for f in net.records
                          if f.name.startswith(("reduce-scatter", "all-gather"))][:TIMELINE_CAP],
             "link_stats": {k: v for net in res["nets"] for k, v in net.link_stats().items()},
+            **parts,
         },
     )
