@@ -243,38 +243,43 @@ def _fp8_triton_variant(ctx: Context, s, label: str) -> Measured:  # pragma: no 
     return time_triton_grouped(ctx, groups=1, sizes=[s.m], n=s.n, k=s.k, fp8=True, label=label)
 
 
-def setup(ctx: Context, s, dtype: str, label: str):
-    """(kernel, input sets, check error, variant name) of the first GEMM that runs ``dtype`` here:
-    cuBLAS BF16, else FP8 blockwise, else FP8 tensorwise. Raises VariantUnavailable if none does."""
+def _candidates(ctx: Context, s, dtype: str, label: str) -> list[tuple[str, Callable | None, Callable[[], Measured]]]:
+    """(variant name, setup or None, timed run) of every GEMM that runs ``dtype`` here, in order of
+    preference: cuBLAS BF16; FP8 blockwise, FP8 tensorwise, then our Triton blockwise kernel (GPU only,
+    no setup of its own: the sustained-load run does not use it)."""
     if dtype == "bf16":
-        return (*_bf16_setup(ctx, s, label), "torch.matmul")
+        return [("torch.matmul", lambda: _bf16_setup(ctx, s, label), lambda: _bf16_variant(ctx, s, label))]
+    if dtype != "fp8":
+        raise ValueError(f"gemm: unknown dtype {dtype!r}")
     sup = ctx.fp8 or Fp8Support()
-    if dtype == "fp8" and sup.blockwise is not None:
-        return (*_fp8_blockwise_setup(ctx, s, label), sup.blockwise_api.split(" (")[0])
-    if dtype == "fp8" and sup.tensorwise is not None:
-        return (*_fp8_tensorwise_setup(ctx, s, label), sup.tensorwise_api)
+    out: list[tuple[str, Callable | None, Callable[[], Measured]]] = []
+    if sup.blockwise is not None:
+        out.append((sup.blockwise_api.split(" (")[0], lambda: _fp8_blockwise_setup(ctx, s, label),
+                    lambda: _fp8_blockwise_variant(ctx, s, label)))
+    if sup.tensorwise is not None:
+        out.append((sup.tensorwise_api, lambda: _fp8_tensorwise_setup(ctx, s, label),
+                    lambda: _fp8_tensorwise_variant(ctx, s, label)))
+    if ctx.triton_mode == "gpu":
+        out.append(("triton:blockwise-1x128/128x128", None, lambda: _fp8_triton_variant(ctx, s, label)))
+    return out
+
+
+def setup(ctx: Context, s, dtype: str, label: str):
+    """(kernel, input sets, check error, variant name) of the first GEMM that runs ``dtype`` here
+    (``_candidates``' order). Raises VariantUnavailable if none does."""
+    for name, make, _ in _candidates(ctx, s, dtype, label):
+        if make is not None:
+            return (*make(), name)
     raise VariantUnavailable(f"no {dtype} GEMM runs here")
 
 
 def measure(ctx: Context, s, dtype: str) -> dict | None:
     """One ``gemm`` table row for shape ``s`` in ``dtype`` ("bf16" or "fp8"), or None."""
     label = f"gemm {dtype} m={s.m} n={s.n} k={s.k}"
-    if dtype == "bf16":
-        variants = [("torch.matmul", lambda: _bf16_variant(ctx, s, label))]
-    elif dtype == "fp8":
-        if s.k % q8.BLOCK or s.n % 16:
-            ctx.skipped.append({"kernel": label, "variant": "*", "reason": "FP8 block scaling needs K a multiple of 128 (and N of 16)"})
-            return None
-        sup = ctx.fp8 or Fp8Support()
-        variants = []
-        if sup.blockwise is not None:
-            variants.append((sup.blockwise_api.split(" (")[0], lambda: _fp8_blockwise_variant(ctx, s, label)))
-        if sup.tensorwise is not None:
-            variants.append((sup.tensorwise_api, lambda: _fp8_tensorwise_variant(ctx, s, label)))
-        if ctx.triton_mode == "gpu":
-            variants.append(("triton:blockwise-1x128/128x128", lambda: _fp8_triton_variant(ctx, s, label)))
-    else:
-        raise ValueError(f"gemm: unknown dtype {dtype!r}")
+    if dtype == "fp8" and (s.k % q8.BLOCK or s.n % 16):
+        ctx.skipped.append({"kernel": label, "variant": "*", "reason": "FP8 block scaling needs K a multiple of 128 (and N of 16)"})
+        return None
+    variants = [(name, run) for name, _, run in _candidates(ctx, s, dtype, label)]
     res = run_variants(ctx, label, variants)
     if res is None:
         return None
