@@ -351,7 +351,7 @@ class _Grid:
         return math.exp(total)
 
 
-def _label(table: str, match: dict) -> str:
+def table_label(table: str, match: dict) -> str:
     """A table's rows in words: ``gemm fp8``, ``attention bf16 fwd cudnn causal``, ``memory_bound op=*``."""
     def word(k, v):
         if k == "causal":
@@ -399,7 +399,7 @@ class Profile:
         if ordinary:
             rows = ordinary
         if not rows:
-            res = Lookup(None, "roofline", f"no {_label(table, match)} rows")
+            res = Lookup(None, "roofline", f"no {table_label(table, match)} rows")
         else:
             pts = [(tuple(_log(r[d]) for d in dims), float(r[value_key])) for r in rows]
             lq = tuple(_log(x) for x in q)
@@ -420,10 +420,10 @@ class Profile:
                 value = min(value, max(ceilings))
             exact = any(all(abs(a - b) < 1e-9 for a, b in zip(p[0], lq)) for p in pts)
             if only_ceiling:
-                res = Lookup(value, "clamped", f"{_label(table, match)}: only maximum-over-shapes (ceiling) rows; "
+                res = Lookup(value, "clamped", f"{table_label(table, match)}: only maximum-over-shapes (ceiling) rows; "
                                                "an upper bound for this shape")
             elif outside:
-                res = Lookup(value, "clamped", f"{_label(table, match)}: " + "; ".join(outside))
+                res = Lookup(value, "clamped", f"{table_label(table, match)}: " + "; ".join(outside))
             else:
                 res = Lookup(value, "measured" if exact else "interpolated")
         self._cache[key] = res

@@ -36,7 +36,7 @@ from typing import Callable
 
 from .analytic import predict_analytic, resolve_profile
 from .config import Scenario
-from .profile import Lookup, Profile
+from .profile import Lookup, Profile, table_label
 
 # Validation-band percentiles of the predicted/measured ratio.
 QUANTILES = (0.10, 0.90)
@@ -127,8 +127,7 @@ class Spread:
 
     @property
     def label(self) -> str:
-        keys = ", ".join(f"{v}" for v in self.match.values() if v is not None)
-        return f"{self.table} ({keys})" if keys else self.table
+        return table_label(self.table, self.match)
 
 
 @lru_cache(maxsize=8)

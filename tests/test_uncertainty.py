@@ -74,7 +74,7 @@ def test_consistent_table_has_no_spread_and_a_noisy_one_widens_the_band():
     cal = prediction_bands(sc, profile=noisy)["calibration"]
     base = predict_analytic(sc, profile=noisy).gpu_hours_per_trillion_tokens
     assert cal["low"] < base < cal["high"]
-    assert [s["table"] for s in cal["spreads"]] == ["gemm (bf16)"]
+    assert [s["table"] for s in cal["spreads"]] == ["gemm bf16"]
 
 
 def test_spread_profile_moves_only_the_table_it_names():
@@ -92,7 +92,7 @@ def test_spread_profile_moves_only_the_table_it_names():
 def test_dense_bf16_scenario_lists_only_the_tables_it_reads():
     cal = prediction_bands(load("llama3-405b"))["calibration"]
     tables = [s["table"] for s in cal["spreads"]]
-    assert "gemm (bf16)" in tables and not any("fp8" in t for t in tables)
+    assert "gemm bf16" in tables and not any("fp8" in t for t in tables)
     assert [s["spread_pct"] for s in cal["spreads"]] == sorted((s["spread_pct"] for s in cal["spreads"]), reverse=True)
 
 
