@@ -287,7 +287,8 @@ def validation_rows(engine: str = "analytic") -> dict:
     """Predicted against published runs: ``{"rows": [...], "mape_pct", "source"}`` (``gpuhours validate``).
 
     Each row names its run by id and ``description``, what the run was in words from the CSV's own
-    columns (model, GPUs, source in a few words: ``dense · 48× H100 · Megatron-LM 2024``)."""
+    columns (model, GPUs, source in a few words: ``dense · 48× H100 · Megatron-LM 2024``);
+    ``step_parts_s`` maps each modelled run to where its predicted step goes (``STEP_PARTS``)."""
     from .validate import DEFAULT_CSV, describe_run, read_csv, validate_rows
 
     csv_rows = read_csv(DEFAULT_CSV)
@@ -296,7 +297,9 @@ def validation_rows(engine: str = "analytic") -> dict:
     rows = [{"run": r.run_id, "description": described.get(r.run_id, ""), "metric": r.metric,
              "predicted": r.predicted, "measured": r.measured, "error %": r.error_pct, "note": r.reason}
             for r in res]
-    return {"rows": rows, "mape_pct": mape, "source": str(DEFAULT_CSV)}
+    # Where each run's predicted step goes (STEP_PARTS), for the runs that were modelled.
+    parts = {r.run_id: r.step_parts_s for r in res if r.step_parts_s}
+    return {"rows": rows, "mape_pct": mape, "source": str(DEFAULT_CSV), "step_parts_s": parts}
 
 
 def parse_profile(data: Any, name: str = "profile") -> Profile:

@@ -38,6 +38,7 @@ class RowResult:
     defaults: list[str] = field(default_factory=list)
     memory_note: str = ""  # set when the modelled plan does not fit in HBM (a default may be wrong)
     profile_note: str = ""  # set when the given profile was measured on another device than the row's GPUs
+    step_parts_s: dict = field(default_factory=dict)  # where the predicted step goes (simulator.breakdown)
 
 
 # Source blocks whose runs predate FlashAttention (Dao et al., arXiv 2205.14135, May 2022): their
@@ -325,7 +326,7 @@ def validate_rows(rows: list[dict], engine: str = "analytic", profile=None) -> t
             mem = f"does not fit: {pred.peak_memory_gib:.0f} GiB > {sc.cluster.gpu.hbm_gib:.0f} GiB"
         note = device_mismatch(given, sc.cluster.gpu) if given is not None else None
         results.append(RowResult(rid, metric, predicted, measured, err, defaults=defaults, memory_note=mem,
-                                 profile_note=note or ""))
+                                 profile_note=note or "", step_parts_s=pred.extra.get("step_parts_s", {})))
     errs = [abs(r.error_pct) for r in results if r.error_pct is not None and math.isfinite(r.error_pct)]
     mape = sum(errs) / len(errs) if errs else None
     return results, mape
@@ -372,7 +373,8 @@ def results_json(results: list[RowResult], mape: float | None) -> dict:
             {"run_id": r.run_id, "metric": r.metric, "predicted": r.predicted, "measured": r.measured,
              "error_pct": r.error_pct, **({"reason": r.reason} if r.reason else {}),
              **({"defaults": r.defaults} if r.defaults else {}),
-             **({"memory": r.memory_note} if r.memory_note else {})}
+             **({"memory": r.memory_note} if r.memory_note else {}),
+             **({"step_parts_s": r.step_parts_s} if r.step_parts_s else {})}
             for r in results
         ],
         "mape_pct": mape,

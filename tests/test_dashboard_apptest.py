@@ -411,6 +411,20 @@ def test_validation_describes_each_run_beside_its_id_and_fits_1280_px():
     assert sum(widths.values()) <= 818, widths
 
 
+def test_validation_stacks_where_each_runs_predicted_step_goes():
+    at = _app()
+    at.switch_page("pages/validation.py").run()
+    _ok(at)
+    spec = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
+                if "Where each run" in json.dumps(json.loads(c.proto.spec).get("layout", {}).get("title", "")))
+    bars = [t for t in spec["data"] if t["type"] == "bar"]
+    assert [t["name"].lower() for t in bars] == [label.lower() for _, label in api.STEP_PARTS]
+    runs = bars[0]["y"]
+    assert len(runs) == 25 and "MB2511-QWEN3-30B-A3B" in runs
+    for i in range(len(runs)):  # shares of each run's step
+        assert sum(t["x"][i] for t in bars) == pytest.approx(100.0)
+
+
 def test_calibration_draws_one_point_per_measurement():
     """A shape measured more than once (several sources; attention per kernel) stacked as bars and read as one
     kernel above the roofline (1,658 bf16 TFLOP/s for 2048^3 on H800): each measurement is its own point."""

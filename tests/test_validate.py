@@ -20,6 +20,21 @@ def test_validate_json_contract(capsys):
     assert out["mape_pct"] > 0
 
 
+def test_each_modelled_row_says_where_its_predicted_step_goes():
+    """The parts of a row's predicted step add up to the step its throughput comes from."""
+    from simulator.breakdown import PARTS
+
+    rows = {r["run_id"]: r for r in read_csv(DEFAULT_CSV)}
+    results, _ = validate_rows([rows["MLM24-1.7B"], rows["MB2511-QWEN3-30B-A3B"]])
+    for res in results:
+        assert list(res.step_parts_s) == [k for k, _ in PARTS]
+        raw, _ = row_to_raw(rows[res.run_id])
+        tokens_per_gpu_step = raw["training"]["global_batch"] * raw["training"]["seq_len"] / raw["cluster"]["num_gpus"]
+        assert sum(res.step_parts_s.values()) == pytest.approx(tokens_per_gpu_step / res.predicted)
+    mlm, qwen = results
+    assert mlm.step_parts_s["expert_gemm"] == 0.0 < qwen.step_parts_s["expert_gemm"]
+
+
 def test_llama3_rows_compare_mfu():
     rows = [r for r in read_csv(DEFAULT_CSV) if r["run_id"].startswith("LLAMA3")]
     results, _ = validate_rows(rows)

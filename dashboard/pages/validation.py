@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import plotly.express as px
+import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import state  # noqa: F401  (puts the repo on sys.path)
@@ -64,5 +65,20 @@ if not scored.empty:
     fig.update_xaxes(dtick=1, tickformat=",")
     fig.update_yaxes(dtick=1, tickformat=",")
     st.plotly_chart(fig, width="stretch", key="val_scatter")
+if out.get("step_parts_s"):
+    # Where each run's predicted step goes, in shares of its step: what the prediction rests on, run by run
+    # (a run whose error is large and whose step is mostly one part points at that part's model).
+    runs = [r for r in scored["run"] if r in out["step_parts_s"]]
+    fig = go.Figure()
+    for (key, label), colour in zip(state.api.STEP_PARTS, state.STEP_COLOURS):
+        share = [100 * out["step_parts_s"][r][key] / sum(out["step_parts_s"][r].values()) for r in runs]
+        fig.add_bar(y=runs, x=share, name=label[:1].upper() + label[1:], orientation="h", marker_color=colour,
+                    hovertemplate="%{y}<br>" + label + ": %{x:.1f} % of the predicted step<extra></extra>")
+    fig.update_layout(barmode="stack", height=120 + 22 * len(runs), margin=dict(t=50, b=10),
+                      title="Where each run's predicted step goes (pacing rank, % of the step)",
+                      xaxis_title="% of the predicted step", yaxis=dict(autorange="reversed"),
+                      legend=dict(orientation="h", y=-0.1, yanchor="top", entrywidth=0.33, entrywidthmode="fraction",
+                                  traceorder="normal"))
+    st.plotly_chart(fig, width="stretch", key="val_parts")
 src = Path(out["source"])
 st.caption(f"Source: {src.relative_to(state.ROOT) if src.is_relative_to(state.ROOT) else src}; analytic engine.")
