@@ -20,9 +20,11 @@ import streamlit as st  # noqa: E402
 
 from simulator import api  # noqa: E402
 
-# One colour per part of a step (api.STEP_PARTS' order): kernels in blues and greens, what compute loses
-# beside communication and the communication left exposed in warm colours, the waits in greys and yellow.
-STEP_COLOURS = ("#4C78A8", "#72B7B2", "#54A24B", "#9ECAE9", "#F58518", "#E45756", "#BAB0AC", "#EECA3B", "#79706E")
+# One colour per part of a step (api.STEP_PARTS' order): kernels in blues and greens, expert imbalance in
+# purple, what compute loses beside communication and the communication left exposed in warm colours, the
+# waits in greys and yellow.
+STEP_COLOURS = ("#4C78A8", "#72B7B2", "#54A24B", "#9ECAE9", "#B279A2", "#F58518", "#E45756", "#BAB0AC", "#EECA3B",
+                "#79706E")
 
 GpuhoursError = api.GpuhoursError
 

@@ -8,9 +8,10 @@ class, each at the rate it runs on a full GPU:
 - dense GEMMs (projections, dense FFN, shared experts, output head), expert GEMMs (the routed
   experts' grouped GEMMs), core attention, memory-bound kernels (norms, activations, quantize,
   permute, residual adds, the loss);
+- expert-load imbalance (DES, routing not balanced): the compute the pacing rank's skewed
+  micro-batches add over the same schedule simulated at balanced load;
 - compute slowdown: what the compute loses beside communication, i.e. the SMs the all-to-all
-  kernels hold while a forward-backward pair overlaps them; in the DES also the wait for the most
-  loaded expert rank when routing is not balanced.
+  kernels hold while a forward-backward pair overlaps them.
 
 Recomputed forward work is inside the classes (``recompute_s`` in the report says how much).
 The parts are the pacing rank's; other ranks split their step differently (``stages``)."""
@@ -28,6 +29,7 @@ PARTS = (
     ("expert_gemm", "expert GEMMs"),
     ("attention", "core attention"),
     ("memory_bound", "memory-bound kernels"),
+    ("expert_imbalance", "expert-load imbalance"),
     ("compute_slowdown", "compute slowdown beside communication"),
     ("exposed_comm", "exposed communication"),
     ("bubble", "pipeline bubble"),
@@ -37,16 +39,19 @@ PARTS = (
 
 
 def step_parts(work: PassTimes, compute_s: float, busy_s: float, bubble_s: float, dp_exposed_s: float,
-               optimizer_s: float) -> dict[str, float]:
+               optimizer_s: float, balanced_compute_s: float | None = None) -> dict[str, float]:
     """The step's parts in seconds (they add up to busy + bubble + DP exposed + optimizer, the step).
 
-    ``work``: the pacing rank's kernel time over the step at full SMs, by class (PassTimes' class
-    fields, summed over every chunk it runs); ``compute_s``: its compute as run, at the SMs it had;
-    ``busy_s``: compute plus the communication on its critical path."""
+    ``work``: the pacing rank's kernel time over the step at full SMs and balanced expert load, by
+    class (PassTimes' class fields, summed over every chunk it runs); ``compute_s``: its compute as
+    run, at the SMs it had; ``balanced_compute_s``: the same at balanced expert load (None: the load
+    was balanced); ``busy_s``: compute plus the communication on its critical path."""
     classes = {"dense_gemm": work.gemm, "expert_gemm": work.grouped_gemm, "attention": work.attention,
                "memory_bound": work.memory_bound}
-    parts = {**classes, "compute_slowdown": compute_s - sum(classes.values()), "exposed_comm": busy_s - compute_s,
-             "bubble": bubble_s, "dp_exposed": dp_exposed_s, "optimizer": optimizer_s}
+    balanced = compute_s if balanced_compute_s is None else balanced_compute_s
+    parts = {**classes, "expert_imbalance": compute_s - balanced, "compute_slowdown": balanced - sum(classes.values()),
+             "exposed_comm": busy_s - compute_s, "bubble": bubble_s, "dp_exposed": dp_exposed_s,
+             "optimizer": optimizer_s}
     # A difference of equal sums comes out as +-1e-16 rather than 0: shown as 0.
     return {k: 0.0 if abs(v) < 1e-12 else v for k, v in parts.items()}
 

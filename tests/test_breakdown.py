@@ -117,12 +117,19 @@ def test_exposed_communication_part_is_the_reported_exposed_communication_less_d
     assert parts["exposed_comm"] == pytest.approx(pred.exposed_comm_s - pred.dp_exposed_s)
 
 
-def test_skewed_routing_shows_in_the_des_compute_slowdown():
+def test_skewed_routing_is_its_own_part_in_the_des():
+    """Balanced routing costs nothing; skewed routing's extra compute is the expert-imbalance part, and the
+    kernel classes and the SMs lent to communication stay those of the balanced load."""
     base = _parts(api.load("deepseek-v3"), engine="des")[1]
-    skew = _parts(api.load("deepseek-v3", ["plan.routing=zipf", "plan.zipf_s=1.2"]), engine="des")[1]
-    assert skew["compute_slowdown"] > base["compute_slowdown"] + 0.1
-    for key in ("dense_gemm", "expert_gemm", "attention"):  # classes are at balanced load
+    pred, skew = _parts(api.load("deepseek-v3", ["plan.routing=zipf", "plan.zipf_s=1.0"]), engine="des")
+    assert base["expert_imbalance"] == 0.0
+    assert skew["expert_imbalance"] > 0.1
+    # The step-level figure (skewed step - balanced step) also moves the bubble and exposed communication.
+    assert 0.5 * pred.extra["imbalance_cost_s"] < skew["expert_imbalance"] < 1.5 * pred.extra["imbalance_cost_s"]
+    for key in ("dense_gemm", "expert_gemm", "attention", "memory_bound"):  # classes are at balanced load
         assert skew[key] == pytest.approx(base[key])
+    assert skew["compute_slowdown"] == pytest.approx(base["compute_slowdown"], rel=0.1)
+    assert _parts(api.load("deepseek-v3"))[1]["expert_imbalance"] == 0.0  # the analytic engine: balanced
 
 
 def test_predict_prints_where_the_step_goes_and_json_carries_the_parts():

@@ -225,12 +225,13 @@ def predict_des(sc: Scenario, profile: Profile | str | None = None, *, times: Pa
     res = _simulate(sc, ev, stages, tt, table, comm, record_timeline)
     extra_imb = 0.0
     mean_imb = 1.0
+    base = None
     if table is not None:
         base = _simulate(sc, ev, stages, tt, None, comm, False)
         extra_imb = res["step"] - base["step"]
         vals = [v for row, units in zip(table, stages) if "moe" in units for v in row]
         mean_imb = sum(vals) / len(vals) if vals else 1.0
-    pred = _to_prediction(sc, ev, stages, res, comm, warnings, tt)
+    pred = _to_prediction(sc, ev, stages, res, comm, warnings, tt, base)
     pred.extra["imbalance_cost_s"] = extra_imb
     pred.extra["mean_imbalance"] = mean_imb
     return pred
@@ -672,7 +673,9 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
 
 
 def _to_prediction(sc: Scenario, ev: Evaluator, stages, res: dict, comm: bool, warnings: list[str],
-                   tt: _Times) -> Prediction:
+                   tt: _Times, balanced: dict | None = None) -> Prediction:
+    """The report of one simulated step ``res``; ``balanced``: the same step simulated at balanced
+    expert load (None when routing is balanced), for what imbalance adds to the pacing rank's compute."""
     p = sc.plan
     pp, M = p.pp, sc.microbatches
     shape = Shape.of(p, sc.training.seq_len)
@@ -729,7 +732,8 @@ def _to_prediction(sc: Scenario, ev: Evaluator, stages, res: dict, comm: bool, w
     if tt.override is None:  # kernel classes are known only for the workload's own times
         runs = M * chunks_per_stage(p.schedule)
         work = sum((tt.get(s).scale(runs) for s in rank_stages(p.schedule, pp, p.vpp, r_star)), PassTimes())
-        parts["step_parts_s"] = step_parts(work, to_s(compute_all[r_star]), busy_s, bubble_s, dp_exposed, opt)
+        even = None if balanced is None else to_s(sum(e - s for s, e in balanced["comp_iv"][r_star]))
+        parts["step_parts_s"] = step_parts(work, to_s(compute_all[r_star]), busy_s, bubble_s, dp_exposed, opt, even)
         parts["recompute_s"] = work.recompute
     return Prediction(
         scenario=sc, engine="des", step_time_s=step, busy_s=busy_s, bubble_s=bubble_s,
