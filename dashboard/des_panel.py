@@ -67,6 +67,14 @@ def comparison(rep: dict, des: dict) -> None:
             continue
         diff = f"{(d / a - 1) * 100:+.1f} %" if a else "—"
         rows.append({"metric": label, "analytic": fmt.format(a * k), "DES": fmt.format(d * k), "DES vs analytic": diff})
+    # Where each engine's step goes (the pacing rank's parts): which part the two engines disagree on.
+    ap, dp = rep.get("step_parts_s", {}), des.get("step_parts_s", {})
+    for key, label in state.api.STEP_PARTS:
+        if key in ap and key in dp:
+            a, d = ap[key], dp[key]
+            diff = f"{(d - a) * 1e3:+,.0f} ms" if abs(d - a) >= 5e-4 else "same"
+            rows.append({"metric": f"  step part: {label}", "analytic": f"{a:,.3f} s", "DES": f"{d:,.3f} s",
+                         "DES vs analytic": diff})
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     if des.get("peak_memory_gib", 0) > des.get("hbm_gib", float("inf")):
         st.warning(f"The DES peak memory {des['peak_memory_gib']:.1f} GiB exceeds the {des['hbm_gib']:.0f} GiB of HBM.")

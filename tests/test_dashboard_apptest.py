@@ -202,6 +202,9 @@ def test_add_to_comparison_and_des_button_on_deepseek_v3():
     des = at.dataframe[-1].value
     assert list(des.columns) == ["metric", "analytic", "DES", "DES vs analytic"]
     assert "Step time" in set(des["metric"]) and des["DES"].str.endswith(" s").any()
+    parts = des[des["metric"].str.startswith("  step part: ")]
+    assert [m.split(": ", 1)[1] for m in parts["metric"]] == [label for _, label in api.STEP_PARTS]
+    assert parts["DES vs analytic"].str.match(r"^(same|[+-][0-9,]+ ms)$").all(), list(parts["DES vs analytic"])
     at.switch_page("pages/timeline.py").run()
     _ok(at)
     assert at.get("plotly_chart") and any("Perfetto" in b.label for b in at.get("download_button"))
