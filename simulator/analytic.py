@@ -37,7 +37,14 @@ from .breakdown import step_parts
 from .bubble import closed_form_bubble
 from .comm import CommModel
 from .config import Scenario
-from .layout import inflight_by_chunk, rank_stages, split_balanced, split_uniform
+from .layout import (
+    chunks_per_microbatch,
+    inflight_by_chunk,
+    rank_stages,
+    split_balanced,
+    split_uniform,
+    visits_per_stage,
+)
 from .layout import num_stages as layout_num_stages
 from .memory import GIB, MemoryBreakdown, state_bytes
 from .profile import Profile, load_profile
@@ -351,9 +358,31 @@ def lone_chunks(schedule: str, pp: int, microbatches: int, vpp: int,
     return tuple(out)
 
 
-def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalance: float = 1.0,
+def routing_imbalance(sc: Scenario) -> float:
+    """The most loaded EP rank's expert tokens over the mean under the plan's routing (``plan.routing``:
+    Zipf skew or a given histogram, node-limited top-k, redundant experts), the mean over sampled layers
+    (:func:`simulator.des.routing.expected_max_load_factor`); 1.0 for balanced routing, a dense model
+    or EP 1."""
+    p, m = sc.plan, sc.model
+    if p.routing == "balanced" or not m.is_moe or p.ep <= 1:
+        return 1.0
+    from .des.routing import expected_max_load_factor
+
+    return expected_max_load_factor(
+        p.micro_batch * sc.training.seq_len // p.cp, m.n_routed_experts, m.experts_per_token, p.ep,
+        sc.cluster.gpus_per_node, max_nodes=m.max_nodes_per_token, skew=p.routing, zipf_s=p.zipf_s,
+        histogram=tuple(p.expert_histogram) or None, redundant=p.redundant_experts, seed=p.seed)
+
+
+def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalance: float | None = None,
                      evaluator: Evaluator | None = None) -> Prediction:
-    """Predict one training step of a validated scenario with the closed-form engine."""
+    """Predict one training step of a validated scenario with the closed-form engine.
+
+    ``imbalance``: the most loaded EP rank's expert tokens over the mean (None: what the plan's
+    routing gives, :func:`routing_imbalance`); every micro-batch's expert work and all-to-all are
+    priced at it."""
+    if imbalance is None:
+        imbalance = routing_imbalance(sc)
     prof = evaluator.timer.profile if evaluator else resolve_profile(sc, profile)
     ev = evaluator or Evaluator(sc, prof)
     p, m, c, t = sc.plan, sc.model, sc.cluster, sc.training
@@ -380,8 +409,9 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
         tot = PassTimes()
         for s in held:
             tot = tot + stage_t[s]
-        if p.schedule == "dualpipe":
-            tot = tot.scale(0.5)  # each micro-batch visits one of the two stages on this rank
+        share = visits_per_stage(p.schedule)
+        if share != 1.0:
+            tot = tot.scale(share)  # DualPipe: each micro-batch visits one of the two stages on this rank
         # Lone chunks: communication on the critical path.
         F = tot.F + tot.aF + tot.xF
         B = tot.B + tot.W + tot.aB + tot.xB  # full backward (DualPipe's B)
@@ -413,7 +443,8 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     paired = overlap and not dual
     counts = None
     if overlap:
-        vk = p.vpp if p.schedule == "interleaved" else 1
+        # Counts are in chunks; a rank's times (tot) are a micro-batch's pass through all the chunks it runs.
+        vk = chunks_per_microbatch(p.schedule, p.vpp)
         counts = [(n_f / vk, n_b / vk, n_fb / vk)
                   for n_f, n_b, n_fb in lone_chunks(runnable(p.schedule), p.pp, M, p.vpp, paired)]
 
@@ -425,19 +456,14 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
         lone = n_f * (rtot.aF + rtot.xF) + n_b * (rtot.aB + rtot.xB)
         return n_fb * rhidden, n_fb * rexp + lone, lone
 
-    def rank_busy(r: int, rF: float, rB: float, rFB: float, rbusy: float) -> float:
-        """A rank's own work: pairs at F&B, lone chunks at F or B (their all-to-all exposed)."""
+    def rank_work(r: int, rtot: PassTimes, rF: float, rB: float, rFB: float, rbusy: float) -> tuple[float, float]:
+        """A rank's own work over the step, and the compute in it: pairs at F&B (compute with the SMs the
+        all-to-all holds), lone chunks at F or B (all SMs; their all-to-all exposed)."""
         if counts is None:
-            return M * rbusy
+            return M * rbusy, M * (rtot.F + rtot.B + rtot.W)
         n_f, n_b, n_fb = counts[r]
-        return n_fb * rFB + n_f * rF + n_b * rB
-
-    def rank_compute(r: int, rtot: PassTimes) -> float:
-        """rank_busy's compute alone: pairs with the SMs the all-to-all holds, lone chunks with all."""
-        if counts is None:
-            return M * (rtot.F + rtot.B + rtot.W)
-        n_f, n_b, n_fb = counts[r]
-        return n_fb * (rtot.Fr + rtot.Br + rtot.Wr) + n_f * rtot.F + n_b * (rtot.B + rtot.W)
+        return (n_fb * rFB + n_f * rF + n_b * rB,
+                n_fb * (rtot.Fr + rtot.Br + rtot.Wr) + n_f * rtot.F + n_b * (rtot.B + rtot.W))
 
     p2p_fill = 2 * (p.pp - 1) * p2p if p.pp > 1 else 0.0
     if dual and overlap:
@@ -448,22 +474,28 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
         # lone chunks cost more, and a rank holding the head or the embedding may pace the step.
         # Without communication this is M x F&B + closed form, as before. The step's chunk times,
         # communication and DP windows are then the pacing rank's (the DES reports its busiest rank's).
-        busy, bubble, pace = max(
-            ((rank_busy(r, rF, rB, rFB, rbusy),
+        (busy, compute), bubble, pace = max(
+            ((rank_work(r, rtot, rF, rB, rFB, rbusy),
               max(closed_form_bubble(p.schedule, p.pp, rF, rB, rW, rFB, p.vpp), 0.0) + p2p_fill, i)
-             for i, (r, _, _, rF, rB, rW, rFB, rbusy, _, _) in enumerate(ranks)), key=lambda x: x[0] + x[1])
+             for i, (r, _, rtot, rF, rB, rW, rFB, rbusy, _, _) in enumerate(ranks)), key=lambda x: x[0][0] + x[1])
         r_star = ranks[pace]
         _, _, tot, F, B, W, FB, _, hidden, exposed_mb = r_star
-        compute = rank_compute(r_star[0], tot)
+        counted = r_star[0]  # whose chunk counts price the step
     else:
         bubble = max(closed_form_bubble(p.schedule, p.pp, F, B, W, FB, p.vpp), 0.0) + p2p_fill
-        if paired:
-            n_f, n_b, n_fb = counts[-1]  # the last rank: fewest lone chunks, most pairs, on the critical path
-            busy = n_fb * FB + n_f * F + n_b * B
-            compute = rank_compute(p.pp - 1, tot)
-        else:
-            busy = M * busy_per_mb
-            compute = M * (tot.F + tot.B + tot.W)
+        # Megatron's pairs: the last rank's counts (fewest lone chunks, most pairs, on the critical path)
+        # with the slowest rank's chunk times.
+        counted = p.pp - 1 if paired else r_star[0]
+        busy, compute = rank_work(counted, tot, F, B, FB, busy_per_mb)
+
+    # Where the step goes: kernel classes at balanced expert load; skew's extra compute is its own part.
+    work, even = tot, None
+    if imbalance != 1.0:
+        even_shape = Shape.of(p, t.seq_len)
+        work = sum((ev.stage_times(sc, tuple(stages[s]), even_shape)
+                    for s in rank_stages(p.schedule, p.pp, p.vpp, r_star[0])), PassTimes())
+        work = work.scale(visits_per_stage(p.schedule))
+        even = rank_work(counted, work, 0.0, 0.0, 0.0, 0.0)[1]  # its compute only
 
     # Data-parallel traffic and the optimizer step.
     dp_exposed, opt_time, mem = _dp_and_memory(sc, ev, stages, shape, M, bubble, F, B)
@@ -472,14 +504,14 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     stage_reports = []
     for (r, held, rtot, rF, rB, rW, rFB, rbusy, rhidden, rexp), memb in zip(ranks, mem):
         r_hid, r_exp, _ = comm_split(r, rtot, rhidden, rexp)
-        r_busy = rank_busy(r, rF, rB, rFB, rbusy)
+        r_busy, _ = rank_work(r, rtot, rF, rB, rFB, rbusy)
         stage_reports.append(StageReport(
             rank=r, stages=held, layers=[stages[s] for s in held], F=rF, B=rB, W=rW, FB=rFB,
             busy=r_busy, bubble=max(0.0, step - r_busy - dp_exposed - opt_time), exposed_comm=r_exp,
             hidden_comm=r_hid, memory=memb,
         ))
     total_comm = M * (tot.aF + tot.aB + (2 * p2p if dual else 0.0) + tot.xF + tot.xB)
-    hidden_s, exposed_s, _ = comm_split(r_star[0], tot, hidden, exposed_mb)
+    hidden_s, exposed_s, _ = comm_split(counted, tot, hidden, exposed_mb)
     exposed_comm = exposed_s + dp_exposed
     return Prediction(
         scenario=sc, engine="analytic", step_time_s=step, busy_s=busy, bubble_s=bubble,
@@ -488,7 +520,8 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
         extra={
             "microbatches": M, "dp": dp, "p2p_s": p2p, "total_comm_s": total_comm + dp_exposed,
             "memory_bound_s": M * tot.memory_bound, "recompute_s": M * tot.recompute,
-            "step_parts_s": step_parts(tot.scale(M), compute, busy, bubble, dp_exposed, opt_time),
+            "step_parts_s": step_parts(work.scale(M), compute, busy, bubble, dp_exposed, opt_time, even),
+            "mean_imbalance": imbalance,
             "chunk_times_ms": {"F": F * 1e3, "B": B * 1e3, "W": W * 1e3, "FB": FB * 1e3},
         },
     )

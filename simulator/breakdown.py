@@ -8,13 +8,15 @@ class, each at the rate it runs on a full GPU:
 - dense GEMMs (projections, dense FFN, shared experts, output head), expert GEMMs (the routed
   experts' grouped GEMMs), core attention, memory-bound kernels (norms, activations, quantize,
   permute, residual adds, the loss);
-- expert-load imbalance (DES, routing not balanced): the compute the pacing rank's skewed
-  micro-batches add over the same schedule simulated at balanced load;
+- expert-load imbalance (routing not balanced): the compute the most loaded expert rank adds over
+  balanced load (the DES: the pacing rank's compute against the same step simulated balanced); the
+  skewed all-to-all's extra time shows under exposed communication;
 - compute slowdown: what the compute loses beside communication, i.e. the SMs the all-to-all
   kernels hold while a forward-backward pair overlaps them.
 
 Recomputed forward work is inside the classes (``recompute_s`` in the report says how much).
-The parts are the pacing rank's; other ranks split their step differently (``stages``)."""
+The parts are the pacing rank's; other ranks split their step differently (``stages``). The bubble
+is the rank's idle time: in the DES also its wait for the first parameter all-gather."""
 
 from __future__ import annotations
 
@@ -29,9 +31,9 @@ PARTS = (
     ("expert_gemm", "expert GEMMs"),
     ("attention", "core attention"),
     ("memory_bound", "memory-bound kernels"),
-    ("expert_imbalance", "expert-load imbalance"),
+    ("expert_imbalance", "expert-load imbalance (compute)"),
     ("compute_slowdown", "compute slowdown beside communication"),
-    ("exposed_comm", "exposed communication"),
+    ("exposed_comm", "exposed communication (all-to-all, TP/CP, P2P)"),
     ("bubble", "pipeline bubble"),
     ("dp_exposed", "data-parallel traffic exposed"),
     ("optimizer", "optimizer step"),
@@ -52,25 +54,19 @@ def step_parts(work: PassTimes, compute_s: float, busy_s: float, bubble_s: float
     parts = {**classes, "expert_imbalance": compute_s - balanced, "compute_slowdown": balanced - sum(classes.values()),
              "exposed_comm": busy_s - compute_s, "bubble": bubble_s, "dp_exposed": dp_exposed_s,
              "optimizer": optimizer_s}
-    # A difference of equal sums comes out as +-1e-16 rather than 0: shown as 0.
-    return {k: 0.0 if abs(v) < 1e-12 else v for k, v in parts.items()}
-
-
-def chunks_per_stage(schedule: str) -> float:
-    """Micro-batches each stage a rank holds runs, as a fraction of the step's micro-batches:
-    DualPipe sends half of them down each of its two directions, so each of a rank's two stages
-    sees half; every other schedule runs every micro-batch through every stage."""
-    return 0.5 if schedule == "dualpipe" else 1.0
+    # A difference of equal sums comes out as +-1e-16 rather than 0, and the DES rounds each chunk to whole
+    # nanoseconds (+-1e-7 s over a step): under a microsecond is 0.
+    return {k: 0.0 if abs(v) < 1e-6 else v for k, v in parts.items()}
 
 
 def parts_lines(parts: dict[str, float], step_s: float, recompute_s: float | None = None) -> list[tuple[str, str]]:
-    """(label, 'seconds  share') rows of the parts, for a printed table; parts under 0.05 % of the
-    step are left out, and the recomputed work inside the classes follows as a note."""
+    """(label, 'seconds  share') rows of the non-zero parts, for a printed table, then the recomputed
+    work inside the kernel classes as a note (seconds only: it is not a further part)."""
     rows = []
     for key, label in PARTS:
         v = parts.get(key, 0.0)
-        if step_s > 0 and abs(v) / step_s >= 5e-4:
+        if v and step_s > 0:
             rows.append((label, f"{v:8.3f} s  {100 * v / step_s:5.1f} %"))
-    if recompute_s and step_s > 0:
-        rows.append(("(recompute, inside the above)", f"{recompute_s:8.3f} s  {100 * recompute_s / step_s:5.1f} %"))
+    if recompute_s:
+        rows.append(("(of the kernels, recompute)", f"{recompute_s:8.3f} s"))
     return rows

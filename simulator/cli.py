@@ -155,7 +155,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from .breakdown import parts_lines
 
         print_table(parts_lines(rep["step_parts_s"], rep["step_time_s"], rep.get("recompute_s")),
-                    title="where the step goes (pacing rank; kernels at full-GPU rates):")
+                    title="where that step goes (pacing rank; kernels at full-GPU rates):")
     warnings = list(rep["warnings"])
     if run and (len(run["phases"]) > 1 or run.get("published_total_gpu_hours")):
         from .lifecycle_text import phase_warnings, run_table_lines

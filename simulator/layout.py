@@ -42,6 +42,20 @@ def rank_stages(schedule: str, pp: int, vpp: int, rank: int) -> list[int]:
     return [rank]
 
 
+def visits_per_stage(schedule: str) -> float:
+    """The share of a step's micro-batches that each stage a rank holds runs. DualPipe's two stages on
+    a rank are the same model's, one per direction, and half the micro-batches go each way, so each
+    sees half; every other schedule runs every micro-batch through every stage (DualPipeV's V passes
+    through both of a rank's stages, interleaving through all its virtual stages)."""
+    return 0.5 if schedule == "dualpipe" else 1.0
+
+
+def chunks_per_microbatch(schedule: str, vpp: int) -> float:
+    """How many of a rank's chunks one micro-batch runs through in one pass: its stages held x the
+    share each sees (interleaved: vpp; DualPipeV: 2; DualPipe, 1F1B, ZB1P: 1)."""
+    return len(rank_stages(schedule, 2, max(vpp, 1), 0)) * visits_per_stage(schedule)
+
+
 def split_uniform(units: Sequence[str], stages: int) -> list[list[str]]:
     """Equal numbers of blocks per stage; embedding on the first, head/MTP on the last."""
     blocks = [u for u in units if u in ("dense", "moe")]

@@ -40,7 +40,7 @@ import json
 import math
 from typing import Any, Callable
 
-from .analytic import predict_analytic, resolve_profile
+from .analytic import predict_analytic, resolve_profile, routing_imbalance
 from .config import ATTENTION_KERNELS, Scenario
 from .errors import ConfigError
 from .profile import Profile
@@ -80,13 +80,7 @@ def _plan(sc: Scenario, **kw: Any) -> Scenario:
 
 
 def _imbalance(sc: Scenario, s: float) -> float:
-    from .des.routing import expected_max_load_factor
-
-    m, p = sc.model, sc.plan
-    tokens = p.micro_batch * sc.training.seq_len // p.cp
-    return expected_max_load_factor(
-        tokens, m.n_routed_experts, m.experts_per_token, p.ep, sc.cluster.gpus_per_node,
-        max_nodes=m.max_nodes_per_token, skew="zipf", zipf_s=s, seed=p.seed)
+    return routing_imbalance(_plan(sc, routing="zipf", zipf_s=s))
 
 
 def _moves(sc: Scenario, prof: Profile | None,

@@ -73,12 +73,12 @@ from simulator.analytic import (
     resolve_profile,
     stage_units,
 )
-from simulator.breakdown import chunks_per_stage, step_parts
+from simulator.breakdown import step_parts
 from simulator.comm import all_to_all_row
 from simulator.config import Scenario
 from simulator.des.clock import to_ns, to_s
 from simulator.des.links import Network
-from simulator.layout import rank_stages
+from simulator.layout import rank_stages, visits_per_stage
 from simulator.memory import GIB, MemoryBreakdown
 from simulator.profile import Profile
 from simulator.schedules import PAIRABLE, build_schedule, num_stages, runnable, stage_of
@@ -730,7 +730,7 @@ def _to_prediction(sc: Scenario, ev: Evaluator, stages, res: dict, comm: bool, w
     ct = per_rank_chunks[r_star]
     parts = {}
     if tt.override is None:  # kernel classes are known only for the workload's own times
-        runs = M * chunks_per_stage(p.schedule)
+        runs = M * visits_per_stage(p.schedule)
         work = sum((tt.get(s).scale(runs) for s in rank_stages(p.schedule, pp, p.vpp, r_star)), PassTimes())
         even = None if balanced is None else to_s(sum(e - s for s, e in balanced["comp_iv"][r_star]))
         parts["step_parts_s"] = step_parts(work, to_s(compute_all[r_star]), busy_s, bubble_s, dp_exposed, opt, even)
