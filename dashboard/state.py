@@ -26,6 +26,12 @@ from simulator import api  # noqa: E402
 STEP_COLOURS = ("#4C78A8", "#72B7B2", "#54A24B", "#9ECAE9", "#B279A2", "#F58518", "#E45756", "#BAB0AC", "#EECA3B",
                 "#79706E")
 
+
+def step_part_styles() -> list[tuple[str, str, str, str]]:
+    """(key, label, legend name, colour) of each part of a step, in api.STEP_PARTS' order."""
+    return [(key, label, label[:1].upper() + label[1:], colour)
+            for (key, label), colour in zip(api.STEP_PARTS, STEP_COLOURS)]
+
 GpuhoursError = api.GpuhoursError
 
 DEFAULT_SCENARIO = "deepseek-v3"

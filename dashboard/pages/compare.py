@@ -131,8 +131,8 @@ c2.plotly_chart(fig, width="stretch", key="cmp_usd")
 
 c1, c2 = st.columns(2)
 fig = go.Figure()
-for (_, label), colour in zip(state.api.STEP_PARTS, state.STEP_COLOURS):
-    fig.add_bar(x=df["#"], y=df[f"{label} (s)"], name=label[:1].upper() + label[1:], marker_color=colour,
+for _, label, legend, colour in state.step_part_styles():
+    fig.add_bar(x=df["#"], y=df[f"{label} (s)"], name=legend, marker_color=colour,
                 customdata=df["plan"], hovertemplate="%{customdata}<br>" + label + ": %{y:.2f} s<extra></extra>")
 fig.update_layout(barmode="stack", title="Where the step goes (s, pacing rank)", yaxis_title="seconds per step", xaxis_title=None,
                   xaxis_type="category", height=380,

@@ -70,9 +70,9 @@ if out.get("step_parts_s"):
     # (a run whose error is large and whose step is mostly one part points at that part's model).
     runs = [r for r in scored["run"] if r in out["step_parts_s"]]
     fig = go.Figure()
-    for (key, label), colour in zip(state.api.STEP_PARTS, state.STEP_COLOURS):
+    for key, label, legend, colour in state.step_part_styles():
         share = [100 * out["step_parts_s"][r][key] / sum(out["step_parts_s"][r].values()) for r in runs]
-        fig.add_bar(y=runs, x=share, name=label[:1].upper() + label[1:], orientation="h", marker_color=colour,
+        fig.add_bar(y=runs, x=share, name=legend, orientation="h", marker_color=colour,
                     hovertemplate="%{y}<br>" + label + ": %{x:.1f} % of the predicted step<extra></extra>")
     fig.update_layout(barmode="stack", height=120 + 22 * len(runs), margin=dict(t=50, b=10),
                       title="Where each run's predicted step goes (pacing rank, % of the step)",

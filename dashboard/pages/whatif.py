@@ -74,15 +74,15 @@ if not rep["fits_in_memory"]:
 left, right = st.columns([3, 2])
 with left:
     bd = rep["step_breakdown_s"]
-    # The parts add up to the step: kernel classes at full-GPU rates, what compute loses beside communication,
-    # the communication left on the critical path, the bubble, DP traffic after the backward, the optimizer.
+    # The parts add up to the step: kernel classes at full-GPU rates, skewed expert load, what compute loses
+    # beside communication, the communication left on the critical path, the bubble, DP traffic, the optimizer.
     parts = rep["step_parts_s"]
     fig = go.Figure()
-    for (key, lbl), col in zip(state.api.STEP_PARTS, state.STEP_COLOURS):
-        fig.add_bar(y=["step"], x=[parts[key]], name=lbl[:1].upper() + lbl[1:], orientation="h", marker_color=col,
+    for key, lbl, legend, col in state.step_part_styles():  # (not `name`: the page's scenario name)
+        fig.add_bar(y=["step"], x=[parts[key]], name=legend, orientation="h", marker_color=col,
                     hovertemplate=f"{lbl}: %{{x:.3f}} s (%{{customdata:.1f}} % of the step)<extra></extra>",
                     customdata=[100 * parts[key] / rep["step_time_s"]])
-    # Nine parts: the legend in two columns under the bar, clear of the axis title.
+    # Ten parts: the legend in two columns under the bar, clear of the axis title.
     fig.update_layout(barmode="stack", height=360, margin=dict(l=10, r=10, t=40, b=10),
                       title=f"Step time {rep['step_time_s']:.2f} s — where it goes (pacing rank)", xaxis_title="seconds",
                       legend=dict(orientation="h", y=-0.3, yanchor="top", traceorder="normal", entrywidth=0.5,
