@@ -42,6 +42,11 @@ def rank_stages(schedule: str, pp: int, vpp: int, rank: int) -> list[int]:
     return [rank]
 
 
+def stages_per_rank(schedule: str, vpp: int) -> int:
+    """How many stages (chunks) one rank holds: DualPipe and DualPipeV two, interleaved ``vpp``, else one."""
+    return 2 if schedule in ("dualpipe", "dualpipev") else (vpp if schedule == "interleaved" else 1)
+
+
 def visits_per_stage(schedule: str) -> float:
     """The share of a step's micro-batches that each stage a rank holds runs. DualPipe's two stages on
     a rank are the same model's, one per direction, and half the micro-batches go each way, so each
@@ -53,7 +58,7 @@ def visits_per_stage(schedule: str) -> float:
 def chunks_per_microbatch(schedule: str, vpp: int) -> float:
     """How many of a rank's chunks one micro-batch runs through in one pass: its stages held x the
     share each sees (interleaved: vpp; DualPipeV: 2; DualPipe, 1F1B, ZB1P: 1)."""
-    return len(rank_stages(schedule, 2, max(vpp, 1), 0)) * visits_per_stage(schedule)
+    return stages_per_rank(schedule, vpp) * visits_per_stage(schedule)
 
 
 def split_uniform(units: Sequence[str], stages: int) -> list[list[str]]:
@@ -158,7 +163,7 @@ def _inflight_all(schedule: str, pp: int, vpp: int, microbatches: int, pairs: bo
 
     out = []
     for tasks in build_schedule(schedule, pp, microbatches, vpp, pairs):
-        held = [0] * (2 if schedule in ("dualpipe", "dualpipev") else (vpp if schedule == "interleaved" else 1))
+        held = [0] * stages_per_rank(schedule, vpp)
         seen: set[tuple[int, ...]] = set()
         for tk in tasks:
             if tk.kind in ("F", "FB"):

@@ -78,7 +78,7 @@ from simulator.comm import all_to_all_row
 from simulator.config import Scenario
 from simulator.des.clock import to_ns, to_s
 from simulator.des.links import Network
-from simulator.layout import rank_stages, visits_per_stage
+from simulator.layout import rank_stages, stages_per_rank, visits_per_stage
 from simulator.memory import GIB, MemoryBreakdown
 from simulator.profile import Profile
 from simulator.schedules import PAIRABLE, build_schedule, num_stages, runnable, stage_of
@@ -251,7 +251,7 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
     # worth, for Qwen3-30B-A3B on 16 H100): the backward's are
     # counted freed when the pair starts, so one micro-batch stays the peak.
     frees_at_start = megatron_pairs and pp == 1
-    chunks = 2 if name in ("dualpipe", "dualpipev") else vpp
+    chunks = stages_per_rank(name, vpp)
     stage_map = [[stage_of(name, pp, vpp, r, ch) for ch in range(chunks)] for r in range(pp)]
     rank_of = [0] * ns
     for r in range(pp):
