@@ -319,7 +319,10 @@ def plan_warnings(sc: Scenario) -> list[str]:
     """What a prediction of this plan leaves out or bends (per plan: an Evaluator serves many)."""
     p, m = sc.plan, sc.model
     out = []
-    if p.schedule == "interleaved" and p.vpp > 1 and (m.layers % p.pp or (m.layers // p.pp) % p.vpp):
+    chunks = p.pp * p.vpp
+    # A balanced split that gives the embedding and head chunks of their own (Llama 3) is even too.
+    even = m.layers % chunks == 0 or (p.layer_split == "balanced" and len(model_units(m)) % chunks == 0)
+    if p.schedule == "interleaved" and p.vpp > 1 and not even:
         out.append(f"interleaved: {m.layers} layers over pp={p.pp} x vpp={p.vpp} virtual stages do not split "
                    "evenly (Megatron-LM requires it); modelled with uneven chunks")
     if p.dispatcher == "alltoall" and m.is_moe and p.ep > 1:

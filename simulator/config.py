@@ -547,10 +547,14 @@ class Scenario:
         if m.heads % p.tp:
             raise ConfigError("plan.tp", f"{p.tp} does not divide model.heads={m.heads}", "a divisor of heads")
         stages = p.pp * (p.vpp if p.schedule == "interleaved" else 1) * (2 if p.schedule == "dualpipev" else 1)
-        if stages > m.layers:
-            raise ConfigError(
-                "plan.pp", f"{stages} pipeline stages exceed model.layers={m.layers}", f"at most {m.layers} stages"
-            )
+        # A balanced split may give the embedding, the output head or an MTP unit a stage of its own (Llama 3's
+        # first chunk holds only the embedding, its last only the head: arXiv 2407.21783 sec 3.3.2); a uniform
+        # split cuts transformer blocks only, the embedding and head riding on the end stages.
+        cuttable = m.layers + (2 + 2 * m.mtp_depth if p.layer_split == "balanced" else 0)
+        if stages > cuttable:
+            what = "model.layers" if p.layer_split == "uniform" else "the model's layers, embedding, head and MTP units"
+            raise ConfigError("plan.pp", f"{stages} pipeline stages exceed {what} ({cuttable})",
+                              f"at most {cuttable} stages")
         if p.pp == 1 and p.schedule not in ("none", "1f1b"):
             raise ConfigError("plan.schedule", f"{p.schedule!r} needs pp > 1", "none or 1f1b with pp=1")
         if p.pp > 1 and p.schedule == "none":

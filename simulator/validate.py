@@ -3,8 +3,9 @@
 Each row of a validation CSV (schema in ``../shared/validation/README.md``)
 becomes a scenario: its model, GPU, plan and batch are read column by column;
 fields the source did not state fall back to documented defaults (micro-batch
-1, no recompute, 2 virtual stages for an unstated interleaved schedule) and
-are listed per row. The prediction is compared with the measured tokens/s/GPU
+1, no recompute, the fewest virtual stages Megatron-LM accepts for an unstated
+interleaved schedule) and are listed per row; a layout the source describes in
+words (Llama 3's one-block chunks) is read from it, not defaulted. The prediction is compared with the measured tokens/s/GPU
 or, where the source printed only MFU (Llama 3), with MFU recomputed under the
 row's own FLOP convention (``mfu_definition``).
 """
@@ -87,6 +88,13 @@ TE_ATTENTION_BLOCKS = {"MLM24", "MB2511", "MB2509", "MBPR"}
 # run, and ran no MLA backward in 2024 (scenarios/deepseek-v3.yaml gives the sources).
 DEEPSEEK_FA2_BLOCKS = {"DSV3", "DSV2", "DS"}
 HOPPER_PRESETS = {"h100", "h800", "h200"}
+
+# Source blocks whose interleaved pipeline holds one transformer block per virtual stage, with the
+# embedding and the output head each a virtual stage of their own. Llama 3 (arXiv 2407.21783 sec 3.3.2):
+# "we reduce one Transformer layer each from the first and the last stages ... This means that the first
+# model chunk on the first stage has only the embedding, and the last model chunk on the last stage has
+# only output projection and loss calculation": a chunk is one block, so vpp = (layers + 2) / pp.
+ONE_BLOCK_CHUNK_BLOCKS = {"LLAMA3"}
 
 
 def read_csv(path: str | Path) -> list[dict]:
@@ -178,9 +186,13 @@ def row_to_raw(row: dict) -> tuple[dict, list[str]]:
     if pp == 1:
         schedule = "1f1b"
     vpp = _int(row, "vpp")
+    layers = _int(row, "layers")
     if schedule == "interleaved" and not vpp:
-        vpp = default_vpp(_int(row, "layers"), pp)
-        defaults.append(f"vpp={vpp}")
+        if row["run_id"].split("-")[0] in ONE_BLOCK_CHUNK_BLOCKS and (layers + 2) % pp == 0:
+            vpp = (layers + 2) // pp  # stated by the source's layout, not a default
+        else:
+            vpp = default_vpp(layers, pp)
+            defaults.append(f"vpp={vpp}")
     mb = _int(row, "micro_batch")
     if mb is None:
         mb = 1

@@ -19,7 +19,8 @@ from simulator.scenario import load_scenario
         (["plan.ep=48"], "plan.ep", "divisor of 256"),
         # EP is carved out of a stage's tp*cp*dp GPUs: 128 divides 256 experts but not tp*cp*dp=64.
         (["plan.pp=32", "plan.ep=128"], "plan.ep", "a divisor of 64"),
-        (["plan.pp=64", "cluster.num_gpus=4096"], "plan.pp", "at most 61"),
+        (["plan.pp=128", "cluster.num_gpus=8192"], "plan.pp", "at most 65"),
+        (["plan.pp=64", "plan.layer_split=uniform", "cluster.num_gpus=4096"], "plan.pp", "at most 61"),
         (["plan.micro_batch=7"], "plan.micro_batch", "divides global_batch"),
         (["plan.schedule=dualpipe", "training.global_batch=2560"], "plan.micro_batch", "larger global_batch"),
         (["plan.schedule=warp"], "plan.schedule", "1f1b"),

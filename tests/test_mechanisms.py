@@ -9,7 +9,7 @@ import pytest
 from simulator.analytic import predict_analytic
 from simulator.errors import ConfigError
 from simulator.profile import load_profile
-from simulator.scenario import load_scenario
+from simulator.scenario import load_scenario, scenario_from_dict
 from simulator.validate import read_csv, row_to_raw
 from simulator.workload import Shape, layer_ops
 
@@ -366,6 +366,24 @@ def test_unstated_virtual_stages_default_to_the_fewest_megatron_accepts():
     rows = {r["run_id"]: r for r in read_csv("tests/data/public.csv")}
     raw, defaults = row_to_raw(rows["MLM24-119B"])
     assert raw["plan"]["vpp"] == 23 and "vpp=23" in defaults
+
+
+def test_llama3_rows_take_the_papers_one_block_chunks():
+    """Llama 3 (sec 3.3.2) gives the embedding and the head a chunk each, so a chunk is one block:
+    126 blocks + 2 over PP16 is vpp 8, read from the source rather than defaulted. Under Megatron's
+    default of two virtual stages the 8K run on 8,192 GPUs would not fit in 80 GB; in its stated
+    layout it does, with the embedding alone in rank 0's first chunk and the head alone in the last."""
+    rows = {r["run_id"]: r for r in read_csv("tests/data/public.csv")}
+    raw, defaults = row_to_raw(rows["LLAMA3-405B-8192-s8192"])
+    assert raw["plan"]["vpp"] == 8 and not any(d.startswith("vpp") for d in defaults)
+    sc = scenario_from_dict(raw, name="llama3")
+    pred = predict_analytic(sc)
+    assert pred.fits_in_memory
+    assert pred.stages[0].layers[0] == ["embed"] and pred.stages[-1].layers[-1] == ["head"]
+    assert all(units == ["dense"] for st in pred.stages for units in st.layers if units not in (["embed"], ["head"]))
+    assert not any("do not split evenly" in w for w in pred.warnings)
+    two = scenario_from_dict({**raw, "plan": {**raw["plan"], "vpp": 2}}, name="llama3-vpp2")
+    assert not predict_analytic(two).fits_in_memory
 
 
 # ---------------------------------------------------------------- Megatron's all-to-all MoE dispatcher
