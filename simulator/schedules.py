@@ -66,6 +66,7 @@ from functools import cached_property, lru_cache
 
 from simulator.bubble import closed_form_bubble
 from simulator.errors import ConfigError
+from simulator.layout import num_stages, rank_stages, stages_per_rank
 
 SCHEDULE_NAMES = ("1f1b", "interleaved", "zb1p", "dualpipe", "dualpipev")
 
@@ -168,33 +169,6 @@ def runnable(name: str) -> str:
     """The schedule a plan runs: ``none`` (a plan without pipelining, PP 1) is one stage's 1F1B, its
     micro-batches one after another (with Megatron's pairs, its ``combined_1f1b_schedule_for_no_pipelining``)."""
     return "1f1b" if name == "none" else name
-
-
-def num_stages(name: str, pp: int, vpp: int = 1) -> int:
-    """Number of model stages: pp, pp*vpp (interleaved) or 2*pp (dualpipev)."""
-    if name == "interleaved":
-        return pp * vpp
-    if name == "dualpipev":
-        return 2 * pp
-    return pp
-
-
-def stage_of(name: str, pp: int, vpp: int, rank: int, chunk: int) -> int:
-    """Global model-stage index held by ``(rank, chunk)``.
-
-    ``interleaved``: chunk c of rank r is stage c*pp + r. ``dualpipe``: chunk 0
-    (direction 0, micro-batches enter at rank 0) is stage r, chunk 1
-    (direction 1, entering at rank pp-1) is stage pp-1-r: every rank holds two
-    copies of the model's stages, one per direction. ``dualpipev``: chunk 0 is
-    stage r, chunk 1 is stage 2*pp-1-r (the V: down the ranks, then back up).
-    """
-    if name == "interleaved":
-        return chunk * pp + rank
-    if name == "dualpipe":
-        return rank if chunk == 0 else pp - 1 - rank
-    if name == "dualpipev":
-        return rank if chunk == 0 else 2 * pp - 1 - rank
-    return rank
 
 
 # --------------------------------------------------------------------------
@@ -475,9 +449,9 @@ def _compile(name: str, pp: int, m: int, vpp: int, pairs: bool = False):
     sched = _build(name, pp, m, vpp, pairs)
     ns = num_stages(name, pp, vpp)
     nev = 2 * ns * m
-    chunks = 2 if name in ("dualpipe", "dualpipev") else vpp
+    chunks = stages_per_rank(name, vpp)
     rank_of = [0] * ns
-    stage = [[stage_of(name, pp, vpp, r, c) for c in range(chunks)] for r in range(pp)]
+    stage = [rank_stages(name, pp, vpp, r) for r in range(pp)]
     for r in range(pp):
         for c in range(chunks):
             rank_of[stage[r][c]] = r

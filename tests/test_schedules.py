@@ -12,16 +12,15 @@ from hypothesis import strategies as st
 
 from simulator import schedule_cli
 from simulator.bubble import closed_form_bubble
+from simulator.layout import num_stages, rank_stages
 from simulator.schedules import (
     SCHEDULE_NAMES,
     TaskTimes,
     build_schedule,
     closed_form,
     interleaved_warmup,
-    num_stages,
     render_text,
     simulate,
-    stage_of,
     validate_schedule_args,
 )
 
@@ -69,7 +68,7 @@ def test_every_task_appears_once_per_stage(name, pp, m, vpp):
     f, b, w, split = Counter(), Counter(), Counter(), set()
     for r, tasks in enumerate(sched):
         for t in tasks:
-            s = stage_of(name, pp, vpp, r, t.chunk)
+            s = rank_stages(name, pp, vpp, r)[t.chunk]
             if t.kind in ("F", "FB"):
                 f[t.mb, s] += 1
             if t.kind == "B":
@@ -77,7 +76,7 @@ def test_every_task_appears_once_per_stage(name, pp, m, vpp):
                 if t.split_backward:
                     split.add((t.mb, s))
             if t.kind == "FB":
-                b[t.mb2, stage_of(name, pp, vpp, r, t.chunk2)] += 1
+                b[t.mb2, rank_stages(name, pp, vpp, r)[t.chunk2]] += 1
             if t.kind == "W":
                 w[t.mb, s] += 1
     ns = num_stages(name, pp, vpp)
@@ -96,7 +95,7 @@ def test_every_task_appears_once_per_stage(name, pp, m, vpp):
 def test_stage_layout_is_a_bijection(name):
     pp, vpp = 4, (2 if name == "interleaved" else 1)
     chunks = {"interleaved": vpp, "dualpipe": 2, "dualpipev": 2}.get(name, 1)
-    stages = [stage_of(name, pp, vpp, r, c) for r in range(pp) for c in range(chunks)]
+    stages = [rank_stages(name, pp, vpp, r)[c] for r in range(pp) for c in range(chunks)]
     if name == "dualpipe":  # two copies of pp stages, one per direction
         assert sorted(stages) == sorted(list(range(pp)) * 2)
     else:

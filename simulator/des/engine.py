@@ -78,10 +78,10 @@ from simulator.comm import all_to_all_row
 from simulator.config import Scenario
 from simulator.des.clock import to_ns, to_s
 from simulator.des.links import Network
-from simulator.layout import rank_stages, stages_per_rank, visits_per_stage
+from simulator.layout import num_stages, rank_stages, stages_per_rank, visits_per_stage
 from simulator.memory import GIB, MemoryBreakdown
 from simulator.profile import Profile
-from simulator.schedules import PAIRABLE, build_schedule, num_stages, runnable, stage_of
+from simulator.schedules import PAIRABLE, build_schedule, runnable
 from simulator.workload import BYTES, DISPATCH_TRANSPORT, Shape, layer_ops
 
 TIMELINE_CAP = 50_000
@@ -252,7 +252,7 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
     # counted freed when the pair starts, so one micro-batch stays the peak.
     frees_at_start = megatron_pairs and pp == 1
     chunks = stages_per_rank(name, vpp)
-    stage_map = [[stage_of(name, pp, vpp, r, ch) for ch in range(chunks)] for r in range(pp)]
+    stage_map = [rank_stages(name, pp, vpp, r) for r in range(pp)]
     rank_of = [0] * ns
     for r in range(pp):
         for ch in range(chunks):
