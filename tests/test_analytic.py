@@ -229,3 +229,48 @@ def test_listings_describe_each_preset(capsys, kind, name, words):
         assert w in line, line
     assert main([kind, "--json"]) == 0
     assert name in json.loads(capsys.readouterr().out)  # JSON stays a list of names
+
+
+@pytest.mark.parametrize("pp,vpp,m", [(4, 2, 8), (4, 2, 72), (8, 2, 16), (4, 3, 12)])
+def test_megatron_pairs_step_is_priced_with_the_last_ranks_lone_chunks(pp, vpp, m):
+    """Megatron's paired interleaved 1F1B runs (M - w) F&B + w (F + B) plus the closed form, with w the
+    lone chunks of the last rank (it starts its steady state first, so its pairs are on the critical path):
+    the list-schedule simulation of the paired schedule agrees exactly. Rank 0's counts, with more lone
+    chunks, overprice the step whenever a pair is cheaper than its F + B."""
+    from simulator.analytic import lone_chunks
+    from simulator.bubble import closed_form_bubble
+    from simulator.schedules import TaskTimes, simulate
+
+    counts = lone_chunks("interleaved", pp, m, vpp, True)
+
+    def priced(rank, f, b, fb):
+        n_f, n_b, n_fb = (c / vpp for c in counts[rank])
+        return n_fb * fb + n_f * f + n_b * b + closed_form_bubble("interleaved", pp, f, b, 0.0, fb, vpp)
+
+    for f, b, fb in ((1.0, 2.0, 2.5), (1.0, 2.0, 2.0), (1.0, 2.0, 3.0)):
+        makespan = simulate("interleaved", pp, m, TaskTimes(f / vpp, b / vpp, 0.0, fb / vpp), vpp=vpp,
+                            pairs=True).makespan
+        assert priced(pp - 1, f, b, fb) == pytest.approx(makespan, rel=1e-12)
+        if fb < f + b:
+            assert priced(0, f, b, fb) > makespan * (1 + 1e-6)
+
+
+def test_analytic_engine_prices_megatron_pairs_with_the_last_ranks_counts():
+    """The engine's busy time under Megatron's pairs is the pacing rank's chunk times weighted by the last
+    rank's lone and paired chunk counts (the test above shows why), not rank 0's."""
+    from simulator.analytic import lone_chunks
+
+    sc = load_scenario("deepseekmoe-16b", ["plan.schedule=interleaved", "plan.vpp=2", "plan.ep=8",
+                                           "plan.ep_overlap=on", "plan.pp=8"])
+    pred = predict_analytic(sc)
+    ms = pred.extra["chunk_times_ms"]
+    f, b, fb = ms["F"] / 1e3, ms["B"] / 1e3, ms["FB"] / 1e3
+    counts = lone_chunks("interleaved", sc.plan.pp, sc.microbatches, sc.plan.vpp, True)
+
+    def busy(rank):
+        n_f, n_b, n_fb = (c / sc.plan.vpp for c in counts[rank])
+        return n_fb * fb + n_f * f + n_b * b
+
+    assert fb < f + b  # the pairs hide something, so the two counts price differently
+    assert pred.busy_s == pytest.approx(busy(sc.plan.pp - 1), rel=1e-9)
+    assert pred.busy_s != pytest.approx(busy(0), rel=1e-4)
