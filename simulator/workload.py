@@ -294,9 +294,10 @@ class _Builder:
         if save_input:
             if gathered and self.s.sp:  # Shape.sp implies tp > 1
                 m = m / self.s.tp
-            self.act += m * k * (BYTES["fp8"] * (1 + FP8_SCALE_OVERHEAD) if (dt == "fp8" and self.s.fp8_cache) else self.act_bytes)
+            self.act += m * k * self.cached_bytes(dt)
 
-    def grouped(self, name: str, block: str, groups: int, m_per_group: float, n: float, k: float) -> None:
+    def grouped(self, name: str, block: str, groups: int, m_per_group: float, n: float, k: float,
+                save_input: bool = True) -> None:
         dt = self.gemm_dtype
         b = BYTES[dt]
         mt = groups * m_per_group
@@ -313,7 +314,23 @@ class _Builder:
             self.F.append(Op(name + ".quant", "memory", "F", block, 0, mt * k * q, "bf16"))
             self.B.append(Op(name + ".dgrad.quant", "memory", "B", block, 0, mt * n * q, "bf16"))
             self.W.append(Op(name + ".wgrad.quant_t", "memory", "W", block, 0, (mt * k + mt * n) * q, "bf16"))
-        self.act += mt * k * (BYTES["fp8"] * (1 + FP8_SCALE_OVERHEAD) if (dt == "fp8" and self.s.fp8_cache) else self.act_bytes)
+        if save_input:
+            self.act += mt * k * self.cached_bytes(dt)
+
+    def cached_bytes(self, dt: str) -> float:
+        """Bytes per element of a GEMM input kept for backward: FP8 with its 1x128 scales where the plan
+        caches activations in FP8 (V3 sec 3.3.3) and the GEMM runs in FP8, else the activation dtype."""
+        return BYTES["fp8"] * (1 + FP8_SCALE_OVERHEAD) if (dt == "fp8" and self.s.fp8_cache) else self.act_bytes
+
+    def swiglu_input_bytes(self, elements: float) -> float:
+        """What the activation function keeps for backward: its input. Under selective recomputation its
+        output (the down projection's input) is rebuilt from it in backward instead of kept, and the input
+        is cached in FP8 where the plan caches activations so (DeepSeek-V3 sec 3.3.3: "we cache the inputs
+        of the SwiGLU operator and recompute its output in the backward pass. These activations are also
+        stored in FP8"); without recomputation autograd keeps the BF16 input."""
+        if self.s.recompute == "selective":
+            return elements * self.cached_bytes(self.gemm_dtype)
+        return elements * self.act_bytes
 
     def memory(self, name: str, block: str, nbytes: float, backward_factor: float = 2.0,
                recompute: bool = False, saves: float = 0.0) -> None:
@@ -519,8 +536,8 @@ def _dense_ffn(bld: _Builder, width: int, prefix: str = "mlp") -> float:
              gathered=True)
     inner = T * w * act2
     bld.memory(f"{prefix}.act", "mlp", (3 if gated else 2) * inner, recompute=sel or full,
-               saves=0 if sel else (2 if gated else 1) * inner)
-    bld.gemm(f"{prefix}.down", "mlp", T, h, w, recompute=full)
+               saves=bld.swiglu_input_bytes((2 if gated else 1) * T * w))
+    bld.gemm(f"{prefix}.down", "mlp", T, h, w, recompute=full, save_input=not sel)  # sel: rebuilt from the above
     if tp > 1:
         bld.comm(f"{prefix}.tp_reducescatter", "mlp", "tp", T * h * act2 * (tp - 1) / tp, T * h * act2 * (tp - 1) / tp)
     _residual(bld, f"{prefix}.residual", "mlp", Ts)
@@ -622,8 +639,8 @@ def _moe_ffn(bld: _Builder, gpus_per_node: int) -> tuple[float, float]:
     bld.grouped("moe.experts.up", "mlp", local_experts, recv / local_experts, (2 if gated else 1) * inter, h)
     inner = recv * inter * act2
     bld.memory("moe.experts.act", "mlp", (3 if gated else 2) * inner, recompute=sel or full,
-               saves=0 if sel else (2 if gated else 1) * inner)
-    bld.grouped("moe.experts.down", "mlp", local_experts, recv / local_experts, h, inter)
+               saves=bld.swiglu_input_bytes((2 if gated else 1) * recv * inter))
+    bld.grouped("moe.experts.down", "mlp", local_experts, recv / local_experts, h, inter, save_input=not sel)
     if nccl and ep > 1 and local_experts > 1:
         bld.memory("moe.unsort_chunks", "combine", 2 * recv * h * act2, backward_factor=1.0)
     bld.memory("moe.unpermute", "combine", 2 * recv * h * act2 + Tl * k * h * act2)
@@ -632,8 +649,8 @@ def _moe_ffn(bld: _Builder, gpus_per_node: int) -> tuple[float, float]:
         bld.gemm("moe.shared.up", "mlp", Tl, (2 if gated else 1) * Is, h, recompute=full,
                  save_input=False)  # same input as the gate: saved once
         bld.memory("moe.shared.act", "mlp", (3 if gated else 2) * Tl * Is * act2, recompute=sel or full,
-                   saves=0 if sel else 2 * Tl * Is * act2)
-        bld.gemm("moe.shared.down", "mlp", Tl, h, Is, recompute=full)
+                   saves=bld.swiglu_input_bytes((2 if gated else 1) * Tl * Is))
+        bld.gemm("moe.shared.down", "mlp", Tl, h, Is, recompute=full, save_input=not sel)
     if ep > 1:
         bld.F.append(Op("moe.combine", "comm", "F", "combine", comm="combine",
                         comm_bytes=Tl * s.imbalance * tok_comb, m=ib_copies, n=nvl_copies, transport=transport))

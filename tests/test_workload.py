@@ -73,3 +73,23 @@ def test_fp8_dispatch_half_the_bytes_of_bf16():
     b16 = layer_ops(m, "moe", Shape.of(PlanConfig(ep=64, precision="bf16"), 4096))
     d = lambda lo: next(o.comm_bytes for o in lo.F if o.comm == "dispatch")  # noqa: E731
     assert d(f8) == pytest.approx(d(b16) / 2 * (1 + 4 / 128), rel=1e-6)
+
+
+def test_selective_recompute_keeps_the_activation_functions_input_not_its_output():
+    """Under selective recomputation the SwiGLU output (the down projection's input) is rebuilt in backward
+    from the SwiGLU input, which is kept (DeepSeek-V3 sec 3.3.3); the norms' outputs (the projections'
+    inputs) are rebuilt from the norms' inputs. A LLaMA-2 7B layer at TP1 with flash attention keeps, per
+    token: the two norm inputs (2h each in BF16), q, k, v, the attention output (2h, 4h, 2h) and the
+    softmax statistics (4 bytes a head), and the SwiGLU input (2 x I in BF16): 12h + 4 heads + 4I bytes.
+    Without recomputation the QKV and up projections' inputs (2h each) and the down projection's (2I) too."""
+    from simulator.scenario import load_scenario
+    from simulator.workload import Shape, layer_ops
+
+    for recompute, per_token in (("selective", lambda h, a, i: 12 * h + 4 * a + 4 * i),
+                                 ("none", lambda h, a, i: 16 * h + 4 * a + 6 * i)):
+        sc = load_scenario("llama2-7b", (f"plan.recompute={recompute}", "plan.tp=1"))
+        m = sc.model
+        assert m.mlp == "swiglu" and m.n_kv_heads == m.heads and m.hidden_dropout == 0
+        shape = Shape.of(sc.plan, sc.training.seq_len)
+        lo = layer_ops(m, "dense", shape)
+        assert lo.activation_bytes == shape.tokens * per_token(m.hidden, m.heads, m.dense_intermediate)
