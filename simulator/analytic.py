@@ -55,6 +55,7 @@ from .workload import (
     LayerOps,
     Shape,
     attention_pairs_per_token,
+    dispatch_traffic,
     layer_ops,
     model_units,
     param_counts,
@@ -361,6 +362,21 @@ def lone_chunks(schedule: str, pp: int, microbatches: int, vpp: int,
     return tuple(out)
 
 
+@lru_cache(maxsize=256)
+def warmup_forwards(schedule: str, pp: int, microbatches: int, vpp: int, pairs: bool = False) -> tuple[int, ...]:
+    """Per rank: the forward chunks it runs before its first backward (its warm-up; every one of them on
+    an interleaved rank 0 when the micro-batches are no more than PP)."""
+    from .schedules import build_schedule
+
+    out = []
+    for tasks in build_schedule(schedule, pp, microbatches, vpp, pairs):
+        n = 0
+        while n < len(tasks) and tasks[n].kind == "F":
+            n += 1
+        out.append(n)
+    return tuple(out)
+
+
 def routing_imbalance(sc: Scenario) -> float:
     """The most loaded EP rank's expert tokens over the mean under the plan's routing (``plan.routing``:
     Zipf skew or a given histogram, node-limited top-k, redundant experts), the mean over sampled layers
@@ -501,7 +517,13 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
         even = rank_work(counted, work, 0.0, 0.0, 0.0, 0.0)[1]  # its compute only
 
     # Data-parallel traffic and the optimizer step.
-    dp_exposed, opt_time, mem = _dp_and_memory(sc, ev, stages, shape, M, bubble, F, B)
+    # What else a micro-batch puts on this rank's NIC, which the per-micro-batch ZeRO-2/3 reductions share:
+    # its P2P sends (an activation out of each chunk forward, a gradient out of each chunk backward) and its
+    # all-to-all where the EP group crosses nodes.
+    nic_mb = 2 * chunks_per_microbatch(p.schedule, p.vpp) * p2p if cross_node_pp else 0.0
+    if m.is_moe and p.ep > 1 and dispatch_traffic(m, p.ep, c.gpus_per_node, p.dispatcher)[0] > 0:
+        nic_mb += tot.aF + tot.aB
+    dp_exposed, opt_time, mem = _dp_and_memory(sc, ev, stages, shape, M, bubble, F, B, nic_mb)
     step = busy + bubble + dp_exposed + opt_time
 
     stage_reports = []
@@ -560,8 +582,9 @@ def dp_collectives(sc: Scenario, ev: Evaluator, pd: float, pe: float) -> tuple[l
     return rs, ag
 
 
-def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bubble: float, F: float, B: float):
-    """Exposed DP time, optimizer time and per-rank memory."""
+def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bubble: float, F: float, B: float,
+                   nic_mb: float = 0.0):
+    """Exposed DP time, optimizer time and per-rank memory (``nic_mb``: a micro-batch's other NIC time)."""
     p = sc.plan
     dp = sc.dp
     dp_expert = sc.dp_expert
@@ -587,22 +610,35 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bu
             rs_parts, ag_parts = dp_collectives(sc, ev, pd, pe)
             t_rs = sum(t for t, _ in rs_parts)
             t_ag = sum(t for t, _ in ag_parts)
-            if p.grad_reduce_overlap:
-                exposed = max(0.0, t_rs - (bubble / 2 + B)) + max(0.0, t_ag - (bubble / 2 + F))
-            else:  # one collective after the pipeline drains; the next step's all-gather still overlaps
-                exposed = t_rs + max(0.0, t_ag - (bubble / 2 + F))
-            if p.zero == 3:
-                # Weights gathered before each forward and backward of every micro-batch; hidden behind compute.
-                per_mb = 2 * t_ag
-                exposed += M * max(0.0, per_mb - (F + B))
-            worst_exposed = max(worst_exposed, exposed)
             w, gr, o = state_bytes(pd, pe, p.zero, dense_group, dp_expert, p.grad_dtype, p.moment_dtype)
             owned = pd / (dense_group if p.zero >= 1 else 1) + pe / (dp_expert if p.zero >= 1 else 1)
             opt_bytes = owned * (8 + 4 * BYTES[p.moment_dtype] + BYTES[p.grad_dtype] + 2)
             opt = max(opt, opt_bytes / (ev.timer.gpu.hbm_gbps * 1e9))
             transient = act_max if p.recompute == "full" else 0.0
-            seen[sig] = (w, gr, o, tuple(chunk_act), act, transient)
-        w, gr, o, chunk_act, act, transient = seen[sig]
+            seen[sig] = (w, gr, o, tuple(chunk_act), act, transient, t_rs, t_ag)
+        w, gr, o, chunk_act, act, transient, t_rs, t_ag = seen[sig]
+        if p.zero >= 2:
+            # Sharded gradients (ZeRO-2/3) leave no full-size buffer to accumulate micro-batches in: every
+            # micro-batch's gradients are reduce-scattered as its backward makes them (DeepSpeed ZeRO-2;
+            # FSDP without no_sync), M reductions a step, and under ZeRO-3 its weights are gathered before
+            # its forward and again before its backward. The reductions can only run from the rank's first
+            # backward on: its warm-up forwards (all of them on rank 0 when M is small against PP x V)
+            # leave them the rest of the step, and what does not fit there is exposed.
+            # (t_rs, t_ag cover every stage the rank holds; a DualPipe micro-batch runs one of its two.)
+            vk = chunks_per_microbatch(p.schedule, p.vpp)
+            visit = visits_per_stage(p.schedule)
+            lead = (r + warmup_forwards(runnable(p.schedule), p.pp, M, p.vpp, pairs)[r]) * F / vk
+            span = M * (F + B) + bubble
+            exposed = max(0.0, M * (visit * t_rs + nic_mb) - (span - lead))
+            if p.zero == 3:
+                exposed = max(exposed, M * (visit * (t_rs + 2 * t_ag) + nic_mb) - span)
+            else:  # the updated shard gathered once, behind the first forward and the fill
+                exposed += max(0.0, t_ag - (bubble / 2 + F))
+        elif p.grad_reduce_overlap:
+            exposed = max(0.0, t_rs - (bubble / 2 + B)) + max(0.0, t_ag - (bubble / 2 + F))
+        else:  # one collective after the pipeline drains; the next step's all-gather still overlaps
+            exposed = t_rs + max(0.0, t_ag - (bubble / 2 + F))
+        worst_exposed = max(worst_exposed, exposed)
         if p.pp > 1:
             # Walk the rank's own task order (layout.inflight_by_chunk, as the DES keeps memory): the
             # micro-batches each of its chunks holds at the moments it could peak, weighted by what each

@@ -40,14 +40,17 @@ s for B of stage s+1 plus its send. P2P sends are flows over the sender's NIC
 A third stream per rank, **dp**, runs the data-parallel collectives one at a
 time: ZeRO-1/2 parameter all-gathers queued at t=0 (a chunk's first forward
 waits for its first layer's share) and gradient reduce-scatters queued after a
-chunk's last backward. They too are flows, on the NIC when their group crosses
+chunk's backward. They too are flows, on the NIC when their group crosses
 nodes, so gradient traffic, all-to-all and P2P sends slow one another.
 
 Simplifications (documented, deliberate): a NIC is one link per rank for its
 outgoing bytes (the all-to-all is symmetric, so the receive side carries the
 same load); a DP collective is one flow per part (dense, expert) sized so that
-alone on its link it takes the analytic ring time; ZeRO-3's per-micro-batch
-gathers use the analytic closed form.
+alone on its link it takes the analytic ring time; ZeRO-3's gathers before
+every forward and backward are taken as prefetched in time (flows on the DP
+stream, never waited on). Under ZeRO-2/3 every micro-batch's gradients are
+reduce-scattered after its backward (sharded gradients leave no buffer to
+accumulate them in), under ZeRO-0/1 each chunk's once, after its last.
 
 Expert load: with ``plan.routing`` zipf/histogram, each (stage, micro-batch)
 gets a max/mean load factor from :mod:`simulator.des.routing` (seeded by
@@ -334,8 +337,8 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
             continue
         rs, ag = dp_collectives(sc, ev, pd, pe)
         rs_t.append([(to_ns(t), "nic" if on_nic else "nvl") for t, on_nic in rs])
-        # ZeRO-3 gathers weights per micro-batch (not modelled as flows here); 1 and 2 once per step.
-        ag_t.append([(to_ns(t), "nic" if on_nic else "nvl") for t, on_nic in ag] if p.zero in (1, 2) else [])
+        # ZeRO-1/2 gather the updated weights once a step; ZeRO-3 before every forward and backward (below).
+        ag_t.append([(to_ns(t), "nic" if on_nic else "nvl") for t, on_nic in ag])
     link_gbps = {"nic": ib_gbps, "nvl": nvl_gbps}
 
     # Arrival events of stage inputs: index s*M+mb.
@@ -400,13 +403,21 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
         cmp_iv, cm_iv = comp_iv[r], comm_iv[r]
         nic = f"nic{r}"
         net = nets[r]
-        grad_last: dict[int, list[int]] = {}
+        # The tasks that finish a micro-batch's weight gradients of a chunk (task index -> chunk): a W, a
+        # backward that is not split, the backward half of an F&B pair. ZeRO-1 and plain DP accumulate
+        # every micro-batch's gradients in a full-size buffer and reduce once, after the chunk's last;
+        # sharded gradients (ZeRO-2/3) leave no such buffer, so every micro-batch's are reduce-scattered
+        # (analytic._dp_and_memory).
+        grad_tasks: dict[int, int] = {}
         for i, tk in enumerate(tasks):
-            if tk.kind in ("W", "B"):
-                grad_last[tk.chunk] = [i]
+            if tk.kind == "W" or (tk.kind == "B" and not tk.split_backward):
+                grad_tasks[i] = tk.chunk
             elif tk.kind == "FB":
-                grad_last[tk.chunk2] = [i]
-        rs_at = {v[0]: ch for ch, v in grad_last.items()}
+                grad_tasks[i] = tk.chunk2
+        if p.zero >= 2:
+            rs_at = grad_tasks
+        else:
+            rs_at = {i: ch for ch, i in {ch: i for i, ch in grad_tasks.items()}.items()}  # each chunk's last
         # The DP stream: one collective at a time, in the order queued. Parameter all-gathers
         # (ZeRO-1/2, overlap-param-gather) are queued at t=0 in chunk order of first use; a chunk's
         # first forward waits for its first layer's share. Reduce-scatters are queued after a
@@ -418,7 +429,7 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
         for tk in tasks:
             if tk.kind in ("F", "FB") and tk.chunk not in seen:
                 seen.append(tk.chunk)
-        for ch in seen:
+        for ch in seen if p.zero in (1, 2) else ():
             s = stage_map[r][ch]
             if ag_t[s]:
                 ag_ready[ch] = env.event()
@@ -491,10 +502,20 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
             t0 = env.now
             req = compute.request()
             yield req
+            if p.zero == 3:
+                # ZeRO-3 gathers a chunk's weights before its forward and again before its backward. They are
+                # taken as prefetched in time (the chunk does not wait), but they queue on the DP stream and
+                # share the NIC, so their bytes slow the other flows and what is left at the end is exposed.
+                uses = {"F": ((s, f"F{mb}"),), "B": ((s, f"B{mb}"),),
+                        "FB": ((s, f"F{mb}"), (stage_map[r][tk.chunk2], f"B{tk.mb2}"))}.get(kind, ())
+                for sg, label in uses:
+                    if ag_t[sg]:
+                        dp_q.put((f"all-gather s{sg} {label}", ag_t[sg], None, 1, None))
             ch_rs = rs_at.get(i)
-            if ch_rs is not None and p.grad_reduce_overlap and rs_t[stage_map[r][ch_rs]]:
-                # The chunk's last backward: DDP-style buckets, one per layer, each reduced as soon
-                # as backward has produced it (the last layer's first), overlapping the backward tail.
+            if ch_rs is not None and (p.grad_reduce_overlap or p.zero >= 2) and rs_t[stage_map[r][ch_rs]]:
+                # A backward whose gradients are reduced now (the chunk's last, or under ZeRO-2/3 every
+                # one): DDP-style buckets, one per layer, each reduced as soon as backward has produced it
+                # (the last layer's first), overlapping the backward tail.
                 sg = stage_map[r][ch_rs]
                 env.process(feed_buckets(sg, grad_time(tk, kind, s, mb)))
             if kind == "F":
@@ -622,7 +643,7 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
                     send_outputs(s, mb, s2, mb2, r)
             # ---- data-parallel gradient reduce-scatter of a chunk after its last backward
             ch = rs_at.get(i)
-            if ch is not None and not p.grad_reduce_overlap:
+            if ch is not None and not p.grad_reduce_overlap and p.zero < 2:
                 sg = stage_map[r][ch]
                 if rs_t[sg]:
                     deferred.append((f"reduce-scatter s{sg}", rs_t[sg], None, 1, None))
@@ -682,12 +703,12 @@ def _to_prediction(sc: Scenario, ev: Evaluator, stages, res: dict, comm: bool, w
     _, opt, mems = _dp_and_memory(sc, ev, stages, shape, M, 0.0, 0.0, 0.0)
     if not comm:
         opt = 0.0
-    zero3 = 0.0
     if comm and p.zero == 3:
-        warnings.append("des: ZeRO-3 per-micro-batch weight gathers are assumed hidden behind compute")
+        warnings.append("des: ZeRO-3 weight gathers are taken as prefetched in time: they share the NIC and "
+                        "the DP stream, and only what is left after the compute is exposed")
     makespan = res["makespan"]
-    step = to_s(makespan) + opt + zero3
-    dp_exposed = to_s(makespan - res["compute_end"] + max(res["ag_wait"], default=0)) + zero3
+    step = to_s(makespan) + opt
+    dp_exposed = to_s(makespan - res["compute_end"] + max(res["ag_wait"], default=0))
     reports = []
     busy_all, hidden_all, exposed_all, compute_all = [], [], [], []
     per_rank_chunks = []
