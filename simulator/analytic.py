@@ -362,6 +362,14 @@ def lone_chunks(schedule: str, pp: int, microbatches: int, vpp: int,
     return tuple(out)
 
 
+def rank_bubble(p, f: float, b: float, w: float, fb: float) -> float:
+    """The closed-form bubble of a plan from a rank's per-micro-batch times. The formulas are in the
+    chunk times of one stage; a DualPipeV rank's times cover both of its stages (the V passes through
+    each), so they are halved first (interleaved's formula divides by V itself)."""
+    k = 2.0 if p.schedule == "dualpipev" else 1.0
+    return max(closed_form_bubble(p.schedule, p.pp, f / k, b / k, w / k, fb / k, p.vpp), 0.0)
+
+
 @lru_cache(maxsize=256)
 def warmup_forwards(schedule: str, pp: int, microbatches: int, vpp: int, pairs: bool = False) -> tuple[int, ...]:
     """Per rank: the forward chunks it runs before its first backward (its warm-up; every one of them on
@@ -495,13 +503,13 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
         # communication and DP windows are then the pacing rank's (the DES reports its busiest rank's).
         (busy, compute), bubble, pace = max(
             ((rank_work(r, rtot, rF, rB, rFB, rbusy),
-              max(closed_form_bubble(p.schedule, p.pp, rF, rB, rW, rFB, p.vpp), 0.0) + p2p_fill, i)
+              rank_bubble(p, rF, rB, rW, rFB) + p2p_fill, i)
              for i, (r, _, rtot, rF, rB, rW, rFB, rbusy, _, _) in enumerate(ranks)), key=lambda x: x[0][0] + x[1])
         r_star = ranks[pace]
         _, _, tot, F, B, W, FB, _, hidden, exposed_mb = r_star
         counted = r_star[0]  # whose chunk counts price the step
     else:
-        bubble = max(closed_form_bubble(p.schedule, p.pp, F, B, W, FB, p.vpp), 0.0) + p2p_fill
+        bubble = rank_bubble(p, F, B, W, FB) + p2p_fill
         # Megatron's pairs: the last rank's counts (fewest lone chunks, most pairs, on the critical path)
         # with the slowest rank's chunk times.
         counted = p.pp - 1 if paired else r_star[0]
