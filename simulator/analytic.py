@@ -30,7 +30,7 @@ Overlap rules:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from .breakdown import step_parts
@@ -435,7 +435,12 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
             continue
         tot = PassTimes()
         for s in held:
-            tot = tot + stage_t[s]
+            st = stage_t[s]
+            if overlap and not (st.aF or st.aB):
+                # A stage without an all-to-all (embedding, dense or head layers only): its half of a pair
+                # runs on all SMs (exact when its partner has none either, as the DES prices pairs).
+                st = replace(st, Fr=st.F, Br=st.B, Wr=st.W)
+            tot = tot + st
         share = visits_per_stage(p.schedule)
         if share != 1.0:
             tot = tot.scale(share)  # DualPipe: each micro-batch visits one of the two stages on this rank

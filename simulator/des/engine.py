@@ -585,8 +585,10 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
                 label = f"{mb}&{mb2}"
                 sent = False
                 if overlap:
-                    ccomp = df[3] + db[4] + db[5]
                     a2a = df[6] + db[7]
+                    # The all-to-all kernels hold their SMs while a pair runs; a pair of stages without
+                    # any (embedding, dense or head layers only) computes on all of them.
+                    ccomp = df[3] + db[4] + db[5] if a2a else df[0] + db[1] + db[2]
                     tc = env.now
                     fl = None
                     fe = [tc + a2a]
