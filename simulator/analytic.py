@@ -59,6 +59,7 @@ from .workload import (
     layer_ops,
     model_units,
     param_counts,
+    shared_weight_copies,
 )
 
 
@@ -620,6 +621,7 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bu
                 spd, spe, sact, smax = ev.stage_memory(sc, tuple(stages[s]), shape)
                 pd, pe, act, act_max = pd + spd, pe + spe, act + sact, max(act_max, smax)
                 chunk_act.append(sact)
+            pd += shared_weight_copies(sc.model, (u for s in held for u in stages[s]), p.tp)
             rs_parts, ag_parts = dp_collectives(sc, ev, pd, pe)
             t_rs = sum(t for t, _ in rs_parts)
             t_ag = sum(t for t, _ in ag_parts)

@@ -733,6 +733,20 @@ def model_units(m: ModelConfig) -> list[str]:
     return units
 
 
+def shared_weight_copies(m: ModelConfig, held_units, tp: int) -> float:
+    """Parameters a pipeline rank holds a second copy of, because a unit it runs uses the weights of a unit
+    it does not hold. The MTP module embeds its shifted tokens with the main embedding and predicts with
+    the main output head (V3 sec 2.2), and a tied head is the embedding. DualPipe puts the shallowest and
+    deepest layers on one rank so that they "physically share" them (V3 sec 2.2); on any other layout the
+    rank keeps a copy (Megatron-LM builds word embeddings on the last stage for a tied head or an MTP
+    block, and all-reduces their gradients with the first stage's)."""
+    units = set(held_units)
+    table = m.vocab * m.hidden / tp  # an embedding table, or an untied output head, sharded over TP
+    needs_embedding = "mtp" in units or (m.tied_embeddings and bool(units & {"head", "mtp_head"}))
+    needs_head = not m.tied_embeddings and "mtp_head" in units and "head" not in units
+    return table * (needs_embedding and "embed" not in units) + table * needs_head
+
+
 @dataclass(frozen=True)
 class PassTotals:
     """Sums over the ops of a unit by pass, for the analytic engine."""

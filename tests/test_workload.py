@@ -93,3 +93,33 @@ def test_selective_recompute_keeps_the_activation_functions_input_not_its_output
         shape = Shape.of(sc.plan, sc.training.seq_len)
         lo = layer_ops(m, "dense", shape)
         assert lo.activation_bytes == shape.tokens * per_token(m.hidden, m.heads, m.dense_intermediate)
+
+
+def test_a_rank_running_mtp_away_from_the_embedding_keeps_a_copy_of_it():
+    """V3's MTP module embeds with the main embedding and predicts with the main head (sec 2.2). Under
+    DualPipe the end ranks hold both ends of the model and share them; under 1F1B the last rank holds the
+    head and the MTP module but not the embedding, so it keeps a copy: 129,280 x 7,168 parameters more."""
+    from simulator.api import predict
+    from simulator.scenario import load_scenario
+    from simulator.workload import shared_weight_copies
+
+    m = load_scenario("deepseek-v3").model
+    table = m.vocab * m.hidden
+    assert shared_weight_copies(m, ["head", "mtp", "mtp_head"], 1) == table
+    assert shared_weight_copies(m, ["embed", "moe", "head", "mtp", "mtp_head"], 1) == 0
+    assert shared_weight_copies(m, ["mtp_head"], 2) == table / 2  # a copy of the head, TP-sharded
+    assert shared_weight_copies(m, ["moe", "moe"], 1) == 0
+    dual = predict(load_scenario("deepseek-v3"))
+    f1b = predict(load_scenario("deepseek-v3", ("plan.schedule=1f1b",)))
+    assert ["embed"] == f1b.stages[0].layers[0][:1] and "mtp" in f1b.stages[-1].layers[0]
+    bf16 = 2
+    from simulator.analytic import Evaluator, resolve_profile, stage_units
+    from simulator.workload import Shape
+
+    sc = f1b.scenario
+    ev = Evaluator(sc, resolve_profile(sc, None))
+    shape = Shape.of(sc.plan, sc.training.seq_len)
+    units = tuple(stage_units(sc, ev, shape)[-1])
+    pd, pe, _, _ = ev.stage_memory(sc, units, shape)
+    assert f1b.stages[-1].memory.params == pytest.approx(bf16 * (pd + pe + table))
+    assert all(st.memory.params > 0 for st in dual.stages)

@@ -85,7 +85,7 @@ from simulator.layout import num_stages, rank_stages, stages_per_rank, visits_pe
 from simulator.memory import GIB, MemoryBreakdown
 from simulator.profile import Profile
 from simulator.schedules import PAIRABLE, build_schedule, runnable
-from simulator.workload import BYTES, DISPATCH_TRANSPORT, Shape, layer_ops
+from simulator.workload import BYTES, DISPATCH_TRANSPORT, Shape, layer_ops, shared_weight_copies
 
 TIMELINE_CAP = 50_000
 MEMORY_POINTS = 200
@@ -320,7 +320,13 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
             pe += lo.params_expert
             pd += lo.params - lo.params_expert
         act_stage.append(a)
-        params_stage.append((pd, pe))
+        params_stage.append([pd, pe])
+    # A rank's copies of weights it shares with a unit it does not hold (workload.shared_weight_copies),
+    # reduced with its last stage's gradients. (None arise under DualPipe, whose end ranks hold both the
+    # embedding and the head, so no stage there is shared by two ranks with copies.)
+    for r in range(pp):
+        held = stage_map[r]
+        params_stage[held[-1]][0] += shared_weight_copies(m, (u for s in held for u in stages[s]), p.tp)
 
     # DP per stage (analytic.dp_collectives).
     # Each DP collective is a list of parts (ns alone on its link, link prefix): the dense part over
