@@ -56,9 +56,11 @@ from .workload import (
     Shape,
     attention_pairs_per_token,
     dispatch_traffic,
+    kept_for_backward,
     layer_ops,
     model_units,
     param_counts,
+    recompute_transient,
     shared_weight_copies,
 )
 
@@ -202,7 +204,8 @@ class Evaluator:
         return hit
 
     def stage_memory(self, sc: Scenario, units: tuple[str, ...], shape: Shape) -> tuple[float, float, float, float]:
-        """(dense params, expert params, activation bytes per micro-batch, largest unit activation)."""
+        """(dense params, expert params, activation bytes kept per micro-batch, the largest transient of
+        full recomputation: one block's activations rebuilt before its backward)."""
         key = (units, shape, sc.model, sc.cluster.gpus_per_node, sc.plan.recompute)
         hit = self._stage_mem.get(key)
         if hit is None:
@@ -211,11 +214,8 @@ class Evaluator:
                 lo = layer_ops(sc.model, kind, shape, sc.cluster.gpus_per_node)
                 pe += lo.params_expert
                 pd += lo.params - lo.params_expert
-                a = lo.activation_bytes
-                if sc.plan.recompute == "full":
-                    a = shape.tokens / (sc.plan.tp if shape.sp else 1) * sc.model.hidden * BYTES["bf16"]
-                act += a
-                act_max = max(act_max, lo.activation_bytes)
+                act += kept_for_backward(sc.model, kind, shape, lo)
+                act_max = max(act_max, recompute_transient(sc.model, kind, shape, sc.cluster.gpus_per_node))
             hit = self._stage_mem[key] = (pd, pe, act, act_max)
         return hit
 
@@ -629,7 +629,7 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bu
             owned = pd / (dense_group if p.zero >= 1 else 1) + pe / (dp_expert if p.zero >= 1 else 1)
             opt_bytes = owned * (8 + 4 * BYTES[p.moment_dtype] + BYTES[p.grad_dtype] + 2)
             opt = max(opt, opt_bytes / (ev.timer.gpu.hbm_gbps * 1e9))
-            transient = act_max if p.recompute == "full" else 0.0
+            transient = act_max
             seen[sig] = (w, gr, o, tuple(chunk_act), act, transient, t_rs, t_ag)
         w, gr, o, chunk_act, act, transient, t_rs, t_ag = seen[sig]
         if p.zero >= 2:

@@ -733,6 +733,30 @@ def model_units(m: ModelConfig) -> list[str]:
     return units
 
 
+def kept_for_backward(m: ModelConfig, kind: str, shape: Shape, lo: LayerOps) -> float:
+    """Bytes a layer unit keeps for backward per micro-batch, under the plan's recomputation.
+
+    Full recomputation checkpoints the transformer layers (Megatron-LM's --recompute-granularity full):
+    a block keeps only its input (the MTP block its two, the hidden state and the shifted tokens'
+    embedding) and runs its forward again before its backward. The output head and its loss are not
+    checkpointed and keep what they keep without it (the fused loss its logits' gradient); the
+    embedding keeps nothing a backward needs (token ids). Otherwise the unit's own accounting holds."""
+    if shape.recompute != "full" or kind in ("head", "mtp_head"):
+        return lo.activation_bytes
+    if kind == "embed":
+        return 0.0
+    return (2 if kind == "mtp" else 1) * shape.tokens / (shape.tp if shape.sp else 1) * m.hidden * BYTES["bf16"]
+
+
+def recompute_transient(m: ModelConfig, kind: str, shape: Shape, gpus_per_node: int = 8) -> float:
+    """What full recomputation materialises at once: one block's forward run again before its backward
+    keeps every activation that block keeps without recomputation (0 for the units that are not
+    checkpointed, and without full recomputation)."""
+    if shape.recompute != "full" or kind in ("embed", "head", "mtp_head"):
+        return 0.0
+    return layer_ops(m, kind, replace(shape, recompute="none"), gpus_per_node).activation_bytes
+
+
 def shared_weight_copies(m: ModelConfig, held_units, tp: int) -> float:
     """Parameters a pipeline rank holds a second copy of, because a unit it runs uses the weights of a unit
     it does not hold. The MTP module embeds its shifted tokens with the main embedding and predicts with

@@ -123,3 +123,22 @@ def test_a_rank_running_mtp_away_from_the_embedding_keeps_a_copy_of_it():
     pd, pe, _, _ = ev.stage_memory(sc, units, shape)
     assert f1b.stages[-1].memory.params == pytest.approx(bf16 * (pd + pe + table))
     assert all(st.memory.params > 0 for st in dual.stages)
+
+
+def test_full_recompute_checkpoints_blocks_not_the_head_or_embedding():
+    """Full recomputation keeps a block's input and rebuilds the rest before its backward; the output head
+    and loss are not checkpointed (they keep what they keep anyway) and the embedding keeps nothing. The
+    block run again holds, for that moment, everything it keeps without recomputation."""
+    from simulator.scenario import load_scenario
+    from simulator.workload import kept_for_backward, recompute_transient
+
+    sc = load_scenario("deepseek-v3", ("plan.recompute=full",))
+    m, shape = sc.model, Shape.of(sc.plan, sc.training.seq_len)
+    block_input = shape.tokens * m.hidden * 2
+    for kind, kept in (("moe", block_input), ("dense", block_input), ("mtp", 2 * block_input), ("embed", 0.0)):
+        assert kept_for_backward(m, kind, shape, layer_ops(m, kind, shape)) == kept
+    head = layer_ops(m, "head", shape)
+    assert kept_for_backward(m, "head", shape, head) == head.activation_bytes > block_input
+    none = Shape.of(load_scenario("deepseek-v3", ("plan.recompute=none",)).plan, sc.training.seq_len)
+    assert recompute_transient(m, "moe", shape) == layer_ops(m, "moe", none).activation_bytes
+    assert recompute_transient(m, "head", shape) == recompute_transient(m, "moe", none) == 0.0

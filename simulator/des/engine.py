@@ -85,7 +85,7 @@ from simulator.layout import num_stages, rank_stages, stages_per_rank, visits_pe
 from simulator.memory import GIB, MemoryBreakdown
 from simulator.profile import Profile
 from simulator.schedules import PAIRABLE, build_schedule, runnable
-from simulator.workload import BYTES, DISPATCH_TRANSPORT, Shape, layer_ops, shared_weight_copies
+from simulator.workload import BYTES, DISPATCH_TRANSPORT, Shape, kept_for_backward, layer_ops, shared_weight_copies
 
 TIMELINE_CAP = 50_000
 MEMORY_POINTS = 200
@@ -316,7 +316,7 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
         a = pd = pe = 0.0
         for kind in units:
             lo = layer_ops(m, kind, shape, c.gpus_per_node)
-            a += act_bytes if p.recompute == "full" else lo.activation_bytes
+            a += kept_for_backward(m, kind, shape, lo)
             pe += lo.params_expert
             pd += lo.params - lo.params_expert
         act_stage.append(a)
