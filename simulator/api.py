@@ -223,10 +223,11 @@ def search_plans(sc: Scenario, objective: str = "gpu_hours", top: int = 10, spac
 def sensitivity(sc: Scenario, profile: Profile | str | None = None) -> dict:
     """Tornado data: ``{"base", "rows", "notes"}``; each row moves one input down and up.
 
-    Rows are ``{input, low_label, high_label, low, base, high}`` in GPU-hours per trillion tokens
-    (analytic engine, steady state), largest swing first; ``low``/``high`` are None where the move
-    is invalid for this scenario, an input neither of whose moves is valid has no row, and ``notes``
-    say why.
+    Rows are ``{input, low_label, high_label, low, base, high, low_fits, high_fits, note}`` in GPU-hours
+    per trillion tokens (analytic engine, steady state), largest swing first; ``low``/``high`` are None
+    where the move is invalid for this scenario, an input neither of whose moves is valid has no row,
+    and ``notes`` say why; ``low_fits``/``high_fits`` say whether the moved plan fits in memory, and
+    ``note`` what a row's numbers leave out.
     """
     from .sensitivity import METRIC
     from .sensitivity import sensitivity as _tornado

@@ -135,6 +135,36 @@ def test_redundant_experts_reduce_max_load():
     assert all(len(set(r.tolist())) == len(r) for r in lr.replica_rank)
 
 
+@pytest.mark.parametrize("cfg", [
+    dict(tokens=4096, n_experts=8, top_k=2, ep=2, redundant=6),  # 3 slots a GPU for 8 experts' copies
+    dict(tokens=4096, n_experts=8, top_k=2, ep=2, redundant=6, skew="zipf", zipf_s=1.0),
+    dict(tokens=4096, n_experts=256, top_k=8, ep=8, redundant=64, skew="zipf", zipf_s=1.0),
+])
+def test_every_pair_lands_on_a_rank_when_a_gpu_holds_two_replicas(cfg):
+    """Redundant experts can put two copies of one expert on one GPU (few ranks, many spare slots):
+    that GPU computes both copies' share, so the ranks still receive tokens x top-k pairs in all."""
+    s = RoutingSampler(RoutingConfig(**cfg))
+    total_pairs = cfg["tokens"] * cfg["ep"] * cfg["top_k"]
+    doubled = 0
+    for layer in range(4):
+        lr = s.layer(layer)
+        doubled += sum(len(set(r.tolist())) < len(r) for r in lr.replica_rank)
+        for mb in range(3):
+            assert s.sample(layer, mb).recv_pairs.sum() == total_pairs
+    assert doubled  # the placement this test is about does occur here
+
+
+def test_pairs_per_rank_adds_each_replica_on_a_shared_gpu():
+    """A hand-made placement: expert 0 has three copies, two of them on GPU 1; expert 1 one copy on GPU 1."""
+    from simulator.des.routing import LayerRouting, _pairs_per_rank
+
+    cfg = RoutingConfig(tokens=1, n_experts=2, top_k=1, ep=2, redundant=2)
+    one = np.ones(2)
+    lr = LayerRouting(one / 2, one / 2, np.ones(1), one, np.array([3, 1]), [np.array([0, 1, 1]), np.array([1])])
+    # 7 pairs for expert 0: 3, 2, 2 over its copies (the remainder to the first); 5 for expert 1.
+    np.testing.assert_array_equal(_pairs_per_rank(np.array([7, 5]), lr, cfg), [3, 2 + 2 + 5])
+
+
 def test_histogram_respected_in_expectation():
     w = np.linspace(1.0, 4.0, 64)
     s = RoutingSampler(RoutingConfig(tokens=2048, n_experts=64, top_k=1, ep=8,

@@ -423,15 +423,22 @@ class RoutingSampler:
 
 
 def _pairs_per_rank(expert_pairs: np.ndarray, lr: LayerRouting, cfg: RoutingConfig) -> np.ndarray:
-    """Spread each expert's pairs evenly over its replicas, sum per rank."""
+    """Spread each expert's pairs evenly over its replicas, sum per rank.
+
+    A rank may hold two replicas of one expert (EPLB places a hot expert's extra copies on the
+    least-loaded GPUs, and with few ranks that can be one it already holds), so ``ranks`` can
+    repeat a rank. The sums go through ``np.add.at``: a fancy-indexed ``recv[ranks] += n`` is
+    buffered and writes a repeated rank once, dropping the other replica's pairs, while
+    ``ufunc.at`` "is equivalent to a[indices] += b, except that results are accumulated for
+    elements that are indexed more than once" (NumPy reference, ``numpy.ufunc.at``)."""
     if cfg.redundant == 0:
         return expert_pairs.reshape(cfg.ep, -1).sum(axis=1)
     recv = np.zeros(cfg.ep, dtype=np.int64)
     base, rem = np.divmod(expert_pairs, lr.replicas)
     for e, ranks in enumerate(lr.replica_rank):
-        recv[ranks] += base[e]
+        np.add.at(recv, ranks, base[e])
         if rem[e]:
-            recv[ranks[: rem[e]]] += 1
+            np.add.at(recv, ranks[: rem[e]], 1)
     return recv
 
 
