@@ -541,6 +541,11 @@ class Scenario:
         # Unfused attention with a sliding window computes the whole s x s square and masks it afterwards
         # (Transformer Engine's UnfusedDotProductAttention builds the window into a full mask), as it does
         # for the causal mask: workload._unfused_core costs the square either way.
+        if p.attention_kernel == "unfused" and p.cp > 1:
+            # Megatron-LM's context parallelism runs inside Transformer Engine's fused attention
+            # (DotProductAttention's cp_group); the unfused core is the whole s x s square on one GPU.
+            raise ConfigError("plan.attention_kernel", f"'unfused' with cp={p.cp}: context parallelism needs a "
+                              "fused attention kernel", "flash, cudnn, fa2; or cp 1")
         if p.attention_kernel == "unfused" and (m.is_mla or m.nsa is not None):
             raise ConfigError("plan.attention_kernel", "'unfused' is modeled for plain attention only (not MLA or NSA)",
                               "flash, cudnn, fa2")

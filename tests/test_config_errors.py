@@ -22,6 +22,8 @@ from simulator.scenario import load_scenario
         (["plan.pp=128", "cluster.num_gpus=8192"], "plan.pp", "at most 65"),
         (["plan.pp=64", "plan.layer_split=uniform", "cluster.num_gpus=4096"], "plan.pp", "at most 61"),
         (["plan.micro_batch=7"], "plan.micro_batch", "divides global_batch"),
+        # Megatron's CP runs inside Transformer Engine's fused attention; the unfused core has no CP.
+        (["plan.attention_kernel=unfused", "plan.cp=2"], "plan.attention_kernel", "or cp 1"),
         (["plan.schedule=dualpipe", "training.global_batch=2560"], "plan.micro_batch", "larger global_batch"),
         (["plan.schedule=warp"], "plan.schedule", "1f1b"),
         (["plan.recompute=some"], "plan.recompute", "selective"),
