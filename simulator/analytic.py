@@ -402,6 +402,26 @@ def routing_imbalance(sc: Scenario) -> float:
         histogram=tuple(p.expert_histogram) or None, redundant=p.redundant_experts, seed=p.seed)
 
 
+def memory_shape(sc: Scenario, stages: list[list[str]]) -> Shape:
+    """The shape whose activations a rank's memory holds. Under skewed routing a rank keeps its expert
+    activations summed over its MoE layers, so the skew that counts is the most loaded rank's total over
+    the most MoE layers a pipeline rank holds (:func:`simulator.des.routing.memory_load_factor`), not the
+    per-layer max that paces time."""
+    p, m = sc.plan, sc.model
+    if p.routing == "balanced" or not m.is_moe or p.ep <= 1:
+        return Shape.of(p, sc.training.seq_len)
+    from .des.routing import memory_load_factor
+
+    moe_units = max(sum(u in ("moe", "mtp") for s in rank_stages(p.schedule, p.pp, p.vpp, r) for u in stages[s])
+                    for r in range(p.pp))
+    factor = memory_load_factor(
+        p.micro_batch * sc.training.seq_len // p.cp, m.n_routed_experts, m.experts_per_token, p.ep,
+        sc.cluster.gpus_per_node, max_nodes=m.max_nodes_per_token, skew=p.routing, zipf_s=p.zipf_s,
+        histogram=tuple(p.expert_histogram) or None, redundant=p.redundant_experts, seed=p.seed,
+        layers=moe_units)
+    return Shape.of(p, sc.training.seq_len, round(factor, 4))
+
+
 def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalance: float | None = None,
                      evaluator: Evaluator | None = None) -> Prediction:
     """Predict one training step of a validated scenario with the closed-form engine.
@@ -537,7 +557,8 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     nic_mb = 2 * chunks_per_microbatch(p.schedule, p.vpp) * p2p if cross_node_pp else 0.0
     if m.is_moe and p.ep > 1 and dispatch_traffic(m, p.ep, c.gpus_per_node, p.dispatcher)[0] > 0:
         nic_mb += tot.aF + tot.aB
-    dp_exposed, opt_time, mem = _dp_and_memory(sc, ev, stages, shape, M, bubble, F, B, nic_mb)
+    dp_exposed, opt_time, mem = _dp_and_memory(sc, ev, stages, memory_shape(sc, stages), M, bubble, F, B,
+                                               nic_mb)
     step = busy + bubble + dp_exposed + opt_time
 
     stage_reports = []

@@ -233,3 +233,29 @@ def test_rao_blackwell_marginals_match_pick_counts(n_groups, topk_groups, k):
     se = np.sqrt(picks * (1 - picks) / n) + 1e-4
     assert np.all(np.abs(picks - rb) < 5 * se)
     assert rb.sum() == pytest.approx(k, rel=5e-3)
+
+
+def test_memory_sums_a_ranks_layers_so_shuffled_skew_evens_out():
+    """Memory holds a rank's expert activations summed over its layers. Zipf skew shuffles the popular
+    experts per layer, so the most loaded rank's total over 8 layers is far less skewed than one layer;
+    a histogram routes every layer alike, so the factor stays the one-layer one."""
+    from simulator.des.routing import memory_load_factor
+
+    args = dict(tokens=4096, n_experts=256, top_k=8, ep=64, gpus_per_node=8, max_nodes=4)
+    one = memory_load_factor(**args, skew="zipf", zipf_s=1.0, layers=1)
+    eight = memory_load_factor(**args, skew="zipf", zipf_s=1.0, layers=8)
+    assert 1.0 < eight < 0.6 * one
+    hist = tuple(float(i % 16 == 0) * 9 + 1 for i in range(256))
+    h1 = memory_load_factor(**args, skew="histogram", histogram=hist, layers=1)
+    h8 = memory_load_factor(**args, skew="histogram", histogram=hist, layers=8)
+    assert h8 == pytest.approx(h1, rel=0.05) and h1 > 1.5
+
+
+def test_both_engines_size_skewed_memory_alike():
+    from simulator.api import predict
+    from simulator.scenario import load_scenario
+
+    sc = load_scenario("deepseek-v3", ("plan.routing=zipf", "plan.zipf_s=1.0"))
+    a, d = predict(sc), predict(sc, engine="des")
+    assert a.peak_memory_gib == pytest.approx(d.peak_memory_gib, rel=0.10)
+    assert a.fits_in_memory == d.fits_in_memory

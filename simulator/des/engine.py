@@ -72,6 +72,7 @@ from simulator.analytic import (
     StageReport,
     _dp_and_memory,
     dp_collectives,
+    memory_shape,
     plan_warnings,
     resolve_profile,
     stage_units,
@@ -195,7 +196,7 @@ def _imbalance_table(sc: Scenario, stages: list[list[str]], M: int, warnings: li
         return None
     table = []
     for s, units in enumerate(stages):
-        if "moe" not in units:
+        if not {"moe", "mtp"} & set(units):  # (an MTP module of a MoE model routes through experts too)
             table.append([1.0] * M)
             continue
         row = []
@@ -312,11 +313,12 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
     # Per stage: activation bytes per micro-batch (as analytic's memory model) and the dense and
     # expert parameters its DP collectives move.
     act_stage, params_stage = [], []
+    mshape = memory_shape(sc, stages)  # what a rank keeps under skewed routing (analytic.memory_shape)
     for units in stages:
         a = pd = pe = 0.0
         for kind in units:
             lo = layer_ops(m, kind, shape, c.gpus_per_node)
-            a += kept_for_backward(m, kind, shape, lo)
+            a += kept_for_backward(m, kind, mshape, lo if mshape == shape else layer_ops(m, kind, mshape, c.gpus_per_node))
             pe += lo.params_expert
             pd += lo.params - lo.params_expert
         act_stage.append(a)
@@ -707,8 +709,7 @@ def _to_prediction(sc: Scenario, ev: Evaluator, stages, res: dict, comm: bool, w
     expert load (None when routing is balanced), for what imbalance adds to the pacing rank's compute."""
     p = sc.plan
     pp, M = p.pp, sc.microbatches
-    shape = Shape.of(p, sc.training.seq_len)
-    _, opt, mems = _dp_and_memory(sc, ev, stages, shape, M, 0.0, 0.0, 0.0)
+    _, opt, mems = _dp_and_memory(sc, ev, stages, memory_shape(sc, stages), M, 0.0, 0.0, 0.0)
     if not comm:
         opt = 0.0
     if comm and p.zero == 3:

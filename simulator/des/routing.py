@@ -530,3 +530,37 @@ def expected_max_load_factor(
         redundant=redundant, seed=seed,
     ))
     return float(np.mean([sampler.sample(layer, 0).imbalance for layer in range(n_samples)]))
+
+
+@functools.lru_cache(maxsize=256)
+def memory_load_factor(
+    tokens: int,
+    n_experts: int,
+    top_k: int,
+    ep: int,
+    gpus_per_node: int = 8,
+    max_nodes: int = 0,
+    skew: str = "balanced",
+    zipf_s: float = 1.0,
+    histogram: tuple[float, ...] | None = None,
+    redundant: int = 0,
+    seed: int = 0,
+    layers: int = 1,
+) -> float:
+    """The most loaded EP rank's expert tokens summed over ``layers`` MoE layers, over the mean.
+
+    For memory, which adds up what a rank keeps over all its layers: under Zipf skew each layer's
+    popular experts fall on other ranks (every layer is shuffled), so a rank's total evens out as its
+    layers add up; a given histogram routes every layer alike, so the same rank is the most loaded in
+    each and the factor stays the one-layer max/mean. (Time is paced per layer instead:
+    :func:`expected_max_load_factor`.)"""
+    if ep <= 1 or layers < 1:
+        return 1.0
+    sampler = RoutingSampler(RoutingConfig(
+        tokens=tokens, n_experts=n_experts, top_k=top_k, ep=ep, gpus_per_node=gpus_per_node,
+        max_nodes=max_nodes, skew=skew, zipf_s=zipf_s, histogram=histogram,
+        redundant=redundant, seed=seed,
+    ))
+    total = sum(sampler.sample(layer, 0).recv_pairs.astype(np.float64) for layer in range(layers))
+    mean = float(np.mean(total))
+    return float(np.max(total)) / mean if mean > 0 else 1.0
