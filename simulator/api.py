@@ -140,7 +140,9 @@ SEARCHED_PLAN_KEYS = ("tp", "pp", "dp", "cp", "ep", "vpp", "schedule", "micro_ba
 
 
 def search_space() -> dict[str, tuple | None]:
-    """The default values of each dimension ``search_plans`` enumerates (``ep=None``: every valid divisor)."""
+    """The default values of each dimension ``search_plans`` enumerates (``ep=None``: every valid divisor;
+    ``comm_sms=()``: the scenario's own, not varied; ``cp``: filtered by the sequence length,
+    :func:`simulator.search.default_cp`, unless a space names it)."""
     from .search import DEFAULT_SPACE
 
     return dict(DEFAULT_SPACE)

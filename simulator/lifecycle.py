@@ -21,15 +21,46 @@ from .config import MICROBATCHES_MAX, PhaseConfig, PlanConfig, Scenario, build
 from .errors import ConfigError
 
 
-def _valid_batch(sc: Scenario, batch: float) -> int:
-    """The nearest batch (in sequences) at or above ``batch`` that the plan accepts."""
+def _batch_unit(sc: Scenario) -> int:
+    """The step in which the plan's batch may grow, in sequences: one micro-batch per data-parallel
+    replica (``dp x micro_batch``), two under DualPipe(V) (its micro-batches run in forward-backward
+    pairs) and ``pp`` under the interleaved schedule (Megatron-LM needs a multiple of ``pp``)."""
     p = sc.plan
-    unit = sc.dp * p.micro_batch * (2 if p.schedule in ("dualpipe", "dualpipev") else 1)
+    per = sc.dp * p.micro_batch
     if p.schedule == "interleaved":
-        unit = sc.dp * p.micro_batch * p.pp
-    min_mb = 2 * p.pp if p.schedule in ("dualpipe", "dualpipev") else 1
-    n = max(round(batch / unit), -(-min_mb * sc.dp * p.micro_batch // unit), 1)
-    return int(n * unit)
+        return per * p.pp
+    return per * (2 if p.schedule in ("dualpipe", "dualpipev") else 1)
+
+
+def _least_batch(sc: Scenario) -> tuple[int, str]:
+    """The smallest batch (in sequences) the plan runs, and why it can run no fewer.
+
+    DualPipe and DualPipeV need at least ``2 x pp`` micro-batches per pipeline replica (deepseek-ai/DualPipe's
+    reference asserts it; ``Scenario.validate`` checks it); every schedule needs one unit of
+    :func:`_batch_unit`."""
+    p = sc.plan
+    unit = _batch_unit(sc)
+    per = sc.dp * p.micro_batch
+    if p.schedule in ("dualpipe", "dualpipev"):
+        need = 2 * p.pp
+        why = f"{p.schedule} needs at least 2 x pp = {need} micro-batches per pipeline replica"
+    elif p.schedule == "interleaved":
+        need = p.pp
+        why = f"interleaved needs a multiple of pp = {need} micro-batches per pipeline replica"
+    else:
+        need = 1
+        why = "every data-parallel replica needs at least one micro-batch"
+    n = max(-(-need * per // unit), 1)
+    return n * unit, f"{why} (dp {sc.dp} x micro_batch {p.micro_batch} x {need} = {need * per:,} sequences)"
+
+
+def _valid_batch(sc: Scenario, batch: float) -> int:
+    """The batch (in sequences) the plan accepts that is nearest ``batch``: a whole number of
+    :func:`_batch_unit`, rounded to the nearest (so it may lie below ``batch`` as well as above),
+    and never below :func:`_least_batch`, which may lift it well above ``batch``."""
+    unit = _batch_unit(sc)
+    least, _ = _least_batch(sc)
+    return int(max(round(batch / unit) * unit, least))
 
 
 def with_phase(sc: Scenario, seq: int, batch: int, plan: tuple[tuple[str, Any], ...] = ()) -> Scenario:
@@ -66,17 +97,18 @@ def phase_gpu_hours(sc: Scenario, engine: str = "analytic", profile: Any = None,
         if tokens <= 0:
             raise ConfigError(f"training.phases.{ph.name}", "has neither tokens nor steps nor gpu_hours")
         try:  # a phase's plan or batch that does not validate is named with its phase
-            hours, steady = _phase_hours(sc, ph, tokens, segments, engine, profile)
+            hours, steady, notes = _phase_hours(sc, ph, tokens, segments, engine, profile)
         except ConfigError as e:
             if e.field.startswith("training."):  # names its own field already
                 raise
             raise ConfigError(f"training.phases.{ph.name}", str(e)) from None
+        summary = _steady_summary(steady) if steady else {}
         out.append({
             "name": ph.name, "column": ph.column or ph.name, "gpu_hours": hours, "usd": hours * price,
             "tokens": tokens, "seq_len": ph.seq_len,
             "published_gpu_hours": ph.published_gpu_hours or None, "modelled": True,
             "steady_gpu_hours_per_trillion_tokens": steady.gpu_hours_per_trillion_tokens if steady else None,
-            **(_steady_summary(steady) if steady else {}),
+            **summary, "warnings": [*summary.get("warnings", []), *notes],
         })
     total = sum(p["gpu_hours"] for p in out)
     modelled_tokens = sum(p["tokens"] for p in out if p["modelled"])
@@ -87,6 +119,8 @@ def phase_gpu_hours(sc: Scenario, engine: str = "analytic", profile: Any = None,
     pub_total = sum(published) if all(published) else None
     return {
         "phases": out,
+        # every phase's warnings, each named with its phase (the CLI prints them from "phases")
+        "warnings": [f"[{p['name']}] {w}" for p in out for w in p.get("warnings", [])],
         "table": table,
         "total_gpu_hours": total,
         "published_total_gpu_hours": pub_total,
@@ -100,10 +134,12 @@ def phase_gpu_hours(sc: Scenario, engine: str = "analytic", profile: Any = None,
 
 
 def _phase_hours(sc: Scenario, ph: PhaseConfig, tokens: float, segments: int, engine: str, profile: Any):
-    """GPU-hours of one modelled phase, its batch ramp integrated piecewise, and its steady prediction."""
+    """GPU-hours of one modelled phase, its batch ramp integrated piecewise, its steady prediction, and
+    warnings: ramp segments lifted above the batch they asked for because the plan runs no fewer."""
     from .api import predict
 
     pieces: list[tuple[float, int]] = []  # (tokens, batch)
+    notes: list[str] = []
     ramp_tokens = min(ph.batch_ramp_tokens, tokens) if ph.batch_ramp_from else 0.0
     if ramp_tokens > 0:
         base = with_phase(sc, ph.seq_len, ph.global_batch, ph.plan)
@@ -113,10 +149,22 @@ def _phase_hours(sc: Scenario, ph: PhaseConfig, tokens: float, segments: int, en
             raise ConfigError(field, f"{ph.batch_ramp_from} sequences are {ph.batch_ramp_from // per:,} micro-batches "
                                      f"per pipeline replica (dp {base.dp} x micro_batch {base.plan.micro_batch})",
                               f"0 (no ramp) or at most {MICROBATCHES_MAX * per} ({MICROBATCHES_MAX} micro-batches)")
+        unit = _batch_unit(base)
+        least, why = _least_batch(base)
+        lifted: list[float] = []  # batches asked for that the plan's least batch lifts (not mere rounding)
         for i in range(segments):
             frac = (i + 0.5) / segments
-            pieces.append((ramp_tokens / segments, _valid_batch(
-                base, ph.batch_ramp_from + frac * (ph.global_batch - ph.batch_ramp_from))))
+            asked = ph.batch_ramp_from + frac * (ph.global_batch - ph.batch_ramp_from)
+            pieces.append((ramp_tokens / segments, _valid_batch(base, asked)))
+            if round(asked / unit) * unit < least:
+                lifted.append(asked)
+        if lifted:
+            asked = ", ".join(f"{a:,.0f}" for a in lifted)
+            notes.append(
+                f"batch ramp lifted: {len(lifted)} of {segments} segments ({asked} sequences asked) priced at "
+                f"{least:,} sequences, the least this phase's plan runs: {why}; "
+                f"{len(lifted) * ramp_tokens / segments / 1e9:,.0f}B of the ramp's {ramp_tokens / 1e9:,.0f}B tokens "
+                "priced at the larger batch")
     pieces.append((tokens - ramp_tokens, ph.global_batch))
     hours = 0.0
     steady = None
@@ -126,7 +174,7 @@ def _phase_hours(sc: Scenario, ph: PhaseConfig, tokens: float, segments: int, en
         pred = predict(with_phase(sc, ph.seq_len, batch, ph.plan), engine=engine, profile=profile)
         hours += tok * pred.gpu_hours_per_trillion_tokens / 1e12
         steady = pred
-    return hours, steady
+    return hours, steady, notes
 
 
 def _steady_summary(pred) -> dict:

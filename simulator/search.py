@@ -1,13 +1,14 @@
 """Plan search: ``gpuhours search NAME --gpus N``.
 
 Enumerates parallelism plans (TP, PP, EP, CP, schedule, virtual stages,
-micro-batch, recompute, ZeRO, communication SMs) for a model on ``N`` GPUs,
-drops the ones :meth:`Scenario.validate` rejects and the ones whose parameter
-and optimizer state alone (a lower bound, before any timing) exceed HBM,
-times the rest with the analytic engine, keeps those that fit in memory,
-ranks them by the objective and re-simulates the best ``top`` with the DES
-when :mod:`simulator.des.engine` is available. ``top`` is at most
-:data:`MAX_TOP`: each of those plans gets a full report and a DES run.
+micro-batch, recompute, ZeRO; communication SMs only where ``space`` asks:
+see :data:`DEFAULT_SPACE`) for a model on ``N`` GPUs, drops the ones
+:meth:`Scenario.validate` rejects and the ones whose parameter and optimizer
+state alone (a lower bound, before any timing) exceed HBM, times the rest
+with the analytic engine, keeps those that fit in memory, ranks them by the
+objective and re-simulates the best ``top`` with the DES when
+:mod:`simulator.des.engine` is available. ``top`` is at most :data:`MAX_TOP`:
+each of those plans gets a full report and a DES run.
 
 Candidates are cut into chunks; each chunk is evaluated by one call of
 :func:`evaluate_chunk` that builds one :class:`~simulator.analytic.Evaluator`
@@ -41,22 +42,41 @@ OBJECTIVES = {
 }
 SCHEDULE_VARIANTS = (("1f1b", 1), ("interleaved", 2), ("interleaved", 4), ("zb1p", 1), ("dualpipe", 1),
                      ("dualpipev", 1))
+# Context parallelism splits each sequence into 2*cp chunks, two per rank (Megatron-Core's load-balanced
+# ring attention), and pays a KV exchange per ring step that only hides behind attention on a chunk long
+# enough. NVIDIA's Megatron-Core parallelism guide gives CP for "long sequences (8K+ tokens)", and
+# Llama 3's 128K-context stage (arXiv 2407.21783 sec 3.3.2, Table 4) ran CP16: 8K tokens per rank.
+# The default space therefore offers CP in powers of two up to the degree that leaves each rank 8K tokens,
+# and never less than CP2 (the space before, kept so that short sequences lose no plan they had):
+# 4K: CP 1-2, 32K: 1-4, 128K: 1-16.
+CP_MIN_TOKENS_PER_RANK = 8192
 DEFAULT_SPACE: dict[str, tuple] = {
     "tp": (1, 2, 4, 8),
     "pp": (1, 2, 4, 8, 16, 32),  # filtered: must divide N and fit the layers
-    "cp": (1, 2),
+    # filtered, in the default space only: at most max(2, seq_len / CP_MIN_TOKENS_PER_RANK) (above);
+    # a CP given in ``space`` is enumerated as given
+    "cp": (1, 2, 4, 8, 16, 32),
     "schedule": SCHEDULE_VARIANTS,  # (schedule, vpp)
     "micro_batch": (1, 2, 4),
     "recompute": ("none", "selective", "full"),
     "zero": (1, 2, 3),
-    "comm_sms": (12, 20, 24),  # varied only where it matters (EP > 1 with an overlapping schedule)
+    # Empty: the scenario's own plan.comm_sms, not varied. The cost model's all-to-all time does not
+    # depend on the SMs its kernels hold (comm.py prices dispatch and combine at the profile's rates,
+    # DeepEP's README figures, whose kernels run with 20 SMs unless told otherwise: Buffer.num_sms in
+    # deepseek-ai/DeepEP deep_ep/buffer.py), while compute keeps the SMs they leave. Fewer SMs could then
+    # only look faster: a search over (12, 20, 24) always took 12, each overlapped plan ~5 % cheaper than
+    # any measured rate supports (V3's best on 2048 GPUs: 158,526 GPU-h/1T at 12 SMs, 167,152 at 20).
+    # Until a profile carries all-to-all rates measured at other SM counts, SMs are varied only when
+    # ``space`` names them, and then only for plans that overlap the all-to-all (Scenario.ep_overlapped;
+    # elsewhere the kernels hold no SMs beside compute and the plans would only repeat).
+    "comm_sms": (),
     "ep": None,  # None: every divisor of n_routed_experts that divides tp*cp*dp
 }
 PLAN_KEYS = ("tp", "pp", "dp", "cp", "ep", "vpp", "schedule", "micro_batch", "recompute", "zero", "comm_sms")
 # Most plans --top may ask for. Each gets a full report and a DES run, about 0.5 s apiece for the best
-# DeepSeek-V3 plans on 2048 GPUs (the analytic ranking of all ~55,000 takes ~30 s on two cores), so 100
-# adds under a minute, where --top 100000 meant a DES run of every one of the ~43,000 plans that fit:
-# about six hours. Past a screenful a table is not read; --out writes every plan that fits, ranked.
+# DeepSeek-V3 plans on 2048 GPUs (the analytic ranking of all ~36,000 takes ~26 s on two cores), so 100
+# adds under a minute, where --top 100000 meant a DES run of every one of the ~29,000 plans that fit:
+# about four hours. Past a screenful a table is not read; --out writes every plan that fits, ranked.
 MAX_TOP = 100
 METRICS = ("step_time_s", "gpu_hours_per_trillion_tokens", "usd_per_trillion_tokens", "tokens_per_s_per_gpu",
            "mfu", "peak_memory_gib", "bubble_fraction", "exposed_comm_fraction")
@@ -100,12 +120,22 @@ def _divisors(n: int) -> list[int]:
 
 
 def _space(space: dict | None) -> dict:
+    """The default space with ``space``'s dimensions in its place, each without repeated values."""
     out = dict(DEFAULT_SPACE)
     for k, v in (space or {}).items():
         if k not in out:
             raise ConfigError(f"space.{k}", "unknown search dimension", ", ".join(out))
-        out[k] = tuple(v) if v is not None else None
+        out[k] = tuple(dict.fromkeys(v)) if v is not None else None  # a value given twice is one choice
     return out
+
+
+def default_cp(seq_len: int) -> tuple[int, ...]:
+    """The context-parallel degrees the default space offers for sequences of ``seq_len`` tokens.
+
+    Powers of two from 1 while each rank keeps at least :data:`CP_MIN_TOKENS_PER_RANK` tokens (the
+    reasons are at that constant), and at least 1 and 2 whatever the length."""
+    most = max(2, seq_len // CP_MIN_TOKENS_PER_RANK)
+    return tuple(c for c in DEFAULT_SPACE["cp"] if c <= most)
 
 
 def state_lower_bound_gib(sc: Scenario) -> float:
@@ -123,8 +153,14 @@ def state_lower_bound_gib(sc: Scenario) -> float:
 
 
 def candidates(sc: Scenario, gpus: int, space: dict | None = None) -> tuple[list[PlanConfig], int, int]:
-    """Valid, not-obviously-too-big plans for ``sc`` on ``gpus`` GPUs: (plans, enumerated, pruned)."""
+    """Valid, not-obviously-too-big plans for ``sc`` on ``gpus`` GPUs: (plans, enumerated, pruned).
+
+    No two plans are the same: every dimension's values are distinct, and the communication SMs are
+    varied only for a candidate that overlaps the all-to-all (elsewhere they hold nothing and would
+    only repeat the plan)."""
     sp = _space(space)
+    if "cp" not in (space or {}):
+        sp["cp"] = default_cp(sc.training.seq_len)
     m = sc.model
     cluster = dataclasses.replace(sc.cluster, num_gpus=gpus)
     base = dataclasses.replace(sc, cluster=cluster)
@@ -149,8 +185,11 @@ def candidates(sc: Scenario, gpus: int, space: dict | None = None) -> tuple[list
                     for sched, vpp in sp["schedule"]:
                         if pp == 1 and sched != "1f1b":
                             continue
-                        overl = sched in ("dualpipe", "dualpipev") and m.is_moe and ep > 1
-                        sms_choices = sp["comm_sms"] if overl else (sc.plan.comm_sms,)
+                        # Whether the all-to-all overlaps is the scenario's own rule (plan.ep_overlap: auto
+                        # overlaps under DualPipe(V), on also Megatron's interleaved pairs, off never).
+                        shape = dataclasses.replace(base_plan, pp=pp, ep=ep, schedule=sched)
+                        overl = dataclasses.replace(base, plan=shape).ep_overlapped
+                        sms_choices = (sp["comm_sms"] or (sc.plan.comm_sms,)) if overl else (sc.plan.comm_sms,)
                         for mb in sp["micro_batch"]:
                             for rc in sp["recompute"]:
                                 for zero in sp["zero"]:

@@ -12,7 +12,7 @@ import pytest
 from simulator.api import load, predict, run_cost
 from simulator.cli import main
 from simulator.errors import ConfigError
-from simulator.search import MAX_TOP, plan_of, search
+from simulator.search import DEFAULT_SPACE, MAX_TOP, candidates, default_cp, plan_of, search
 
 SPACE = {
     "tp": (1, 2), "pp": (1, 2), "cp": (1,), "micro_batch": (1, 2), "recompute": ("none", "full"),
@@ -89,7 +89,7 @@ def test_dask_gives_same_best_plan(sc, result):
 def test_cli_json_schema(capsys, tmp_path):
     out = tmp_path / "plans.csv"
     rc = main(["search", "deepseekmoe-2b", "--gpus", "16", "--top", "3", "--json", "--workers", "1",
-               "--no-progress", "--out", str(out)])
+               "--no-progress", "--out", str(out), "--set", "plan.comm_sms=16"])
     assert rc == 0
     captured = capsys.readouterr()
     doc = json.loads(captured.out)  # exactly one object
@@ -102,6 +102,8 @@ def test_cli_json_schema(capsys, tmp_path):
     assert first["fits_in_memory"] is True
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == doc["valid"] and rows[0]["rank"] == "1"
+    # The communication SMs each plan was timed with are in both, the scenario's own (not varied).
+    assert {p["plan"]["comm_sms"] for p in doc["plans"]} == {16} and {r["comm_sms"] for r in rows} == {"16"}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".search-")]  # no temp file left
 
 
@@ -136,6 +138,63 @@ def test_top_is_bounded_before_any_plan_is_timed(capsys, monkeypatch, top):
     assert rc == 2 and cap.out == "" and cap.err.count("\n") == 1
     assert cap.err.startswith(f"gpuhours: error: --top: {top} is out of range"), cap.err
     assert f"allowed: 1 .. {simulator.search.MAX_TOP}; --out writes every plan" in cap.err
+
+
+def test_default_space_keeps_the_scenarios_comm_sms():
+    """The all-to-all's time does not depend on the SMs its kernels hold (the profile's DeepEP rates were
+    measured at 20 SMs), while compute keeps the SMs they leave: a search over SM counts always took the
+    fewest, flattering every overlapped plan by 4-5 %. The default space keeps the scenario's own."""
+    sc = load("deepseek-v2-lite", ["plan.comm_sms=16"])  # 64 experts: EP > 1 on 16 GPUs
+    narrow = {"tp": (1,), "pp": (1, 2), "micro_batch": (1,), "recompute": ("none",), "zero": (1,)}
+    res = search(sc, GPUS, top=1, space=narrow, workers=1, des=False)
+    overlapped = [r for r in res.rows if plan_of(sc, r).ep_overlapped]
+    assert overlapped, "the case must hold plans that overlap the all-to-all, or it proves nothing"
+    assert {r["comm_sms"] for r in res.rows} == {16}
+    plans, _, _ = candidates(sc, GPUS)  # the whole default space too
+    assert plans and {p.comm_sms for p in plans} == {16}
+    assert DEFAULT_SPACE["comm_sms"] == ()
+    # A space that names SM counts still varies them, for overlapped plans only.
+    varied = search(sc, GPUS, top=1, space={**narrow, "comm_sms": (12, 20)}, workers=1, des=False)
+    by = {}
+    for r in varied.rows:
+        by.setdefault(plan_of(sc, r).ep_overlapped, set()).add(r["comm_sms"])
+    assert by == {True: {12, 20}, False: {16}}
+
+
+@pytest.mark.parametrize("overlap", ["auto", "off", "on"])
+def test_enumerated_plans_are_distinct(overlap):
+    """SM counts multiply only the plans that overlap the all-to-all, by the scenario's own rule
+    (plan.ep_overlap): with off, DualPipe held no SMs and its plans came back once per SM count; with
+    on, interleaved plans overlap and are varied. No two candidates may be the same plan."""
+    # the preset's own PP4 1F1B cannot overlap (Megatron-LM needs virtual stages): a DualPipe scenario
+    sc = load("deepseek-v2-lite", ["plan.schedule=dualpipe", f"plan.ep_overlap={overlap}"])
+    space = {"tp": (1, 1, 2), "pp": (1, 2, 4), "micro_batch": (1,), "recompute": ("none", "full"), "zero": (1,),
+             "comm_sms": (12, 20, 20, 24)}  # values repeated on purpose
+    plans, enumerated, pruned = candidates(sc, GPUS, space)
+    assert plans and len(set(plans)) == len(plans) and enumerated == len(plans) + pruned
+    base = dataclasses.replace(sc, cluster=dataclasses.replace(sc.cluster, num_gpus=GPUS))
+    varied = {p.schedule for p in plans if p.comm_sms != sc.plan.comm_sms}
+    for p in plans:
+        if p.comm_sms != sc.plan.comm_sms:
+            assert dataclasses.replace(base, plan=p).ep_overlapped, p
+    assert varied == {"auto": {"dualpipe", "dualpipev"}, "off": set(),
+                      "on": {"dualpipe", "dualpipev", "interleaved", "1f1b"}}[overlap]
+
+
+def test_default_cp_widens_with_the_sequence():
+    """CP up to the degree that leaves each rank 8K tokens (Llama 3's 128K stage ran CP16), never below
+    CP2: a 128K phase capped at CP2 found plans 1.5x dearer than the lifecycle's own CP4 plan."""
+    assert default_cp(4096) == (1, 2)  # V3 pre-training: the space as it was
+    assert default_cp(32768) == (1, 2, 4)
+    assert default_cp(131072) == (1, 2, 4, 8, 16)
+    sc = load("deepseekmoe-2b", ["training.seq_len=65536", "training.global_batch=64", "plan.micro_batch=1"])
+    narrow = {"tp": (1,), "pp": (1,), "micro_batch": (1,), "recompute": ("none",), "zero": (1,)}
+    plans, _, _ = candidates(sc, 64, narrow)
+    assert {p.cp for p in plans} == {1, 2, 4, 8}
+    given, _, _ = candidates(sc, 64, {**narrow, "cp": (16,)})  # a CP the user names is enumerated as given
+    assert {p.cp for p in given} == {16}
+    short, _, _ = candidates(load("deepseekmoe-2b"), GPUS, narrow)
+    assert {p.cp for p in short} == {1, 2}
 
 
 def test_top_at_its_bound_is_accepted(sc):
@@ -198,6 +257,38 @@ def test_v3_lifecycle_text_is_laid_out_like_table_1(capsys):
     assert "2,788,000" in lines[head + 6] and "%" in lines[head + 6]
     assert "phase context-128k: seq 131,072" in out and "TP8 PP2" in out
     assert "[context-128k]" in err  # the phase's own warnings, named with it
+    # The ramp's first segment asks for 3,840 sequences; PP16 DualPipe over 128 replicas runs no fewer than 4,096.
+    assert ("warning: [pre-training] batch ramp lifted: 1 of 8 segments (3,840 sequences asked) priced at 4,096 "
+            "sequences") in err and "dualpipe needs at least 2 x pp = 32 micro-batches" in err
+
+
+def test_a_lifted_ramp_segment_is_said():
+    """A batch-ramp segment smaller than the plan can run is priced at the least batch it runs, and the
+    run says so (phase, batch asked, batch used, why), in the phase's warnings and the run's."""
+    run = run_cost(load("deepseek-v3-lifecycle"))
+    pre = run["phases"][0]
+    lifts = [w for w in pre["warnings"] if w.startswith("batch ramp lifted")]
+    assert len(lifts) == 1
+    assert "(3,840 sequences asked) priced at 4,096 sequences" in lifts[0]
+    assert "dp 128 x micro_batch 1 x 32 = 4,096 sequences" in lifts[0]
+    assert f"[pre-training] {lifts[0]}" in run["warnings"]
+    assert not any("batch ramp lifted" in w for ph in run["phases"][1:] for w in ph.get("warnings", []))
+    # A ramp that starts at a batch the plan runs is priced as asked, with nothing to say.
+    sc = load("deepseek-v3-lifecycle")
+    phases = (dataclasses.replace(sc.training.phases[0], batch_ramp_from=4096), *sc.training.phases[1:])
+    quiet = run_cost(dataclasses.replace(sc, training=dataclasses.replace(sc.training, phases=phases)))
+    assert not any("batch ramp lifted" in w for w in quiet["warnings"])
+
+
+def test_valid_batch_rounds_to_the_nearest():
+    """The plan's batch step is dp x micro_batch x 2 under DualPipe; the nearest multiple is taken, below
+    the batch asked as well as above, and never fewer than 2 x pp micro-batches."""
+    from simulator.lifecycle import _least_batch, _valid_batch
+
+    sc = load("deepseek-v3")  # dp 128, micro-batch 1, PP16 DualPipe: steps of 256, at least 4,096
+    assert _least_batch(sc)[0] == 4096
+    assert _valid_batch(sc, 4900) == 4864 and _valid_batch(sc, 5000) == 5120  # 19.1 and 19.5 steps of 256
+    assert _valid_batch(sc, 3840) == 4096 and _valid_batch(sc, 100) == 4096
 
 
 def test_a_phase_that_does_not_validate_is_named(capsys):

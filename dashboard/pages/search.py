@@ -67,7 +67,8 @@ with st.expander("Search space", expanded=False):
     zero = state._w(c[2].multiselect, "ZeRO stage", k + "zero", [int(preset["zero"])], options=[0, 1, 2, 3])
     sms_opts = sorted(set(space0["comm_sms"]) | {int(preset["comm_sms"])})
     sms = state._w(c[3].multiselect, "Comm SMs", k + "sms", [int(preset["comm_sms"])], options=sms_opts,
-                   help="Varied only for DualPipe(V) with EP > 1, where communication kernels share SMs with compute")
+                   help="The plan's own: the all-to-all is priced at DeepEP's rates measured with 20 SMs, so other "
+                        "counts would move only the compute side and fewer SMs could only look faster")
     st.caption("EP: every divisor of the expert count that divides DP × TP. Wider choices search longer.")
 
 
