@@ -157,13 +157,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print_table(parts_lines(rep["step_parts_s"], rep["step_time_s"], rep.get("recompute_s")),
                     title="where that step goes (pacing rank; kernels at full-GPU rates):")
     warnings = list(rep["warnings"])
-    if run and (len(run["phases"]) > 1 or run.get("published_total_gpu_hours")):
+    if run:
         from .lifecycle_text import phase_warnings, run_table_lines
 
-        print("whole run, by phase (published where the scenario records it):")
-        headline = next((ph.get("plan") for ph in run["phases"] if ph.get("modelled")), None)
-        print("\n".join(run_table_lines(run, headline)))
-        warnings += phase_warnings(run, warnings)
+        if len(run["phases"]) > 1 or run.get("published_total_gpu_hours"):
+            print("whole run, by phase (published where the scenario records it):")
+            headline = next((ph.get("plan") for ph in run["phases"] if ph.get("modelled")), None)
+            print("\n".join(run_table_lines(run, headline)))
+        warnings += phase_warnings(run, warnings)  # a one-phase run's too (a lifted batch-ramp segment)
     sys.stdout.flush()  # the table before the warnings when both streams go to one terminal or file
     for w in warnings:
         print(f"  warning: {w}", file=sys.stderr)

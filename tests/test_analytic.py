@@ -291,3 +291,11 @@ def test_dualpipev_bubble_from_a_ranks_times_is_the_per_stage_closed_form(pp, m)
     plan = SimpleNamespace(schedule="dualpipev", pp=pp, vpp=1)
     listed = max(simulate("dualpipev", pp, m, TaskTimes(f, b, w, fb)).bubbles())
     assert rank_bubble(plan, 2 * f, 2 * b, 2 * w, 2 * fb) == pytest.approx(listed)
+
+
+def test_predict_says_when_a_one_phase_run_lifts_its_batch_ramp(capsys):
+    """DeepSeek-V3's ramp starts at 3,072 sequences; DualPipe on PP16 x DP128 needs 4,096. The run prices that
+    segment at the plan's least batch and says so, also when the run has a single phase (no Table-1 layout)."""
+    assert main(["predict", "deepseek-v3"]) == 0
+    err = capsys.readouterr().err
+    assert "[pre-training] batch ramp lifted" in err and "4,096 sequences" in err
