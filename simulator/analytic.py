@@ -567,11 +567,15 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     step = busy + bubble + dp_exposed + opt_time
 
     stage_reports = []
+    # Chunk times are reported in DualPipe's notation, per chunk (a forward chunk, a full backward chunk, its
+    # weight part, a pair), as the DES reports them; a rank's times above are per micro-batch, through the
+    # vk chunks of it that each micro-batch runs (interleaved: vpp, DualPipeV: 2).
+    vk = chunks_per_microbatch(p.schedule, p.vpp)
     for (r, held, rtot, rF, rB, rW, rFB, rbusy, rhidden, rexp), memb in zip(ranks, mem):
         r_hid, r_exp, _ = comm_split(r, rtot, rhidden, rexp)
         r_busy, _ = rank_work(r, rtot, rF, rB, rFB, rbusy)
         stage_reports.append(StageReport(
-            rank=r, stages=held, layers=[stages[s] for s in held], F=rF, B=rB, W=rW, FB=rFB,
+            rank=r, stages=held, layers=[stages[s] for s in held], F=rF / vk, B=rB / vk, W=rW / vk, FB=rFB / vk,
             busy=r_busy, bubble=max(0.0, step - r_busy - dp_exposed - opt_time), exposed_comm=r_exp,
             hidden_comm=r_hid, memory=memb,
         ))
@@ -587,7 +591,7 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
             "memory_bound_s": M * tot.memory_bound, "recompute_s": M * tot.recompute,
             "step_parts_s": step_parts(work.scale(M), compute, busy, bubble, dp_exposed, opt_time, even),
             "mean_imbalance": imbalance,
-            "chunk_times_ms": {"F": F * 1e3, "B": B * 1e3, "W": W * 1e3, "FB": FB * 1e3},
+            "chunk_times_ms": {"F": F / vk * 1e3, "B": B / vk * 1e3, "W": W / vk * 1e3, "FB": FB / vk * 1e3},
         },
     )
 

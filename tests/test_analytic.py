@@ -263,8 +263,8 @@ def test_analytic_engine_prices_megatron_pairs_with_the_last_ranks_counts():
     sc = load_scenario("deepseekmoe-16b", ["plan.schedule=interleaved", "plan.vpp=2", "plan.ep=8",
                                            "plan.ep_overlap=on", "plan.pp=8"])
     pred = predict_analytic(sc)
-    ms = pred.extra["chunk_times_ms"]
-    f, b, fb = ms["F"] / 1e3, ms["B"] / 1e3, ms["FB"] / 1e3
+    ms = pred.extra["chunk_times_ms"]  # per chunk; a micro-batch runs vpp of them on a rank
+    f, b, fb = (ms[k] * sc.plan.vpp / 1e3 for k in ("F", "B", "FB"))
     counts = lone_chunks("interleaved", sc.plan.pp, sc.microbatches, sc.plan.vpp, True)
 
     def busy(rank):

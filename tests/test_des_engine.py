@@ -246,3 +246,15 @@ def test_pairs_without_an_all_to_all_compute_on_every_sm(engine):
     st = predict(sc, engine=engine).stages[0]
     assert all(u in ("embed", "dense") for units in st.layers for u in units)
     assert st.FB == pytest.approx(st.F + st.B, rel=1e-3)  # 20 of 132 SMs held would add ~18 %
+
+
+@pytest.mark.parametrize("schedule,extra", [("interleaved", ["plan.vpp=2", "training.global_batch=16384"]),
+                                            ("dualpipev", []), ("zb1p", []), ("dualpipe", [])])
+def test_both_engines_report_chunk_times_per_chunk(schedule, extra):
+    """chunk_times_ms in DualPipe's notation: F a forward chunk, B a full backward chunk (a split one's weight
+    part added back), per chunk in both engines (the analytic engine reported an interleaved or DualPipeV rank's
+    per-micro-batch sums, the DES a split backward without its W)."""
+    sc = load_scenario("deepseek-v3", [f"plan.schedule={schedule}", *extra])
+    a, d = report(predict(sc)), report(predict(sc, engine="des"))
+    for k in ("F", "B"):
+        assert a["chunk_times_ms"][k] == pytest.approx(d["chunk_times_ms"][k], rel=0.03), k

@@ -734,6 +734,10 @@ def _to_prediction(sc: Scenario, ev: Evaluator, stages, res: dict, comm: bool, w
         exposed_all.append(exposed)
         kd = res["kind_d"][r]
         ch = {k: (to_s(v[0]) / v[1] if v[1] else 0.0) for k, v in kd.items()}
+        if kd["W"][1] and kd["B"][1]:
+            # DualPipe's B is a full backward chunk: a split backward's weight part runs later as a W task
+            # (one per split B), so the full backward is the B tasks' time and the W tasks' together.
+            ch["B"] = to_s(kd["B"][0] + kd["W"][0]) / kd["B"][1]
         per_rank_chunks.append({k: v * 1e3 for k, v in ch.items()})
         mb_ = mems[r]
         samples = res["mem"][r]
