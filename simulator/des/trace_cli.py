@@ -1,8 +1,9 @@
 """``gpuhours trace``: run the discrete-event engine and write a Perfetto (Chrome trace) JSON.
 
 One process per pipeline rank ("rank r: stages a, b"), tracks ``compute``,
-``comm`` (all-to-all, TP/CP), ``dp`` (reduce-scatter / all-gather) and ``nic``
-(P2P sends), a memory counter, and flow arrows for P2P sends.
+``comm`` (all-to-all, TP/CP), ``dp`` (reduce-scatter / all-gather), ``nic``
+(P2P sends; ``nic 2``... where sends overlap on the shared link) and ``nic in``
+(P2P receives, likewise), a memory counter, and flow arrows for P2P sends.
 """
 
 from __future__ import annotations
@@ -42,23 +43,29 @@ def build_trace(pred):
                     cat=e["kind"], args={"mb": e["mb"]})
     for e in pred.extra.get("dp_timeline", []):
         tw.complete(e["name"], e["rank"], "dp", e["start_s"] * us, (e["end_s"] - e["start_s"]) * us, cat="dp")
-    # P2P sends on the sender's NIC track: flows share the link, so draw them as back-to-back
-    # slices in completion order (no overlap) and an arrow to the receiving rank.
-    by_rank: dict[int, list] = {}
-    for f in pred.extra.get("p2p_flows", []):
-        m = _P2P.match(f["name"])
-        if m:
-            by_rank.setdefault(int(m.group(4)), []).append((f, m))
-    for src, flows in by_rank.items():
-        flows.sort(key=lambda x: (x[0]["start_s"], x[0]["end_s"]))
-        cursor = 0.0
-        for f, m in flows:
-            a = max(f["start_s"], cursor)
-            b = max(f["end_s"], a)
-            cursor = b
-            tw.complete(f["name"], src, "nic", a * us, (b - a) * us, cat="p2p")
-            if b > a:
-                tw.flow(f"p2p {m.group(1)}{m.group(2)}", (src, "nic", a * us), (int(m.group(5)), "nic", b * us))
+    # P2P transfers as they ran: flows that share a NIC overlap in time, so each goes on the first lane of its
+    # rank's "nic" tracks (sends) or "nic in" tracks (receives) that is free when it starts (no overlapping
+    # slices on a track), and an arrow runs from the send's start to the end of its receive.
+    lanes: dict[tuple[int, str], list[float]] = {}
+
+    def lane(rank: int, base: str, a: float, b: float) -> str:
+        ends = lanes.setdefault((rank, base), [])
+        for i, end in enumerate(ends):
+            if end <= a:
+                ends[i] = b
+                return base if i == 0 else f"{base} {i + 1}"
+        ends.append(b)
+        return base if len(ends) == 1 else f"{base} {len(ends)}"
+
+    flows = [(f, m) for f in pred.extra.get("p2p_flows", []) if (m := _P2P.match(f["name"]))]
+    for f, m in sorted(flows, key=lambda x: (x[0]["start_s"], x[0]["end_s"])):
+        a, b = f["start_s"], max(f["end_s"], f["start_s"])
+        src, dst = int(m.group(4)), int(m.group(5))
+        out_track, in_track = lane(src, "nic", a, b), lane(dst, "nic in", a, b)
+        tw.complete(f["name"], src, out_track, a * us, (b - a) * us, cat="p2p")
+        tw.complete(f"recv {f['name'][4:]}", dst, in_track, a * us, (b - a) * us, cat="p2p")
+        if b > a:
+            tw.flow(f"p2p {m.group(1)}{m.group(2)}", (src, out_track, a * us), (dst, in_track, (a + b) / 2 * us))
     for s in pred.stages:
         for t_s, gib in getattr(s, "memory_over_time", []) or []:
             tw.counter("memory", s.rank, t_s * us, {"GiB": gib})
