@@ -198,7 +198,7 @@ class Evaluator:
         hit = self._stages.get(key)
         if hit is None:
             tot = PassTimes()
-            for kind in set(units):
+            for kind in dict.fromkeys(units):  # in stage order: the same sum in every process (a set's order follows the hash seed)
                 tot = tot + self.unit_times(sc, kind, shape).scale(units.count(kind))
             hit = self._stages[key] = tot
         return hit
