@@ -386,20 +386,31 @@ def warmup_forwards(schedule: str, pp: int, microbatches: int, vpp: int, pairs: 
     return tuple(out)
 
 
-def routing_imbalance(sc: Scenario) -> float:
-    """The most loaded EP rank's expert tokens over the mean under the plan's routing (``plan.routing``:
-    Zipf skew or a given histogram, node-limited top-k, redundant experts), the mean over sampled layers
-    (:func:`simulator.des.routing.expected_max_load_factor`); 1.0 for balanced routing, a dense model
-    or EP 1."""
+def routing_config(sc: Scenario):
+    """The plan's expert routing (``plan.routing``: Zipf skew or a given histogram, node-limited top-k,
+    redundant experts) as :class:`simulator.des.routing.RoutingConfig` for one micro-batch's tokens on a
+    GPU; None for balanced routing, a dense model or EP 1. Raises ValueError where the sampler cannot
+    route it."""
     p, m = sc.plan, sc.model
     if p.routing == "balanced" or not m.is_moe or p.ep <= 1:
+        return None
+    from .des.routing import RoutingConfig
+
+    return RoutingConfig(
+        tokens=p.micro_batch * sc.training.seq_len // p.cp, n_experts=m.n_routed_experts, top_k=m.experts_per_token,
+        ep=p.ep, gpus_per_node=sc.cluster.gpus_per_node, max_nodes=m.max_nodes_per_token, skew=p.routing,
+        zipf_s=p.zipf_s, histogram=tuple(p.expert_histogram) or None, redundant=p.redundant_experts, seed=p.seed)
+
+
+def routing_imbalance(sc: Scenario) -> float:
+    """The most loaded EP rank's expert tokens over the mean under the plan's routing, the mean over sampled
+    layers (:func:`simulator.des.routing.expected_max_load_factor`); 1.0 without skew (:func:`routing_config`)."""
+    cfg = routing_config(sc)
+    if cfg is None:
         return 1.0
     from .des.routing import expected_max_load_factor
 
-    return expected_max_load_factor(
-        p.micro_batch * sc.training.seq_len // p.cp, m.n_routed_experts, m.experts_per_token, p.ep,
-        sc.cluster.gpus_per_node, max_nodes=m.max_nodes_per_token, skew=p.routing, zipf_s=p.zipf_s,
-        histogram=tuple(p.expert_histogram) or None, redundant=p.redundant_experts, seed=p.seed)
+    return expected_max_load_factor(cfg)
 
 
 def memory_shape(sc: Scenario, stages: list[list[str]]) -> Shape:
@@ -407,19 +418,15 @@ def memory_shape(sc: Scenario, stages: list[list[str]]) -> Shape:
     activations summed over its MoE layers, so the skew that counts is the most loaded rank's total over
     the most MoE layers a pipeline rank holds (:func:`simulator.des.routing.memory_load_factor`), not the
     per-layer max that paces time."""
-    p, m = sc.plan, sc.model
-    if p.routing == "balanced" or not m.is_moe or p.ep <= 1:
+    p = sc.plan
+    cfg = routing_config(sc)
+    if cfg is None:
         return Shape.of(p, sc.training.seq_len)
     from .des.routing import memory_load_factor
 
     moe_units = max(sum(u in ("moe", "mtp") for s in rank_stages(p.schedule, p.pp, p.vpp, r) for u in stages[s])
                     for r in range(p.pp))
-    factor = memory_load_factor(
-        p.micro_batch * sc.training.seq_len // p.cp, m.n_routed_experts, m.experts_per_token, p.ep,
-        sc.cluster.gpus_per_node, max_nodes=m.max_nodes_per_token, skew=p.routing, zipf_s=p.zipf_s,
-        histogram=tuple(p.expert_histogram) or None, redundant=p.redundant_experts, seed=p.seed,
-        layers=moe_units)
-    return Shape.of(p, sc.training.seq_len, round(factor, 4))
+    return Shape.of(p, sc.training.seq_len, round(memory_load_factor(cfg, moe_units), 4))
 
 
 def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalance: float | None = None,

@@ -184,13 +184,14 @@ def test_uniform_histogram_equals_balanced():
 
 
 def test_expected_max_load_factor_cached_and_ordered():
-    bal = expected_max_load_factor(4096, 256, 8, 64, 8, 4, n_samples=4)
-    z = expected_max_load_factor(4096, 256, 8, 64, 8, 4, skew="zipf", zipf_s=1.0, n_samples=4)
+    base = dict(tokens=4096, n_experts=256, top_k=8, ep=64, gpus_per_node=8, max_nodes=4)
+    bal = expected_max_load_factor(RoutingConfig(**base), n_samples=4)
+    z = expected_max_load_factor(RoutingConfig(**base, skew="zipf", zipf_s=1.0), n_samples=4)
     assert 1.0 < bal < 1.1 < z
     hits = expected_max_load_factor.cache_info().hits
-    assert expected_max_load_factor(4096, 256, 8, 64, 8, 4, n_samples=4) == bal
+    assert expected_max_load_factor(RoutingConfig(**base), n_samples=4) == bal
     assert expected_max_load_factor.cache_info().hits == hits + 1  # served from the cache
-    assert expected_max_load_factor(4096, 256, 8, 1) == 1.0
+    assert expected_max_load_factor(RoutingConfig(**{**base, "ep": 1})) == 1.0
 
 
 def test_a_layer_is_built_once_and_sampled_many_times(monkeypatch):
@@ -242,12 +243,12 @@ def test_memory_sums_a_ranks_layers_so_shuffled_skew_evens_out():
     from simulator.des.routing import memory_load_factor
 
     args = dict(tokens=4096, n_experts=256, top_k=8, ep=64, gpus_per_node=8, max_nodes=4)
-    one = memory_load_factor(**args, skew="zipf", zipf_s=1.0, layers=1)
-    eight = memory_load_factor(**args, skew="zipf", zipf_s=1.0, layers=8)
+    one = memory_load_factor(RoutingConfig(**args, skew="zipf", zipf_s=1.0), layers=1)
+    eight = memory_load_factor(RoutingConfig(**args, skew="zipf", zipf_s=1.0), layers=8)
     assert 1.0 < eight < 0.6 * one
     hist = tuple(float(i % 16 == 0) * 9 + 1 for i in range(256))
-    h1 = memory_load_factor(**args, skew="histogram", histogram=hist, layers=1)
-    h8 = memory_load_factor(**args, skew="histogram", histogram=hist, layers=8)
+    h1 = memory_load_factor(RoutingConfig(**args, skew="histogram", histogram=hist), layers=1)
+    h8 = memory_load_factor(RoutingConfig(**args, skew="histogram", histogram=hist), layers=8)
     assert h8 == pytest.approx(h1, rel=0.05) and h1 > 1.5
 
 

@@ -75,6 +75,7 @@ from simulator.analytic import (
     memory_shape,
     plan_warnings,
     resolve_profile,
+    routing_config,
     stage_units,
 )
 from simulator.breakdown import step_parts
@@ -178,19 +179,13 @@ class _Times:
 
 def _imbalance_table(sc: Scenario, stages: list[list[str]], M: int, warnings: list[str]) -> list[list[float]] | None:
     """Per stage, per micro-batch max/mean expert load (rounded to 0.05), or None when balanced."""
-    p, m, c = sc.plan, sc.model, sc.cluster
-    if p.routing == "balanced" or not m.is_moe or p.ep <= 1:
-        return None
-    from simulator.des.routing import RoutingConfig, RoutingSampler
+    from simulator.des.routing import RoutingSampler
 
     try:
-        sampler = RoutingSampler(RoutingConfig(
-            tokens=Shape.of(p, sc.training.seq_len).tokens, n_experts=m.n_routed_experts,
-            top_k=m.experts_per_token, ep=p.ep, gpus_per_node=c.gpus_per_node,
-            max_nodes=m.max_nodes_per_token, skew=p.routing, zipf_s=p.zipf_s,
-            histogram=tuple(p.expert_histogram) if p.expert_histogram else None,
-            redundant=p.redundant_experts, seed=p.seed,
-        ))
+        cfg = routing_config(sc)
+        if cfg is None:
+            return None
+        sampler = RoutingSampler(cfg)
     except ValueError as e:
         warnings.append(f"routing: {e}; expert load taken as balanced")
         return None

@@ -503,50 +503,20 @@ def _place_replicas(pi: np.ndarray, ep: int, redundant: int) -> tuple[np.ndarray
 
 # ---------------------------------------------------------------- analytic helper
 @functools.lru_cache(maxsize=256)
-def expected_max_load_factor(
-    tokens: int,
-    n_experts: int,
-    top_k: int,
-    ep: int,
-    gpus_per_node: int = 8,
-    max_nodes: int = 0,
-    skew: str = "balanced",
-    zipf_s: float = 1.0,
-    histogram: tuple[float, ...] | None = None,
-    redundant: int = 0,
-    seed: int = 0,
-    n_samples: int = 8,
-) -> float:
+def expected_max_load_factor(cfg: RoutingConfig, n_samples: int = 8) -> float:
     """Mean over sampled layers of max/mean per-rank expert load.
 
     For the analytic engine: multiply the balanced expert-GEMM time by this.
     Each sample uses a different layer (so a different Zipf shuffle). Cached.
     """
-    if ep <= 1:
+    if cfg.ep <= 1:
         return 1.0
-    sampler = RoutingSampler(RoutingConfig(
-        tokens=tokens, n_experts=n_experts, top_k=top_k, ep=ep, gpus_per_node=gpus_per_node,
-        max_nodes=max_nodes, skew=skew, zipf_s=zipf_s, histogram=histogram,
-        redundant=redundant, seed=seed,
-    ))
+    sampler = RoutingSampler(cfg)
     return float(np.mean([sampler.sample(layer, 0).imbalance for layer in range(n_samples)]))
 
 
 @functools.lru_cache(maxsize=256)
-def memory_load_factor(
-    tokens: int,
-    n_experts: int,
-    top_k: int,
-    ep: int,
-    gpus_per_node: int = 8,
-    max_nodes: int = 0,
-    skew: str = "balanced",
-    zipf_s: float = 1.0,
-    histogram: tuple[float, ...] | None = None,
-    redundant: int = 0,
-    seed: int = 0,
-    layers: int = 1,
-) -> float:
+def memory_load_factor(cfg: RoutingConfig, layers: int = 1) -> float:
     """The most loaded EP rank's expert tokens summed over ``layers`` MoE layers, over the mean.
 
     For memory, which adds up what a rank keeps over all its layers: under Zipf skew each layer's
@@ -554,13 +524,9 @@ def memory_load_factor(
     layers add up; a given histogram routes every layer alike, so the same rank is the most loaded in
     each and the factor stays the one-layer max/mean. (Time is paced per layer instead:
     :func:`expected_max_load_factor`.)"""
-    if ep <= 1 or layers < 1:
+    if cfg.ep <= 1 or layers < 1:
         return 1.0
-    sampler = RoutingSampler(RoutingConfig(
-        tokens=tokens, n_experts=n_experts, top_k=top_k, ep=ep, gpus_per_node=gpus_per_node,
-        max_nodes=max_nodes, skew=skew, zipf_s=zipf_s, histogram=histogram,
-        redundant=redundant, seed=seed,
-    ))
+    sampler = RoutingSampler(cfg)
     total = sum(sampler.sample(layer, 0).recv_pairs.astype(np.float64) for layer in range(layers))
     mean = float(np.mean(total))
     return float(np.max(total)) / mean if mean > 0 else 1.0
