@@ -342,6 +342,18 @@ def test_sensitivity_skipped_move_is_said_once_in_words():
     assert len(notes) == 1 and "Skipped" not in notes[0] and "skipped: half" in notes[0], notes
 
 
+def test_sensitivity_marks_a_move_that_does_not_fit():
+    """DeepSeek-V3 at micro-batch 2 needs more HBM than an H800 has: the table and the bar say so."""
+    at = _app("deepseek-v3")
+    at.switch_page("pages/sensitivity.py").run()
+    _ok(at)
+    table = at.dataframe[0].value
+    mb = table[table["input"].str.startswith("Micro-batch")].iloc[0]
+    assert mb["up move"].endswith("does not fit")
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert any(str(t).endswith("does not fit") for b in spec["data"] if b["type"] == "bar" for t in b["text"])
+
+
 def test_sensitivity_bad_input_is_one_line_error():
     at = _app(SMALL)
     at.number_input(key=KS + "pp").set_value(7).run()

@@ -53,15 +53,21 @@ def move(label: str) -> str:
     return "×" + label[1:] if label[:1] == "x" and label[1:2].isdigit() else label
 
 
+def moved(r: dict, side: str) -> str:
+    """A move's label, marked where the moved plan does not fit in memory (its GPU-hours price a plan that
+    cannot run; the notes below give its peak)."""
+    return move(r[f"{side}_label"]) + (", does not fit" if r.get(f"{side}_fits") is False else "")
+
+
 rows = [r for r in sens["rows"] if r["low"] is not None or r["high"] is not None][::-1]  # largest swing on top
 fig = go.Figure()
 for side, colour, label in (("high", "#F58518", "up move"), ("low", "#4C78A8", "down move")):
     sel = [r for r in rows if r[side] is not None]
     fig.add_bar(
         y=[NAMES.get(r["input"], r["input"]) for r in sel], x=[r[side] - base for r in sel], base=[base] * len(sel),
-        orientation="h", name=label, marker_color=colour, text=[move(r[f"{side}_label"]) for r in sel],
+        orientation="h", name=label, marker_color=colour, text=[moved(r, side) for r in sel],
         textposition="outside", cliponaxis=False,
-        customdata=[[move(r[f"{side}_label"]), r[side], 100 * (r[side] / base - 1)] for r in sel],
+        customdata=[[moved(r, side), r[side], 100 * (r[side] / base - 1)] for r in sel],
         hovertemplate="%{y}, %{customdata[0]}: %{customdata[1]:,.0f} GPU·h (%{customdata[2]:+.1f} %)<extra></extra>")
 fig.add_vline(x=base, line_color="#333", line_width=1, annotation_text=f"now {base:,.0f}",
               annotation_position="top")
@@ -72,9 +78,9 @@ fig.update_layout(barmode="group", bargap=0.25, bargroupgap=0.05, height=max(300
 st.plotly_chart(fig, width="stretch", key="tornado")
 
 table = [{"input": f"{NAMES.get(r['input'], r['input'])} ({r['input']})" if r["input"] in NAMES and "." in r["input"]
-          else NAMES.get(r["input"], r["input"]), "down move": move(r["low_label"]),
+          else NAMES.get(r["input"], r["input"]), "down move": moved(r, "low"),
           "GPU·h after down": f"{r['low']:,.0f} ({100 * (r['low'] / base - 1):+.1f} %)" if r["low"] is not None else "skipped",
-          "up move": move(r["high_label"]),
+          "up move": moved(r, "high"),
           "GPU·h after up": f"{r['high']:,.0f} ({100 * (r['high'] / base - 1):+.1f} %)" if r["high"] is not None else "skipped"}
          for r in sens["rows"]]
 st.dataframe(table, hide_index=True, width="stretch")
