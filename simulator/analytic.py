@@ -363,6 +363,15 @@ def lone_chunks(schedule: str, pp: int, microbatches: int, vpp: int,
     return tuple(out)
 
 
+def paired_sms(st: PassTimes, overlap: bool) -> PassTimes:
+    """A stage's times as its half of an overlapped pair runs them: with the all-to-all kernels' SMs taken
+    (``Fr``, ``Br``, ``Wr``), unless the stage has no all-to-all (embedding, dense or head layers only), whose
+    half runs on all SMs (exact when its partner has none either, as the DES prices pairs)."""
+    if overlap and not (st.aF or st.aB):
+        return replace(st, Fr=st.F, Br=st.B, Wr=st.W)
+    return st
+
+
 def rank_bubble(p, f: float, b: float, w: float, fb: float) -> float:
     """The closed-form bubble of a plan from a rank's per-micro-batch times. The formulas are in the
     chunk times of one stage; a DualPipeV rank's times cover both of its stages (the V passes through
@@ -419,7 +428,10 @@ def memory_shape(sc: Scenario, stages: list[list[str]]) -> Shape:
     the most MoE layers a pipeline rank holds (:func:`simulator.des.routing.memory_load_factor`), not the
     per-layer max that paces time."""
     p = sc.plan
-    cfg = routing_config(sc)
+    try:
+        cfg = routing_config(sc)
+    except ValueError:  # routing the sampler cannot place: the engines say so where they time it
+        cfg = None
     if cfg is None:
         return Shape.of(p, sc.training.seq_len)
     from .des.routing import memory_load_factor
@@ -436,8 +448,13 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     ``imbalance``: the most loaded EP rank's expert tokens over the mean (None: what the plan's
     routing gives, :func:`routing_imbalance`); every micro-batch's expert work and all-to-all are
     priced at it."""
+    routing_note = []
     if imbalance is None:
-        imbalance = routing_imbalance(sc)
+        try:
+            imbalance = routing_imbalance(sc)
+        except ValueError as e:  # as the DES: routing the sampler cannot place is taken as balanced, and said
+            imbalance = 1.0
+            routing_note.append(f"routing: {e}; expert load taken as balanced")
     prof = evaluator.timer.profile if evaluator else resolve_profile(sc, profile)
     ev = evaluator or Evaluator(sc, prof)
     p, m, c, t = sc.plan, sc.model, sc.cluster, sc.training
@@ -468,12 +485,7 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
             continue
         tot = PassTimes()
         for s in held:
-            st = stage_t[s]
-            if overlap and not (st.aF or st.aB):
-                # A stage without an all-to-all (embedding, dense or head layers only): its half of a pair
-                # runs on all SMs (exact when its partner has none either, as the DES prices pairs).
-                st = replace(st, Fr=st.F, Br=st.B, Wr=st.W)
-            tot = tot + st
+            tot = tot + paired_sms(stage_t[s], overlap)
         share = visits_per_stage(p.schedule)
         if share != 1.0:
             tot = tot.scale(share)  # DualPipe: each micro-batch visits one of the two stages on this rank
@@ -557,7 +569,7 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     work, even = tot, None
     if imbalance != 1.0:
         even_shape = Shape.of(p, t.seq_len)
-        work = sum((ev.stage_times(sc, tuple(stages[s]), even_shape)
+        work = sum((paired_sms(ev.stage_times(sc, tuple(stages[s]), even_shape), overlap)
                     for s in rank_stages(p.schedule, p.pp, p.vpp, r_star[0])), PassTimes())
         work = work.scale(visits_per_stage(p.schedule))
         even = rank_work(counted, work, 0.0, 0.0, 0.0, 0.0)[1]  # its compute only
@@ -570,7 +582,7 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     if m.is_moe and p.ep > 1 and dispatch_traffic(m, p.ep, c.gpus_per_node, p.dispatcher)[0] > 0:
         nic_mb += tot.aF + tot.aB
     dp_exposed, opt_time, mem = _dp_and_memory(sc, ev, stages, memory_shape(sc, stages), M, bubble, F, B,
-                                               nic_mb)
+                                               nic_mb, span=busy + bubble)
     step = busy + bubble + dp_exposed + opt_time
 
     stage_reports = []
@@ -592,7 +604,7 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     return Prediction(
         scenario=sc, engine="analytic", step_time_s=step, busy_s=busy, bubble_s=bubble,
         exposed_comm_s=exposed_comm, hidden_comm_s=hidden_s, dp_exposed_s=dp_exposed, optimizer_s=opt_time,
-        stages=stage_reports, warnings=list(ev.timer.warnings.values()) + plan_warnings(sc),
+        stages=stage_reports, warnings=list(ev.timer.warnings.values()) + plan_warnings(sc) + routing_note,
         extra={
             "microbatches": M, "dp": dp, "p2p_s": p2p, "total_comm_s": total_comm + dp_exposed,
             "memory_bound_s": M * tot.memory_bound, "recompute_s": M * tot.recompute,
@@ -634,8 +646,9 @@ def dp_collectives(sc: Scenario, ev: Evaluator, pd: float, pe: float) -> tuple[l
 
 
 def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bubble: float, F: float, B: float,
-                   nic_mb: float = 0.0):
-    """Exposed DP time, optimizer time and per-rank memory (``nic_mb``: a micro-batch's other NIC time)."""
+                   nic_mb: float = 0.0, span: float = 0.0):
+    """Exposed DP time, optimizer time and per-rank memory (``nic_mb``: a micro-batch's other NIC time;
+    ``span``: the pacing rank's work and bubble over the step, which per-micro-batch reductions overlap)."""
     p = sc.plan
     dp = sc.dp
     dp_expert = sc.dp_expert
@@ -660,15 +673,17 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bu
                 chunk_act.append(sact)
             pd += shared_weight_copies(sc.model, (u for s in held for u in stages[s]), p.tp)
             rs_parts, ag_parts = dp_collectives(sc, ev, pd, pe)
-            t_rs = sum(t for t, _ in rs_parts)
-            t_ag = sum(t for t, _ in ag_parts)
+            # Seconds alone on each link: (NIC, NVLink) for the reductions and for the gathers.
+            rs_link = (sum(t for t, nic in rs_parts if nic), sum(t for t, nic in rs_parts if not nic))
+            ag_link = (sum(t for t, nic in ag_parts if nic), sum(t for t, nic in ag_parts if not nic))
             w, gr, o = state_bytes(pd, pe, p.zero, dense_group, dp_expert, p.grad_dtype, p.moment_dtype)
             owned = pd / (dense_group if p.zero >= 1 else 1) + pe / (dp_expert if p.zero >= 1 else 1)
             opt_bytes = owned * (8 + 4 * BYTES[p.moment_dtype] + BYTES[p.grad_dtype] + 2)
             opt = max(opt, opt_bytes / (ev.timer.gpu.hbm_gbps * 1e9))
             transient = act_max
-            seen[sig] = (w, gr, o, tuple(chunk_act), act, transient, t_rs, t_ag)
-        w, gr, o, chunk_act, act, transient, t_rs, t_ag = seen[sig]
+            seen[sig] = (w, gr, o, tuple(chunk_act), act, transient, rs_link, ag_link)
+        w, gr, o, chunk_act, act, transient, rs_link, ag_link = seen[sig]
+        t_rs, t_ag = sum(rs_link), sum(ag_link)
         if p.zero >= 2:
             # Sharded gradients (ZeRO-2/3) leave no full-size buffer to accumulate micro-batches in: every
             # micro-batch's gradients are reduce-scattered as its backward makes them (DeepSpeed ZeRO-2;
@@ -676,15 +691,19 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bu
             # its forward and again before its backward. The reductions can only run from the rank's first
             # backward on: its warm-up forwards (all of them on rank 0 when M is small against PP x V)
             # leave them the rest of the step, and what does not fit there is exposed.
-            # (t_rs, t_ag cover every stage the rank holds; a DualPipe micro-batch runs one of its two.)
+            # Each link is its own budget: a part on the NIC shares it with the micro-batch's other NIC traffic
+            # (nic_mb), a part NVLink bounds does not. (The parts cover every stage the rank holds; a DualPipe
+            # micro-batch runs one of its two.)
             vk = chunks_per_microbatch(p.schedule, p.vpp)
             visit = visits_per_stage(p.schedule)
             lead = (r + warmup_forwards(runnable(p.schedule), p.pp, M, p.vpp, pairs)[r]) * F / vk
-            span = M * (F + B) + bubble
-            exposed = max(0.0, M * (visit * t_rs + nic_mb) - (span - lead))
-            if p.zero == 3:
-                exposed = max(exposed, M * (visit * (t_rs + 2 * t_ag) + nic_mb) - span)
-            else:  # the updated shard gathered once, behind the first forward and the fill
+            exposed = 0.0
+            for on_nic, rs_t, ag_t in ((True, rs_link[0], ag_link[0]), (False, rs_link[1], ag_link[1])):
+                other = nic_mb if on_nic and (rs_t or ag_t) else 0.0
+                exposed = max(exposed, M * (visit * rs_t + other) - (span - lead))
+                if p.zero == 3:
+                    exposed = max(exposed, M * (visit * (rs_t + 2 * ag_t) + other) - span)
+            if p.zero == 2:  # the updated shard gathered once, behind the first forward and the fill
                 exposed += max(0.0, t_ag - (bubble / 2 + F))
         elif p.grad_reduce_overlap:
             exposed = max(0.0, t_rs - (bubble / 2 + B)) + max(0.0, t_ag - (bubble / 2 + F))

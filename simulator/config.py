@@ -326,7 +326,8 @@ class PlanConfig:
     fp8_activation_cache: bool = True  # cache MoE inputs in FP8 (V3 Sec. 3.3.3)
     tp_comm_overlap: bool = False  # TP collectives hidden behind GEMMs (Megatron --tp-comm-overlap)
     # Gradient reduction overlapped with the backward tail (DDP buckets, Megatron --overlap-grad-reduce);
-    # False: one collective after the whole pipeline, as Megatron-LM's 2021 local DDP did.
+    # False: one collective after the whole pipeline, as Megatron-LM's 2021 local DDP did. ZeRO-0/1 only:
+    # under ZeRO-2/3 every micro-batch's sharded gradients are reduced as its backward makes them.
     grad_reduce_overlap: bool = True
     layer_split: str = "balanced"  # balanced: stages cut to even out time; uniform: equal layer counts
     moment_dtype: str = "fp32"  # AdamW moments (V3 keeps them in BF16, sec 3.3.3)

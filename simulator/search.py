@@ -125,7 +125,8 @@ def _space(space: dict | None) -> dict:
     for k, v in (space or {}).items():
         if k not in out:
             raise ConfigError(f"space.{k}", "unknown search dimension", ", ".join(out))
-        out[k] = tuple(dict.fromkeys(v)) if v is not None else None  # a value given twice is one choice
+        # A value given twice is one choice; a list value (a schedule read from JSON) counts as its tuple.
+        out[k] = tuple(dict.fromkeys(tuple(x) if isinstance(x, list) else x for x in v)) if v is not None else None
     return out
 
 

@@ -331,3 +331,12 @@ def test_run_total_error_only_when_every_column_is_published():
     assert cols["context extension"]["published_gpu_hours"] is None
     assert cols["pre-training"]["error"] == pytest.approx(cols["pre-training"]["gpu_hours"] / 2664000 - 1)
     assert run["published_total_gpu_hours"] is None and run["total_error"] is None
+
+
+def test_a_space_read_from_json_may_give_schedules_as_lists():
+    from simulator.search import candidates
+
+    sc = load("deepseekmoe-2b")
+    plans, _, _ = candidates(sc, 64, {"schedule": [["1f1b", 1], ("1f1b", 1)], "tp": [1], "pp": [1],
+                                      "micro_batch": [4], "recompute": ["none"], "zero": [1]})
+    assert plans and len({(p.schedule, p.vpp) for p in plans}) == 1

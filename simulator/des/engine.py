@@ -210,7 +210,8 @@ def predict_des(sc: Scenario, profile: Profile | str | None = None, *, times: Pa
 
     ``times`` replaces every stage's PassTimes (tests); ``comm=False`` drops all
     communication (P2P, all-to-all, TP/CP, DP) and the optimizer step;
-    ``imbalance=False`` ignores ``plan.routing`` skew.
+    ``imbalance=False`` times every chunk at balanced expert load (memory stays sized for the
+    plan's routing, :func:`simulator.analytic.memory_shape`).
     """
     prof = evaluator.timer.profile if evaluator else resolve_profile(sc, profile)
     ev = evaluator or Evaluator(sc, prof)
@@ -228,7 +229,7 @@ def predict_des(sc: Scenario, profile: Profile | str | None = None, *, times: Pa
     if table is not None:
         base = _simulate(sc, ev, stages, tt, None, comm, False)
         extra_imb = res["step"] - base["step"]
-        vals = [v for row, units in zip(table, stages) if "moe" in units for v in row]
+        vals = [v for row, units in zip(table, stages) if {"moe", "mtp"} & set(units) for v in row]
         mean_imb = sum(vals) / len(vals) if vals else 1.0
     pred = _to_prediction(sc, ev, stages, res, comm, warnings, tt, base)
     pred.extra["imbalance_cost_s"] = extra_imb
@@ -451,7 +452,8 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
                 return d[1] if tk.split_backward else d[1] + d[2]
             s2 = stage_map[r][tk.chunk2]
             df, db = durs(s, imb_of(s, mb)), durs(s2, imb_of(s2, tk.mb2))
-            return df[3] + db[4] + db[5] if overlap else df[0] + db[1] + db[2]
+            # (as the pair itself runs: on all SMs when neither half has an all-to-all)
+            return df[3] + db[4] + db[5] if overlap and df[6] + db[7] else df[0] + db[1] + db[2]
 
         def feed_buckets(sg: int, gd: int):
             n = max(1, len(stages[sg]))
