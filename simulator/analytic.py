@@ -691,18 +691,19 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bu
             # its forward and again before its backward. The reductions can only run from the rank's first
             # backward on: its warm-up forwards (all of them on rank 0 when M is small against PP x V)
             # leave them the rest of the step, and what does not fit there is exposed.
-            # Each link is its own budget: a part on the NIC shares it with the micro-batch's other NIC traffic
-            # (nic_mb), a part NVLink bounds does not. (The parts cover every stage the rank holds; a DualPipe
-            # micro-batch runs one of its two.)
+            # Two bounds, each a resource the traffic must fit in: the DP stream, which runs one collective at
+            # a time (the dense part, then the expert part), each on the link that bounds it; and the NIC, which
+            # its NIC parts share with the micro-batch's other NIC traffic (nic_mb; NVLink-bound parts do not).
+            # (The parts cover every stage the rank holds; a DualPipe micro-batch runs one of its two.)
             vk = chunks_per_microbatch(p.schedule, p.vpp)
             visit = visits_per_stage(p.schedule)
             lead = (r + warmup_forwards(runnable(p.schedule), p.pp, M, p.vpp, pairs)[r]) * F / vk
-            exposed = 0.0
-            for on_nic, rs_t, ag_t in ((True, rs_link[0], ag_link[0]), (False, rs_link[1], ag_link[1])):
-                other = nic_mb if on_nic and (rs_t or ag_t) else 0.0
-                exposed = max(exposed, M * (visit * rs_t + other) - (span - lead))
-                if p.zero == 3:
-                    exposed = max(exposed, M * (visit * (rs_t + 2 * ag_t) + other) - span)
+            nic = nic_mb if rs_link[0] or ag_link[0] else 0.0
+            gathers = 2.0 if p.zero == 3 else 0.0
+            exposed = max(0.0, M * visit * t_rs - (span - lead), M * (visit * rs_link[0] + nic) - (span - lead))
+            if p.zero == 3:
+                exposed = max(exposed, M * visit * (t_rs + gathers * t_ag) - span,
+                              M * (visit * (rs_link[0] + gathers * ag_link[0]) + nic) - span)
             if p.zero == 2:  # the updated shard gathered once, behind the first forward and the fill
                 exposed += max(0.0, t_ag - (bubble / 2 + F))
         elif p.grad_reduce_overlap:
