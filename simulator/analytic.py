@@ -52,6 +52,7 @@ from .schedules import runnable
 from .timer import OpTimer
 from .workload import (
     BYTES,
+    ROUTED_UNITS,
     LayerOps,
     Shape,
     attention_pairs_per_token,
@@ -436,7 +437,7 @@ def memory_shape(sc: Scenario, stages: list[list[str]]) -> Shape:
         return Shape.of(p, sc.training.seq_len)
     from .des.routing import memory_load_factor
 
-    moe_units = max(sum(u in ("moe", "mtp") for s in rank_stages(p.schedule, p.pp, p.vpp, r) for u in stages[s])
+    moe_units = max(sum(u in ROUTED_UNITS for s in rank_stages(p.schedule, p.pp, p.vpp, r) for u in stages[s])
                     for r in range(p.pp))
     return Shape.of(p, sc.training.seq_len, round(memory_load_factor(cfg, moe_units), 4))
 
@@ -470,6 +471,7 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     stage_t = [distinct[tuple(s_units)] for s_units in stages]
 
     overlap = sc.ep_overlapped
+    vk = chunks_per_microbatch(p.schedule, p.vpp)  # the chunks of a rank one micro-batch runs through
     act_bytes = shape.tokens / (p.tp if shape.sp else 1) * m.hidden * BYTES["bf16"]
     cross_node_pp = p.tp * p.cp * dp > c.gpus_per_node or p.pp > 1 and c.num_gpus > c.gpus_per_node
     p2p = ev.comm.p2p(act_bytes, cross_node_pp) if p.pp > 1 else 0.0
@@ -521,7 +523,6 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     counts = None
     if overlap:
         # Counts are in chunks; a rank's times (tot) are a micro-batch's pass through all the chunks it runs.
-        vk = chunks_per_microbatch(p.schedule, p.vpp)
         counts = [(n_f / vk, n_b / vk, n_fb / vk)
                   for n_f, n_b, n_fb in lone_chunks(runnable(p.schedule), p.pp, M, p.vpp, paired)]
 
@@ -578,7 +579,7 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     # What else a micro-batch puts on this rank's NIC, which the per-micro-batch ZeRO-2/3 reductions share:
     # its P2P sends (an activation out of each chunk forward, a gradient out of each chunk backward) and its
     # all-to-all where the EP group crosses nodes.
-    nic_mb = 2 * chunks_per_microbatch(p.schedule, p.vpp) * p2p if cross_node_pp else 0.0
+    nic_mb = 2 * vk * p2p if cross_node_pp else 0.0
     if m.is_moe and p.ep > 1 and dispatch_traffic(m, p.ep, c.gpus_per_node, p.dispatcher)[0] > 0:
         nic_mb += tot.aF + tot.aB
     dp_exposed, opt_time, mem = _dp_and_memory(sc, ev, stages, memory_shape(sc, stages), M, bubble, F, B,
@@ -589,7 +590,6 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     # Chunk times are reported in DualPipe's notation, per chunk (a forward chunk, a full backward chunk, its
     # weight part, a pair), as the DES reports them; a rank's times above are per micro-batch, through the
     # vk chunks of it that each micro-batch runs (interleaved: vpp, DualPipeV: 2).
-    vk = chunks_per_microbatch(p.schedule, p.vpp)
     for (r, held, rtot, rF, rB, rW, rFB, rbusy, rhidden, rexp), memb in zip(ranks, mem):
         r_hid, r_exp, _ = comm_split(r, rtot, rhidden, rexp)
         r_busy, _ = rank_work(r, rtot, rF, rB, rFB, rbusy)
@@ -661,6 +661,7 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bu
     seen: dict[tuple, tuple] = {}
     # Megatron's forward-backward pairs add one warm-up forward (one more micro-batch in flight).
     pairs = bool(sc.ep_overlapped and p.schedule in ("1f1b", "interleaved"))
+    vk = chunks_per_microbatch(p.schedule, p.vpp)  # F is a micro-batch's pass through vk of a rank's chunks
     for r in range(p.pp):
         held = rank_stages(p.schedule, p.pp, p.vpp, r)
         sig = tuple(tuple(stages[s]) for s in held)
@@ -689,22 +690,19 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bu
             # micro-batch's gradients are reduce-scattered as its backward makes them (DeepSpeed ZeRO-2;
             # FSDP without no_sync), M reductions a step, and under ZeRO-3 its weights are gathered before
             # its forward and again before its backward. The reductions can only run from the rank's first
-            # backward on: its warm-up forwards (all of them on rank 0 when M is small against PP x V)
-            # leave them the rest of the step, and what does not fit there is exposed.
-            # Two bounds, each a resource the traffic must fit in: the DP stream, which runs one collective at
-            # a time (the dense part, then the expert part), each on the link that bounds it; and the NIC, which
-            # its NIC parts share with the micro-batch's other NIC traffic (nic_mb; NVLink-bound parts do not).
-            # (The parts cover every stage the rank holds; a DualPipe micro-batch runs one of its two.)
-            vk = chunks_per_microbatch(p.schedule, p.vpp)
+            # backward on (after its warm-up forwards: all of them on rank 0 when M is small against PP x V);
+            # what does not fit in the rest of the step is exposed. The traffic must fit two resources: the DP
+            # stream, one collective at a time on whichever link bounds each part, and the NIC, which its NIC
+            # parts share with the micro-batch's other NIC traffic (nic_mb). (The parts cover every stage the
+            # rank holds; a DualPipe micro-batch runs one of its two.)
             visit = visits_per_stage(p.schedule)
-            lead = (r + warmup_forwards(runnable(p.schedule), p.pp, M, p.vpp, pairs)[r]) * F / vk
+            after_warmup = span - (r + warmup_forwards(runnable(p.schedule), p.pp, M, p.vpp, pairs)[r]) * F / vk
             nic = nic_mb if rs_link[0] or ag_link[0] else 0.0
-            gathers = 2.0 if p.zero == 3 else 0.0
-            exposed = max(0.0, M * visit * t_rs - (span - lead), M * (visit * rs_link[0] + nic) - (span - lead))
+            exposed = max(0.0, M * visit * t_rs - after_warmup, M * (visit * rs_link[0] + nic) - after_warmup)
             if p.zero == 3:
-                exposed = max(exposed, M * visit * (t_rs + gathers * t_ag) - span,
-                              M * (visit * (rs_link[0] + gathers * ag_link[0]) + nic) - span)
-            if p.zero == 2:  # the updated shard gathered once, behind the first forward and the fill
+                exposed = max(exposed, M * visit * (t_rs + 2 * t_ag) - span,
+                              M * (visit * (rs_link[0] + 2 * ag_link[0]) + nic) - span)
+            else:  # the updated shard gathered once, behind the first forward and the fill
                 exposed += max(0.0, t_ag - (bubble / 2 + F))
         elif p.grad_reduce_overlap:
             exposed = max(0.0, t_rs - (bubble / 2 + B)) + max(0.0, t_ag - (bubble / 2 + F))

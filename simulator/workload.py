@@ -723,6 +723,10 @@ def layer_ops(m: ModelConfig, kind: str, shape: Shape, gpus_per_node: int = 8, l
     raise ValueError(f"unknown layer kind {kind!r}")
 
 
+# Layer units whose tokens go through the routed experts (an MoE model's MTP module has an MoE layer too).
+ROUTED_UNITS = frozenset(("moe", "mtp"))
+
+
 def model_units(m: ModelConfig) -> list[str]:
     """The model as an ordered list of layer units, as a pipeline sees them."""
     units = ["embed"]

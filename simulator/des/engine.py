@@ -87,7 +87,15 @@ from simulator.layout import num_stages, rank_stages, stages_per_rank, visits_pe
 from simulator.memory import GIB, MemoryBreakdown
 from simulator.profile import Profile
 from simulator.schedules import PAIRABLE, build_schedule, runnable
-from simulator.workload import BYTES, DISPATCH_TRANSPORT, Shape, kept_for_backward, layer_ops, shared_weight_copies
+from simulator.workload import (
+    BYTES,
+    DISPATCH_TRANSPORT,
+    ROUTED_UNITS,
+    Shape,
+    kept_for_backward,
+    layer_ops,
+    shared_weight_copies,
+)
 
 TIMELINE_CAP = 50_000
 MEMORY_POINTS = 200
@@ -191,7 +199,7 @@ def _imbalance_table(sc: Scenario, stages: list[list[str]], M: int, warnings: li
         return None
     table = []
     for s, units in enumerate(stages):
-        if not {"moe", "mtp"} & set(units):  # (an MTP module of a MoE model routes through experts too)
+        if ROUTED_UNITS.isdisjoint(units):
             table.append([1.0] * M)
             continue
         row = []
@@ -229,7 +237,7 @@ def predict_des(sc: Scenario, profile: Profile | str | None = None, *, times: Pa
     if table is not None:
         base = _simulate(sc, ev, stages, tt, None, comm, False)
         extra_imb = res["step"] - base["step"]
-        vals = [v for row, units in zip(table, stages) if {"moe", "mtp"} & set(units) for v in row]
+        vals = [v for row, units in zip(table, stages) if not ROUTED_UNITS.isdisjoint(units) for v in row]
         mean_imb = sum(vals) / len(vals) if vals else 1.0
     pred = _to_prediction(sc, ev, stages, res, comm, warnings, tt, base)
     pred.extra["imbalance_cost_s"] = extra_imb
@@ -310,11 +318,12 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
     # expert parameters its DP collectives move.
     act_stage, params_stage = [], []
     mshape = memory_shape(sc, stages)  # what a rank keeps under skewed routing (analytic.memory_shape)
+    skewed = mshape != shape
     for units in stages:
         a = pd = pe = 0.0
         for kind in units:
             lo = layer_ops(m, kind, shape, c.gpus_per_node)
-            a += kept_for_backward(m, kind, mshape, lo if mshape == shape else layer_ops(m, kind, mshape, c.gpus_per_node))
+            a += kept_for_backward(m, kind, mshape, layer_ops(m, kind, mshape, c.gpus_per_node) if skewed else lo)
             pe += lo.params_expert
             pd += lo.params - lo.params_expert
         act_stage.append(a)
@@ -443,6 +452,14 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
         deferred: list[tuple] = []
         feeding: list = []
 
+        def pair_compute(df: tuple, db: tuple) -> int:
+            """The compute of an F&B pair (forward durations ``df``, backward ``db``): overlapped, with the
+            SMs the all-to-all kernels hold taken, unless neither half has an all-to-all (embedding, dense or
+            head layers only: all SMs, as analytic.paired_sms); not overlapped, at full F + B + W."""
+            if overlap and df[6] + db[7]:
+                return df[3] + db[4] + db[5]
+            return df[0] + db[1] + db[2]
+
         def grad_time(tk, kind, s, mb) -> int:
             """Compute time of the task that produces a chunk's last weight gradients."""
             if kind == "W":
@@ -451,9 +468,7 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
                 d = durs(s, imb_of(s, mb))
                 return d[1] if tk.split_backward else d[1] + d[2]
             s2 = stage_map[r][tk.chunk2]
-            df, db = durs(s, imb_of(s, mb)), durs(s2, imb_of(s2, tk.mb2))
-            # (as the pair itself runs: on all SMs when neither half has an all-to-all)
-            return df[3] + db[4] + db[5] if overlap and df[6] + db[7] else df[0] + db[1] + db[2]
+            return pair_compute(durs(s, imb_of(s, mb)), durs(s2, imb_of(s2, tk.mb2)))
 
         def feed_buckets(sg: int, gd: int):
             n = max(1, len(stages[sg]))
@@ -591,9 +606,7 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
                 sent = False
                 if overlap:
                     a2a = df[6] + db[7]
-                    # The all-to-all kernels hold their SMs while a pair runs; a pair of stages without
-                    # any (embedding, dense or head layers only) computes on all of them.
-                    ccomp = df[3] + db[4] + db[5] if a2a else df[0] + db[1] + db[2]
+                    ccomp = pair_compute(df, db)
                     tc = env.now
                     fl = None
                     fe = [tc + a2a]
