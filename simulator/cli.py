@@ -158,7 +158,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                     title="where that step goes (pacing rank; kernels at full-GPU rates):")
     warnings = list(rep["warnings"])
     if run:
-        from .lifecycle_text import phase_warnings, run_table_lines
+        from .lifecycle import phase_warnings
+        from .lifecycle_text import run_table_lines
 
         if len(run["phases"]) > 1 or run.get("published_total_gpu_hours"):
             print("whole run, by phase (published where the scenario records it):")

@@ -119,8 +119,7 @@ def phase_gpu_hours(sc: Scenario, engine: str = "analytic", profile: Any = None,
     pub_total = sum(published) if all(published) else None
     return {
         "phases": out,
-        # every phase's warnings, each named with its phase (the CLI prints them from "phases")
-        "warnings": [f"[{p['name']}] {w}" for p in out for w in p.get("warnings", [])],
+        "warnings": phase_warnings({"phases": out}),
         "table": table,
         "total_gpu_hours": total,
         "published_total_gpu_hours": pub_total,
@@ -131,6 +130,12 @@ def phase_gpu_hours(sc: Scenario, engine: str = "analytic", profile: Any = None,
         if modelled_tokens else None,
         "days_on_cluster": total / sc.cluster.num_gpus / 24,
     }
+
+
+def phase_warnings(run: dict, shown=()) -> list[str]:
+    """Warnings of a run's phases not already among ``shown`` (the headline's), each named with its phase."""
+    seen = set(shown)
+    return [f"[{ph['name']}] {w}" for ph in run["phases"] for w in ph.get("warnings", []) if w not in seen]
 
 
 def _phase_hours(sc: Scenario, ph: PhaseConfig, tokens: float, segments: int, engine: str, profile: Any):

@@ -55,14 +55,3 @@ def run_table_lines(run: dict, headline_plan: dict | None = None) -> list[str]:
                      f"{plan_text(ph['plan'])}; step {ph['step_time_s']:.3f} s, MFU {100 * ph['mfu']:.1f} %, "
                      f"peak memory {ph['peak_memory_gib']:.1f} GiB ({fits})")
     return lines
-
-
-def phase_warnings(run: dict, shown: list[str]) -> list[str]:
-    """Warnings of the phases not already among ``shown`` (the headline's), each named with its phase."""
-    seen = set(shown)
-    out = []
-    for ph in run["phases"]:
-        for w in ph.get("warnings", []):
-            if w not in seen:
-                out.append(f"[{ph['name']}] {w}")
-    return out
