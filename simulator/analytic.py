@@ -9,7 +9,9 @@ overlap rules of the schedule, and assembles the step as::
 where ``busy`` is micro-batches x (F + B + W) of the slowest rank (or x F&B,
 the time of an overlapped forward/backward pair, under DualPipe) and
 ``bubble`` is the schedule's closed form (see :mod:`simulator.bubble`) plus
-the P2P sends on the fill and drain path.
+the P2P sends on the step's critical path: the fill and drain's, and under
+1F1B and Megatron's pairs about two a micro-batch as well
+(:func:`simulator.schedules.p2p_hops`).
 
 Overlap rules:
 
@@ -48,7 +50,7 @@ from .layout import (
 from .layout import num_stages as layout_num_stages
 from .memory import GIB, MemoryBreakdown, state_bytes
 from .profile import Profile, load_profile
-from .schedules import runnable
+from .schedules import TaskTimes, p2p_hops, runnable
 from .timer import OpTimer
 from .workload import (
     BYTES,
@@ -543,7 +545,17 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
         return (n_fb * rFB + n_f * rF + n_b * rB,
                 n_fb * (rtot.Fr + rtot.Br + rtot.Wr) + n_f * rtot.F + n_b * (rtot.B + rtot.W))
 
+    # The P2P sends on the critical path. DualPipe sends inside its pairs (hidden there, priced in pair_comm
+    # above) and pays the fill's hops; the others pay what the list scheduler finds, which under strict 1F1B
+    # and Megatron's pairs is about two hops a micro-batch, not only the fill's 2(PP-1).
+    # p2p_steady is the part outside the fill and drain, which widens no window the DP traffic hides in.
     p2p_fill = 2 * (p.pp - 1) * p2p if p.pp > 1 else 0.0
+    p2p_steady = 0.0
+    if p.pp > 1 and not dual:
+        hops = p2p_hops(runnable(p.schedule), p.pp, M, p.vpp, paired,
+                        TaskTimes(F, B, min(W, B), FB) if p.schedule == "zb1p" else None)
+        p2p_steady = max(0.0, hops * p2p - p2p_fill)
+        p2p_fill += p2p_steady
     if dual and overlap:
         # A DualPipe rank's work is its F&B pairs plus its lone chunks (warm-up forwards at F,
         # cool-down backwards at B, their all-to-all exposed); the closed form is the time it waits
@@ -582,7 +594,7 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     nic_mb = 2 * vk * p2p if cross_node_pp else 0.0
     if m.is_moe and p.ep > 1 and dispatch_traffic(m, p.ep, c.gpus_per_node, p.dispatcher)[0] > 0:
         nic_mb += tot.aF + tot.aB
-    dp_exposed, opt_time, mem = _dp_and_memory(sc, ev, stages, memory_shape(sc, stages), M, bubble, F, B,
+    dp_exposed, opt_time, mem = _dp_and_memory(sc, ev, stages, memory_shape(sc, stages), M, bubble - p2p_steady, F, B,
                                                nic_mb, span=busy + bubble)
     step = busy + bubble + dp_exposed + opt_time
 

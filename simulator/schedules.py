@@ -619,6 +619,47 @@ def simulate(
     return Timeline(name, pp, microbatches, vpp, times, p2p, max(free), busy, starts, pairs and name in PAIRABLE)
 
 
+def p2p_hops(name: str, pp: int, microbatches: int, vpp: int = 1, pairs: bool = False,
+             times: TaskTimes | None = None) -> int:
+    """How many P2P transfers lie on the step's critical path: the list scheduler's makespan grows by this
+    many times a per-hop time small enough to hide behind no slack it did not already have.
+
+    Every hop of the fill counts (2(PP*vpp - 1) under ``interleaved``, once through every stage and back),
+    and so does every hop of a steady state whose ranks wait on one another: under strict 1F1B each rank's
+    next forward needs an activation its neighbour made just before, so a micro-batch pays about two hops
+    (2(PP-1)(M/PP + 1) - 2 for M a multiple of PP), as do Megatron's forward-backward ``pairs``. The count
+    of ``1f1b`` and ``interleaved`` (paired or not) does not depend on the chunk times (tested over random
+    F, B, W, F&B); ``zb1p``'s does (its W's fill slack or not), so there ``times`` is used, its ratios
+    rounded to a tenth so that a plan search looks each shape up once. ``dualpipe`` and ``dualpipev``
+    send inside their F&B pairs, which the list scheduler does not model; callers price those apart.
+    A per-hop time beyond the slack adds more (the count is the linear regime's)."""
+    if pp <= 1:
+        return 0
+    key: tuple[float, ...] = ()
+    if name == "zb1p" and times is not None and times.f > 0:
+        key = tuple(round(x / times.f, 1) for x in (times.b, times.w, times.f_and_b))
+    pairs = pairs and name in PAIRABLE
+    if microbatches < 3 * pp:
+        return _p2p_hops(name, pp, microbatches, vpp, pairs, key)
+    # Past the first two rounds of PP micro-batches every further round adds the same hops (the steady
+    # state repeats with period PP; tests check it against whole simulations), so a long step is priced from
+    # two short ones: a plan search asks for few distinct shapes and none of them long.
+    rounds = (microbatches - 2 * pp) // pp
+    m0 = microbatches - rounds * pp
+    h0 = _p2p_hops(name, pp, m0, vpp, pairs, key)
+    return h0 + rounds * (_p2p_hops(name, pp, m0 + pp, vpp, pairs, key) - h0)
+
+
+@lru_cache(maxsize=4096)
+def _p2p_hops(name: str, pp: int, m: int, vpp: int, pairs: bool, ratios: tuple[float, ...]) -> int:
+    b, w, fb = ratios or (2.0, 0.8, 3.0)  # F : B : W : F&B, the usual 1 : 2 : 0.8 : 3
+    w = min(w, b)
+    times = TaskTimes(1.0 / vpp, b / vpp, w / vpp, max(fb, 1.0, b) / vpp)
+    eps = 1e-6 / vpp
+    grown = simulate(name, pp, m, times, vpp, eps, pairs).makespan - simulate(name, pp, m, times, vpp, 0.0, pairs).makespan
+    return round(grown / eps)
+
+
 def closed_form(name: str, pp: int, times: TaskTimes, vpp: int = 1) -> float:
     """The published closed-form bubble for this schedule, in the per-task
     times of ``times``, from :func:`simulator.bubble.closed_form_bubble`.

@@ -287,3 +287,13 @@ def test_expert_imbalance_part_is_never_negative_under_pairs():
     for engine in ("analytic", "des"):
         parts = predict(sc, engine=engine).extra["step_parts_s"]
         assert parts["expert_imbalance"] > 0, engine
+
+
+def test_analytic_p2p_on_the_critical_path_agrees_with_the_des_under_1f1b():
+    """1F1B at a tenth of the IB bandwidth (3.4 ms a P2P send): strict 1F1B pays about two sends a
+    micro-batch on its critical path, which the DES's dependencies give and the analytic engine now prices
+    (schedules.p2p_hops: 112 sends here); it priced the fill's 2(PP-1) = 6 and was 6.6 % under the DES."""
+    sc = load_scenario("deepseekmoe-16b", ("cluster.ib_gbps=5",))
+    a, d = predict(sc), predict(sc, engine="des")
+    assert a.extra["p2p_s"] > 3e-3
+    assert a.step_time_s == pytest.approx(d.step_time_s, rel=0.02)

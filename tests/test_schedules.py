@@ -16,9 +16,11 @@ from simulator.layout import num_stages, rank_stages
 from simulator.schedules import (
     SCHEDULE_NAMES,
     TaskTimes,
+    _p2p_hops,
     build_schedule,
     closed_form,
     interleaved_warmup,
+    p2p_hops,
     render_text,
     simulate,
     validate_schedule_args,
@@ -254,6 +256,33 @@ def test_p2p_delays_every_hop():
     assert abs(slow.ranks[3][0][1] - (3 * 1 + 3 * 0.5)) < TOL
 
 
+@pytest.mark.parametrize("name,pp,m,vpp,pairs", [
+    ("1f1b", 4, 32, 1, False), ("1f1b", 8, 48, 1, False), ("1f1b", 8, 13, 1, False), ("1f1b", 4, 16, 1, True),
+    ("interleaved", 8, 48, 2, False), ("interleaved", 2, 32, 24, False), ("interleaved", 4, 16, 2, True),
+])
+def test_p2p_hops_are_what_the_list_scheduler_waits_and_do_not_depend_on_chunk_times(name, pp, m, vpp, pairs):
+    """The P2P transfers on the critical path: the makespan grows by hops x a small per-hop time, for any
+    F, B, W, F&B. Under strict 1F1B a micro-batch pays about two (2(PP-1)(M/PP + 1) - 2 for M a multiple of
+    PP), not the fill's 2(PP-1) alone; under interleaved without pairs the fill's, once through every stage
+    and back, 2(PP*vpp - 1)."""
+    hops = p2p_hops(name, pp, m, vpp, pairs)
+    for f, b, w, fb in ((1, 2, 0.8, 3), (1, 1, 0.3, 1.6), (1, 3, 1.5, 3.2)):
+        t = TaskTimes(f / vpp, b / vpp, w / vpp, fb / vpp)
+        grown = simulate(name, pp, m, t, vpp, 1e-6, pairs).makespan - simulate(name, pp, m, t, vpp, 0.0, pairs).makespan
+        assert grown == pytest.approx(hops * 1e-6, rel=1e-6)
+    if name == "1f1b" and not pairs and m % pp == 0:
+        assert hops == 2 * (pp - 1) * (m // pp + 1) - 2
+    if name == "interleaved" and not pairs:
+        assert hops == 2 * (pp * vpp - 1)
+    assert p2p_hops(name, 1, m, 1, pairs) == 0
+
+
+def test_zb1p_p2p_hops_follow_the_chunk_times():
+    """zb1p's W's fill slack or not: the count follows F : B : W (rounded to a tenth)."""
+    few, many = (p2p_hops("zb1p", 8, 32, 1, False, TaskTimes(1, b, w)) for b, w in ((3, 1.5), (2, 0.8)))
+    assert {few, many} == {14, 28}
+
+
 # --------------------------------------------------------------------------
 # Validation
 # --------------------------------------------------------------------------
@@ -447,3 +476,15 @@ def test_cli_pairs(capsys):
     assert out["pairs"] is True
     assert out["makespan"] == simulate("interleaved", 4, 8, TaskTimes(1, 2, 1, 2.5), 2, pairs=True).makespan
     assert any(t["kind"] == "FB" for t in out["ranks"][0])
+
+
+@pytest.mark.parametrize("name,pp,m,vpp,pairs,times", [
+    ("1f1b", 4, 37, 1, False, None), ("1f1b", 8, 64, 1, True, None), ("interleaved", 4, 40, 3, False, None),
+    ("interleaved", 8, 56, 2, True, None), ("zb1p", 4, 30, 1, False, TaskTimes(1, 3, 1.5)),
+    ("zb1p", 8, 48, 1, False, TaskTimes(1, 2, 0.8)),
+])
+def test_p2p_hops_of_a_long_step_extrapolate_exactly_from_two_short_ones(name, pp, m, vpp, pairs, times):
+    """p2p_hops prices M >= 3 PP from two simulations of 2-3 rounds of PP micro-batches (the steady state
+    repeats with period PP); the whole step's simulation gives the same count."""
+    key = tuple(round(x / times.f, 1) for x in (times.b, times.w, times.f_and_b)) if times else ()
+    assert p2p_hops(name, pp, m, vpp, pairs, times) == _p2p_hops(name, pp, m, vpp, pairs, key)
