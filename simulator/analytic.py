@@ -674,6 +674,22 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bu
     # Megatron's forward-backward pairs add one warm-up forward (one more micro-batch in flight).
     pairs = bool(sc.ep_overlapped and p.schedule in ("1f1b", "interleaved"))
     vk = chunks_per_microbatch(p.schedule, p.vpp)  # F is a micro-batch's pass through vk of a rank's chunks
+    # Megatron reduces an interleaved rank's gradients chunk by chunk, each after its chunk's last backward
+    # (and gathers each chunk's weights before its first forward), and those come PP chunk backwards (forwards)
+    # apart: the last round runs chunk V-1 for its PP micro-batches, then chunk V-2, ... (the DES queues them so).
+    # Under Megatron's 1F1B and interleaved schedules rank 0 starts first and ends last, idle at neither end: its
+    # first forward waits for its gather, and its last backward's reductions end the step. (Elsewhere half the
+    # bubble stands for the idle time at the ends of the rank that paces.)
+    chunks = p.vpp if p.schedule == "interleaved" else 1
+    edge = 0.0 if p.schedule in ("1f1b", "interleaved", "none") else bubble / 2
+
+    def behind(t: float, per_mb: float) -> float:
+        """What shows of one step's DP collective of ``t`` seconds split over the rank's chunks: each chunk's
+        share runs on the DP stream once its chunk is done (one collective at a time), the last behind its own
+        chunk's pass (DDP buckets, layer by layer) and the idle at the rank's end of the step."""
+        c = per_mb / chunks
+        w0 = edge + c
+        return max(0.0, t / chunks - w0, t - (chunks - 1) * p.pp * c - w0)
     for r in range(p.pp):
         held = rank_stages(p.schedule, p.pp, p.vpp, r)
         sig = tuple(tuple(stages[s]) for s in held)
@@ -715,11 +731,11 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bu
                 exposed = max(exposed, M * visit * (t_rs + 2 * t_ag) - span,
                               M * (visit * (rs_link[0] + 2 * ag_link[0]) + nic) - span)
             else:  # the updated shard gathered once, behind the first forward and the fill
-                exposed += max(0.0, t_ag - (bubble / 2 + F))
+                exposed += behind(t_ag, F)
         elif p.grad_reduce_overlap:
-            exposed = max(0.0, t_rs - (bubble / 2 + B)) + max(0.0, t_ag - (bubble / 2 + F))
+            exposed = behind(t_rs, B) + behind(t_ag, F)
         else:  # one collective after the pipeline drains; the next step's all-gather still overlaps
-            exposed = t_rs + max(0.0, t_ag - (bubble / 2 + F))
+            exposed = t_rs + behind(t_ag, F)
         worst_exposed = max(worst_exposed, exposed)
         if p.pp > 1:
             # Walk the rank's own task order (layout.inflight_by_chunk, as the DES keeps memory): the
