@@ -595,7 +595,7 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     if m.is_moe and p.ep > 1 and dispatch_traffic(m, p.ep, c.gpus_per_node, p.dispatcher)[0] > 0:
         nic_mb += tot.aF + tot.aB
     dp_exposed, opt_time, mem = _dp_and_memory(sc, ev, stages, memory_shape(sc, stages), M, bubble - p2p_steady, F, B,
-                                               nic_mb, span=busy + bubble)
+                                               nic_mb, span=busy + bubble, p2p=p2p)
     step = busy + bubble + dp_exposed + opt_time
 
     stage_reports = []
@@ -658,7 +658,7 @@ def dp_collectives(sc: Scenario, ev: Evaluator, pd: float, pe: float) -> tuple[l
 
 
 def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bubble: float, F: float, B: float,
-                   nic_mb: float = 0.0, span: float = 0.0):
+                   nic_mb: float = 0.0, span: float = 0.0, p2p: float = 0.0):
     """Exposed DP time, optimizer time and per-rank memory (``nic_mb``: a micro-batch's other NIC time;
     ``span``: the pacing rank's work and bubble over the step, which per-micro-batch reductions overlap)."""
     p = sc.plan
@@ -724,7 +724,16 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bu
             # parts share with the micro-batch's other NIC traffic (nic_mb). (The parts cover every stage the
             # rank holds; a DualPipe micro-batch runs one of its two.)
             visit = visits_per_stage(p.schedule)
-            after_warmup = span - (r + warmup_forwards(runnable(p.schedule), p.pp, M, p.vpp, pairs)[r]) * F / vk
+            first_b = (r + warmup_forwards(runnable(p.schedule), p.pp, M, p.vpp, pairs)[r]) * F / vk
+            if p.schedule in ("1f1b", "interleaved") and p.pp > 1:
+                # Nor before the first micro-batch's gradient is back: its forward reaches the last stage after
+                # the last rank's earlier forwards ((V-1) PP chunks) and PP-1 hops, its backward comes back over
+                # the PP-1-r ranks after it. With M = PP under interleaving rank 0 has run all its forwards by
+                # then; the round trip, not its warm-up, opens the window (Llama 3 405B: 1.9 s, not 1.5 s).
+                f, b = F / vk, B / vk
+                trip = (p.pp - 1) * (f + p2p) + ((chunks - 1) * p.pp + 1) * f + (p.pp - 1 - r) * (b + p2p)
+                first_b = max(first_b, trip)
+            after_warmup = span - first_b
             nic = nic_mb if rs_link[0] or ag_link[0] else 0.0
             exposed = max(0.0, M * visit * t_rs - after_warmup, M * (visit * rs_link[0] + nic) - after_warmup)
             if p.zero == 3:
