@@ -25,9 +25,13 @@ Overlap rules:
   ``plan.tp_comm_overlap`` (only the excess shows, plus the last chunk of a pipelined
   reduce-scatter; the GEMMs pay for the overlap as :mod:`simulator.tp_overlap` says).
 - CP ring exchange: hidden behind core attention (the excess shows).
-- DP: gradient reduce-scatter hidden in the drain (half the bubble plus the last
-  backward), parameter all-gather in the fill (half the bubble plus the first
-  forward); ZeRO-3 gathers weights every micro-batch, hidden behind compute.
+- DP: gradient reduce-scatter hidden behind the last backward, parameter
+  all-gather behind the first forward, chunk by chunk under interleaving (PP
+  chunk passes apart); under Megatron's 1F1B and interleaved rank 0 paces and
+  has no bubble at either end, elsewhere half the bubble adds to each window.
+  ZeRO-2/3 reduce every micro-batch from the rank's first backward (after its
+  warm-up forwards and the first gradient's round trip); ZeRO-3 gathers weights
+  every micro-batch, on the same DP stream.
 """
 
 from __future__ import annotations
