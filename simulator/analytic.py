@@ -54,7 +54,7 @@ from .layout import (
 from .layout import num_stages as layout_num_stages
 from .memory import GIB, MemoryBreakdown, state_bytes
 from .profile import Profile, load_profile
-from .schedules import TaskTimes, p2p_hops, runnable
+from .schedules import PAIRABLE, TaskTimes, p2p_hops, runnable
 from .timer import OpTimer
 from .workload import (
     BYTES,
@@ -63,6 +63,7 @@ from .workload import (
     Shape,
     attention_pairs_per_token,
     dispatch_traffic,
+    hidden_state_bytes,
     kept_for_backward,
     layer_ops,
     model_units,
@@ -337,7 +338,7 @@ def plan_warnings(sc: Scenario) -> list[str]:
     if p.dispatcher == "alltoall" and m.is_moe and p.ep > 1:
         out.append("alltoall dispatcher: the host-device sync for the all-to-all split sizes (one per MoE layer "
                    "and micro-batch) and the host's kernel launches are not costed")
-        if sc.ep_overlapped and p.schedule in ("1f1b", "interleaved"):
+        if sc.ep_overlapped and runnable(p.schedule) in PAIRABLE:
             # Megatron-Bridge PRs #3862/#3868 (Qwen3-30B-A3B, 16 H100, BF16, EP16): 41.25 s -> 31.31 s.
             out.append("Megatron's all-to-all overlap is credited in full (the all-to-all hides behind the other "
                        "micro-batch's compute); measured on Qwen3-30B-A3B (16 H100, EP16) it gave 1.32x, well "
@@ -478,7 +479,7 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
 
     overlap = sc.ep_overlapped
     vk = chunks_per_microbatch(p.schedule, p.vpp)  # the chunks of a rank one micro-batch runs through
-    act_bytes = shape.tokens / (p.tp if shape.sp else 1) * m.hidden * BYTES["bf16"]
+    act_bytes = hidden_state_bytes(m, shape)
     cross_node_pp = p.tp * p.cp * dp > c.gpus_per_node or p.pp > 1 and c.num_gpus > c.gpus_per_node
     p2p = ev.comm.p2p(act_bytes, cross_node_pp) if p.pp > 1 else 0.0
     dual = p.schedule in ("dualpipe", "dualpipev")
@@ -559,7 +560,7 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
         hops = p2p_hops(runnable(p.schedule), p.pp, M, p.vpp, paired,
                         TaskTimes(F, B, min(W, B), FB) if p.schedule == "zb1p" else None)
         p2p_steady = max(0.0, hops * p2p - p2p_fill)
-        p2p_fill += p2p_steady
+    p2p_path = p2p_fill + p2p_steady
     if dual and overlap:
         # A DualPipe rank's work is its F&B pairs plus its lone chunks (warm-up forwards at F,
         # cool-down backwards at B, their all-to-all exposed); the closed form is the time it waits
@@ -570,13 +571,13 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
         # communication and DP windows are then the pacing rank's (the DES reports its busiest rank's).
         (busy, compute), bubble, pace = max(
             ((rank_work(r, rtot, rF, rB, rFB, rbusy),
-              rank_bubble(p, rF, rB, rW, rFB) + p2p_fill, i)
+              rank_bubble(p, rF, rB, rW, rFB) + p2p_path, i)
              for i, (r, _, rtot, rF, rB, rW, rFB, rbusy, _, _) in enumerate(ranks)), key=lambda x: x[0][0] + x[1])
         r_star = ranks[pace]
         _, _, tot, F, B, W, FB, _, hidden, exposed_mb = r_star
         counted = r_star[0]  # whose chunk counts price the step
     else:
-        bubble = rank_bubble(p, F, B, W, FB) + p2p_fill
+        bubble = rank_bubble(p, F, B, W, FB) + p2p_path
         # Megatron's pairs: the last rank's counts (fewest lone chunks, most pairs, on the critical path)
         # with the slowest rank's chunk times.
         counted = p.pp - 1 if paired else r_star[0]
@@ -675,8 +676,9 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bu
     # Weights, gradients, optimizer states and DP traffic follow from what a rank's stages hold, so ranks
     # holding the same layers share them; the activations in flight depend on the rank itself.
     seen: dict[tuple, tuple] = {}
+    megatron = runnable(p.schedule) in PAIRABLE  # Megatron-LM's 1F1B and interleaved schedules
     # Megatron's forward-backward pairs add one warm-up forward (one more micro-batch in flight).
-    pairs = bool(sc.ep_overlapped and p.schedule in ("1f1b", "interleaved"))
+    pairs = bool(sc.ep_overlapped and megatron)
     vk = chunks_per_microbatch(p.schedule, p.vpp)  # F is a micro-batch's pass through vk of a rank's chunks
     # Megatron reduces an interleaved rank's gradients chunk by chunk, each after its chunk's last backward
     # (and gathers each chunk's weights before its first forward), and those come PP chunk backwards (forwards)
@@ -685,7 +687,7 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bu
     # first forward waits for its gather, and its last backward's reductions end the step. (Elsewhere half the
     # bubble stands for the idle time at the ends of the rank that paces.)
     chunks = p.vpp if p.schedule == "interleaved" else 1
-    edge = 0.0 if p.schedule in ("1f1b", "interleaved", "none") else bubble / 2
+    edge = 0.0 if megatron else bubble / 2
 
     def behind(t: float, per_mb: float) -> float:
         """What shows of one step's DP collective of ``t`` seconds split over the rank's chunks: each chunk's
@@ -729,7 +731,7 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bu
             # rank holds; a DualPipe micro-batch runs one of its two.)
             visit = visits_per_stage(p.schedule)
             first_b = (r + warmup_forwards(runnable(p.schedule), p.pp, M, p.vpp, pairs)[r]) * F / vk
-            if p.schedule in ("1f1b", "interleaved") and p.pp > 1:
+            if megatron and p.pp > 1:
                 # Nor before the first micro-batch's gradient is back: its forward reaches the last stage after
                 # the last rank's earlier forwards ((V-1) PP chunks) and PP-1 hops, its backward comes back over
                 # the PP-1-r ranks after it. With M = PP under interleaving rank 0 has run all its forwards by

@@ -58,9 +58,14 @@ def _valid_batch(sc: Scenario, batch: float) -> int:
     """The batch (in sequences) the plan accepts that is nearest ``batch``: a whole number of
     :func:`_batch_unit`, rounded to the nearest (so it may lie below ``batch`` as well as above),
     and never below :func:`_least_batch`, which may lift it well above ``batch``."""
-    unit = _batch_unit(sc)
-    least, _ = _least_batch(sc)
-    return int(max(round(batch / unit) * unit, least))
+    return _nearest_batch(batch, _batch_unit(sc), _least_batch(sc)[0])[0]
+
+
+def _nearest_batch(batch: float, unit: int, least: int) -> tuple[int, bool]:
+    """:func:`_valid_batch` from the plan's unit and least batch, and whether the least batch lifted it
+    (rather than mere rounding)."""
+    rounded = round(batch / unit) * unit
+    return int(max(rounded, least)), rounded < least
 
 
 def with_phase(sc: Scenario, seq: int, batch: int, plan: tuple[tuple[str, Any], ...] = ()) -> Scenario:
@@ -160,8 +165,9 @@ def _phase_hours(sc: Scenario, ph: PhaseConfig, tokens: float, segments: int, en
         for i in range(segments):
             frac = (i + 0.5) / segments
             asked = ph.batch_ramp_from + frac * (ph.global_batch - ph.batch_ramp_from)
-            pieces.append((ramp_tokens / segments, _valid_batch(base, asked)))
-            if round(asked / unit) * unit < least:
+            batch, was_lifted = _nearest_batch(asked, unit, least)
+            pieces.append((ramp_tokens / segments, batch))
+            if was_lifted:
                 lifted.append(asked)
         if lifted:
             asked = ", ".join(f"{a:,.0f}" for a in lifted)

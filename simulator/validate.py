@@ -187,8 +187,9 @@ def row_to_raw(row: dict) -> tuple[dict, list[str]]:
         schedule = "1f1b"
     vpp = _int(row, "vpp")
     layers = _int(row, "layers")
+    block = row["run_id"].split("-")[0]  # the source block, which the block tables below are keyed by
     if schedule == "interleaved" and not vpp:
-        if row["run_id"].split("-")[0] in ONE_BLOCK_CHUNK_BLOCKS and (layers + 2) % pp == 0:
+        if block in ONE_BLOCK_CHUNK_BLOCKS and (layers + 2) % pp == 0:
             vpp = (layers + 2) // pp  # stated by the source's layout, not a default
         else:
             vpp = default_vpp(layers, pp)
@@ -227,7 +228,6 @@ def row_to_raw(row: dict) -> tuple[dict, list[str]]:
         # for BF16: megatron/arguments.py; Megatron-Bridge's fp16_mixed sets grad_reduce_in_fp32=False).
         plan["grad_dtype"] = "fp16"
         defaults.append("grad_dtype=fp16")
-    block = row["run_id"].split("-")[0]
     if block in MEGATRON_DROPOUT_BLOCKS:
         model["attention_dropout"] = model["hidden_dropout"] = MEGATRON_DEFAULT_DROPOUT
         defaults.append(f"dropout={MEGATRON_DEFAULT_DROPOUT}")

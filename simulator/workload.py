@@ -737,6 +737,12 @@ def model_units(m: ModelConfig) -> list[str]:
     return units
 
 
+def hidden_state_bytes(m: ModelConfig, shape: Shape) -> float:
+    """One hidden state of a micro-batch on a GPU, in BF16 (split over TP under sequence parallelism): what
+    a pipeline stage sends the next one, and what a checkpointed block keeps of its input."""
+    return shape.tokens / (shape.tp if shape.sp else 1) * m.hidden * BYTES["bf16"]
+
+
 def kept_for_backward(m: ModelConfig, kind: str, shape: Shape, lo: LayerOps) -> float:
     """Bytes a layer unit keeps for backward per micro-batch, under the plan's recomputation.
 
@@ -749,7 +755,7 @@ def kept_for_backward(m: ModelConfig, kind: str, shape: Shape, lo: LayerOps) -> 
         return lo.activation_bytes
     if kind == "embed":
         return 0.0
-    return (2 if kind == "mtp" else 1) * shape.tokens / (shape.tp if shape.sp else 1) * m.hidden * BYTES["bf16"]
+    return (2 if kind == "mtp" else 1) * hidden_state_bytes(m, shape)
 
 
 def recompute_transient(m: ModelConfig, kind: str, shape: Shape, gpus_per_node: int = 8) -> float:

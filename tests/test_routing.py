@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -204,6 +206,15 @@ def test_a_layer_is_built_once_and_sampled_many_times(monkeypatch):
     samples = [s.sample(0, mb) for mb in range(20)]
     assert built == [0]
     assert len({round(x.imbalance, 9) for x in samples}) > 1  # micro-batches differ: a real sample each
+
+
+def test_samplers_that_differ_only_in_tokens_share_their_layers():
+    # A plan search varies the micro-batch and CP, hence the tokens sampled; a layer's marginals and
+    # placement do not depend on them and are built once for all those samplers.
+    a = v3(skew="zipf", zipf_s=1.0, redundant=32)
+    b = RoutingSampler(dataclasses.replace(a.cfg, tokens=2 * a.cfg.tokens))
+    assert a.layer(3) is b.layer(3)
+    assert b.sample(3, 0).recv_pairs.sum() == 2 * a.sample(3, 0).recv_pairs.sum()
 
 
 def test_config_validation():

@@ -60,16 +60,15 @@ with st.expander("Search space", expanded=False):
         picked[field] = state._w(col.multiselect, label, k + ("mb" if field == "micro_batch" else field), value,
                                  options=options)
     tp, pp, cp, mb = (picked[f] for f in ("tp", "pp", "cp", "micro_batch"))
-    c = st.columns([2, 1, 1, 1])
+    c = st.columns([2, 1, 1])
     sched = state._w(c[0].multiselect, "Schedules", k + "sched", list(space0["schedule"]),
                      options=list(space0["schedule"]), format_func=lambda s: SCHED_LABEL.get(tuple(s), str(s)))
     rc = state._w(c[1].multiselect, "Recompute", k + "rc", list(space0["recompute"]), options=list(space0["recompute"]))
     zero = state._w(c[2].multiselect, "ZeRO stage", k + "zero", [int(preset["zero"])], options=[0, 1, 2, 3])
-    sms_opts = sorted(set(space0["comm_sms"]) | {int(preset["comm_sms"])})
-    sms = state._w(c[3].multiselect, "Comm SMs", k + "sms", [int(preset["comm_sms"])], options=sms_opts,
-                   help="The plan's own: the all-to-all is priced at DeepEP's rates measured with 20 SMs, so other "
-                        "counts would move only the compute side and fewer SMs could only look faster")
-    st.caption("EP: every divisor of the expert count that divides DP × TP. Wider choices search longer.")
+    st.caption("EP: every divisor of the expert count that divides DP × TP. Wider choices search longer. "
+               f"Communication SMs stay the plan's own ({int(preset['comm_sms'])}): the all-to-all is priced at "
+               "DeepEP's rates measured with 20 SMs, so other counts would move only the compute side and fewer "
+               "SMs could only look faster.")
 
 
 def listing(vals) -> str:
@@ -77,7 +76,7 @@ def listing(vals) -> str:
 
 
 st.caption(f"Searching TP {listing(tp)} · PP {listing(pp)} · CP {listing(cp)} · EP auto · micro-batch {listing(mb)} · "
-           f"{len(sched)} schedules · recompute {listing(rc)} · ZeRO {listing(zero)} · comm SMs {listing(sms)}")
+           f"{len(sched)} schedules · recompute {listing(rc)} · ZeRO {listing(zero)} · comm SMs {int(preset['comm_sms'])}")
 c = st.columns([3, 1, 2, 1])
 objective = state._w(c[0].selectbox, "Rank by", k + "obj", "GPU-hours per trillion tokens", options=list(OBJECTIVES))
 top = state._w(c[1].number_input, "Plans shown", k + "top", 10, min_value=1, max_value=50, step=1)
@@ -90,7 +89,7 @@ des_k = state._w(c[3].number_input, "How many", k + "desk", 3, min_value=1, max_
                  disabled=not use_des)
 
 space = {"tp": tuple(tp), "pp": tuple(pp), "cp": tuple(cp), "micro_batch": tuple(mb),
-         "schedule": tuple(tuple(s) for s in sched), "recompute": tuple(rc), "zero": tuple(zero), "comm_sms": tuple(sms)}
+         "schedule": tuple(tuple(s) for s in sched), "recompute": tuple(rc), "zero": tuple(zero)}
 empty = [dim for dim, vals in space.items() if not vals]
 key = (name, base_ov, tuple(sorted(space.items())), objective, int(top), int(des_k) if use_des else 0)
 

@@ -88,10 +88,10 @@ from simulator.memory import GIB, MemoryBreakdown
 from simulator.profile import Profile
 from simulator.schedules import PAIRABLE, build_schedule, runnable
 from simulator.workload import (
-    BYTES,
     DISPATCH_TRANSPORT,
     ROUTED_UNITS,
     Shape,
+    hidden_state_bytes,
     kept_for_backward,
     layer_ops,
     shared_weight_copies,
@@ -279,7 +279,7 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
 
     # P2P: activations (forward) or their gradients (backward) of one micro-batch.
     shape = Shape.of(p, sc.training.seq_len)
-    act_bytes = shape.tokens / (p.tp if shape.sp else 1) * m.hidden * BYTES["bf16"]
+    act_bytes = hidden_state_bytes(m, shape)
     cross_node_pp = p.tp * p.cp * sc.dp > c.gpus_per_node or p.pp > 1 and c.num_gpus > c.gpus_per_node
     if cross_node_pp:
         p2p_link, p2p_eff = "nic", ev.comm.ib("p2p", 2)

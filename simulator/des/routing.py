@@ -68,7 +68,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -386,6 +386,10 @@ class RoutingSampler:
         return lr
 
     def _build_layer(self, layer: int) -> LayerRouting:
+        """The layer's routing quantities, shared with every sampler of the same gate and placement."""
+        return _layer_routing(replace(self.cfg, tokens=0), layer)
+
+    def _compute_layer(self, layer: int) -> LayerRouting:
         cfg = self.cfg
         p = self.popularity(layer)
         uniform = bool(np.all(p == p[0]))
@@ -420,6 +424,15 @@ class RoutingSampler:
         ib_send = rng.binomial(cfg.tokens, np.broadcast_to(lr.q, (cfg.ep, cfg.n_nodes)))
         ib_send[np.arange(cfg.ep), cfg.rank_node] = 0
         return RoutingSample(recv_pairs, recv_tokens, ib_send.astype(np.int64), expert_pairs)
+
+
+@functools.lru_cache(maxsize=1024)
+def _layer_routing(cfg: RoutingConfig, layer: int) -> LayerRouting:
+    """A layer's routing quantities (popularity, gate marginals, replica placement), which do not depend
+    on how many tokens a micro-batch samples: every sampler of the same gate, experts and placement shares
+    them, so a plan search that varies the micro-batch or CP builds each layer once. ``cfg`` comes with
+    ``tokens=0``; the arrays are read, never written."""
+    return RoutingSampler(cfg)._compute_layer(layer)
 
 
 def _pairs_per_rank(expert_pairs: np.ndarray, lr: LayerRouting, cfg: RoutingConfig) -> np.ndarray:
