@@ -52,7 +52,7 @@ from .layout import (
     visits_per_stage,
 )
 from .layout import num_stages as layout_num_stages
-from .memory import GIB, MemoryBreakdown, state_bytes
+from .memory import GIB, MemoryBreakdown, deepep_buffer_bytes, state_bytes
 from .profile import Profile, load_profile
 from .schedules import PAIRABLE, TaskTimes, p2p_hops, runnable
 from .timer import OpTimer
@@ -716,8 +716,11 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bu
             opt_bytes = owned * (8 + 4 * BYTES[p.moment_dtype] + BYTES[p.grad_dtype] + 2)
             opt = max(opt, opt_bytes / (ev.timer.gpu.hbm_gbps * 1e9))
             transient = act_max
-            seen[sig] = (w, gr, o, tuple(chunk_act), act, transient, rs_link, ag_link)
-        w, gr, o, chunk_act, act, transient, rs_link, ag_link = seen[sig]
+            # DeepEP's staging buffers, on every GPU of an EP group that runs routed experts.
+            routed = p.dispatcher == "deepep" and any(u in ROUTED_UNITS for s in held for u in stages[s])
+            buffers = deepep_buffer_bytes(sc.model.hidden, p.ep, p.comm_sms) if routed else 0.0
+            seen[sig] = (w, gr, o, tuple(chunk_act), act, transient, rs_link, ag_link, buffers)
+        w, gr, o, chunk_act, act, transient, rs_link, ag_link, buffers = seen[sig]
         t_rs, t_ag = sum(rs_link), sum(ag_link)
         if p.zero >= 2:
             # Sharded gradients (ZeRO-2/3) leave no full-size buffer to accumulate micro-batches in: every
@@ -766,5 +769,5 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bu
             # pairs: the forward builds its activations layer by layer as the other micro-batch's backward
             # frees its own (Megatron-Bridge PR #3880 measured 61.35 GB peak for Qwen3-30B-A3B on 16 H100).
             activations = act / len(held)
-        mems.append(MemoryBreakdown(w, gr, o, activations, transient))
+        mems.append(MemoryBreakdown(w, gr, o, activations, transient, buffers))
     return worst_exposed, opt, mems

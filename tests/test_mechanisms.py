@@ -673,3 +673,37 @@ def test_redundant_experts_hold_weights_on_every_rank():
     plain = predict_analytic(sc)
     eplb = predict_analytic(load_scenario("deepseek-v3", ("plan.redundant_experts=64",)))
     assert eplb.peak_memory_gib > plain.peak_memory_gib + 1.0  # 4 MoE layers x 1 expert x 44M params x 14 B
+
+
+# ---------------------------------------------------------------- DeepEP's staging buffers
+
+
+def test_deepep_buffers_follow_deepeps_size_hints():
+    """DeepEP csrc/config.hpp, worked by hand for V3 (EP64, 20 SMs = 10 channels, hidden 7168): per NVLink peer
+    and channel a ring of 288 tokens; per RDMA node a send and a receive ring of 140 tokens (128 rounded up
+    to whole sends of 28); each token slot its BF16 hidden state, 128 int64 top-k indices, 128 FP32 weights,
+    128 FP32 scales and an 8-byte source record (and 16 bytes more in the RDMA rings)."""
+    from simulator.memory import deepep_buffer_bytes
+
+    slot = 7168 * 2 + 128 * 8 + 128 * 4 + 128 * 4 + 8
+    nvl = 10 * 8 * ((2 * 8 + 3) * 4 + 288 * slot)
+    rdma = 10 * 8 * ((8 * 2 + 2) * 2 * 4 + 140 * 2 * (slot + 16)) + 1048576
+    assert deepep_buffer_bytes(7168, 64, 20) == pytest.approx(nvl + rdma, abs=256)
+    # One NVLink domain: no RDMA buffer; no EP: no buffer; fewer SMs, fewer channels.
+    assert deepep_buffer_bytes(7168, 8, 20) == pytest.approx(10 * 8 * (5 * 4 + 256 * slot), abs=128)
+    assert deepep_buffer_bytes(7168, 1, 20) == 0.0
+    assert deepep_buffer_bytes(7168, 64, 10) < deepep_buffer_bytes(7168, 64, 20)
+
+
+def test_deepep_buffers_count_on_ranks_with_routed_experts_only():
+    from simulator.memory import GIB
+
+    sc = load_scenario("deepseek-v3")
+    dep = predict_analytic(sc)
+    a2a = predict_analytic(load_scenario("deepseek-v3", ("plan.dispatcher=alltoall",)))
+    assert all(s.memory.comm_buffers == pytest.approx(0.695 * GIB, rel=0.01) for s in dep.stages)
+    assert all(s.memory.comm_buffers == 0.0 for s in a2a.stages)
+    assert all(d.memory.total - d.memory.comm_buffers == pytest.approx(e.memory.total)
+               for d, e in zip(dep.stages, a2a.stages))
+    dense = predict_analytic(load_scenario("llama2-7b"))
+    assert all(s.memory.comm_buffers == 0.0 for s in dense.stages)

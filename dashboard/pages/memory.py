@@ -17,7 +17,7 @@ if err:
     state.show_error(err)
     st.stop()
 parts = (("params", "#4C78A8"), ("grads", "#72B7B2"), ("optimizer", "#54A24B"), ("activations", "#F58518"),
-         ("transient", "#B279A2"))
+         ("transient", "#B279A2"), ("comm_buffers", "#9D755D"))
 stages = rep["stages"]
 x = [f"rank {s['rank']}" for s in stages]
 fig = go.Figure()

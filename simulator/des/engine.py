@@ -752,8 +752,8 @@ def _to_prediction(sc: Scenario, ev: Evaluator, stages, res: dict, comm: bool, w
         mb_ = mems[r]
         samples = res["mem"][r]
         peak_act = max(v for _, v in samples)
-        static = mb_.params + mb_.grads + mb_.optimizer + mb_.transient
-        memb = MemoryBreakdown(mb_.params, mb_.grads, mb_.optimizer, peak_act, mb_.transient)
+        static = mb_.params + mb_.grads + mb_.optimizer + mb_.transient + mb_.comm_buffers
+        memb = MemoryBreakdown(mb_.params, mb_.grads, mb_.optimizer, peak_act, mb_.transient, mb_.comm_buffers)
         held = rank_stages(p.schedule, pp, p.vpp, r)
         sr = StageReport(rank=r, stages=held, layers=[stages[s] for s in held], F=ch["F"], B=ch["B"], W=ch["W"],
                          FB=ch["FB"], busy=to_s(busy), bubble=step - to_s(busy) - dp_exposed - opt,
