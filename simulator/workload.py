@@ -384,7 +384,10 @@ def _attention(bld: _Builder, layer: int) -> float:
         if m.q_lora_rank:
             bld.gemm("attn.q_down", "attn", T, m.q_lora_rank, h, recompute=full, save_input=not (sel or full),
                      gathered=True)
-            bld.memory("attn.q_norm", "attn", 2 * T * m.q_lora_rank * act2, recompute=sel or full)
+            # Without recomputation the norm keeps its input for its backward beside the normed latent
+            # q_up keeps (the RMSNorm backward needs x); recomputed, the one saved latent rebuilds both.
+            bld.memory("attn.q_norm", "attn", 2 * T * m.q_lora_rank * act2, recompute=sel or full,
+                       saves=0.0 if (sel or full) else T * m.q_lora_rank * act2)
             bld.gemm("attn.q_up", "attn", T, heads * qk, m.q_lora_rank, recompute=sel or full, save_input=True)
         else:
             bld.gemm("attn.q_proj", "attn", T, heads * qk, h, recompute=full, save_input=not (sel or full),
@@ -392,7 +395,8 @@ def _attention(bld: _Builder, layer: int) -> float:
         # Same normed input as the query projection above: saved once, there.
         bld.gemm("attn.kv_down", "attn", T, m.kv_lora_rank + m.qk_rope_head_dim, h, recompute=full,
                  save_input=False)
-        bld.memory("attn.kv_norm", "attn", 2 * T * m.kv_lora_rank * act2, recompute=sel or full)
+        bld.memory("attn.kv_norm", "attn", 2 * T * m.kv_lora_rank * act2, recompute=sel or full,
+                   saves=0.0 if (sel or full) else T * m.kv_lora_rank * act2)
         bld.gemm("attn.kv_up", "attn", T, heads * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank,
                  recompute=sel or full, save_input=True)
         bld.memory("attn.rope", "attn", 2 * T * (heads + 1) * m.qk_rope_head_dim * act2, recompute=sel or full)

@@ -142,3 +142,23 @@ def test_full_recompute_checkpoints_blocks_not_the_head_or_embedding():
     none = Shape.of(load_scenario("deepseek-v3", ("plan.recompute=none",)).plan, sc.training.seq_len)
     assert recompute_transient(m, "moe", shape) == layer_ops(m, "moe", none).activation_bytes
     assert recompute_transient(m, "head", shape) == recompute_transient(m, "moe", none) == 0.0
+
+
+def test_mla_keeps_its_latents_for_the_norms_backward_unless_recomputed():
+    """Without recomputation an MLA layer keeps each latent twice: the RMSNorm's input (BF16) for the norm's
+    backward, and the normed latent the up-projection's weight gradient reads (in FP8 under V3's activation
+    cache). V3's selective recomputation keeps only the second and rebuilds the norm from it (sec 3.4.1)."""
+    import dataclasses
+
+    from simulator.scenario import load_scenario
+
+    def grown(recompute: str, field: str) -> float:
+        sc = load_scenario("deepseek-v3", (f"plan.recompute={recompute}",))
+        m, shape = sc.model, Shape.of(sc.plan, sc.training.seq_len)
+        wider = dataclasses.replace(m, **{field: getattr(m, field) + 64})
+        return layer_ops(wider, "moe", shape).activation_bytes - layer_ops(m, "moe", shape).activation_bytes
+
+    tokens = 4096  # V3: one 4K-token sequence a micro-batch
+    for field in ("q_lora_rank", "kv_lora_rank"):
+        assert grown("selective", field) > 0
+        assert grown("none", field) - grown("selective", field) == pytest.approx(tokens * 64 * 2)
