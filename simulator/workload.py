@@ -342,14 +342,17 @@ class _Builder:
             self.B.append(Op(name + ".recompute", "memory", "B", block, 0, nbytes, "bf16", recompute=True))
         self.act += saves
 
-    def comm(self, name: str, block: str, kind: str, nbytes_f: float, nbytes_b: float) -> None:
-        """A forward collective and its backward mirror. Under full recomputation the forward
-        (collectives included: Megatron-LM checkpoints whole layers) runs again before backward."""
+    def comm(self, name: str, block: str, kind: str, nbytes_f: float, nbytes_b: float,
+             checkpointed: bool = True) -> None:
+        """A forward collective and its backward mirror (either may be 0: none). Under full recomputation
+        the forward of a checkpointed block (collectives included: Megatron-LM checkpoints whole layers)
+        runs again before backward; the embedding and the output head are not checkpointed."""
         chunks = collective_chunks(name) if (kind == "tp" and self.s.tp_overlap) else 1
-        self.F.append(Op(name, "comm", "F", block, comm=kind, comm_bytes=nbytes_f, splits=chunks))
+        if nbytes_f:
+            self.F.append(Op(name, "comm", "F", block, comm=kind, comm_bytes=nbytes_f, splits=chunks))
         if nbytes_b:
             self.B.append(Op(name + ".bwd", "comm", "B", block, comm=kind, comm_bytes=nbytes_b))
-        if self.s.recompute == "full":
+        if checkpointed and nbytes_f and self.s.recompute == "full":
             self.B.append(Op(name + ".recompute", "comm", "B", block, comm=kind, comm_bytes=nbytes_f, recompute=True,
                              splits=chunks))
 
@@ -695,14 +698,30 @@ def layer_ops(m: ModelConfig, kind: str, shape: Shape, gpus_per_node: int = 8, l
     T, tp = shape.tokens, shape.tp
     h = m.hidden
     act2 = BYTES["bf16"]
+    # One hidden state's share of a TP collective (a ring all-reduce moves twice this).
+    tp_share = T * h * act2 * (tp - 1) / tp
     if kind == "embed":
         bld.memory("embed.lookup", "attn", T * h * act2 * 2 / (tp if shape.sp else 1), backward_factor=2.0)
+        if tp > 1:
+            # The vocabulary-parallel lookup leaves each TP rank its own rows' embeddings: Megatron-LM's
+            # VocabParallelEmbedding all-reduces them (reduce-scatters under sequence parallelism, whose
+            # backward all-gathers the gradient).
+            bld.comm("embed.tp_reduce", "attn", "tp", tp_share if shape.sp else 2 * tp_share,
+                     tp_share if shape.sp else 0.0, checkpointed=False)
         return bld.done(kind, m.vocab * h / tp)
     if kind in ("head", "mtp_head"):
         V = m.vocab / tp
-        bld.memory("head.norm", "mlp", 2 * T * h * act2, saves=T * h * act2)
+        Ts = T / tp if shape.sp else T
+        bld.memory("head.norm", "mlp", 2 * Ts * h * act2, saves=Ts * h * act2)
+        if tp > 1:
+            # The output layer is column-parallel (vocabulary split over TP): under sequence parallelism its
+            # input is all-gathered (and the input gradient reduce-scattered); without, the input gradient
+            # is all-reduced (Megatron-LM's ColumnParallelLinear).
+            bld.comm("head.tp_gather", "mlp", "tp", tp_share if shape.sp else 0.0,
+                     tp_share if shape.sp else 2 * tp_share, checkpointed=False)
+            bld.regather("head.tp_regather", "mlp", tp_share)
         # The output head stays in BF16 (V3 sec 3.3.1); the loss kernel decides what else is moved.
-        bld.gemm("head.proj", "mlp", T, V, h, dtype="bf16")
+        bld.gemm("head.proj", "mlp", T, V, h, dtype="bf16", gathered=True)
         fwd, bwd_ratio, saved = _loss_traffic(T * V, shape.loss_kernel)
         bld.memory("head.loss", "mlp", fwd, backward_factor=bwd_ratio, saves=saved)
         # The MTP module shares the main head (V3 sec 2.2): its head holds no parameters of its own.

@@ -162,3 +162,29 @@ def test_mla_keeps_its_latents_for_the_norms_backward_unless_recomputed():
     for field in ("q_lora_rank", "kv_lora_rank"):
         assert grown("selective", field) > 0
         assert grown("none", field) - grown("selective", field) == pytest.approx(tokens * 64 * 2)
+
+
+@pytest.mark.parametrize("sp", [False, True])
+def test_embedding_and_output_head_run_their_tensor_parallel_collectives(sp):
+    """Megatron-LM's VocabParallelEmbedding all-reduces the looked-up rows (reduce-scatters them under sequence
+    parallelism, all-gathering the gradient back); its column-parallel output layer all-reduces its input
+    gradient (under sequence parallelism it all-gathers its input and reduce-scatters the gradient, keeping
+    only the shard, as do the final norm's saved input). Neither is checkpointed: full recomputation reruns
+    none of them."""
+    from simulator.scenario import load_scenario
+
+    sc = load_scenario("llama2-7b", ("plan.tp=2", f"plan.sp={str(sp).lower()}", "plan.recompute=full"))
+    m, shape = sc.model, Shape.of(sc.plan, sc.training.seq_len)
+    share = shape.tokens * m.hidden * 2 / 2  # (tp - 1) / tp of one BF16 hidden state
+
+    def tp_bytes(ops):
+        return sum(op.comm_bytes for op in ops if op.comm == "tp")
+
+    embed, head = layer_ops(m, "embed", shape), layer_ops(m, "head", shape)
+    assert tp_bytes(embed.F) == pytest.approx(share if sp else 2 * share)
+    assert tp_bytes(embed.B) == pytest.approx(share if sp else 0.0)
+    assert tp_bytes(head.F) == pytest.approx(share if sp else 0.0)
+    assert tp_bytes(head.B) == pytest.approx(2 * share if sp else 2 * share)  # sp: the reduce-scatter and the regather
+    assert not any(op.recompute for op in embed.all_ops() + head.all_ops())
+    solo = layer_ops(m, "head", Shape.of(load_scenario("llama2-7b", ("plan.tp=1",)).plan, sc.training.seq_len))
+    assert tp_bytes(solo.all_ops()) == 0
