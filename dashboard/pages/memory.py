@@ -22,8 +22,9 @@ stages = rep["stages"]
 x = [f"rank {s['rank']}" for s in stages]
 fig = go.Figure()
 for part, colour in parts:
-    fig.add_bar(x=x, y=[s["memory_gib"].get(part, 0.0) for s in stages], name=part, marker_color=colour,
-                hovertemplate=f"{part}: %{{y:.2f}} GiB<extra></extra>")
+    label = part.replace("_", " ")
+    fig.add_bar(x=x, y=[s["memory_gib"].get(part, 0.0) for s in stages], name=label, marker_color=colour,
+                hovertemplate=f"{label}: %{{y:.2f}} GiB<extra></extra>")
 fig.add_hline(y=rep["hbm_gib"], line_dash="dash", line_color="#E45756",
               annotation_text=f"HBM {rep['hbm_gib']:.1f} GiB", annotation_position="top right",
               annotation_bgcolor="rgba(255,255,255,0.85)", annotation_font_color="#E45756")
@@ -54,7 +55,7 @@ def layers_text(chunks: list[list[str]]) -> str:
     return " | ".join(out)
 
 
-df = pd.DataFrame([{"rank": s["rank"], **{f"{k} (GiB)": v for k, v in s["memory_gib"].items()},
+df = pd.DataFrame([{"rank": s["rank"], **{f"{k.replace('_', ' ')} (GiB)": v for k, v in s["memory_gib"].items()},
                     "layers (per virtual stage)": layers_text(s["layers"])} for s in stages])
 df = df.drop(columns=[c for c in df.columns if c.endswith("(GiB)") and not df[c].any()])  # e.g. no transient
 # GiB with one decimal everywhere (6.1 beside 9.19 read as different precisions), narrow number columns so
