@@ -92,8 +92,6 @@ from simulator.workload import (
     ROUTED_UNITS,
     Shape,
     hidden_state_bytes,
-    kept_for_backward,
-    layer_ops,
     shared_weight_copies,
 )
 
@@ -316,16 +314,12 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
 
     # Per stage: activation bytes per micro-batch (as analytic's memory model) and the dense and
     # expert parameters its DP collectives move.
+    # The analytic memory model's per-stage sums (Evaluator.stage_memory), at the shape a rank's memory holds
+    # under skewed routing (analytic.memory_shape).
     act_stage, params_stage = [], []
-    mshape = memory_shape(sc, stages)  # what a rank keeps under skewed routing (analytic.memory_shape)
-    skewed = mshape != shape
+    mshape = memory_shape(sc, stages)
     for units in stages:
-        a = pd = pe = 0.0
-        for kind in units:
-            lo = layer_ops(m, kind, shape, c.gpus_per_node)
-            a += kept_for_backward(m, kind, mshape, layer_ops(m, kind, mshape, c.gpus_per_node) if skewed else lo)
-            pe += lo.params_expert
-            pd += lo.params - lo.params_expert
+        pd, pe, a, _ = ev.stage_memory(sc, tuple(units), mshape)
         act_stage.append(a)
         params_stage.append([pd, pe])
     # A rank's copies of weights it shares with a unit it does not hold (workload.shared_weight_copies),
