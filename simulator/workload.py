@@ -317,6 +317,13 @@ class _Builder:
         if save_input:
             self.act += mt * k * self.cached_bytes(dt)
 
+    @property
+    def tp_share(self) -> float:
+        """What one TP collective of the micro-batch's hidden states moves per GPU: (tp-1)/tp of them in BF16
+        (a ring all-gather or reduce-scatter; an all-reduce moves twice this)."""
+        s = self.s
+        return s.tokens * self.m.hidden * BYTES["bf16"] * (s.tp - 1) / s.tp
+
     def cached_bytes(self, dt: str) -> float:
         """Bytes per element of a GEMM input kept for backward: FP8 with its 1x128 scales where the plan
         caches activations in FP8 (V3 sec 3.3.3) and the GEMM runs in FP8, else the activation dtype."""
@@ -379,8 +386,8 @@ def _attention(bld: _Builder, layer: int) -> float:
     full = s.recompute == "full"
     bld.memory("attn.norm", "attn", 2 * Ts * h * act2, recompute=sel or full, saves=Ts * h * act2)
     if tp > 1:
-        bld.comm("attn.tp_allgather", "attn", "tp", T * h * act2 * (tp - 1) / tp, T * h * act2 * (tp - 1) / tp)
-        bld.regather("attn.tp_regather", "attn", T * h * act2 * (tp - 1) / tp)
+        bld.comm("attn.tp_allgather", "attn", "tp", bld.tp_share, bld.tp_share)
+        bld.regather("attn.tp_regather", "attn", bld.tp_share)
     if m.is_mla:
         qk = m.qk_head_dim
         # V3 recomputes the MLA up-projections in backward (sec 3.4.1): 'selective' here.
@@ -435,7 +442,7 @@ def _attention(bld: _Builder, layer: int) -> float:
     # Its input is the core's output, already counted as saved by the flash core above.
     bld.gemm("attn.o_proj", "attn", T, h, heads * m.v_dim, recompute=full, save_input=s.attention_kernel == "unfused")
     if tp > 1:
-        bld.comm("attn.tp_reducescatter", "attn", "tp", T * h * act2 * (tp - 1) / tp, T * h * act2 * (tp - 1) / tp)
+        bld.comm("attn.tp_reducescatter", "attn", "tp", bld.tp_share, bld.tp_share)
     _residual(bld, "attn.residual", "attn", Ts)
     return attention_params(m) / tp + 2 * h
 
@@ -536,8 +543,8 @@ def _dense_ffn(bld: _Builder, width: int, prefix: str = "mlp") -> float:
     w = width / tp
     bld.memory(f"{prefix}.norm", "mlp", 2 * Ts * h * act2, recompute=sel or full, saves=Ts * h * act2)
     if tp > 1:
-        bld.comm(f"{prefix}.tp_allgather", "mlp", "tp", T * h * act2 * (tp - 1) / tp, T * h * act2 * (tp - 1) / tp)
-        bld.regather(f"{prefix}.tp_regather", "mlp", T * h * act2 * (tp - 1) / tp)
+        bld.comm(f"{prefix}.tp_allgather", "mlp", "tp", bld.tp_share, bld.tp_share)
+        bld.regather(f"{prefix}.tp_regather", "mlp", bld.tp_share)
     gated = m.mlp == "swiglu"
     bld.gemm(f"{prefix}.up", "mlp", T, (2 if gated else 1) * w, h, recompute=full, save_input=not (sel or full),
              gathered=True)
@@ -546,7 +553,7 @@ def _dense_ffn(bld: _Builder, width: int, prefix: str = "mlp") -> float:
                saves=bld.swiglu_input_bytes((2 if gated else 1) * T * w))
     bld.gemm(f"{prefix}.down", "mlp", T, h, w, recompute=full, save_input=not sel)  # sel: rebuilt from the above
     if tp > 1:
-        bld.comm(f"{prefix}.tp_reducescatter", "mlp", "tp", T * h * act2 * (tp - 1) / tp, T * h * act2 * (tp - 1) / tp)
+        bld.comm(f"{prefix}.tp_reducescatter", "mlp", "tp", bld.tp_share, bld.tp_share)
     _residual(bld, f"{prefix}.residual", "mlp", Ts)
     return ffn_params(m, width) / tp + h
 
@@ -698,8 +705,7 @@ def layer_ops(m: ModelConfig, kind: str, shape: Shape, gpus_per_node: int = 8, l
     T, tp = shape.tokens, shape.tp
     h = m.hidden
     act2 = BYTES["bf16"]
-    # One hidden state's share of a TP collective (a ring all-reduce moves twice this).
-    tp_share = T * h * act2 * (tp - 1) / tp
+    tp_share = bld.tp_share
     if kind == "embed":
         bld.memory("embed.lookup", "attn", T * h * act2 * 2 / (tp if shape.sp else 1), backward_factor=2.0)
         if tp > 1:
