@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from .bubble import SCHEDULES
 from .errors import ConfigError
+from .layout import num_stages
 
 ATTENTIONS = ("mla", "mha", "gqa", "mqa")
 MLPS = ("swiglu", "gelu", "relu2", "relu")
@@ -552,11 +553,13 @@ class Scenario:
                               "flash, cudnn, fa2")
         if m.heads % p.tp:
             raise ConfigError("plan.tp", f"{p.tp} does not divide model.heads={m.heads}", "a divisor of heads")
-        stages = p.pp * (p.vpp if p.schedule == "interleaved" else 1) * (2 if p.schedule == "dualpipev" else 1)
+        from .workload import model_units  # workload imports this module
+
+        stages = num_stages(p.schedule, p.pp, p.vpp)
         # A balanced split may give the embedding, the output head or an MTP unit a stage of its own (Llama 3's
         # first chunk holds only the embedding, its last only the head: arXiv 2407.21783 sec 3.3.2); a uniform
         # split cuts transformer blocks only, the embedding and head riding on the end stages.
-        cuttable = m.layers + (2 + 2 * m.mtp_depth if p.layer_split == "balanced" else 0)
+        cuttable = len(model_units(m)) if p.layer_split == "balanced" else m.layers
         if stages > cuttable:
             what = "model.layers" if p.layer_split == "uniform" else "the model's layers, embedding, head and MTP units"
             raise ConfigError("plan.pp", f"{stages} pipeline stages exceed {what} ({cuttable})",

@@ -39,7 +39,6 @@ def _least_batch(sc: Scenario) -> tuple[int, str]:
     reference asserts it; ``Scenario.validate`` checks it); every schedule needs one unit of
     :func:`_batch_unit`."""
     p = sc.plan
-    unit = _batch_unit(sc)
     per = sc.dp * p.micro_batch
     if p.schedule in ("dualpipe", "dualpipev"):
         need = 2 * p.pp
@@ -50,8 +49,9 @@ def _least_batch(sc: Scenario) -> tuple[int, str]:
     else:
         need = 1
         why = "every data-parallel replica needs at least one micro-batch"
-    n = max(-(-need * per // unit), 1)
-    return n * unit, f"{why} (dp {sc.dp} x micro_batch {p.micro_batch} x {need} = {need * per:,} sequences)"
+    # need x per is a whole number of _batch_unit(sc) under every schedule (2 pp x per for DualPipe, pp x per
+    # interleaved, per otherwise).
+    return need * per, f"{why} (dp {sc.dp} x micro_batch {p.micro_batch} x {need} = {need * per:,} sequences)"
 
 
 def _valid_batch(sc: Scenario, batch: float) -> int:
