@@ -42,6 +42,15 @@ def rank_stages(schedule: str, pp: int, vpp: int, rank: int) -> list[int]:
     return [rank]
 
 
+def stage_ranks(schedule: str, pp: int, vpp: int) -> list[int]:
+    """The rank that holds each stage, by stage index (the inverse of :func:`rank_stages`)."""
+    out = [0] * num_stages(schedule, pp, vpp)
+    for r in range(pp):
+        for s in rank_stages(schedule, pp, vpp, r):
+            out[s] = r
+    return out
+
+
 def stages_per_rank(schedule: str, vpp: int) -> int:
     """How many stages (chunks) one rank holds: DualPipe and DualPipeV two, interleaved ``vpp``, else one."""
     return 2 if schedule in ("dualpipe", "dualpipev") else (vpp if schedule == "interleaved" else 1)

@@ -66,7 +66,7 @@ from functools import cached_property, lru_cache
 
 from simulator.bubble import closed_form_bubble
 from simulator.errors import ConfigError
-from simulator.layout import num_stages, rank_stages, stages_per_rank
+from simulator.layout import num_stages, rank_stages, stage_ranks
 
 SCHEDULE_NAMES = ("1f1b", "interleaved", "zb1p", "dualpipe", "dualpipev")
 
@@ -449,12 +449,8 @@ def _compile(name: str, pp: int, m: int, vpp: int, pairs: bool = False):
     sched = _build(name, pp, m, vpp, pairs)
     ns = num_stages(name, pp, vpp)
     nev = 2 * ns * m
-    chunks = stages_per_rank(name, vpp)
-    rank_of = [0] * ns
+    rank_of = stage_ranks(name, pp, vpp)
     stage = [rank_stages(name, pp, vpp, r) for r in range(pp)]
-    for r in range(pp):
-        for c in range(chunks):
-            rank_of[stage[r][c]] = r
 
     def fwd(r: int, mb: int, c: int) -> tuple[list[int], int]:
         s = stage[r][c]

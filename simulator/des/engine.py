@@ -83,7 +83,7 @@ from simulator.comm import all_to_all_row
 from simulator.config import Scenario
 from simulator.des.clock import to_ns, to_s
 from simulator.des.links import Network
-from simulator.layout import num_stages, rank_stages, stages_per_rank, visits_per_stage
+from simulator.layout import num_stages, rank_stages, stage_ranks, visits_per_stage
 from simulator.memory import GIB, MemoryBreakdown
 from simulator.profile import Profile
 from simulator.schedules import PAIRABLE, build_schedule, runnable
@@ -257,12 +257,8 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
     # worth, for Qwen3-30B-A3B on 16 H100): the backward's are
     # counted freed when the pair starts, so one micro-batch stays the peak.
     frees_at_start = megatron_pairs and pp == 1
-    chunks = stages_per_rank(name, vpp)
     stage_map = [rank_stages(name, pp, vpp, r) for r in range(pp)]
-    rank_of = [0] * ns
-    for r in range(pp):
-        for ch in range(chunks):
-            rank_of[stage_map[r][ch]] = r
+    rank_of = stage_ranks(name, pp, vpp)
 
     env = simpy.Environment()
     # Every flow crosses one link (the sender's NIC or NVLink port), so flows of different ranks
