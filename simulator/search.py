@@ -186,11 +186,14 @@ def candidates(sc: Scenario, gpus: int, space: dict | None = None) -> tuple[list
                     for sched, vpp in sp["schedule"]:
                         if pp == 1 and sched != "1f1b":
                             continue
-                        # Whether the all-to-all overlaps is the scenario's own rule (plan.ep_overlap: auto
-                        # overlaps under DualPipe(V), on also Megatron's interleaved pairs, off never).
-                        shape = dataclasses.replace(base_plan, pp=pp, ep=ep, schedule=sched)
-                        overl = dataclasses.replace(base, plan=shape).ep_overlapped
-                        sms_choices = (sp["comm_sms"] or (sc.plan.comm_sms,)) if overl else (sc.plan.comm_sms,)
+                        # A space that names SM counts varies them where the all-to-all overlaps, by the
+                        # scenario's own rule (plan.ep_overlap: auto overlaps under DualPipe(V), on also
+                        # Megatron's interleaved pairs, off never); by default the plan keeps its own.
+                        sms_choices = (sc.plan.comm_sms,)
+                        if sp["comm_sms"]:
+                            shape = dataclasses.replace(base_plan, pp=pp, ep=ep, schedule=sched)
+                            if dataclasses.replace(base, plan=shape).ep_overlapped:
+                                sms_choices = sp["comm_sms"]
                         for mb in sp["micro_batch"]:
                             for rc in sp["recompute"]:
                                 for zero in sp["zero"]:
