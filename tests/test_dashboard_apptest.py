@@ -438,6 +438,15 @@ def test_validation_stacks_where_each_runs_predicted_step_goes():
     assert len(runs) == 25 and "MB2511-QWEN3-30B-A3B" in runs
     for i in range(len(runs)):  # shares of each run's step
         assert sum(t["x"][i] for t in bars) == pytest.approx(100.0)
+    # ... of its predicted step as the published row's batch and GPUs give it: Qwen3-30B-A3B, 512 sequences of
+    # 4,096 tokens on 16 GPUs.
+    rows = api.validation_rows()
+    run = "MB2511-QWEN3-30B-A3B"
+    tokens_per_s = next(r["predicted"] for r in rows["rows"] if r["run"] == run)
+    step = 512 * 4096 / (tokens_per_s * 16)
+    i = runs.index(run)
+    for t, (key, _) in zip(bars, api.STEP_PARTS):
+        assert t["x"][i] == pytest.approx(100 * rows["step_parts_s"][run][key] / step, rel=1e-3, abs=1e-6)
 
 
 def test_calibration_draws_one_point_per_measurement():
