@@ -318,6 +318,15 @@ class LayerRouting:
     replicas: np.ndarray     # (E,) number of copies (>= 1)
     replica_rank: list[np.ndarray]  # per expert: ranks holding its copies (home first)
 
+    @functools.cached_property
+    def copies(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every expert copy flattened, expert by expert in ``replica_rank`` order: the rank that holds
+        it, its expert, and its index among that expert's copies (0 = home). Built once per layer."""
+        ranks = np.concatenate(self.replica_rank)
+        expert = np.repeat(np.arange(self.replicas.size), self.replicas)
+        first = np.cumsum(self.replicas) - self.replicas   # each expert's first copy in the flat order
+        return ranks, expert, np.arange(ranks.size) - first[expert]
+
     @property
     def expected_rank_pairs(self) -> np.ndarray:
         """Expected pairs per token landing on each rank (after replication)."""
@@ -438,21 +447,21 @@ def _layer_routing(cfg: RoutingConfig, layer: int) -> LayerRouting:
 def _pairs_per_rank(expert_pairs: np.ndarray, lr: LayerRouting, cfg: RoutingConfig) -> np.ndarray:
     """Spread each expert's pairs evenly over its replicas, sum per rank.
 
-    A rank may hold two replicas of one expert (EPLB places a hot expert's extra copies on the
-    least-loaded GPUs, and with few ranks that can be one it already holds), so ``ranks`` can
-    repeat a rank. The sums go through ``np.add.at``: a fancy-indexed ``recv[ranks] += n`` is
-    buffered and writes a repeated rank once, dropping the other replica's pairs, while
-    ``ufunc.at`` "is equivalent to a[indices] += b, except that results are accumulated for
-    elements that are indexed more than once" (NumPy reference, ``numpy.ufunc.at``)."""
+    Expert ``e``'s ``n`` pairs go ``n // r`` to each of its ``r`` copies, and the remainder one
+    each to the first copies (home first). A rank may hold two replicas of one expert (EPLB places
+    a hot expert's extra copies on the least-loaded GPUs, and with few ranks that can be one it
+    already holds), so the copies' ranks can repeat a rank and the per-rank sum must add every
+    copy: a fancy-indexed ``recv[ranks] += n`` is buffered and writes a repeated rank once,
+    dropping the other replica's pairs. ``np.bincount`` (like ``np.add.at``) adds each occurrence,
+    over all copies of all experts at once (:attr:`LayerRouting.copies`)."""
     if cfg.redundant == 0:
         return expert_pairs.reshape(cfg.ep, -1).sum(axis=1)
-    recv = np.zeros(cfg.ep, dtype=np.int64)
+    ranks, expert, copy = lr.copies
     base, rem = np.divmod(expert_pairs, lr.replicas)
-    for e, ranks in enumerate(lr.replica_rank):
-        np.add.at(recv, ranks, base[e])
-        if rem[e]:
-            np.add.at(recv, ranks[: rem[e]], 1)
-    return recv
+    # Copy c of expert e gets base[e] pairs, plus one of the remainder if c < rem[e] (the first
+    # copies take it); the float sums are exact (integers far below 2**53), hence the cast back.
+    per_copy = base[expert] + (copy < rem[expert])
+    return np.bincount(ranks, weights=per_copy, minlength=cfg.ep).astype(np.int64)
 
 
 # ---------------------------------------------------------------- layer helpers
