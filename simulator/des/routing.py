@@ -524,6 +524,14 @@ def _place_replicas(pi: np.ndarray, ep: int, redundant: int) -> tuple[np.ndarray
 
 
 # ---------------------------------------------------------------- analytic helper
+@functools.lru_cache(maxsize=512)
+def _first_sample(cfg: RoutingConfig, layer: int) -> RoutingSample:
+    """Micro-batch 0's sample of ``layer``, the one both load factors below read (the time factor over
+    the first 8 layers, the memory factor over a rank's MoE layers), drawn once for both. Read, never
+    written."""
+    return RoutingSampler(cfg).sample(layer, 0)
+
+
 @functools.lru_cache(maxsize=256)
 def expected_max_load_factor(cfg: RoutingConfig, n_samples: int = 8) -> float:
     """Mean over sampled layers of max/mean per-rank expert load.
@@ -533,8 +541,7 @@ def expected_max_load_factor(cfg: RoutingConfig, n_samples: int = 8) -> float:
     """
     if cfg.ep <= 1:
         return 1.0
-    sampler = RoutingSampler(cfg)
-    return float(np.mean([sampler.sample(layer, 0).imbalance for layer in range(n_samples)]))
+    return float(np.mean([_first_sample(cfg, layer).imbalance for layer in range(n_samples)]))
 
 
 @functools.lru_cache(maxsize=256)
@@ -548,7 +555,6 @@ def memory_load_factor(cfg: RoutingConfig, layers: int = 1) -> float:
     :func:`expected_max_load_factor`.)"""
     if cfg.ep <= 1 or layers < 1:
         return 1.0
-    sampler = RoutingSampler(cfg)
-    total = sum(sampler.sample(layer, 0).recv_pairs.astype(np.float64) for layer in range(layers))
+    total = sum(_first_sample(cfg, layer).recv_pairs.astype(np.float64) for layer in range(layers))
     mean = float(np.mean(total))
     return float(np.max(total)) / mean if mean > 0 else 1.0
