@@ -11,7 +11,10 @@ the time of an overlapped forward/backward pair, under DualPipe) and
 ``bubble`` is the schedule's closed form (see :mod:`simulator.bubble`) plus
 the P2P sends on the step's critical path: the fill and drain's, and under
 1F1B and Megatron's pairs about two a micro-batch as well
-(:func:`simulator.schedules.p2p_hops`).
+(:func:`simulator.schedules.p2p_hops`). Strict 1F1B (no pairs, at least PP
+micro-batches) takes the ranks' own times instead of the slowest rank's for
+the fill and drain: its step is the longest path through them, P2P included
+(:func:`simulator.bubble.one_f_one_b_makespan`).
 
 Overlap rules:
 
@@ -40,7 +43,7 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from .breakdown import step_parts
-from .bubble import closed_form_bubble
+from .bubble import closed_form_bubble, one_f_one_b_makespan
 from .comm import CommModel
 from .config import Scenario
 from .layout import (
@@ -556,11 +559,21 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     # p2p_steady is the part outside the fill and drain, which widens no window the DP traffic hides in.
     p2p_fill = 2 * (p.pp - 1) * p2p if p.pp > 1 else 0.0
     p2p_steady = 0.0
-    if p.pp > 1 and not dual:
+    # Strict 1F1B whose ranks take different times (the embedding on the first, the head on the last, dense
+    # layers before MoE ones): the step is the longest path through the ranks' own times, not the slowest
+    # rank's times PP - 1 more times (bubble.one_f_one_b_makespan).
+    strict = runnable(p.schedule) == "1f1b" and not paired and p.pp > 1 and M >= p.pp
+    if strict:
+        fs, bs = [x[3] for x in ranks], [x[4] for x in ranks]
+        pipe = one_f_one_b_makespan(fs, bs, M, p2p)
+        p2p_path = pipe - one_f_one_b_makespan(fs, bs, M) if p2p else 0.0
+        p2p_steady = max(0.0, p2p_path - p2p_fill)
+    elif p.pp > 1 and not dual:
         hops = p2p_hops(runnable(p.schedule), p.pp, M, p.vpp, paired,
                         TaskTimes(F, B, min(W, B), FB) if p.schedule == "zb1p" else None)
         p2p_steady = max(0.0, hops * p2p - p2p_fill)
-    p2p_path = p2p_fill + p2p_steady
+    if not strict:
+        p2p_path = p2p_fill + p2p_steady
     if dual and overlap:
         # A DualPipe rank's work is its F&B pairs plus its lone chunks (warm-up forwards at F,
         # cool-down backwards at B, their all-to-all exposed); the closed form is the time it waits
@@ -577,7 +590,7 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
         _, _, tot, F, B, W, FB, _, hidden, exposed_mb = r_star
         counted = r_star[0]  # whose chunk counts price the step
     else:
-        bubble = rank_bubble(p, F, B, W, FB) + p2p_path
+        bubble = pipe - M * busy_per_mb if strict else rank_bubble(p, F, B, W, FB) + p2p_path
         # Megatron's pairs: the last rank's counts (fewest lone chunks, most pairs, on the critical path)
         # with the slowest rank's chunk times.
         counted = p.pp - 1 if paired else r_star[0]

@@ -61,6 +61,7 @@ from __future__ import annotations
 import math
 import textwrap
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
@@ -511,15 +512,16 @@ class Timeline:
     busy_per_rank: list[float]
     starts: list[list[float]] = field(repr=False)
     pairs: bool = False
+    rank_times: tuple[TaskTimes, ...] | None = None  # per-rank times where they differ (``times`` then rank 0's)
 
     @cached_property
     def ranks(self) -> list[list[tuple[Task, float, float]]]:
         sched = _build(self.schedule, self.pp, self.microbatches, self.vpp, self.pairs)
         comp = _compile(self.schedule, self.pp, self.microbatches, self.vpp, self.pairs)[0]
-        dur = _durations(self.times)
+        durs = [_durations(t) for t in (self.rank_times or (self.times,) * self.pp)]
         return [
             [
-                (task, s, s + dur[c[0]])
+                (task, s, s + durs[r][c[0]])
                 for task, s, c in zip(sched[r], self.starts[r], comp[r])
             ]
             for r in range(self.pp)
@@ -551,6 +553,7 @@ def simulate(
     vpp: int = 1,
     p2p: float = 0.0,
     pairs: bool = False,
+    rank_times: Sequence[TaskTimes] | None = None,
 ) -> Timeline:
     """Run the schedule's task lists with a dependency-respecting list
     scheduler: each rank runs its tasks strictly in order; a task starts when
@@ -558,13 +561,20 @@ def simulate(
     on another rank). F needs F of the same micro-batch on the previous
     stage; B needs its own F and B of the next stage; W needs its B; FB needs
     both its forward's and its backward's inputs. Durations: F, B (full) or
-    B - W (split), W, F&B. Event-driven: a rank blocked on a missing input
+    B - W (split), W, F&B, the same on every rank unless ``rank_times`` gives
+    each rank its own (a pipeline whose first or last rank also holds the
+    embedding or the head). Event-driven: a rank blocked on a missing input
     waits on that event, so the cost is linear in the number of tasks."""
     build_schedule(name, pp, microbatches, vpp, pairs)  # validates (cached)
     if not 0 <= p2p < math.inf:
         raise ConfigError("p2p", f"must be a finite number >= 0, got {p2p!r}")
+    if rank_times is not None:
+        if len(rank_times) != pp:
+            raise ConfigError("rank_times", f"needs one entry per rank ({pp}), got {len(rank_times)}")
+        rank_times = tuple(rank_times)
+        times = rank_times[0]
     comp, counts, nev = _compile(name, pp, microbatches, vpp, pairs and name in PAIRABLE)
-    dur = _durations(times)
+    durs = [_durations(t) for t in (rank_times or (times,) * pp)]
     end = [-1.0] * (2 * nev)
     waiters: list[list[int] | None] = [None] * nev
     free = [0.0] * pp
@@ -573,7 +583,7 @@ def simulate(
     ready = list(range(pp - 1, -1, -1))
     while ready:
         r = ready.pop()
-        tasks, i, t, st = comp[r], ptr[r], free[r], starts[r]
+        tasks, i, t, st, dur = comp[r], ptr[r], free[r], starts[r], durs[r]
         n = len(tasks)
         while i < n:
             code, deps, prods = tasks[i]
@@ -608,11 +618,12 @@ def simulate(
         raise RuntimeError(
             f"{name}: schedule deadlocks (pp={pp}, microbatches={microbatches})"
         )
-    busy = [sum(c * d for c, d in zip(cnt, dur)) for cnt in counts]
+    busy = [sum(c * d for c, d in zip(cnt, dur)) for cnt, dur in zip(counts, durs)]
     if not math.isfinite(max(free) + sum(busy)):  # each time finite, their sum not: no bubble to take
         raise ConfigError("times", f"the step overflows (makespan {max(free)!r})",
                           "F, B, W, F&B and p2p small enough that the whole step is a finite number")
-    return Timeline(name, pp, microbatches, vpp, times, p2p, max(free), busy, starts, pairs and name in PAIRABLE)
+    return Timeline(name, pp, microbatches, vpp, times, p2p, max(free), busy, starts, pairs and name in PAIRABLE,
+                    rank_times)
 
 
 def p2p_hops(name: str, pp: int, microbatches: int, vpp: int = 1, pairs: bool = False,
