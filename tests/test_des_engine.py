@@ -282,9 +282,10 @@ def test_routing_the_sampler_cannot_place_is_taken_as_balanced_in_both_engines()
 
 def test_expert_imbalance_part_is_never_negative_under_pairs():
     """The balanced reference the expert-imbalance part is measured against prices stages without an
-    all-to-all on all SMs, as the step does; it priced them with the SMs taken and the part went negative."""
+    all-to-all on all SMs, as the step does; it priced them with the SMs taken and the part went negative.
+    32 micro-batches show it (-0.24 s in the analytic engine with that pricing put back; 16 do not)."""
     sc = load_scenario("deepseek-v3", ("plan.schedule=interleaved", "plan.vpp=2", "plan.ep_overlap=on",
-                                       "training.global_batch=16384", "plan.routing=zipf", "plan.zipf_s=0.05"))
+                                       "training.global_batch=4096", "plan.routing=zipf", "plan.zipf_s=0.05"))
     for engine in ("analytic", "des"):
         parts = predict(sc, engine=engine).extra["step_parts_s"]
         assert parts["expert_imbalance"] > 0, engine
