@@ -28,10 +28,11 @@ Overlap rules:
   ``plan.tp_comm_overlap`` (only the excess shows, plus the last chunk of a pipelined
   reduce-scatter; the GEMMs pay for the overlap as :mod:`simulator.tp_overlap` says).
 - CP ring exchange: hidden behind core attention (the excess shows).
-- DP: gradient reduce-scatter hidden behind the last backward, parameter
-  all-gather behind the first forward, chunk by chunk under interleaving (PP
-  chunk passes apart); under Megatron's 1F1B and interleaved rank 0 paces and
-  has no bubble at either end, elsewhere half the bubble adds to each window.
+- DP: gradient reduce-scatter hidden behind the last backward (the last W
+  where the schedule splits it off: ZB1P, DualPipe), parameter all-gather
+  behind the first forward, chunk by chunk under interleaving (PP chunk passes
+  apart); under Megatron's 1F1B and interleaved, and ZB1P, rank 0 paces and has
+  no bubble at either end, under DualPipe half the bubble adds to each window.
   ZeRO-2/3 reduce every micro-batch from the rank's first backward (after its
   warm-up forwards and the first gradient's round trip); ZeRO-3 gathers weights
   every micro-batch, on the same DP stream.
@@ -612,8 +613,11 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     nic_mb = 2 * vk * p2p if cross_node_pp else 0.0
     if m.is_moe and p.ep > 1 and dispatch_traffic(m, p.ep, c.gpus_per_node, p.dispatcher)[0] > 0:
         nic_mb += tot.aF + tot.aB
+    # The last weight gradients, which the last reductions wait for, come from the last W task where the schedule
+    # splits the backward (ZB1P and DualPipe end on W's), from the full backward elsewhere.
+    split = runnable(p.schedule) in ("zb1p", "dualpipe", "dualpipev")
     dp_exposed, opt_time, mem = _dp_and_memory(sc, ev, stages, memory_shape(sc, stages), M, bubble - p2p_steady, F, B,
-                                               nic_mb, span=busy + bubble, p2p=p2p)
+                                               nic_mb, span=busy + bubble, p2p=p2p, grads_last=W if split else B)
     step = busy + bubble + dp_exposed + opt_time
 
     stage_reports = []
@@ -676,9 +680,12 @@ def dp_collectives(sc: Scenario, ev: Evaluator, pd: float, pe: float) -> tuple[l
 
 
 def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bubble: float, F: float, B: float,
-                   nic_mb: float = 0.0, span: float = 0.0, p2p: float = 0.0):
+                   nic_mb: float = 0.0, span: float = 0.0, p2p: float = 0.0, grads_last: float | None = None):
     """Exposed DP time, optimizer time and per-rank memory (``nic_mb``: a micro-batch's other NIC time;
-    ``span``: the pacing rank's work and bubble over the step, which per-micro-batch reductions overlap)."""
+    ``span``: the pacing rank's work and bubble over the step, which per-micro-batch reductions overlap;
+    ``grads_last``: a micro-batch's time in the tasks that make its weight gradients, B unless the
+    schedule splits W off)."""
+    grads_last = B if grads_last is None else grads_last
     p = sc.plan
     dp = sc.dp
     dp_expert = sc.dp_expert
@@ -696,11 +703,12 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bu
     # Megatron reduces an interleaved rank's gradients chunk by chunk, each after its chunk's last backward
     # (and gathers each chunk's weights before its first forward), and those come PP chunk backwards (forwards)
     # apart: the last round runs chunk V-1 for its PP micro-batches, then chunk V-2, ... (the DES queues them so).
-    # Under Megatron's 1F1B and interleaved schedules rank 0 starts first and ends last, idle at neither end: its
-    # first forward waits for its gather, and its last backward's reductions end the step. (Elsewhere half the
-    # bubble stands for the idle time at the ends of the rank that paces.)
+    # Under Megatron's 1F1B and interleaved schedules, and ZB1P, rank 0 starts first and ends last, idle at
+    # neither end: its first forward waits for its gather, and its last backward's (ZB1P: its last W's)
+    # reductions end the step. (Under DualPipe half the bubble stands for the idle time at the ends of the
+    # rank that paces.)
     chunks = p.vpp if p.schedule == "interleaved" else 1
-    edge = 0.0 if megatron else bubble / 2
+    edge = 0.0 if megatron or runnable(p.schedule) == "zb1p" else bubble / 2
 
     def behind(t: float, per_mb: float) -> float:
         """What shows of one step's DP collective of ``t`` seconds split over the rank's chunks: each chunk's
@@ -764,7 +772,7 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bu
             else:  # the updated shard gathered once, behind the first forward and the fill
                 exposed += behind(t_ag, F)
         elif p.grad_reduce_overlap:
-            exposed = behind(t_rs, B) + behind(t_ag, F)
+            exposed = behind(t_rs, grads_last) + behind(t_ag, F)
         else:  # one collective after the pipeline drains; the next step's all-gather still overlaps
             exposed = t_rs + behind(t_ag, F)
         worst_exposed = max(worst_exposed, exposed)
