@@ -58,7 +58,7 @@ from .layout import (
 from .layout import num_stages as layout_num_stages
 from .memory import GIB, MemoryBreakdown, deepep_buffer_bytes, state_bytes
 from .profile import Profile, load_profile
-from .schedules import PAIRABLE, TaskTimes, p2p_hops, runnable
+from .schedules import PACED_BY_RANK0, PAIRABLE, SPLIT_BACKWARD, TaskTimes, p2p_hops, runnable
 from .timer import OpTimer
 from .workload import (
     BYTES,
@@ -615,7 +615,7 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
         nic_mb += tot.aF + tot.aB
     # The last weight gradients, which the last reductions wait for, come from the last W task where the schedule
     # splits the backward (ZB1P and DualPipe end on W's), from the full backward elsewhere.
-    split = runnable(p.schedule) in ("zb1p", "dualpipe", "dualpipev")
+    split = runnable(p.schedule) in SPLIT_BACKWARD
     dp_exposed, opt_time, mem = _dp_and_memory(sc, ev, stages, memory_shape(sc, stages), M, bubble - p2p_steady, F, B,
                                                nic_mb, span=busy + bubble, p2p=p2p, grads_last=W if split else B)
     step = busy + bubble + dp_exposed + opt_time
@@ -704,11 +704,11 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bu
     # (and gathers each chunk's weights before its first forward), and those come PP chunk backwards (forwards)
     # apart: the last round runs chunk V-1 for its PP micro-batches, then chunk V-2, ... (the DES queues them so).
     # Under Megatron's 1F1B and interleaved schedules, and ZB1P, rank 0 starts first and ends last, idle at
-    # neither end: its first forward waits for its gather, and its last backward's (ZB1P: its last W's)
-    # reductions end the step. (Under DualPipe half the bubble stands for the idle time at the ends of the
-    # rank that paces.)
+    # neither end (schedules.PACED_BY_RANK0): its first forward waits for its gather, and its last backward's
+    # (ZB1P: its last W's) reductions end the step. (Under DualPipe half the bubble stands for the idle time at
+    # the ends of the rank that paces.)
     chunks = p.vpp if p.schedule == "interleaved" else 1
-    edge = 0.0 if megatron or runnable(p.schedule) == "zb1p" else bubble / 2
+    edge = 0.0 if runnable(p.schedule) in PACED_BY_RANK0 else bubble / 2
 
     def behind(t: float, per_mb: float) -> float:
         """What shows of one step's DP collective of ``t`` seconds split over the rank's chunks: each chunk's

@@ -391,6 +391,13 @@ def _dualpipev(pp: int, m: int) -> list[list[Task]]:
 
 
 PAIRABLE = ("1f1b", "interleaved")  # schedules that can pair their steady state (``pairs``)
+# Schedules that run a backward's weight gradients apart from it, as a later W task (``split_backward``);
+# every rank's last task is a W.
+SPLIT_BACKWARD = ("zb1p", "dualpipe", "dualpipev")
+# Schedules whose rank 0 opens and closes the step (idle at neither end) and idles no more than any other rank:
+# the rank that paces them has no idle time at its ends. Under DualPipe ranks 0 and PP-1 open and close the
+# step, but the middle ranks, which idle most, start late and end early.
+PACED_BY_RANK0 = ("1f1b", "interleaved", "zb1p")
 
 
 def build_schedule(
@@ -682,23 +689,18 @@ def closed_form(name: str, pp: int, times: TaskTimes, vpp: int = 1) -> float:
     )
 
 
-# Schedules whose closed form holds only when F = B - W (the ones that split
-# the backward: their formulas count W's against F's in the bubble).
-_NEEDS_F_EQ_B_MINUS_W = ("zb1p", "dualpipe", "dualpipev")
-
-
 def closed_form_applies(name: str, times: TaskTimes) -> bool:
     """Whether ``times`` meet the assumption F = B - W that this schedule's
     closed form rests on (always true where it rests on none).
 
-    The closed forms of the split-backward schedules (zb1p, DualPipe,
-    DualPipeV) are derived for F = B - W; with other times the simulated
+    The closed forms of the split-backward schedules (:data:`SPLIT_BACKWARD`:
+    their formulas count W's against F's in the bubble) are derived for F = B - W; with other times the simulated
     bubble can be larger or smaller (the issue's DualPipe PP=8, F=2, B=2,
     W=1, F&B=4 idles 12, the formula says 9). 1F1B's and interleaved's
     closed forms hold for any F and B, and W plays no part in them. Other
     departures (p2p time, F&B pairs, fewer micro-batches than ranks) are not
     judged here."""
-    if name not in _NEEDS_F_EQ_B_MINUS_W:
+    if name not in SPLIT_BACKWARD:
         return True
     return math.isclose(times.f, times.b - times.w, rel_tol=1e-9, abs_tol=1e-12)
 

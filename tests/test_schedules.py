@@ -14,7 +14,9 @@ from simulator import schedule_cli
 from simulator.bubble import closed_form_bubble, one_f_one_b_makespan
 from simulator.layout import num_stages, rank_stages
 from simulator.schedules import (
+    PACED_BY_RANK0,
     SCHEDULE_NAMES,
+    SPLIT_BACKWARD,
     TaskTimes,
     _p2p_hops,
     build_schedule,
@@ -314,6 +316,25 @@ def test_1f1b_closed_form_for_unequal_ranks_stays_close(pp, extra, fs, ratios, h
     got, want = one_f_one_b_makespan(f, b, m, hop), _ranks_1f1b(pp, m, f, b, hop).makespan
     assert got >= m * max(x + y for x, y in zip(f, b))
     assert got == pytest.approx(want, rel=0.05)
+
+
+@pytest.mark.parametrize("name", SCHEDULE_NAMES)
+def test_schedule_families_say_how_ranks_end(name):
+    """SPLIT_BACKWARD: every rank ends on a W. PACED_BY_RANK0: rank 0 opens and closes the step and idles
+    least; elsewhere the rank the closed form's bubble is taken on (DualPipe's middle rank, DualPipeV's last
+    device) starts late. (The analytic engine hides the last DP reductions behind the last W, and with no
+    idle at the pacing rank's ends.)"""
+    vpp = 2 if name == "interleaved" else 1
+    tl = simulate(name, 4, 16, TaskTimes(1, 2, 0.8, 2.6), vpp)
+    assert all((row[-1][0].kind == "W") == (name in SPLIT_BACKWARD) for row in tl.ranks)
+
+    def spans(r):
+        return tl.ranks[r][0][1] == 0 and tl.ranks[r][-1][2] == pytest.approx(tl.makespan)
+    idle = tl.bubbles()
+    if name in PACED_BY_RANK0:
+        assert spans(0) and idle[0] == pytest.approx(min(idle))
+    else:
+        assert tl.ranks[2 if name == "dualpipe" else 3][0][1] > 0
 
 
 def test_rank_times_need_one_entry_per_rank():
