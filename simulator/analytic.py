@@ -58,7 +58,7 @@ from .layout import (
 from .layout import num_stages as layout_num_stages
 from .memory import GIB, MemoryBreakdown, deepep_buffer_bytes, state_bytes
 from .profile import Profile, load_profile
-from .schedules import PACED_BY_RANK0, PAIRABLE, SPLIT_BACKWARD, TaskTimes, p2p_hops, runnable
+from .schedules import PAIRABLE, SPLIT_BACKWARD, TaskTimes, idle_at_ends, p2p_hops, runnable
 from .timer import OpTimer
 from .workload import (
     BYTES,
@@ -201,6 +201,7 @@ class Evaluator:
         self._units: dict[tuple, PassTimes] = {}
         self._stages: dict[tuple, PassTimes] = {}
         self._stage_mem: dict[tuple, tuple] = {}
+        self._dp_parts: dict[tuple, tuple] = {}  # dp_collectives, by plan and parameter counts
         self._splits: dict[tuple, list[list[str]]] = {}
 
     def stage_times(self, sc: Scenario, units: tuple[str, ...], shape: Shape) -> PassTimes:
@@ -557,9 +558,7 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     # The P2P sends on the critical path. DualPipe sends inside its pairs (hidden there, priced in pair_comm
     # above) and pays the fill's hops; the others pay what the list scheduler finds, which under strict 1F1B
     # and Megatron's pairs is about two hops a micro-batch, not only the fill's 2(PP-1).
-    # p2p_steady is the part outside the fill and drain, which widens no window the DP traffic hides in.
-    p2p_fill = 2 * (p.pp - 1) * p2p if p.pp > 1 else 0.0
-    p2p_steady = 0.0
+    p2p_path = 2 * (p.pp - 1) * p2p if p.pp > 1 else 0.0  # the fill's and drain's hops
     # Strict 1F1B whose ranks take different times (the embedding on the first, the head on the last, dense
     # layers before MoE ones): the step is the longest path through the ranks' own times, not the slowest
     # rank's times PP - 1 more times (bubble.one_f_one_b_makespan).
@@ -568,13 +567,10 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
         fs, bs = [x[3] for x in ranks], [x[4] for x in ranks]
         pipe = one_f_one_b_makespan(fs, bs, M, p2p)
         p2p_path = pipe - one_f_one_b_makespan(fs, bs, M) if p2p else 0.0
-        p2p_steady = max(0.0, p2p_path - p2p_fill)
     elif p.pp > 1 and not dual:
         hops = p2p_hops(runnable(p.schedule), p.pp, M, p.vpp, paired,
                         TaskTimes(F, B, min(W, B), FB) if p.schedule == "zb1p" else None)
-        p2p_steady = max(0.0, hops * p2p - p2p_fill)
-    if not strict:
-        p2p_path = p2p_fill + p2p_steady
+        p2p_path = max(p2p_path, hops * p2p)
     if dual and overlap:
         # A DualPipe rank's work is its F&B pairs plus its lone chunks (warm-up forwards at F,
         # cool-down backwards at B, their all-to-all exposed); the closed form is the time it waits
@@ -616,7 +612,7 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     # The last weight gradients, which the last reductions wait for, come from the last W task where the schedule
     # splits the backward (ZB1P and DualPipe end on W's), from the full backward elsewhere.
     split = runnable(p.schedule) in SPLIT_BACKWARD
-    dp_exposed, opt_time, mem = _dp_and_memory(sc, ev, stages, memory_shape(sc, stages), M, bubble - p2p_steady, F, B,
+    dp_exposed, opt_time, mem = _dp_and_memory(sc, ev, stages, memory_shape(sc, stages), M, F, B,
                                                nic_mb, span=busy + bubble, p2p=p2p, grads_last=W if split else B)
     step = busy + bubble + dp_exposed + opt_time
 
@@ -649,7 +645,7 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     )
 
 
-def dp_collectives(sc: Scenario, ev: Evaluator, pd: float, pe: float) -> tuple[list[tuple[float, bool]], list[tuple[float, bool]]]:
+def dp_collectives(sc: Scenario, ev: Evaluator, pd: float, pe: float) -> tuple[tuple[tuple[float, bool], ...], tuple[tuple[float, bool], ...]]:
     """The data-parallel collectives of one step for a rank holding ``pd`` dense and ``pe`` expert parameters.
 
     Gradients are reduced (reduce-scatter under ZeRO >= 1, all-reduce without) in the dtype of the
@@ -661,9 +657,14 @@ def dp_collectives(sc: Scenario, ev: Evaluator, pd: float, pe: float) -> tuple[l
     group, the expert part over the expert-data-parallel group.
 
     Returns (reduce parts, gather parts), each part (seconds alone on its link, whether the NIC
-    rather than NVLink bounds it); a part with nothing to move is left out."""
+    rather than NVLink bounds it); a part with nothing to move is left out. Kept on the Evaluator by plan
+    and parameter counts."""
     p = sc.plan
     dp = sc.dp
+    key = (sc.cluster, dp, sc.dp_expert, p.cp, p.tp, p.ep, p.zero, p.grad_dtype, pd, pe)
+    hit = ev._dp_parts.get(key)
+    if hit is not None:
+        return hit
     comm = ev.comm
     # Rank order is TP fastest, then CP and DP: the dense group's members sit TP apart; the expert
     # data-parallel group's members sit EP apart (its EP x expert-DP ranks fill the same GPUs).
@@ -671,15 +672,16 @@ def dp_collectives(sc: Scenario, ev: Evaluator, pd: float, pe: float) -> tuple[l
               if n > 0 and size > 1]
     kind = "reduce_scatter" if p.zero >= 1 else "all_reduce"
     g = BYTES[p.grad_dtype]
-    rs = [comm.ring_part(kind, n * g, size, stride) for n, size, stride in groups]
-    ag = []
+    rs = tuple(comm.ring_part(kind, n * g, size, stride) for n, size, stride in groups)
+    ag: tuple[tuple[float, bool], ...] = ()
     if p.zero >= 1:
         w = BYTES["bf16"]
-        ag = [comm.ring_part("all_gather", n * w, size, stride) for n, size, stride in groups]
-    return rs, ag
+        ag = tuple(comm.ring_part("all_gather", n * w, size, stride) for n, size, stride in groups)
+    hit = ev._dp_parts[key] = (rs, ag)
+    return hit
 
 
-def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bubble: float, F: float, B: float,
+def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F: float, B: float,
                    nic_mb: float = 0.0, span: float = 0.0, p2p: float = 0.0, grads_last: float | None = None):
     """Exposed DP time, optimizer time and per-rank memory (``nic_mb``: a micro-batch's other NIC time;
     ``span``: the pacing rank's work and bubble over the step, which per-micro-batch reductions overlap;
@@ -703,23 +705,38 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bu
     # Megatron reduces an interleaved rank's gradients chunk by chunk, each after its chunk's last backward
     # (and gathers each chunk's weights before its first forward), and those come PP chunk backwards (forwards)
     # apart: the last round runs chunk V-1 for its PP micro-batches, then chunk V-2, ... (the DES queues them so).
-    # Under Megatron's 1F1B and interleaved schedules, and ZB1P, rank 0 starts first and ends last, idle at
-    # neither end (schedules.PACED_BY_RANK0): its first forward waits for its gather, and its last backward's
-    # (ZB1P: its last W's) reductions end the step. (Under DualPipe half the bubble stands for the idle time at
-    # the ends of the rank that paces.)
+    # A rank's gathers can hide in its idle time before its first forward, and its last reductions in its idle
+    # time after its last backward (W) (schedules.idle_at_ends, at the pacing rank's chunk times).
     chunks = p.vpp if p.schedule == "interleaved" else 1
-    edge = 0.0 if runnable(p.schedule) in PACED_BY_RANK0 else bubble / 2
+    warm = None  # warmup_forwards, when a rank needs it
+    split = runnable(p.schedule) in SPLIT_BACKWARD
+    two_legs = p.schedule in ("dualpipe", "dualpipev")
+    chunk_times = TaskTimes(F / vk, B / vk, grads_last / vk if split else 0.0)
 
-    def behind(t: float, per_mb: float) -> float:
-        """What shows of one step's DP collective of ``t`` seconds split over the rank's chunks: each chunk's
-        share runs on the DP stream once its chunk is done (one collective at a time), the last behind its own
-        chunk's pass (DDP buckets, layer by layer) and the idle at the rank's end of the step."""
-        c = per_mb / chunks
-        w0 = edge + c
-        return max(0.0, t / chunks - w0, t - (chunks - 1) * p.pp * c - w0)
+    def bucketed(t: float, c: float, n: int) -> float:
+        """How far a collective of ``t`` seconds, cut into ``n`` buckets that a pass of ``c`` seconds makes (or
+        needs) one layer at a time, reaches past that pass: at least its last (first) bucket, and the rest
+        when the buckets come faster than the stream moves them."""
+        return max(t / n, t - c * (n - 1) / n)
+
+    def behind(t: float, t_edge: float, per_mb: float, n: int, edge: float) -> float:
+        """What shows of one step's DP collective of ``t`` seconds over the rank's chunks, ``t_edge`` of it for
+        the chunk the rank's step closes with (its last backward; opens with, its first forward): each chunk's
+        share runs on the DP stream once its chunk is done (one collective at a time), that chunk's behind its
+        own pass (DDP buckets, one per each of its ``n`` layers), and the ``edge`` idle at the rank's end of the
+        step. The whole must also fit after the other chunks' last passes: an interleaved rank's come PP chunk
+        passes apart (the last round runs chunk V-1 for its PP micro-batches, then chunk V-2, ...); DualPipe's
+        and DualPipeV's other chunk ends at least one pass before (the list scheduler: one W on the ranks
+        nearest the middle, most of the cool-down on the end ranks)."""
+        c = per_mb / vk
+        ahead = (chunks - 1) * p.pp * c if chunks > 1 else c if two_legs else 0.0
+        return max(0.0, bucketed(t_edge, c, n) - edge, t - ahead - c - edge)
     for r in range(p.pp):
         held = rank_stages(p.schedule, p.pp, p.vpp, r)
         sig = tuple(tuple(stages[s]) for s in held)
+        edge_stage = min(held)  # the chunk a rank's step opens and closes with (micro-batches enter there)
+        edge_layers = max(1, len(stages[edge_stage]))
+        gathers_hide, reductions_hide = idle_at_ends(runnable(p.schedule), p.pp, r, chunk_times, p2p)
         if sig not in seen:
             pd = pe = act = act_max = 0.0
             chunk_act = []
@@ -732,6 +749,12 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bu
             # Seconds alone on each link: (NIC, NVLink) for the reductions and for the gathers.
             rs_link = (sum(t for t, nic in rs_parts if nic), sum(t for t, nic in rs_parts if not nic))
             ag_link = (sum(t for t, nic in ag_parts if nic), sum(t for t, nic in ag_parts if not nic))
+            if len(held) > 1:
+                epd, epe, _, _ = ev.stage_memory(sc, tuple(stages[edge_stage]), shape)
+                ers, eag = dp_collectives(sc, ev, epd, epe)
+                edge_dp = (sum(t for t, _ in ers), sum(t for t, _ in eag))
+            else:
+                edge_dp = (sum(rs_link), sum(ag_link))
             w, gr, o = state_bytes(pd, pe, p.zero, dense_group, dp_expert, p.grad_dtype, p.moment_dtype)
             owned = pd / (dense_group if p.zero >= 1 else 1) + pe / (dp_expert if p.zero >= 1 else 1)
             opt_bytes = owned * (8 + 4 * BYTES[p.moment_dtype] + BYTES[p.grad_dtype] + 2)
@@ -740,8 +763,8 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bu
             # DeepEP's staging buffers, on every GPU of an EP group that runs routed experts.
             routed = p.dispatcher == "deepep" and any(u in ROUTED_UNITS for s in held for u in stages[s])
             buffers = deepep_buffer_bytes(sc.model.hidden, p.ep, p.comm_sms) if routed else 0.0
-            seen[sig] = (w, gr, o, tuple(chunk_act), act, transient, rs_link, ag_link, buffers)
-        w, gr, o, chunk_act, act, transient, rs_link, ag_link, buffers = seen[sig]
+            seen[sig] = (w, gr, o, tuple(chunk_act), act, transient, rs_link, ag_link, edge_dp, buffers)
+        w, gr, o, chunk_act, act, transient, rs_link, ag_link, (e_rs, e_ag), buffers = seen[sig]
         t_rs, t_ag = sum(rs_link), sum(ag_link)
         if p.zero >= 2:
             # Sharded gradients (ZeRO-2/3) leave no full-size buffer to accumulate micro-batches in: every
@@ -754,27 +777,35 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, bu
             # parts share with the micro-batch's other NIC traffic (nic_mb). (The parts cover every stage the
             # rank holds; a DualPipe micro-batch runs one of its two.)
             visit = visits_per_stage(p.schedule)
-            first_b = (r + warmup_forwards(runnable(p.schedule), p.pp, M, p.vpp, pairs)[r]) * F / vk
+            if warm is None:
+                warm = warmup_forwards(runnable(p.schedule), p.pp, M, p.vpp, pairs)
+            first_b = (r + warm[r]) * F / vk
             if megatron and p.pp > 1:
-                # Nor before the first micro-batch's gradient is back: its forward reaches the last stage after
-                # the last rank's earlier forwards ((V-1) PP chunks) and PP-1 hops, its backward comes back over
-                # the PP-1-r ranks after it. With M = PP under interleaving rank 0 has run all its forwards by
-                # then; the round trip, not its warm-up, opens the window (Llama 3 405B: 1.9 s, not 1.5 s).
+                # Nor before the first micro-batch's gradient is back. The last rank runs n forward chunks before
+                # its first backward (warmup_forwards counts the steady state's first one too; all V*M of them
+                # when M = PP under interleaving, as Megatron-LM runs that case all forwards first). Its forwards come in rounds of PP micro-batches
+                # per chunk, and each round waits on the loop: micro-batch 0 leaves rank 0's chunk c, crosses
+                # the PP ranks and comes back for chunk c + 1, PP (f + p2p) later. The backward then comes back
+                # over the PP-1-r ranks after r. (Llama 3 405B: 2.1 s; the rank's own warm-up says 1.5 s.)
                 f, b = F / vk, B / vk
-                trip = (p.pp - 1) * (f + p2p) + ((chunks - 1) * p.pp + 1) * f + (p.pp - 1 - r) * (b + p2p)
+                n_last = warm[-1]
+                rounds, j = divmod(n_last - 1, p.pp)
+                trip = (rounds * p.pp + p.pp - 1) * (f + p2p) + (j + 1) * f + (p.pp - 1 - r) * (b + p2p)
                 first_b = max(first_b, trip)
             after_warmup = span - first_b
             nic = nic_mb if rs_link[0] or ag_link[0] else 0.0
-            exposed = max(0.0, M * visit * t_rs - after_warmup, M * (visit * rs_link[0] + nic) - after_warmup)
+            # ... and the last micro-batch's reduction can only follow its own backward.
+            exposed = max(behind(t_rs, e_rs, grads_last, edge_layers, reductions_hide), M * visit * t_rs - after_warmup,
+                          M * (visit * rs_link[0] + nic) - after_warmup)
             if p.zero == 3:
                 exposed = max(exposed, M * visit * (t_rs + 2 * t_ag) - span,
                               M * (visit * (rs_link[0] + 2 * ag_link[0]) + nic) - span)
             else:  # the updated shard gathered once, behind the first forward and the fill
-                exposed += behind(t_ag, F)
+                exposed += behind(t_ag, e_ag, F, edge_layers, gathers_hide)
         elif p.grad_reduce_overlap:
-            exposed = behind(t_rs, grads_last) + behind(t_ag, F)
+            exposed = behind(t_rs, e_rs, grads_last, edge_layers, reductions_hide) + behind(t_ag, e_ag, F, edge_layers, gathers_hide)
         else:  # one collective after the pipeline drains; the next step's all-gather still overlaps
-            exposed = t_rs + behind(t_ag, F)
+            exposed = t_rs + behind(t_ag, e_ag, F, edge_layers, gathers_hide)
         worst_exposed = max(worst_exposed, exposed)
         if p.pp > 1:
             # Walk the rank's own task order (layout.inflight_by_chunk, as the DES keeps memory): the

@@ -394,10 +394,25 @@ PAIRABLE = ("1f1b", "interleaved")  # schedules that can pair their steady state
 # Schedules that run a backward's weight gradients apart from it, as a later W task (``split_backward``);
 # every rank's last task is a W.
 SPLIT_BACKWARD = ("zb1p", "dualpipe", "dualpipev")
-# Schedules whose rank 0 opens and closes the step (idle at neither end) and idles no more than any other rank:
-# the rank that paces them has no idle time at its ends. Under DualPipe ranks 0 and PP-1 open and close the
-# step, but the middle ranks, which idle most, start late and end early.
-PACED_BY_RANK0 = ("1f1b", "interleaved", "zb1p")
+
+
+def idle_at_ends(name: str, pp: int, rank: int, times: TaskTimes, p2p: float = 0.0) -> tuple[float, float]:
+    """How long ``rank`` idles before its first task and after its last, on equal ranks (``times`` per chunk).
+
+    The gathers of a rank's weights can hide in the first, the reductions of its last gradients in the
+    second. Rank 0 starts first and ends last, idle at neither end; under DualPipe, which feeds micro-batches
+    from both ends, so does rank PP-1, and a rank counts its hops from the nearer end. Each hop starts a
+    chunk forward and a P2P later, and ends a chunk backward and a P2P earlier; where the backward is split
+    (:data:`SPLIT_BACKWARD`) a W fills the drain, so the hop ends its input part (B - W) less a W and a P2P
+    earlier (no less than nothing). Exact against :func:`simulate` for every schedule, Megatron's pairs
+    included, when W <= F (ZB1P's drain differs when W > F), except that DualPipe's ranks nearer its last
+    end up to one P2P earlier than this says (the two directions are not quite mirror images)."""
+    hops = min(rank, pp - 1 - rank) if name == "dualpipe" else rank
+    if name in SPLIT_BACKWARD:
+        end = hops * max(0.0, times.b - 2 * times.w + p2p)
+    else:
+        end = hops * (times.b + p2p)
+    return hops * (times.f + p2p), end
 
 
 def build_schedule(

@@ -14,13 +14,13 @@ from simulator import schedule_cli
 from simulator.bubble import closed_form_bubble, one_f_one_b_makespan
 from simulator.layout import num_stages, rank_stages
 from simulator.schedules import (
-    PACED_BY_RANK0,
     SCHEDULE_NAMES,
     SPLIT_BACKWARD,
     TaskTimes,
     _p2p_hops,
     build_schedule,
     closed_form,
+    idle_at_ends,
     interleaved_warmup,
     p2p_hops,
     render_text,
@@ -319,22 +319,32 @@ def test_1f1b_closed_form_for_unequal_ranks_stays_close(pp, extra, fs, ratios, h
 
 
 @pytest.mark.parametrize("name", SCHEDULE_NAMES)
-def test_schedule_families_say_how_ranks_end(name):
-    """SPLIT_BACKWARD: every rank ends on a W. PACED_BY_RANK0: rank 0 opens and closes the step and idles
-    least; elsewhere the rank the closed form's bubble is taken on (DualPipe's middle rank, DualPipeV's last
-    device) starts late. (The analytic engine hides the last DP reductions behind the last W, and with no
-    idle at the pacing rank's ends.)"""
+def test_split_backward_schedules_end_every_rank_on_a_w(name):
+    """SPLIT_BACKWARD: every rank ends on a W (the analytic engine hides the last DP reductions behind it)."""
     vpp = 2 if name == "interleaved" else 1
     tl = simulate(name, 4, 16, TaskTimes(1, 2, 0.8, 2.6), vpp)
     assert all((row[-1][0].kind == "W") == (name in SPLIT_BACKWARD) for row in tl.ranks)
 
-    def spans(r):
-        return tl.ranks[r][0][1] == 0 and tl.ranks[r][-1][2] == pytest.approx(tl.makespan)
-    idle = tl.bubbles()
-    if name in PACED_BY_RANK0:
-        assert spans(0) and idle[0] == pytest.approx(min(idle))
-    else:
-        assert tl.ranks[2 if name == "dualpipe" else 3][0][1] > 0
+
+@pytest.mark.parametrize("name, pairs", [(n, False) for n in SCHEDULE_NAMES] + [("1f1b", True), ("interleaved", True)])
+@pytest.mark.parametrize("pp", [2, 4, 8])
+@pytest.mark.parametrize("f, b, w", [(1, 2, 0.8), (1, 3, 1), (2, 3, 1), (1, 2, 0.5), (1, 2, 1), (1.5, 2.5, 1.2)])
+def test_idle_at_the_ends_of_each_rank_matches_the_list_scheduler(name, pairs, pp, f, b, w):
+    """idle_at_ends: what each rank idles before its first task and after its last, as the list scheduler
+    finds it, with and without P2P, with as many micro-batches as stages and more (W <= F throughout);
+    DualPipe's second half of ranks ends up to one P2P earlier than the mirror image of its first."""
+    vpp = 2 if name == "interleaved" else 1
+    for m in (pp, 3 * pp) if not name.startswith("dualpipe") else (2 * pp, 6 * pp):
+        for hop in (0.0, 0.1, 0.5):
+            tl = simulate(name, pp, m, TaskTimes(f, b, w), vpp, p2p=hop, pairs=pairs)
+            for r, row in enumerate(tl.ranks):
+                start, end = idle_at_ends(name, pp, r, TaskTimes(f, b, w), hop)
+                assert row[0][1] == pytest.approx(start, abs=1e-9)
+                ends = tl.makespan - max(e for _, _, e in row)
+                if name == "dualpipe" and 2 * r >= pp:
+                    assert end - 1e-9 <= ends <= end + hop + 1e-9
+                else:
+                    assert ends == pytest.approx(end, abs=1e-9)
 
 
 def test_rank_times_need_one_entry_per_rank():

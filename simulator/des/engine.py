@@ -709,7 +709,7 @@ def _to_prediction(sc: Scenario, ev: Evaluator, stages, res: dict, comm: bool, w
     expert load (None when routing is balanced), for what imbalance adds to the pacing rank's compute."""
     p = sc.plan
     pp, M = p.pp, sc.microbatches
-    _, opt, mems = _dp_and_memory(sc, ev, stages, memory_shape(sc, stages), M, 0.0, 0.0, 0.0)
+    _, opt, mems = _dp_and_memory(sc, ev, stages, memory_shape(sc, stages), M, 0.0, 0.0)
     if not comm:
         opt = 0.0
     if comm and p.zero == 3:
