@@ -698,7 +698,8 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F:
     # Weights, gradients, optimizer states and DP traffic follow from what a rank's stages hold, so ranks
     # holding the same layers share them; the activations in flight depend on the rank itself.
     seen: dict[tuple, tuple] = {}
-    megatron = runnable(p.schedule) in PAIRABLE  # Megatron-LM's 1F1B and interleaved schedules
+    sched = runnable(p.schedule)  # the schedule the ranks run (looked up once: below runs per rank)
+    megatron = sched in PAIRABLE  # Megatron-LM's 1F1B and interleaved schedules
     # Megatron's forward-backward pairs add one warm-up forward (one more micro-batch in flight).
     pairs = bool(sc.ep_overlapped and megatron)
     vk = chunks_per_microbatch(p.schedule, p.vpp)  # F is a micro-batch's pass through vk of a rank's chunks
@@ -709,7 +710,7 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F:
     # time after its last backward (W) (schedules.idle_at_ends, at the pacing rank's chunk times).
     chunks = p.vpp if p.schedule == "interleaved" else 1
     warm = None  # warmup_forwards, when a rank needs it
-    split = runnable(p.schedule) in SPLIT_BACKWARD
+    split = sched in SPLIT_BACKWARD
     two_legs = p.schedule in ("dualpipe", "dualpipev")
     chunk_times = TaskTimes(F / vk, B / vk, grads_last / vk if split else 0.0)
 
@@ -736,7 +737,7 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F:
         sig = tuple(tuple(stages[s]) for s in held)
         edge_stage = min(held)  # the chunk a rank's step opens and closes with (micro-batches enter there)
         edge_layers = max(1, len(stages[edge_stage]))
-        gathers_hide, reductions_hide = idle_at_ends(runnable(p.schedule), p.pp, r, chunk_times, p2p)
+        gathers_hide, reductions_hide = idle_at_ends(sched, p.pp, r, chunk_times, p2p)
         if sig not in seen:
             pd = pe = act = act_max = 0.0
             chunk_act = []
@@ -778,15 +779,16 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F:
             # rank holds; a DualPipe micro-batch runs one of its two.)
             visit = visits_per_stage(p.schedule)
             if warm is None:
-                warm = warmup_forwards(runnable(p.schedule), p.pp, M, p.vpp, pairs)
+                warm = warmup_forwards(sched, p.pp, M, p.vpp, pairs)
             first_b = (r + warm[r]) * F / vk
             if megatron and p.pp > 1:
                 # Nor before the first micro-batch's gradient is back. The last rank runs n forward chunks before
                 # its first backward (warmup_forwards counts the steady state's first one too; all V*M of them
-                # when M = PP under interleaving, as Megatron-LM runs that case all forwards first). Its forwards come in rounds of PP micro-batches
-                # per chunk, and each round waits on the loop: micro-batch 0 leaves rank 0's chunk c, crosses
-                # the PP ranks and comes back for chunk c + 1, PP (f + p2p) later. The backward then comes back
-                # over the PP-1-r ranks after r. (Llama 3 405B: 2.1 s; the rank's own warm-up says 1.5 s.)
+                # when M = PP under interleaving, as Megatron-LM runs that case all forwards first). Its forwards
+                # come in rounds of PP micro-batches per chunk, and each round waits on the loop: micro-batch 0
+                # leaves rank 0's chunk c, crosses the PP ranks and comes back for chunk c + 1, PP (f + p2p)
+                # later. The backward then comes back over the PP-1-r ranks after r. (Llama 3 405B: 2.1 s; the
+                # rank's own warm-up says 1.5 s.)
                 f, b = F / vk, B / vk
                 n_last = warm[-1]
                 rounds, j = divmod(n_last - 1, p.pp)
@@ -803,7 +805,8 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F:
             else:  # the updated shard gathered once, behind the first forward and the fill
                 exposed += behind(t_ag, e_ag, F, edge_layers, gathers_hide)
         elif p.grad_reduce_overlap:
-            exposed = behind(t_rs, e_rs, grads_last, edge_layers, reductions_hide) + behind(t_ag, e_ag, F, edge_layers, gathers_hide)
+            exposed = (behind(t_rs, e_rs, grads_last, edge_layers, reductions_hide)
+                       + behind(t_ag, e_ag, F, edge_layers, gathers_hide))
         else:  # one collective after the pipeline drains; the next step's all-gather still overlaps
             exposed = t_rs + behind(t_ag, e_ag, F, edge_layers, gathers_hide)
         worst_exposed = max(worst_exposed, exposed)
