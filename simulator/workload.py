@@ -620,7 +620,9 @@ def _moe_ffn(bld: _Builder, gpus_per_node: int) -> tuple[float, float]:
     ep = s.ep
     E, k = m.n_routed_experts, m.experts_per_token
     local_experts = E // ep
-    bld.memory("moe.norm", "mlp", 2 * Tl * h * act2, recompute=sel or full, saves=Tl * h * act2)
+    # The pre-MLP norm feeds the router and the dispatch: it belongs to the attention side of the layer, as
+    # in Megatron-LM's ``attn`` schedule node (attention -> layernorm -> router -> dispatch preprocess).
+    bld.memory("moe.norm", "attn", 2 * Tl * h * act2, recompute=sel or full, saves=Tl * h * act2)
     bld.gemm("moe.gate", "attn", Tl, E, h, dtype="bf16", save_input=not (sel or full))
     # Routing over the FP32 affinities (Tl x E): the sigmoid reads the gate's logits and writes the
     # scores, top-k (with the balancing bias) reads them again: three passes of 4 bytes per entry.
@@ -754,6 +756,8 @@ def layer_ops(m: ModelConfig, kind: str, shape: Shape, gpus_per_node: int = 8, l
 
 # Layer units whose tokens go through the routed experts (an MoE model's MTP module has an MoE layer too).
 ROUTED_UNITS = frozenset(("moe", "mtp"))
+# Layer units that are a transformer block (attention, then an FFN or MoE); embedding and heads are not.
+LAYER_UNITS = frozenset(("dense", "moe", "mtp"))
 
 
 def model_units(m: ModelConfig) -> list[str]:

@@ -73,6 +73,7 @@ from simulator.analytic import (
     _dp_and_memory,
     dp_collectives,
     memory_shape,
+    pair_time,
     plan_warnings,
     resolve_profile,
     routing_config,
@@ -287,6 +288,7 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
 
     # Per (stage, imbalance) durations in ns, cached.
     dur_cache: dict[tuple[int, float], tuple] = {}
+    floor_cache: dict[tuple, int] = {}
 
     def durs(s: int, imb: float) -> tuple:
         key = (s, imb)
@@ -441,6 +443,14 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
         env.process(dp_stream(r, dp_q))
         deferred: list[tuple] = []
         feeding: list = []
+
+        def pair_floor(s: int, imb_f: float, s2: int, imb_b: float) -> int:
+            """ns an overlapped pair takes at least, piece by piece (:func:`simulator.analytic.pair_time`)."""
+            key = (s, imb_f, s2, imb_b)
+            hit = floor_cache.get(key)
+            if hit is None:
+                hit = floor_cache[key] = to_ns(pair_time(tt.get(s, imb_f), tt.get(s2, imb_b)))
+            return hit
 
         def pair_compute(df: tuple, db: tuple) -> int:
             """The compute of an F&B pair (forward durations ``df``, backward ``db``): overlapped, with the
@@ -599,17 +609,23 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
                     ccomp = pair_compute(df, db)
                     tc = env.now
                     fl = None
-                    fe = [tc + a2a]
+                    # The pair's pieces pace it (analytic.pair_time): its comm stream is busy until then,
+                    # and its compute done no sooner.
+                    span = max(ccomp, pair_floor(s, imb_of(s, mb), s2, imb_of(s2, mb2))) if a2a else ccomp
+                    # Where the pieces stall it, the all-to-all's last a2a ns end with the pair.
+                    c0 = tc + span - a2a if span > ccomp else tc
+                    fe = [c0 + a2a]
                     if df[10] + db[11] > 0:
                         fl = net.transfer(df[10] + db[11], (nic,), name=f"a2a FB{label}")
                         fl.callbacks.append(lambda _e, fe=fe: fe.append(env.now))
-                    to_c = env.timeout(a2a) if a2a else None
+                    to_c = env.timeout(fe[0] - tc) if a2a else None
                     lead = min(tail_ns[s2], ccomp)
                     if lead:
                         # Megatron sends both outputs before the stage's last attention weight
                         # gradients: once the rest of the compute, the all-to-all and the exposed
                         # TP/CP work are done (the latter counted before the sends: conservative).
-                        gate = [e for e in (env.timeout(ccomp - lead), to_c, fl) if e is not None]
+                        gate = [e for e in (env.timeout(span - lead), env.timeout(a2a) if a2a else None, fl)
+                                if e is not None]
                         env.process(send_pair(gate, df[8] + db[9], s, mb, s2, mb2, r))
                         sent = True
                     yield env.timeout(ccomp)
@@ -621,9 +637,9 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
                     tce = max(fe)
                     cmp_iv.append((t0, t1))
                     rec(r, "compute", f"F{label}", "FB", mb, t0, t1)
-                    if tce > tc:
-                        cm_iv.append((tc, tce))
-                        rec(r, "comm", f"a2a {label}", "FB", mb, tc, tce)
+                    if tce > c0:
+                        cm_iv.append((c0, tce))
+                        rec(r, "comm", f"a2a {label}", "FB", mb, c0, tce)
                     x = df[8] + db[9]
                     if x:
                         t3 = env.now
