@@ -23,10 +23,12 @@ split from :func:`stage_units`), summed over the units of the task's stage:
 * ``F``: compute ``F`` then all-to-all ``aF`` (+ exposed TP/CP ``xF``);
 * ``B``: compute ``B`` (+ ``W`` unless ``split_backward``) then ``aB`` + ``xB``;
 * ``W``: compute ``W``;
-* ``FB`` (DualPipe's overlapped pair, V3 Fig. 4 at chunk granularity): compute
-  ``Fr + Br + Wr`` (SMs taken by communication) on the compute stream while
-  ``aF + aB`` run on the comm stream; the pair ends when both are done, then
-  the exposed TP/CP ``xF + xB`` follow. Without EP overlap the pair is run
+* ``FB`` (an overlapped pair, DualPipe's or Megatron's): compute ``Fr + Br + Wr``
+  (SMs taken by communication) on the compute stream while ``aF + aB`` run on
+  the comm stream; the pair ends when both are done, and no sooner than its
+  pieces allow (:func:`simulator.analytic.pair_time`: a layer's dispatch and
+  combine hide only behind the piece paired with them), then the exposed TP/CP
+  ``xF + xB`` follow. Without EP overlap the pair is run
   sequentially. Under Megatron's pairs (1F1B / interleaved with ``ep_overlap``)
   the two P2P sends leave before the pair's last attention weight gradients
   (``_Times.attn_dw``), as ``schedule_chunk_1f1b`` orders them; DualPipe's
