@@ -40,6 +40,7 @@ Overlap rules:
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
@@ -63,6 +64,7 @@ from .timer import OpTimer
 from .workload import (
     BYTES,
     LAYER_UNITS,
+    MAIN_LAYERS,
     ROUTED_UNITS,
     LayerOps,
     Shape,
@@ -275,15 +277,19 @@ class Evaluator:
         self._dp_parts: dict[tuple, tuple] = {}  # dp_collectives, by plan and parameter counts
         self._splits: dict[tuple, list[list[str]]] = {}
 
-    def stage_times(self, sc: Scenario, units: tuple[str, ...], shape: Shape) -> PassTimes:
-        """Sum of a stage's unit times (hot path: stages repeat, unit kinds repeat)."""
+    def stage_times(self, sc: Scenario, units: tuple[str, ...], shape: Shape, first: int = 0) -> PassTimes:
+        """Sum of a stage's unit times (hot path: stages repeat, unit kinds repeat). ``first``: the model layer
+        index of the stage's first transformer layer, which decides which of its layers are windowed where
+        windowed and full attention alternate (gpt-oss)."""
         p = sc.plan
-        key = (units, shape, p.comm_sms, p.ep_overlap, p.schedule, p.tp_comm_overlap, sc.model, sc.cluster)
+        phase = window_phase(sc.model, first)
+        key = (units, phase, shape, p.comm_sms, p.ep_overlap, p.schedule, p.tp_comm_overlap, sc.model, sc.cluster)
         hit = self._stages.get(key)
         if hit is None:
             tot = PassTimes()
-            for kind in dict.fromkeys(units):  # in stage order: the same sum in every process (a set's order follows the hash seed)
-                tot = tot + self.unit_times(sc, kind, shape).scale(units.count(kind))
+            # In stage order: the same sum in every process (a set's order follows the hash seed).
+            for (kind, layer), n in Counter(unit_layers(sc.model, units, phase)).items():
+                tot = tot + self.unit_times(sc, kind, shape, layer).scale(n)
             hit = self._stages[key] = tot
         return hit
 
@@ -380,6 +386,39 @@ class Evaluator:
             piece["AF"], piece["MF"], piece["AB"], piece["MB"], piece["AW"], piece["MW"],
             piece["dispatchF"], piece["combineF"], piece["dispatchB"], piece["combineB"], 1.0 if layer else 0.0,
         )
+
+
+def window_phase(m, first: int) -> int:
+    """Where a stage starting at model layer ``first`` falls in the cycle of windowed and full-attention
+    layers (0 unless they alternate)."""
+    every = m.sliding_window_every if m.sliding_window else 1
+    return first % every if every > 1 else 0
+
+
+def unit_layers(m, units, phase: int = 0) -> list[tuple[str, int]]:
+    """A stage's units with the layer index each is timed at: 0 for a windowed transformer layer, 1 for a
+    full-attention one where the two alternate (``workload.attention_pairs_per_token`` windows layer i when
+    i % sliding_window_every == 0), else 0; ``phase`` as :func:`window_phase` gives it."""
+    every = m.sliding_window_every if m.sliding_window else 1
+    if every == 1:
+        return [(kind, 0) for kind in units]
+    out, i = [], phase
+    for kind in units:
+        if kind in MAIN_LAYERS:
+            out.append((kind, 0 if i % every == 0 else 1))
+            i += 1
+        else:
+            out.append((kind, 0))
+    return out
+
+
+def stage_first_layers(stages) -> list[int]:
+    """Per stage, the model layer index of its first transformer layer (stages are the model's units in order)."""
+    out, n = [], 0
+    for units in stages:
+        out.append(n)
+        n += sum(1 for kind in units if kind in MAIN_LAYERS)
+    return out
 
 
 def comm_sms_held(sc: Scenario) -> int:
@@ -558,10 +597,12 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     stages = stage_units(sc, ev, shape)
     # Stages holding the same units time the same: look each distinct one up once (Llama 3's 128 one-block
     # stages are three kinds).
-    distinct = {tuple(s_units): None for s_units in stages}
-    for units in distinct:
-        distinct[units] = ev.stage_times(sc, units, shape)
-    stage_t = [distinct[tuple(s_units)] for s_units in stages]
+    firsts = stage_first_layers(stages)
+    keys = [(tuple(s_units), window_phase(m, f)) for s_units, f in zip(stages, firsts)]
+    distinct = dict.fromkeys(keys)
+    for units, phase in distinct:
+        distinct[units, phase] = ev.stage_times(sc, units, shape, phase)
+    stage_t = [distinct[k] for k in keys]
 
     overlap = sc.ep_overlapped
     vk = chunks_per_microbatch(p.schedule, p.vpp)  # the chunks of a rank one micro-batch runs through
@@ -574,7 +615,7 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     seen: dict[tuple, tuple] = {}  # ranks holding the same layers time the same (most of them)
     for r in range(p.pp):
         held = rank_stages(p.schedule, p.pp, p.vpp, r)
-        sig = tuple(tuple(stages[s]) for s in held)
+        sig = tuple(keys[s] for s in held)
         if sig in seen:
             ranks.append((r, held) + seen[sig])
             continue
@@ -679,7 +720,7 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     work, even = tot, None
     if imbalance != 1.0:
         even_shape = Shape.of(p, t.seq_len)
-        work = sum((paired_sms(ev.stage_times(sc, tuple(stages[s]), even_shape), overlap)
+        work = sum((paired_sms(ev.stage_times(sc, tuple(stages[s]), even_shape, firsts[s]), overlap)
                     for s in rank_stages(p.schedule, p.pp, p.vpp, r_star[0])), PassTimes())
         work = work.scale(visits_per_stage(p.schedule))
         even = rank_work(counted, work, 0.0, 0.0, 0.0, 0.0)[1]  # its compute only

@@ -758,6 +758,8 @@ def layer_ops(m: ModelConfig, kind: str, shape: Shape, gpus_per_node: int = 8, l
 ROUTED_UNITS = frozenset(("moe", "mtp"))
 # Layer units that are a transformer block (attention, then an FFN or MoE); embedding and heads are not.
 LAYER_UNITS = frozenset(("dense", "moe", "mtp"))
+# The main model's layers, numbered 0 .. layers-1 in model order (the MTP modules come after the head).
+MAIN_LAYERS = frozenset(("dense", "moe"))
 
 
 def model_units(m: ModelConfig) -> list[str]:

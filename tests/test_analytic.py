@@ -363,3 +363,26 @@ def test_predict_says_when_a_one_phase_run_lifts_its_batch_ramp(capsys):
     err = capsys.readouterr().err
     assert "[pre-training] batch ramp lifted" in err and "4,096 sequences" in err
 
+
+
+def test_alternating_windowed_layers_are_timed_layer_by_layer():
+    """gpt-oss windows every other layer: a stage's windowed and full-attention layers are timed as such,
+    wherever the stage starts (the analytic engine timed every layer as the first one, windowed, until
+    session 24), and the DES agrees rank by rank."""
+    from simulator.des.engine import predict_des
+
+    base = ["model.sliding_window=512", "plan.pp=4", "plan.dp=0"]
+    every = {k: predict_analytic(load_scenario("llama2-7b", base + [f"model.sliding_window_every={k}"]))
+             for k in (1, 2, 64)}  # all windowed, every other layer, only layer 0 of 32
+    none = predict_analytic(load_scenario("llama2-7b", ["plan.pp=4", "plan.dp=0"]))
+    f = {k: [st.F for st in p.stages] for k, p in every.items()}
+    full = [st.F for st in none.stages]
+    assert f[1][0] < f[64][0] < full[0]  # rank 0 holds layer 0
+    assert f[64][1:] == pytest.approx(full[1:], rel=1e-12)
+    # 8 layers a rank, 4 of them windowed whatever rank: half of each.
+    assert f[2] == pytest.approx([(a + b) / 2 for a, b in zip(f[1], full)], rel=1e-9)
+    sc = load_scenario("llama2-7b", base + ["model.sliding_window_every=3"])  # ranks start at 0, 8, 16, 24
+    a, d = predict_analytic(sc), predict_des(sc, record_timeline=False)
+    f3 = [st.F for st in a.stages]
+    assert f3[1] < f3[2]  # layers 8-15 hold three windowed layers (9, 12, 15), 16-23 two (18, 21)
+    assert [st.F for st in d.stages] == pytest.approx(f3, rel=1e-6)  # the DES keeps integer ns

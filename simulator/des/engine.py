@@ -79,7 +79,10 @@ from simulator.analytic import (
     plan_warnings,
     resolve_profile,
     routing_config,
+    stage_first_layers,
     stage_units,
+    unit_layers,
+    window_phase,
 )
 from simulator.breakdown import step_parts
 from simulator.comm import all_to_all_row
@@ -156,6 +159,8 @@ class _Times:
     def __init__(self, sc: Scenario, ev: Evaluator, stages: list[list[str]], override: PassTimes | None):
         self.sc, self.ev, self.stages, self.override = sc, ev, stages, override
         self.cache: dict[tuple[int, float], PassTimes] = {}
+        m = sc.model
+        self.layers = [unit_layers(m, units, window_phase(m, f)) for units, f in zip(stages, stage_first_layers(stages))]
 
     def get(self, s: int, imb: float = 1.0) -> PassTimes:
         key = (s, imb)
@@ -167,8 +172,8 @@ class _Times:
         else:
             shape = Shape.of(self.sc.plan, self.sc.training.seq_len, imb)
             tot = PassTimes()
-            for kind in self.stages[s]:
-                tot = tot + self.ev.unit_times(self.sc, kind, shape)
+            for kind, layer in self.layers[s]:
+                tot = tot + self.ev.unit_times(self.sc, kind, shape, layer)
         self.cache[key] = tot
         return tot
 
