@@ -635,7 +635,7 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
             pair = pair_time(tot, tot, 2 * p2p if dual else 0.0)
             FB = pair + tot.xF + tot.xB
             busy_per_mb = FB
-            hidden = pair_comm - (pair - pair_compute)
+            hidden = max(0.0, pair_comm - (pair - pair_compute))
             exposed_mb = tot.xF + tot.xB + pair - pair_compute
         else:
             FB = F + B
