@@ -45,6 +45,7 @@ RECOMPUTE = api.PLAN_CHOICES["recompute"]
 DISPATCHERS = api.PLAN_CHOICES["dispatcher"]
 EP_OVERLAPS = api.PLAN_CHOICES["ep_overlap"]
 LOSS_KERNELS = api.PLAN_CHOICES["loss_kernel"]
+CP_COMMS = api.PLAN_CHOICES["cp_comm"]
 ATTENTION_KERNELS = api.PLAN_CHOICES["attention_kernel"]
 KIND_COLOURS = {"F": "#4C78A8", "B": "#F58518", "W": "#54A24B", "FB": "#B279A2", "comm": "#9D9D9D"}
 
@@ -271,6 +272,12 @@ def plan_controls() -> tuple[str, tuple[str, ...]]:
                   "(FlashAttention-2's rates; the DeepSeek presets pick it: their runs' kernels were built on FA2) "
                   "or unfused (the score matrix in HBM; not for MLA or NSA)")
         add("plan.attention_kernel", attn or p["attention_kernel"], p["attention_kernel"])
+        cpc = _w(st.segmented_control, "CP K/V exchange", k + "cpc", p["cp_comm"], options=CP_COMMS,
+                 required=True, help="plan.cp_comm: ring (each GPU passes its K/V chunk on while it attends to "
+                 "the one it holds: only what outlasts that attention shows) or allgather (K and V gathered "
+                 "before attention, their gradients reduce-scattered after, all of it exposed: Llama 3's "
+                 "choice, for document masks); CP > 1 only")
+        add("plan.cp_comm", cpc or p["cp_comm"], p["cp_comm"])
     with sb.expander("Run & price", expanded=True):
         col1, col2 = st.columns(2)
         price = _w(col1.number_input, "$ / GPU-hour", k + "usd", float(cost["usd_per_gpu_hour"]), min_value=0.0,

@@ -283,7 +283,8 @@ class Evaluator:
         windowed and full attention alternate (gpt-oss)."""
         p = sc.plan
         phase = window_phase(sc.model, first)
-        key = (units, phase, shape, p.comm_sms, p.ep_overlap, p.schedule, p.tp_comm_overlap, sc.model, sc.cluster)
+        key = (units, phase, shape, p.comm_sms, p.ep_overlap, p.schedule, p.tp_comm_overlap, p.cp_comm, sc.model,
+               sc.cluster)
         hit = self._stages.get(key)
         if hit is None:
             tot = PassTimes()
@@ -312,7 +313,7 @@ class Evaluator:
     def unit_times(self, sc: Scenario, kind: str, shape: Shape, layer: int = 0) -> PassTimes:
         p = sc.plan
         comm_sms = comm_sms_held(sc)
-        key = (sc.model, kind, shape, layer, comm_sms, p.tp_comm_overlap, p.ep, sc.cluster)
+        key = (sc.model, kind, shape, layer, comm_sms, p.tp_comm_overlap, p.cp_comm, p.ep, sc.cluster)
         hit = self._units.get(key)
         if hit is not None:
             return hit
@@ -375,7 +376,7 @@ class Evaluator:
                     tail += dt / op.splits if op.splits > 1 else 0.0  # last chunk after the last GEMM chunk
             cp_t = sum(self.comm.op_time(op, p.ep, p.tp, p.cp) for op in ops if op.comm == "cp")
             tp_exposed = tail + max(0.0, tp_t - tail - gemm[ph]) if p.tp_comm_overlap else tp_t
-            exposed[ph] = tp_exposed + max(0.0, cp_t - attn[ph])
+            exposed[ph] = tp_exposed + (cp_t if p.cp_comm == "allgather" else max(0.0, cp_t - attn[ph]))
         layer = lo.kind in LAYER_UNITS
         if not layer:
             piece = dict.fromkeys(piece, 0.0)  # embedding, head: their compute adds to a pair whole

@@ -16,7 +16,17 @@ from typing import Any
 
 from .analytic import Prediction, predict_analytic
 from .breakdown import PARTS as STEP_PARTS
-from .config import ATTENTION_KERNELS, DISPATCHERS, EP_OVERLAPS, LOSS_KERNELS, RECOMPUTE, SCHEDULES, Scenario, to_dict
+from .config import (
+    ATTENTION_KERNELS,
+    CP_COMMS,
+    DISPATCHERS,
+    EP_OVERLAPS,
+    LOSS_KERNELS,
+    RECOMPUTE,
+    SCHEDULES,
+    Scenario,
+    to_dict,
+)
 from .lifecycle_text import plan_text
 from .profile import Profile, list_profiles, load_profile
 from .scenario import list_clusters, list_models, list_scenarios, load_scenario, scenario_from_dict
@@ -34,7 +44,7 @@ __all__ = [
 # offer them as choices.
 PLAN_CHOICES: dict[str, tuple[str, ...]] = {
     "schedule": SCHEDULES, "recompute": RECOMPUTE, "dispatcher": DISPATCHERS, "ep_overlap": EP_OVERLAPS,
-    "loss_kernel": LOSS_KERNELS, "attention_kernel": ATTENTION_KERNELS,
+    "loss_kernel": LOSS_KERNELS, "attention_kernel": ATTENTION_KERNELS, "cp_comm": CP_COMMS,
 }
 
 

@@ -29,6 +29,7 @@ FP8_RECIPES = ("blockwise", "tensorwise", "delayed")
 RECOMPUTE = ("none", "selective", "full")
 ATTENTION_KERNELS = ("flash", "cudnn", "fa2", "unfused")
 LOSS_KERNELS = ("fused", "unfused")
+CP_COMMS = ("ring", "allgather")
 ROUTING = ("balanced", "zipf", "histogram")
 DISPATCHERS = ("deepep", "alltoall")
 EP_OVERLAPS = ("auto", "on", "off")
@@ -344,6 +345,12 @@ class PlanConfig:
     # unfused (Megatron-Core's VocabParallelCrossEntropy: FP32 upcast, max, subtract, exp, sum and
     # divide as separate kernels, the FP32 softmax saved; backward multiplies it and casts to BF16).
     loss_kernel: str = "fused"
+    # How context parallelism gathers K and V. ring: each GPU passes its chunk around the ring while the
+    # attention on the chunk it holds runs (ring attention; Transformer Engine's p2p), so only what outlasts
+    # that attention shows. allgather: all K and V are gathered before the attention and the gradients
+    # reduce-scattered after it, on the critical path ("the all-gather communication latency is exposed in
+    # the critical path", Llama 3 sec 3.3.2). Both move the same bytes.
+    cp_comm: str = "ring"
     routing: str = "balanced"
     zipf_s: float = 1.0
     expert_histogram: tuple[float, ...] = ()
@@ -367,6 +374,7 @@ class PlanConfig:
         _choice("plan.grad_dtype", self.grad_dtype, ("fp32", "bf16", "fp16"))
         _choice("plan.attention_kernel", self.attention_kernel, ATTENTION_KERNELS)
         _choice("plan.loss_kernel", self.loss_kernel, LOSS_KERNELS)
+        _choice("plan.cp_comm", self.cp_comm, CP_COMMS)
         if self.ep_overlap == "on" and self.schedule not in ("dualpipe", "dualpipev"):
             # Megatron-LM's batch-level overlap pairs the 1F1B steady state (TransformerConfig checks).
             if self.schedule == "zb1p":

@@ -220,6 +220,7 @@ def row_to_raw(row: dict) -> tuple[dict, list[str]]:
         "ep_overlap": "on" if "all-to-all overlap on" in notes else "auto",
         # Megatron's default cuts equal layer counts; rows whose notes describe another split are balanced.
         "layer_split": "balanced" if ("split counts embedding" in notes or "one layer fewer" in notes) else "uniform",
+        "cp_comm": "allgather" if "all-gather based CP" in notes else "ring",
     }
     if g("fp8_recipe"):
         plan["fp8_recipe"] = g("fp8_recipe")

@@ -535,3 +535,16 @@ def test_search_space_defaults_hold_the_sidebar_plan():
     mb = next(w for w in at.multiselect if w.label.startswith("Micro-batch"))
     own = api.load(SMALL).plan.micro_batch
     assert own in mb.value and str(own) in mb.options
+
+
+def test_cp_exchange_control_emits_an_override_that_exposes_the_gather():
+    at = _app(SMALL)
+    at.number_input(key=KS + "cp").set_value(2).run()
+    _ok(at)
+    ring = _gpu_hours(at)
+    at.segmented_control(key=KS + "cpc").set_value("allgather").run()
+    _ok(at)
+    name, ov = at.session_state["current_plan"]
+    assert "plan.cp_comm=allgather" in ov
+    assert api.load(name, list(ov)).plan.cp_comm == "allgather"
+    assert _gpu_hours(at) > ring  # the K/V gather no longer hides behind attention
