@@ -182,6 +182,11 @@ def plan_controls() -> tuple[str, tuple[str, ...]]:
         elif value != preset:
             ov.append(f"{field}={value}")
 
+    def choose(label: str, key: str, field: str, options, help: str) -> None:
+        """A segmented control over one categorical plan field, and its override where it leaves the preset."""
+        value = _w(st.segmented_control, label, k + key, p[field], options=options, required=True, help=help)
+        add(f"plan.{field}", value or p[field], p[field])
+
     sb.caption(f"Model **{base['model']}** on cluster **{c['name']}** ({c['gpu']['name']}, "
                f"{c['gpu']['hbm_gib']:.0f} GiB HBM)")
     with sb.expander("Cluster", expanded=True):
@@ -224,10 +229,8 @@ def plan_controls() -> tuple[str, tuple[str, ...]]:
         vpp = _w(col2.number_input, "VPP", k + "vpp", int(p["vpp"]), min_value=1, max_value=16,
                  help="plan.vpp: virtual stages per rank (interleaved)")
         add("plan.vpp", int(vpp), int(p["vpp"]))
-        rc = _w(st.segmented_control, "Recompute", k + "rc", p["recompute"], options=RECOMPUTE, required=True,
-                help="plan.recompute: activations recomputed in the backward pass instead of kept")
-        rc = rc or p["recompute"]
-        add("plan.recompute", rc, p["recompute"])
+        choose("Recompute", "rc", "recompute", RECOMPUTE,
+               "plan.recompute: activations recomputed in the backward pass instead of kept")
     with sb.expander("Kernels & routing", expanded=True):
         fp8 = _w(st.toggle, "FP8 training", k + "fp8", p["precision"] == "fp8",
                         help="plan.precision fp8 (on) or bf16 (off)")
@@ -243,41 +246,35 @@ def plan_controls() -> tuple[str, tuple[str, ...]]:
             ov += ["plan.routing=zipf", f"plan.zipf_s={_fmt(round(z, 3))}"]
         elif z == 0 and p["routing"] == "zipf":
             ov.append("plan.routing=balanced")
-        disp = _w(st.segmented_control, "MoE dispatcher", k + "disp", p["dispatcher"], options=DISPATCHERS,
-                  required=True, help="plan.dispatcher: deepep (DeepEP kernels, FP8 dispatch, a token sent once "
-                  "per remote node and GPU) or alltoall (Megatron-Core: one BF16 row per token-expert pair over "
-                  "one NCCL all-to-all, sorted by local expert); MoE with EP > 1 only")
-        add("plan.dispatcher", disp or p["dispatcher"], p["dispatcher"])
-        epo = _w(st.segmented_control, "All-to-all overlap", k + "epo", p["ep_overlap"], options=EP_OVERLAPS,
-                 required=True, help="plan.ep_overlap: hide the MoE all-to-all of one micro-batch behind the "
-                 "compute of another. auto: under DualPipe/DualPipeV only; on: also Megatron-LM's "
-                 "forward-backward pairs of an interleaved schedule (one more warm-up micro-batch; the warm-up "
-                 "and drain chunks still expose theirs); off: always exposed")
-        add("plan.ep_overlap", epo or p["ep_overlap"], p["ep_overlap"])
+        choose("MoE dispatcher", "disp", "dispatcher", DISPATCHERS,
+               "plan.dispatcher: deepep (DeepEP kernels, FP8 dispatch, a token sent once per remote node and GPU) "
+               "or alltoall (Megatron-Core: one BF16 row per token-expert pair over one NCCL all-to-all, sorted by "
+               "local expert); MoE with EP > 1 only")
+        choose("All-to-all overlap", "epo", "ep_overlap", EP_OVERLAPS,
+               "plan.ep_overlap: hide the MoE all-to-all of one micro-batch behind the compute of another. auto: "
+               "under DualPipe/DualPipeV only; on: also Megatron-LM's forward-backward pairs of an interleaved "
+               "schedule (one more warm-up micro-batch; the warm-up and drain chunks still expose theirs); off: "
+               "always exposed")
         tpo = _w(st.toggle, "TP communication overlap", k + "tpo", bool(p["tp_comm_overlap"]),
                  help="plan.tp_comm_overlap: Transformer Engine's userbuffers hide the TP all-gathers and "
                       "reduce-scatters behind GEMMs that run in chunks or beside 16 SMs of communication "
                       "(needs sequence parallelism; TP > 1 only)")
         if bool(tpo) != bool(p["tp_comm_overlap"]):
             ov.append(f"plan.tp_comm_overlap={'true' if tpo else 'false'}")
-        loss = _w(st.segmented_control, "Loss kernel", k + "loss", p["loss_kernel"], options=LOSS_KERNELS,
-                  required=True, help="plan.loss_kernel: fused (Transformer Engine's cross-entropy: two reads of "
-                  "the BF16 logits and an in-place gradient) or unfused (Megatron's op-by-op FP32 loss); it "
-                  "runs on the stage with the output head, which often paces the pipeline")
-        add("plan.loss_kernel", loss or p["loss_kernel"], p["loss_kernel"])
-        attn = _w(st.segmented_control, "Attention kernel", k + "attn", p["attention_kernel"],
-                  options=ATTENTION_KERNELS, required=True,
-                  help="plan.attention_kernel: flash (the profile's default fused rows, FlashAttention-3 on "
-                  "Hopper), cudnn (cuDNN's fused attention, Transformer Engine's choice on Hopper), fa2 "
-                  "(FlashAttention-2's rates; the DeepSeek presets pick it: their runs' kernels were built on FA2) "
-                  "or unfused (the score matrix in HBM; not for MLA or NSA)")
-        add("plan.attention_kernel", attn or p["attention_kernel"], p["attention_kernel"])
-        cpc = _w(st.segmented_control, "CP K/V exchange", k + "cpc", p["cp_comm"], options=CP_COMMS,
-                 required=True, help="plan.cp_comm: ring (each GPU passes its K/V chunk on while it attends to "
-                 "the one it holds: only what outlasts that attention shows) or allgather (K and V gathered "
-                 "before attention, their gradients reduce-scattered after, all of it exposed: Llama 3's "
-                 "choice, for document masks); CP > 1 only")
-        add("plan.cp_comm", cpc or p["cp_comm"], p["cp_comm"])
+        choose("Loss kernel", "loss", "loss_kernel", LOSS_KERNELS,
+               "plan.loss_kernel: fused (Transformer Engine's cross-entropy: two reads of the BF16 logits and an "
+               "in-place gradient) or unfused (Megatron's op-by-op FP32 loss); it runs on the stage with the "
+               "output head, which often paces the pipeline")
+        choose("Attention kernel", "attn", "attention_kernel", ATTENTION_KERNELS,
+               "plan.attention_kernel: flash (the profile's default fused rows, FlashAttention-3 on Hopper), cudnn "
+               "(cuDNN's fused attention, Transformer Engine's choice on Hopper), fa2 (FlashAttention-2's rates; "
+               "the DeepSeek presets pick it: their runs' kernels were built on FA2) or unfused (the score matrix "
+               "in HBM; not for MLA or NSA)")
+        choose("CP K/V exchange", "cpc", "cp_comm", CP_COMMS,
+               "plan.cp_comm: ring (each GPU passes its K/V chunk on while it attends to the one it holds: only "
+               "what outlasts that attention shows) or allgather (K and V gathered before attention, their "
+               "gradients reduce-scattered after, all of it exposed: Llama 3's choice, for document masks); "
+               "CP > 1 only")
     with sb.expander("Run & price", expanded=True):
         col1, col2 = st.columns(2)
         price = _w(col1.number_input, "$ / GPU-hour", k + "usd", float(cost["usd_per_gpu_hour"]), min_value=0.0,

@@ -100,11 +100,11 @@ class PassTimes:
     gemm: float = 0.0  # part of F+B+W in dense GEMMs
     grouped_gemm: float = 0.0  # part of F+B+W in the routed experts' grouped GEMMs
     attention: float = 0.0  # part of F+B+W in core attention
-    # The four pieces of the layers that have an all-to-all, as an overlapped pair runs them (see
-    # :func:`pair_time`): compute with the communication SMs taken, on the attention side (``A``: attention,
-    # norms, router, permutation) and the expert side (``M``: routed and shared experts), and the
-    # all-to-all of each block: dispatch (``D``) and combine (``C``), forward (``f``) and backward (``b``).
-    # The backward's ``Cb`` is the combine's mirror, the first comm a backward chunk runs.
+    # The transformer layers' pieces, as an overlapped pair runs them (see :func:`pair_time`): compute with
+    # the communication SMs taken, on the attention side (``A``: attention, norms, router, permutation) and
+    # the FFN side (``M``: the dense FFN, or the routed and shared experts), and the all-to-all of each MoE
+    # block: dispatch (``D``) and combine (``C``), forward (``f``) and backward (``b``). The backward's ``Cb``
+    # is the combine's mirror, the first comm a backward chunk runs. Embedding and head have no pieces.
     pAf: float = 0.0
     pMf: float = 0.0
     pAb: float = 0.0  # backward for input
@@ -389,18 +389,22 @@ class Evaluator:
         )
 
 
+def _window_cycle(m) -> int:
+    """Layers in one cycle of windowed and full attention (1: all alike)."""
+    return m.sliding_window_every if m.sliding_window else 1
+
+
 def window_phase(m, first: int) -> int:
     """Where a stage starting at model layer ``first`` falls in the cycle of windowed and full-attention
-    layers (0 unless they alternate)."""
-    every = m.sliding_window_every if m.sliding_window else 1
-    return first % every if every > 1 else 0
+    layers."""
+    return first % _window_cycle(m)
 
 
 def unit_layers(m, units, phase: int = 0) -> list[tuple[str, int]]:
     """A stage's units with the layer index each is timed at: 0 for a windowed transformer layer, 1 for a
     full-attention one where the two alternate (``workload.attention_pairs_per_token`` windows layer i when
     i % sliding_window_every == 0), else 0; ``phase`` as :func:`window_phase` gives it."""
-    every = m.sliding_window_every if m.sliding_window else 1
+    every = _window_cycle(m)
     if every == 1:
         return [(kind, 0) for kind in units]
     out, i = [], phase
