@@ -168,15 +168,18 @@ def _deepgemm_rows(dg: dict, cutlass36: bool) -> tuple[list[dict], list[dict]]:
                 f"DeepGEMM {table} TFLOPS {r['TFLOPS']} / printed speedup {r['speedup']} over the internal "
                 f"CUTLASS 3.6 kernel, {src}")
 
+    # Both kernels scale FP8 operands in DeepSeek's fine-grained tiles (DeepGEMM README: "FP8 GEMMs with
+    # fine-grained scaling"; V3 sec 3.3.2), the tag a calibrated row carries for the same scheme.
+    scaling = "blockwise-1x128/128x128"
     gemm, grouped = [], []
     for r in dg["normal_gemm_2025_03_25"]:
         tflops, source = rate(r, "normal GEMM")
-        gemm.append({"dtype": "fp8", "m": r["M"], "n": r["N"], "k": r["K"], "tflops": tflops,
+        gemm.append({"dtype": "fp8", "m": r["M"], "n": r["N"], "k": r["K"], "tflops": tflops, "fp8_scaling": scaling,
                      "source": f"{source} ({KL} deepgemm.normal_gemm_2025_03_25)"})
     for r in dg["grouped_contiguous_2025_03_25"]:
         tflops, source = rate(r, "grouped contiguous")
         grouped.append({"dtype": "fp8", "groups": r["groups"], "m_per_group": r["M_per_group"], "n": r["N"],
-                        "k": r["K"], "tflops": tflops, "source": source})
+                        "k": r["K"], "tflops": tflops, "fp8_scaling": scaling, "source": source})
     return gemm, grouped
 
 

@@ -47,6 +47,7 @@ EP_OVERLAPS = api.PLAN_CHOICES["ep_overlap"]
 LOSS_KERNELS = api.PLAN_CHOICES["loss_kernel"]
 CP_COMMS = api.PLAN_CHOICES["cp_comm"]
 ATTENTION_KERNELS = api.PLAN_CHOICES["attention_kernel"]
+FP8_RECIPES = api.PLAN_CHOICES["fp8_recipe"]
 KIND_COLOURS = {"F": "#4C78A8", "B": "#F58518", "W": "#54A24B", "FB": "#B279A2", "comm": "#9D9D9D"}
 
 
@@ -236,6 +237,11 @@ def plan_controls() -> tuple[str, tuple[str, ...]]:
                         help="plan.precision fp8 (on) or bf16 (off)")
         prec = "fp8" if fp8 else ("bf16" if p["precision"] == "fp8" else p["precision"])
         add("plan.precision", prec, p["precision"])
+        choose("FP8 scaling", "f8r", "fp8_recipe", FP8_RECIPES,
+               "plan.fp8_recipe: blockwise (DeepSeek-V3: 1x128 activation tiles, 128x128 weight blocks, the "
+               "transposed copies re-quantized for the weight gradient), tensorwise (Transformer Engine's current "
+               "scaling: an amax pass, then one cast writing both copies) or delayed (TE's delayed scaling: the one "
+               "cast alone); FP8 training only")
         sms = _w(st.slider, "SMs for communication", k + "sms", int(p["comm_sms"]), min_value=0,
                  max_value=int(c["gpu"]["sms"]) // 2, help="plan.comm_sms: SMs given to all-to-all kernels")
         add("plan.comm_sms", int(sms), int(p["comm_sms"]))

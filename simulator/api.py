@@ -21,6 +21,7 @@ from .config import (
     CP_COMMS,
     DISPATCHERS,
     EP_OVERLAPS,
+    FP8_RECIPES,
     LOSS_KERNELS,
     RECOMPUTE,
     SCHEDULES,
@@ -45,6 +46,7 @@ __all__ = [
 PLAN_CHOICES: dict[str, tuple[str, ...]] = {
     "schedule": SCHEDULES, "recompute": RECOMPUTE, "dispatcher": DISPATCHERS, "ep_overlap": EP_OVERLAPS,
     "loss_kernel": LOSS_KERNELS, "attention_kernel": ATTENTION_KERNELS, "cp_comm": CP_COMMS,
+    "fp8_recipe": FP8_RECIPES,
 }
 
 

@@ -313,6 +313,8 @@ class PlanConfig:
     zero: int = 1
     recompute: str = "none"
     precision: str = "bf16"
+    # How FP8 GEMM inputs are scaled and cast (workload._Builder.quantize): blockwise (DeepSeek-V3's 1x128 /
+    # 128x128 tiles), tensorwise (Transformer Engine's current scaling) or delayed (TE's delayed scaling).
     fp8_recipe: str = "blockwise"
     sp: bool = False
     comm_sms: int = 20  # SMs given to all-to-all kernels (DeepSeek-V3: 20 of 132)

@@ -429,6 +429,11 @@ class Profile:
         self._cache[key] = res
         return res
 
+    def fp8_scalings(self, table: str) -> frozenset[str]:
+        """The FP8 scalings the ``table``'s fp8 rows were measured with, as their ``fp8_scaling`` says
+        ("tensorwise", "blockwise-1x128/128x128"; "" for a row that does not say)."""
+        return frozenset(str(r.get("fp8_scaling", "")) for r in self.tables.get(table, []) if r.get("dtype") == "fp8")
+
     def gemm_tflops(self, dtype: str, m: float, n: float, k: float) -> Lookup:
         return self._scattered("gemm", {"dtype": dtype}, ("m", "n", "k"), (m, n, k), "tflops")
 

@@ -106,6 +106,8 @@ class OpTimer:
                 self._warn(f"derived:attention:{direction}:{op.library}", f"causal attention {direction}: {res.detail}")
         else:
             return peak
+        if op.scaling and res.status != "roofline":
+            self._note_scaling(table, op.scaling)
         if res.status == "roofline" or res.value is None:
             self._warn(f"roofline:{op.kind}:{dt}", f"profile {p.name} has no {op.kind} {dt} rows: datasheet peak used (roofline)")
             return peak
@@ -114,6 +116,17 @@ class OpTimer:
         if self._burst:
             self._note_burst(table, dt)
         return min(res.value, peak) * self._sustained(dt)
+
+    def _note_scaling(self, table: str, scaling: str) -> None:
+        """Say when no FP8 row of ``table`` was measured with the plan's scaling: a per-tensor-scaled GEMM
+        (cuBLAS) and a blockwise one (DeepGEMM's, or cuBLAS's block-scaled kernels) are different kernels,
+        and the rows answer for whichever the profile holds."""
+        tags = self.profile.fp8_scalings(table)
+        if any(t.startswith(scaling) for t in tags):
+            return
+        have = ", ".join(sorted(t or "unstated" for t in tags))
+        self._warn(f"scaling:{table}:{scaling}", f"{table} fp8 rows measured with {have} scaling price the plan's "
+                                                 f"{scaling} FP8 GEMMs (plan.fp8_recipe)")
 
     def _note_burst(self, table: str, dtype: str) -> None:
         """Say when a rate came from a table timed in bursts: corrected to the sustained clock, or not."""

@@ -61,6 +61,9 @@ class Op:
     # whose last one no GEMM hides.
     splits: int = 1
     sm_margin: int = 0
+    # FP8 GEMMs: how their operands are scaled, "blockwise" (1x128 / 128x128 tiles) or "tensorwise" (one
+    # scale per tensor, however it was chosen); the timer says when the profile measured another.
+    scaling: str = ""
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,7 @@ class Shape:
     tp_overlap: bool = False  # TE userbuffers TP overlap (needs sequence parallelism)
     loss_kernel: str = "fused"
     redundant: int = 0  # EPLB-style replicas over the EP group (their weights live on the GPUs too)
+    fp8_recipe: str = "blockwise"  # how FP8 GEMM inputs are scaled and cast (see _Builder.quantize)
 
     @staticmethod
     def of(plan: PlanConfig, seq: int, imbalance: float = 1.0) -> "Shape":
@@ -117,6 +121,8 @@ class Shape:
             tp_overlap=plan.tp_comm_overlap and plan.sp and plan.tp > 1,
             loss_kernel=plan.loss_kernel,
             redundant=plan.redundant_experts,
+            # Only FP8 GEMMs read the recipe: other precisions share one cache entry whatever it says.
+            fp8_recipe=plan.fp8_recipe if plan.precision == "fp8" else "blockwise",
         )
 
 
@@ -273,7 +279,7 @@ class _Builder:
             # m/splits rows, each re-reading the whole weight, and beside SMs held by communication.
             splits, margin = gemm_execution(name, pass_, self.s.tp) if self.s.tp_overlap else (1, 0)
             return Op(name + suffix, "gemm", phase, block, flops, nbytes + (splits - 1) * b * k * n, dt, *mnk,
-                      recompute=rec, splits=splits, sm_margin=margin)
+                      recompute=rec, splits=splits, sm_margin=margin, scaling=self.scaling(dt))
 
         self.F.append(op("", "F", "fprop", io, (m, n, k)))
         self.B.append(op(".dgrad", "B", "dgrad", io, (m, k, n)))
@@ -285,12 +291,7 @@ class _Builder:
         if recompute:
             self.B.append(op(".recompute", "B", "fprop", io, (m, n, k), rec=True))
         if dt == "fp8":
-            # Fine-grained FP8: quantize the input (1x128 tiles) for Fprop, the output grad for Dgrad,
-            # and transposed copies of both for Wgrad (V3 sec 3.3). Read bf16, write fp8 (+scales).
-            q = (2 + 1 + FP8_SCALE_OVERHEAD)
-            self.F.append(Op(name + ".quant", "memory", "F", block, 0, m * k * q, "bf16"))
-            self.B.append(Op(name + ".dgrad.quant", "memory", "B", block, 0, m * n * q, "bf16"))
-            self.W.append(Op(name + ".wgrad.quant_t", "memory", "W", block, 0, (m * k + m * n) * q, "bf16"))
+            self.quantize(name, block, m * k, m * n)
         if save_input:
             if gathered and self.s.sp:  # Shape.sp implies tp > 1
                 m = m / self.s.tp
@@ -303,19 +304,58 @@ class _Builder:
         mt = groups * m_per_group
         flops = 2.0 * mt * n * k
         io = b * (mt * k + groups * k * n) + BYTES["bf16"] * mt * n
-        self.F.append(Op(name, "grouped_gemm", "F", block, flops, io, dt, m_per_group, n, k, groups))
-        self.B.append(Op(name + ".dgrad", "grouped_gemm", "B", block, flops, io, dt, m_per_group, k, n, groups))
+        sc = self.scaling(dt)
+        self.F.append(Op(name, "grouped_gemm", "F", block, flops, io, dt, m_per_group, n, k, groups, scaling=sc))
+        self.B.append(Op(name + ".dgrad", "grouped_gemm", "B", block, flops, io, dt, m_per_group, k, n, groups,
+                         scaling=sc))
         if self.s.recompute == "full":
             self.B.append(Op(name + ".recompute", "grouped_gemm", "B", block, flops, io, dt, m_per_group, n, k, groups,
-                             recompute=True))
-        self.W.append(Op(name + ".wgrad", "grouped_gemm", "W", block, flops, io, dt, k, n, m_per_group, groups))
+                             recompute=True, scaling=sc))
+        self.W.append(Op(name + ".wgrad", "grouped_gemm", "W", block, flops, io, dt, k, n, m_per_group, groups,
+                         scaling=sc))
         if dt == "fp8":
-            q = 2 + 1 + FP8_SCALE_OVERHEAD
-            self.F.append(Op(name + ".quant", "memory", "F", block, 0, mt * k * q, "bf16"))
-            self.B.append(Op(name + ".dgrad.quant", "memory", "B", block, 0, mt * n * q, "bf16"))
-            self.W.append(Op(name + ".wgrad.quant_t", "memory", "W", block, 0, (mt * k + mt * n) * q, "bf16"))
+            self.quantize(name, block, mt * k, mt * n)
         if save_input:
             self.act += mt * k * self.cached_bytes(dt)
+
+    def scaling(self, dt: str) -> str:
+        """How an FP8 GEMM's operands are scaled under the plan's recipe ("" for other dtypes): the per-tensor
+        recipes differ in how they choose the scale, not in the GEMM kernel."""
+        if dt != "fp8":
+            return ""
+        return "blockwise" if self.s.fp8_recipe == "blockwise" else "tensorwise"
+
+    def quantize(self, name: str, block: str, x: float, dy: float) -> None:
+        """The casts that feed one FP8 GEMM of ``x`` input and ``dy`` output-gradient elements (BF16 in).
+
+        Hopper's FP8 tensor cores take only the TN layout, so Wgrad (x^T dy) needs transposed FP8 copies
+        of both tensors besides the row-wise ones Fprop and Dgrad read. How they are made depends on
+        ``plan.fp8_recipe``:
+
+        - ``blockwise``, DeepSeek-V3's workflow: the input is quantized in 1x128 tiles for Fprop and the
+          output gradient for Dgrad; for Wgrad both are "read out, dequantized, transposed, re-quantized
+          into 128x1 tiles" (V3 sec 3.5.2, sec 3.3). Each pass reads BF16 and writes FP8 and its scales.
+        - ``delayed`` (Transformer Engine's DelayedScaling): one kernel per tensor writes the row-wise and
+          the transposed copy from a scale fixed in advance, and records the amax for later steps on the
+          way (TE's Float8Quantizer: one ``nvte_quantize_v2`` with both usages): read 2, write 1 + 1.
+        - ``tensorwise`` (TE's Float8CurrentScaling): the scale comes from the tensor itself, so a
+          first kernel reads it for its amax (``nvte_compute_amax``) before the same cast
+          (transformer_engine/pytorch/csrc/quantizer.cpp, Float8CurrentScalingQuantizer::quantize_impl).
+
+        The per-tensor recipes make both copies in the pass that makes the tensor (forward, backward), so
+        nothing is cast in W. Weights are cast once a step (TE caches them over the micro-batches): not
+        counted here."""
+        if self.s.fp8_recipe == "blockwise":
+            q = 2 + 1 + FP8_SCALE_OVERHEAD
+            self.F.append(Op(name + ".quant", "memory", "F", block, 0, x * q, "bf16"))
+            self.B.append(Op(name + ".dgrad.quant", "memory", "B", block, 0, dy * q, "bf16"))
+            self.W.append(Op(name + ".wgrad.quant_t", "memory", "W", block, 0, (x + dy) * q, "bf16"))
+            return
+        for phase, prefix, n in (("F", name, x), ("B", name + ".dgrad", dy)):
+            ops = self.F if phase == "F" else self.B
+            if self.s.fp8_recipe == "tensorwise":
+                ops.append(Op(prefix + ".amax", "memory", phase, block, 0, 2 * n, "bf16"))
+            ops.append(Op(prefix + ".fp8_quant_transpose", "memory", phase, block, 0, (2 + 1 + 1) * n, "bf16"))
 
     @property
     def tp_share(self) -> float:
@@ -325,9 +365,12 @@ class _Builder:
         return s.tokens * self.m.hidden * BYTES["bf16"] * (s.tp - 1) / s.tp
 
     def cached_bytes(self, dt: str) -> float:
-        """Bytes per element of a GEMM input kept for backward: FP8 with its 1x128 scales where the plan
-        caches activations in FP8 (V3 sec 3.3.3) and the GEMM runs in FP8, else the activation dtype."""
-        return BYTES["fp8"] * (1 + FP8_SCALE_OVERHEAD) if (dt == "fp8" and self.s.fp8_cache) else self.act_bytes
+        """Bytes per element of a GEMM input kept for backward: FP8 with its scales where the plan caches
+        activations in FP8 (V3 sec 3.3.3) and the GEMM runs in FP8, else the activation dtype."""
+        if dt != "fp8" or not self.s.fp8_cache:
+            return self.act_bytes
+        # Per-tensor recipes keep one scale for the whole tensor; blockwise one per 1x128 tile.
+        return BYTES["fp8"] * (1 + (FP8_SCALE_OVERHEAD if self.s.fp8_recipe == "blockwise" else 0.0))
 
     def swiglu_input_bytes(self, elements: float) -> float:
         """What the activation function keeps for backward: its input. Under selective recomputation its

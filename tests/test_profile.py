@@ -471,3 +471,35 @@ def test_shipped_profiles_mark_deepgemms_tables_and_xlas_gemm_rows_as_bursts():
         mine = [r for r in p.tables["gemm"] if r["dtype"] == "bf16" and r["source"].startswith(xla["source"])]
         assert len(mine) == 20  # XLA's rows only; the Triton, MAMF, fast.cu and vLLM rows are taken as measured
     assert "burst_tables" not in load_profile("a100-published").data
+
+
+def test_fp8_gemms_of_another_scaling_than_the_rows_are_named_in_a_warning():
+    """Per-tensor and blockwise FP8 GEMMs are different kernels: a plan whose recipe matches no fp8 row's
+    ``fp8_scaling`` is told which scaling priced it; a matching row (or a calibrated one that says so)
+    silences it."""
+    from simulator.api import load
+    from simulator.profile import Profile
+    from simulator.timer import OpTimer
+    from simulator.workload import Op
+
+    gpu = load("deepseek-v3").cluster.gpu
+
+    def warned(profile, scaling: str) -> list[str]:
+        timer = OpTimer(gpu, profile)
+        timer.time(Op("mlp.up", "gemm", "F", "mlp", 2 * 4096**3, 1.0, "fp8", m=4096, n=4096, k=4096, scaling=scaling))
+        return [w for k, w in timer.warnings.items() if k.startswith("scaling:")]
+
+    shipped = load_profile("h100-published")  # DeepGEMM's blockwise rows and one row that does not say
+    assert warned(shipped, "blockwise") == []
+    (note,) = warned(shipped, "tensorwise")
+    assert "blockwise-1x128/128x128, unstated scaling price the plan's tensorwise" in note
+    row = {"dtype": "fp8", "m": 4096, "n": 4096, "k": 4096, "tflops": 1200, "fp8_scaling": "tensorwise"}
+    assert warned(Profile(validate_profile(_doc([row]))), "tensorwise") == []
+
+
+def test_a_per_tensor_recipe_that_must_find_its_scale_first_costs_more_than_one_that_knows_it():
+    """Current scaling (tensorwise) reads every FP8 input once more for its amax than delayed scaling."""
+    from simulator.api import load, predict
+
+    step = {r: predict(load("deepseek-v3", [f"plan.fp8_recipe={r}"])).step_time_s for r in ("delayed", "tensorwise")}
+    assert step["tensorwise"] > step["delayed"]

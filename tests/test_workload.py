@@ -188,3 +188,41 @@ def test_embedding_and_output_head_run_their_tensor_parallel_collectives(sp):
     assert not any(op.recompute for op in embed.all_ops() + head.all_ops())
     solo = layer_ops(m, "head", Shape.of(load_scenario("llama2-7b", ("plan.tp=1",)).plan, sc.training.seq_len))
     assert tp_bytes(solo.all_ops()) == 0
+
+
+def _casts(lo, gemm: str) -> dict[str, float]:
+    """Bytes the FP8 casts feeding ``gemm`` move, by phase."""
+    out = {"F": 0.0, "B": 0.0, "W": 0.0}
+    for ph in out:
+        out[ph] = sum(o.bytes for o in getattr(lo, ph) if o.kind == "memory" and o.name.startswith(gemm + "."))
+    return out
+
+
+def test_each_fp8_recipe_casts_its_own_way():
+    """Per linear of x input and dy output-gradient elements: DeepSeek-V3's blockwise workflow quantizes x
+    and dy (BF16 in, FP8 and 1x128 scales out) and re-quantizes both transposed for Wgrad; Transformer
+    Engine's delayed scaling writes both copies in one pass (read 2, write 1 + 1); current (tensorwise)
+    scaling reads the tensor once more first, for its amax."""
+    m = load_model("llama3-405b")
+    shape = lambda recipe: Shape.of(PlanConfig(precision="fp8", fp8_recipe=recipe), 4096)  # noqa: E731
+    ops = {r: layer_ops(m, "dense", shape(r)) for r in ("blockwise", "delayed", "tensorwise")}
+    x, dy = 4096 * m.dense_intermediate, 4096 * m.hidden  # mlp.down's input and output gradient
+    q = 3 + 4 / 128
+    assert _casts(ops["blockwise"], "mlp.down") == pytest.approx({"F": q * x, "B": q * dy, "W": q * (x + dy)})
+    assert _casts(ops["delayed"], "mlp.down") == pytest.approx({"F": 4 * x, "B": 4 * dy, "W": 0.0})
+    assert _casts(ops["tensorwise"], "mlp.down") == pytest.approx({"F": 6 * x, "B": 6 * dy, "W": 0.0})
+    amax = [o for o in ops["tensorwise"].F if o.name == "mlp.down.amax"]
+    assert len(amax) == 1 and amax[0].bytes == pytest.approx(2 * x)
+    # Per-tensor recipes keep one scale per tensor: the FP8 activations they cache carry no tile scales.
+    assert ops["delayed"].activation_bytes < ops["blockwise"].activation_bytes
+    assert ops["delayed"].activation_bytes == ops["tensorwise"].activation_bytes
+    # The GEMMs say how their operands are scaled (the timer compares it with the profile's rows).
+    scalings = {r: {o.scaling for o in lo.all_ops() if o.kind == "gemm" and o.dtype == "fp8"} for r, lo in ops.items()}
+    assert scalings == {"blockwise": {"blockwise"}, "delayed": {"tensorwise"}, "tensorwise": {"tensorwise"}}
+
+
+def test_the_fp8_recipe_leaves_bf16_training_alone():
+    bf16 = [Shape.of(PlanConfig(precision="bf16", fp8_recipe=r), 4096) for r in ("blockwise", "tensorwise")]
+    assert bf16[0] == bf16[1]
+    lo = layer_ops(load_model("llama3-405b"), "dense", bf16[1])
+    assert not [o for o in lo.all_ops() if o.scaling or "amax" in o.name or "quant" in o.name]
