@@ -90,6 +90,9 @@ class ModelConfig:
     experts_per_token: int = 0
     moe_intermediate: int = 0
     first_k_dense: int = 0
+    # Group-limited routing as config.json gives it (n_group, topk_group): validated and kept, but not what
+    # the cost model routes by. Its groups are V3's nodes (8 groups = the 8 nodes of EP64), and the limit
+    # that shapes the all-to-all is the one on nodes, ``max_nodes_per_token`` (V3 sec 2.1.2: "at most M nodes").
     n_expert_groups: int = 1
     topk_groups: int = 1
     max_nodes_per_token: int = 0  # node-limited routing M; 0 = unlimited
