@@ -446,11 +446,15 @@ def stage_units(sc: Scenario, ev: Evaluator, shape: Shape) -> list[list[str]]:
     if p.layer_split == "uniform":
         hit = split_uniform(units, n)
     else:
+        # Each unit costed at its own place in the model: where windowed and full-attention layers
+        # alternate (gpt-oss) the two weigh differently.
+        timed = unit_layers(sc.model, units)
         cost = {}
-        for kind in set(units):
-            u = ev.unit_times(sc, kind, shape)
-            cost[kind] = u.F + u.B + u.W + u.aF + u.aB
-        hit = split_balanced(units, n, cost.__getitem__)
+        for kind, layer in set(timed):
+            u = ev.unit_times(sc, kind, shape, layer)
+            cost[kind, layer] = u.F + u.B + u.W + u.aF + u.aB
+        parts = split_balanced(range(len(units)), n, lambda i: cost[timed[i]])
+        hit = [[units[i] for i in part] for part in parts]
     ev._splits[key] = hit
     return hit
 

@@ -20,7 +20,9 @@ embedding, head and MTP layers.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TypeVar
+
+T = TypeVar("T")
 
 
 def num_stages(schedule: str, pp: int, vpp: int) -> int:
@@ -86,9 +88,10 @@ def split_uniform(units: Sequence[str], stages: int) -> list[list[str]]:
     return out
 
 
-def split_balanced(units: Sequence[str], stages: int, cost: Callable[[str], float]) -> list[list[str]]:
+def split_balanced(units: Sequence[T], stages: int, cost: Callable[[T], float]) -> list[list[T]]:
     """Contiguous partition minimizing the most expensive stage (exact, by binary search
-    over the bottleneck with a greedy feasibility check). Every stage gets at least one unit."""
+    over the bottleneck with a greedy feasibility check). Every stage gets at least one unit
+    (units are whatever ``cost`` prices: names, or positions where a unit's place matters)."""
     costs = [cost(u) for u in units]
     n = len(units)
     if stages >= n:

@@ -386,3 +386,37 @@ def test_alternating_windowed_layers_are_timed_layer_by_layer():
     f3 = [st.F for st in a.stages]
     assert f3[1] < f3[2]  # layers 8-15 hold three windowed layers (9, 12, 15), 16-23 two (18, 21)
     assert [st.F for st in d.stages] == pytest.approx(f3, rel=1e-6)  # the DES keeps integer ns
+
+
+def test_a_balanced_split_weighs_windowed_and_full_attention_layers_apart():
+    """``layer_split=balanced`` costs each layer where it sits: with a 128-token window every third layer at
+    32K tokens, full-attention layers weigh more, and the split evens out those, not the layer count (it
+    costed every layer as layer 0, windowed, until session 25)."""
+    from simulator.analytic import Evaluator, resolve_profile, stage_units, unit_layers
+    from simulator.layout import split_balanced
+    from simulator.workload import Shape, model_units
+
+    pp = 7
+    sc = load_scenario("llama2-7b", ["model.sliding_window=128", "model.sliding_window_every=3", f"plan.pp={pp}",
+                                     "plan.dp=0", "plan.layer_split=balanced", "training.seq_len=32768",
+                                     f"cluster.num_gpus={8 * pp}"])
+    ev = Evaluator(sc, resolve_profile(sc, None))
+    shape = Shape.of(sc.plan, sc.training.seq_len)
+    units = model_units(sc.model)
+    timed = unit_layers(sc.model, units)
+
+    def cost(i: int, at_layer_0: bool = False) -> float:
+        kind, layer = timed[i]
+        u = ev.unit_times(sc, kind, shape, 0 if at_layer_0 else layer)
+        return u.F + u.B + u.W + u.aF + u.aB
+
+    def slowest(parts) -> float:
+        return max(sum(cost(i) for i in part) for part in parts)
+
+    split, starts = stage_units(sc, ev, shape), [0]
+    for part in split:
+        starts.append(starts[-1] + len(part))
+    chosen = [range(a, b) for a, b in zip(starts, starts[1:])]
+    by_count = split_balanced(range(len(units)), pp, lambda i: cost(i, at_layer_0=True))
+    assert [units[i] for part in chosen for i in part] == units
+    assert slowest(chosen) < 0.95 * slowest(by_count)
