@@ -43,6 +43,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
+from itertools import repeat
+from operator import add, mul
 
 from .breakdown import step_parts
 from .bubble import closed_form_bubble, one_f_one_b_makespan
@@ -117,11 +119,12 @@ class PassTimes:
     pCb: float = 0.0
     pN: float = 0.0  # transformer layers these pieces cover (dense layers have no D or C)
 
+    # Hot path (a plan adds a rank's stages): map over the field tuples rather than a generator.
     def __add__(self, o: "PassTimes") -> "PassTimes":
-        return PassTimes(*(a + b for a, b in zip(self.astuple(), o.astuple())))
+        return PassTimes(*map(add, self.astuple(), o.astuple()))
 
     def scale(self, k: float) -> "PassTimes":
-        return PassTimes(*(a * k for a in self.astuple()))
+        return PassTimes(*map(mul, self.astuple(), repeat(k)))
 
     def astuple(self) -> tuple[float, ...]:
         return (self.F, self.B, self.W, self.Fr, self.Br, self.Wr, self.aF, self.aB, self.xF, self.xB,
@@ -276,6 +279,38 @@ class Evaluator:
         self._stage_mem: dict[tuple, tuple] = {}
         self._dp_parts: dict[tuple, tuple] = {}  # dp_collectives, by plan and parameter counts
         self._splits: dict[tuple, list[list[str]]] = {}
+        self._stage_keys: dict[int, tuple] = {}  # stage_keys, by the split's identity (the split kept beside)
+        self._rank_layouts: dict[tuple, tuple] = {}  # rank_layout, likewise
+
+    def stage_keys(self, m, stages: list[list[str]]) -> list[tuple[tuple[str, ...], int]]:
+        """Per stage, (its units, its place in the window cycle): what its times depend on besides the plan.
+        Hot path: a split comes from ``stage_units``' cache, the same object for every plan that shares it,
+        so its keys are kept by its identity (the split itself is kept with them, so the id stays its own)."""
+        hit = self._stage_keys.get(id(stages))
+        if hit is not None and hit[0] is stages and hit[1] == m.sliding_window_every:
+            return hit[2]
+        keys = [(tuple(units), window_phase(m, f)) for units, f in zip(stages, stage_first_layers(stages))]
+        self._stage_keys[id(stages)] = (stages, m.sliding_window_every, keys)
+        return keys
+
+    def rank_layout(self, sc: Scenario, stages: list[list[str]]) -> tuple[tuple, ...]:
+        """Per pipeline rank: (the stages it holds, its signature by stage keys, its signature by units alone,
+        the stage its step opens and closes with, that stage's layer count). Ranks with equal signatures
+        time (keys) or hold (units) the same. Kept as :meth:`stage_keys` keeps its keys."""
+        p = sc.plan
+        key = (p.schedule, p.pp, p.vpp, id(stages))
+        hit = self._rank_layouts.get(key)
+        if hit is not None and hit[0] is stages and hit[1] == sc.model.sliding_window_every:
+            return hit[2]
+        keys = self.stage_keys(sc.model, stages)
+        out = []
+        for r in range(p.pp):
+            held = rank_stages(p.schedule, p.pp, p.vpp, r)
+            edge = min(held)  # micro-batches enter a rank's stages there
+            out.append((held, tuple(keys[s] for s in held), tuple(keys[s][0] for s in held), edge,
+                        max(1, len(stages[edge]))))
+        self._rank_layouts[key] = (stages, sc.model.sliding_window_every, tuple(out))
+        return self._rank_layouts[key][2]
 
     def stage_times(self, sc: Scenario, units: tuple[str, ...], shape: Shape, first: int = 0) -> PassTimes:
         """Sum of a stage's unit times (hot path: stages repeat, unit kinds repeat). ``first``: the model layer
@@ -606,8 +641,7 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     stages = stage_units(sc, ev, shape)
     # Stages holding the same units time the same: look each distinct one up once (Llama 3's 128 one-block
     # stages are three kinds).
-    firsts = stage_first_layers(stages)
-    keys = [(tuple(s_units), window_phase(m, f)) for s_units, f in zip(stages, firsts)]
+    keys = ev.stage_keys(m, stages)
     distinct = dict.fromkeys(keys)
     for units, phase in distinct:
         distinct[units, phase] = ev.stage_times(sc, units, shape, phase)
@@ -622,9 +656,7 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
 
     ranks = []
     seen: dict[tuple, tuple] = {}  # ranks holding the same layers time the same (most of them)
-    for r in range(p.pp):
-        held = rank_stages(p.schedule, p.pp, p.vpp, r)
-        sig = tuple(keys[s] for s in held)
+    for r, (held, sig, _, _, _) in enumerate(ev.rank_layout(sc, stages)):
         if sig in seen:
             ranks.append((r, held) + seen[sig])
             continue
@@ -729,7 +761,7 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     work, even = tot, None
     if imbalance != 1.0:
         even_shape = Shape.of(p, t.seq_len)
-        work = sum((paired_sms(ev.stage_times(sc, tuple(stages[s]), even_shape, firsts[s]), overlap)
+        work = sum((paired_sms(ev.stage_times(sc, keys[s][0], even_shape, keys[s][1]), overlap)
                     for s in rank_stages(p.schedule, p.pp, p.vpp, r_star[0])), PassTimes())
         work = work.scale(visits_per_stage(p.schedule))
         even = rank_work(counted, work, 0.0, 0.0, 0.0, 0.0)[1]  # its compute only
@@ -864,11 +896,8 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F:
         c = per_mb / vk
         ahead = (chunks - 1) * p.pp * c if chunks > 1 else c if two_legs else 0.0
         return max(0.0, bucketed(t_edge, c, n) - edge, t - ahead - c - edge)
-    for r in range(p.pp):
-        held = rank_stages(p.schedule, p.pp, p.vpp, r)
-        sig = tuple(tuple(stages[s]) for s in held)
-        edge_stage = min(held)  # the chunk a rank's step opens and closes with (micro-batches enter there)
-        edge_layers = max(1, len(stages[edge_stage]))
+    # Per rank: the chunk its step opens and closes with (micro-batches enter there), and its layers.
+    for r, (held, _, sig, edge_stage, edge_layers) in enumerate(ev.rank_layout(sc, stages)):
         gathers_hide, reductions_hide = idle_at_ends(sched, p.pp, r, chunk_times, p2p)
         if sig not in seen:
             pd = pe = act = act_max = 0.0
