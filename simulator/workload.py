@@ -334,7 +334,8 @@ class _Builder:
 
         - ``blockwise``, DeepSeek-V3's workflow: the input is quantized in 1x128 tiles for Fprop and the
           output gradient for Dgrad; for Wgrad both are "read out, dequantized, transposed, re-quantized
-          into 128x1 tiles" (V3 sec 3.5.2, sec 3.3). Each pass reads BF16 and writes FP8 and its scales.
+          into 128x1 tiles" (V3 sec 3.5.2, sec 3.3). Each pass writes FP8 and its scales; it reads BF16,
+          but for the kept input, which is read back as kept (FP8 with its scales under the FP8 cache).
         - ``delayed`` (Transformer Engine's DelayedScaling): one kernel per tensor writes the row-wise and
           the transposed copy from a scale fixed in advance, and records the amax for later steps on the
           way (TE's Float8Quantizer: one ``nvte_quantize_v2`` with both usages): read 2, write 1 + 1.
@@ -349,7 +350,9 @@ class _Builder:
             q = 2 + 1 + FP8_SCALE_OVERHEAD
             self.F.append(Op(name + ".quant", "memory", "F", block, 0, x * q, "bf16"))
             self.B.append(Op(name + ".dgrad.quant", "memory", "B", block, 0, dy * q, "bf16"))
-            self.W.append(Op(name + ".wgrad.quant_t", "memory", "W", block, 0, (x + dy) * q, "bf16"))
+            # The stored input is read back as kept (FP8 and its scales, where activations are cached in FP8).
+            self.W.append(Op(name + ".wgrad.quant_t", "memory", "W", block, 0,
+                             x * (self.cached_bytes("fp8") + 1 + FP8_SCALE_OVERHEAD) + dy * q, "bf16"))
             return
         for phase, prefix, n in (("F", name, x), ("B", name + ".dgrad", dy)):
             ops = self.F if phase == "F" else self.B

@@ -200,15 +200,20 @@ def _casts(lo, gemm: str) -> dict[str, float]:
 
 def test_each_fp8_recipe_casts_its_own_way():
     """Per linear of x input and dy output-gradient elements: DeepSeek-V3's blockwise workflow quantizes x
-    and dy (BF16 in, FP8 and 1x128 scales out) and re-quantizes both transposed for Wgrad; Transformer
+    and dy (BF16 in, FP8 and 1x128 scales out) and re-quantizes both transposed for Wgrad (x from the FP8
+    copy it cached); Transformer
     Engine's delayed scaling writes both copies in one pass (read 2, write 1 + 1); current (tensorwise)
     scaling reads the tensor once more first, for its amax."""
     m = load_model("llama3-405b")
     shape = lambda recipe: Shape.of(PlanConfig(precision="fp8", fp8_recipe=recipe), 4096)  # noqa: E731
     ops = {r: layer_ops(m, "dense", shape(r)) for r in ("blockwise", "delayed", "tensorwise")}
     x, dy = 4096 * m.dense_intermediate, 4096 * m.hidden  # mlp.down's input and output gradient
-    q = 3 + 4 / 128
-    assert _casts(ops["blockwise"], "mlp.down") == pytest.approx({"F": q * x, "B": q * dy, "W": q * (x + dy)})
+    s = 4 / 128  # one FP32 scale per 128 values
+    q = 2 + 1 + s
+    # V3's Wgrad casts read the FP8 input it kept back ("read out, dequantized, transposed, re-quantized")
+    # and the BF16 output gradient again.
+    blockwise_w = x * (1 + s + 1 + s) + dy * q
+    assert _casts(ops["blockwise"], "mlp.down") == pytest.approx({"F": q * x, "B": q * dy, "W": blockwise_w})
     assert _casts(ops["delayed"], "mlp.down") == pytest.approx({"F": 4 * x, "B": 4 * dy, "W": 0.0})
     assert _casts(ops["tensorwise"], "mlp.down") == pytest.approx({"F": 6 * x, "B": 6 * dy, "W": 0.0})
     amax = [o for o in ops["tensorwise"].F if o.name == "mlp.down.amax"]
