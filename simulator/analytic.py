@@ -279,38 +279,30 @@ class Evaluator:
         self._stage_mem: dict[tuple, tuple] = {}
         self._dp_parts: dict[tuple, tuple] = {}  # dp_collectives, by plan and parameter counts
         self._splits: dict[tuple, list[list[str]]] = {}
-        self._stage_keys: dict[int, tuple] = {}  # stage_keys, by the split's identity (the split kept beside)
-        self._rank_layouts: dict[tuple, tuple] = {}  # rank_layout, likewise
+        self._layouts: dict[int, tuple] = {}  # layout, by the split's identity (the split kept beside)
 
-    def stage_keys(self, m, stages: list[list[str]]) -> list[tuple[tuple[str, ...], int]]:
-        """Per stage, (its units, its place in the window cycle): what its times depend on besides the plan.
-        Hot path: a split comes from ``stage_units``' cache, the same object for every plan that shares it,
-        so its keys are kept by its identity (the split itself is kept with them, so the id stays its own)."""
-        hit = self._stage_keys.get(id(stages))
-        if hit is not None and hit[0] is stages and hit[1] == m.sliding_window_every:
-            return hit[2]
-        keys = [(tuple(units), window_phase(m, f)) for units, f in zip(stages, stage_first_layers(stages))]
-        self._stage_keys[id(stages)] = (stages, m.sliding_window_every, keys)
-        return keys
+    def layout(self, sc: Scenario, stages: list[list[str]]) -> tuple[list, tuple]:
+        """What a split's timing depends on besides the plan's numbers: per stage, (its units, its place in the
+        window cycle); per pipeline rank, (the stages it holds, its signature by those stage keys, its
+        signature by units alone, the stage its step opens and closes with, that stage's layer count). Ranks
+        with equal signatures time (keys) or hold (units) the same.
 
-    def rank_layout(self, sc: Scenario, stages: list[list[str]]) -> tuple[tuple, ...]:
-        """Per pipeline rank: (the stages it holds, its signature by stage keys, its signature by units alone,
-        the stage its step opens and closes with, that stage's layer count). Ranks with equal signatures
-        time (keys) or hold (units) the same. Kept as :meth:`stage_keys` keeps its keys."""
+        Hot path: a split comes from ``stage_units``' cache, whose key holds the model and the schedule's
+        shape, so it is the same object for every plan that shares it; its layout is kept by its identity
+        (with the split itself, so that the id stays its own)."""
+        hit = self._layouts.get(id(stages))
+        if hit is not None and hit[0] is stages:
+            return hit[1], hit[2]
         p = sc.plan
-        key = (p.schedule, p.pp, p.vpp, id(stages))
-        hit = self._rank_layouts.get(key)
-        if hit is not None and hit[0] is stages and hit[1] == sc.model.sliding_window_every:
-            return hit[2]
-        keys = self.stage_keys(sc.model, stages)
-        out = []
+        keys = [(tuple(units), window_phase(sc.model, f)) for units, f in zip(stages, stage_first_layers(stages))]
+        ranks = []
         for r in range(p.pp):
             held = rank_stages(p.schedule, p.pp, p.vpp, r)
             edge = min(held)  # micro-batches enter a rank's stages there
-            out.append((held, tuple(keys[s] for s in held), tuple(keys[s][0] for s in held), edge,
-                        max(1, len(stages[edge]))))
-        self._rank_layouts[key] = (stages, sc.model.sliding_window_every, tuple(out))
-        return self._rank_layouts[key][2]
+            ranks.append((held, tuple(keys[s] for s in held), tuple(keys[s][0] for s in held), edge,
+                          max(1, len(stages[edge]))))
+        self._layouts[id(stages)] = (stages, keys, tuple(ranks))
+        return keys, tuple(ranks)
 
     def stage_times(self, sc: Scenario, units: tuple[str, ...], shape: Shape, first: int = 0) -> PassTimes:
         """Sum of a stage's unit times (hot path: stages repeat, unit kinds repeat). ``first``: the model layer
@@ -641,7 +633,7 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     stages = stage_units(sc, ev, shape)
     # Stages holding the same units time the same: look each distinct one up once (Llama 3's 128 one-block
     # stages are three kinds).
-    keys = ev.stage_keys(m, stages)
+    keys, rank_layout = ev.layout(sc, stages)
     distinct = dict.fromkeys(keys)
     for units, phase in distinct:
         distinct[units, phase] = ev.stage_times(sc, units, shape, phase)
@@ -656,7 +648,7 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
 
     ranks = []
     seen: dict[tuple, tuple] = {}  # ranks holding the same layers time the same (most of them)
-    for r, (held, sig, _, _, _) in enumerate(ev.rank_layout(sc, stages)):
+    for r, (held, sig, _, _, _) in enumerate(rank_layout):
         if sig in seen:
             ranks.append((r, held) + seen[sig])
             continue
@@ -897,7 +889,7 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F:
         ahead = (chunks - 1) * p.pp * c if chunks > 1 else c if two_legs else 0.0
         return max(0.0, bucketed(t_edge, c, n) - edge, t - ahead - c - edge)
     # Per rank: the chunk its step opens and closes with (micro-batches enter there), and its layers.
-    for r, (held, _, sig, edge_stage, edge_layers) in enumerate(ev.rank_layout(sc, stages)):
+    for r, (held, _, sig, edge_stage, edge_layers) in enumerate(ev.layout(sc, stages)[1]):
         gathers_hide, reductions_hide = idle_at_ends(sched, p.pp, r, chunk_times, p2p)
         if sig not in seen:
             pd = pe = act = act_max = 0.0

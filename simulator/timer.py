@@ -56,6 +56,7 @@ class OpTimer:
         self.gpu = gpu
         self.warnings: dict[str, str] = {}
         self._cache: dict[tuple, float] = {}
+        self._scalings_seen: set[tuple[str, str]] = set()  # (table, FP8 scaling) pairs _note_scaling checked
         mismatch = device_mismatch(profile, gpu) if profile is not None else None
         if mismatch:
             self.warnings["profile:device"] = mismatch
@@ -121,6 +122,9 @@ class OpTimer:
         """Say when no FP8 row of ``table`` was measured with the plan's scaling: a per-tensor-scaled GEMM
         (cuBLAS) and a blockwise one (DeepGEMM's, or cuBLAS's block-scaled kernels) are different kernels,
         and the rows answer for whichever the profile holds."""
+        if (table, scaling) in self._scalings_seen:  # once per table and scaling: every FP8 GEMM asks
+            return
+        self._scalings_seen.add((table, scaling))
         tags = self.profile.fp8_scalings(table)
         if any(t.startswith(scaling) for t in tags):
             return
