@@ -81,7 +81,8 @@ MEGATRON_DEFAULT_DROPOUT = 0.1
 # Hopper TE picks cuDNN's fused attention over FlashAttention when both can run the shape ("Disabling
 # FlashAttention to give FusedAttention preference on Hopper+ for performance reasons",
 # transformer_engine/pytorch/attention/dot_product_attention/utils.py, get_attention_backend).
-TE_ATTENTION_BLOCKS = {"MLM24", "MB2511", "MB2509", "MBPR"}
+# MLMR26 (Megatron-LM's examples/moe_recipes, supplementary set) sets NVTE_FUSED_ATTN=1 with TE layers.
+TE_ATTENTION_BLOCKS = {"MLM24", "MB2511", "MB2509", "MBPR", "MLMR26"}
 
 # DeepSeek's own runs (HAI-LLM framework), whose MLA kernel was "optimized based on an improved version of
 # FlashAttention-2" (DeepSeek-V2 report sec 3.1.3); FlashAttention-3 appeared in July 2024, after the 67B
@@ -240,7 +241,7 @@ def row_to_raw(row: dict) -> tuple[dict, list[str]]:
     if block in UNFUSED_LOSS_BLOCKS:
         plan["loss_kernel"] = "unfused"
         defaults.append("loss_kernel=unfused")
-    if block in LOCAL_DDP_BLOCKS:
+    if block in LOCAL_DDP_BLOCKS or "overlap_grad_reduce off" in notes:  # the latter stated by the row itself
         plan["grad_reduce_overlap"] = False
     if block in UNFUSED_ATTENTION_BLOCKS and attention in ("mha", "gqa", "mqa") and not g("sliding_window"):
         plan["attention_kernel"] = "unfused"
@@ -253,6 +254,8 @@ def row_to_raw(row: dict) -> tuple[dict, list[str]]:
     if attention == "mla" or "DeepSeek" in g("source"):
         # DeepSeek-V3's FP8 recipe keeps the AdamW moments in BF16 (V3 report sec 3.3.3).
         plan["moment_dtype"] = "bf16" if g("precision") == "fp8" else "fp32"
+    elif "BF16 AdamW moments" in notes:  # stated by the row itself (Megatron's exp_avg_dtype=bf16)
+        plan["moment_dtype"] = "bf16"
     training = {"seq_len": _int(row, "seq_len"), "global_batch": _int(row, "global_batch_seqs"), "tokens": 1e12}
     return {"name": row["run_id"], "model": model, "cluster": cluster, "plan": plan, "training": training}, defaults
 
@@ -262,6 +265,28 @@ def _stated_peak(definition: str, sc) -> float:
     the BF16 peak of the GPU the row ran on."""
     found = re.search(r"(?:peak|/)\s*(\d+(?:\.\d+)?)", definition)
     return float(found.group(1)) * 1e12 if found else sc.cluster.gpu.bf16_tflops * 1e12
+
+
+def megatron_flops_per_token(m, seq: int) -> float:
+    """Model FLOPs per token as Megatron-LM logs them (``num_floating_point_operations`` in
+    megatron/training/training.py, ``transformer_flops``): 3 passes x 2 FLOPs per multiply-add over
+    the QKV and output projections, the causal core attention (half the s x s pairs, QK^T and PV), the
+    routed experts' (top-k) and shared experts' FFNs (x3/2 for SwiGLU's stacked gate), the dense FFNs of
+    the first layers, and the logits. Norms, router and embedding are not counted. The vocab is taken
+    as the row gives it: Megatron pads it to ``make_vocab_size_divisible_by`` x TP, which the Qwen3
+    recipes set to 1187 so that 151,936 stays unpadded. MLA is counted differently there and is not
+    supported here."""
+    if m.is_mla:
+        raise ConfigError("mfu_definition", "'megatron-moe' counts GQA/MHA attention only (MLA is not supported)",
+                          "palm 6N+attn, megatron-72, or a GQA/MHA model")
+    h, ffn_factor = m.hidden, 3 if m.mlp == "swiglu" else 2
+    q = m.heads * m.dim_per_head
+    kv = m.n_kv_heads * m.dim_per_head
+    attn = h * (q + 2 * kv) + q * seq / 2 * 2 + q * h
+    mlp = (m.dense_intermediate * ffn_factor * m.n_dense_layers
+           + (m.moe_intermediate * m.experts_per_token + m.moe_intermediate * m.n_shared_experts)
+           * ffn_factor * m.n_moe_layers)
+    return 6 * (h * mlp + attn * m.layers + h * m.vocab)
 
 
 def mfu_under(definition: str, sc, tokens_per_s_per_gpu: float) -> float:
@@ -279,8 +304,10 @@ def mfu_under(definition: str, sc, tokens_per_s_per_gpu: float) -> float:
         per_token = 6 * n + 12 * L * m.heads * m.dim_per_head * seq
     elif definition.startswith("megatron-72"):
         per_token = 72 * L * h * h * (1 + seq / (6 * h) + V / (12 * L * h))
+    elif definition.startswith("megatron-moe"):
+        per_token = megatron_flops_per_token(m, seq)
     else:
-        raise ConfigError("mfu_definition", f"unsupported {definition!r}", "palm 6N+attn, megatron-72")
+        raise ConfigError("mfu_definition", f"unsupported {definition!r}", "palm 6N+attn, megatron-72, megatron-moe")
     return tokens_per_s_per_gpu * per_token / _stated_peak(definition, sc)
 
 

@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 
 from simulator.cli import main
+from simulator.errors import ConfigError
+from simulator.scenario import scenario_from_dict
 from simulator.validate import DEFAULT_CSV, describe_run, read_csv, row_to_raw, short_source, validate_rows
 
 
@@ -76,7 +78,7 @@ def test_supplementary_rows_all_modelled_with_the_same_schema(capsys):
     assert list(read_csv(SUPPLEMENTARY)[0]) == list(read_csv(DEFAULT_CSV)[0])
     assert main(["validate", "--csv", str(SUPPLEMENTARY), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert len(out["rows"]) == 8
+    assert len(out["rows"]) == 11
     assert all(r["error_pct"] is not None and r["measured"] > 0 for r in out["rows"])
 
 
@@ -100,6 +102,45 @@ def test_supplementary_qwen3_30b_is_the_public_rows_plan_a_release_earlier():
     sup = {r["run_id"]: r for r in read_csv(SUPPLEMENTARY)}["MB2509-QWEN3-30B-A3B"]
     assert all(pub[k] == sup[k] for k in PLAN_FIELDS)
     assert float(sup["tokens_per_s_per_gpu"]) / float(pub["tokens_per_s_per_gpu"]) == pytest.approx(1.99, abs=0.01)
+
+
+def test_megatron_moe_flops_give_megatron_bridges_printed_pairs():
+    """Megatron-Bridge prints both model TFLOP/s and tokens/s for its Qwen3 rows; Megatron-LM's own count
+    (num_floating_point_operations) must turn one into the other: 121 TFLOP/s <-> 5,275 tokens/s (30B),
+    233 <-> 1,575 (235B). A count that dropped the causal half, the logits or the top-k would miss by >5 %."""
+    from simulator.validate import megatron_flops_per_token
+
+    pub = {r["run_id"]: r for r in read_csv(DEFAULT_CSV)}
+    for rid, tflops, tokens in (("MB2511-QWEN3-30B-A3B", 121, 5275), ("MB2511-QWEN3-235B-A22B", 233, 1575)):
+        sc = scenario_from_dict(row_to_raw(pub[rid])[0], name=rid)
+        per_token = megatron_flops_per_token(sc.model, sc.training.seq_len)
+        assert tflops * 1e12 / per_token == pytest.approx(tokens, rel=0.005)
+    # Hand count for Qwen3-30B-A3B at 4096: attention 6(2048*5120 + 4096*4096 + 4096*2048) and routed experts
+    # 6*2048*(768*8*3) per layer over 48 layers, plus 6*2048*151936 logits.
+    sc = scenario_from_dict(row_to_raw(pub["MB2511-QWEN3-30B-A3B"])[0], name="q")
+    assert megatron_flops_per_token(sc.model, 4096) == 48 * (213_909_504 + 226_492_416) + 1_866_989_568
+
+
+def test_megatron_moe_definition_refuses_mla_with_one_line():
+    from simulator import api
+    from simulator.validate import mfu_under
+
+    with pytest.raises(ConfigError, match="MLA"):
+        mfu_under("megatron-moe model TFLOP/s / 989", api.load("deepseek-v3"), 100.0)
+
+
+def test_supplementary_megatron_recipes_state_their_switches_in_the_notes():
+    """The Megatron-LM MoE recipe rows (PR #5728 figures): the notes carry what the recipes set, and
+    validate reads the switches from them; the FP8 row is the BF16 row's plan in FP8."""
+    rows = {r["run_id"]: r for r in read_csv(SUPPLEMENTARY)}
+    bf16, fp8 = rows["MLMR26-QWEN3-30B-A3B-BF16"], rows["MLMR26-QWEN3-30B-A3B-FP8"]
+    assert all(bf16[k] == fp8[k] for k in PLAN_FIELDS if k != "precision")
+    plan = {rid: scenario_from_dict(row_to_raw(rows[rid])[0], name=rid).plan for rid in rows if rid.startswith("MLMR26")}
+    p16, p8 = plan["MLMR26-QWEN3-30B-A3B-BF16"], plan["MLMR26-QWEN3-30B-A3B-FP8"]
+    assert (p16.moment_dtype, p8.moment_dtype) == ("fp32", "bf16")
+    assert p16.grad_reduce_overlap and p16.attention_kernel == "cudnn" and p16.dispatcher == "deepep"
+    big = plan["MLMR26-QWEN3-235B-A22B-BF16"]
+    assert (big.ep_overlap, big.layer_split, big.grad_reduce_overlap, big.vpp) == ("on", "balanced", False, 4)
 
 
 def test_mfu_divides_by_the_peak_the_definition_states_else_the_rows_gpu():
