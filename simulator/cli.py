@@ -184,7 +184,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     results, mape = validate_rows(rows, engine=args.engine, profile=profile)
     warnings = sorted({r.profile_note for r in results if r.profile_note})
     modelled = sum(r.error_pct is not None for r in results)
+    where = args.csv or "the public set"
+    if not results:
+        raise ConfigError("validate --csv", f"{where}: it has no row with include=true")
     if args.json:
+        if not modelled:  # nothing on stdout: a JSON reader gets the error alone
+            first = results[0]
+            raise ConfigError("validate --csv", f"{where}: none of its rows could be modelled "
+                                                f"({first.run_id}: {first.reason})")
         print(json.dumps({**results_json(results, mape), **({"warnings": warnings} if warnings else {})}))
     else:
         _print_validation(results, mape)
@@ -192,9 +199,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         for w in warnings:
             print(f"  warning: {w}", file=sys.stderr)
     if not modelled:
-        where = args.csv or "the public set"
-        why = "it has no row with include=true" if not results else "none of its rows could be modelled (reasons above)"
-        raise ConfigError("validate --csv", f"{where}: {why}")
+        raise ConfigError("validate --csv", f"{where}: none of its rows could be modelled (reasons above)")
     return 0
 
 
@@ -361,6 +366,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except OSError as e:  # a path that is missing, a directory or not writable
         print(f"gpuhours: error: {e.filename or 'path'}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    except RecursionError:  # the last net for input nested past Python's limit
+        print("gpuhours: error: an input nests too deeply", file=sys.stderr)
         return 2
     except ArithmeticError as e:  # the last net under input validation: say so in one line
         print(f"gpuhours: error: an input value is out of range ({type(e).__name__}: {e})", file=sys.stderr)

@@ -367,6 +367,8 @@ class PlanConfig:
 
     def validate(self) -> None:
         _positive(self, "plan", ("tp", "pp", "cp", "ep", "etp", "vpp", "micro_batch"))
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError("plan.seed", f"{_digits(self.seed)} is out of range", f"0 .. {2**32 - 1}")
         _choice("plan.schedule", self.schedule, SCHEDULES)
         _choice("plan.recompute", self.recompute, RECOMPUTE)
         _choice("plan.precision", self.precision, PRECISIONS)
@@ -450,6 +452,9 @@ class PhaseConfig:
         _within(self, f, {"seq_len": SEQ_LEN, "global_batch": BATCH})
         _nonnegative(self, f, ("tokens", "steps", "published_gpu_hours", "gpu_hours"))
         _within(self, f, {"tokens": TOKENS}, zero_means="from steps")
+        if not self.tokens and self.steps and self.total_tokens > TOKENS[1]:  # steps x batch x seq_len
+            raise ConfigError(f"{f}.steps", f"{_digits(self.steps)} steps make {self.total_tokens:.3g} tokens",
+                              f"at most {format_number(TOKENS[1])} tokens")
         _within(self, f, {"published_gpu_hours": GPU_HOURS, "gpu_hours": GPU_HOURS})
         _check_ramp(f, self.batch_ramp_from, self.batch_ramp_tokens, self.total_tokens)
 
@@ -787,11 +792,12 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             if elem is Any or len(args) == 2 and args[1] is Ellipsis:
                 return tuple(_coerce(elem, v, f"{where}[{i}]") if elem is not Any else v for i, v in enumerate(value))
             return tuple(value)
-        if isinstance(value, dict) and args and args[0] is not Any and typing.get_origin(args[0]) is tuple:
+        if isinstance(value, dict) and args and typing.get_origin(args[0]) is tuple:  # field -> value pairs
+            bad = [k for k in value if not isinstance(k, str)]
+            if bad:
+                raise ConfigError(f"{where}.{bad[0]}", "field names must be text")
             return tuple(sorted(value.items()))
-        if isinstance(value, dict):
-            return tuple(sorted(value.items()))
-        raise ConfigError(where, f"expected a list, got {value!r}")
+        raise ConfigError(where, f"expected a list, got {value!r}"[:200])
     if origin is Literal:  # a named switch: YAML 1.1 booleans and their words mean on / off
         words = {"true": "on", "yes": "on", "on": "on", "false": "off", "no": "off", "off": "off"}
         if isinstance(value, bool) and "on" in args:

@@ -46,6 +46,8 @@ def model_from_hf_config(path: str | Path) -> dict:
         raise ConfigError("model", f"{path} is not UTF-8 text", "a HuggingFace config.json file") from None
     except json.JSONDecodeError as e:
         raise ConfigError("model", f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    except (ValueError, RecursionError) as e:  # an integer past Python's digit limit; nesting too deep
+        raise ConfigError("model", f"{path} is not readable JSON ({str(e).split(';')[0] or type(e).__name__})") from None
     if not isinstance(cfg, dict):
         raise ConfigError("model", f"{path} holds a JSON {type(cfg).__name__}, not an object",
                           "a HuggingFace config.json file")

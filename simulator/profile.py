@@ -138,6 +138,10 @@ def validate_profile(data: Any, where: str = "profile") -> dict:
         raise ProfileError(f"{where}: field 'device' must be an object with a 'name'")
     if device.get("kind", "gpu") not in ("gpu", "cpu"):
         raise ProfileError(f"{where}: device.kind must be 'gpu' or 'cpu', got {device.get('kind')!r}")
+    for key in ("hbm_gbps", "sms", "clock_mhz"):  # read as numbers (sustained-clock ridge, SM scaling)
+        v = device.get(key)
+        if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0):
+            raise ProfileError(f"{where}: device.{key} must be a positive number, got {v!r}"[:300])
     burst = data.get("burst_tables", {})
     if not isinstance(burst, dict):
         raise ProfileError(f"{where}: field 'burst_tables' must be an object")
@@ -227,9 +231,13 @@ def load_profile(name_or_path: str | os.PathLike) -> "Profile":
 
 @lru_cache(maxsize=32)
 def _load_profile_cached(path: str, _mtime: int) -> "Profile":
+    if os.path.exists(path) and not os.path.isdir(path) and not os.path.isfile(path):  # a FIFO would block
+        raise ProfileError(f"profile: {path} is not a regular file; allowed: a .json profile file")
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             data = json.load(f)
+    except UnicodeDecodeError as e:
+        raise ProfileError(f"profile: {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     except FileNotFoundError:
         raise ProfileError(f"profile: file not found: {path}") from None
     except IsADirectoryError:
@@ -239,6 +247,8 @@ def _load_profile_cached(path: str, _mtime: int) -> "Profile":
         raise ProfileError(f"profile: {path}: {e.strerror or e}") from None
     except json.JSONDecodeError as e:
         raise ProfileError(f"profile: {path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    except (ValueError, RecursionError) as e:  # an integer past Python's digit limit; nesting too deep
+        raise ProfileError(f"profile: {path} is not readable JSON ({str(e).split(';')[0] or type(e).__name__})") from None
     return Profile(validate_profile(data, where=f"profile {path}"), path=path)
 
 

@@ -52,9 +52,17 @@ def list_scenarios() -> list[str]:
 def read_yaml(path: Path | str, where: str | None = None) -> Any:
     """Parse a YAML file; a syntax error becomes a one-line ConfigError."""
     where = where or str(path)
+    if Path(path).exists() and not Path(path).is_dir() and not Path(path).is_file():  # a FIFO would block
+        raise ConfigError(where, f"{path} is not a regular file", "a YAML file or a preset name")
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             return yaml.safe_load(f)
+    except UnicodeDecodeError as e:
+        raise ConfigError(where, f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except RecursionError:
+        raise ConfigError(where, f"{path} nests too deeply (or an anchor refers to itself)") from None
+    except ValueError as e:  # e.g. an integer past Python's digit limit
+        raise ConfigError(where, f"{path}: unreadable value ({str(e).split(';')[0]})") from None
     except FileNotFoundError:
         raise ConfigError(where, f"file not found: {path}") from None
     except IsADirectoryError:
@@ -98,6 +106,8 @@ def _resolve_part(kind: str, spec: Any, seen: tuple[str, ...] = ()) -> dict:
         data.setdefault("name", spec)
         return _resolve_part(kind, data, seen) if "preset" in data else data
     if isinstance(spec, dict):
+        if any(v is spec for v in spec.values()):  # a YAML anchor that refers to itself (model: &a {preset: *a})
+            raise ConfigError(kind, "refers to itself (a YAML anchor inside its own mapping)", "a preset name or a mapping")
         spec = dict(spec)
         base_name = spec.pop("preset", None)
         if base_name is None:
@@ -105,6 +115,16 @@ def _resolve_part(kind: str, spec: Any, seen: tuple[str, ...] = ()) -> dict:
         base = _resolve_part(kind, base_name, seen)
         return _deep_merge(base, spec)
     raise ConfigError(kind, f"expected a preset name or a mapping, got {spec!r}")
+
+
+def _section(raw: dict, name: str) -> dict:
+    """A scenario section that must be a mapping: absent (or empty) is {}, anything else is refused."""
+    value = raw.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(name, f"expected a mapping of fields, got {value!r}"[:200])
+    return value
 
 
 def _deep_merge(base: dict, over: dict) -> dict:
@@ -126,6 +146,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    except (ValueError, RecursionError) as e:  # an integer past Python's digit limit; nesting too deep
+        raise ConfigError(".".join(path), f"unreadable value ({str(e).split(';')[0] or type(e).__name__})") from None
     if isinstance(value, bool):  # keep the words: a text field then reports 'true', and a flag still reads it
         value = raw.strip()
     return path, value
@@ -199,9 +221,9 @@ def scenario_from_dict(raw: dict, name: str = "scenario", overrides: tuple[str, 
         cluster_d = {**cluster_d, "profile": raw["profile"]}
     model = build(ModelConfig, model_d, "model")
     cluster = build(ClusterConfig, cluster_d, "cluster")
-    plan = build(PlanConfig, raw.get("plan") or {}, "plan")
-    training = build(TrainingConfig, raw.get("training") or {}, "training")
-    cost = build(CostConfig, raw.get("cost") or {}, "cost")
+    plan = build(PlanConfig, _section(raw, "plan"), "plan")
+    training = build(TrainingConfig, _section(raw, "training"), "training")
+    cost = build(CostConfig, _section(raw, "cost"), "cost")
     sc = Scenario(
         name=str(raw.get("name", name)),
         model=model,

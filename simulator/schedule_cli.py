@@ -40,6 +40,8 @@ from simulator.schedules import (
     validate_schedule_args,
 )
 
+MAX_WIDTH = 10_000  # columns: wider than any terminal; the drawing's cost grows with it
+
 
 def register(subparsers) -> argparse.ArgumentParser:
     """Add the ``schedule`` subcommand to an argparse subparsers object."""
@@ -146,6 +148,8 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.width is not None and args.width < MIN_WIDTH:
         raise ConfigError("width", f"{args.width} columns is too narrow", f"{MIN_WIDTH} or more")
+    if args.width is not None and args.width > MAX_WIDTH:
+        raise ConfigError("width", f"{args.width} columns is too wide"[:200], f"{MIN_WIDTH} .. {MAX_WIDTH}")
     validate_schedule_args(args.name, args.pp, args.microbatches, args.vpp)  # before the size check: --pp -3
     if args.pp * args.microbatches * max(1, args.vpp) > MAX_TASKS:
         raise ValueError(f"--pp x --microbatches x --vpp: {args.pp * args.microbatches * max(1, args.vpp):,} chunks; "

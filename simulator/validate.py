@@ -110,6 +110,8 @@ def read_csv(path: str | Path) -> list[dict]:
         raise ConfigError("--csv", f"{path} is a directory", "a CSV file") from None
     except (csv.Error, UnicodeDecodeError) as e:
         raise ConfigError("--csv", f"{path} is not a readable CSV ({e})") from None
+    except OSError as e:
+        raise ConfigError("--csv", f"{path}: {e.strerror or e}") from None
     missing = [c for c in REQUIRED if c not in header]
     if missing:
         raise ConfigError("--csv", f"{path} lacks column {missing[0]!r}", "the schema of shared/validation/README.md")
@@ -184,10 +186,14 @@ def row_to_raw(row: dict) -> tuple[dict, list[str]]:
     cluster = {"preset": GPU_PRESETS[gpu], "num_gpus": _int(row, "num_gpus")}
     schedule = g("pp_schedule") or "1f1b"
     pp = _int(row, "pp", 1)
+    if pp < 1:
+        raise ConfigError(f"{row.get('run_id', '?')}.pp", f"{pp} is not a pipeline size", "an integer >= 1")
     if pp == 1:
         schedule = "1f1b"
     vpp = _int(row, "vpp")
     layers = _int(row, "layers")
+    if layers is None:
+        raise ConfigError(f"{row.get('run_id', '?')}.layers", "missing", "the number of transformer layers")
     block = row["run_id"].split("-")[0]  # the source block, which the block tables below are keyed by
     if schedule == "interleaved" and not vpp:
         if block in ONE_BLOCK_CHUNK_BLOCKS and (layers + 2) % pp == 0:
@@ -264,6 +270,8 @@ def _stated_peak(definition: str, sc) -> float:
     """The peak (FLOP/s) a definition divides by: the number it states ("peak 989", "/ 312"), else
     the BF16 peak of the GPU the row ran on."""
     found = re.search(r"(?:peak|/)\s*(\d+(?:\.\d+)?)", definition)
+    if found and not float(found.group(1)) > 0:
+        raise ConfigError("mfu_definition", f"divides by a peak of {found.group(1)}", "a peak > 0 (e.g. 'peak 989')")
     return float(found.group(1)) * 1e12 if found else sc.cluster.gpu.bf16_tflops * 1e12
 
 
@@ -361,6 +369,9 @@ def validate_rows(rows: list[dict], engine: str = "analytic", profile=None) -> t
             results.append(RowResult(rid, "", None, None, None, reason="no measured throughput or MFU"))
             continue
         err = 100 * (predicted - measured) / measured
+        if not math.isfinite(err):  # a measured value too small to divide by (1e-320)
+            raise ConfigError(f"{rid}.{'tokens_per_s_per_gpu' if tps else 'mfu_pct'}",
+                              f"{measured!r} leaves the error undefined", "a measured value > 0")
         mem = ""
         if not pred.fits_in_memory:
             mem = f"does not fit: {pred.peak_memory_gib:.0f} GiB > {sc.cluster.gpu.hbm_gib:.0f} GiB"

@@ -487,3 +487,100 @@ def test_sm_clocks_are_checked(overrides, message):
     with pytest.raises(ConfigError) as e:
         load_scenario("deepseek-v3", overrides)
     assert str(e.value).startswith(message), str(e.value)
+
+
+def _one_line_error(argv, capsys) -> str:
+    assert main(argv) == 2
+    cap = capsys.readouterr()
+    assert cap.out == "" and cap.err.count("\n") == 1 and "Traceback" not in cap.err
+    return cap.err
+
+
+@pytest.mark.parametrize("text,message", [
+    # A mapping where a list is expected (was an AttributeError / TypeError traceback).
+    ("model: deepseekmoe-2b\ncluster: h800\ntraining: {phases: {b: 1, 2: 3}}\n", "training.phases: expected a list"),
+    ("model: deepseekmoe-2b\ncluster: h800\nplan: {expert_histogram: {b: 1, 2: 3}}\n", "plan.expert_histogram: expected a list"),
+    # A YAML anchor inside its own mapping, and nesting past Python's recursion limit (RecursionError).
+    ("model: &a {preset: *a}\ncluster: h800\n", "model: refers to itself"),
+    ("plan: " + "[" * 5000 + "]" * 5000 + "\n", "nests too deeply"),
+    # A section of the wrong type was taken as empty.
+    ("model: deepseekmoe-2b\ncluster: h800\nplan: 0\n", "plan: expected a mapping"),
+    ("model: deepseekmoe-2b\ncluster: h800\ncost: []\n", "cost: expected a mapping"),
+    # An integer past Python's 4300-digit limit named no field.
+    ("model: deepseekmoe-2b\ncluster: h800\nplan: {tp: " + "9" * 5000 + "}\n", "unreadable value"),
+])
+def test_malformed_scenario_files_are_one_line(tmp_path, capsys, text, message):
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    assert message in _one_line_error(["predict", str(path)], capsys)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("training.phases.x=1", "training.phases: expected a list"),
+    ("plan.seed=-1", "plan.seed: -1 is out of range"),
+    ("plan.tp=" + "9" * 5000, "plan.tp: unreadable value"),
+    # steps x batch x seq_len past the 1e18-token cap (was 1.1e28 GPU-hours, exit 0).
+    ("training.phases=[{name: a, seq_len: 2048, global_batch: 2048, steps: 1e30}]", "training.phases[a].steps"),
+])
+def test_overrides_of_the_wrong_shape_or_size_are_one_line(capsys, override, message):
+    assert message in _one_line_error(["predict", "deepseekmoe-2b", "--set", override], capsys)
+
+
+def test_files_that_are_not_regular_or_not_text_are_named(tmp_path, capsys):
+    import os
+
+    fifo = tmp_path / "pipe.yaml"
+    os.mkfifo(fifo)  # opening it would block until a writer came
+    assert "is not a regular file" in _one_line_error(["predict", str(fifo)], capsys)
+    assert "is not a regular file" in _one_line_error(["predict", "deepseekmoe-2b", "--profile", str(fifo)], capsys)
+    binary = tmp_path / "s.yaml"
+    binary.write_bytes(b"\xff\xfe model")
+    assert f"{binary.name} is not UTF-8" in _one_line_error(["predict", str(binary)], capsys)
+    prof = json.loads(open("calibration/profiles/h100-published.json").read())
+    prof["device"]["hbm_gbps"] = [1]  # read as a number for the sustained-clock ridge (was a TypeError)
+    bad = tmp_path / "p.json"
+    bad.write_text(json.dumps(prof))
+    assert "device.hbm_gbps must be a positive number" in _one_line_error(
+        ["predict", "deepseekmoe-2b", "--profile", str(bad)], capsys)
+    # --width had no upper bound: a billion columns ran for minutes
+    assert "too wide" in _one_line_error(["schedule", "1f1b", "--pp", "4", "--microbatches", "8", "--width", "1000000000"],
+                                         capsys)
+
+
+@pytest.mark.parametrize("change,field", [
+    ({"pp_schedule": "interleaved", "pp": "2", "vpp": "", "layers": ""}, "layers"),  # was a TypeError
+    ({"pp_schedule": "interleaved", "pp": "0", "vpp": ""}, "pp"),  # was a ZeroDivisionError
+])
+def test_validate_rows_missing_sizes_are_named(tmp_path, capsys, change, field):
+    import csv
+
+    from simulator.validate import DEFAULT_CSV
+
+    row = next(csv.DictReader(open(DEFAULT_CSV)))
+    path = tmp_path / "r.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        w.writeheader()
+        w.writerow({**row, **change})
+    # --json: nothing on stdout, the reason in the one line
+    assert f"{row['run_id']}.{field}" in _one_line_error(["validate", "--csv", str(path), "--json"], capsys)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"tokens_per_s_per_gpu": "1e-320"}, "leaves the error undefined"),  # was +inf % (Infinity in --json)
+    ({"tokens_per_s_per_gpu": "", "mfu_definition": "megatron-72 (TFLOP/s / 0)"}, "divides by a peak of 0"),
+])
+def test_validate_measurements_that_cannot_be_compared_are_named(tmp_path, capsys, change, message):
+    import csv
+
+    from simulator.validate import DEFAULT_CSV
+
+    row = next(csv.DictReader(open(DEFAULT_CSV)))
+    path = tmp_path / "r.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        w.writeheader()
+        w.writerow({**row, **change})
+    assert main(["validate", "--csv", str(path), "--json"]) == 2
+    cap = capsys.readouterr()
+    assert message in cap.err and cap.err.count("\n") == 1 and "Traceback" not in cap.err
