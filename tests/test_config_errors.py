@@ -547,11 +547,8 @@ def test_files_that_are_not_regular_or_not_text_are_named(tmp_path, capsys):
                                          capsys)
 
 
-@pytest.mark.parametrize("change,field", [
-    ({"pp_schedule": "interleaved", "pp": "2", "vpp": "", "layers": ""}, "layers"),  # was a TypeError
-    ({"pp_schedule": "interleaved", "pp": "0", "vpp": ""}, "pp"),  # was a ZeroDivisionError
-])
-def test_validate_rows_missing_sizes_are_named(tmp_path, capsys, change, field):
+def _one_row_csv(tmp_path, change: dict):
+    """The public set's first row with ``change`` applied, alone in a CSV: (the original row, the path)."""
     import csv
 
     from simulator.validate import DEFAULT_CSV
@@ -562,6 +559,15 @@ def test_validate_rows_missing_sizes_are_named(tmp_path, capsys, change, field):
         w = csv.DictWriter(f, fieldnames=list(row))
         w.writeheader()
         w.writerow({**row, **change})
+    return row, path
+
+
+@pytest.mark.parametrize("change,field", [
+    ({"pp_schedule": "interleaved", "pp": "2", "vpp": "", "layers": ""}, "layers"),  # was a TypeError
+    ({"pp_schedule": "interleaved", "pp": "0", "vpp": ""}, "pp"),  # was a ZeroDivisionError
+])
+def test_validate_rows_missing_sizes_are_named(tmp_path, capsys, change, field):
+    row, path = _one_row_csv(tmp_path, change)
     # --json: nothing on stdout, the reason in the one line
     assert f"{row['run_id']}.{field}" in _one_line_error(["validate", "--csv", str(path), "--json"], capsys)
 
@@ -571,16 +577,7 @@ def test_validate_rows_missing_sizes_are_named(tmp_path, capsys, change, field):
     ({"tokens_per_s_per_gpu": "", "mfu_definition": "megatron-72 (TFLOP/s / 0)"}, "divides by a peak of 0"),
 ])
 def test_validate_measurements_that_cannot_be_compared_are_named(tmp_path, capsys, change, message):
-    import csv
-
-    from simulator.validate import DEFAULT_CSV
-
-    row = next(csv.DictReader(open(DEFAULT_CSV)))
-    path = tmp_path / "r.csv"
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(row))
-        w.writeheader()
-        w.writerow({**row, **change})
+    row, path = _one_row_csv(tmp_path, change)
     assert main(["validate", "--csv", str(path), "--json"]) == 2
     cap = capsys.readouterr()
     assert message in cap.err and cap.err.count("\n") == 1 and "Traceback" not in cap.err
