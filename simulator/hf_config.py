@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, special_file, unreadable
 
 SUPPORTED = (
     "DeepseekV3ForCausalLM",
@@ -36,8 +36,10 @@ def _get(cfg: dict, key: str, where: str, default: Any = ...) -> Any:
 def model_from_hf_config(path: str | Path) -> dict:
     """Return the plain-data ModelConfig fields for a HuggingFace config file."""
     where = f"model ({path})"
+    if special_file(path):
+        raise ConfigError("model", f"{path} is not a regular file", "a HuggingFace config.json file")
     try:
-        cfg = json.loads(Path(path).read_text())
+        cfg = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError("model", f"file not found: {path}") from None
     except IsADirectoryError:
@@ -47,7 +49,7 @@ def model_from_hf_config(path: str | Path) -> dict:
     except json.JSONDecodeError as e:
         raise ConfigError("model", f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
     except (ValueError, RecursionError) as e:  # an integer past Python's digit limit; nesting too deep
-        raise ConfigError("model", f"{path} is not readable JSON ({str(e).split(';')[0] or type(e).__name__})") from None
+        raise ConfigError("model", f"{path} is not readable JSON ({unreadable(e)})") from None
     if not isinstance(cfg, dict):
         raise ConfigError("model", f"{path} holds a JSON {type(cfg).__name__}, not an object",
                           "a HuggingFace config.json file")

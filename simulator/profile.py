@@ -45,6 +45,7 @@ from typing import Any, Callable
 
 from .atomic import write_atomic
 from .config import BANDWIDTH_GBPS, TFLOPS, format_number
+from .errors import special_file, unreadable
 from .workload import BYTES
 
 SCHEMA = "gpuhours.profile"
@@ -231,7 +232,7 @@ def load_profile(name_or_path: str | os.PathLike) -> "Profile":
 
 @lru_cache(maxsize=32)
 def _load_profile_cached(path: str, _mtime: int) -> "Profile":
-    if os.path.exists(path) and not os.path.isdir(path) and not os.path.isfile(path):  # a FIFO would block
+    if special_file(path):
         raise ProfileError(f"profile: {path} is not a regular file; allowed: a .json profile file")
     try:
         with open(path, encoding="utf-8") as f:
@@ -248,7 +249,7 @@ def _load_profile_cached(path: str, _mtime: int) -> "Profile":
     except json.JSONDecodeError as e:
         raise ProfileError(f"profile: {path} is not valid JSON ({e.msg} at line {e.lineno})") from None
     except (ValueError, RecursionError) as e:  # an integer past Python's digit limit; nesting too deep
-        raise ProfileError(f"profile: {path} is not readable JSON ({str(e).split(';')[0] or type(e).__name__})") from None
+        raise ProfileError(f"profile: {path} is not readable JSON ({unreadable(e)})") from None
     return Profile(validate_profile(data, where=f"profile {path}"), path=path)
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from .config import ClusterConfig, CostConfig, ModelConfig, PlanConfig, Scenario, TrainingConfig, build
-from .errors import ConfigError
+from .errors import ConfigError, special_file, unreadable
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS_DIR = Path(os.environ.get("GPUHOURS_SCENARIOS", ROOT / "scenarios"))
@@ -52,7 +52,7 @@ def list_scenarios() -> list[str]:
 def read_yaml(path: Path | str, where: str | None = None) -> Any:
     """Parse a YAML file; a syntax error becomes a one-line ConfigError."""
     where = where or str(path)
-    if Path(path).exists() and not Path(path).is_dir() and not Path(path).is_file():  # a FIFO would block
+    if special_file(path):
         raise ConfigError(where, f"{path} is not a regular file", "a YAML file or a preset name")
     try:
         with open(path, encoding="utf-8") as f:
@@ -62,7 +62,7 @@ def read_yaml(path: Path | str, where: str | None = None) -> Any:
     except RecursionError:
         raise ConfigError(where, f"{path} nests too deeply (or an anchor refers to itself)") from None
     except ValueError as e:  # e.g. an integer past Python's digit limit
-        raise ConfigError(where, f"{path}: unreadable value ({str(e).split(';')[0]})") from None
+        raise ConfigError(where, f"{path}: unreadable value ({unreadable(e)})") from None
     except FileNotFoundError:
         raise ConfigError(where, f"file not found: {path}") from None
     except IsADirectoryError:
@@ -106,12 +106,12 @@ def _resolve_part(kind: str, spec: Any, seen: tuple[str, ...] = ()) -> dict:
         data.setdefault("name", spec)
         return _resolve_part(kind, data, seen) if "preset" in data else data
     if isinstance(spec, dict):
-        if any(v is spec for v in spec.values()):  # a YAML anchor that refers to itself (model: &a {preset: *a})
-            raise ConfigError(kind, "refers to itself (a YAML anchor inside its own mapping)", "a preset name or a mapping")
         spec = dict(spec)
         base_name = spec.pop("preset", None)
         if base_name is None:
             return spec
+        if not isinstance(base_name, str):  # e.g. a YAML anchor inside its own mapping: model: &a {preset: *a}
+            raise ConfigError(kind, "refers to itself or to a mapping as its preset", "a preset name or a path")
         base = _resolve_part(kind, base_name, seen)
         return _deep_merge(base, spec)
     raise ConfigError(kind, f"expected a preset name or a mapping, got {spec!r}")
@@ -147,7 +147,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     except yaml.YAMLError:
         value = raw
     except (ValueError, RecursionError) as e:  # an integer past Python's digit limit; nesting too deep
-        raise ConfigError(".".join(path), f"unreadable value ({str(e).split(';')[0] or type(e).__name__})") from None
+        raise ConfigError(".".join(path), f"unreadable value ({unreadable(e)})") from None
     if isinstance(value, bool):  # keep the words: a text field then reports 'true', and a flag still reads it
         value = raw.strip()
     return path, value
