@@ -39,9 +39,9 @@ import math
 import re
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
-from simulator.cli import whole_number
+from simulator.cli import some_text, whole_number
 
 NCCL_OPS = {
     "all_reduce": "all_reduce", "all_gather": "all_gather", "reduce_scatter": "reduce_scatter",
@@ -124,14 +124,17 @@ def parse_nccl_tests(text: str, *, op: str | None = None, ranks: int | None = No
     i_size, i_time, i_alg, i_bus = header.index("size"), col("time"), col("algbw"), col("busbw")
     i_type = header.index("type") if "type" in header else None
     rows = []
-    for line in lines:
+    for n, line in enumerate(lines, 1):
         toks = line.split()
         if not toks or toks[0].startswith("#") or not toks[0].isdigit() or len(toks) <= i_bus:
             continue
         try:
             nbytes, t_us, alg, bus = int(toks[i_size]), float(toks[i_time]), float(toks[i_alg]), float(toks[i_bus])
-        except ValueError:
+        except ValueError:  # "N/A" in a column nccl-tests did not measure
             continue
+        if not all(map(math.isfinite, (t_us, alg, bus))):  # the input is wrong, not the profile it goes into
+            raise NetworkImportError(f"nccl-tests: line {n}: time, algbw and busbw must be finite numbers, "
+                                     f"got {toks[i_time]} {toks[i_alg]} {toks[i_bus]}")
         if bus <= 0:
             continue
         row = {"op": op, "ranks": int(ranks), "bytes": nbytes, "gbps": bus, "algbw_gbps": alg,
@@ -288,8 +291,8 @@ def add_import_arguments(p: argparse.ArgumentParser) -> None:
                    help="number of ranks (nccl-tests: overrides the Rank lines; DeepEP: for tables without 'ep')")
     p.add_argument("--op", default=None, choices=sorted(NCCL_OPS),
                    help="collective for nccl-tests output that does not name it")
-    p.add_argument("--link", default=None, help="link label for the rows (default: detected, e.g. intranode)")
-    p.add_argument("--source", default=None, help="source label stored in each row")
+    p.add_argument("--link", default=None, type=some_text("a link label such as intranode or internode"), help="link label for the rows (default: detected, e.g. intranode)")
+    p.add_argument("--source", default=None, type=some_text("a source label such as 'nccl-tests on our 2 nodes'"), help="source label stored in each row")
     p.add_argument("--in-place", action="store_true", help="nccl-tests: take the in-place columns")
 
 
@@ -308,15 +311,23 @@ def run_import(args: argparse.Namespace) -> int:
         except UnicodeDecodeError as e:
             raise NetworkImportError(f"{flag}: {f}: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
+    def parsed(flag: str, f: str, parse: Callable[[str], list[dict]]) -> list[dict]:
+        text = read(flag, f)
+        try:
+            return parse(text)
+        except NetworkImportError as e:  # name the file: two --nccl inputs give the same messages
+            raise NetworkImportError(f"{flag} {f}: {e}") from None
+
     rows: list[dict] = []
     try:
         for f in args.nccl:
-            rows += parse_nccl_tests(read("--nccl", f), op=NCCL_OPS.get(args.op), ranks=args.ranks, link=args.link,
-                                     source=args.source or f"nccl-tests: {Path(f).name}", in_place=args.in_place,
-                                     name_hint=Path(f).name)
+            rows += parsed("--nccl", f, lambda text: parse_nccl_tests(
+                text, op=NCCL_OPS.get(args.op), ranks=args.ranks, link=args.link,
+                source=args.source or f"nccl-tests: {Path(f).name}", in_place=args.in_place, name_hint=Path(f).name))
         for f in args.deepep:
-            rows += parse_deepep(read("--deepep", f), fmt="json" if f.endswith(".json") else None,
-                                 ranks=args.ranks, link=args.link, source=args.source or f"deepep: {Path(f).name}")
+            rows += parsed("--deepep", f, lambda text: parse_deepep(
+                text, fmt="json" if f.endswith(".json") else None, ranks=args.ranks, link=args.link,
+                source=args.source or f"deepep: {Path(f).name}"))
         path = import_into_profile(args.profile, args.out, rows)
     except (NetworkImportError, ProfileError, OSError) as e:
         print(f"gpuhours import-network: {e}", file=sys.stderr)

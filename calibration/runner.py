@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from simulator.cli import whole_number
+from simulator.cli import some_text, whole_number
 
 FAMILIES = ("gemm", "grouped_gemm", "attention", "memory_bound", "sm_scaling", "collectives", "sustained")
 # Seconds the ``sustained`` family runs its GEMM back to back: long enough to reach the power limit
@@ -67,7 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="auto: the GPU if there is one, else the CPU with tiny shapes")
     p.add_argument("--families", default=",".join(FAMILIES),
                    help=f"comma-separated subset of: {', '.join(FAMILIES)}")
-    p.add_argument("--name", default=None, help="profile name (default: from the device)")
+    p.add_argument("--name", default=None, type=some_text("a profile name such as my-h100"), help="profile name (default: from the device)")
     # torch.manual_seed takes a signed 64-bit integer: say so before measuring anything
     p.add_argument("--seed", type=whole_number(0, 2**63 - 1), default=0, help="seed for the random inputs")
     p.add_argument("--sustain-seconds", type=_seconds, default=None, metavar="S",

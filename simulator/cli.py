@@ -291,6 +291,18 @@ def whole_number(lo: int, hi: int | None = None) -> Callable[[str], int]:
     return parse
 
 
+def some_text(what: str) -> Callable[[str], str]:
+    """An argparse ``type`` for a label or address that must not be empty or blank (``--name ""``
+    would write a profile with no name; ``--scheduler ""`` would quietly run locally)."""
+
+    def parse(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"empty; allowed: {what}")
+        return text.strip()
+
+    return parse
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse whose usage errors are one line (the bad-input rule), not a usage block."""
 

@@ -25,6 +25,41 @@ SUPPORTED = (
 )
 
 
+# The config.json key behind each model field, for error messages: a user fixes the file, so the message
+# names the key in it (num_experts), not our field (n_routed_experts). Per architecture where they differ.
+HF_KEYS = {
+    "layers": "num_hidden_layers", "hidden": "hidden_size", "heads": "num_attention_heads", "vocab": "vocab_size",
+    "tied_embeddings": "tie_word_embeddings", "attention_dropout": "attention_dropout",
+    "q_lora_rank": "q_lora_rank", "kv_lora_rank": "kv_lora_rank", "qk_nope_head_dim": "qk_nope_head_dim",
+    "qk_rope_head_dim": "qk_rope_head_dim", "v_head_dim": "v_head_dim", "dense_intermediate": "intermediate_size",
+    "n_routed_experts": "n_routed_experts", "n_shared_experts": "n_shared_experts",
+    "experts_per_token": "num_experts_per_tok", "moe_intermediate": "moe_intermediate_size",
+    "first_k_dense": "first_k_dense_replace", "n_expert_groups": "n_group", "topk_groups": "topk_group",
+    "mtp_depth": "num_nextn_predict_layers", "kv_heads": "num_key_value_heads", "head_dim": "head_dim",
+    "sliding_window": "sliding_window",
+}
+HF_KEYS_BY_ARCH = {
+    "MixtralForCausalLM": {"n_routed_experts": "num_local_experts", "moe_intermediate": "intermediate_size"},
+    "Qwen2MoeForCausalLM": {"n_routed_experts": "num_experts", "n_shared_experts": "shared_expert_intermediate_size"},
+    "Qwen3MoeForCausalLM": {"n_routed_experts": "num_experts", "n_shared_experts": "shared_expert_intermediate_size"},
+}
+
+
+def _checked(out: dict, arch: str, where: str) -> dict:
+    """Build the model once here, so that a value the model refuses is reported by its config.json key."""
+    from .config import ModelConfig, build
+
+    try:
+        build(ModelConfig, out, "model").validate()
+    except ConfigError as e:
+        field = e.field.split(".", 1)[1] if e.field.startswith("model.") else ""
+        key = HF_KEYS_BY_ARCH.get(arch, {}).get(field) or HF_KEYS.get(field)
+        if key is None:
+            raise
+        raise ConfigError(f"{where}.{key}", e.problem, e.allowed) from None
+    return out
+
+
 def _get(cfg: dict, key: str, where: str, default: Any = ...) -> Any:
     if key in cfg and cfg[key] is not None:
         return cfg[key]
@@ -90,7 +125,7 @@ def model_from_hf_config(path: str | Path) -> dict:
             topk_groups=g("topk_group", 1),
             mtp_depth=g("num_nextn_predict_layers", 0),
         )
-        return out
+        return _checked(out, arch, where)
     kv = g("num_key_value_heads", heads)
     out.update(
         attention="mha" if kv == heads else ("mqa" if kv == 1 else "gqa"),
@@ -121,4 +156,4 @@ def model_from_hf_config(path: str | Path) -> dict:
             dense_intermediate=g("intermediate_size", 0) or 0,
             first_k_dense=0,
         )
-    return out
+    return _checked(out, arch, where)

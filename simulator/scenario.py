@@ -134,14 +134,31 @@ def _deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
+_SECTION_TYPES = {"model": ModelConfig, "cluster": ClusterConfig, "plan": PlanConfig, "training": TrainingConfig,
+                  "cost": CostConfig}
+
+
+def _is_text_field(path: list[str]) -> bool:
+    """A field that holds text as typed (a name, a source, a preset): its value is not read as YAML,
+    which would turn ``model.name=1_000`` into the number 1000 and ``model.name=yes`` into true."""
+    if len(path) != 2:
+        return False
+    if path[1] == "preset":
+        return True
+    field = _SECTION_TYPES[path[0]].__dataclass_fields__.get(path[1])
+    return field is not None and field.type in (str, "str")
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """``plan.pp=8`` -> (["plan", "pp"], 8); values are parsed as YAML scalars."""
+    """``plan.pp=8`` -> (["plan", "pp"], 8); values are parsed as YAML scalars, except in text fields."""
     if "=" not in text:
         raise ConfigError("--set", f"{text!r} is not of the form section.field=value", "e.g. plan.pp=8")
     key, _, raw = text.partition("=")
     path = [p for p in key.strip().split(".") if p]
     if len(path) < 2 or path[0] not in SECTIONS:
         raise ConfigError("--set", f"{key!r} does not name a field", "section.field with section in " + ", ".join(SECTIONS))
+    if _is_text_field(path):
+        return path, raw.strip()
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:

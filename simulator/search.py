@@ -440,7 +440,7 @@ class _Bar:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from .cli import add_scenario_args
+    from .cli import add_scenario_args, some_text
 
     p = subparsers.add_parser("search", help="rank parallelism plans for a model and GPU count")
     add_scenario_args(p)
@@ -449,7 +449,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--top", type=int, default=10,
                    help=f"plans to show and re-simulate with the DES, 1 .. {MAX_TOP} (default 10); "
                         "--out writes every plan")
-    p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="Dask scheduler, e.g. tcp://host:8786")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS", type=some_text("a Dask scheduler address"),
+                   help="Dask scheduler, e.g. tcp://host:8786")
     p.add_argument("--workers", type=int, default=None, help="local worker processes (default: all cores)")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object")
     p.add_argument("--out", default=None, help="write every valid plan, ranked, to a .csv or .parquet file")

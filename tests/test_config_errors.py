@@ -440,6 +440,12 @@ QWEN_MOE = {"architectures": ["Qwen2MoeForCausalLM"], "num_hidden_layers": 24, "
     ({"moe_intermediate_size": 0}, "moe_intermediate_size: 0 is not a width; allowed: a whole number >= 1"),
     ({"moe_intermediate_size": "1408"}, "moe_intermediate_size: '1408' is not a width"),
     ({"shared_expert_intermediate_size": [1]}, "shared_expert_intermediate_size: [1] is not a width"),
+    # Values the model refuses are named by the file's key, not by the model field they fill
+    # (was "model.n_routed_experts: ..." for a file that has no such key).
+    ({"num_experts": -4}, ".num_experts: must be a finite number >= 0, got -4"),
+    ({"num_experts_per_tok": 0}, ".num_experts_per_tok: must be > 0 for an MoE model"),
+    ({"hidden_size": "abc"}, ".hidden_size: expected an integer, got 'abc'"),
+    ({"num_key_value_heads": 3}, ".num_key_value_heads: 3 does not divide heads=16"),
 ])
 def test_malformed_hf_config_is_one_line(tmp_path, capsys, change, message):
     """A config.json whose fields have the wrong shape used to raise KeyError, TypeError or ZeroDivisionError."""
@@ -454,6 +460,30 @@ def test_malformed_hf_config_is_one_line(tmp_path, capsys, change, message):
     assert message in err and err.count("\n") == 1, err
 
 
+def test_set_keeps_text_fields_as_typed(capsys):
+    """--set values are YAML scalars, but a name is text: model.name=1_000 became the number 1000, and
+    model.preset=1_000 was refused as 'not a name' instead of as an unknown preset."""
+    from simulator.scenario import load_scenario
+
+    assert load_scenario("deepseek-v3", ["model.name=1_000"]).model.name == "1_000"
+    assert load_scenario("deepseek-v3", ["model.name=yes"]).model.name == "yes"
+    assert load_scenario("deepseek-v3", ["plan.pp=8"]).plan.pp == 8  # numbers stay numbers
+    assert "unknown model preset '1_000'" in _one_line_error(["predict", "deepseek-v3", "--set", "model.preset=1_000"],
+                                                              capsys)
+
+
+@pytest.mark.parametrize("argv,flag", [
+    (["search", "deepseek-v2-lite", "--gpus", "8", "--scheduler", ""], "--scheduler"),
+    (["calibrate", "--out", "x.json", "--name", " "], "--name"),
+])
+def test_empty_labels_are_refused(capsys, argv, flag):
+    """An empty --scheduler ran the search locally without a word; an empty --name wrote a nameless profile."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"argument {flag}: empty; allowed:" in err and err.count("\n") == 1
+
+
 def test_hf_config_tie_word_embeddings_is_read_as_a_flag(tmp_path):
     """The text "false" used to count as true (bool("false"))."""
     import json
@@ -464,7 +494,7 @@ def test_hf_config_tie_word_embeddings_is_read_as_a_flag(tmp_path):
     cfg.write_text(json.dumps({**QWEN_MOE, "tie_word_embeddings": "false"}))
     assert load_model(str(cfg)).tied_embeddings is False
     cfg.write_text(json.dumps({**QWEN_MOE, "tie_word_embeddings": 7}))
-    with pytest.raises(ConfigError, match="model.tied_embeddings: expected true or false"):
+    with pytest.raises(ConfigError, match=r"config.json\).tie_word_embeddings: expected true or false"):
         load_model(str(cfg))
 
 

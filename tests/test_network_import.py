@@ -136,6 +136,31 @@ def test_cli_refuses_bad_ranks_and_unknown_op(tmp_path, capsys, extra, flag):
     assert not (tmp_path / "o.json").exists()
 
 
+@pytest.mark.parametrize("old,new", [("1500.00  178.96  313.18", "nan  178.96  313.18"),
+                                     ("1500.00  178.96  313.18", "1500.00  nan  nan"),
+                                     ("1500.00  178.96  313.18", "1500.00  178.96  inf")])
+def test_cli_names_the_input_line_that_is_not_finite(tmp_path, capsys, old, new):
+    """A NaN time was imported as is; a NaN bus bandwidth was blamed on the profile being written
+    ("out.json: tables.collectives[10].gbps must be a positive finite number")."""
+    bad = tmp_path / "nccl.txt"
+    text = ALL_REDUCE.read_text()
+    assert old in text
+    bad.write_text(text.replace(old, new, 1))
+    out = tmp_path / "o.json"
+    assert ni.main(["--nccl", str(bad), "--profile", str(_profile(tmp_path)), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"gpuhours import-network: --nccl {bad}: nccl-tests: line 23: ") and "finite" in err
+    assert err.count("\n") == 1 and not out.exists()
+
+
+@pytest.mark.parametrize("flag", ["--link", "--source"])
+def test_cli_refuses_an_empty_label(tmp_path, capsys, flag):
+    with pytest.raises(SystemExit) as e:
+        ni.main(["--nccl", str(ALL_REDUCE), "--profile", str(_profile(tmp_path)), "--out", str(tmp_path / "o.json"),
+                 flag, " "])
+    assert e.value.code == 2 and f"argument {flag}: empty" in capsys.readouterr().err
+
+
 def test_cli_refuses_bad_profile_and_missing_inputs(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"schema": SCHEMA, "schema_version": 7, "device": {"name": "x"}}))
