@@ -914,6 +914,14 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F:
             opt_bytes = owned * (8 + 4 * BYTES[p.moment_dtype] + BYTES[p.grad_dtype] + 2)
             opt = max(opt, opt_bytes / (ev.timer.gpu.hbm_gbps * 1e9))
             transient = act_max
+            if p.zero >= 2:
+                # Sharded gradients leave no full-size buffer: a layer's gradients exist unsharded until its
+                # reduce-scatter (the collective's input), and ZeRO-3 also holds two layers' gathered BF16
+                # weights at once, the one computing and the one prefetched (PyTorch FSDP2's default "allows
+                # two all-gather output tensors to be alive at once", pytorch/pytorch#128884). Sized by the
+                # largest layer unit the rank holds (its local experts included, before the DP sharding).
+                unit = max(sum(ev.stage_memory(sc, (u,), shape)[:2]) for s in held for u in set(stages[s]))
+                transient += unit * (BYTES[p.grad_dtype] + (2 * 2 if p.zero == 3 else 0))
             # DeepEP's staging buffers, on every GPU of an EP group that runs routed experts.
             routed = p.dispatcher == "deepep" and any(u in ROUTED_UNITS for s in held for u in stages[s])
             buffers = deepep_buffer_bytes(sc.model.hidden, p.ep, p.comm_sms) if routed else 0.0
@@ -952,11 +960,13 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F:
             # ... and the last micro-batch's reduction can only follow its own backward.
             exposed = max(behind(t_rs, e_rs, grads_last, edge_layers, reductions_hide), M * visit * t_rs - after_warmup,
                           M * (visit * rs_link[0] + nic) - after_warmup)
-            if p.zero == 3:
+            # The updated shard is gathered behind the first forward and the fill: once a step under ZeRO-2,
+            # and under ZeRO-3 as the first of its gathers (the optimizer has just written the shard, so
+            # nothing gathers it ahead), so ZeRO-3 never shows less than ZeRO-2.
+            exposed += behind(t_ag, e_ag, F, edge_layers, gathers_hide)
+            if p.zero == 3:  # ... and all of its gathers, twice per micro-batch, must fit in the step
                 exposed = max(exposed, M * visit * (t_rs + 2 * t_ag) - span,
                               M * (visit * (rs_link[0] + 2 * ag_link[0]) + nic) - span)
-            else:  # the updated shard gathered once, behind the first forward and the fill
-                exposed += behind(t_ag, e_ag, F, edge_layers, gathers_hide)
         elif p.grad_reduce_overlap:
             exposed = (behind(t_rs, e_rs, grads_last, edge_layers, reductions_hide)
                        + behind(t_ag, e_ag, F, edge_layers, gathers_hide))
