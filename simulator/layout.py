@@ -44,13 +44,26 @@ def rank_stages(schedule: str, pp: int, vpp: int, rank: int) -> list[int]:
     return [rank]
 
 
-def stage_ranks(schedule: str, pp: int, vpp: int) -> list[int]:
-    """The rank that holds each stage, by stage index (the inverse of :func:`rank_stages`)."""
+@lru_cache(maxsize=256)
+def _stage_ranks(schedule: str, pp: int, vpp: int) -> tuple[int, ...]:
     out = [0] * num_stages(schedule, pp, vpp)
     for r in range(pp):
         for s in rank_stages(schedule, pp, vpp, r):
             out[s] = r
-    return out
+    return tuple(out)
+
+
+def route_rank(schedule: str, pp: int, vpp: int, rank: int, stage: int, other: int) -> int:
+    """The rank that runs stage ``other`` for the micro-batches that ``rank`` runs at ``stage``.
+
+    Every schedule but DualPipe holds each stage on one rank. DualPipe holds each on two, one per
+    direction: a micro-batch that enters at rank 0 runs stage s on rank s, one that enters at rank
+    PP-1 runs it on rank PP-1-s, and which one a rank runs at ``stage`` tells the direction (its
+    first chunk, stage == rank, is the one entering at rank 0). So the two middle ranks, which hold
+    stages PP/2-1 and PP/2 both, still pass every micro-batch between them."""
+    if schedule == "dualpipe":
+        return other if stage == rank else pp - 1 - other
+    return _stage_ranks(schedule, pp, vpp)[other]
 
 
 def stages_per_rank(schedule: str, vpp: int) -> int:

@@ -67,7 +67,7 @@ from functools import cached_property, lru_cache
 
 from simulator.bubble import closed_form_bubble
 from simulator.errors import ConfigError
-from simulator.layout import num_stages, rank_stages, stage_ranks
+from simulator.layout import num_stages, rank_stages, route_rank
 
 SCHEDULE_NAMES = ("1f1b", "interleaved", "zb1p", "dualpipe", "dualpipev")
 
@@ -472,14 +472,13 @@ def _compile(name: str, pp: int, m: int, vpp: int, pairs: bool = False):
     sched = _build(name, pp, m, vpp, pairs)
     ns = num_stages(name, pp, vpp)
     nev = 2 * ns * m
-    rank_of = stage_ranks(name, pp, vpp)
     stage = [rank_stages(name, pp, vpp, r) for r in range(pp)]
 
     def fwd(r: int, mb: int, c: int) -> tuple[list[int], int]:
         s = stage[r][c]
         deps = []
         if s > 0:
-            deps.append(2 * ((s - 1) * m + mb) + (nev if rank_of[s - 1] != r else 0))
+            deps.append(2 * ((s - 1) * m + mb) + (nev if route_rank(name, pp, vpp, r, s, s - 1) != r else 0))
         return deps, 2 * (s * m + mb)
 
     def bwd(r: int, mb: int, c: int) -> tuple[list[int], int]:
@@ -487,7 +486,7 @@ def _compile(name: str, pp: int, m: int, vpp: int, pairs: bool = False):
         deps = [2 * (s * m + mb)]
         if s < ns - 1:
             deps.append(
-                2 * ((s + 1) * m + mb) + 1 + (nev if rank_of[s + 1] != r else 0)
+                2 * ((s + 1) * m + mb) + 1 + (nev if route_rank(name, pp, vpp, r, s, s + 1) != r else 0)
             )
         return deps, 2 * (s * m + mb) + 1
 

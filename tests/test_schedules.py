@@ -258,6 +258,32 @@ def test_p2p_delays_every_hop():
     assert abs(slow.ranks[3][0][1] - (3 * 1 + 3 * 0.5)) < TOL
 
 
+@pytest.mark.parametrize("name,pp,m", [("dualpipe", 4, 8), ("dualpipe", 8, 16), ("dualpipe", 16, 40),
+                                       ("dualpipev", 4, 8), ("dualpipev", 8, 20)])
+def test_every_stage_to_stage_hop_of_dualpipe_pays_its_p2p(name, pp, m):
+    """DualPipe holds each stage on two ranks, one per direction. The stage-to-rank map kept one of them, so
+    the hop between the two middle ranks (which hold stages PP/2-1 and PP/2 both) ran as if local, in the
+    schedule tool and in the DES."""
+    p2p = 0.25
+    tl = simulate(name, pp, m, TaskTimes(1, 2, 1, 3), p2p=p2p)
+    made, runs = {}, []  # (stage, mb) -> (rank, when its forward output exists); forwards as they run
+    for r in range(pp):
+        for task, start, end in tl.ranks[r]:
+            if task.kind in ("F", "FB"):
+                s = rank_stages(name, pp, 1, r)[task.chunk]
+                made[s, task.mb] = (r, end)
+                runs.append((s, task.mb, r, start))
+    crossed = 0
+    for s, mb, r, start in runs:
+        if s > 0:
+            r_prev, ready = made[s - 1, mb]
+            assert r_prev != r or name == "dualpipev"  # DualPipe never passes a micro-batch to itself
+            if r_prev != r:
+                crossed += 1
+                assert start >= ready + p2p - TOL, (s, mb, r, r_prev, start, ready)
+    assert crossed >= (pp - 1) * m
+
+
 @pytest.mark.parametrize("name,pp,m,vpp,pairs", [
     ("1f1b", 4, 32, 1, False), ("1f1b", 8, 48, 1, False), ("1f1b", 8, 13, 1, False), ("1f1b", 4, 16, 1, True),
     ("interleaved", 8, 48, 2, False), ("interleaved", 2, 32, 24, False), ("interleaved", 4, 16, 2, True),

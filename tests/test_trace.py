@@ -134,3 +134,24 @@ def test_v3_p2p_transfers_are_drawn_as_they_ran_and_every_arrow_lands_on_a_slice
         assert all(a2 >= b1 - 1e-6 for (_, b1), (a2, _) in zip(track, track[1:]))
     heads = [e for e in events if e.get("ph") == "f"]
     assert heads and all(any(a <= e["ts"] <= b for a, b in slices[e["pid"], e["tid"]]) for e in heads)
+
+
+def test_dualpipe_p2p_lands_on_the_rank_that_runs_the_next_stage():
+    """DualPipe holds each stage on two ranks, one per direction; the DES looked the receiver up in a
+    stage-to-rank map that kept one of them, so forward sends were drawn (and, between the two middle
+    ranks, timed) as going to the rank of the other direction: 'p2p F0 s1 r0>r14' while rank 1 ran F0.s1."""
+    import re
+
+    from simulator.des.engine import predict_des
+    from simulator.des.trace_cli import build_trace
+    from simulator.scenario import load_scenario
+
+    events = build_trace(predict_des(load_scenario("deepseek-v3"))).events
+    runs = {(e["pid"], e["args"]["mb"]) for e in events
+            if e.get("ph") == "X" and e.get("cat") in ("F", "FB") and "mb" in e.get("args", {})}
+    sends = [re.fullmatch(r"p2p F(\d+) s(\d+) r(\d+)>r(\d+)", e["name"]) for e in events
+             if e.get("ph") == "X" and e.get("cat") == "p2p" and e["name"].startswith("p2p F")]
+    assert sends and all(sends)
+    for m in sends:
+        mb, _, src, dst = map(int, m.groups())
+        assert abs(src - dst) == 1 and (dst, mb) in runs, m.group(0)

@@ -89,7 +89,7 @@ from simulator.comm import all_to_all_row
 from simulator.config import Scenario
 from simulator.des.clock import to_ns, to_s
 from simulator.des.links import Network
-from simulator.layout import num_stages, rank_stages, stage_ranks, visits_per_stage
+from simulator.layout import num_stages, rank_stages, route_rank, visits_per_stage
 from simulator.memory import GIB, MemoryBreakdown
 from simulator.profile import Profile
 from simulator.schedules import PAIRABLE, build_schedule, runnable
@@ -266,7 +266,6 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
     # counted freed when the pair starts, so one micro-batch stays the peak.
     frees_at_start = megatron_pairs and pp == 1
     stage_map = [rank_stages(name, pp, vpp, r) for r in range(pp)]
-    rank_of = stage_ranks(name, pp, vpp)
 
     env = simpy.Environment()
     # Every flow crosses one link (the sender's NIC or NVLink port), so flows of different ranks
@@ -366,12 +365,14 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
     def deliver(lst, s_to: int, mb: int, src_rank: int):
         i = s_to * M + mb
         e = ev_of(lst, i)
-        if rank_of[s_to] == src_rank or not comm:
+        s_from = s_to - 1 if lst is f_in else s_to + 1
+        dst = route_rank(name, pp, vpp, src_rank, s_from, s_to)
+        if dst == src_rank or not comm:
             e.succeed()
             return
         fl = nets[src_rank].transfer(p2p_flow_bytes, (f"{p2p_link}{src_rank}",), latency_s=p2p_lat,
-                          name=f"p2p {'F' if lst is f_in else 'B'}{mb} s{s_to} r{src_rank}>r{rank_of[s_to]}",
-                          meta=(src_rank, rank_of[s_to], env.now))
+                          name=f"p2p {'F' if lst is f_in else 'B'}{mb} s{s_to} r{src_rank}>r{dst}",
+                          meta=(src_rank, dst, env.now))
         fl.callbacks.append(lambda _e, e=e: e.succeed())
 
     def send_outputs(s: int, mb: int, s2: int, mb2: int, r: int):
