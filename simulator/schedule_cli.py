@@ -34,7 +34,7 @@ from simulator.schedules import (
     SCHEDULE_NAMES,
     TaskTimes,
     closed_form,
-    closed_form_applies,
+    closed_form_caveat,
     render_text,
     simulate,
     validate_schedule_args,
@@ -173,7 +173,8 @@ def _run(args: argparse.Namespace) -> int:
         "bubble": tl.max_bubble,
         "bubble_per_rank": tl.bubbles(),
         "closed_form": closed_form(args.name, args.pp, times, args.vpp),
-        "closed_form_applies": closed_form_applies(args.name, times),
+        "closed_form_applies": not closed_form_caveat(args.name, times, args.p2p, tl.pairs),
+        "closed_form_caveat": closed_form_caveat(args.name, times, args.p2p, tl.pairs),
         "makespan": tl.makespan,
         "ranks": [
             [

@@ -56,6 +56,7 @@ class OpTimer:
         self.gpu = gpu
         self.warnings: dict[str, str] = {}
         self._cache: dict[tuple, float] = {}
+        self._clamped: dict[str, set[str]] = {}  # table:dtype -> the out-of-range details met
         self._scalings_seen: set[tuple[str, str]] = set()  # (table, FP8 scaling) pairs _note_scaling checked
         mismatch = device_mismatch(profile, gpu) if profile is not None else None
         if mismatch:
@@ -113,7 +114,14 @@ class OpTimer:
             self._warn(f"roofline:{op.kind}:{dt}", f"profile {p.name} has no {op.kind} {dt} rows: datasheet peak used (roofline)")
             return peak
         if res.status == "clamped":
-            self._warn(f"clamped:{op.kind}:{dt}", f"{op.kind} {dt} shapes outside the measured range, nearest rows used ({res.detail})")
+            # Every clamped shape is named, sorted: the first one timed depends on the order ops are met.
+            details = self._clamped.setdefault(f"{op.kind}:{dt}", set())
+            if res.detail not in details:
+                details.add(res.detail)
+                shown = sorted(details)
+                more = f"; and {len(shown) - 4} more" if len(shown) > 4 else ""
+                self.warnings[f"clamped:{op.kind}:{dt}"] = (f"{op.kind} {dt} shapes outside the measured range, nearest "
+                                                            f"rows used ({'; '.join(shown[:4])}{more})")
         if self._burst:
             self._note_burst(table, dt)
         return min(res.value, peak) * self._sustained(dt)

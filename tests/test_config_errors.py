@@ -611,3 +611,18 @@ def test_validate_measurements_that_cannot_be_compared_are_named(tmp_path, capsy
     assert main(["validate", "--csv", str(path), "--json"]) == 2
     cap = capsys.readouterr()
     assert message in cap.err and cap.err.count("\n") == 1 and "Traceback" not in cap.err
+
+
+def test_prediction_output_does_not_depend_on_the_hash_seed():
+    """The clamped-shape warning named the first shape met, which followed set order: 'n=256' under one
+    PYTHONHASHSEED, 'n=129280' under another."""
+    import os
+    import subprocess
+    import sys
+
+    outs = set()
+    for seed in ("1", "5"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        outs.add(subprocess.run([sys.executable, "-m", "simulator.cli", "predict", "deepseek-v3", "--json"],
+                                capture_output=True, text=True, env=env, check=True).stdout)
+    assert len(outs) == 1

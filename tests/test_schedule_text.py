@@ -284,3 +284,25 @@ def test_cli_default_width_without_a_terminal(monkeypatch):
     assert schedule_cli.default_width() == 100
     monkeypatch.setenv("COLUMNS", "12")
     assert schedule_cli.default_width() == 40
+
+
+@pytest.mark.parametrize("extra,caveat", [(["--pairs"], "counts no forward-backward pairs"),
+                                          (["--p2p", "0.5"], "counts no P2P time (here 0.5 a hop)")])
+def test_closed_form_is_not_claimed_where_pairs_or_p2p_move_the_bubble(capsys, extra, caveat):
+    """1F1B PP4 M8 with pairs simulates a bubble of 27 and with 0.5 a hop 17; the closed form says 9, and the
+    JSON said it applied."""
+    argv = ["schedule", "1f1b", "--pp", "4", "--microbatches", "8", *extra]
+    schedule_cli.run(_parser().parse_args(argv + ["--json"]))
+    data = json.loads(capsys.readouterr().out)
+    assert data["closed_form"] == 9 and data["bubble"] > 9
+    assert data["closed_form_applies"] is False and data["closed_form_caveat"] == caveat
+    schedule_cli.run(_parser().parse_args(argv + ["--width", "200"]))
+    assert f"closed form 9, which {caveat} and so does not apply" in _normalised(capsys.readouterr().out)
+
+
+def test_a_bubble_is_never_negative():
+    """DualPipe PP2 at these times printed 'bubble -9.09495e-13' on each rank: the busy sum a few ulps past
+    the makespan."""
+    tl = simulate("dualpipe", 2, 8, TaskTimes(270.69, 465.57, 112.06, 586.93))
+    assert tl.bubbles() == [0.0, 0.0] and tl.max_bubble == 0.0
+    assert "bubble -" not in render_text(tl, width=120)
