@@ -252,8 +252,9 @@ def sensitivity(sc: Scenario, profile: Profile | str | None = None) -> dict:
     return {"base": base, "rows": rows, "notes": notes}
 
 
-def prediction_bands(sc: Scenario, profile: Profile | str | None = None) -> dict:
-    """The prediction's two error bands on GPU-hours per trillion tokens, side by side.
+def prediction_bands(sc: Scenario, profile: Profile | str | None = None, engine: str = "analytic") -> dict:
+    """The prediction's two error bands on GPU-hours per trillion tokens, side by side, around ``engine``'s
+    prediction.
 
     ``{"base", "validation": {"low", "high", ...}, "calibration": {"low", "high", ...} or None}``:
     the spread of published runs around our predictions of them, and the spread of the calibration
@@ -261,7 +262,7 @@ def prediction_bands(sc: Scenario, profile: Profile | str | None = None) -> dict
     """
     from .uncertainty import prediction_bands as _bands
 
-    return _bands(sc, profile=profile)
+    return _bands(sc, profile=profile, engine=engine)
 
 
 def chrome_trace(pred: Prediction) -> dict:

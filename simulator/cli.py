@@ -117,7 +117,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.interval:
         from .api import prediction_bands
 
-        bands = rep["interval"] = prediction_bands(sc, profile=args.profile)
+        bands = rep["interval"] = prediction_bands(sc, profile=args.profile, engine=args.engine)
     check_finite(rep)
     if args.json:
         print(json.dumps(rep))

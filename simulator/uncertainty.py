@@ -160,7 +160,7 @@ def spread_profile(prof: Profile, spreads: tuple[Spread, ...], sign: int) -> Pro
     return prof.scaled(factor, f"{prof.name} {'+' if sign > 0 else '-'}spread")
 
 
-def prediction_bands(sc: Scenario, profile: Profile | str | None = None) -> dict:
+def prediction_bands(sc: Scenario, profile: Profile | str | None = None, engine: str = "analytic") -> dict:
     """The validation and calibration bands of a scenario's GPU-hours per trillion tokens.
 
     ``{"base", "validation": {"low", "high", "rows", "quantiles", "ratio_low", "ratio_high", "method"},
@@ -169,23 +169,35 @@ def prediction_bands(sc: Scenario, profile: Profile | str | None = None) -> dict
     when the scenario runs on datasheet peaks alone (no profile). A scenario with phases or a batch ramp
     adds ``"run": {"total_gpu_hours", "validation": {"low", "high"}, "calibration": {"low", "high"}}``
     for the whole run (phases given as GPU-hours stay put); otherwise ``run`` is None.
+
+    The bands are found with the analytic engine (a band needs several predictions); under ``engine``
+    "des" they are carried over to the DES prediction, every figure scaled by DES / analytic at the
+    scenario's plan, so that they sit around the number they qualify.
     """
     prof = resolve_profile(sc, profile)
     base = predict_analytic(sc, profile=prof).gpu_hours_per_trillion_tokens
+    k = 1.0  # every modelled GPU-hour figure below is carried over by this ratio
+    carried = ""
+    if engine == "des":
+        from .des.engine import predict_des
+
+        k = predict_des(sc, profile=prof).gpu_hours_per_trillion_tokens / base
+        carried = "; carried over to the DES prediction (x DES / analytic at this plan)"
+        base *= k
     ratios = [r for _, r in validation_ratios()]
     q_lo, q_hi = (quantile(ratios, q) for q in QUANTILES)
     validation = {
         "low": base * q_lo, "high": base * q_hi, "rows": len(ratios), "quantiles": list(QUANTILES),
         "ratio_low": q_lo, "ratio_high": q_hi,
         "method": "prediction x the 10th and 90th percentiles of predicted/measured throughput "
-                  "over the public validation rows (analytic engine); not a confidence interval",
+                  "over the public validation rows (analytic engine); not a confidence interval" + carried,
     }
     calibration = moved = None
     if prof is not None:
         spreads = calibration_spreads(prof)
         moved = fast_prof, slow_prof = spread_profile(prof, spreads, +1), spread_profile(prof, spreads, -1)
-        fast = predict_analytic(sc, profile=fast_prof).gpu_hours_per_trillion_tokens
-        slow = predict_analytic(sc, profile=slow_prof).gpu_hours_per_trillion_tokens
+        fast = k * predict_analytic(sc, profile=fast_prof).gpu_hours_per_trillion_tokens
+        slow = k * predict_analytic(sc, profile=slow_prof).gpu_hours_per_trillion_tokens
         # The fresh copy's lookups (its own, and its sustained-clock copies') are exactly the tables this scenario read.
         used = fast_prof.tables_read()
         read = [s for s in spreads if (s.table, tuple(sorted(s.match.items()))) in used]
@@ -196,25 +208,28 @@ def prediction_bands(sc: Scenario, profile: Profile | str | None = None) -> dict
             "not_estimated": [f"{s.label}: {s.rows} row(s)" for s in read if s.spread is None]
             + ["collectives and datasheet-peak fallbacks"],
             "method": "each kernel table's throughputs moved by its median leave-one-out error "
-                      "(profile rows predicted from the others); not a confidence interval",
+                      "(profile rows predicted from the others); not a confidence interval" + carried,
         }
     run = None
     if sc.training.phases or sc.training.batch_ramp_from:
-        run = _run_bands(sc, prof, q_lo, q_hi, moved)
+        run = _run_bands(sc, prof, q_lo, q_hi, moved, engine, k)
     return {"base": base, "validation": validation, "calibration": calibration, "run": run}
 
 
-def _run_bands(sc: Scenario, prof: Profile | None, q_lo: float, q_hi: float, moved: tuple | None) -> dict:
+def _run_bands(sc: Scenario, prof: Profile | None, q_lo: float, q_hi: float, moved: tuple | None,
+               engine: str = "analytic", k: float = 1.0) -> dict:
     """Both bands on the whole run's GPU-hours: modelled phases move, phases given as GPU-hours stay.
-    ``moved``: the two spread profiles of the calibration band (None without a profile)."""
+    ``moved``: the two spread profiles of the calibration band (None without a profile); the run itself
+    is ``engine``'s, and the calibration band's analytic runs are carried over to it by ``k`` (see
+    :func:`prediction_bands`)."""
     from .lifecycle import phase_gpu_hours
 
-    def split(p):
-        run = phase_gpu_hours(sc, profile=p)
+    def split(p, eng="analytic", scale=k):
+        run = phase_gpu_hours(sc, engine=eng, profile=p)
         modelled = sum(ph["gpu_hours"] for ph in run["phases"] if ph["modelled"])
-        return modelled, run["total_gpu_hours"] - modelled
+        return scale * modelled, run["total_gpu_hours"] - modelled
 
-    modelled, given = split(prof)
+    modelled, given = split(prof, engine, 1.0)
     out = {"total_gpu_hours": modelled + given,
            "validation": {"low": given + modelled * q_lo, "high": given + modelled * q_hi}}
     if moved is not None:

@@ -126,3 +126,17 @@ def test_lifecycle_run_bands_move_modelled_phases_only():
     assert run["validation"]["high"] == pytest.approx(given + modelled * v["ratio_high"])
     assert run["calibration"]["low"] < cost["total_gpu_hours"] < run["calibration"]["high"]
     assert prediction_bands(load("deepseekmoe-2b"))["run"] is None
+
+
+def test_des_bands_sit_around_the_des_prediction(capsys):
+    """`predict --engine des --interval` printed the analytic engine's bands (base 175,777) under the DES
+    headline (176,037): the low end was not the headline times the low ratio."""
+    assert main(["predict", "deepseek-v3", "--engine", "des", "--interval", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    band = rep["interval"]
+    assert band["base"] == pytest.approx(rep["gpu_hours_per_trillion_tokens"], rel=1e-12)
+    v = band["validation"]
+    assert v["low"] == pytest.approx(band["base"] * v["ratio_low"]) and "DES" in v["method"]
+    assert band["run"]["total_gpu_hours"] == pytest.approx(rep["total_gpu_hours"], rel=1e-12)
+    analytic = prediction_bands(load("deepseek-v3"))
+    assert analytic["base"] != band["base"] and "DES" not in analytic["validation"]["method"]
