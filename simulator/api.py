@@ -325,4 +325,24 @@ def parse_profile(data: Any, name: str = "profile") -> Profile:
     return Profile(validate_profile(data, where=name), path=name)
 
 
+def device_peaks(prof: Profile) -> dict | None:
+    """The datasheet dense peaks of the GPU ``prof`` was measured on, ``{"name", "bf16", "fp16", "fp8"}``
+    (TFLOP/s), from the cluster preset of the same GPU model (an H800 profile: the h800 preset's); None for
+    a CPU profile or a GPU no preset describes. A profile's rows read against another GPU's peaks would
+    show the wrong share of peak (A100 rows against an H800's 989 TFLOP/s)."""
+    from .scenario import load_cluster
+    from .timer import _gpu_family
+
+    dev = prof.device or {}
+    family = _gpu_family(dev.get("name") or "") if dev.get("kind") != "cpu" else None
+    if family is None:
+        return None
+    for name in list_clusters():
+        gpu = load_cluster(name).gpu
+        if _gpu_family(gpu.name) == family:
+            return {"name": gpu.name, "bf16": gpu.bf16_tflops, "fp16": gpu.fp16_tflops or gpu.bf16_tflops,
+                    "fp8": gpu.fp8_tflops}
+    return None
+
+
 from .errors import GpuhoursError  # noqa: E402,F401  (re-exported for callers' except clauses)

@@ -83,6 +83,8 @@ def test_whatif_opens_on_deepseek_v3():
     band = [c.value for c in at.caption if "validation band" in c.value]
     assert band and "calibration band" in band[0] and "not confidence intervals" in band[0], \
         [c.value for c in at.caption]
+    # The band lies above the estimate (175,777 under 177,493 - 258,895): the card says why.
+    assert re.search(r"published runs took \d\.\d\dx – \d\.\d\dx our prediction of them", band[0]), band[0]
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -541,3 +543,28 @@ def test_search_space_defaults_hold_the_sidebar_plan():
     own = api.load(SMALL).plan.micro_batch
     assert own in mb.value and str(own) in mb.options
 
+
+
+def test_calibration_reads_an_uploaded_profile_against_its_own_gpu(monkeypatch):
+    """An uploaded A100 profile was drawn against the scenario's H800 peaks ('bf16 peak 989', 'Roofline peaks
+    of H800 SXM5'), its rows at ~25 % of peak instead of ~80 % of the A100's 312."""
+    from pathlib import Path
+
+    data = (Path(api.__file__).resolve().parent.parent / "calibration" / "profiles" / "a100-published.json").read_bytes()
+
+    class Upload:
+        name = "a100-published.json"
+
+        def getvalue(self):
+            return data
+
+    monkeypatch.setattr(st, "file_uploader", lambda *a, **k: Upload())
+    at = _app()
+    at.switch_page("pages/calibration.py").run()
+    _ok(at)
+    assert any("Roofline peaks of A100 SXM4 80GB: BF16 312" in c.value for c in at.caption)
+    gemm = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
+                if json.loads(c.proto.spec)["layout"]["title"]["text"].startswith("gemm"))
+    lines = [a["text"] for a in gemm["layout"].get("annotations", [])]
+    assert "bf16 peak 312" in lines and not any("989" in t for t in lines)
+    assert api.device_peaks(api.load_profile("h800-anchors"))["bf16"] == 989.0

@@ -39,6 +39,12 @@ if prof is None:
         state.show_error(e)
         st.stop()
     st.caption(f"Profile **{prof.name}** used by cluster **{sd['cluster']['name']}** of scenario **{name}**.")
+# The rows are read against the peaks of the GPU they were measured on, which an uploaded profile names.
+own = state.api.device_peaks(prof)
+if own is not None and own["name"] != gpu["name"]:
+    gpu, peaks = {"name": own["name"]}, {k: own[k] for k in ("bf16", "fp16", "fp8")}
+elif own is None and up is not None:
+    gpu, peaks = {"name": prof.device.get("name") or "an unnamed device"}, {}
 
 c1, c2 = st.columns([1, 1])
 with c1:
@@ -53,7 +59,10 @@ with c2:
     st.subheader("Rows per table")
     st.dataframe(pd.DataFrame([{"table": k, "rows": len(v)} for k, v in prof.tables.items()]),
                  hide_index=True, width="stretch")
-    st.caption(f"Roofline peaks of {gpu['name']}: BF16 {peaks['bf16']:,.0f}, FP8 {peaks['fp8']:,.0f} TFLOP/s (dense).")
+    if peaks:
+        st.caption(f"Roofline peaks of {gpu['name']}: BF16 {peaks['bf16']:,.0f}, FP8 {peaks['fp8']:,.0f} TFLOP/s (dense).")
+    else:
+        st.caption(f"No roofline: no cluster preset describes {gpu['name']}, so its peaks are unknown.")
 
 SHAPES = {
     "gemm": lambda r: f"{r['m']}×{r['n']}×{r['k']}",
