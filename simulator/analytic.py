@@ -321,20 +321,23 @@ class Evaluator:
             hit = self._stages[key] = tot
         return hit
 
-    def stage_memory(self, sc: Scenario, units: tuple[str, ...], shape: Shape) -> tuple[float, float, float, float]:
+    def stage_memory(self, sc: Scenario, units: tuple[str, ...], shape: Shape) -> tuple[float, float, float, float,
+                                                                                       float]:
         """(dense params, expert params, activation bytes kept per micro-batch, the largest transient of
-        full recomputation: one block's activations rebuilt before its backward)."""
+        full recomputation: one block's activations rebuilt before its backward, the params of the largest
+        layer unit: what sharded data parallelism holds whole while that unit runs)."""
         key = (units, shape, sc.model, sc.cluster.gpus_per_node, sc.plan.recompute)
         hit = self._stage_mem.get(key)
         if hit is None:
-            pd = pe = act = act_max = 0.0
+            pd = pe = act = act_max = unit_max = 0.0
             for kind in units:
                 lo = layer_ops(sc.model, kind, shape, sc.cluster.gpus_per_node)
                 pe += lo.params_expert
                 pd += lo.params - lo.params_expert
+                unit_max = max(unit_max, lo.params)
                 act += kept_for_backward(sc.model, kind, shape, lo)
                 act_max = max(act_max, recompute_transient(sc.model, kind, shape, sc.cluster.gpus_per_node))
-            hit = self._stage_mem[key] = (pd, pe, act, act_max)
+            hit = self._stage_mem[key] = (pd, pe, act, act_max, unit_max)
         return hit
 
     def unit_times(self, sc: Scenario, kind: str, shape: Shape, layer: int = 0) -> PassTimes:
@@ -892,11 +895,11 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F:
     for r, (held, _, sig, edge_stage, edge_layers) in enumerate(ev.layout(sc, stages)[1]):
         gathers_hide, reductions_hide = idle_at_ends(sched, p.pp, r, chunk_times, p2p)
         if sig not in seen:
-            pd = pe = act = act_max = 0.0
+            pd = pe = act = act_max = unit = 0.0
             chunk_act = []
             for s in held:
-                spd, spe, sact, smax = ev.stage_memory(sc, tuple(stages[s]), shape)
-                pd, pe, act, act_max = pd + spd, pe + spe, act + sact, max(act_max, smax)
+                spd, spe, sact, smax, sunit = ev.stage_memory(sc, tuple(stages[s]), shape)
+                pd, pe, act, act_max, unit = pd + spd, pe + spe, act + sact, max(act_max, smax), max(unit, sunit)
                 chunk_act.append(sact)
             pd += shared_weight_copies(sc.model, (u for s in held for u in stages[s]), p.tp)
             rs_parts, ag_parts = dp_collectives(sc, ev, pd, pe)
@@ -904,7 +907,7 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F:
             rs_link = (sum(t for t, nic in rs_parts if nic), sum(t for t, nic in rs_parts if not nic))
             ag_link = (sum(t for t, nic in ag_parts if nic), sum(t for t, nic in ag_parts if not nic))
             if len(held) > 1:
-                epd, epe, _, _ = ev.stage_memory(sc, tuple(stages[edge_stage]), shape)
+                epd, epe = ev.stage_memory(sc, tuple(stages[edge_stage]), shape)[:2]
                 ers, eag = dp_collectives(sc, ev, epd, epe)
                 edge_dp = (sum(t for t, _ in ers), sum(t for t, _ in eag))
             else:
@@ -920,7 +923,6 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F:
                 # weights at once, the one computing and the one prefetched (PyTorch FSDP2's default "allows
                 # two all-gather output tensors to be alive at once", pytorch/pytorch#128884). Sized by the
                 # largest layer unit the rank holds (its local experts included, before the DP sharding).
-                unit = max(sum(ev.stage_memory(sc, (u,), shape)[:2]) for s in held for u in set(stages[s]))
                 transient += unit * (BYTES[p.grad_dtype] + (2 * 2 if p.zero == 3 else 0))
             # DeepEP's staging buffers, on every GPU of an EP group that runs routed experts.
             routed = p.dispatcher == "deepep" and any(u in ROUTED_UNITS for s in held for u in stages[s])

@@ -323,7 +323,7 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
     act_stage, params_stage = [], []
     mshape = memory_shape(sc, stages)
     for units in stages:
-        pd, pe, a, _ = ev.stage_memory(sc, tuple(units), mshape)
+        pd, pe, a = ev.stage_memory(sc, tuple(units), mshape)[:3]
         act_stage.append(a)
         params_stage.append([pd, pe])
     # A rank's copies of weights it shares with a unit it does not hold (workload.shared_weight_copies),
