@@ -291,8 +291,10 @@ def add_import_arguments(p: argparse.ArgumentParser) -> None:
                    help="number of ranks (nccl-tests: overrides the Rank lines; DeepEP: for tables without 'ep')")
     p.add_argument("--op", default=None, choices=sorted(NCCL_OPS),
                    help="collective for nccl-tests output that does not name it")
-    p.add_argument("--link", default=None, type=some_text("a link label such as intranode or internode"), help="link label for the rows (default: detected, e.g. intranode)")
-    p.add_argument("--source", default=None, type=some_text("a source label such as 'nccl-tests on our 2 nodes'"), help="source label stored in each row")
+    p.add_argument("--link", default=None, type=some_text("a link label such as intranode or internode"),
+                   help="link label for the rows (default: detected, e.g. intranode)")
+    p.add_argument("--source", default=None, type=some_text("a source label such as 'nccl-tests on our 2 nodes'"),
+                   help="source label stored in each row")
     p.add_argument("--in-place", action="store_true", help="nccl-tests: take the in-place columns")
 
 

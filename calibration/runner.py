@@ -67,7 +67,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="auto: the GPU if there is one, else the CPU with tiny shapes")
     p.add_argument("--families", default=",".join(FAMILIES),
                    help=f"comma-separated subset of: {', '.join(FAMILIES)}")
-    p.add_argument("--name", default=None, type=some_text("a profile name such as my-h100"), help="profile name (default: from the device)")
+    p.add_argument("--name", default=None, type=some_text("a profile name such as my-h100"),
+                   help="profile name (default: from the device)")
     # torch.manual_seed takes a signed 64-bit integer: say so before measuring anything
     p.add_argument("--seed", type=whole_number(0, 2**63 - 1), default=0, help="seed for the random inputs")
     p.add_argument("--sustain-seconds", type=_seconds, default=None, metavar="S",

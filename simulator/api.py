@@ -252,9 +252,10 @@ def sensitivity(sc: Scenario, profile: Profile | str | None = None) -> dict:
     return {"base": base, "rows": rows, "notes": notes}
 
 
-def prediction_bands(sc: Scenario, profile: Profile | str | None = None, engine: str = "analytic") -> dict:
+def prediction_bands(sc: Scenario, profile: Profile | str | None = None, engine: str = "analytic",
+                     headline: float | None = None, run: dict | None = None) -> dict:
     """The prediction's two error bands on GPU-hours per trillion tokens, side by side, around ``engine``'s
-    prediction.
+    prediction (``headline`` and ``run``: that prediction and its whole run, when the caller has them).
 
     ``{"base", "validation": {"low", "high", ...}, "calibration": {"low", "high", ...} or None}``:
     the spread of published runs around our predictions of them, and the spread of the calibration
@@ -262,7 +263,7 @@ def prediction_bands(sc: Scenario, profile: Profile | str | None = None, engine:
     """
     from .uncertainty import prediction_bands as _bands
 
-    return _bands(sc, profile=profile, engine=engine)
+    return _bands(sc, profile=profile, engine=engine, headline=headline, run=run)
 
 
 def chrome_trace(pred: Prediction) -> dict:

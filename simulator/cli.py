@@ -117,7 +117,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.interval:
         from .api import prediction_bands
 
-        bands = rep["interval"] = prediction_bands(sc, profile=args.profile, engine=args.engine)
+        bands = rep["interval"] = prediction_bands(sc, profile=args.profile, engine=args.engine,
+                                                   headline=rep["gpu_hours_per_trillion_tokens"], run=run)
     check_finite(rep)
     if args.json:
         print(json.dumps(rep))

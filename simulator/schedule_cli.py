@@ -162,6 +162,7 @@ def _run(args: argparse.Namespace) -> int:
     if not args.json:
         print(render_text(tl, width=args.width or default_width()))
         return 0
+    caveat = closed_form_caveat(args.name, times, args.p2p, tl.pairs)
     out = {
         "schedule": args.name,
         "pp": args.pp,
@@ -173,8 +174,8 @@ def _run(args: argparse.Namespace) -> int:
         "bubble": tl.max_bubble,
         "bubble_per_rank": tl.bubbles(),
         "closed_form": closed_form(args.name, args.pp, times, args.vpp),
-        "closed_form_applies": not closed_form_caveat(args.name, times, args.p2p, tl.pairs),
-        "closed_form_caveat": closed_form_caveat(args.name, times, args.p2p, tl.pairs),
+        "closed_form_applies": not caveat,
+        "closed_form_caveat": caveat,
         "makespan": tl.makespan,
         "ranks": [
             [

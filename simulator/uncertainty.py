@@ -160,7 +160,8 @@ def spread_profile(prof: Profile, spreads: tuple[Spread, ...], sign: int) -> Pro
     return prof.scaled(factor, f"{prof.name} {'+' if sign > 0 else '-'}spread")
 
 
-def prediction_bands(sc: Scenario, profile: Profile | str | None = None, engine: str = "analytic") -> dict:
+def prediction_bands(sc: Scenario, profile: Profile | str | None = None, engine: str = "analytic",
+                     headline: float | None = None, run: dict | None = None) -> dict:
     """The validation and calibration bands of a scenario's GPU-hours per trillion tokens.
 
     ``{"base", "validation": {"low", "high", "rows", "quantiles", "ratio_low", "ratio_high", "method"},
@@ -172,7 +173,9 @@ def prediction_bands(sc: Scenario, profile: Profile | str | None = None, engine:
 
     The bands are found with the analytic engine (a band needs several predictions); under ``engine``
     "des" they are carried over to the DES prediction, every figure scaled by DES / analytic at the
-    scenario's plan, so that they sit around the number they qualify.
+    scenario's plan, so that they sit around the number they qualify. A caller that has already run that
+    engine passes its GPU-hours per trillion tokens (``headline``) and its whole run (``run``, as
+    :func:`simulator.lifecycle.phase_gpu_hours` gives it), which are then not simulated again.
     """
     prof = resolve_profile(sc, profile)
     base = predict_analytic(sc, profile=prof).gpu_hours_per_trillion_tokens
@@ -181,7 +184,7 @@ def prediction_bands(sc: Scenario, profile: Profile | str | None = None, engine:
     if engine == "des":
         from .des.engine import predict_des
 
-        k = predict_des(sc, profile=prof).gpu_hours_per_trillion_tokens / base
+        k = (headline if headline is not None else predict_des(sc, profile=prof).gpu_hours_per_trillion_tokens) / base
         carried = "; carried over to the DES prediction (x DES / analytic at this plan)"
         base *= k
     ratios = [r for _, r in validation_ratios()]
@@ -210,26 +213,27 @@ def prediction_bands(sc: Scenario, profile: Profile | str | None = None, engine:
             "method": "each kernel table's throughputs moved by its median leave-one-out error "
                       "(profile rows predicted from the others); not a confidence interval" + carried,
         }
-    run = None
     if sc.training.phases or sc.training.batch_ramp_from:
-        run = _run_bands(sc, prof, q_lo, q_hi, moved, engine, k)
-    return {"base": base, "validation": validation, "calibration": calibration, "run": run}
+        run_bands = _run_bands(sc, prof, q_lo, q_hi, moved, engine, k, run)
+    else:
+        run_bands = None
+    return {"base": base, "validation": validation, "calibration": calibration, "run": run_bands}
 
 
 def _run_bands(sc: Scenario, prof: Profile | None, q_lo: float, q_hi: float, moved: tuple | None,
-               engine: str = "analytic", k: float = 1.0) -> dict:
+               engine: str = "analytic", k: float = 1.0, run: dict | None = None) -> dict:
     """Both bands on the whole run's GPU-hours: modelled phases move, phases given as GPU-hours stay.
     ``moved``: the two spread profiles of the calibration band (None without a profile); the run itself
     is ``engine``'s, and the calibration band's analytic runs are carried over to it by ``k`` (see
-    :func:`prediction_bands`)."""
+    :func:`prediction_bands`); ``run``: ``engine``'s run when the caller has it."""
     from .lifecycle import phase_gpu_hours
 
-    def split(p, eng="analytic", scale=k):
-        run = phase_gpu_hours(sc, engine=eng, profile=p)
-        modelled = sum(ph["gpu_hours"] for ph in run["phases"] if ph["modelled"])
-        return scale * modelled, run["total_gpu_hours"] - modelled
+    def split(p, eng="analytic", scale=k, done=None):
+        res = done or phase_gpu_hours(sc, engine=eng, profile=p)
+        modelled = sum(ph["gpu_hours"] for ph in res["phases"] if ph["modelled"])
+        return scale * modelled, res["total_gpu_hours"] - modelled
 
-    modelled, given = split(prof, engine, 1.0)
+    modelled, given = split(prof, engine, 1.0, run)
     out = {"total_gpu_hours": modelled + given,
            "validation": {"low": given + modelled * q_lo, "high": given + modelled * q_hi}}
     if moved is not None:
