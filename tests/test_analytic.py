@@ -40,6 +40,9 @@ def test_every_preset_predicts(name):
     rep = report(predict(load_scenario(name)))
     assert rep["step_time_s"] > 0 and rep["tokens_per_s_per_gpu"] > 0
     assert 0 < rep["mfu"] < 1
+    # A preset is a plan someone could launch: one that overflows HBM teaches the wrong cost (deepseek-67b at
+    # TP1 needed 135 GiB a GPU and deepseekmoe-145b at PP8 89 GiB, and both were priced as if they ran).
+    assert rep["fits_in_memory"], f"{name}: {rep['peak_memory_gib']:.1f} GiB of {rep['hbm_gib']} GiB"
 
 
 def _v3(**plan):

@@ -299,7 +299,8 @@ def test_analytic_p2p_and_dp_edges_agree_with_the_des_under_1f1b():
     and its reductions in. The analytic engine was 10 % under the DES (18.8 against 21.0 s); its stages are
     alike here, so the list scheduler's uniform chunk times hold. (Where ranks differ, lighter neighbours'
     slack hides some of the steady-state sends, which the DES sees and the analytic engine does not.)"""
-    sc = load_scenario("deepseek-67b", ("plan.schedule=1f1b", "plan.vpp=1", "cluster.ib_gbps=5"))
+    sc = load_scenario("deepseek-67b", ("plan.tp=1", "plan.sp=false", "plan.schedule=1f1b", "plan.vpp=1",
+                                        "cluster.ib_gbps=5"))  # TP1: whole activations cross each P2P hop
     a, d = predict(sc), predict(sc, engine="des")
     assert a.extra["p2p_s"] > 0.01 and a.dp_exposed_s > 0.5
     assert a.step_time_s == pytest.approx(d.step_time_s, rel=0.02)
