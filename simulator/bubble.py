@@ -63,12 +63,16 @@ def one_f_one_b_makespan(f: list[float] | tuple[float, ...], b: list[float] | tu
       round trip below it, ``D_s = sum_{r>s}(F_r + B_r) + 2(PP-1-s) p2p``, less the ``w = PP-1-s`` warm-up
       forwards it runs meanwhile; symmetrically the last backward waits ``D_s`` less the ``w`` cool-down
       backwards: ``M (F_s + B_s) + max(0, D_s - w F_s) + max(0, D_s - w B_s)``.
-    * **Round the loop from rank s to the last rank and back.** In the steady state rank s runs PP - s
-      micro-batches while one of them goes down and back, so a micro-batch takes at least
-      ``L_s = (sum_{r>=s}(F_r + B_r) + 2(PP-1-s) p2p) / (PP - s)``; past the fill and the drain (the
+    * **Round a loop from rank s down to a rank e and back.** In the steady state a forward goes down from
+      s to e, rank e then runs the backward it owes next (its own order: the loop need not reach the last
+      rank), and that gradient climbs back to s, whose next forward waits for it; e - s + 1 micro-batches
+      advance per loop, so a micro-batch takes at least
+      ``L_s = max_e (sum_{s<=r<=e}(F_r + B_r) + 2(e-s) p2p) / (e - s + 1)``; past the fill and the drain (the
       first kind's waits hold PP + 1 micro-batches' worth) each of the other M - PP - 1 pays
       ``L_s - (F_s + B_s)`` more where that is positive. With equal ranks this is the steady state's two
-      hops a micro-batch of :func:`simulator.schedules.p2p_hops`.
+      hops a micro-batch of :func:`simulator.schedules.p2p_hops`. Loops that end before the last rank
+      matter where it is lighter than the ranks before it (it holds fewer layers and the head): its loop
+      has slack, theirs does not. O(PP^2) additions: PP is at most a few dozen.
 
     Against the list scheduler given per-rank times (:func:`simulator.schedules.simulate`,
     ``tests/test_schedules.py``): exact without P2P when one rank, or the first and the last, differs
@@ -85,7 +89,14 @@ def one_f_one_b_makespan(f: list[float] | tuple[float, ...], b: list[float] | tu
         w = pp - 1 - s
         below -= fb[s]
         d = below + 2 * w * p2p
-        loop = (fb[s] + d) / (pp - s)
+        # The loops from s down to rank e and back, e <= PP - 1: a micro-batch's forward goes down, rank e
+        # turns to the backward it owes (its resource order, not only the last rank's), and the gradient
+        # climbs back; e - s + 1 micro-batches advance per loop. A light last rank leaves the loop through it
+        # slack, while a loop through the heavy ranks before it still pays its hops.
+        loop, run = 0.0, 0.0
+        for e in range(s, pp):
+            run += fb[e]
+            loop = max(loop, (run + 2 * (e - s) * p2p) / (e - s + 1))
         step = max(step, up + microbatches * fb[s] + max(0.0, d - w * f[s]) + max(0.0, d - w * b[s])
                    + max(0, microbatches - pp - 1) * max(0.0, loop - fb[s]))
         up += fb[s] + 2 * p2p
