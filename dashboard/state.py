@@ -97,6 +97,12 @@ def sensitivity(name: str, overrides: tuple[str, ...] = ()) -> dict:
     return api.sensitivity(api.load(name, list(overrides)))
 
 
+@st.cache_data(show_spinner=False, max_entries=256)
+def headline_warnings(name: str, overrides: tuple[str, ...] = ()) -> list[str]:
+    """The prediction's warnings that change what the headline means (``api.headline_warnings``)."""
+    return api.headline_warnings(api.load(name, list(overrides)))
+
+
 def evaluate(name: str, overrides: tuple[str, ...]) -> tuple[dict | None, dict | None, str | None]:
     """(report, run cost, error message) for one plan; errors as one line."""
     try:

@@ -489,32 +489,53 @@ def stage_units(sc: Scenario, ev: Evaluator, shape: Shape) -> list[list[str]]:
     return hit
 
 
-def plan_warnings(sc: Scenario) -> list[str]:
-    """What a prediction of this plan leaves out or bends (per plan: an Evaluator serves many)."""
+# DeepEP's normal kernels run on 20 SMs unless told otherwise (deep_ep.Buffer.num_sms in deepseek-ai/DeepEP
+# deep_ep/buffer.py), and the profile's all-to-all rows (DeepEP's README figures) were measured so.
+DEEPEP_MEASURED_SMS = 20
+
+
+def plan_caveats(sc: Scenario) -> list[tuple[str, bool]]:
+    """What a prediction of this plan leaves out or bends, each with whether it changes what the headline
+    means (a mechanism priced cheaper than any measurement supports, so the step can only look faster)."""
     p, m = sc.plan, sc.model
     out = []
     chunks = p.pp * p.vpp
     # A balanced split that gives the embedding and head chunks of their own (Llama 3) is even too.
     even = m.layers % chunks == 0 or (p.layer_split == "balanced" and len(model_units(m)) % chunks == 0)
     if p.schedule == "interleaved" and p.vpp > 1 and not even:
-        out.append(f"interleaved: {m.layers} layers over pp={p.pp} x vpp={p.vpp} virtual stages do not split "
-                   "evenly (Megatron-LM requires it); modelled with uneven chunks")
+        out.append((f"interleaved: {m.layers} layers over pp={p.pp} x vpp={p.vpp} virtual stages do not split "
+                    "evenly (Megatron-LM requires it); modelled with uneven chunks", False))
     if p.dispatcher == "alltoall" and m.is_moe and p.ep > 1:
-        out.append("alltoall dispatcher: the host-device sync for the all-to-all split sizes (one per MoE layer "
-                   "and micro-batch) and the host's kernel launches are not costed")
+        out.append(("alltoall dispatcher: the host-device sync for the all-to-all split sizes (one per MoE layer "
+                    "and micro-batch) and the host's kernel launches are not costed", False))
         if sc.ep_overlapped and runnable(p.schedule) in PAIRABLE:
             # Megatron-Bridge PRs #3862/#3868 (Qwen3-30B-A3B, 16 H100, BF16, EP16): 41.25 s -> 31.31 s.
-            out.append("Megatron's all-to-all overlap is credited piece by piece (a layer's dispatch and combine "
-                       "hide behind the other micro-batch's attention or experts); measured on Qwen3-30B-A3B "
-                       "(16 H100, EP16) it gave 1.32x, below the 1.62x predicted for that plan "
-                       "(tests/data/supplementary.csv): treat the overlap gain as optimistic")
+            out.append(("Megatron's all-to-all overlap is credited piece by piece (a layer's dispatch and combine "
+                        "hide behind the other micro-batch's attention or experts); measured on Qwen3-30B-A3B "
+                        "(16 H100, EP16) it gave 1.32x, below the 1.62x predicted for that plan "
+                        "(tests/data/supplementary.csv): treat the overlap gain as optimistic", True))
+    if p.dispatcher == "deepep" and m.is_moe and p.ep > 1 and p.comm_sms < DEEPEP_MEASURED_SMS:
+        out.append((f"comm_sms={p.comm_sms} is below the {DEEPEP_MEASURED_SMS} SMs DeepEP's all-to-all rates were "
+                    f"measured with: the dispatch and combine keep those rates while compute keeps the SMs they "
+                    "give up, so fewer communication SMs can only look faster (the slower all-to-all is not costed)",
+                    True))
     if p.tp_comm_overlap and p.tp > 1 and not p.sp:
-        out.append("tp_comm_overlap without sequence parallelism: Transformer Engine's userbuffers overlap needs it; "
-                   "modelled as all-reduces hidden behind the GEMMs at no cost to them")
+        out.append(("tp_comm_overlap without sequence parallelism: Transformer Engine's userbuffers overlap needs "
+                    "it; modelled as all-reduces hidden behind the GEMMs at no cost to them", True))
     if m.attention_dropout > 0 and p.attention_kernel != "unfused":
-        out.append(f"attention dropout runs inside the fused {p.attention_kernel} kernel: its cost is not in the "
-                   "attention rows, which were measured without dropout (not costed)")
+        out.append((f"attention dropout runs inside the fused {p.attention_kernel} kernel: its cost is not in the "
+                    "attention rows, which were measured without dropout (not costed)", False))
     return out
+
+
+def plan_warnings(sc: Scenario) -> list[str]:
+    """What a prediction of this plan leaves out or bends (per plan: an Evaluator serves many)."""
+    return [text for text, _ in plan_caveats(sc)]
+
+
+def headline_warnings(sc: Scenario) -> list[str]:
+    """The plan warnings that change what the headline figures mean (see :func:`plan_caveats`)."""
+    return [text for text, headline in plan_caveats(sc) if headline]
 
 
 @lru_cache(maxsize=256)

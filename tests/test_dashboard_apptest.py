@@ -568,3 +568,41 @@ def test_calibration_reads_an_uploaded_profile_against_its_own_gpu(monkeypatch):
     lines = [a["text"] for a in gemm["layout"].get("annotations", [])]
     assert "bf16 peak 312" in lines and not any("989" in t for t in lines)
     assert api.device_peaks(api.load_profile("h800-anchors"))["bf16"] == 989.0
+
+
+# --------------------------------------------------------------------------- dashboard review (headless Chromium)
+def _main_warnings(at: AppTest) -> list[str]:
+    """The st.warning boxes of the page itself (not the sidebar's)."""
+    return [w.value for w in at.main.warning]
+
+
+def test_fewer_comm_sms_than_deepep_was_measured_with_warns_by_the_headline():
+    """DeepEP's all-to-all rates were measured on 20 SMs and keep them at any SM count: below 20 the step can
+    only look faster. The prediction says so, and the page shows it by the headline, not in an expander."""
+    at = _app()
+    at.slider(key=K + "sms").set_value(12).run()
+    _ok(at)
+    warned = [w for w in _main_warnings(at) if "comm\\_sms=12 is below the 20 SMs" in w]
+    assert len(warned) == 1, _main_warnings(at)
+    # said once: the expander at the foot of the page lists the other warnings only
+    assert not any("below the 20 SMs" in m.value for m in at.markdown)
+    at.slider(key=K + "sms").set_value(20).run()
+    assert not any("20 SMs" in w for w in _main_warnings(at))
+    sc = api.load("deepseek-v3", ["plan.comm_sms=12"])
+    said = api.headline_warnings(sc)
+    assert len(said) == 1 and "below the 20 SMs" in said[0]
+    assert said[0] in api.report(api.predict(sc))["warnings"]
+    assert api.headline_warnings(api.load("deepseek-v3")) == []
+
+
+def test_tp_overlap_without_sequence_parallel_warns_by_the_headline():
+    """TP overlap without SP is priced as free: that warning changes what the headline means."""
+    at = _app(SMALL)
+    at.number_input(key=KS + "tp").set_value(2).run()
+    at.toggle(key=KS + "tpo").set_value(True).run()
+    _ok(at)
+    assert any(w.startswith("tp\\_comm\\_overlap without sequence parallelism") for w in _main_warnings(at)), \
+        _main_warnings(at)
+    at.toggle(key=KS + "sp").set_value(True).run()  # with SP the overlap is costed: no warning
+    _ok(at)
+    assert not any("tp\\_comm\\_overlap" in w for w in _main_warnings(at))

@@ -73,6 +73,11 @@ c[3].metric("Peak memory / HBM", f"{rep['peak_memory_gib']:.1f} / {rep['hbm_gib'
             delta(rep["peak_memory_gib"], base["peak_memory_gib"], "{:+.1f} GiB"), delta_color="inverse")
 if not rep["fits_in_memory"]:
     st.warning(f"Does not fit: peak {rep['peak_memory_gib']:.1f} GiB > {rep['hbm_gib']:.1f} GiB HBM per GPU.")
+# Warnings that change what the figures above mean (a mechanism priced cheaper than measured) stand here, not
+# among the modelling warnings at the foot of the page.
+headline = state.headline_warnings(name, ov)
+for w in headline:
+    st.warning(state.plain(w), icon=":material/warning:")
 
 left, right = st.columns([3, 2])
 with left:
@@ -119,7 +124,8 @@ if des:
     st.page_link("pages/timeline.py", label="See the simulated step on the Timeline page (Gantt chart, Perfetto trace)",
                  icon=":material/view_timeline:")
 
-if rep["warnings"]:
-    with st.expander(f"{len(rep['warnings'])} modelling warnings"):
-        for w in rep["warnings"]:
-            st.markdown(f"- {w}")
+others = [w for w in rep["warnings"] if w not in headline]
+if others:
+    with st.expander(f"{len(others)} {'more ' if headline else ''}modelling warnings"):
+        for w in others:
+            st.markdown(f"- {state.plain(w)}")
