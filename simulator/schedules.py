@@ -460,7 +460,7 @@ _F, _B_FULL, _B_SPLIT, _W, _FB = range(5)
 
 
 @lru_cache(maxsize=128)
-def _compile(name: str, pp: int, m: int, vpp: int, pairs: bool = False):
+def _compile(name: str, pp: int, m: int, vpp: int, pairs: bool = False, by_chunk: bool = False):
     """Flatten a schedule for :func:`simulate`.
 
     Event ``2*(stage*m + mb)`` is "F done", ``+1`` is "B's input gradient
@@ -468,6 +468,8 @@ def _compile(name: str, pp: int, m: int, vpp: int, pairs: bool = False):
     event's end time, ``e + nev`` the end time plus the p2p time (an input
     made on another rank). Per rank: a tuple of (duration code, dependency
     indices, produced events), and the count of tasks per duration code.
+    ``by_chunk``: the codes also name the rank's chunk (kind + 5 x chunk), for
+    chunks that take different times (F&B pairs, which span two, excluded).
     """
     sched = _build(name, pp, m, vpp, pairs)
     ns = num_stages(name, pp, vpp)
@@ -492,7 +494,7 @@ def _compile(name: str, pp: int, m: int, vpp: int, pairs: bool = False):
 
     ranks, counts = [], []
     for r, tasks in enumerate(sched):
-        comp, count = [], [0] * 5
+        comp, count = [], [0] * (5 * len(stage[r]) if by_chunk else 5)
         for t in tasks:
             if t.kind == "F":
                 deps, ev = fwd(r, t.mb, t.chunk)
@@ -507,6 +509,8 @@ def _compile(name: str, pp: int, m: int, vpp: int, pairs: bool = False):
                 d1, e1 = fwd(r, t.mb, t.chunk)
                 d2, e2 = bwd(r, t.mb2, t.chunk2)
                 deps, code, prod = d1 + d2, _FB, (e1, e2)
+            if by_chunk:
+                code += 5 * t.chunk
             count[code] += 1
             comp.append((code, tuple(deps), prod))
         ranks.append(tuple(comp))
@@ -534,12 +538,14 @@ class Timeline:
     starts: list[list[float]] = field(repr=False)
     pairs: bool = False
     rank_times: tuple[TaskTimes, ...] | None = None  # per-rank times where they differ (``times`` then rank 0's)
+    chunk_times: tuple[tuple[TaskTimes, ...], ...] | None = None  # per rank and chunk, where chunks differ
 
     @cached_property
     def ranks(self) -> list[list[tuple[Task, float, float]]]:
         sched = _build(self.schedule, self.pp, self.microbatches, self.vpp, self.pairs)
-        comp = _compile(self.schedule, self.pp, self.microbatches, self.vpp, self.pairs)[0]
-        durs = [_durations(t) for t in (self.rank_times or (self.times,) * self.pp)]
+        comp = _compile(self.schedule, self.pp, self.microbatches, self.vpp, self.pairs,
+                        self.chunk_times is not None)[0]
+        durs = _rank_durations(self.pp, self.times, self.rank_times, self.chunk_times)
         return [
             [
                 (task, s, s + durs[r][c[0]])
@@ -569,6 +575,13 @@ def _durations(t: TaskTimes) -> tuple[float, ...]:
     return (t.f, t.b, t.b - t.w, t.w, t.f_and_b)
 
 
+def _rank_durations(pp: int, times: TaskTimes, rank_times, chunk_times) -> list[tuple[float, ...]]:
+    """Each rank's durations by code (see :func:`_compile`): per chunk where ``chunk_times`` are given."""
+    if chunk_times is not None:
+        return [tuple(x for t in chunks for x in _durations(t)) for chunks in chunk_times]
+    return [_durations(t) for t in (rank_times or (times,) * pp)]
+
+
 def simulate(
     name: str,
     pp: int,
@@ -578,6 +591,7 @@ def simulate(
     p2p: float = 0.0,
     pairs: bool = False,
     rank_times: Sequence[TaskTimes] | None = None,
+    chunk_times: Sequence[Sequence[TaskTimes]] | None = None,
 ) -> Timeline:
     """Run the schedule's task lists with a dependency-respecting list
     scheduler: each rank runs its tasks strictly in order; a task starts when
@@ -587,8 +601,11 @@ def simulate(
     both its forward's and its backward's inputs. Durations: F, B (full) or
     B - W (split), W, F&B, the same on every rank unless ``rank_times`` gives
     each rank its own (a pipeline whose first or last rank also holds the
-    embedding or the head). Event-driven: a rank blocked on a missing input
-    waits on that event, so the cost is linear in the number of tasks."""
+    embedding or the head), or ``chunk_times`` each chunk of each rank its
+    own (``chunk_times[r][c]``: virtual stages of unequal layer counts; not
+    with ``pairs``, whose F&B spans two chunks). Event-driven: a rank blocked
+    on a missing input waits on that event, so the cost is linear in the
+    number of tasks."""
     build_schedule(name, pp, microbatches, vpp, pairs)  # validates (cached)
     if not 0 <= p2p < math.inf:
         raise ConfigError("p2p", f"must be a finite number >= 0, got {p2p!r}")
@@ -597,8 +614,16 @@ def simulate(
             raise ConfigError("rank_times", f"needs one entry per rank ({pp}), got {len(rank_times)}")
         rank_times = tuple(rank_times)
         times = rank_times[0]
-    comp, counts, nev = _compile(name, pp, microbatches, vpp, pairs and name in PAIRABLE)
-    durs = [_durations(t) for t in (rank_times or (times,) * pp)]
+    if chunk_times is not None:
+        chunk_times = tuple(tuple(c) for c in chunk_times)
+        want = len(rank_stages(name, pp, vpp, 0))
+        if rank_times is not None or len(chunk_times) != pp or any(len(c) != want for c in chunk_times):
+            raise ConfigError("chunk_times", f"needs {pp} ranks x {want} chunks, and no rank_times")
+        if pairs and name in PAIRABLE:
+            raise ConfigError("chunk_times", "an F&B pair spans two chunks", "pairs off")
+        times = chunk_times[0][0]
+    comp, counts, nev = _compile(name, pp, microbatches, vpp, pairs and name in PAIRABLE, chunk_times is not None)
+    durs = _rank_durations(pp, times, rank_times, chunk_times)
     end = [-1.0] * (2 * nev)
     waiters: list[list[int] | None] = [None] * nev
     free = [0.0] * pp
@@ -647,7 +672,7 @@ def simulate(
         raise ConfigError("times", f"the step overflows (makespan {max(free)!r})",
                           "F, B, W, F&B and p2p small enough that the whole step is a finite number")
     return Timeline(name, pp, microbatches, vpp, times, p2p, max(free), busy, starts, pairs and name in PAIRABLE,
-                    rank_times)
+                    rank_times, chunk_times)
 
 
 def p2p_hops(name: str, pp: int, microbatches: int, vpp: int = 1, pairs: bool = False,

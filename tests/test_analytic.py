@@ -182,8 +182,11 @@ def test_zb1p_gradient_reductions_wait_for_the_last_w_and_agree_with_the_des(nam
 @pytest.mark.parametrize("name, overrides, dp_rel", [
     # interleaved, ZeRO-2, M = PP: every rank runs all its forwards first, and the last rank's arrive in rounds
     # held up by the loop, so the first gradient comes back 0.28 s later than a pass round the pipeline
-    # (the old engine: step -3.9 %)
-    ("llama3-405b", [], 0.06),
+    # (the old engine: step -3.9 %). Its chunks are unequal (the embedding and the head have chunks of their
+    # own), and the analytic bubble is the list scheduler's since session 28 (0.65 s; the DES 0.76 s, the same
+    # 0.471 s as ours with a fast IB): the DES's P2P hops share the NIC with the per-micro-batch reductions and
+    # run slower, which it shows as bubble and we as DP exposure (1.56 against 1.45 s), the step alike (0.03 %)
+    ("llama3-405b", [], 0.09),
     # the same under 1F1B: backwards come one F + B apart, slower than the reductions; the last micro-batch's
     # shows behind its own backward, less the buckets it overlaps (the old engine: 0.040 s against 0.172)
     ("llama3-405b", ["plan.schedule=1f1b", "plan.vpp=1"], 0.2),
@@ -423,3 +426,13 @@ def test_a_balanced_split_weighs_windowed_and_full_attention_layers_apart():
     by_count = split_balanced(range(len(units)), pp, lambda i: cost(i, at_layer_0=True))
     assert [units[i] for part in chosen for i in part] == units
     assert slowest(chosen) < 0.95 * slowest(by_count)
+
+
+def test_interleaved_bubble_with_embedding_and_head_chunks_is_the_list_schedulers():
+    """Llama 3 405B, PP16 VPP8: 126 layers, the embedding and the head in chunks of their own, so rank 0's
+    first chunk and rank 15's last take other times than the rest. With a fast network (no P2P or DP time
+    to attribute) the DES's bubble is the list scheduler's over those chunks: 0.4715 s. The closed form over
+    the busiest rank's mean chunk gave 0.519 s (+10 %)."""
+    sc = load_scenario("llama3-405b", ("cluster.ib_gbps=5000",))
+    a, d = predict(sc), predict(sc, engine="des")
+    assert a.bubble_s == pytest.approx(d.bubble_s, rel=0.01)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from simulator import schedule_cli
 from simulator.bubble import closed_form_bubble, one_f_one_b_makespan
+from simulator.errors import ConfigError
 from simulator.layout import num_stages, rank_stages
 from simulator.schedules import (
     SCHEDULE_NAMES,
@@ -607,3 +608,51 @@ def test_p2p_hops_of_a_long_step_extrapolate_exactly_from_two_short_ones(name, p
     repeats with period PP); the whole step's simulation gives the same count."""
     key = tuple(round(x / times.f, 1) for x in (times.b, times.w, times.f_and_b)) if times else ()
     assert p2p_hops(name, pp, m, vpp, pairs, times) == _p2p_hops(name, pp, m, vpp, pairs, key)
+
+
+# ---------------------------------------------------------------- chunks of unequal times
+
+
+def test_chunk_times_alike_reproduce_the_uniform_schedule():
+    t = TaskTimes(1.0, 2.0, 0.0, 3.0)
+    for name, vpp in (("interleaved", 2), ("interleaved", 4), ("1f1b", 1)):
+        same = simulate(name, 4, 8, t, vpp, 0.1, chunk_times=[[t] * vpp] * 4)
+        plain = simulate(name, 4, 8, t, vpp, 0.1)
+        assert same.makespan == pytest.approx(plain.makespan, rel=1e-12)
+        assert same.busy(0) == pytest.approx(plain.busy(0), rel=1e-12)
+        assert [e for _, _, e in same.ranks[3]] == pytest.approx([e for _, _, e in plain.ranks[3]])
+
+
+def test_chunks_of_unequal_layer_counts_stall_the_interleaved_steady_state():
+    """95 layers over PP16 x VPP4: every rank holds chunks of 2, 2, 1 and 1 layers. Each rank's work is the
+    same, and the closed form's bubble (PP-1)(F+B)/V takes its mean chunk; the rigid order pairs a heavy
+    forward with a light backward on one rank beside the opposite on its neighbour, and they wait on each
+    other all through the steady state."""
+    pp, vpp, m = 16, 4, 64
+    heavy, light = TaskTimes(2.0, 4.0, 0.0, 6.0), TaskTimes(1.0, 2.0, 0.0, 3.0)
+    tl = simulate("interleaved", pp, m, heavy, vpp, chunk_times=[[heavy, heavy, light, light]] * pp)
+    assert tl.busy(0) == pytest.approx(m * 18.0)
+    closed = (pp - 1) * 18.0 / vpp  # the mean chunk's (F + B) x vpp = 18 a micro-batch
+    assert tl.bubble(0) > 2.5 * closed  # 182 against 67.5
+
+
+def test_chunk_times_refused_where_they_cannot_apply():
+    t = TaskTimes(1.0, 2.0, 0.0, 3.0)
+    with pytest.raises(ConfigError, match="chunk_times"):
+        simulate("interleaved", 4, 8, t, 2, chunk_times=[[t]] * 4)  # one chunk a rank, two wanted
+    with pytest.raises(ConfigError, match="chunk_times"):
+        simulate("interleaved", 4, 8, t, 2, pairs=True, chunk_times=[[t, t]] * 4)
+
+
+@pytest.mark.parametrize("pp,vpp,m", [(4, 2, 40), (8, 3, 96), (16, 4, 192)])
+def test_uneven_interleaved_bubble_from_two_short_runs_is_the_whole_runs(pp, vpp, m):
+    from simulator.analytic import uneven_interleaved_bubble
+
+    chunks = [[(1.0 + (c % 2), 2.0 + 2 * (c % 2)) for c in range(vpp)] for _ in range(pp)]
+    chunks[0][0] = (1.3, 2.5)  # the embedding on rank 0's first chunk
+    bubble, busiest = uneven_interleaved_bubble(chunks, pp, vpp, m)
+    times = [[TaskTimes(f, b, 0.0, f + b) for f, b in rank] for rank in chunks]
+    tl = simulate("interleaved", pp, m, times[0][0], vpp, chunk_times=times)
+    assert busiest == 0
+    assert bubble == pytest.approx(tl.bubble(0), rel=0.01)
+    assert uneven_interleaved_bubble([[(1.0, 2.0)] * vpp] * pp, pp, vpp, m) is None  # alike: the closed form
