@@ -296,12 +296,32 @@ def plan_controls() -> tuple[str, tuple[str, ...]]:
         tok = _w(col2.number_input, "Tokens (T)", k + "tok", float(t["tokens"]) / 1e12, min_value=0.001,
                  max_value=1000.0, step=0.5, format="%.3f",
                                 help="training.tokens, in trillions")
-        add("training.tokens", round(float(tok), 6) * 1e12, float(t["tokens"]))
+        tokens = round(float(tok), 6) * 1e12
+        problem = _tokens_problem(name, tokens, t) if abs(tokens - float(t["tokens"])) > 1e-9 * float(t["tokens"]) \
+            else None
+        if problem:  # said under the field; the pages go on with the preset's tokens
+            st.error(plain(problem))
+        else:
+            add("training.tokens", tokens, float(t["tokens"]))
     st.session_state[CURRENT] = (name, tuple(ov))
     if ov:
         sb.code("\n".join(ov), language=None)
         sb.caption("Overrides vs. the preset (same syntax as `gpuhours predict --set`)")
     return name, tuple(ov)
+
+
+def _tokens_problem(name: str, tokens: float, t: dict) -> str | None:
+    """Why ``training.tokens=tokens`` is refused, as one line naming the sidebar field, or None."""
+    try:
+        scenario_dict(name, (f"training.tokens={_fmt(tokens)}",))
+    except (GpuhoursError, ValueError) as e:
+        ramp = float(t.get("batch_ramp_tokens") or 0.0)
+        if ramp and tokens < ramp:
+            return (f"Tokens (T): {tokens / 1e12:,.3f} is less than the {ramp / 1e12:,.3f} T of the preset's batch "
+                    f"ramp (training.batch_ramp_tokens); allowed: {ramp / 1e12:,.3f} to 1,000 T. The pages use the "
+                    f"preset's {float(t['tokens']) / 1e12:g} T until then.")
+        return f"Tokens (T): {str(e).splitlines()[0]}"
+    return None
 
 
 _MARKDOWN = re.compile(r"([\\`*_\[\]<>|~$])")  # inline Markdown (and Streamlit's $math$)

@@ -606,3 +606,17 @@ def test_tp_overlap_without_sequence_parallel_warns_by_the_headline():
     at.toggle(key=KS + "sp").set_value(True).run()  # with SP the overlap is costed: no warning
     _ok(at)
     assert not any("tp\\_comm\\_overlap" in w for w in _main_warnings(at))
+
+
+def test_tokens_below_the_batch_ramp_is_a_one_line_error_naming_the_field():
+    at = _app()
+    at.number_input(key=K + "tok").set_value(0.1).run()
+    msgs = _one_line_error(at)
+    assert any(m.startswith("Tokens (T): 0.100 is less than the 0.469 T") and "allowed: 0.469 to 1,000 T" in m
+               for m in msgs), msgs
+    # the page stays usable: the figures stand, on the preset's tokens
+    assert _gpu_hours(at) > 0 and any(m.label == "Run cost" for m in at.metric)
+    assert at.session_state["current_plan"] == ("deepseek-v3", ())
+    at.number_input(key=K + "tok").set_value(1.0).run()
+    _ok(at)
+    assert at.session_state["current_plan"] == ("deepseek-v3", ("training.tokens=1000000000000",))
