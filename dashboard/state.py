@@ -150,6 +150,41 @@ def _fmt(v: float) -> str:
     return f"{v:g}"
 
 
+VPP_MAX = 16  # the VPP control's upper end
+VPP_NOTE = "vpp_note"  # session-key suffix: (vpp, text) said under the VPP control after it was set for the user
+
+
+def _schedule_changed(name: str, k: str) -> None:
+    """``on_change`` of the Schedule control. Picking interleaved while VPP is 1 (a plan the simulator refuses)
+    sets VPP to the smallest value from 2 up that makes the plan valid with the current PP and layers; leaving
+    interleaved with VPP above 1 (refused too) sets it back to 1. A caption under VPP says what was done."""
+    sched, vpp = st.session_state.get(k + "sched"), int(st.session_state.get(k + "vpp", 1))
+    st.session_state.pop(k + VPP_NOTE, None)
+    cur, ov = current()
+    ov = list(ov) if cur == name else []
+    if sched == "interleaved" and vpp == 1:
+        plan = merge_overrides(ov, ["plan.schedule=interleaved"])
+        first = None
+        for v in range(2, VPP_MAX + 1):
+            try:
+                sc = api.load(name, merge_overrides(plan, [f"plan.vpp={v}"]))
+            except (GpuhoursError, ValueError) as e:
+                first = first or e
+                continue
+            st.session_state[k + "vpp"] = v
+            st.session_state[k + VPP_NOTE] = (v, f"VPP set to {v}: interleaved needs 2 or more virtual stages, and "
+                                                 f"{v} is the smallest valid with PP {sc.plan.pp} and "
+                                                 f"{sc.model.layers} layers.")
+            return
+        st.session_state[k + "vpp"] = 2
+        why = str(first).splitlines()[0] if first else "no plan"
+        st.session_state[k + VPP_NOTE] = (2, f"VPP set to 2, but no VPP from 2 to {VPP_MAX} makes interleaved "
+                                             f"valid here: {why}")
+    elif sched != "interleaved" and vpp != 1:
+        st.session_state[k + "vpp"] = 1
+        st.session_state[k + VPP_NOTE] = (1, "VPP set back to 1: only interleaved uses virtual stages.")
+
+
 def _w(fn, label: str, key: str, default, **kw):
     """A keyed widget whose value lives in session state and survives page switches.
 
@@ -227,15 +262,20 @@ def plan_controls() -> tuple[str, tuple[str, ...]]:
         if bool(sp) != bool(p["sp"]):
             ov.append(f"plan.sp={'true' if sp else 'false'}")
         sched = _w(st.selectbox, "Schedule", k + "sched", p["schedule"],
-                   options=SCHEDULES + (("none",) if p["schedule"] == "none" else ()), help="plan.schedule")
+                   options=SCHEDULES + (("none",) if p["schedule"] == "none" else ()), help="plan.schedule",
+                   on_change=_schedule_changed, args=(name, k))
         add("plan.schedule", sched, p["schedule"])
         col1, col2 = st.columns(2)
         mb = _w(col1.number_input, "Micro-batch", k + "mb", int(p["micro_batch"]), min_value=1, max_value=64,
                 help="plan.micro_batch: sequences per micro-batch")
         add("plan.micro_batch", int(mb), int(p["micro_batch"]))
-        vpp = _w(col2.number_input, "VPP", k + "vpp", int(p["vpp"]), min_value=1, max_value=16,
-                 help="plan.vpp: virtual stages per rank (interleaved)")
+        vpp = _w(col2.number_input, "VPP", k + "vpp", int(p["vpp"]), min_value=1, max_value=VPP_MAX,
+                 help="plan.vpp: virtual stages per rank (interleaved); picking interleaved sets it to the "
+                      "smallest valid value")
         add("plan.vpp", int(vpp), int(p["vpp"]))
+        note = st.session_state.get(k + VPP_NOTE)
+        if note and note[0] == int(vpp):
+            st.caption(plain(note[1]))
         choose("Recompute", "rc", "recompute", RECOMPUTE,
                "plan.recompute: activations recomputed in the backward pass instead of kept")
     with sb.expander("Kernels & routing", expanded=True):

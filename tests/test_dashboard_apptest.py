@@ -620,3 +620,27 @@ def test_tokens_below_the_batch_ramp_is_a_one_line_error_naming_the_field():
     at.number_input(key=K + "tok").set_value(1.0).run()
     _ok(at)
     assert at.session_state["current_plan"] == ("deepseek-v3", ("training.tokens=1000000000000",))
+
+
+def test_picking_interleaved_sets_the_smallest_valid_vpp():
+    at = _app(SMALL)
+    at.number_input(key=KS + "pp").set_value(2).run()
+    at.selectbox(key=KS + "sched").set_value("interleaved").run()
+    _ok(at)
+    assert at.number_input(key=KS + "vpp").value == 2
+    name, ov = at.session_state["current_plan"]
+    assert {"plan.schedule=interleaved", "plan.vpp=2"} <= set(ov)
+    assert any(c.value.startswith("VPP set to 2") for c in at.sidebar.caption), [c.value for c in at.sidebar.caption]
+    at.selectbox(key=KS + "sched").set_value("1f1b").run()  # and back: VPP 1 again, the plan valid
+    _ok(at)
+    assert at.number_input(key=KS + "vpp").value == 1
+
+
+def test_picking_interleaved_where_no_vpp_is_valid_says_why():
+    """DeepSeek-V3's 120 micro-batches do not divide by PP 16: no VPP helps, and the caption says so."""
+    at = _app()
+    at.selectbox(key=K + "sched").set_value("interleaved").run()
+    assert not at.exception
+    notes = [c.value for c in at.sidebar.caption if c.value.startswith("VPP set to 2, but no VPP")]
+    assert notes and "divisible by pp=16" in notes[0], [c.value for c in at.sidebar.caption]
+    assert any("divisible by pp=16" in m for m in _one_line_error(at))  # not "vpp: 1 with the interleaved schedule"
