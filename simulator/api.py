@@ -38,7 +38,7 @@ ENGINES = ("analytic", "des")
 __all__ = [
     "ENGINES", "PLAN_CHOICES", "Prediction", "STEP_PARTS", "Scenario", "list_clusters", "list_models", "list_profiles",
     "list_scenarios", "load", "load_profile", "plan_text", "predict", "report", "run_cost", "scenario_from_dict",
-    "to_dict", "headline_warnings",
+    "to_dict", "headline_warnings", "gpu_counts",
 ]
 
 # The values each categorical plan field accepts (what config validation allows), for front ends that
@@ -308,6 +308,43 @@ def headline_warnings(sc: Scenario) -> list[str]:
     from .analytic import headline_warnings as _headline
 
     return _headline(sc)
+
+
+def gpu_counts(sc: Scenario, near: int | None = None, each_side: int = 3) -> dict:
+    """GPU counts on which ``sc``'s plan and global batch stay valid, around ``near`` (default: its own count).
+
+    ``{"step", "counts"}``: ``step`` is the granularity of the plan's layout, the least multiple of whole
+    nodes and of TP x PP x CP x (EP / gcd(EP, TP x CP)) GPUs (every pipeline stage's TP x CP x DP GPUs must
+    hold whole EP groups); ``counts`` are up to ``each_side`` valid multiples of ``step`` below ``near`` and
+    as many from ``near`` up, ascending. A multiple of ``step`` can still be refused (DP must divide the
+    global batch; a schedule needs enough micro-batches); ``counts`` holds only the ones ``Scenario.validate``
+    accepts. With a fixed ``plan.dp`` the one count is TP x PP x DP x CP.
+    """
+    from dataclasses import replace
+    from math import gcd
+
+    from .config import GPUS
+
+    p, c, m = sc.plan, sc.cluster, sc.model
+    near = c.num_gpus if near is None else int(near)
+    unit = p.tp * p.pp * p.cp
+    if p.dp:
+        return {"step": unit * p.dp, "counts": [unit * p.dp]}
+    per = p.ep // gcd(p.ep, p.tp * p.cp) if m.is_moe else 1
+    step = unit * per
+    step = step * c.gpus_per_node // gcd(step, c.gpus_per_node)
+    top = min(GPUS[1], sc.training.global_batch * unit)  # DP at most the global batch
+    below: list[int] = []
+    above: list[int] = []
+    for n in range(step, top + 1, step):
+        if n >= near and len(above) >= each_side:
+            break
+        try:
+            replace(sc, cluster=replace(c, num_gpus=n)).validate()
+        except GpuhoursError:
+            continue
+        (above if n >= near else below).append(n)
+    return {"step": step, "counts": below[-each_side:] + above}
 
 
 def validation_rows(engine: str = "analytic") -> dict:

@@ -97,6 +97,7 @@ class SearchResult:
     rows: list[dict] = field(default_factory=list)  # every valid plan, ranked (compact)
     failed: int = 0  # timed candidates the analytic engine refused (each row keeps its "error")
     errors: tuple[str, ...] = ()  # their distinct messages, the first few
+    des_disagree: dict | None = None  # where the DES orders the re-simulated plans otherwise (rank_by_des)
 
     @property
     def plans_per_second(self) -> float:
@@ -108,7 +109,7 @@ class SearchResult:
             "enumerated": self.enumerated, "pruned": self.pruned, "objective": self.objective,
             "seconds": self.seconds, "plans_per_second": self.plans_per_second,
             "des": "simulator.des.engine" if self.des_available else None,
-            "failed": self.failed, "errors": list(self.errors),
+            "failed": self.failed, "errors": list(self.errors), "des_disagree": self.des_disagree,
         }
 
 
@@ -353,9 +354,10 @@ def search(sc: Scenario, gpus: int, objective: str = "gpu_hours", top: int = 10,
     bad = [r["error"] for r in rows if "error" in r]
     has_des = des_available()
     best = [_full(base, r, profile, has_des and des) for r in ok[:top]] if reports else []
+    disagree = rank_by_des(best, objective)
     seconds = time.perf_counter() - t0
     return SearchResult(best, len(rows), len(ok), enumerated, pruned, seconds, objective, has_des, ok,
-                        failed=len(bad), errors=tuple(dict.fromkeys(bad))[:5])
+                        failed=len(bad), errors=tuple(dict.fromkeys(bad))[:5], des_disagree=disagree)
 
 
 def plan_of(sc: Scenario, row: dict) -> Scenario:
@@ -365,6 +367,49 @@ def plan_of(sc: Scenario, row: dict) -> Scenario:
     return dataclasses.replace(sc, plan=plan).validate()
 
 
+# What of a DES run a search row keeps: the three objectives and what explains them.
+DES_KEYS = ("step_time_s", "gpu_hours_per_trillion_tokens", "usd_per_trillion_tokens", "mfu", "bubble_fraction",
+            "exposed_comm_fraction", "peak_memory_gib")
+
+
+def des_metrics(cand: Scenario, profile: Any) -> dict:
+    """One plan re-simulated with the DES: :data:`DES_KEYS`, or ``{"error": first line}`` where the DES
+    rejects it (it is optional: the analytic row stays)."""
+    from .api import predict, report
+
+    try:
+        d = report(predict(cand, engine="des", profile=profile))
+    except Exception as e:  # noqa: BLE001
+        return {"error": str(e).splitlines()[0] if str(e) else type(e).__name__}
+    return {k: d[k] for k in DES_KEYS if k in d}
+
+
+def rank_by_des(plans: list[dict], objective: str) -> dict | None:
+    """Rank the re-simulated plans among themselves by the DES's figure of the objective (``des_rank``:
+    1 is its best; None where the DES did not run or rejected the plan), and say where the two engines
+    disagree on the best: ``{"analytic_best", "des_best", "gain_pct"}`` with the plans' analytic ranks and
+    how much the DES's best saves on the analytic best by the DES's own figures; None where they agree or
+    fewer than two plans were re-simulated.
+
+    The analytic engine ranks every plan (thousands a second); the DES sees per-flow link sharing and each
+    chunk's own times, so among plans within a few per cent of each other it may order them differently,
+    and then its order is the one to act on."""
+    key = OBJECTIVES[objective]
+    ran = [r for r in plans if r.get("des") and key in r["des"]]
+    for r in plans:
+        r["des_rank"] = None
+    ran.sort(key=lambda r: (float(f"{r['des'][key]:.6g}"), r["rank"]))
+    for i, r in enumerate(ran):
+        r["des_rank"] = i + 1
+    if len(ran) < 2 or ran[0] is plans[0]:
+        return None
+    first = plans[0]
+    if not (first.get("des") and key in first["des"]):
+        return None
+    return {"analytic_best": first["rank"], "des_best": ran[0]["rank"],
+            "gain_pct": 100 * (1 - ran[0]["des"][key] / first["des"][key])}
+
+
 def _full(base: Scenario, row: dict, profile: Any, run_des: bool) -> dict:
     from .api import predict, report
 
@@ -372,14 +417,7 @@ def _full(base: Scenario, row: dict, profile: Any, run_des: bool) -> dict:
     rep = report(predict(cand, profile=profile))
     rep.pop("stages", None)
     out = {"plan": rep["plan"], "rank": row["rank"], **{k: v for k, v in rep.items() if k != "plan"}}  # dp resolved
-    out["des"] = None
-    if run_des:
-        try:
-            d = report(predict(cand, engine="des", profile=profile))
-            out["des"] = {k: d[k] for k in ("step_time_s", "gpu_hours_per_trillion_tokens", "mfu",
-                                            "bubble_fraction", "exposed_comm_fraction", "peak_memory_gib") if k in d}
-        except Exception as e:  # the DES is optional and may reject a plan: say so, keep the analytic row
-            out["des"] = {"error": str(e)}
+    out["des"] = des_metrics(cand, profile) if run_des else None
     return out
 
 
@@ -494,16 +532,22 @@ def run(args: argparse.Namespace) -> int:
         print("  DES: simulator.des.engine not available; analytic numbers only")
     if res.failed:
         print(f"  {res.failed} plans could not be timed, e.g.: {res.errors[0]}")
-    print(f"  {'#':>3} {'plan':<62} {'GPU-h/1T':>10} {'step s':>8} {'MFU':>6} {'mem GiB':>8} {'DES GPU-h/1T':>12}")
+    print(f"  {'#':>3} {'plan':<62} {'GPU-h/1T':>10} {'step s':>8} {'MFU':>6} {'mem GiB':>8} {'DES GPU-h/1T':>12}"
+          f" {'DES #':>5}")
     for r in res.plans:
         des = r["des"]
         dtxt = f"{des['gpu_hours_per_trillion_tokens']:,.0f}" if des and "gpu_hours_per_trillion_tokens" in des else "-"
         print(f"  {r['rank']:>3} {plan_label(r['plan']):<62} {r['gpu_hours_per_trillion_tokens']:>10,.0f} "
-              f"{r['step_time_s']:>8.3f} {100 * r['mfu']:>5.1f}% {r['peak_memory_gib']:>8.1f} {dtxt:>12}")
+              f"{r['step_time_s']:>8.3f} {100 * r['mfu']:>5.1f}% {r['peak_memory_gib']:>8.1f} {dtxt:>12} "
+              f"{r['des_rank'] or '-':>5}")
     if not res.plans:
         print("  no plan fits in memory")
     elif key != "gpu_hours_per_trillion_tokens":
-        print(f"  ranked by {key}")
+        print(f"  ranked by {key} (DES #: by the DES's {key})")
+    if res.des_disagree:
+        d = res.des_disagree
+        print(f"  the DES ranks #{d['des_best']} first: by its figures {d['gain_pct']:.1f} % under #{d['analytic_best']}, "
+              f"the analytic engine's best")
     if args.out is not None:
         print(f"  wrote {len(res.rows)} plans to {args.out}")
     return 0

@@ -340,3 +340,46 @@ def test_a_space_read_from_json_may_give_schedules_as_lists():
     plans, _, _ = candidates(sc, 64, {"schedule": [["1f1b", 1], ("1f1b", 1)], "tp": [1], "pp": [1],
                                       "micro_batch": [4], "recompute": ["none"], "zero": [1]})
     assert plans and len({(p.schedule, p.vpp) for p in plans}) == 1
+
+
+def test_rank_by_des_orders_the_rerun_plans_and_says_where_the_best_differs():
+    from simulator.search import rank_by_des
+
+    def row(rank, des):
+        return {"rank": rank, "des": des}
+
+    plans = [row(1, {"gpu_hours_per_trillion_tokens": 203.0}), row(2, {"error": "rejected"}),
+             row(3, {"gpu_hours_per_trillion_tokens": 198.0}), row(4, None)]
+    said = rank_by_des(plans, "gpu_hours")
+    assert [p["des_rank"] for p in plans] == [2, None, 1, None]
+    assert said == {"analytic_best": 1, "des_best": 3, "gain_pct": pytest.approx(100 * (1 - 198 / 203))}
+    agree = [row(1, {"step_time_s": 1.0}), row(2, {"step_time_s": 1.0})]  # a tie keeps the analytic order
+    assert rank_by_des(agree, "step_time") is None and [p["des_rank"] for p in agree] == [1, 2]
+    assert rank_by_des([row(1, {"gpu_hours_per_trillion_tokens": 1.0})], "gpu_hours") is None
+
+
+def test_search_cli_gives_the_des_order_of_its_top_plans(capsys, monkeypatch):
+    """The DES re-runs the top plans; where it orders them otherwise than the analytic ranking, the table
+    says its order (DES #) and a line names its best. Here a stand-in DES reverses the order of three."""
+    import simulator.search as search_mod
+
+    calls = []
+
+    def reversed_des(cand, profile):
+        calls.append(cand)
+        return {"step_time_s": 10.0 - len(calls), "gpu_hours_per_trillion_tokens": 1000.0 - len(calls),
+                "usd_per_trillion_tokens": 2000.0 - 2 * len(calls)}
+
+    monkeypatch.setattr(search_mod, "des_available", lambda: True)
+    monkeypatch.setattr(search_mod, "des_metrics", reversed_des)
+    argv = ["search", "deepseekmoe-2b", "--gpus", "16", "--top", "3", "--workers", "1", "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    lines = [ln for ln in out.splitlines() if ln.split()[0].isdigit() and "TP" in ln]
+    assert [ln.split()[-1] for ln in lines] == ["3", "2", "1"]
+    assert "the DES ranks #3 first: by its figures 0.2 % under #1" in out
+    calls.clear()
+    assert main(argv + ["--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [p["des_rank"] for p in doc["plans"]] == [3, 2, 1]
+    assert doc["des_disagree"]["des_best"] == 3

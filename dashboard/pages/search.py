@@ -174,9 +174,13 @@ for r in res["plans"]:
         row["$ / 1T tokens"] = r["usd_per_trillion_tokens"]
     else:
         row["GPU·h / 1T tokens"] = r["gpu_hours_per_trillion_tokens"]
-    if with_des:
+    if with_des:  # the DES's figure of what the table ranks by, and its own order of the plans it re-ran
         ok = bool(des) and "error" not in des
-        row["DES GPU·h / 1T"] = des["gpu_hours_per_trillion_tokens"] if ok else None
+        if show_usd:
+            row["DES $ / 1T"] = des.get("usd_per_trillion_tokens") if ok else None
+        else:
+            row["DES GPU·h / 1T"] = des["gpu_hours_per_trillion_tokens"] if ok else None
+        row["DES #"] = r.get("des_rank")
     else:  # at a fixed GPU count and batch, MFU and step time follow the GPU-hours: room for the DES column
         row["MFU (%)"] = 100 * r["mfu"]
     row.update({"bubble (%)": 100 * r["bubble_fraction"], "exposed comm (%)": 100 * r["exposed_comm_fraction"],
@@ -202,6 +206,10 @@ event = st.dataframe(
         "$ / 1T tokens": NUM("$ / 1T", format="$%,.0f", width=85, help="Dollars per trillion tokens at the sidebar's price"),
         "DES GPU·h / 1T": NUM("DES GPU·h", format="%,.0f", width=85,
                               help="GPU-hours per trillion tokens, discrete-event simulation (— : not re-simulated)"),
+        "DES $ / 1T": NUM("DES $", format="$%,.0f", width=85,
+                          help="Dollars per trillion tokens, discrete-event simulation (— : not re-simulated)"),
+        "DES #": NUM("DES #", format="%d", width=52,
+                     help="Rank among the re-simulated plans by the discrete-event simulation's figure"),
         "MFU (%)": NUM("MFU %", format="%.1f", width=60, help="Model FLOPs utilisation, %"),
         "bubble (%)": NUM("bubble %", format="%.1f", width=70, help="Pipeline bubble, % of the step"),
         "exposed comm (%)": NUM("comm %", format="%.1f", width=65,
@@ -209,6 +217,11 @@ event = st.dataframe(
         "peak memory": NUM("peak GiB", format="%.1f", width=75,
                            help=f"Peak memory per GPU, GiB (of {hbm:.0f} GiB HBM; every plan shown fits)"),
     })
+if res.get("des_disagree"):
+    d = res["des_disagree"]
+    st.info(f"The discrete-event simulation ranks plan #{d['des_best']} first: by its figures "
+            f"{d['gain_pct']:.1f} % under #{d['analytic_best']}, the analytic engine's best. The DES shares each "
+            "link per flow and times each chunk on its own; where they disagree, act on its order.")
 errs = [f"#{r['rank']}: {r['des']['error']}" for r in res["plans"] if r["des"] and "error" in r["des"]]
 if errs:
     st.caption("DES could not simulate " + "; ".join(errs))
