@@ -103,6 +103,18 @@ def headline_warnings(name: str, overrides: tuple[str, ...] = ()) -> list[str]:
     return api.headline_warnings(api.load(name, list(overrides)))
 
 
+@st.cache_data(show_spinner=False, max_entries=256)
+def gpu_counts(name: str, overrides: tuple[str, ...], near: int) -> dict | None:
+    """``api.gpu_counts`` of the plan (``overrides`` without the GPU count) around ``near`` GPUs; None where
+    the plan is invalid at ``near`` and at the preset's count both."""
+    for ov in (list(overrides) + [f"cluster.num_gpus={near}"], list(overrides)):
+        try:
+            return api.gpu_counts(api.load(name, ov), near=near)
+        except (GpuhoursError, ValueError):
+            continue
+    return None
+
+
 def evaluate(name: str, overrides: tuple[str, ...]) -> tuple[dict | None, dict | None, str | None]:
     """(report, run cost, error message) for one plan; errors as one line."""
     try:
@@ -232,8 +244,7 @@ def plan_controls() -> tuple[str, tuple[str, ...]]:
     sb.caption(f"Model **{base['model']}** on cluster **{c['name']}** ({c['gpu']['name']}, "
                f"{c['gpu']['hbm_gib']:.0f} GiB HBM)")
     with sb.expander("Cluster", expanded=True):
-        gpus = _w(st.number_input, "GPUs", k + "gpus", int(c["num_gpus"]), min_value=1, max_value=1_000_000, step=64, help="cluster.num_gpus; global batch stays fixed")
-        add("cluster.num_gpus", int(gpus), int(c["num_gpus"]))
+        gpu_slot = st.container()  # filled last: its step follows the plan's layout, set below
         col1, col2 = st.columns(2)
         nvl = _w(col1.number_input, "NVLink GB/s", k + "nvl", float(c["nvlink_gbps"]), min_value=1.0, max_value=2000.0,
                 step=10.0, help="cluster.nvlink_gbps, per GPU, one direction")
@@ -343,6 +354,18 @@ def plan_controls() -> tuple[str, tuple[str, ...]]:
             st.error(plain(problem))
         else:
             add("training.tokens", tokens, float(t["tokens"]))
+    with gpu_slot:
+        held = int(st.session_state.get(k + "gpus", int(c["num_gpus"])))
+        counts = gpu_counts(name, tuple(ov), held)
+        step = counts["step"] if counts else int(c["gpus_per_node"])
+        gpus = _w(st.number_input, "GPUs", k + "gpus", int(c["num_gpus"]), min_value=1, max_value=1_000_000,
+                  step=step, help=f"cluster.num_gpus; global batch stays fixed. Steps of {step:,}: whole "
+                                  f"{c['gpus_per_node']}-GPU nodes holding whole TP x PP x CP replicas and EP groups")
+        if counts and counts["counts"]:
+            st.caption(f"Valid for this plan near {held:,}: " + " · ".join(f"{n:,}" for n in counts["counts"])
+                       + " GPUs (DP must also divide the global batch)")
+        if int(gpus) != int(c["num_gpus"]):
+            ov.insert(0, f"cluster.num_gpus={int(gpus)}")
     st.session_state[CURRENT] = (name, tuple(ov))
     if ov:
         sb.code("\n".join(ov), language=None)

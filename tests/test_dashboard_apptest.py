@@ -644,3 +644,23 @@ def test_picking_interleaved_where_no_vpp_is_valid_says_why():
     notes = [c.value for c in at.sidebar.caption if c.value.startswith("VPP set to 2, but no VPP")]
     assert notes and "divisible by pp=16" in notes[0], [c.value for c in at.sidebar.caption]
     assert any("divisible by pp=16" in m for m in _one_line_error(at))  # not "vpp: 1 with the interleaved schedule"
+
+
+def test_gpu_stepper_lands_on_valid_plans():
+    """The GPU count stepped by 64 (2048 -> 2112: no valid plan); it now steps by the plan's layout (whole
+    nodes, TP x PP x CP and EP64 groups: 1,024 GPUs on DeepSeek-V3) and lists the valid counts near it."""
+    at = _app()
+    box = at.number_input(key=K + "gpus")
+    assert box.step == 1024
+    assert any("Valid for this plan near 2,048: 1,024 · 2,048 · 3,072 · 4,096" in c.value for c in at.sidebar.caption)
+    before = _gpu_hours(at)
+    box.increment().run()
+    _ok(at)
+    assert at.number_input(key=K + "gpus").value == 3072 and _gpu_hours(at) != before
+    at.number_input(key=K + "gpus").decrement().run()
+    at.number_input(key=K + "gpus").decrement().run()
+    _ok(at)
+    assert at.number_input(key=K + "gpus").value == 1024
+    at.number_input(key=K + "pp").set_value(8).run()  # the step follows the plan
+    assert at.number_input(key=K + "gpus").step == 512
+    assert api.gpu_counts(api.load("deepseek-v3")) == {"step": 1024, "counts": [1024, 2048, 3072, 4096]}
