@@ -61,7 +61,7 @@ from .layout import (
 from .layout import num_stages as layout_num_stages
 from .memory import GIB, MemoryBreakdown, deepep_buffer_bytes, state_bytes
 from .profile import Profile, load_profile
-from .schedules import PAIRABLE, SPLIT_BACKWARD, TaskTimes, idle_at_ends, p2p_hops, runnable
+from .schedules import PAIRABLE, SPLIT_BACKWARD, TIME_DEPENDENT_HOPS, TaskTimes, idle_at_ends, p2p_hops, runnable
 from .timer import OpTimer
 from .workload import (
     BYTES,
@@ -783,9 +783,11 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
         return (n_fb * rFB + n_f * rF + n_b * rB,
                 n_fb * (rtot.Fr + rtot.Br + rtot.Wr) + n_f * rtot.F + n_b * (rtot.B + rtot.W))
 
-    # The P2P sends on the critical path. DualPipe sends inside its pairs (hidden there, priced in pair_comm
-    # above) and pays the fill's hops; the others pay what the list scheduler finds, which under strict 1F1B
-    # and Megatron's pairs is about two hops a micro-batch, not only the fill's 2(PP-1).
+    # The P2P sends on the critical path. DualPipe whose pairs overlap sends inside them (hidden there, priced
+    # in pair_comm above) and pays the fill's hops; the others pay what the list scheduler finds, which under
+    # strict 1F1B and Megatron's pairs is about two hops a micro-batch, not only the fill's 2(PP-1), and under
+    # a DualPipe whose F&B runs F then B (a dense model, or ep_overlap off) about 2.5 (238 for PP16 DualPipeV
+    # and 96 micro-batches: DeepSeek 67B's dense DualPipeV paid 30, 0.32 s under the DES).
     p2p_path = 2 * (p.pp - 1) * p2p if p.pp > 1 else 0.0  # the fill's and drain's hops
     # Strict 1F1B whose ranks take different times (the embedding on the first, the head on the last, dense
     # layers before MoE ones): the step is the longest path through the ranks' own times, not the slowest
@@ -795,9 +797,9 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
         fs, bs = [x[3] for x in ranks], [x[4] for x in ranks]
         pipe = one_f_one_b_makespan(fs, bs, M, p2p)
         p2p_path = pipe - one_f_one_b_makespan(fs, bs, M) if p2p else 0.0
-    elif p.pp > 1 and not dual:
+    elif p.pp > 1 and not (dual and overlap):
         hops = p2p_hops(runnable(p.schedule), p.pp, M, p.vpp, paired,
-                        TaskTimes(F, B, min(W, B), FB) if p.schedule == "zb1p" else None)
+                        TaskTimes(F, B, min(W, B), FB) if p.schedule in TIME_DEPENDENT_HOPS else None)
         p2p_path = max(p2p_path, hops * p2p)
     if dual and overlap:
         # A DualPipe rank's work is its F&B pairs plus its lone chunks (warm-up forwards at F,

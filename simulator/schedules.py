@@ -685,14 +685,16 @@ def p2p_hops(name: str, pp: int, microbatches: int, vpp: int = 1, pairs: bool = 
     next forward needs an activation its neighbour made just before, so a micro-batch pays about two hops
     (2(PP-1)(M/PP + 1) - 2 for M a multiple of PP), as do Megatron's forward-backward ``pairs``. The count
     of ``1f1b`` and ``interleaved`` (paired or not) does not depend on the chunk times (tested over random
-    F, B, W, F&B); ``zb1p``'s does (its W's fill slack or not), so there ``times`` is used, its ratios
-    rounded to a tenth so that a plan search looks each shape up once. ``dualpipe`` and ``dualpipev``
-    send inside their F&B pairs, which the list scheduler does not model; callers price those apart.
+    F, B, W, F&B); ``zb1p``'s, ``dualpipe``'s and ``dualpipev``'s do (their W's fill slack or not), so
+    there ``times`` is used, its ratios rounded to a tenth so that a plan search looks each shape up once.
+    Where DualPipe's F&B pairs overlap their chunks, the sends go inside the pairs, hidden behind the other
+    chunk's compute, which the list scheduler does not model: callers price those apart; where a pair runs
+    its F then its B (a dense model), the list scheduler's count holds.
     A per-hop time beyond the slack adds more (the count is the linear regime's)."""
     if pp <= 1:
         return 0
     key: tuple[float, ...] = ()
-    if name == "zb1p" and times is not None and times.f > 0:
+    if name in TIME_DEPENDENT_HOPS and times is not None and times.f > 0:
         key = tuple(round(x / times.f, 1) for x in (times.b, times.w, times.f_and_b))
     pairs = pairs and name in PAIRABLE
     if microbatches < 3 * pp:
@@ -704,6 +706,10 @@ def p2p_hops(name: str, pp: int, microbatches: int, vpp: int = 1, pairs: bool = 
     m0 = microbatches - rounds * pp
     h0 = _p2p_hops(name, pp, m0, vpp, pairs, key)
     return h0 + rounds * (_p2p_hops(name, pp, m0 + pp, vpp, pairs, key) - h0)
+
+
+# Schedules whose critical-path hops depend on the chunk times (their W's fill slack or not).
+TIME_DEPENDENT_HOPS = frozenset({"zb1p", "dualpipe", "dualpipev"})
 
 
 @lru_cache(maxsize=4096)
