@@ -185,15 +185,18 @@ def search_plans(sc: Scenario, objective: str = "gpu_hours", top: int = 10, spac
     ``space`` narrows the enumerated dimensions (see :func:`search_space`); ``des_top`` re-simulates
     the best ``des_top`` plans with the discrete-event engine; ``progress(fraction, text)`` is called
     as chunks of plans finish. Returns ``{"plans": [...], "all": [...], "evaluated", "valid",
-    "enumerated", "pruned", "failed", "errors", "seconds", "objective"}`` (``failed``: plans the
-    analytic engine refused, ``errors`` their first distinct messages); each plan carries its ``overrides`` relative
-    to ``sc`` (``load(name, overrides_of_sc + overrides)`` reproduces it), every metric of the
-    ranking and ``des`` (None, a few DES metrics, or ``{"error": ...}``). ``all`` holds every plan
-    that fits, compactly, for plotting.
+    "enumerated", "pruned", "failed", "errors", "seconds", "objective", "des_disagree"}`` (``failed``: plans
+    the analytic engine refused, ``errors`` their first distinct messages); each plan carries its ``overrides``
+    relative to ``sc`` (``load(name, overrides_of_sc + overrides)`` reproduces it), every metric of the
+    ranking, ``des`` (None, :data:`simulator.search.DES_KEYS`, or ``{"error": ...}``) and ``des_rank`` (its
+    rank among the re-simulated plans by the DES's figure of the objective); ``des_disagree`` names the DES's
+    best where it is another plan than the analytic one (:func:`simulator.search.rank_by_des`). ``all``
+    holds every plan that fits, compactly, for plotting.
     """
     import time
 
-    from .search import METRICS, PLAN_KEYS, plan_of, search
+    from . import search as search_mod
+    from .search import METRICS, PLAN_KEYS, plan_of, rank_by_des, search
 
     def tell(frac: float, text: str) -> None:
         if progress:
@@ -220,18 +223,15 @@ def search_plans(sc: Scenario, objective: str = "gpu_hours", top: int = 10, spac
                "microbatches": cand.microbatches, "des": None}
         if i < k_des:
             tell(share + (1 - share) * i / k_des, f"discrete-event simulation of plan #{i + 1} of {k_des}")
-            try:
-                d = report(predict(cand, engine="des", profile=profile))
-                row["des"] = {k: d[k] for k in ("step_time_s", "gpu_hours_per_trillion_tokens", "mfu",
-                                                "bubble_fraction", "peak_memory_gib") if k in d}
-            except Exception as e:  # noqa: BLE001 - the DES may reject a plan: keep the analytic row, say why
-                row["des"] = {"error": str(e).splitlines()[0] if str(e) else type(e).__name__}
+            row["des"] = search_mod.des_metrics(cand, profile)  # the CLI's helper: the same figures
         plans.append(row)
+    disagree = rank_by_des(plans, res.objective)
     tell(1.0, f"done: {res.evaluated:,} plans timed, {res.valid:,} fit in memory")
     compact = [{**{k: r[k] for k in PLAN_KEYS}, **{k: r[k] for k in METRICS}} for r in res.rows]
     return {"plans": plans, "all": compact, "evaluated": res.evaluated, "valid": res.valid,
             "enumerated": res.enumerated, "pruned": res.pruned, "objective": res.objective,
-            "failed": res.failed, "errors": list(res.errors), "seconds": time.perf_counter() - t0}
+            "failed": res.failed, "errors": list(res.errors), "seconds": time.perf_counter() - t0,
+            "des_disagree": disagree}
 
 
 def sensitivity(sc: Scenario, profile: Profile | str | None = None) -> dict:
