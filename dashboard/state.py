@@ -48,6 +48,7 @@ LOSS_KERNELS = api.PLAN_CHOICES["loss_kernel"]
 CP_COMMS = api.PLAN_CHOICES["cp_comm"]
 ATTENTION_KERNELS = api.PLAN_CHOICES["attention_kernel"]
 FP8_RECIPES = api.PLAN_CHOICES["fp8_recipe"]
+ZERO_STAGES = (0, 1, 2, 3)  # plan.zero
 KIND_COLOURS = {"F": "#4C78A8", "B": "#F58518", "W": "#54A24B", "FB": "#B279A2", "comm": "#9D9D9D"}
 
 
@@ -239,7 +240,7 @@ def plan_controls() -> tuple[str, tuple[str, ...]]:
     def choose(label: str, key: str, field: str, options, help: str) -> None:
         """A segmented control over one categorical plan field, and its override where it leaves the preset."""
         value = _w(st.segmented_control, label, k + key, p[field], options=options, required=True, help=help)
-        add(f"plan.{field}", value or p[field], p[field])
+        add(f"plan.{field}", p[field] if value is None else value, p[field])
 
     sb.caption(f"Model **{base['model']}** on cluster **{c['name']}** ({c['gpu']['name']}, "
                f"{c['gpu']['hbm_gib']:.0f} GiB HBM)")
@@ -289,6 +290,9 @@ def plan_controls() -> tuple[str, tuple[str, ...]]:
             st.caption(plain(note[1]))
         choose("Recompute", "rc", "recompute", RECOMPUTE,
                "plan.recompute: activations recomputed in the backward pass instead of kept")
+        choose("ZeRO stage", "zero", "zero", ZERO_STAGES,
+               "plan.zero: what the data-parallel ranks shard. 0: nothing; 1: the optimizer states (DeepSeek-V3); "
+               "2: also the gradients; 3: also the parameters, gathered layer by layer (FSDP)")
     with sb.expander("Kernels & routing", expanded=True):
         fp8 = _w(st.toggle, "FP8 training", k + "fp8", p["precision"] == "fp8",
                         help="plan.precision fp8 (on) or bf16 (off)")

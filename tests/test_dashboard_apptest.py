@@ -664,3 +664,18 @@ def test_gpu_stepper_lands_on_valid_plans():
     at.number_input(key=K + "pp").set_value(8).run()  # the step follows the plan
     assert at.number_input(key=K + "gpus").step == 512
     assert api.gpu_counts(api.load("deepseek-v3")) == {"step": 1024, "counts": [1024, 2048, 3072, 4096]}
+
+
+def test_zero_stage_control_emits_overrides():
+    at = _app(SMALL)
+    zero = at.segmented_control(key=KS + "zero")
+    assert zero.value == 1 and list(zero.options) == ["0", "1", "2", "3"]
+    mem = next(m.value for m in at.metric if m.label.startswith("Peak memory"))
+    zero.set_value(3).run()
+    _ok(at)
+    name, ov = at.session_state["current_plan"]
+    assert "plan.zero=3" in ov and api.load(name, list(ov)).plan.zero == 3
+    assert next(m.value for m in at.metric if m.label.startswith("Peak memory")) != mem  # parameters sharded
+    at.segmented_control(key=KS + "zero").set_value(0).run()  # 0 is a stage, not "unset"
+    _ok(at)
+    assert "plan.zero=0" in at.session_state["current_plan"][1]
