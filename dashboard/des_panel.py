@@ -77,4 +77,4 @@ def comparison(rep: dict, des: dict) -> None:
                          "DES vs analytic": diff})
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     if des.get("peak_memory_gib", 0) > des.get("hbm_gib", float("inf")):
-        st.warning(f"The DES peak memory {des['peak_memory_gib']:.1f} GiB exceeds the {des['hbm_gib']:.0f} GiB of HBM.")
+        st.warning(f"The DES peak memory {des['peak_memory_gib']:.1f} GiB exceeds the {des['hbm_gib']:.1f} GiB of HBM.")

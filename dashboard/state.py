@@ -156,6 +156,12 @@ def merge_overrides(first: tuple[str, ...] | list[str], then: list[str]) -> list
     return [o for o in first if o.split("=", 1)[0].strip() not in keys] + list(then)
 
 
+def split_overrides(text: str) -> list[str]:
+    """Space-separated ``section.field=value`` overrides as a list; spaces around ``=`` are allowed
+    (``plan.ep = 32`` is ``plan.ep=32``, not three words)."""
+    return re.sub(r"\s*=\s*", "=", text.strip()).split()
+
+
 def _fmt(v: float) -> str:
     """Shortest exact-looking text of a number for an override."""
     if float(v).is_integer():
@@ -406,6 +412,18 @@ def show_error(msg: object) -> None:
 
 
 plan_text = api.plan_text  # a run phase's plan dict in the CLI's one-line form
+
+
+def fmt_usd_delta(d: float) -> str:
+    """A signed dollar difference with its sign first and a unit that keeps it readable: ``+$1.23 M``,
+    ``-$50 K``, ``+$420`` (not ``-0.05 M$``)."""
+    sign = "-" if d < 0 else "+"
+    a = abs(d)
+    if a >= 999.5e3:
+        return f"{sign}${a / 1e6:,.2f} M"
+    if a >= 999.5:
+        return f"{sign}${a / 1e3:,.0f} K"
+    return f"{sign}${a:,.0f}"
 
 
 def fmt_big(x: float) -> str:

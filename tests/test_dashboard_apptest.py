@@ -679,3 +679,52 @@ def test_zero_stage_control_emits_overrides():
     at.segmented_control(key=KS + "zero").set_value(0).run()  # 0 is a stage, not "unset"
     _ok(at)
     assert "plan.zero=0" in at.session_state["current_plan"][1]
+
+
+def test_whatif_deltas_read_sensibly():
+    """A run-cost delta reads '+$30 K' (not '+0.03 M$'), and a delta that rounds to nothing ('-0.0 pp') is
+    left out; the memory card gives peak and HBM to the same precision."""
+    at = _app()
+    at.slider(key=K + "sms").set_value(21).run()
+    _ok(at)
+    metrics = {m.label: m for m in at.metric}
+    assert re.fullmatch(r"[+-]\$[0-9,]+ K", metrics["Run cost"].delta), metrics["Run cost"].delta
+    assert not any(re.match(r"[+-]0(\.0+)? ", m.delta or "") for m in at.metric), [m.delta for m in at.metric]
+    assert re.fullmatch(r"\d+\.\d / \d+\.\d GiB", metrics["Peak memory / HBM"].value)
+    from dashboard import state
+
+    assert [state.fmt_usd_delta(d) for d in (-50_000, 1_234_567, 420, -999_600)] == \
+        ["-$50 K", "+$1.23 M", "+$420", "-$1.00 M"]
+
+
+def test_cost_phase_table_gives_one_precision_per_column():
+    at = _app("deepseek-v3-lifecycle")
+    at.switch_page("pages/cost.py").run()
+    _ok(at)
+    cols = json.loads(at.dataframe[1].proto.columns)
+    assert cols["Peak memory (GiB)"]["type_config"]["format"] == "%.1f", cols
+    assert cols["MFU %"]["type_config"]["format"] == "%.1f"
+
+
+def test_clear_comparison_only_when_plans_are_stored():
+    at = _app(SMALL)
+    at.switch_page("pages/compare.py").run()
+    _ok(at)
+    assert not any("Clear comparison" in b.label for b in at.button)
+    at.switch_page("pages/whatif.py").run()
+    _button(at, "Add to comparison").click().run()
+    at.switch_page("pages/compare.py").run()
+    _button(at, "Clear comparison").click().run()
+    _ok(at)
+    assert at.session_state["plans"] == [] and not any("Clear comparison" in b.label for b in at.button)
+
+
+def test_compare_overrides_accept_spaces_around_equals():
+    at = _app(SMALL)
+    at.switch_page("pages/compare.py").run()
+    editor = at.data_editor[0]
+    at.session_state[editor.key] = {"edited_rows": {0: {"overrides": "plan.pp = 2  plan.schedule =1f1b"}},
+                                    "added_rows": [], "deleted_rows": []}
+    at.run()
+    _ok(at)
+    assert at.session_state["plans"][0] == {"scenario": SMALL, "overrides": ["plan.pp=2", "plan.schedule=1f1b"]}

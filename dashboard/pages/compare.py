@@ -35,7 +35,7 @@ def records(df: pd.DataFrame) -> list[dict]:
     for _, r in df.iterrows():
         scen = r.get("scenario")
         scen = scen if isinstance(scen, str) and scen else name
-        out.append({"scenario": scen, "overrides": str(r.get("overrides") or "").split()})
+        out.append({"scenario": scen, "overrides": state.split_overrides(str(r.get("overrides") or ""))})
     return out
 
 
@@ -142,7 +142,7 @@ MEM_COLOURS = {"fits in HBM": "#4C78A8", "exceeds HBM": "#E45756"}
 fig = px.bar(df, x="#", y="peak memory (GiB)", title="Peak memory per GPU (GiB)", text_auto=".1f", hover_name="plan",
              color="memory", color_discrete_map=MEM_COLOURS)
 fig.add_hline(y=float(df["HBM (GiB)"].max()), line_dash="dash",
-              annotation_text=f"HBM {float(df['HBM (GiB)'].max()):.0f} GiB", annotation_position="top left")
+              annotation_text=f"HBM {float(df['HBM (GiB)'].max()):.1f} GiB", annotation_position="top left")
 fig.update_layout(xaxis_title=None, xaxis_type="category", height=380, margin=dict(t=50, b=10))
 c2.plotly_chart(fig, width="stretch", key="cmp_mem")
 
@@ -162,6 +162,6 @@ fig.update_yaxes(range=padded(df["cost"]), title="whole-run cost (USD)", tickpre
 fig.add_vline(x=float(df["HBM (GiB)"].max()), line_dash="dash", line_color="#E45756", annotation_text="HBM")
 fig.update_layout(height=420, margin=dict(t=50, b=10), legend_title_text="")
 st.plotly_chart(fig, width="stretch", key="cmp_pareto")
-if st.button("Clear comparison", icon=":material/delete:"):
+if state.plans() and st.button("Clear comparison", icon=":material/delete:"):  # nothing stored: nothing to clear
     state.set_plans([])
     st.rerun()

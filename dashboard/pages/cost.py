@@ -77,9 +77,13 @@ if len(phased) > 1:
     st.subheader("Plan of each modelled phase")
     st.dataframe(pd.DataFrame([{
         "Phase": ph["name"], "Seq": ph["seq_len"], "Batch": ph["global_batch"],
-        "Plan": state.plan_text(ph["plan"]), "Step (s)": round(ph["step_time_s"], 3),
-        "MFU %": round(100 * ph["mfu"], 1), "Peak memory (GiB)": round(ph["peak_memory_gib"], 1),
-        "Fits": "yes" if ph["fits_in_memory"] else "NO"} for ph in phased]), hide_index=True, width="stretch")
+        "Plan": state.plan_text(ph["plan"]), "Step (s)": ph["step_time_s"], "MFU %": 100 * ph["mfu"],
+        "Peak memory (GiB)": ph["peak_memory_gib"], "Fits": "yes" if ph["fits_in_memory"] else "NO"}
+        for ph in phased]), hide_index=True, width="stretch", column_config={
+        # one precision per column (a rounded 70.0 beside 64.3 printed as "70")
+        "Step (s)": st.column_config.NumberColumn(format="%.3f"),
+        "MFU %": st.column_config.NumberColumn(format="%.1f"),
+        "Peak memory (GiB)": st.column_config.NumberColumn(format="%.1f")})
     warned = [f"{ph['name']}: {w}" for ph in phased for w in ph.get("warnings", [])]
     if warned:
         with st.expander(f"{len(warned)} warnings from the phases' predictions"):

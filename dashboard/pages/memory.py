@@ -24,7 +24,7 @@ fig = go.Figure()
 for part, colour in parts:
     label = part.replace("_", " ")
     fig.add_bar(x=x, y=[s["memory_gib"].get(part, 0.0) for s in stages], name=label, marker_color=colour,
-                hovertemplate=f"{label}: %{{y:.2f}} GiB<extra></extra>")
+                hovertemplate=f"{label}: %{{y:.1f}} GiB<extra></extra>")
 fig.add_hline(y=rep["hbm_gib"], line_dash="dash", line_color="#E45756",
               annotation_text=f"HBM {rep['hbm_gib']:.1f} GiB", annotation_position="top right",
               annotation_bgcolor="rgba(255,255,255,0.85)", annotation_font_color="#E45756")

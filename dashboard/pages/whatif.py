@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -22,11 +24,13 @@ if base_err:  # preset itself broken: show values without deltas
     base, base_cost = rep, cost
 
 
-def delta(cur: float, ref: float, fmt: str) -> str | None:
+def delta(cur: float, ref: float, fmt: str, text=None) -> str | None:
+    """The signed difference as ``fmt`` (or ``text(d)``) writes it; None where there is none."""
     d = cur - ref
     if abs(d) <= 1e-9 * max(1.0, abs(ref)):
         return None
-    return fmt.format(d)
+    out = fmt.format(text(d) if text else d)
+    return out if re.search(r"[1-9]", out) else None  # "-0.0 pp": no difference at the precision shown
 
 
 c = st.columns(4)
@@ -57,7 +61,7 @@ c[1].metric("Days on this cluster",
             delta(cost["days_on_cluster"], base_cost["days_on_cluster"], "{:+,.1f} days"), delta_color="inverse",
             help=f"{tokT:g} T tokens on {rep['num_gpus']:,} GPUs, batch ramp included")
 c[2].metric("Run cost", f"${cost['total_usd'] / 1e6:,.2f} M",
-            delta(cost["total_usd"] / 1e6, base_cost["total_usd"] / 1e6, "{:+,.2f} M$"), delta_color="inverse",
+            delta(cost["total_usd"], base_cost["total_usd"], "{}", state.fmt_usd_delta), delta_color="inverse",
             help=f"{cost['total_gpu_hours'] / 1e6:,.3f} M GPU-hours incl. batch ramp")
 c[3].metric("Throughput, tokens/s per GPU", f"{rep['tokens_per_s_per_gpu']:,.0f}",
             delta(rep["tokens_per_s_per_gpu"], base["tokens_per_s_per_gpu"], "{:+,.0f} tok/s/GPU"))
@@ -69,7 +73,7 @@ c[1].metric("Pipeline bubble, % of step", f"{rep['bubble_fraction'] * 100:.1f} %
 c[2].metric("Exposed comm, % of step", f"{rep['exposed_comm_fraction'] * 100:.1f} %",
             delta(rep["exposed_comm_fraction"] * 100, base["exposed_comm_fraction"] * 100, "{:+.1f} pp"),
             delta_color="inverse", help="Communication not hidden behind compute (all-to-all, TP/CP, P2P, DP)")
-c[3].metric("Peak memory / HBM", f"{rep['peak_memory_gib']:.1f} / {rep['hbm_gib']:.0f} GiB",
+c[3].metric("Peak memory / HBM", f"{rep['peak_memory_gib']:.1f} / {rep['hbm_gib']:.1f} GiB",
             delta(rep["peak_memory_gib"], base["peak_memory_gib"], "{:+.1f} GiB"), delta_color="inverse")
 if not rep["fits_in_memory"]:
     st.warning(f"Does not fit: peak {rep['peak_memory_gib']:.1f} GiB > {rep['hbm_gib']:.1f} GiB HBM per GPU.")
