@@ -590,13 +590,15 @@ def uneven_interleaved_bubble(chunks: list[list[tuple[float, float]]], pp: int, 
     rounded to 0.1 % of it so that a plan search looks each shape up once (1 % put a 1.3 : 2.5 chunk's bubble
     2.4 % off), and, as :func:`simulator.schedules.p2p_hops`,
     past two rounds of PP micro-batches from two short runs (the order repeats every PP micro-batches)."""
-    flat = [x for rank in chunks for fb in rank for x in fb]
-    unit = sum(flat) / (len(flat) / 2)
+    # Ranks holding the same layers share one list (most of them): round each distinct list once.
+    distinct = {id(rank): rank for rank in chunks}
+    if len({fb for rank in distinct.values() for fb in rank}) == 1:
+        return None
+    unit = sum(f + b for rank in chunks for f, b in rank) / sum(len(rank) for rank in chunks)
     if unit <= 0:
         return None
-    key = tuple(tuple((round(f / unit, 3), round(b / unit, 3)) for f, b in rank) for rank in chunks)
-    if len({c for rank in key for c in rank}) == 1:
-        return None
+    rounded = {k: tuple((round(f / unit, 3), round(b / unit, 3)) for f, b in rank) for k, rank in distinct.items()}
+    key = tuple(rounded[id(rank)] for rank in chunks)
     if microbatches < 3 * pp:
         bubble, busiest = _uneven_interleaved(key, pp, vpp, microbatches)
         return bubble * unit, busiest
@@ -607,7 +609,7 @@ def uneven_interleaved_bubble(chunks: list[list[tuple[float, float]]], pp: int, 
     return max(0.0, b0 + rounds * (b1 - b0)) * unit, busiest
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=16384)  # a V3 search meets ~1,000 shapes a worker; a few hundred bytes each
 def _uneven_interleaved(key: tuple, pp: int, vpp: int, microbatches: int) -> tuple[float, int]:
     from .schedules import simulate
 
