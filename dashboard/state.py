@@ -249,7 +249,7 @@ def plan_controls() -> tuple[str, tuple[str, ...]]:
         add(f"plan.{field}", p[field] if value is None else value, p[field])
 
     sb.caption(f"Model **{base['model']}** on cluster **{c['name']}** ({c['gpu']['name']}, "
-               f"{c['gpu']['hbm_gib']:.0f} GiB HBM)")
+               f"{c['gpu']['hbm_gib']:.1f} GiB HBM)")
     with sb.expander("Cluster", expanded=True):
         gpu_slot = st.container()  # filled last: its step follows the plan's layout, set below
         col1, col2 = st.columns(2)

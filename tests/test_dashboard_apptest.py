@@ -728,3 +728,14 @@ def test_compare_overrides_accept_spaces_around_equals():
     at.run()
     _ok(at)
     assert at.session_state["plans"][0] == {"scenario": SMALL, "overrides": ["plan.pp=2", "plan.schedule=1f1b"]}
+
+
+def test_hbm_reads_with_one_decimal_wherever_it_is_shown():
+    """The sidebar and the Search page gave the H800's HBM as '79 GiB' where the What-if card and the Memory
+    page give 79.1: one figure, one precision."""
+    at = _app(SMALL)
+    captions = [c.value for c in at.sidebar.caption if "GiB HBM" in c.value]
+    assert captions and "79.1 GiB HBM" in captions[0], captions
+    at.switch_page("pages/search.py").run()
+    _ok(at)
+    assert any("79.1 GiB HBM" in c.value for c in at.caption), [c.value for c in at.caption]

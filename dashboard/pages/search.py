@@ -34,7 +34,7 @@ except state.GpuhoursError as e:
     st.stop()
 gpus, hbm = int(sd["cluster"]["num_gpus"]), float(sd["cluster"]["gpu"]["hbm_gib"])
 st.caption(f"Ranks plans for **{sd['model']}** on **{gpus:,} × {sd['cluster']['gpu']['name']}** "
-           f"({hbm:.0f} GiB HBM). Cluster, precision, routing, tokens and price come from the sidebar; the "
+           f"({hbm:.1f} GiB HBM). Cluster, precision, routing, tokens and price come from the sidebar; the "
            "dimensions below replace the sidebar's TP, PP, EP, CP, schedule, micro-batch and recompute.")
 
 # --------------------------------------------------------------------------- search space
@@ -119,7 +119,7 @@ if res.get("failed"):
     st.warning(f"{res['failed']:,} plans could not be timed and are left out of the ranking, e.g.: "
                + res["errors"][0])
 if not res["plans"]:
-    st.error(f"No plan fits in {hbm:.0f} GiB of HBM among the {res['evaluated']:,} timed: widen the search space "
+    st.error(f"No plan fits in {hbm:.1f} GiB of HBM among the {res['evaluated']:,} timed: widen the search space "
              "(more PP, recompute, ZeRO stages) or add GPUs.")
     st.stop()
 
@@ -133,7 +133,7 @@ if cur and not cur_err:
     d = best["gpu_hours_per_trillion_tokens"] / cur["gpu_hours_per_trillion_tokens"] - 1
     fits = cur["fits_in_memory"]
     c[1].metric("Your sidebar plan, GPU·h / 1T", f"{cur['gpu_hours_per_trillion_tokens']:,.0f}",
-                f"best is {d * 100:+.1f} %" if fits else f"does not fit ({cur['peak_memory_gib']:.0f} GiB)",
+                f"best is {d * 100:+.1f} %" if fits else f"does not fit ({cur['peak_memory_gib']:.1f} GiB)",
                 delta_color="inverse" if fits else "off", delta_arrow="off",
                 help="GPU-hours per trillion tokens, analytic")
 elif cur_err:
@@ -215,7 +215,7 @@ event = st.dataframe(
         "exposed comm (%)": NUM("comm %", format="%.1f", width=65,
                                 help="Communication not hidden behind compute, % of the step"),
         "peak memory": NUM("peak GiB", format="%.1f", width=75,
-                           help=f"Peak memory per GPU, GiB (of {hbm:.0f} GiB HBM; every plan shown fits)"),
+                           help=f"Peak memory per GPU, GiB (of {hbm:.1f} GiB HBM; every plan shown fits)"),
     })
 if res.get("des_disagree"):
     d = res["des_disagree"]
@@ -258,7 +258,7 @@ if not allp.empty:
     fig.add_scatter(x=[r["peak_memory_gib"] for r in res["plans"]], y=[r["gpu_hours_per_trillion_tokens"] for r in res["plans"]],
                     mode="markers", name=f"top {len(res['plans'])} (table)", hoverinfo="skip",
                     marker=dict(symbol="circle-open", size=11, color="#222", line=dict(width=1.5)))
-    fig.add_vline(x=hbm, line_dash="dash", line_color="#E45756", annotation_text=f"HBM {hbm:.0f} GiB")
+    fig.add_vline(x=hbm, line_dash="dash", line_color="#E45756", annotation_text=f"HBM {hbm:.1f} GiB")
     lo, hi = float(allp["gpu_hours_per_trillion_tokens"].min()), float(allp["gpu_hours_per_trillion_tokens"].max())
     top_y = min(hi, 2 * lo)  # plans above twice the best are not contenders: keep the axis on the ones that are
     fig.update_layout(height=420, margin=dict(t=50, b=10), legend_title_text="schedule",
