@@ -195,8 +195,7 @@ def search_plans(sc: Scenario, objective: str = "gpu_hours", top: int = 10, spac
     """
     import time
 
-    from . import search as search_mod
-    from .search import METRICS, PLAN_KEYS, plan_of, rank_by_des, search
+    from .search import METRICS, PLAN_KEYS, des_metrics, plan_of, rank_by_des, search
 
     def tell(frac: float, text: str) -> None:
         if progress:
@@ -223,7 +222,7 @@ def search_plans(sc: Scenario, objective: str = "gpu_hours", top: int = 10, spac
                "microbatches": cand.microbatches, "des": None}
         if i < k_des:
             tell(share + (1 - share) * i / k_des, f"discrete-event simulation of plan #{i + 1} of {k_des}")
-            row["des"] = search_mod.des_metrics(cand, profile)  # the CLI's helper: the same figures
+            row["des"] = des_metrics(cand, profile)  # the CLI's helper: the same figures
         plans.append(row)
     disagree = rank_by_des(plans, res.objective)
     tell(1.0, f"done: {res.evaluated:,} plans timed, {res.valid:,} fit in memory")
