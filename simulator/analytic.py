@@ -56,6 +56,7 @@ from .layout import (
     rank_stages,
     split_balanced,
     split_uniform,
+    steady_microbatches,
     visits_per_stage,
 )
 from .layout import num_stages as layout_num_stages
@@ -277,6 +278,9 @@ class Evaluator:
         self._units: dict[tuple, PassTimes] = {}
         self._stages: dict[tuple, PassTimes] = {}
         self._stage_mem: dict[tuple, tuple] = {}
+        self._rank_mem: dict[tuple, tuple] = {}  # rank_memory, by the units of the stages a rank holds
+        self._rank_times: dict[tuple, tuple] = {}  # rank_times, by the identities of a rank's stage times
+        self._uneven: dict[tuple, tuple] = {}  # uneven_bubble, by the identities of the ranks' chunk lists
         self._dp_parts: dict[tuple, tuple] = {}  # dp_collectives, by plan and parameter counts
         self._splits: dict[tuple, list[list[str]]] = {}
         self._layouts: dict[int, tuple] = {}  # layout, by the split's identity (the split kept beside)
@@ -339,6 +343,54 @@ class Evaluator:
                 act_max = max(act_max, recompute_transient(sc.model, kind, shape, sc.cluster.gpus_per_node))
             hit = self._stage_mem[key] = (pd, pe, act, act_max, unit_max)
         return hit
+
+    def rank_memory(self, sc: Scenario, held: tuple[tuple[str, ...], ...], shape: Shape) -> tuple:
+        """A pipeline rank's sums of :meth:`stage_memory` over the stages it holds (``held``: their units):
+        (dense params, with the copies of weights shared between its stages, expert params, activation bytes
+        kept per micro-batch, the largest transient, the largest layer unit's params, the activation bytes of
+        each stage). Hot path: one lookup a rank kind, where the stages' own are one a stage (Llama 3's
+        interleaved ranks hold 8)."""
+        key = (held, shape, sc.model, sc.cluster.gpus_per_node)
+        hit = self._rank_mem.get(key)
+        if hit is None:
+            pd = pe = act = act_max = unit = 0.0
+            chunk_act = []
+            for units in held:
+                spd, spe, sact, smax, sunit = self.stage_memory(sc, units, shape)
+                pd, pe, act, act_max, unit = pd + spd, pe + spe, act + sact, max(act_max, smax), max(unit, sunit)
+                chunk_act.append(sact)
+            pd += shared_weight_copies(sc.model, (u for units in held for u in units), shape.tp)
+            hit = self._rank_mem[key] = (pd, pe, act, act_max, unit, tuple(chunk_act))
+        return hit
+
+    def rank_times(self, held: tuple[PassTimes, ...], overlap: bool) -> tuple[PassTimes, list[tuple[float, float]]]:
+        """A pipeline rank's times from its stages' (``held``, from :meth:`stage_times`): their sum, each as its
+        half of an overlapped pair runs it where ``overlap``, and per stage (forward, full backward) with the
+        communication on the path (an interleaved rank's chunks).
+
+        Hot path: keyed by the stages' identities (``stage_times`` keeps one object per stage kind, and the
+        entry holds them, so an id stays theirs), where hashing 27 floats a stage would cost as much as the sum."""
+        key = (tuple(map(id, held)), overlap)
+        hit = self._rank_times.get(key)
+        if hit is None:
+            tot = PassTimes()
+            parts = [paired_sms(x, overlap) for x in held]
+            for x in parts:
+                tot = tot + x
+            fb = [(x.F + x.aF + x.xF, x.B + x.W + x.aB + x.xB) for x in parts]
+            hit = self._rank_times[key] = (tot, fb, held)
+        return hit[0], hit[1]
+
+    def uneven_bubble(self, chunks: list[list[tuple[float, float]]], pp: int, vpp: int,
+                      microbatches: int) -> tuple[float, int] | None:
+        """:func:`uneven_interleaved_bubble`, kept by the identities of the ranks' chunk lists (those of
+        :meth:`rank_times`, one per rank kind; the entry holds them, so an id stays theirs): rounding and
+        hashing 16 ranks' chunks took longer than the rest of an interleaved Llama 3 plan's pipeline."""
+        key = (tuple(map(id, chunks)), pp, vpp, microbatches)
+        hit = self._uneven.get(key)
+        if hit is None:
+            hit = self._uneven[key] = (uneven_interleaved_bubble(chunks, pp, vpp, microbatches), chunks)
+        return hit[0]
 
     def unit_times(self, sc: Scenario, kind: str, shape: Shape, layer: int = 0) -> PassTimes:
         p = sc.plan
@@ -547,13 +599,23 @@ def lone_chunks(schedule: str, pp: int, microbatches: int, vpp: int,
     Under DualPipe the warm-up forwards and the cool-down backwards have no partner chunk, so
     their all-to-all cannot hide behind another micro-batch's compute (V3 Figure 5's edges).
     ``pairs``: Megatron-LM's batch-level overlap of a 1F1B or interleaved steady state (see
-    :func:`simulator.schedules.build_schedule`); counts are in chunks (1/vpp of a rank's layers)."""
+    :func:`simulator.schedules.build_schedule`); counts are in chunks (1/vpp of a rank's layers).
+
+    Past a few pipeline fills (:func:`simulator.layout.steady_microbatches`) more micro-batches only lengthen
+    the steady state: each adds its forward chunks on the rank (``chunks_per_microbatch``) as pairs where the
+    schedule pairs (DualPipe, DualPipeV, ``pairs``), as lone forwards and backwards where it does not, to the
+    counts of the capped step (checked over a grid in tests/test_analytic.py). A plan search meets counts in
+    the thousands (DeepSeek-V3 at DP 8: 1,920), whose schedules took 60 ms to build."""
     from .schedules import build_schedule
 
+    cap = steady_microbatches(schedule, pp, vpp, microbatches)
+    more = (microbatches - cap) * round(chunks_per_microbatch(schedule, vpp))
+    paired = pairs or schedule in ("dualpipe", "dualpipev")
     out = []
-    for tasks in build_schedule(schedule, pp, microbatches, vpp, pairs):
+    for tasks in build_schedule(schedule, pp, cap, vpp, pairs):
         kinds = [t.kind for t in tasks]
-        out.append((kinds.count("F"), kinds.count("B"), kinds.count("FB")))
+        n_f, n_b, n_fb = kinds.count("F"), kinds.count("B"), kinds.count("FB")
+        out.append((n_f, n_b, n_fb + more) if paired else (n_f + more, n_b + more, n_fb))
     return tuple(out)
 
 
@@ -622,11 +684,12 @@ def _uneven_interleaved(key: tuple, pp: int, vpp: int, microbatches: int) -> tup
 @lru_cache(maxsize=256)
 def warmup_forwards(schedule: str, pp: int, microbatches: int, vpp: int, pairs: bool = False) -> tuple[int, ...]:
     """Per rank: the forward chunks it runs before its first backward (its warm-up; every one of them on
-    an interleaved rank 0 when the micro-batches are no more than PP)."""
+    an interleaved rank 0 when the micro-batches are no more than PP). The warm-up ends within a few fills:
+    a longer step's is that of :func:`simulator.layout.steady_microbatches` (checked in tests/test_analytic.py)."""
     from .schedules import build_schedule
 
     out = []
-    for tasks in build_schedule(schedule, pp, microbatches, vpp, pairs):
+    for tasks in build_schedule(schedule, pp, steady_microbatches(schedule, pp, vpp, microbatches), vpp, pairs):
         n = 0
         while n < len(tasks) and tasks[n].kind == "F":
             n += 1
@@ -723,12 +786,9 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
         if sig in seen:
             ranks.append((r, held) + seen[sig])
             continue
-        tot = PassTimes()
-        for s in held:
-            tot = tot + paired_sms(stage_t[s], overlap)
+        tot, fb = ev.rank_times(tuple(stage_t[s] for s in held), overlap)
         if p.schedule == "interleaved":  # per chunk: forward and full backward, communication on the path
-            chunk_fb[sig] = [(x.F + x.aF + x.xF, x.B + x.W + x.aB + x.xB)
-                             for x in (paired_sms(stage_t[s], overlap) for s in held)]
+            chunk_fb[sig] = fb
         share = visits_per_stage(p.schedule)
         if share != 1.0:
             tot = tot.scale(share)  # DualPipe: each micro-batch visits one of the two stages on this rank
@@ -821,7 +881,7 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     else:
         uneven = None
         if p.schedule == "interleaved" and not paired and p.pp > 1:
-            uneven = uneven_interleaved_bubble([chunk_fb[x[1]] for x in rank_layout], p.pp, p.vpp, M)
+            uneven = ev.uneven_bubble([chunk_fb[x[1]] for x in rank_layout], p.pp, p.vpp, M)
         if uneven is not None:
             bubble = uneven[0] + p2p_path
         else:
@@ -974,13 +1034,7 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F:
     for r, (held, _, sig, edge_stage, edge_layers) in enumerate(ev.layout(sc, stages)[1]):
         gathers_hide, reductions_hide = idle_at_ends(sched, p.pp, r, chunk_times, p2p)
         if sig not in seen:
-            pd = pe = act = act_max = unit = 0.0
-            chunk_act = []
-            for s in held:
-                spd, spe, sact, smax, sunit = ev.stage_memory(sc, tuple(stages[s]), shape)
-                pd, pe, act, act_max, unit = pd + spd, pe + spe, act + sact, max(act_max, smax), max(unit, sunit)
-                chunk_act.append(sact)
-            pd += shared_weight_copies(sc.model, (u for s in held for u in stages[s]), p.tp)
+            pd, pe, act, act_max, unit, chunk_act = ev.rank_memory(sc, sig, shape)
             rs_parts, ag_parts = dp_collectives(sc, ev, pd, pe)
             # Seconds alone on each link: (NIC, NVLink) for the reductions and for the gathers.
             rs_link = (sum(t for t, nic in rs_parts if nic), sum(t for t, nic in rs_parts if not nic))

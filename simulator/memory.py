@@ -20,6 +20,7 @@ NCCL's own buffers, the CUDA context and allocator fragmentation are not counted
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .workload import BYTES
 
@@ -80,6 +81,7 @@ _TOPK, _SCALES = 128, 128  # kNumMaxTopK, kNumMaxScales: per-token slots the buf
 _SOURCE_META = 8  # sizeof(internode::SourceMeta): two ints
 
 
+@lru_cache(maxsize=256)  # hot path: every rank kind of every MoE plan asks
 def deepep_buffer_bytes(hidden: int, ep: int, num_sms: int) -> float:
     """Bytes of the NVLink and RDMA buffers DeepEP's normal kernels allocate on each GPU of an EP group.
 

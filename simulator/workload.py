@@ -810,12 +810,17 @@ MAIN_LAYERS = frozenset(("dense", "moe"))
 
 def model_units(m: ModelConfig) -> list[str]:
     """The model as an ordered list of layer units, as a pipeline sees them."""
+    return list(_model_units(m))
+
+
+@lru_cache(maxsize=64)  # hot path: every plan of a search splits the same model (Llama 3: 130 units)
+def _model_units(m: ModelConfig) -> tuple[str, ...]:
     units = ["embed"]
     units += ["dense" if (not m.is_moe or i < m.first_k_dense) else "moe" for i in range(m.layers)]
     units += ["head"]
     for _ in range(m.mtp_depth):
         units += ["mtp", "mtp_head"]
-    return units
+    return tuple(units)
 
 
 def hidden_state_bytes(m: ModelConfig, shape: Shape) -> float:

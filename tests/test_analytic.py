@@ -248,6 +248,32 @@ def test_inflight_peaks_do_not_change_past_the_capped_micro_batch_count():
                     (schedule, pp, vpp, pairs, m)
 
 
+def test_lone_chunks_and_warmups_past_the_capped_micro_batch_count_are_the_whole_schedules():
+    """lone_chunks and warmup_forwards build at most a few pipeline fills (layout.steady_microbatches) and add
+    the rest of the steady state: what they say for a longer step is what its whole schedule counts, on every
+    rank, for every schedule, paired and not, at counts of every residue past the cap."""
+    from simulator.analytic import lone_chunks, warmup_forwards
+    from simulator.layout import steady_microbatches
+    from simulator.schedules import build_schedule
+
+    cases = [(s, pp, 1) for s in ("1f1b", "zb1p", "dualpipev") for pp in (2, 3, 4, 8)]
+    cases += [("dualpipe", pp, 1) for pp in (2, 4, 8)] + [("interleaved", pp, v) for pp in (2, 3, 4, 8) for v in (2, 3)]
+    checked = 0
+    for schedule, pp, vpp in cases:
+        cap = steady_microbatches(schedule, pp, vpp, 10**9)
+        step = pp if schedule == "interleaved" else 2 if schedule == "dualpipe" else 1
+        for pairs in (False, True) if schedule in ("1f1b", "interleaved") else (False,):
+            for m in range(cap + step, cap + 3 * pp + 2 * step, step):
+                whole = build_schedule(schedule, pp, m, vpp, pairs)
+                kinds = [[t.kind for t in tasks] for tasks in whole]
+                assert lone_chunks(schedule, pp, m, vpp, pairs) == tuple(
+                    (k.count("F"), k.count("B"), k.count("FB")) for k in kinds), (schedule, pp, vpp, pairs, m)
+                warm = tuple(next((i for i, k in enumerate(ks) if k != "F"), len(ks)) for ks in kinds)
+                assert warmup_forwards(schedule, pp, m, vpp, pairs) == warm, (schedule, pp, vpp, pairs, m)
+                checked += 1
+    assert checked > 300
+
+
 def test_single_chunk_schedules_closed_forms_are_the_walk():
     """1F1B: rank r holds PP - r micro-batches (one more with Megatron's pairs), ZB1P: PP on every rank,
     never more than there are; the closed forms answer exactly what walking the schedule gives. (PP 1 is
