@@ -230,11 +230,30 @@ def evaluate_chunk(sc: Scenario, plans: list[PlanConfig], profile: Any = None) -
     return _evaluate_chunk(sc, plans, profile)
 
 
-def _evaluate_chunk(sc: Scenario, plans: list[PlanConfig], profile: Any = None) -> list[dict]:
-    from .analytic import Evaluator, predict_analytic, resolve_profile
+# One Evaluator per worker process, kept from chunk to chunk: neighbouring chunks share TP, PP, CP and
+# micro-batch sizes, so most of a chunk's layer shapes were timed by the chunk before (a search of 35,820
+# DeepSeek-V3 plans cuts them into 70 chunks). Keyed by the cluster and the profile object it was made with.
+_EVALUATORS: dict[tuple, tuple] = {}
+
+
+def _evaluator(sc: Scenario, profile: Any):
+    from .analytic import Evaluator, resolve_profile
 
     prof = resolve_profile(sc, profile)
-    ev = Evaluator(sc, prof)
+    key = (sc.cluster, id(prof))
+    hit = _EVALUATORS.get(key)
+    if hit is None or hit[0] is not prof:
+        if len(_EVALUATORS) >= 4:  # a long-lived worker (dask) serving other searches: start afresh
+            _EVALUATORS.clear()
+        hit = _EVALUATORS[key] = (prof, Evaluator(sc, prof))
+    hit[1].forget_plans()
+    return hit[1]
+
+
+def _evaluate_chunk(sc: Scenario, plans: list[PlanConfig], profile: Any = None) -> list[dict]:
+    from .analytic import predict_analytic
+
+    ev = _evaluator(sc, profile)
     price = sc.cost.usd_per_gpu_hour
     rows = []
     for plan in plans:

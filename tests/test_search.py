@@ -383,3 +383,28 @@ def test_search_cli_gives_the_des_order_of_its_top_plans(capsys, monkeypatch):
     doc = json.loads(capsys.readouterr().out)
     assert [p["des_rank"] for p in doc["plans"]] == [3, 2, 1]
     assert doc["des_disagree"]["des_best"] == 3
+
+
+def test_a_worker_keeps_its_evaluator_from_chunk_to_chunk_and_forgets_the_plans(sc):
+    """A search worker reuses one Evaluator over the chunks it runs (the layer timings carry over) but drops
+    what it kept per plan between chunks, so it holds one chunk's plans; each chunk's rows are what a fresh
+    Evaluator gives."""
+    from simulator import search as search_mod
+    from simulator.analytic import Evaluator, predict_analytic, resolve_profile
+
+    base = dataclasses.replace(sc, cluster=dataclasses.replace(sc.cluster, num_gpus=GPUS))
+    plans = candidates(sc, GPUS, SPACE)[0]
+    first, second = plans[: len(plans) // 2], plans[len(plans) // 2:]
+    search_mod._EVALUATORS.clear()
+    search_mod.evaluate_chunk(base, first)
+    (_, ev), = search_mod._EVALUATORS.values()
+    assert ev._stages and ev._units  # the first chunk's plans and layer timings, until the next chunk starts
+    rows = search_mod.evaluate_chunk(base, second)
+    assert [e for _, e in search_mod._EVALUATORS.values()] == [ev]
+    fresh = Evaluator(base, resolve_profile(base, None))
+    for row, plan in zip(rows, second):
+        pred = predict_analytic(dataclasses.replace(base, plan=plan), evaluator=fresh)
+        assert row["step_time_s"] == pred.step_time_s and row["peak_memory_gib"] == pred.peak_memory_gib
+    # The plans' stage and rank sums are the second chunk's alone; the layer timings the first chunk's too.
+    assert set(ev._stages) == set(fresh._stages) and len(ev._rank_times) == len(fresh._rank_times)
+    assert set(ev._units) > set(fresh._units)
