@@ -240,9 +240,9 @@ def _evaluator(sc: Scenario, profile: Any):
     from .analytic import Evaluator, resolve_profile
 
     prof = resolve_profile(sc, profile)
-    key = (sc.cluster, id(prof))
+    key = (sc.cluster, id(prof))  # the entry holds the profile, so its id stays its own
     hit = _EVALUATORS.get(key)
-    if hit is None or hit[0] is not prof:
+    if hit is None:
         if len(_EVALUATORS) >= 4:  # a long-lived worker (dask) serving other searches: start afresh
             _EVALUATORS.clear()
         hit = _EVALUATORS[key] = (prof, Evaluator(sc, prof))
