@@ -714,12 +714,73 @@ TIME_DEPENDENT_HOPS = frozenset({"zb1p", "dualpipe", "dualpipev"})
 
 @lru_cache(maxsize=4096)
 def _p2p_hops(name: str, pp: int, m: int, vpp: int, pairs: bool, ratios: tuple[float, ...]) -> int:
+    """The hops of one step of ``m`` micro-batches at the chunk times ``ratios`` give: what the makespan grows
+    by with an infinitesimal per-hop time, over that time. One pass of the list scheduler that carries, beside
+    each time, the hops on the longest path to it: where two inputs arrive together (within ``_TIE``), the one
+    behind more hops is the later by ``eps`` x hops. That is the difference of two runs, ``p2p`` = eps and 0,
+    wherever the times' ratios are multiples of a tenth (a tie is then exact up to rounding, and a real gap is
+    a tenth of F, far beyond eps x hops): tests compare the two over random shapes."""
     b, w, fb = ratios or (2.0, 0.8, 3.0)  # F : B : W : F&B, the usual 1 : 2 : 0.8 : 3
     w = min(w, b)
     times = TaskTimes(1.0 / vpp, b / vpp, w / vpp, max(fb, 1.0, b) / vpp)
-    eps = 1e-6 / vpp
-    grown = simulate(name, pp, m, times, vpp, eps, pairs).makespan - simulate(name, pp, m, times, vpp, 0.0, pairs).makespan
-    return round(grown / eps)
+    build_schedule(name, pp, m, vpp, pairs)  # validates (cached)
+    comp, _, nev = _compile(name, pp, m, vpp, pairs and name in PAIRABLE, False)
+    return _critical_hops(comp, _rank_durations(pp, times, None, None), pp, nev)
+
+
+_TIE = 1e-9  # two times closer than this arrive together (chunk times are O(1), steps O(1,000) of them)
+
+
+def _critical_hops(comp, durs, pp: int, nev: int) -> int:
+    """:func:`simulate`'s loop with zero P2P time, carrying the hops (remote inputs) on each time's longest
+    path and keeping the most where times tie: the makespan's hops (see :func:`_p2p_hops`)."""
+    end = [-1.0] * nev
+    hops = [0] * nev
+    waiters: list[list[int] | None] = [None] * nev
+    free, free_h, ptr = [0.0] * pp, [0] * pp, [0] * pp
+    ready = list(range(pp - 1, -1, -1))
+    while ready:
+        r = ready.pop()
+        tasks, i, t, h, dur = comp[r], ptr[r], free[r], free_h[r], durs[r]
+        n = len(tasks)
+        while i < n:
+            code, deps, prods = tasks[i]
+            start, sh = t, h
+            for e in deps:
+                far = e >= nev
+                if far:
+                    e -= nev
+                d = end[e]
+                if d < 0:
+                    w = waiters[e]
+                    if w is None:
+                        waiters[e] = [r]
+                    else:
+                        w.append(r)
+                    break
+                dh = hops[e] + far
+                if d > start + _TIE:
+                    start, sh = d, dh
+                elif d >= start - _TIE and dh > sh:
+                    sh = dh
+                    if d > start:  # noqa: PLR1730 (hot loop)
+                        start = d
+            else:
+                t, h = start + dur[code], sh
+                for e in prods:
+                    end[e], hops[e] = t, h
+                    w = waiters[e]
+                    if w is not None:
+                        ready.extend(w)
+                        waiters[e] = None
+                i += 1
+                continue
+            break
+        ptr[r], free[r], free_h[r] = i, t, h
+    if any(ptr[r] != len(comp[r]) for r in range(pp)):  # pragma: no cover
+        raise RuntimeError("schedule deadlocks")
+    last = max(free)
+    return max(hh for tt, hh in zip(free, free_h) if tt >= last - _TIE)
 
 
 def closed_form(name: str, pp: int, times: TaskTimes, vpp: int = 1) -> float:

@@ -598,6 +598,27 @@ def test_cli_pairs(capsys):
     assert any(t["kind"] == "FB" for t in out["ranks"][0])
 
 
+@settings(max_examples=150, deadline=None)
+@given(name=st.sampled_from(SCHEDULE_NAMES), pp=st.sampled_from([2, 4, 6, 8, 16]), vpp=st.integers(1, 4),
+       m=st.integers(1, 51), pairs=st.booleans(),
+       ratios=st.one_of(st.just(()), st.tuples(*(st.integers(lo, hi).map(lambda x: x / 10)
+                                                  for lo, hi in ((5, 40), (0, 20), (8, 60))))))
+def test_one_pass_hop_count_is_the_growth_of_two_runs(name, pp, vpp, m, pairs, ratios):
+    """_p2p_hops counts the hops in one list-scheduler pass that keeps, where inputs tie, the one behind more
+    hops; the count is what the makespan grows by between p2p = eps and p2p = 0, over eps, at the chunk
+    times its ratios (tenths) give."""
+    vpp = vpp if name == "interleaved" else 1
+    try:
+        build_schedule(name, pp, m, vpp, pairs)
+    except ConfigError:
+        return
+    b, w, fb = ratios or (2.0, 0.8, 3.0)
+    t = TaskTimes(1.0 / vpp, b / vpp, min(w, b) / vpp, max(fb, 1.0, b) / vpp)
+    eps = 1e-6 / vpp
+    grown = simulate(name, pp, m, t, vpp, eps, pairs).makespan - simulate(name, pp, m, t, vpp, 0.0, pairs).makespan
+    assert _p2p_hops(name, pp, m, vpp, pairs, ratios) == round(grown / eps)
+
+
 @pytest.mark.parametrize("name,pp,m,vpp,pairs,times", [
     ("1f1b", 4, 37, 1, False, None), ("1f1b", 8, 64, 1, True, None), ("interleaved", 4, 40, 3, False, None),
     ("interleaved", 8, 56, 2, True, None), ("zb1p", 4, 30, 1, False, TaskTimes(1, 3, 1.5)),
