@@ -284,6 +284,7 @@ class Evaluator:
         self._dp_parts: dict[tuple, tuple] = {}  # dp_collectives, by plan and parameter counts
         self._splits: dict[tuple, list[list[str]]] = {}
         self._layouts: dict[int, tuple] = {}  # layout, by the split's identity (the split kept beside)
+        self._steps: dict[tuple, PipelineStep] = {}  # pipeline_step, by the scenario less its ZeRO stage
 
     def forget_plans(self) -> None:
         """Drop what was kept per plan (stage splits and layouts, stage and rank sums, DP parts), keeping the
@@ -291,7 +292,7 @@ class Evaluator:
         chunks, so that a long search holds one chunk's plans, not all of them (DeepSeek-V3: 0.57 GB a worker
         after 35,820 plans without it)."""
         for cache in (self._stages, self._rank_mem, self._rank_times, self._uneven, self._dp_parts, self._splits,
-                      self._layouts):
+                      self._layouts, self._steps):
             cache.clear()
 
     def layout(self, sc: Scenario, stages: list[list[str]]) -> tuple[list, tuple]:
@@ -768,6 +769,77 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
             routing_note.append(f"routing: {e}; expert load taken as balanced")
     prof = evaluator.timer.profile if evaluator else resolve_profile(sc, profile)
     ev = evaluator or Evaluator(sc, prof)
+    st = pipeline_step(sc, ev, imbalance)
+    dp_exposed, opt_time, mem = _dp_and_memory(sc, ev, st.stages, st.memory_shape, st.microbatches, st.F, st.B,
+                                               st.nic_mb, span=st.busy + st.bubble, p2p=st.p2p,
+                                               grads_last=st.grads_last)
+    step = st.busy + st.bubble + dp_exposed + opt_time
+    stage_reports = [
+        StageReport(rank=r, stages=held, layers=[st.stages[s] for s in held], F=f, B=b, W=w, FB=fb, busy=busy,
+                    bubble=max(0.0, step - busy - dp_exposed - opt_time), exposed_comm=exp, hidden_comm=hid,
+                    memory=memb)
+        for (r, held, f, b, w, fb, busy, exp, hid), memb in zip(st.ranks, mem)
+    ]
+    return Prediction(
+        scenario=sc, engine="analytic", step_time_s=step, busy_s=st.busy, bubble_s=st.bubble,
+        exposed_comm_s=st.exposed_comm + dp_exposed, hidden_comm_s=st.hidden_comm, dp_exposed_s=dp_exposed,
+        optimizer_s=opt_time, stages=stage_reports,
+        warnings=list(ev.timer.warnings.values()) + plan_warnings(sc) + routing_note,
+        extra={
+            "microbatches": st.microbatches, "dp": sc.dp, "p2p_s": st.p2p, "total_comm_s": st.total_comm + dp_exposed,
+            "memory_bound_s": st.memory_bound, "recompute_s": st.recompute,
+            "step_parts_s": step_parts(st.work, st.compute, st.busy, st.bubble, dp_exposed, opt_time, st.even),
+            "mean_imbalance": imbalance, "chunk_times_ms": dict(st.chunk_times_ms),
+        },
+    )
+
+
+@dataclass(frozen=True)
+class PipelineStep:
+    """A plan's step without its data-parallel traffic and optimizer, which are all that its ZeRO stage changes
+    (:func:`_dp_and_memory` adds them): the pacing rank's per-micro-batch times (F, B, W, F&B, through the chunks
+    of it a micro-batch runs), its work and bubble over the step, the communication on and off its path, and
+    per rank what its report needs (rank, stages held, per-chunk F, B, W, F&B, busy, exposed and hidden
+    communication)."""
+
+    stages: list
+    memory_shape: Shape
+    microbatches: int
+    F: float
+    B: float
+    W: float
+    FB: float
+    busy: float
+    bubble: float
+    compute: float
+    p2p: float
+    nic_mb: float  # a micro-batch's other NIC time, which the per-micro-batch ZeRO-2/3 reductions share
+    grads_last: float  # a micro-batch's time in the tasks that make its weight gradients (the last reductions wait)
+    hidden_comm: float
+    exposed_comm: float
+    total_comm: float
+    work: PassTimes  # the pacing rank's kernel classes over the step, at balanced expert load
+    even: float | None  # its compute at balanced load, where the plan's routing is skewed
+    memory_bound: float
+    recompute: float
+    chunk_times_ms: tuple
+    ranks: tuple
+
+
+def pipeline_step(sc: Scenario, ev: Evaluator, imbalance: float) -> PipelineStep:
+    """:func:`_pipeline_step`, kept on the Evaluator by the scenario less its ZeRO stage: a search meets each
+    shape under ZeRO-1, 2 and 3 in a row (DeepSeek-V3: 35,820 plans, 15,066 without the stage), and only the
+    data-parallel part of a prediction differs between them."""
+    key = (replace(sc.plan, zero=0), sc.model, sc.cluster, sc.training, imbalance)
+    hit = ev._steps.get(key)
+    if hit is None:
+        hit = ev._steps[key] = _pipeline_step(sc, ev, imbalance)
+    return hit
+
+
+def _pipeline_step(sc: Scenario, ev: Evaluator, imbalance: float) -> PipelineStep:
+    """The pipeline part of :func:`predict_analytic`: stages and their times, the pacing rank, bubble and P2P,
+    the all-to-all hidden in pairs or exposed alone."""
     p, m, c, t = sc.plan, sc.model, sc.cluster, sc.training
     shape = Shape.of(p, t.seq_len, imbalance)
     M = sc.microbatches
@@ -909,7 +981,6 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
         work = work.scale(visits_per_stage(p.schedule))
         even = rank_work(counted, work, 0.0, 0.0, 0.0, 0.0)[1]  # its compute only
 
-    # Data-parallel traffic and the optimizer step.
     # What else a micro-batch puts on this rank's NIC, which the per-micro-batch ZeRO-2/3 reductions share:
     # its P2P sends (an activation out of each chunk forward, a gradient out of each chunk backward) and its
     # all-to-all where the EP group crosses nodes.
@@ -919,36 +990,22 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     # The last weight gradients, which the last reductions wait for, come from the last W task where the schedule
     # splits the backward (ZB1P and DualPipe end on W's), from the full backward elsewhere.
     split = runnable(p.schedule) in SPLIT_BACKWARD
-    dp_exposed, opt_time, mem = _dp_and_memory(sc, ev, stages, memory_shape(sc, stages), M, F, B,
-                                               nic_mb, span=busy + bubble, p2p=p2p, grads_last=W if split else B)
-    step = busy + bubble + dp_exposed + opt_time
-
-    stage_reports = []
     # Chunk times are reported in DualPipe's notation, per chunk (a forward chunk, a full backward chunk, its
     # weight part, a pair), as the DES reports them; a rank's times above are per micro-batch, through the
     # vk chunks of it that each micro-batch runs (interleaved: vpp, DualPipeV: 2).
-    for (r, held, rtot, rF, rB, rW, rFB, rbusy, rhidden, rexp), memb in zip(ranks, mem):
+    reports = []
+    for r, held, rtot, rF, rB, rW, rFB, rbusy, rhidden, rexp in ranks:
         r_hid, r_exp, _ = comm_split(r, rtot, rhidden, rexp)
         r_busy, _ = rank_work(r, rtot, rF, rB, rFB, rbusy)
-        stage_reports.append(StageReport(
-            rank=r, stages=held, layers=[stages[s] for s in held], F=rF / vk, B=rB / vk, W=rW / vk, FB=rFB / vk,
-            busy=r_busy, bubble=max(0.0, step - r_busy - dp_exposed - opt_time), exposed_comm=r_exp,
-            hidden_comm=r_hid, memory=memb,
-        ))
-    total_comm = M * (tot.aF + tot.aB + (2 * p2p if dual else 0.0) + tot.xF + tot.xB)
+        reports.append((r, held, rF / vk, rB / vk, rW / vk, rFB / vk, r_busy, r_exp, r_hid))
     hidden_s, exposed_s, _ = comm_split(counted, tot, hidden, exposed_mb)
-    exposed_comm = exposed_s + dp_exposed
-    return Prediction(
-        scenario=sc, engine="analytic", step_time_s=step, busy_s=busy, bubble_s=bubble,
-        exposed_comm_s=exposed_comm, hidden_comm_s=hidden_s, dp_exposed_s=dp_exposed, optimizer_s=opt_time,
-        stages=stage_reports, warnings=list(ev.timer.warnings.values()) + plan_warnings(sc) + routing_note,
-        extra={
-            "microbatches": M, "dp": dp, "p2p_s": p2p, "total_comm_s": total_comm + dp_exposed,
-            "memory_bound_s": M * tot.memory_bound, "recompute_s": M * tot.recompute,
-            "step_parts_s": step_parts(work.scale(M), compute, busy, bubble, dp_exposed, opt_time, even),
-            "mean_imbalance": imbalance,
-            "chunk_times_ms": {"F": F / vk * 1e3, "B": B / vk * 1e3, "W": W / vk * 1e3, "FB": FB / vk * 1e3},
-        },
+    return PipelineStep(
+        stages=stages, memory_shape=memory_shape(sc, stages), microbatches=M, F=F, B=B, W=W, FB=FB, busy=busy,
+        bubble=bubble, compute=compute, p2p=p2p, nic_mb=nic_mb, grads_last=W if split else B, hidden_comm=hidden_s,
+        exposed_comm=exposed_s, total_comm=M * (tot.aF + tot.aB + (2 * p2p if dual else 0.0) + tot.xF + tot.xB),
+        work=work.scale(M), even=even, memory_bound=M * tot.memory_bound, recompute=M * tot.recompute,
+        chunk_times_ms=(("F", F / vk * 1e3), ("B", B / vk * 1e3), ("W", W / vk * 1e3), ("FB", FB / vk * 1e3)),
+        ranks=tuple(reports),
     )
 
 

@@ -462,3 +462,28 @@ def test_interleaved_bubble_with_embedding_and_head_chunks_is_the_list_scheduler
     sc = load_scenario("llama3-405b", ("cluster.ib_gbps=5000",))
     a, d = predict(sc), predict(sc, engine="des")
     assert a.bubble_s == pytest.approx(d.bubble_s, rel=0.01)
+
+
+@pytest.mark.parametrize("name", ["deepseek-v3", "llama3-405b"])
+def test_a_plans_zero_stages_share_one_pipeline_step_and_predict_as_each_alone(name):
+    """An Evaluator keeps a plan's pipeline step (everything but its DP traffic, optimizer and memory) by the
+    scenario less its ZeRO stage: a search meets each shape under ZeRO-1, 2 and 3 in a row. Every variant
+    predicts, field for field, what a fresh Evaluator predicts for it alone (but the warnings, which a shared
+    Evaluator gathers over its plans), and plans that differ in anything else (here recompute) keep steps of
+    their own."""
+    from simulator.analytic import Evaluator, resolve_profile
+
+    sc = load_scenario(name)
+    ev = Evaluator(sc, resolve_profile(sc, None))
+    variants = [dataclasses.replace(sc, plan=dataclasses.replace(sc.plan, zero=z, recompute=rc))
+                for rc in ("none", "full") for z in (0, 1, 2, 3)]
+
+    def fields(pred):
+        return {k: v for k, v in report(pred).items() if k != "warnings"}
+
+    shared = [fields(predict_analytic(v, evaluator=ev)) for v in variants]
+    assert shared == [fields(predict_analytic(v)) for v in variants]
+    assert len(ev._steps) == 2
+    for i in (0, 4):  # the ZeRO stage moves the DP part alone
+        assert len({(r["step_breakdown_s"]["busy"], r["step_breakdown_s"]["bubble"]) for r in shared[i:i + 4]}) == 1
+        assert len({r["step_breakdown_s"]["dp_exposed"] for r in shared[i:i + 4]}) > 1
