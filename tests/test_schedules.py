@@ -677,3 +677,28 @@ def test_uneven_interleaved_bubble_from_two_short_runs_is_the_whole_runs(pp, vpp
     assert busiest == 0
     assert bubble == pytest.approx(tl.bubble(0), rel=0.01)
     assert uneven_interleaved_bubble([[(1.0, 2.0)] * vpp] * pp, pp, vpp, m) is None  # alike: the closed form
+
+
+@settings(max_examples=200, deadline=None)
+@given(costs=st.lists(st.integers(1, 9).map(lambda x: x / 7), min_size=1, max_size=14),
+       stages=st.integers(1, 8))
+def test_balanced_split_is_contiguous_and_its_slowest_stage_the_least_any_split_allows(costs, stages):
+    """layout.split_balanced against every contiguous split into that many non-empty stages (a stage each
+    where there are fewer units than stages)."""
+    from functools import lru_cache as memo
+
+    from simulator.layout import split_balanced
+
+    parts = split_balanced(range(len(costs)), stages, lambda i: costs[i])
+    assert len(parts) == stages and [i for p in parts for i in p] == list(range(len(costs)))
+    if stages > len(costs):
+        return
+    assert all(parts)
+
+    @memo(None)
+    def best(i: int, k: int) -> float:  # the least slowest stage of units i.. over k stages
+        if k == 1:
+            return sum(costs[i:])
+        return min(max(sum(costs[i:j]), best(j, k - 1)) for j in range(i + 1, len(costs) - k + 2))
+
+    assert max(sum(costs[i] for i in p) for p in parts) == pytest.approx(best(0, stages), rel=1e-6)
