@@ -344,13 +344,19 @@ class Evaluator:
         hit = self._stage_mem.get(key)
         if hit is None:
             pd = pe = act = act_max = unit_max = 0.0
+            per_kind: dict[str, tuple] = {}  # a stage repeats few kinds (V3's 61 layers are 3): each looked up once
             for kind in units:
-                lo = layer_ops(sc.model, kind, shape, sc.cluster.gpus_per_node)
-                pe += lo.params_expert
-                pd += lo.params - lo.params_expert
-                unit_max = max(unit_max, lo.params)
-                act += kept_for_backward(sc.model, kind, shape, lo)
-                act_max = max(act_max, recompute_transient(sc.model, kind, shape, sc.cluster.gpus_per_node))
+                k = per_kind.get(kind)
+                if k is None:
+                    lo = layer_ops(sc.model, kind, shape, sc.cluster.gpus_per_node)
+                    k = per_kind[kind] = (lo.params_expert, lo.params - lo.params_expert, lo.params,
+                                          kept_for_backward(sc.model, kind, shape, lo),
+                                          recompute_transient(sc.model, kind, shape, sc.cluster.gpus_per_node))
+                pe += k[0]  # summed unit by unit, in the stage's order, as before
+                pd += k[1]
+                unit_max = max(unit_max, k[2])
+                act += k[3]
+                act_max = max(act_max, k[4])
             hit = self._stage_mem[key] = (pd, pe, act, act_max, unit_max)
         return hit
 

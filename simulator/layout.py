@@ -130,8 +130,15 @@ def split_balanced(units: Sequence[T], stages: int, cost: Callable[[T], float]) 
             i = j
         return None
 
-    lo, hi = max(costs), sum(costs)
+    # The bottleneck is at least the largest unit and the mean stage, and the greedy fits within the mean stage
+    # plus the largest unit (each stage it closes then holds more than the mean, so it closes fewer than
+    # ``stages``), a bracket ~60 times narrower than [largest unit, everything] for DeepSeek-V3 over 16 stages.
+    top, total = max(costs), pre[-1]
+    lo, hi = max(top, total / stages), min(total, total / stages + top)
     best = fits(hi)
+    if best is None:  # rounding at the bracket's edge: the whole model in one stage always fits
+        hi = total
+        best = fits(hi)
     for _ in range(60):
         mid = (lo + hi) / 2
         cuts = fits(mid)
