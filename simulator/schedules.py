@@ -467,9 +467,7 @@ def _compile(name: str, pp: int, m: int, vpp: int, pairs: bool = False, by_chunk
     done"; there are ``nev`` of them. A dependency index ``e`` reads the
     event's end time, ``e + nev`` the end time plus the p2p time (an input
     made on another rank). Per rank: a tuple of (duration code, dependency
-    indices, produced events), and the count of tasks per duration code; a
-    dependency made earlier on the task's own rank is left out (it cannot
-    delay the task).
+    indices, produced events), and the count of tasks per duration code.
     ``by_chunk``: the codes also name the rank's chunk (kind + 5 x chunk), for
     chunks that take different times (F&B pairs, which span two, excluded).
     """
@@ -514,19 +512,9 @@ def _compile(name: str, pp: int, m: int, vpp: int, pairs: bool = False, by_chunk
             if by_chunk:
                 code += 5 * t.chunk
             count[code] += 1
-            comp.append((code, deps, prod))
-        ranks.append(comp)
+            comp.append((code, tuple(deps), prod))
+        ranks.append(tuple(comp))
         counts.append(tuple(count))
-    # An input made earlier on the task's own rank has ended by the time the rank is free for the task (a rank runs
-    # its tasks in order), so it can never delay it: the loop checks only inputs from other ranks (B's own F, W's
-    # own B, the far side of DualPipeV's turn), which cuts its checks by a third under interleaving, and by half
-    # under ZB1P. Kept, should a schedule ever list a task before an input its own rank makes.
-    made = {e: (r, i) for r, comp in enumerate(ranks) for i, (_, _, prod) in enumerate(comp) for e in prod}
-    ranks = [
-        tuple((code, tuple(e for e in deps if e >= nev or made[e][0] != r or made[e][1] >= i), prod)
-              for i, (code, deps, prod) in enumerate(comp))
-        for r, comp in enumerate(ranks)
-    ]
     return tuple(ranks), tuple(counts), nev
 
 

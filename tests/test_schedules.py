@@ -709,9 +709,9 @@ def test_balanced_split_is_contiguous_and_its_slowest_stage_the_least_any_split_
        m=st.integers(1, 30), pairs=st.booleans(), p2p=st.sampled_from([0.0, 0.3]),
        times=st.tuples(*(st.integers(1, 30).map(lambda x: x / 10) for _ in range(4))))
 def test_every_task_starts_after_every_input_its_own_ranks_included(name, pp, vpp, m, pairs, p2p, times):
-    """The list scheduler skips inputs made earlier on a task's own rank (they have ended when the rank is free);
-    checked here against every input: F after the previous stage's F, B after its own F and the next stage's B,
-    W after its B, an F&B after both halves' inputs, each plus the P2P time where another rank made it."""
+    """Every task of a simulated step starts after every input it needs: F after the previous stage's F, B after
+    its own F and the next stage's B, W after its B, an F&B after both halves' inputs, each plus the P2P time
+    where another rank made it."""
     from simulator.layout import route_rank
 
     vpp = vpp if name == "interleaved" else 1
