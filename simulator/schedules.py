@@ -461,7 +461,7 @@ _F, _B_FULL, _B_SPLIT, _W, _FB = range(5)
 
 @lru_cache(maxsize=128)
 def _compile(name: str, pp: int, m: int, vpp: int, pairs: bool = False, by_chunk: bool = False):
-    """Flatten a schedule for :func:`simulate`.
+    """Flatten a schedule for :func:`simulate` and :func:`_critical_hops`.
 
     Event ``2*(stage*m + mb)`` is "F done", ``+1`` is "B's input gradient
     done"; there are ``nev`` of them. A dependency index ``e`` reads the
@@ -605,7 +605,8 @@ def simulate(
     own (``chunk_times[r][c]``: virtual stages of unequal layer counts; not
     with ``pairs``, whose F&B spans two chunks). Event-driven: a rank blocked
     on a missing input waits on that event, so the cost is linear in the
-    number of tasks."""
+    number of tasks. (:func:`_critical_hops` is a copy of this loop that also
+    counts hops: a change here belongs there too.)"""
     build_schedule(name, pp, microbatches, vpp, pairs)  # validates (cached)
     if not 0 <= p2p < math.inf:
         raise ConfigError("p2p", f"must be a finite number >= 0, got {p2p!r}")
