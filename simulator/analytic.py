@@ -287,10 +287,10 @@ class Evaluator:
         self._steps: dict[tuple, PipelineStep] = {}  # pipeline_step, by the scenario less its ZeRO stage
 
     def forget_plans(self) -> None:
-        """Drop what was kept per plan (stage splits and layouts, stage and rank sums, DP parts), keeping the
-        per-layer timings and memory that other plans of the same shapes reuse: a search worker calls it between
-        chunks, so that a long search holds one chunk's plans, not all of them (DeepSeek-V3: 0.57 GB a worker
-        after 35,820 plans without it)."""
+        """Drop what was kept per plan (stage splits and layouts, stage and rank sums, DP parts, pipeline steps),
+        keeping the per-layer timings and memory that other plans of the same shapes reuse: a search worker calls
+        it between chunks, so that a long search holds one chunk's plans, not all of them (DeepSeek-V3: 0.57 GB a
+        worker after 35,820 plans without it)."""
         for cache in (self._stages, self._rank_mem, self._rank_times, self._uneven, self._dp_parts, self._splits,
                       self._layouts, self._steps):
             cache.clear()
@@ -802,8 +802,8 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
 
 @dataclass(frozen=True)
 class PipelineStep:
-    """A plan's step without its data-parallel traffic and optimizer, which are all that its ZeRO stage changes
-    (:func:`_dp_and_memory` adds them): the pacing rank's per-micro-batch times (F, B, W, F&B, through the chunks
+    """A plan's step without its data-parallel traffic, optimizer and memory, which are all that its ZeRO stage
+    changes (:func:`_dp_and_memory` adds them): the pacing rank's per-micro-batch times (F, B, through the chunks
     of it a micro-batch runs), its work and bubble over the step, the communication on and off its path, and
     per rank what its report needs (rank, stages held, per-chunk F, B, W, F&B, busy, exposed and hidden
     communication)."""
@@ -813,8 +813,6 @@ class PipelineStep:
     microbatches: int
     F: float
     B: float
-    W: float
-    FB: float
     busy: float
     bubble: float
     compute: float
@@ -835,7 +833,7 @@ class PipelineStep:
 def pipeline_step(sc: Scenario, ev: Evaluator, imbalance: float) -> PipelineStep:
     """:func:`_pipeline_step`, kept on the Evaluator by the scenario less its ZeRO stage: a search meets each
     shape under ZeRO-1, 2 and 3 in a row (DeepSeek-V3: 35,820 plans, 15,066 without the stage), and only the
-    data-parallel part of a prediction differs between them."""
+    data-parallel traffic, optimizer and memory of a prediction differ between them."""
     key = (replace(sc.plan, zero=0), sc.model, sc.cluster, sc.training, imbalance)
     hit = ev._steps.get(key)
     if hit is None:
@@ -1006,7 +1004,7 @@ def _pipeline_step(sc: Scenario, ev: Evaluator, imbalance: float) -> PipelineSte
         reports.append((r, held, rF / vk, rB / vk, rW / vk, rFB / vk, r_busy, r_exp, r_hid))
     hidden_s, exposed_s, _ = comm_split(counted, tot, hidden, exposed_mb)
     return PipelineStep(
-        stages=stages, memory_shape=memory_shape(sc, stages), microbatches=M, F=F, B=B, W=W, FB=FB, busy=busy,
+        stages=stages, memory_shape=memory_shape(sc, stages), microbatches=M, F=F, B=B, busy=busy,
         bubble=bubble, compute=compute, p2p=p2p, nic_mb=nic_mb, grads_last=W if split else B, hidden_comm=hidden_s,
         exposed_comm=exposed_s, total_comm=M * (tot.aF + tot.aB + (2 * p2p if dual else 0.0) + tot.xF + tot.xB),
         work=work.scale(M), even=even, memory_bound=M * tot.memory_bound, recompute=M * tot.recompute,
@@ -1049,6 +1047,26 @@ def dp_collectives(sc: Scenario, ev: Evaluator, pd: float, pe: float) -> tuple[t
         ag = tuple(comm.ring_part("all_gather", n * w, size, stride) for n, size, stride in groups)
     hit = ev._dp_parts[key] = (rs, ag)
     return hit
+
+
+def nic_share_delay(x: float, a: float, period: float, stream: float = 0.0) -> float:
+    """Seconds a serial stream's NIC parts of ``x`` seconds (alone on the NIC) lose each micro-batch to other
+    NIC traffic of ``a`` seconds alone (the micro-batch's all-to-all and P2P sends) that shares the NIC fairly
+    with them (half each while both move: the DES's rule, des/links.py) and whose timing is independent of
+    where the stream is. Each is stretched by half the time o that the two overlap: the stream's NIC parts take
+    x + o/2, the other traffic a + o/2, and independence makes the overlap the product of their busy fractions
+    over the micro-batch's period P: o = (x + o/2)(a + o/2) / P. P is the step's pace: the pipeline's
+    ``period`` (span / M), or longer where the NIC (x + a) or the stream itself (``stream`` seconds alone, all
+    its parts, plus o/2) cannot keep that pace. Returns o/2 (at most min(x, a): full overlap)."""
+    if x <= 0.0 or a <= 0.0:
+        return 0.0
+    q = max(period, x + a)
+    h = q - (x + a) / 2  # o/2 from o^2/4 + ((x + a)/2 - P) o + x a = 0 at P = q, the smaller root
+    half = h - (h * h - x * a) ** 0.5
+    if stream + half > q:  # the stream paces the step: P = stream + o/2, o^2/4 + (stream - (x + a)/2) o - x a = 0
+        g = stream - (x + a) / 2
+        half = -g + (g * g + x * a) ** 0.5
+    return min(half, x, a)
 
 
 def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F: float, B: float,
@@ -1115,8 +1133,22 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F:
                 epd, epe = ev.stage_memory(sc, tuple(stages[edge_stage]), shape)[:2]
                 ers, eag = dp_collectives(sc, ev, epd, epe)
                 edge_dp = (sum(t for t, _ in ers), sum(t for t, _ in eag))
+                # A micro-batch's ZeRO-3 collectives are one per stage it runs, each at its own time (the DES
+                # queues them so), so each pays its own ring latency: per link, summed over the held stages.
+                # (ZeRO-2's reductions keep the rank's one collective: summed by stage, Llama 3 405B's interleaved
+                # ZeRO-2 step moved 1.563 -> 1.634 s against the DES's 1.448; an open item.)
+                mb_links = [0.0, 0.0, 0.0, 0.0]  # reductions (NIC, NVLink), gathers (NIC, NVLink)
+                if p.zero == 3:
+                    for s in held:
+                        srs, sag = dp_collectives(sc, ev, *ev.stage_memory(sc, tuple(stages[s]), shape)[:2])
+                        for i, parts in ((0, srs), (2, sag)):
+                            for t, on_nic in parts:
+                                mb_links[i + (0 if on_nic else 1)] += t
+                mb_links = (((mb_links[0], mb_links[1]), (mb_links[2], mb_links[3])) if p.zero == 3
+                            else (rs_link, ag_link))
             else:
                 edge_dp = (sum(rs_link), sum(ag_link))
+                mb_links = (rs_link, ag_link)
             w, gr, o = state_bytes(pd, pe, p.zero, dense_group, dp_expert, p.grad_dtype, p.moment_dtype)
             owned = pd / (dense_group if p.zero >= 1 else 1) + pe / (dp_expert if p.zero >= 1 else 1)
             opt_bytes = owned * (8 + 4 * BYTES[p.moment_dtype] + BYTES[p.grad_dtype] + 2)
@@ -1132,8 +1164,8 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F:
             # DeepEP's staging buffers, on every GPU of an EP group that runs routed experts.
             routed = p.dispatcher == "deepep" and any(u in ROUTED_UNITS for s in held for u in stages[s])
             buffers = deepep_buffer_bytes(sc.model.hidden, p.ep, p.comm_sms) if routed else 0.0
-            seen[sig] = (w, gr, o, tuple(chunk_act), act, transient, rs_link, ag_link, edge_dp, buffers)
-        w, gr, o, chunk_act, act, transient, rs_link, ag_link, (e_rs, e_ag), buffers = seen[sig]
+            seen[sig] = (w, gr, o, tuple(chunk_act), act, transient, rs_link, ag_link, edge_dp, buffers, mb_links)
+        w, gr, o, chunk_act, act, transient, rs_link, ag_link, (e_rs, e_ag), buffers, (rs_mb, ag_mb) = seen[sig]
         t_rs, t_ag = sum(rs_link), sum(ag_link)
         if p.zero >= 2:
             # Sharded gradients (ZeRO-2/3) leave no full-size buffer to accumulate micro-batches in: every
@@ -1164,16 +1196,27 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F:
                 first_b = max(first_b, trip)
             after_warmup = span - first_b
             nic = nic_mb if rs_link[0] or ag_link[0] else 0.0
+            t_rs_mb, t_ag_mb = sum(rs_mb), sum(ag_mb)
             # ... and the last micro-batch's reduction can only follow its own backward.
-            exposed = max(behind(t_rs, e_rs, grads_last, edge_layers, reductions_hide), M * visit * t_rs - after_warmup,
-                          M * (visit * rs_link[0] + nic) - after_warmup)
+            # The DP stream's NIC parts share the NIC with that traffic, so the stream takes longer than its
+            # parts alone (nic_share_delay, per micro-batch; the step's micro-batches come span / M apart).
+            period = span / M if M else 0.0
+            stream_mb = visit * t_rs + nic_share_delay(visit * rs_link[0], nic, period, visit * t_rs)
+            exposed = max(behind(t_rs, e_rs, grads_last, edge_layers, reductions_hide),
+                          M * stream_mb - after_warmup, M * (visit * rs_link[0] + nic) - after_warmup)
             # The updated shard is gathered behind the first forward and the fill: once a step under ZeRO-2,
             # and under ZeRO-3 as the first of its gathers (the optimizer has just written the shard, so
             # nothing gathers it ahead), so ZeRO-3 never shows less than ZeRO-2.
             exposed += behind(t_ag, e_ag, F, edge_layers, gathers_hide)
             if p.zero == 3:  # ... and all of its gathers, twice per micro-batch, must fit in the step
-                exposed = max(exposed, M * visit * (t_rs + 2 * t_ag) - span,
-                              M * (visit * (rs_link[0] + 2 * ag_link[0]) + nic) - span)
+                # Before the rank's first backward the stream has only the gathers of the forwards run so far
+                # (one stage's each), and idles the rest of that time.
+                n_fwd = first_b / (F / vk) if F > 0 else 0.0
+                idle = max(0.0, first_b - n_fwd * t_ag_mb / len(held))
+                dp_nic = visit * (rs_mb[0] + 2 * ag_mb[0])
+                work_mb = visit * (t_rs_mb + 2 * t_ag_mb)
+                stream_mb = work_mb + nic_share_delay(dp_nic, nic, period, work_mb)
+                exposed = max(exposed, M * stream_mb + idle - span, M * (dp_nic + nic) - span)
         elif p.grad_reduce_overlap:
             exposed = (behind(t_rs, e_rs, grads_last, edge_layers, reductions_hide)
                        + behind(t_ag, e_ag, F, edge_layers, gathers_hide))

@@ -487,3 +487,23 @@ def test_a_plans_zero_stages_share_one_pipeline_step_and_predict_as_each_alone(n
     for i in (0, 4):  # the ZeRO stage moves the DP part alone
         assert len({(r["step_breakdown_s"]["busy"], r["step_breakdown_s"]["bubble"]) for r in shared[i:i + 4]}) == 1
         assert len({r["step_breakdown_s"]["dp_exposed"] for r in shared[i:i + 4]}) > 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(x=st.floats(0.0, 1.0), a=st.floats(0.0, 1.0), period=st.floats(0.01, 3.0), stream=st.floats(0.0, 3.0))
+def test_nic_share_delay_is_fair_sharing_of_uncorrelated_traffic(x, a, period, stream):
+    """A serial stream's NIC parts (x a period, alone) and other NIC traffic (a) share the NIC half and half while
+    both move; with uncorrelated phases they overlap o = (x + o/2)(a + o/2) / P, P the period the step keeps (the
+    pipeline's, or longer where the NIC or the stream cannot keep it), and each is stretched by o/2."""
+    from simulator.analytic import nic_share_delay
+
+    half = nic_share_delay(x, a, period, stream)
+    if x == 0 or a == 0:
+        assert half == 0
+        return
+    assert 0 <= half <= min(x, a) + 1e-12
+    pace = max(period, x + a, stream + half)
+    if half < min(x, a):  # not capped at full overlap: the fixed point holds at the pace kept
+        assert 2 * half * pace == pytest.approx((x + half) * (a + half), rel=1e-6, abs=1e-12)
+    # more traffic beside the stream never shortens it
+    assert nic_share_delay(x, a * 1.5, period, stream) >= half - 1e-12
