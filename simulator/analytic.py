@@ -883,8 +883,23 @@ def _pipeline_step(sc: Scenario, ev: Evaluator, imbalance: float) -> PipelineSte
         W = tot.W
         if overlap:
             pair_compute = tot.Fr + tot.Br + tot.Wr
-            pair_comm = tot.aF + tot.aB + (2 * p2p if dual else 0.0)
-            pair = pair_time(tot, tot, 2 * p2p if dual else 0.0)
+            sends = 2 * p2p * vk if dual else 0.0  # a DualPipe pair's two P2P sends, vk pairs a micro-batch
+            pair_comm = tot.aF + tot.aB + sends
+            if dual and len(held) == 2:
+                # DualPipe and DualPipeV pair one stage's forward with the other stage's backward (F0&B1, then
+                # F1&B0). A stage without an all-to-all (embedding, dense layers, head) keeps every SM only in a
+                # pair where neither half has one (paired_sms); beside a MoE half the all-to-all kernels hold
+                # their SMs for both, as the DES prices them (V3 PP16 CP2 DualPipeV rank 0, embedding and two
+                # dense layers with the MTP: 35.3 ms a pair from the stages' mean, 37.7 in the DES).
+                x0, x1 = (stage_t[s] for s in held)
+                pair = pair_compute = 0.0
+                for f_, b_ in ((x0, x1), (x1, x0)):
+                    if not (f_.aF or b_.aB):
+                        f_, b_ = paired_sms(f_, overlap), paired_sms(b_, overlap)
+                    pair += share * pair_time(f_, b_, 2 * p2p)
+                    pair_compute += share * (f_.Fr + b_.Br + b_.Wr)
+            else:
+                pair = pair_time(tot, tot, sends)
             FB = pair + tot.xF + tot.xB
             busy_per_mb = FB
             hidden = max(0.0, pair_comm - (pair - pair_compute))
@@ -1006,7 +1021,7 @@ def _pipeline_step(sc: Scenario, ev: Evaluator, imbalance: float) -> PipelineSte
     return PipelineStep(
         stages=stages, memory_shape=memory_shape(sc, stages), microbatches=M, F=F, B=B, busy=busy,
         bubble=bubble, compute=compute, p2p=p2p, nic_mb=nic_mb, grads_last=W if split else B, hidden_comm=hidden_s,
-        exposed_comm=exposed_s, total_comm=M * (tot.aF + tot.aB + (2 * p2p if dual else 0.0) + tot.xF + tot.xB),
+        exposed_comm=exposed_s, total_comm=M * (tot.aF + tot.aB + (2 * p2p * vk if dual else 0.0) + tot.xF + tot.xB),
         work=work.scale(M), even=even, memory_bound=M * tot.memory_bound, recompute=M * tot.recompute,
         chunk_times_ms=(("F", F / vk * 1e3), ("B", B / vk * 1e3), ("W", W / vk * 1e3), ("FB", FB / vk * 1e3)),
         ranks=tuple(reports),
