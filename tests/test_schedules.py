@@ -603,10 +603,10 @@ def test_cli_pairs(capsys):
        m=st.integers(1, 51), pairs=st.booleans(),
        ratios=st.one_of(st.just(()), st.tuples(*(st.integers(lo, hi).map(lambda x: x / 10)
                                                   for lo, hi in ((5, 40), (0, 20), (8, 60))))))
-def test_one_pass_hop_count_is_the_growth_of_two_runs(name, pp, vpp, m, pairs, ratios):
-    """_p2p_hops counts the hops in one list-scheduler pass that keeps, where inputs tie, the one behind more
-    hops; the count is what the makespan grows by between p2p = eps and p2p = 0, over eps, at the chunk
-    times its ratios (tenths) give."""
+def test_one_run_hop_count_is_the_growth_of_two_runs(name, pp, vpp, m, pairs, ratios):
+    """_p2p_hops reads the hops off one run at p2p = eps (the step without P2P is the nearest multiple of the
+    tenth its chunk times are made of); the count is what the makespan grows by between p2p = eps and
+    p2p = 0, over eps, at the chunk times its ratios (tenths) give."""
     vpp = vpp if name == "interleaved" else 1
     try:
         build_schedule(name, pp, m, vpp, pairs)
