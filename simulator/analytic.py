@@ -1148,22 +1148,18 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F:
                 epd, epe = ev.stage_memory(sc, tuple(stages[edge_stage]), shape)[:2]
                 ers, eag = dp_collectives(sc, ev, epd, epe)
                 edge_dp = (sum(t for t, _ in ers), sum(t for t, _ in eag))
-                # A micro-batch's ZeRO-3 collectives are one per stage it runs, each at its own time (the DES
-                # queues them so), so each pays its own ring latency: per link, summed over the held stages.
-                # (ZeRO-2's reductions keep the rank's one collective: summed by stage, Llama 3 405B's interleaved
-                # ZeRO-2 step moved 1.563 -> 1.634 s against the DES's 1.448; an open item.)
-                mb_links = [0.0, 0.0, 0.0, 0.0]  # reductions (NIC, NVLink), gathers (NIC, NVLink)
-                if p.zero == 3:
-                    for s in held:
-                        srs, sag = dp_collectives(sc, ev, *ev.stage_memory(sc, tuple(stages[s]), shape)[:2])
-                        for i, parts in ((0, srs), (2, sag)):
-                            for t, on_nic in parts:
-                                mb_links[i + (0 if on_nic else 1)] += t
-                mb_links = (((mb_links[0], mb_links[1]), (mb_links[2], mb_links[3])) if p.zero == 3
-                            else (rs_link, ag_link))
             else:
                 edge_dp = (sum(rs_link), sum(ag_link))
-                mb_links = (rs_link, ag_link)
+            # Seconds alone on (NIC, NVLink) of a micro-batch's reductions and gathers on the DP stream. ZeRO-3's
+            # are one collective per stage it runs, each at its own time (the DES queues them so), so each pays its
+            # own ring latency: summed over the held stages. (ZeRO-2's reductions keep the rank's one collective:
+            # summed by stage, Llama 3 405B's interleaved ZeRO-2 step moved 1.563 -> 1.634 s against the DES's
+            # 1.448; an open item.)
+            mb_links = (rs_link, ag_link)
+            if p.zero == 3 and len(held) > 1:
+                per = [dp_collectives(sc, ev, *ev.stage_memory(sc, tuple(stages[s]), shape)[:2]) for s in held]
+                mb_links = tuple((sum(t for c in per for t, nic in c[k] if nic),
+                                  sum(t for c in per for t, nic in c[k] if not nic)) for k in (0, 1))
             w, gr, o = state_bytes(pd, pe, p.zero, dense_group, dp_expert, p.grad_dtype, p.moment_dtype)
             owned = pd / (dense_group if p.zero >= 1 else 1) + pe / (dp_expert if p.zero >= 1 else 1)
             opt_bytes = owned * (8 + 4 * BYTES[p.moment_dtype] + BYTES[p.grad_dtype] + 2)
