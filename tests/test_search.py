@@ -436,3 +436,6 @@ def test_dualpipe_plans_the_des_prices_higher_are_named_with_why(capsys, monkeyp
     assert bool(dual) == bool(named)
     if dual:
         assert named[0].split(":")[0].strip() == ", ".join(dual)
+    assert main(argv + ["--json"]) == 0  # the same plans in the JSON, as the dashboard gets them from the API
+    doc = json.loads(capsys.readouterr().out)
+    assert [f"#{rank}" for rank, _ in doc["dualpipe_gaps"]] == dual
