@@ -883,9 +883,8 @@ def _pipeline_step(sc: Scenario, ev: Evaluator, imbalance: float) -> PipelineSte
         W = tot.W
         if overlap:
             pair_compute = tot.Fr + tot.Br + tot.Wr
-            sends = 2 * p2p * vk if dual else 0.0  # a DualPipe pair's two P2P sends, vk pairs a micro-batch
-            pair_comm = tot.aF + tot.aB + sends
-            if dual and len(held) == 2:
+            pair_comm = tot.aF + tot.aB + (2 * p2p * vk if dual else 0.0)  # a DualPipe pair's two sends, vk a mb
+            if dual:
                 # DualPipe and DualPipeV pair one stage's forward with the other stage's backward (F0&B1, then
                 # F1&B0). A stage without an all-to-all (embedding, dense layers, head) keeps every SM only in a
                 # pair where neither half has one (paired_sms); beside a MoE half the all-to-all kernels hold
@@ -898,8 +897,8 @@ def _pipeline_step(sc: Scenario, ev: Evaluator, imbalance: float) -> PipelineSte
                         f_, b_ = paired_sms(f_, overlap), paired_sms(b_, overlap)
                     pair += share * pair_time(f_, b_, 2 * p2p)
                     pair_compute += share * (f_.Fr + b_.Br + b_.Wr)
-            else:
-                pair = pair_time(tot, tot, sends)
+            else:  # Megatron's pairs: a micro-batch's forward beside another's backward, on the same chunks
+                pair = pair_time(tot, tot)
             FB = pair + tot.xF + tot.xB
             busy_per_mb = FB
             hidden = max(0.0, pair_comm - (pair - pair_compute))
