@@ -27,13 +27,19 @@ def reversed_des(monkeypatch):
     return calls
 
 
-def test_search_page_shows_the_des_order_and_its_best(reversed_des):
+def _searched(des_top: int):
+    """The Search page on the small preset, its best ``des_top`` plans re-run with the (stand-in) DES."""
     at = _app(SMALL)
     at.switch_page("pages/search.py").run()
     at.checkbox(key=f"search:{SMALL}:des").check().run()
-    at.number_input(key=f"search:{SMALL}:desk").set_value(3).run()
+    at.number_input(key=f"search:{SMALL}:desk").set_value(des_top).run()
     _button(at, "Search plans").click().run()
     _ok(at)
+    return at
+
+
+def test_search_page_shows_the_des_order_and_its_best(reversed_des):
+    at = _searched(3)
     table = at.dataframe[0].value
     assert list(table["DES #"].iloc[:3]) == [3, 2, 1] and table["DES #"].iloc[3:].isna().all()
     note = [i.value for i in at.info if "ranks plan #3 first" in i.value]
@@ -55,12 +61,7 @@ def test_search_page_says_why_the_des_prices_dualpipe_plans_higher(monkeypatch):
 
     monkeypatch.setattr(search_mod, "des_metrics", lambda cand, profile: {
         "step_time_s": 1e3, "gpu_hours_per_trillion_tokens": 1e12, "usd_per_trillion_tokens": 2e12})
-    at = _app(SMALL)
-    at.switch_page("pages/search.py").run()
-    at.checkbox(key=f"search:{SMALL}:des").check().run()
-    at.number_input(key=f"search:{SMALL}:desk").set_value(10).run()
-    _button(at, "Search plans").click().run()
-    _ok(at)
+    at = _searched(10)
     notes = [c.value for c in at.caption if "sends a DualPipe pair's P2P after the pair" in c.value]
     table = at.dataframe[0].value
     dual = [int(n) for n, sched in zip(table["#"][:10], table["schedule"][:10]) if "dualpipe" in sched.lower()]
