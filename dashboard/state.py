@@ -46,6 +46,7 @@ DISPATCHERS = api.PLAN_CHOICES["dispatcher"]
 EP_OVERLAPS = api.PLAN_CHOICES["ep_overlap"]
 LOSS_KERNELS = api.PLAN_CHOICES["loss_kernel"]
 CP_COMMS = api.PLAN_CHOICES["cp_comm"]
+DUALPIPE_SENDS = api.PLAN_CHOICES["dualpipe_sends"]
 ATTENTION_KERNELS = api.PLAN_CHOICES["attention_kernel"]
 FP8_RECIPES = api.PLAN_CHOICES["fp8_recipe"]
 ZERO_STAGES = (0, 1, 2, 3)  # plan.zero
@@ -348,6 +349,11 @@ def plan_controls() -> tuple[str, tuple[str, ...]]:
                "what outlasts that attention shows) or allgather (K and V gathered before attention, their "
                "gradients reduce-scattered after, all of it exposed: Llama 3's choice, for document masks); "
                "CP > 1 only")
+        choose("DualPipe P2P sends", "dps", "dualpipe_sends", DUALPIPE_SENDS,
+               "plan.dualpipe_sends: in_pair (a pair's two P2P messages go out on the communication stream inside "
+               "the pair, as DeepSeek-V3's Figure 4 draws it) or after_pair (once the pair's compute has ended, as "
+               "the open-source deepseek-ai/DualPipe sends them: a hop can wait on the critical path every pair); "
+               "DualPipe/DualPipeV with all-to-all overlap only")
     with sb.expander("Run & price", expanded=True):
         col1, col2 = st.columns(2)
         price = _w(col1.number_input, "$ / GPU-hour", k + "usd", float(cost["usd_per_gpu_hour"]), min_value=0.0,

@@ -958,9 +958,15 @@ def _pipeline_step(sc: Scenario, ev: Evaluator, imbalance: float) -> PipelineSte
         fs, bs = [x[3] for x in ranks], [x[4] for x in ranks]
         pipe = one_f_one_b_makespan(fs, bs, M, p2p)
         p2p_path = pipe - one_f_one_b_makespan(fs, bs, M) if p2p else 0.0
-    elif p.pp > 1 and not (dual and overlap):
+    elif p.pp > 1 and not (dual and overlap and p.dualpipe_sends == "in_pair"):
+        # DualPipe pairs sending after_pair keep their sends' link time in the pair (pair_comm: they share the
+        # NIC with the next pair's all-to-all) and wait for them here, between the pairs: both of a pair's
+        # sends go to the same neighbour (F0&B1 downstream under both DualPipe and DualPipeV, F1&B0
+        # upstream), over the one link, so each arrives after two transfers' time.
+        after_pair = dual and overlap
         hops = p2p_hops(runnable(p.schedule), p.pp, M, p.vpp, paired,
-                        TaskTimes(F, B, min(W, B), FB) if p.schedule in TIME_DEPENDENT_HOPS else None)
+                        TaskTimes(F, B, min(W, B), FB) if p.schedule in TIME_DEPENDENT_HOPS else None,
+                        pair_sends=2 if after_pair else 1)
         p2p_path = max(p2p_path, hops * p2p)
     if dual and overlap:
         # A DualPipe rank's work is its F&B pairs plus its lone chunks (warm-up forwards at F,

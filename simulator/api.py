@@ -20,6 +20,7 @@ from .config import (
     ATTENTION_KERNELS,
     CP_COMMS,
     DISPATCHERS,
+    DUALPIPE_SENDS,
     EP_OVERLAPS,
     FP8_RECIPES,
     LOSS_KERNELS,
@@ -46,7 +47,7 @@ __all__ = [
 PLAN_CHOICES: dict[str, tuple[str, ...]] = {
     "schedule": SCHEDULES, "recompute": RECOMPUTE, "dispatcher": DISPATCHERS, "ep_overlap": EP_OVERLAPS,
     "loss_kernel": LOSS_KERNELS, "attention_kernel": ATTENTION_KERNELS, "cp_comm": CP_COMMS,
-    "fp8_recipe": FP8_RECIPES,
+    "fp8_recipe": FP8_RECIPES, "dualpipe_sends": DUALPIPE_SENDS,
 }
 
 
@@ -185,16 +186,13 @@ def search_plans(sc: Scenario, objective: str = "gpu_hours", top: int = 10, spac
     ``space`` narrows the enumerated dimensions (see :func:`search_space`); ``des_top`` re-simulates
     the best ``des_top`` plans with the discrete-event engine; ``progress(fraction, text)`` is called
     as chunks of plans finish. Returns ``{"plans": [...], "all": [...], "evaluated", "valid",
-    "enumerated", "pruned", "failed", "errors", "seconds", "objective", "des_disagree", "dualpipe_gaps",
-    "dualpipe_note"}`` (``failed``: plans the analytic engine refused, ``errors`` their first distinct
+    "enumerated", "pruned", "failed", "errors", "seconds", "objective", "des_disagree"}`` (``failed``: plans the analytic engine refused, ``errors`` their first distinct
     messages); each plan carries its ``overrides``
     relative to ``sc`` (``load(name, overrides_of_sc + overrides)`` reproduces it), every metric of the
     ranking, ``des`` (None, :data:`simulator.search.DES_KEYS`, or ``{"error": ...}``) and ``des_rank`` (its
     rank among the re-simulated plans by the DES's figure of the objective); ``des_disagree`` names the DES's
-    best where it is another plan than the analytic one (:func:`simulator.search.rank_by_des`);
-    ``dualpipe_gaps`` the DualPipe(V) plans the DES prices more than 3 % higher
-    (:func:`simulator.search.dualpipe_send_gaps`), and ``dualpipe_note`` the line that says why ("" for
-    none). ``all`` holds every plan that fits, compactly, for plotting.
+    best where it is another plan than the analytic one (:func:`simulator.search.rank_by_des`).
+    ``all`` holds every plan that fits, compactly, for plotting.
     """
     import time
 
@@ -202,8 +200,6 @@ def search_plans(sc: Scenario, objective: str = "gpu_hours", top: int = 10, spac
         METRICS,
         PLAN_KEYS,
         des_metrics,
-        dualpipe_send_gaps,
-        dualpipe_send_note,
         plan_of,
         rank_by_des,
         search,
@@ -237,13 +233,12 @@ def search_plans(sc: Scenario, objective: str = "gpu_hours", top: int = 10, spac
             row["des"] = des_metrics(cand, profile)  # the CLI's helper: the same figures
         plans.append(row)
     disagree = rank_by_des(plans, res.objective)
-    gaps = dualpipe_send_gaps(plans, res.objective)
     tell(1.0, f"done: {res.evaluated:,} plans timed, {res.valid:,} fit in memory")
     compact = [{**{k: r[k] for k in PLAN_KEYS}, **{k: r[k] for k in METRICS}} for r in res.rows]
     return {"plans": plans, "all": compact, "evaluated": res.evaluated, "valid": res.valid,
             "enumerated": res.enumerated, "pruned": res.pruned, "objective": res.objective,
             "failed": res.failed, "errors": list(res.errors), "seconds": time.perf_counter() - t0,
-            "des_disagree": disagree, "dualpipe_gaps": gaps, "dualpipe_note": dualpipe_send_note(gaps)}
+            "des_disagree": disagree}
 
 
 def sensitivity(sc: Scenario, profile: Profile | str | None = None) -> dict:

@@ -29,6 +29,7 @@ FP8_RECIPES = ("blockwise", "tensorwise", "delayed")
 RECOMPUTE = ("none", "selective", "full")
 ATTENTION_KERNELS = ("flash", "cudnn", "fa2", "unfused")
 LOSS_KERNELS = ("fused", "unfused")
+DUALPIPE_SENDS = ("in_pair", "after_pair")  # PlanConfig.dualpipe_sends
 CP_COMMS = ("ring", "allgather")
 ROUTING = ("balanced", "zipf", "histogram")
 DISPATCHERS = ("deepep", "alltoall")
@@ -356,6 +357,13 @@ class PlanConfig:
     # reduce-scattered after it, on the critical path ("the all-gather communication latency is exposed in
     # the critical path", Llama 3 sec 3.3.2). Both move the same bytes.
     cp_comm: str = "ring"
+    # When a DualPipe(V) F&B pair whose halves overlap sends its two P2P messages (the forward's output
+    # downstream, the backward's input gradient upstream). in_pair: on the communication stream inside
+    # the pair, before its last attention weight gradients, as DeepSeek-V3's Figure 4 draws it ("both
+    # all-to-all and PP communication can be fully hidden"). after_pair: once the pair's compute has
+    # ended, as the open-source deepseek-ai/DualPipe issues them, so a hop can sit on the critical path
+    # once a pair. Other schedules, and pairs that run their halves one after the other, ignore it.
+    dualpipe_sends: str = "in_pair"
     routing: str = "balanced"
     zipf_s: float = 1.0
     expert_histogram: tuple[float, ...] = ()
@@ -382,6 +390,7 @@ class PlanConfig:
         _choice("plan.attention_kernel", self.attention_kernel, ATTENTION_KERNELS)
         _choice("plan.loss_kernel", self.loss_kernel, LOSS_KERNELS)
         _choice("plan.cp_comm", self.cp_comm, CP_COMMS)
+        _choice("plan.dualpipe_sends", self.dualpipe_sends, DUALPIPE_SENDS)
         if self.ep_overlap == "on" and self.schedule not in ("dualpipe", "dualpipev"):
             # Megatron-LM's batch-level overlap pairs the 1F1B steady state (TransformerConfig checks).
             if self.schedule == "zb1p":

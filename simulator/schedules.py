@@ -592,6 +592,7 @@ def simulate(
     pairs: bool = False,
     rank_times: Sequence[TaskTimes] | None = None,
     chunk_times: Sequence[Sequence[TaskTimes]] | None = None,
+    pair_p2p: float | None = None,
 ) -> Timeline:
     """Run the schedule's task lists with a dependency-respecting list
     scheduler: each rank runs its tasks strictly in order; a task starts when
@@ -603,12 +604,18 @@ def simulate(
     each rank its own (a pipeline whose first or last rank also holds the
     embedding or the head), or ``chunk_times`` each chunk of each rank its
     own (``chunk_times[r][c]``: virtual stages of unequal layer counts; not
-    with ``pairs``, whose F&B spans two chunks). Event-driven: a rank blocked
+    with ``pairs``, whose F&B spans two chunks). ``pair_p2p`` (default
+    ``p2p``) is what an F&B pair's outputs take to reach the next ranks: a
+    pair that sends both once it has ended, over the one link they share,
+    takes 2 x p2p for them. Event-driven: a rank blocked
     on a missing input waits on that event, so the cost is linear in the
     number of tasks."""
     build_schedule(name, pp, microbatches, vpp, pairs)  # validates (cached)
-    if not 0 <= p2p < math.inf:
-        raise ConfigError("p2p", f"must be a finite number >= 0, got {p2p!r}")
+    if pair_p2p is None:
+        pair_p2p = p2p
+    for what, x in (("p2p", p2p), ("pair_p2p", pair_p2p)):
+        if not 0 <= x < math.inf:
+            raise ConfigError(what, f"must be a finite number >= 0, got {x!r}")
     if rank_times is not None:
         if len(rank_times) != pp:
             raise ConfigError("rank_times", f"needs one entry per rank ({pp}), got {len(rank_times)}")
@@ -624,6 +631,7 @@ def simulate(
         times = chunk_times[0][0]
     comp, counts, nev = _compile(name, pp, microbatches, vpp, pairs and name in PAIRABLE, chunk_times is not None)
     durs = _rank_durations(pp, times, rank_times, chunk_times)
+    lags = [tuple(pair_p2p if code % 5 == _FB else p2p for code in range(len(d))) for d in durs]  # by code
     end = [-1.0] * (2 * nev)
     waiters: list[list[int] | None] = [None] * nev
     free = [0.0] * pp
@@ -632,7 +640,7 @@ def simulate(
     ready = list(range(pp - 1, -1, -1))
     while ready:
         r = ready.pop()
-        tasks, i, t, st, dur = comp[r], ptr[r], free[r], starts[r], durs[r]
+        tasks, i, t, st, dur, lag = comp[r], ptr[r], free[r], starts[r], durs[r], lags[r]
         n = len(tasks)
         while i < n:
             code, deps, prods = tasks[i]
@@ -654,7 +662,7 @@ def simulate(
                 t = start + dur[code]
                 for e in prods:
                     end[e] = t
-                    end[e + nev] = t + p2p
+                    end[e + nev] = t + lag[code]
                     w = waiters[e]
                     if w is not None:
                         ready.extend(w)
@@ -676,7 +684,7 @@ def simulate(
 
 
 def p2p_hops(name: str, pp: int, microbatches: int, vpp: int = 1, pairs: bool = False,
-             times: TaskTimes | None = None) -> int:
+             times: TaskTimes | None = None, pair_sends: int = 1) -> int:
     """How many P2P transfers lie on the step's critical path: the list scheduler's makespan grows by this
     many times a per-hop time small enough to hide behind no slack it did not already have.
 
@@ -687,10 +695,13 @@ def p2p_hops(name: str, pp: int, microbatches: int, vpp: int = 1, pairs: bool = 
     of ``1f1b`` and ``interleaved`` (paired or not) does not depend on the chunk times (tested over random
     F, B, W, F&B); ``zb1p``'s, ``dualpipe``'s and ``dualpipev``'s do (their W's fill slack or not), so
     there ``times`` is used, its ratios rounded to a tenth so that a plan search looks each shape up once.
-    Where DualPipe's F&B pairs overlap their chunks, the sends go inside the pairs, hidden behind the other
-    chunk's compute, which the list scheduler does not model: callers price those apart; where a pair runs
-    its F then its B (a dense model), the list scheduler's count holds.
-    A per-hop time beyond the slack adds more (the count is the linear regime's)."""
+    Where DualPipe's F&B pairs overlap their chunks and send inside the pairs (``plan.dualpipe_sends``
+    in_pair), the sends hide behind the other chunk's compute, which the list scheduler does not model:
+    callers price those apart. Where a pair sends both its outputs once it has ended (after_pair) they share
+    the rank's link to its neighbour, so each waits ``pair_sends`` = 2 transfers: the count is then in
+    transfers, a hop through a pair counting two. Where a pair runs its F then its B (a dense model), the
+    list scheduler's count holds. A per-hop time beyond the slack adds more (the count is the linear
+    regime's)."""
     if pp <= 1:
         return 0
     key: tuple[float, ...] = ()
@@ -698,14 +709,14 @@ def p2p_hops(name: str, pp: int, microbatches: int, vpp: int = 1, pairs: bool = 
         key = tuple(round(x / times.f, 1) for x in (times.b, times.w, times.f_and_b))
     pairs = pairs and name in PAIRABLE
     if microbatches < 3 * pp:
-        return _p2p_hops(name, pp, microbatches, vpp, pairs, key)
+        return _p2p_hops(name, pp, microbatches, vpp, pairs, key, pair_sends)
     # Past the first two rounds of PP micro-batches every further round adds the same hops (the steady
     # state repeats with period PP; tests check it against whole simulations), so a long step is priced from
     # two short ones: a plan search asks for few distinct shapes and none of them long.
     rounds = (microbatches - 2 * pp) // pp
     m0 = microbatches - rounds * pp
-    h0 = _p2p_hops(name, pp, m0, vpp, pairs, key)
-    return h0 + rounds * (_p2p_hops(name, pp, m0 + pp, vpp, pairs, key) - h0)
+    h0 = _p2p_hops(name, pp, m0, vpp, pairs, key, pair_sends)
+    return h0 + rounds * (_p2p_hops(name, pp, m0 + pp, vpp, pairs, key, pair_sends) - h0)
 
 
 # Schedules whose critical-path hops depend on the chunk times (their W's fill slack or not).
@@ -713,7 +724,8 @@ TIME_DEPENDENT_HOPS = frozenset({"zb1p", "dualpipe", "dualpipev"})
 
 
 @lru_cache(maxsize=4096)
-def _p2p_hops(name: str, pp: int, m: int, vpp: int, pairs: bool, ratios: tuple[float, ...]) -> int:
+def _p2p_hops(name: str, pp: int, m: int, vpp: int, pairs: bool, ratios: tuple[float, ...],
+              pair_sends: int = 1) -> int:
     """The hops of one step of ``m`` micro-batches at the chunk times ``ratios`` give: what the makespan grows
     by with an infinitesimal per-hop time ``eps``, over it. One run with ``p2p`` = eps: every task time is a
     multiple of a tenth of F, and so is the step without P2P, the multiple nearest the step with it: the
@@ -723,7 +735,7 @@ def _p2p_hops(name: str, pp: int, m: int, vpp: int, pairs: bool, ratios: tuple[f
     w = min(w, b)
     times = TaskTimes(1.0 / vpp, b / vpp, w / vpp, max(fb, 1.0, b) / vpp)
     eps, grid = 1e-6 / vpp, 0.1 / vpp
-    makespan = simulate(name, pp, m, times, vpp, eps, pairs).makespan
+    makespan = simulate(name, pp, m, times, vpp, eps, pairs, pair_p2p=pair_sends * eps).makespan
     return round((makespan - round(makespan / grid) * grid) / eps)
 
 

@@ -98,7 +98,6 @@ class SearchResult:
     failed: int = 0  # timed candidates the analytic engine refused (each row keeps its "error")
     errors: tuple[str, ...] = ()  # their distinct messages, the first few
     des_disagree: dict | None = None  # where the DES orders the re-simulated plans otherwise (rank_by_des)
-    dualpipe_gaps: list = field(default_factory=list)  # DualPipe(V) plans the DES prices higher (dualpipe_send_gaps)
 
     @property
     def plans_per_second(self) -> float:
@@ -111,7 +110,6 @@ class SearchResult:
             "seconds": self.seconds, "plans_per_second": self.plans_per_second,
             "des": "simulator.des.engine" if self.des_available else None,
             "failed": self.failed, "errors": list(self.errors), "des_disagree": self.des_disagree,
-            "dualpipe_gaps": self.dualpipe_gaps,
         }
 
 
@@ -378,8 +376,7 @@ def search(sc: Scenario, gpus: int, objective: str = "gpu_hours", top: int = 10,
     disagree = rank_by_des(best, objective)
     seconds = time.perf_counter() - t0
     return SearchResult(best, len(rows), len(ok), enumerated, pruned, seconds, objective, has_des, ok,
-                        failed=len(bad), errors=tuple(dict.fromkeys(bad))[:5], des_disagree=disagree,
-                        dualpipe_gaps=dualpipe_send_gaps(best, objective))
+                        failed=len(bad), errors=tuple(dict.fromkeys(bad))[:5], des_disagree=disagree)
 
 
 def plan_of(sc: Scenario, row: dict) -> Scenario:
@@ -430,36 +427,6 @@ def rank_by_des(plans: list[dict], objective: str) -> dict | None:
         return None
     return {"analytic_best": first["rank"], "des_best": ran[0]["rank"],
             "gain_pct": 100 * (1 - ran[0]["des"][key] / first["des"][key])}
-
-
-# Where the DES's figure for a DualPipe(V) plan is this much above the analytic engine's, the table says why.
-DUALPIPE_SEND_GAP = 0.03
-
-
-def dualpipe_send_gaps(plans: list[dict], objective: str) -> list[list]:
-    """[analytic rank, DES over analytic - 1] of the shown DualPipe(V) plans whose DES figure of the objective is
-    more than :data:`DUALPIPE_SEND_GAP` above the analytic one. The engines send a DualPipe pair's two P2P
-    messages at different times: the analytic engine inside the pair, beside the backward's attention, as
-    DeepSeek-V3's report draws it (Figure 4: "both all-to-all and PP communication can be fully hidden"); the
-    DES once the pair has ended, as the open-source deepseek-ai/DualPipe issues its sends, so a hop sits on
-    the critical path once a pair (V3 PP32 CP2 DualPipeV: 1.26 s of the DES's 20.04 s step). Which one a run
-    pays is its implementation's choice (docs/benchmarks.md)."""
-    key = OBJECTIVES[objective]
-    return [[r["rank"], r["des"][key] / r[key] - 1] for r in plans
-            if r["plan"].get("schedule") in ("dualpipe", "dualpipev") and r.get("des") and key in r["des"]
-            and r[key] > 0 and r["des"][key] > (1 + DUALPIPE_SEND_GAP) * r[key]]
-
-
-def dualpipe_send_note(gaps: list[list]) -> str:
-    """One line naming the plans of :func:`dualpipe_send_gaps` and why the engines price them apart ("" for
-    none): the CLI prints it under its table, the dashboard under its."""
-    if not gaps:
-        return ""
-    lo, hi = min(g for _, g in gaps), max(g for _, g in gaps)
-    span = f"{100 * lo:.0f} %" if round(100 * lo) == round(100 * hi) else f"{100 * lo:.0f}-{100 * hi:.0f} %"
-    return (f"{', '.join(f'#{rank}' for rank, _ in gaps)}: the DES is {span} above; it sends a DualPipe pair's "
-            "P2P after the pair, as deepseek-ai/DualPipe does, the analytic engine inside it, as DeepSeek-V3's "
-            "report draws it")
 
 
 def _full(base: Scenario, row: dict, profile: Any, run_des: bool) -> dict:
@@ -596,8 +563,6 @@ def run(args: argparse.Namespace) -> int:
         print("  no plan fits in memory")
     elif key != "gpu_hours_per_trillion_tokens":
         print(f"  ranked by {key} (DES #: by the DES's {key})")
-    if res.dualpipe_gaps:
-        print(f"  {dualpipe_send_note(res.dualpipe_gaps)}")
     if res.des_disagree:
         d = res.des_disagree
         print(f"  the DES ranks #{d['des_best']} first: by its figures {d['gain_pct']:.1f} % under #{d['analytic_best']}, "

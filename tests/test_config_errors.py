@@ -27,6 +27,7 @@ from simulator.scenario import load_scenario
         (["plan.schedule=dualpipe", "training.global_batch=2560"], "plan.micro_batch", "larger global_batch"),
         (["plan.schedule=warp"], "plan.schedule", "1f1b"),
         (["plan.recompute=some"], "plan.recompute", "selective"),
+        (["plan.dualpipe_sends=early"], "plan.dualpipe_sends", "in_pair, after_pair"),
         (["plan.bogus=1"], "plan.bogus", "unknown field"),
         (["plan.pp=two"], "plan.pp", "integer"),
         (["plan.zero=4"], "plan.zero", "0, 1, 2, 3"),

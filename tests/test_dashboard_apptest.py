@@ -183,6 +183,7 @@ def test_dispatcher_and_tp_overlap_controls_emit_overrides_that_change_the_step(
     ("deepseek-v3", "epo", "off", "ep_overlap", {}),  # DualPipe's all-to-all no longer hidden
     (SMALL, "cpc", "allgather", "cp_comm", {"cp": 2}),  # the K/V gather no longer hides behind attention
     ("deepseek-v3", "f8r", "tensorwise", "fp8_recipe", {}),  # an amax pass before every FP8 cast
+    ("deepseek-v3", "dps", "after_pair", "dualpipe_sends", {}),  # P2P hops wait between DualPipe's pairs
 ])
 def test_kernel_controls_emit_overrides_that_slow_the_step(scenario, key, value, field, before):
     at = _app(scenario)

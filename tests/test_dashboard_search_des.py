@@ -52,18 +52,3 @@ def test_search_page_shows_the_des_order_and_its_best(reversed_des):
     table = at.dataframe[0].value
     assert "DES $ / 1T" in table.columns and "DES GPU·h / 1T" not in table.columns
     assert list(table["DES $ / 1T"].iloc[:3]) == [1998.0, 1996.0, 1994.0]
-
-
-def test_search_page_says_why_the_des_prices_dualpipe_plans_higher(monkeypatch):
-    """Where the DES prices a DualPipe(V) plan more than 3 % above the analytic engine, the page names it and
-    says why (the engines send a pair's P2P at different times), as the CLI does, from the API's note."""
-    import simulator.search as search_mod
-
-    monkeypatch.setattr(search_mod, "des_metrics", lambda cand, profile: {
-        "step_time_s": 1e3, "gpu_hours_per_trillion_tokens": 1e12, "usd_per_trillion_tokens": 2e12})
-    at = _searched(10)
-    notes = [c.value for c in at.caption if "sends a DualPipe pair's P2P after the pair" in c.value]
-    table = at.dataframe[0].value
-    dual = [int(n) for n, sched in zip(table["#"][:10], table["schedule"][:10]) if "dualpipe" in sched.lower()]
-    assert dual, "the small preset's ten best plans hold a DualPipe one"
-    assert notes and notes[0].startswith(", ".join(f"#{r}" for r in dual) + ":"), notes

@@ -602,11 +602,13 @@ def test_cli_pairs(capsys):
 @given(name=st.sampled_from(SCHEDULE_NAMES), pp=st.sampled_from([2, 4, 6, 8, 16]), vpp=st.integers(1, 4),
        m=st.integers(1, 51), pairs=st.booleans(),
        ratios=st.one_of(st.just(()), st.tuples(*(st.integers(lo, hi).map(lambda x: x / 10)
-                                                  for lo, hi in ((5, 40), (0, 20), (8, 60))))))
-def test_one_run_hop_count_is_the_growth_of_two_runs(name, pp, vpp, m, pairs, ratios):
+                                                  for lo, hi in ((5, 40), (0, 20), (8, 60))))),
+       pair_sends=st.sampled_from([1, 2]))
+def test_one_run_hop_count_is_the_growth_of_two_runs(name, pp, vpp, m, pairs, ratios, pair_sends):
     """_p2p_hops reads the hops off one run at p2p = eps (the step without P2P is the nearest multiple of the
     tenth its chunk times are made of); the count is what the makespan grows by between p2p = eps and
-    p2p = 0, over eps, at the chunk times its ratios (tenths) give."""
+    p2p = 0, over eps, at the chunk times its ratios (tenths) give. With ``pair_sends`` 2 an F&B pair's
+    outputs take two transfers (both sent after the pair over one link), so the count is in transfers."""
     vpp = vpp if name == "interleaved" else 1
     try:
         build_schedule(name, pp, m, vpp, pairs)
@@ -615,20 +617,44 @@ def test_one_run_hop_count_is_the_growth_of_two_runs(name, pp, vpp, m, pairs, ra
     b, w, fb = ratios or (2.0, 0.8, 3.0)
     t = TaskTimes(1.0 / vpp, b / vpp, min(w, b) / vpp, max(fb, 1.0, b) / vpp)
     eps = 1e-6 / vpp
-    grown = simulate(name, pp, m, t, vpp, eps, pairs).makespan - simulate(name, pp, m, t, vpp, 0.0, pairs).makespan
-    assert _p2p_hops(name, pp, m, vpp, pairs, ratios) == round(grown / eps)
+    grown = (simulate(name, pp, m, t, vpp, eps, pairs, pair_p2p=pair_sends * eps).makespan
+             - simulate(name, pp, m, t, vpp, 0.0, pairs).makespan)
+    assert _p2p_hops(name, pp, m, vpp, pairs, ratios, pair_sends) == round(grown / eps)
 
 
 @pytest.mark.parametrize("name,pp,m,vpp,pairs,times", [
     ("1f1b", 4, 37, 1, False, None), ("1f1b", 8, 64, 1, True, None), ("interleaved", 4, 40, 3, False, None),
     ("interleaved", 8, 56, 2, True, None), ("zb1p", 4, 30, 1, False, TaskTimes(1, 3, 1.5)),
-    ("zb1p", 8, 48, 1, False, TaskTimes(1, 2, 0.8)),
+    ("zb1p", 8, 48, 1, False, TaskTimes(1, 2, 0.8)), ("dualpipe", 8, 48, 1, False, TaskTimes(1, 3, 1.5, 3.2)),
+    ("dualpipev", 8, 40, 1, False, TaskTimes(1, 2, 0.8, 2.5)),
 ])
 def test_p2p_hops_of_a_long_step_extrapolate_exactly_from_two_short_ones(name, pp, m, vpp, pairs, times):
     """p2p_hops prices M >= 3 PP from two simulations of 2-3 rounds of PP micro-batches (the steady state
-    repeats with period PP); the whole step's simulation gives the same count."""
+    repeats with period PP); the whole step's simulation gives the same count, with a pair's two sends
+    sharing one link (``pair_sends`` 2) too."""
     key = tuple(round(x / times.f, 1) for x in (times.b, times.w, times.f_and_b)) if times else ()
-    assert p2p_hops(name, pp, m, vpp, pairs, times) == _p2p_hops(name, pp, m, vpp, pairs, key)
+    for sends in (1, 2):
+        assert p2p_hops(name, pp, m, vpp, pairs, times, sends) == _p2p_hops(name, pp, m, vpp, pairs, key, sends)
+
+
+def test_pair_p2p_delays_only_the_outputs_of_f_and_b_pairs():
+    """``pair_p2p`` is what an F&B pair's outputs take to arrive: the default is ``p2p``; schedules without
+    pairs ignore it; under DualPipe, where the steady state is pairs, a slower pair send lengthens the step
+    and every lone chunk's output still arrives ``p2p`` after it ends."""
+    t = TaskTimes(1.0, 2.0, 0.8, 2.5)
+    for name, pairs in (("1f1b", False), ("zb1p", False), ("interleaved", False), ("dualpipe", False),
+                        ("dualpipev", False), ("1f1b", True)):
+        m = 16
+        vpp = 2 if name == "interleaved" else 1
+        assert simulate(name, 4, m, t, vpp, 0.1, pairs).makespan == \
+            simulate(name, 4, m, t, vpp, 0.1, pairs, pair_p2p=0.1).makespan
+        if name in ("1f1b", "zb1p", "interleaved") and not pairs:
+            assert simulate(name, 4, m, t, vpp, 0.1, pairs, pair_p2p=5.0).makespan == \
+                simulate(name, 4, m, t, vpp, 0.1, pairs).makespan
+    for name in ("dualpipe", "dualpipev"):
+        assert simulate(name, 8, 32, t, p2p=0.1, pair_p2p=0.2).makespan > simulate(name, 8, 32, t, p2p=0.1).makespan
+    with pytest.raises(ConfigError, match="pair_p2p"):
+        simulate("dualpipe", 4, 8, t, p2p=0.1, pair_p2p=-1.0)
 
 
 # ---------------------------------------------------------------- chunks of unequal times

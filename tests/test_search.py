@@ -408,34 +408,3 @@ def test_a_worker_keeps_its_evaluator_from_chunk_to_chunk_and_forgets_the_plans(
     # The plans' stage and rank sums are the second chunk's alone; the layer timings the first chunk's too.
     assert set(ev._stages) == set(fresh._stages) and len(ev._rank_times) == len(fresh._rank_times)
     assert set(ev._units) > set(fresh._units)
-
-
-def test_dualpipe_plans_the_des_prices_higher_are_named_with_why(capsys, monkeypatch):
-    """A DualPipe(V) plan whose DES figure is more than 3 % above the analytic one is named under the table, with
-    the mechanism (when the pair's P2P sends leave); other schedules and smaller gaps are not."""
-    import simulator.search as search_mod
-    from simulator.search import dualpipe_send_gaps
-
-    def row(rank, schedule, analytic, des):
-        return {"rank": rank, "plan": {"schedule": schedule}, "gpu_hours_per_trillion_tokens": analytic,
-                "des": {"gpu_hours_per_trillion_tokens": des} if des else None}
-
-    rows = [row(1, "dualpipe", 100.0, 102.0), row(2, "dualpipev", 100.0, 108.0), row(3, "1f1b", 100.0, 120.0),
-            row(4, "dualpipe", 100.0, None), row(5, "dualpipe", 100.0, 104.0)]
-    assert [(r, round(g, 3)) for r, g in dualpipe_send_gaps(rows, "gpu_hours")] == [(2, 0.08), (5, 0.04)]
-
-    monkeypatch.setattr(search_mod, "des_available", lambda: True)
-    monkeypatch.setattr(search_mod, "des_metrics", lambda cand, profile: {
-        "step_time_s": 1e3, "gpu_hours_per_trillion_tokens": 1e12, "usd_per_trillion_tokens": 2e12})
-    argv = ["search", "deepseekmoe-2b", "--gpus", "16", "--top", "10", "--workers", "1", "--no-progress"]
-    assert main(argv) == 0
-    out = capsys.readouterr().out
-    shown = [ln.split() for ln in out.splitlines() if ln.split() and ln.split()[0].isdigit() and "TP" in ln]
-    dual = [f"#{ln[0]}" for ln in shown if any(w in ("dualpipe", "dualpipev") for w in ln)]
-    named = [ln for ln in out.splitlines() if "sends a DualPipe pair's P2P after the pair" in ln]
-    assert bool(dual) == bool(named)
-    if dual:
-        assert named[0].split(":")[0].strip() == ", ".join(dual)
-    assert main(argv + ["--json"]) == 0  # the same plans in the JSON, as the dashboard gets them from the API
-    doc = json.loads(capsys.readouterr().out)
-    assert [f"#{rank}" for rank, _ in doc["dualpipe_gaps"]] == dual

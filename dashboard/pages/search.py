@@ -222,8 +222,6 @@ if res.get("des_disagree"):
     st.info(f"The discrete-event simulation ranks plan #{d['des_best']} first: by its figures "
             f"{d['gain_pct']:.1f} % under #{d['analytic_best']}, the analytic engine's best. The DES shares each "
             "link per flow and times each chunk on its own; where they disagree, act on its order.")
-if res.get("dualpipe_note"):
-    st.caption(res["dualpipe_note"])
 errs = [f"#{r['rank']}: {r['des']['error']}" for r in res["plans"] if r["des"] and "error" in r["des"]]
 if errs:
     st.caption("DES could not simulate " + "; ".join(errs))

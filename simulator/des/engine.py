@@ -388,7 +388,14 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
             yield env.timeout(exposed_ns)
         send_outputs(s, mb, s2, mb2, r)
 
-    tail_ns = [to_ns(tt.attn_dw(s)) if (megatron_pairs and comm) else 0 for s in range(ns)]
+    # A pair sends its two P2P messages before its last attention weight gradients (once the rest of its work
+    # is done) under Megatron's combined 1F1B (below) and under DualPipe(V) with plan.dualpipe_sends in_pair:
+    # DeepSeek-V3's Figure 4 runs a pair's pieces (MLP(B), MLP(W), MLP(F), ATTN(B), ATTN(W), ATTN(F)) beside
+    # DISPATCH(F), DISPATCH(B), COMBINE(F), PP, COMBINE(B) on the communication stream, "fully hidden".
+    # after_pair sends them once the pair has ended, as deepseek-ai/DualPipe does.
+    early_sends = megatron_pairs or (overlap and name in ("dualpipe", "dualpipev")
+                                     and p.dualpipe_sends == "in_pair")
+    tail_ns = [to_ns(tt.attn_dw(s)) if (early_sends and comm) else 0 for s in range(ns)]
 
     # Per-rank records.
     comp_iv: list[list[tuple[int, int]]] = [[] for _ in range(pp)]
@@ -629,8 +636,8 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
                     to_c = env.timeout(fe[0] - tc) if a2a else None
                     lead = min(tail_ns[s2], ccomp)
                     if lead:
-                        # Megatron sends both outputs before the stage's last attention weight
-                        # gradients: once the rest of the compute, the all-to-all and the exposed
+                        # Both outputs leave before the stage's last attention weight gradients
+                        # (early_sends): once the rest of the compute, the all-to-all and the exposed
                         # TP/CP work are done (the latter counted before the sends: conservative).
                         gate = [e for e in (env.timeout(span - lead), env.timeout(a2a) if a2a else None, fl)
                                 if e is not None]
