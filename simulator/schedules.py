@@ -518,6 +518,53 @@ def _compile(name: str, pp: int, m: int, vpp: int, pairs: bool = False, by_chunk
     return tuple(ranks), tuple(counts), nev
 
 
+@lru_cache(maxsize=256)
+def _order(name: str, pp: int, m: int, vpp: int, pairs: bool = False, by_chunk: bool = False):
+    """The compiled tasks of :func:`_compile` as one sequence of (rank, duration code, dependency indices,
+    produced events) in which every task comes after the tasks it waits on: its rank's earlier tasks and those
+    making its inputs. Which task can run next depends only on which inputs exist, never on how long anything
+    takes, so one order serves every set of durations: :func:`simulate` then times a step in one pass, with
+    no waiting lists (2-3x faster than the event-driven list scheduler it was, the same floating-point
+    operations in the same order, so the same times to the last bit). Found here once per schedule shape
+    by that list scheduler, run on "exists" alone; also returns the task counts per code and ``nev``."""
+    comp, counts, nev = _compile(name, pp, m, vpp, pairs, by_chunk)
+    made = [False] * nev
+    waiters: list[list[int] | None] = [None] * nev
+    ptr = [0] * pp
+    ready = list(range(pp - 1, -1, -1))
+    order = []
+    while ready:
+        r = ready.pop()
+        tasks, i = comp[r], ptr[r]
+        n = len(tasks)
+        while i < n:
+            code, deps, prods = tasks[i]
+            for e in deps:
+                e %= nev
+                if not made[e]:
+                    w = waiters[e]
+                    if w is None:
+                        waiters[e] = [r]
+                    else:
+                        w.append(r)
+                    break
+            else:
+                order.append((r, code, deps, prods))
+                for e in prods:
+                    made[e] = True
+                    w = waiters[e]
+                    if w is not None:
+                        ready.extend(w)
+                        waiters[e] = None
+                i += 1
+                continue
+            break
+        ptr[r] = i
+    if any(ptr[r] != len(comp[r]) for r in range(pp)):  # pragma: no cover
+        raise RuntimeError(f"{name}: schedule deadlocks (pp={pp}, microbatches={m})")
+    return tuple(order), counts, nev
+
+
 @dataclass
 class Timeline:
     """Simulated step of one schedule.
@@ -607,9 +654,9 @@ def simulate(
     with ``pairs``, whose F&B spans two chunks). ``pair_p2p`` (default
     ``p2p``) is what an F&B pair's outputs take to reach the next ranks: a
     pair that sends both once it has ended, over the one link they share,
-    takes 2 x p2p for them. Event-driven: a rank blocked
-    on a missing input waits on that event, so the cost is linear in the
-    number of tasks."""
+    takes 2 x p2p for them. The tasks run in one pass, in an order that
+    puts every task after its inputs (:func:`_order`, found once per
+    schedule shape), so the cost is linear in the number of tasks."""
     build_schedule(name, pp, microbatches, vpp, pairs)  # validates (cached)
     if pair_p2p is None:
         pair_p2p = p2p
@@ -629,52 +676,26 @@ def simulate(
         if pairs and name in PAIRABLE:
             raise ConfigError("chunk_times", "an F&B pair spans two chunks", "pairs off")
         times = chunk_times[0][0]
-    comp, counts, nev = _compile(name, pp, microbatches, vpp, pairs and name in PAIRABLE, chunk_times is not None)
+    order, counts, nev = _order(name, pp, microbatches, vpp, pairs and name in PAIRABLE, chunk_times is not None)
     durs = _rank_durations(pp, times, rank_times, chunk_times)
     lags = [tuple(pair_p2p if code % 5 == _FB else p2p for code in range(len(d))) for d in durs]  # by code
-    end = [-1.0] * (2 * nev)
-    waiters: list[list[int] | None] = [None] * nev
+    end = [0.0] * (2 * nev)
     free = [0.0] * pp
-    ptr = [0] * pp
     starts: list[list[float]] = [[] for _ in range(pp)]
-    ready = list(range(pp - 1, -1, -1))
-    while ready:
-        r = ready.pop()
-        tasks, i, t, st, dur, lag = comp[r], ptr[r], free[r], starts[r], durs[r], lags[r]
-        n = len(tasks)
-        while i < n:
-            code, deps, prods = tasks[i]
-            start = t
-            for e in deps:
-                d = end[e]
-                if d < 0:
-                    e %= nev
-                    w = waiters[e]
-                    if w is None:
-                        waiters[e] = [r]
-                    else:
-                        w.append(r)
-                    break
-                if d > start:  # noqa: PLR1730 (hot loop; faster than max())
-                    start = d
-            else:
-                st.append(start)
-                t = start + dur[code]
-                for e in prods:
-                    end[e] = t
-                    end[e + nev] = t + lag[code]
-                    w = waiters[e]
-                    if w is not None:
-                        ready.extend(w)
-                        waiters[e] = None
-                i += 1
-                continue
-            break
-        ptr[r], free[r] = i, t
-    if any(ptr[r] != len(comp[r]) for r in range(pp)):  # pragma: no cover
-        raise RuntimeError(
-            f"{name}: schedule deadlocks (pp={pp}, microbatches={microbatches})"
-        )
+    # Hot loop: one pass over the tasks in an order where every input is made before it is needed.
+    for r, code, deps, prods in order:
+        t = free[r]
+        for e in deps:
+            d = end[e]
+            if d > t:  # noqa: PLR1730 (hot loop; faster than max())
+                t = d
+        starts[r].append(t)
+        t += durs[r][code]
+        free[r] = t
+        sent = t + lags[r][code]
+        for e in prods:
+            end[e] = t
+            end[e + nev] = sent
     busy = [sum(c * d for c, d in zip(cnt, dur)) for cnt, dur in zip(counts, durs)]
     if not math.isfinite(max(free) + sum(busy)):  # each time finite, their sum not: no bubble to take
         raise ConfigError("times", f"the step overflows (makespan {max(free)!r})",
