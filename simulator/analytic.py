@@ -62,7 +62,17 @@ from .layout import (
 from .layout import num_stages as layout_num_stages
 from .memory import GIB, MemoryBreakdown, deepep_buffer_bytes, state_bytes
 from .profile import Profile, load_profile
-from .schedules import PAIRABLE, SPLIT_BACKWARD, TIME_DEPENDENT_HOPS, TaskTimes, idle_at_ends, p2p_hops, runnable
+from .schedules import (
+    PAIRABLE,
+    SPLIT_BACKWARD,
+    TIME_DEPENDENT_HOPS,
+    TaskTimes,
+    by_rounds,
+    dualpipe_makespan,
+    idle_at_ends,
+    p2p_hops,
+    runnable,
+)
 from .timer import OpTimer
 from .workload import (
     BYTES,
@@ -677,14 +687,9 @@ def uneven_interleaved_bubble(chunks: list[list[tuple[float, float]]], pp: int, 
         return None
     rounded = {k: tuple((round(f / unit, 3), round(b / unit, 3)) for f, b in rank) for k, rank in distinct.items()}
     key = tuple(rounded[id(rank)] for rank in chunks)
-    if microbatches < 3 * pp:
-        bubble, busiest = _uneven_interleaved(key, pp, vpp, microbatches)
-        return bubble * unit, busiest
-    rounds = (microbatches - 2 * pp) // pp
-    m0 = microbatches - rounds * pp
-    b0, busiest = _uneven_interleaved(key, pp, vpp, m0)
-    b1, _ = _uneven_interleaved(key, pp, vpp, m0 + pp)
-    return max(0.0, b0 + rounds * (b1 - b0)) * unit, busiest
+    bubble = by_rounds(lambda m: _uneven_interleaved(key, pp, vpp, m)[0], pp, microbatches)
+    m0 = microbatches - max(0, (microbatches - 2 * pp) // pp) * pp  # the shortest step by_rounds ran
+    return max(0.0, bubble) * unit, _uneven_interleaved(key, pp, vpp, m0)[1]
 
 
 @lru_cache(maxsize=16384)  # a V3 search meets ~1,000 shapes a worker; a few hundred bytes each
@@ -958,28 +963,35 @@ def _pipeline_step(sc: Scenario, ev: Evaluator, imbalance: float) -> PipelineSte
         fs, bs = [x[3] for x in ranks], [x[4] for x in ranks]
         pipe = one_f_one_b_makespan(fs, bs, M, p2p)
         p2p_path = pipe - one_f_one_b_makespan(fs, bs, M) if p2p else 0.0
-    elif p.pp > 1 and not (dual and overlap and p.dualpipe_sends == "in_pair"):
-        # DualPipe pairs sending after_pair keep their sends' link time in the pair (pair_comm: they share the
-        # NIC with the next pair's all-to-all) and wait for them here, between the pairs: both of a pair's
-        # sends go to the same neighbour (F0&B1 downstream under both DualPipe and DualPipeV, F1&B0
-        # upstream), over the one link, so each arrives after two transfers' time.
-        after_pair = dual and overlap
+    elif p.pp > 1 and not (dual and overlap):
         hops = p2p_hops(runnable(p.schedule), p.pp, M, p.vpp, paired,
-                        TaskTimes(F, B, min(W, B), FB) if p.schedule in TIME_DEPENDENT_HOPS else None,
-                        pair_sends=2 if after_pair else 1)
+                        TaskTimes(F, B, min(W, B), FB) if p.schedule in TIME_DEPENDENT_HOPS else None)
         p2p_path = max(p2p_path, hops * p2p)
     if dual and overlap:
-        # A DualPipe rank's work is its F&B pairs plus its lone chunks (warm-up forwards at F,
-        # cool-down backwards at B, their all-to-all exposed); the closed form is the time it waits
-        # on top of that work. Pricing every micro-batch as an F&B pair (M x F&B) is exact only
-        # when F&B = F + B; when the pairs hide their all-to-all, or the all-to-all paces them, the
-        # lone chunks cost more, and a rank holding the head or the embedding may pace the step.
-        # Without communication this is M x F&B + closed form, as before. The step's chunk times,
-        # communication and DP windows are then the pacing rank's (the DES reports its busiest rank's).
-        (busy, compute), bubble, pace = max(
-            ((rank_work(r, rtot, rF, rB, rFB, rbusy),
-              rank_bubble(p, rF, rB, rW, rFB) + p2p_path, i)
-             for i, (r, _, rtot, rF, rB, rW, rFB, rbusy, _, _) in enumerate(ranks)), key=lambda x: x[0][0] + x[1])
+        # A DualPipe rank's work is its F&B pairs plus its lone chunks (warm-up forwards at F, cool-down
+        # backwards at B, their all-to-all exposed), and every rank runs its own chunk times: the end ranks
+        # hold the embedding and the head beside fewer layers, and a stage without an all-to-all pairs
+        # otherwise. The step is the list scheduler's over those times (schedules.dualpipe_makespan, not the
+        # closed form of alike ranks), with the P2P sends where plan.dualpipe_sends puts them: a lone chunk's
+        # output always waits one transfer; a pair's none when it sends inside itself (hidden there, priced in
+        # pair_comm above), two when it sends both after it (they also keep their link time in the pair, in
+        # pair_comm). The busiest rank paces the step; its chunk times, communication and DP windows are the
+        # step's (the DES reports its busiest rank's).
+        rank_chunks = [TaskTimes(rF / vk, rB / vk, min(rW, rB) / vk, rFB / vk) for _, _, _, rF, rB, rW, rFB, *_ in ranks]
+        pair_p2p = 0.0
+        if p.dualpipe_sends == "after_pair":
+            pair_p2p = 2 * p2p
+            if cross_node_pp and m.is_moe and p.ep > 1 and dispatch_traffic(m, p.ep, c.gpus_per_node,
+                                                                            p.dispatcher)[0] > 0:
+                # The sends leave as the rank's next pair starts, and that pair's all-to-all with it, on the same
+                # NIC: the two share it (half each while both move) for as long as the shorter lasts (the DES:
+                # V3 PP32 CP2 DualPipeV waits 1.26 s a step on them, 0.79 s without the sharing).
+                pair_p2p += max(min(pair_p2p, (rtot.aF + rtot.aB) / vk) for _, _, rtot, *_ in ranks) / 2
+        step = dualpipe_makespan(p.schedule, p.pp, M, rank_chunks, p2p, pair_p2p) if p.pp > 1 else 0.0
+        works = [rank_work(r, rtot, rF, rB, rFB, rbusy) for r, _, rtot, rF, rB, _, rFB, rbusy, _, _ in ranks]
+        pace = max(range(len(ranks)), key=lambda i: works[i][0])
+        busy, compute = works[pace]
+        bubble = max(0.0, step - busy)
         r_star = ranks[pace]
         _, _, tot, F, B, W, FB, _, hidden, exposed_mb = r_star
         counted = r_star[0]  # whose chunk counts price the step

@@ -21,6 +21,7 @@ from simulator.schedules import (
     _p2p_hops,
     build_schedule,
     closed_form,
+    dualpipe_makespan,
     idle_at_ends,
     interleaved_warmup,
     p2p_hops,
@@ -652,7 +653,11 @@ def test_pair_p2p_delays_only_the_outputs_of_f_and_b_pairs():
             assert simulate(name, 4, m, t, vpp, 0.1, pairs, pair_p2p=5.0).makespan == \
                 simulate(name, 4, m, t, vpp, 0.1, pairs).makespan
     for name in ("dualpipe", "dualpipev"):
-        assert simulate(name, 8, 32, t, p2p=0.1, pair_p2p=0.2).makespan > simulate(name, 8, 32, t, p2p=0.1).makespan
+        slow, plain = simulate(name, 8, 32, t, p2p=0.1, pair_p2p=5.0), simulate(name, 8, 32, t, p2p=0.1)
+        assert slow.makespan > plain.makespan
+        # every rank's first task waits on warm-up forwards alone, whose outputs still take p2p
+        first = [plain.ranks[r][0][1] for r in range(8)]
+        assert [slow.ranks[r][0][1] for r in range(8)] == first and first[1] == pytest.approx(1.1)
     with pytest.raises(ConfigError, match="pair_p2p"):
         simulate("dualpipe", 4, 8, t, p2p=0.1, pair_p2p=-1.0)
 
@@ -771,3 +776,18 @@ def test_every_task_starts_after_every_input_its_own_ranks_included(name, pp, vp
             hop = p2p if route_rank(name, pp, vpp, r, s, s2) != r else 0.0
             assert r2 == r or hop == p2p
             assert start >= end + hop - 1e-9, (r, s, kind, s2, mb)
+
+
+@settings(max_examples=40, deadline=None)
+@given(name=st.sampled_from(["dualpipe", "dualpipev"]), pp=st.sampled_from([4, 8, 16]), rounds=st.integers(2, 6),
+       extra=st.integers(0, 7), ends=st.floats(0.5, 1.0), p2p=st.floats(0.0, 0.05), after=st.booleans())
+def test_dualpipe_makespan_of_a_long_step_from_two_short_ones(name, pp, rounds, extra, ends, p2p, after):
+    """dualpipe_makespan prices a long DualPipe(V) step whose end ranks run shorter chunks (the embedding and
+    the head beside fewer layers) from two short list-scheduler runs: within 0.5 % of the whole step's run."""
+    m = rounds * pp + 2 * (extra % (pp // 2))  # even, at least 2 PP
+    mid = TaskTimes(1.0, 2.0, 0.8, 2.4)
+    end = TaskTimes(ends, 2.0 * ends, 0.8 * ends, 2.4 * ends)
+    rt = [end] + [mid] * (pp - 2) + [end]
+    pair = 2 * p2p if after else 0.0
+    whole = simulate(name, pp, m, rt[0], p2p=p2p, pair_p2p=pair, rank_times=rt).makespan
+    assert dualpipe_makespan(name, pp, m, rt, p2p, pair) == pytest.approx(whole, rel=0.005)
