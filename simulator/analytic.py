@@ -655,11 +655,10 @@ def paired_sms(st: PassTimes, overlap: bool) -> PassTimes:
 
 
 def rank_bubble(p, f: float, b: float, w: float, fb: float) -> float:
-    """The closed-form bubble of a plan from a rank's per-micro-batch times. The formulas are in the
-    chunk times of one stage; a DualPipeV rank's times cover both of its stages (the V passes through
-    each), so they are halved first (interleaved's formula divides by V itself)."""
-    k = 2.0 if p.schedule == "dualpipev" else 1.0
-    return max(closed_form_bubble(p.schedule, p.pp, f / k, b / k, w / k, fb / k, p.vpp), 0.0)
+    """The closed-form bubble of a 1F1B, interleaved or ZB1P plan from a rank's per-micro-batch times
+    (interleaved's formula divides by V itself). DualPipe and DualPipeV are list-scheduled instead
+    (schedules.dualpipe_makespan)."""
+    return max(closed_form_bubble(p.schedule, p.pp, f, b, w, fb, p.vpp), 0.0)
 
 
 def uneven_interleaved_bubble(chunks: list[list[tuple[float, float]]], pp: int, vpp: int,
@@ -949,11 +948,9 @@ def _pipeline_step(sc: Scenario, ev: Evaluator, imbalance: float) -> PipelineSte
         return (n_fb * rFB + n_f * rF + n_b * rB,
                 n_fb * (rtot.Fr + rtot.Br + rtot.Wr) + n_f * rtot.F + n_b * (rtot.B + rtot.W))
 
-    # The P2P sends on the critical path. DualPipe whose pairs overlap sends inside them (hidden there, priced
-    # in pair_comm above) and pays the fill's hops; the others pay what the list scheduler finds, which under
-    # strict 1F1B and Megatron's pairs is about two hops a micro-batch, not only the fill's 2(PP-1), and under
-    # a DualPipe whose F&B runs F then B (a dense model, or ep_overlap off) about 2.5 (238 for PP16 DualPipeV
-    # and 96 micro-batches: DeepSeek 67B's dense DualPipeV paid 30, 0.32 s under the DES).
+    # The P2P sends on the critical path: what the list scheduler finds, which under strict 1F1B and Megatron's
+    # pairs is about two hops a micro-batch, not only the fill's 2(PP-1). (DualPipe's step, sends included, is
+    # the list scheduler's below.)
     p2p_path = 2 * (p.pp - 1) * p2p if p.pp > 1 else 0.0  # the fill's and drain's hops
     # Strict 1F1B whose ranks take different times (the embedding on the first, the head on the last, dense
     # layers before MoE ones): the step is the longest path through the ranks' own times, not the slowest
@@ -963,23 +960,27 @@ def _pipeline_step(sc: Scenario, ev: Evaluator, imbalance: float) -> PipelineSte
         fs, bs = [x[3] for x in ranks], [x[4] for x in ranks]
         pipe = one_f_one_b_makespan(fs, bs, M, p2p)
         p2p_path = pipe - one_f_one_b_makespan(fs, bs, M) if p2p else 0.0
-    elif p.pp > 1 and not (dual and overlap):
+    elif p.pp > 1 and not dual:
         hops = p2p_hops(runnable(p.schedule), p.pp, M, p.vpp, paired,
                         TaskTimes(F, B, min(W, B), FB) if p.schedule in TIME_DEPENDENT_HOPS else None)
         p2p_path = max(p2p_path, hops * p2p)
-    if dual and overlap:
+    if dual:
         # A DualPipe rank's work is its F&B pairs plus its lone chunks (warm-up forwards at F, cool-down
         # backwards at B, their all-to-all exposed), and every rank runs its own chunk times: the end ranks
         # hold the embedding and the head beside fewer layers, and a stage without an all-to-all pairs
         # otherwise. The step is the list scheduler's over those times (schedules.dualpipe_makespan, not the
-        # closed form of alike ranks), with the P2P sends where plan.dualpipe_sends puts them: a lone chunk's
-        # output always waits one transfer; a pair's none when it sends inside itself (hidden there, priced in
-        # pair_comm above), two when it sends both after it (they also keep their link time in the pair, in
-        # pair_comm). The busiest rank paces the step; its chunk times, communication and DP windows are the
-        # step's (the DES reports its busiest rank's).
+        # closed form of alike ranks), with the P2P sends where they go: a lone chunk's output always waits one
+        # transfer. A pair whose halves overlap sends as plan.dualpipe_sends says: inside itself (hidden
+        # there, priced in pair_comm above: nothing to wait for) or after it, both outputs to the same
+        # neighbour (F0&B1 downstream under both DualPipe and DualPipeV, F1&B0 upstream) over one link, two
+        # transfers (their link time also stays in pair_comm: they share the NIC with the next pair's
+        # all-to-all). A pair that runs its F then its B (a dense model, or ep_overlap off) sends both after it
+        # (DeepSeek 67B's dense PP16 DualPipeV waits 238 hops in 96 micro-batches, not the fill's 30). The
+        # busiest rank paces the step; its chunk times, communication and DP windows are the step's (the DES
+        # reports its busiest rank's).
         rank_chunks = [TaskTimes(rF / vk, rB / vk, min(rW, rB) / vk, rFB / vk) for _, _, _, rF, rB, rW, rFB, *_ in ranks]
-        pair_p2p = 0.0
-        if p.dualpipe_sends == "after_pair":
+        pair_p2p = 0.0 if overlap else 2 * p2p
+        if overlap and p.dualpipe_sends == "after_pair":
             pair_p2p = 2 * p2p
             if cross_node_pp and m.is_moe and p.ep > 1 and dispatch_traffic(m, p.ep, c.gpus_per_node,
                                                                             p.dispatcher)[0] > 0:
