@@ -311,6 +311,20 @@ def test_predict_plan_line_names_the_attention_kernel(capsys):
     assert line.endswith("recompute selective, attention cudnn"), line
 
 
+@pytest.mark.parametrize("overrides, said", [
+    (["plan.dualpipe_sends=after_pair"], True),
+    ([], False),  # in_pair, the default: as V3's report draws it
+    (["plan.dualpipe_sends=after_pair", "plan.schedule=zb1p"], False),  # no pairs to send after
+])
+def test_predict_plan_line_says_when_dualpipe_sends_after_each_pair(capsys, overrides, said):
+    argv = ["predict", "deepseek-v3"]
+    for o in overrides:
+        argv += ["--set", o]
+    assert main(argv) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith("plan"))
+    assert ("(P2P after each pair)" in line) is said, line
+
+
 @pytest.mark.parametrize("kind, name, words", [
     ("models", "deepseek-v3", ["671.03 B params", "36.63 B activated", "61 layers", "256 experts (top-8)"]),
     ("clusters", "h800", ["2,048 x H800", "NVLink 160 GB/s", "IB 50 GB/s", "SM clock 1600 of 1830 MHz under load"]),
