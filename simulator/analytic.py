@@ -1,4 +1,4 @@
-"""Analytic engine: one training step from closed forms, fast enough for plan search.
+"""Analytic engine: one training step from closed forms and short schedule runs, fast enough for plan search.
 
 For each pipeline rank the engine sums its layers' op times per pass (forward
 F, backward-for-input B, backward-for-weights W), adds communication by the
@@ -6,15 +6,19 @@ overlap rules of the schedule, and assembles the step as::
 
     step = busy + bubble + exposed data-parallel traffic + optimizer step
 
-where ``busy`` is micro-batches x (F + B + W) of the slowest rank (or x F&B,
-the time of an overlapped forward/backward pair, under DualPipe) and
-``bubble`` is the schedule's closed form (see :mod:`simulator.bubble`) plus
-the P2P sends on the step's critical path: the fill and drain's, and under
-1F1B and Megatron's pairs about two a micro-batch as well
-(:func:`simulator.schedules.p2p_hops`). Strict 1F1B (no pairs, at least PP
-micro-batches) takes the ranks' own times instead of the slowest rank's for
-the fill and drain: its step is the longest path through them, P2P included
-(:func:`simulator.bubble.one_f_one_b_makespan`).
+where ``busy`` is micro-batches x (F + B + W) of the slowest rank (its F&B
+pairs at the time of an overlapped forward/backward pair, its lone chunks at
+F or B, where pairs overlap) and ``bubble`` is the schedule's closed form
+(see :mod:`simulator.bubble`) plus the P2P sends on the step's critical
+path: the fill and drain's, and under 1F1B and Megatron's pairs about two a
+micro-batch as well (:func:`simulator.schedules.p2p_hops`). Strict 1F1B (no
+pairs, at least PP micro-batches) takes the ranks' own times instead of the
+slowest rank's for the fill and drain: its step is the longest path through
+them, P2P included (:func:`simulator.bubble.one_f_one_b_makespan`). An
+interleaved step whose chunks take unequal times, and every DualPipe(V)
+step, is the list scheduler's over the ranks' own chunk times, a long step
+from two short runs (:func:`uneven_interleaved_bubble`,
+:func:`simulator.schedules.dualpipe_makespan`).
 
 Overlap rules:
 
@@ -69,6 +73,7 @@ from .schedules import (
     TaskTimes,
     by_rounds,
     dualpipe_makespan,
+    first_rounds,
     idle_at_ends,
     p2p_hops,
     runnable,
@@ -687,8 +692,7 @@ def uneven_interleaved_bubble(chunks: list[list[tuple[float, float]]], pp: int, 
     rounded = {k: tuple((round(f / unit, 3), round(b / unit, 3)) for f, b in rank) for k, rank in distinct.items()}
     key = tuple(rounded[id(rank)] for rank in chunks)
     bubble = by_rounds(lambda m: _uneven_interleaved(key, pp, vpp, m)[0], pp, microbatches)
-    m0 = microbatches - max(0, (microbatches - 2 * pp) // pp) * pp  # the shortest step by_rounds ran
-    return max(0.0, bubble) * unit, _uneven_interleaved(key, pp, vpp, m0)[1]
+    return max(0.0, bubble) * unit, _uneven_interleaved(key, pp, vpp, first_rounds(pp, microbatches))[1]
 
 
 @lru_cache(maxsize=16384)  # a V3 search meets ~1,000 shapes a worker; a few hundred bytes each
@@ -919,8 +923,8 @@ def _pipeline_step(sc: Scenario, ev: Evaluator, imbalance: float) -> PipelineSte
     r_star = max(ranks, key=lambda x: x[7])
     _, _, tot, F, B, W, FB, busy_per_mb, hidden, exposed_mb = r_star
     # Paired chunks hide their all-to-all; lone ones (warm-up forwards and cool-down backwards)
-    # expose it. Under DualPipe the closed-form bubble below already holds the lone chunks' time
-    # (it is reported as exposed comm). Megatron's pairs (1F1B / interleaved steady state) leave
+    # expose it. Under DualPipe the list-scheduled step below runs the lone chunks at their own
+    # times (their all-to-all reported as exposed comm). Megatron's pairs (1F1B / interleaved steady state) leave
     # the closed form's bubble as it is and run the lone chunks at full F and B instead of F&B:
     # the step is (M - w) F&B + w (F + B) + (PP-1)(F+B)/V, with w the last rank's lone forwards
     # (per micro-batch), which a list-schedule simulation of the paired schedule reproduces exactly.

@@ -24,7 +24,7 @@ def plan_text(plan: dict, microbatches: int | None = None) -> str:
     """A report's plan dict (``report(...)["plan"]``, DP resolved) in the CLI's one-line form."""
     vpp = f" vpp{plan['vpp']}" if plan.get("vpp", 1) > 1 else ""
     # DualPipe's P2P sent once each pair has ended (plan.dualpipe_sends), not inside it as V3's report draws
-    sends = " (P2P after each pair)" if (plan.get("dualpipe_sends") == "after_pair"
+    sends = " (P2P after each pair)" if (plan.get("dualpipe_sends") == "after_pair" and plan.get("ep_overlap") != "off"
                                         and plan["schedule"] in ("dualpipe", "dualpipev")) else ""
     mbs = f", {microbatches} micro-batches" if microbatches else ""
     return (f"TP{plan['tp']} PP{plan['pp']} EP{plan['ep']} DP{plan['dp']} CP{plan['cp']} {plan['schedule']}{vpp}{sends}, "

@@ -721,7 +721,7 @@ def simulate(
 
 
 def p2p_hops(name: str, pp: int, microbatches: int, vpp: int = 1, pairs: bool = False,
-             times: TaskTimes | None = None, pair_sends: int = 1) -> int:
+             times: TaskTimes | None = None) -> int:
     """How many P2P transfers lie on the step's critical path: the list scheduler's makespan grows by this
     many times a per-hop time small enough to hide behind no slack it did not already have.
 
@@ -732,13 +732,8 @@ def p2p_hops(name: str, pp: int, microbatches: int, vpp: int = 1, pairs: bool = 
     of ``1f1b`` and ``interleaved`` (paired or not) does not depend on the chunk times (tested over random
     F, B, W, F&B); ``zb1p``'s, ``dualpipe``'s and ``dualpipev``'s do (their W's fill slack or not), so
     there ``times`` is used, its ratios rounded to a tenth so that a plan search looks each shape up once.
-    Where DualPipe's F&B pairs overlap their chunks and send inside the pairs (``plan.dualpipe_sends``
-    in_pair), the sends hide behind the other chunk's compute, which the list scheduler does not model:
-    callers price those apart. Where a pair sends both its outputs once it has ended (after_pair) they share
-    the rank's link to its neighbour, so each waits ``pair_sends`` = 2 transfers: the count is then in
-    transfers, a hop through a pair counting two. Where a pair runs its F then its B (a dense model), the
-    list scheduler's count holds. A per-hop time beyond the slack adds more (the count is the linear
-    regime's)."""
+    (The analytic engine runs DualPipe's whole step, sends included, through :func:`dualpipe_makespan`.)
+    A per-hop time beyond the slack adds more (the count is the linear regime's)."""
     if pp <= 1:
         return 0
     key: tuple[float, ...] = ()
@@ -746,26 +741,37 @@ def p2p_hops(name: str, pp: int, microbatches: int, vpp: int = 1, pairs: bool = 
         key = tuple(round(x / times.f, 1) for x in (times.b, times.w, times.f_and_b))
     pairs = pairs and name in PAIRABLE
     # Every round past the first two adds the same hops (tests check it against whole simulations).
-    return by_rounds(lambda m: _p2p_hops(name, pp, m, vpp, pairs, key, pair_sends), pp, microbatches)
+    return by_rounds(lambda m: _p2p_hops(name, pp, m, vpp, pairs, key), pp, microbatches)
 
 
-def by_rounds(f: Callable[[int], float], pp: int, microbatches: int) -> float:
+def by_rounds(f: Callable[[int], float], pp: int, microbatches: int, settle: int = 2) -> float:
     """``f(microbatches)`` for a figure of a step that grows by the same amount every round of PP micro-batches
-    past the first two (the steady state repeats with period PP): from the two shortest steps of the same
-    count modulo PP, so that a long step costs two short list-scheduler runs and a plan search asks for few
-    distinct shapes, none of them long."""
-    if microbatches < 3 * pp:
+    past the first ``settle`` (the steady state repeats with period PP): from the two shortest steps of the
+    same count modulo PP (:func:`first_rounds`), so that a long step costs two short list-scheduler runs and a
+    plan search asks for few distinct shapes, none of them long."""
+    m0 = first_rounds(pp, microbatches, settle)
+    if m0 == microbatches:
         return f(microbatches)
-    rounds = (microbatches - 2 * pp) // pp
-    m0 = microbatches - rounds * pp
     a = f(m0)
-    return a + rounds * (f(m0 + pp) - a)
+    return a + (microbatches - m0) // pp * (f(m0 + pp) - a)
+
+
+def first_rounds(pp: int, microbatches: int, settle: int = 2) -> int:
+    """The shortest step :func:`by_rounds` runs: the count in [settle x PP, (settle + 1) x PP) that leaves a
+    whole number of rounds of PP micro-batches (all of them when there are fewer than settle + 1 rounds).
+    Under DualPipe, whose PP is even, it keeps the count's parity."""
+    if microbatches < (settle + 1) * pp:
+        return microbatches
+    return microbatches - (microbatches - settle * pp) // pp * pp
 
 
 def dualpipe_makespan(name: str, pp: int, microbatches: int, rank_times: Sequence[TaskTimes], p2p: float,
                       pair_p2p: float) -> float:
     """The step of a DualPipe or DualPipeV pipeline whose ranks take their own chunk times: the list
-    scheduler's makespan, a long step from two short ones (:func:`by_rounds`). ``p2p`` is what a lone chunk's
+    scheduler's makespan, a long step from two short ones (:func:`by_rounds`, from the fourth round of PP
+    micro-batches on: the fill alone takes two rounds, and where the ranks take different times the third still
+    grows the step by more than a steady round; DeepSeekMoE 16B at PP4, 72 micro-batches, came out 0.5 % long
+    from the third). ``p2p`` is what a lone chunk's
     output takes to the next rank and ``pair_p2p`` an F&B pair's (0 where the pair sends inside itself, behind
     its compute; 2 x p2p where it sends both once it has ended, over the one link to their neighbour).
 
@@ -775,7 +781,7 @@ def dualpipe_makespan(name: str, pp: int, microbatches: int, rank_times: Sequenc
     closed form's 1.26 s on its pacing rank (the DES: 1.03 s)."""
     rt = tuple(rank_times)
     return by_rounds(lambda m: simulate(name, pp, m, rt[0], p2p=p2p, pair_p2p=pair_p2p, rank_times=rt).makespan,
-                     pp, microbatches)
+                     pp, microbatches, settle=3)
 
 
 # Schedules whose critical-path hops depend on the chunk times (their W's fill slack or not).
@@ -783,8 +789,7 @@ TIME_DEPENDENT_HOPS = frozenset({"zb1p", "dualpipe", "dualpipev"})
 
 
 @lru_cache(maxsize=4096)
-def _p2p_hops(name: str, pp: int, m: int, vpp: int, pairs: bool, ratios: tuple[float, ...],
-              pair_sends: int = 1) -> int:
+def _p2p_hops(name: str, pp: int, m: int, vpp: int, pairs: bool, ratios: tuple[float, ...]) -> int:
     """The hops of one step of ``m`` micro-batches at the chunk times ``ratios`` give: what the makespan grows
     by with an infinitesimal per-hop time ``eps``, over it. One run with ``p2p`` = eps: every task time is a
     multiple of a tenth of F, and so is the step without P2P, the multiple nearest the step with it: the
@@ -794,7 +799,7 @@ def _p2p_hops(name: str, pp: int, m: int, vpp: int, pairs: bool, ratios: tuple[f
     w = min(w, b)
     times = TaskTimes(1.0 / vpp, b / vpp, w / vpp, max(fb, 1.0, b) / vpp)
     eps, grid = 1e-6 / vpp, 0.1 / vpp
-    makespan = simulate(name, pp, m, times, vpp, eps, pairs, pair_p2p=pair_sends * eps).makespan
+    makespan = simulate(name, pp, m, times, vpp, eps, pairs).makespan
     return round((makespan - round(makespan / grid) * grid) / eps)
 
 

@@ -315,6 +315,7 @@ def test_predict_plan_line_names_the_attention_kernel(capsys):
     (["plan.dualpipe_sends=after_pair"], True),
     ([], False),  # in_pair, the default: as V3's report draws it
     (["plan.dualpipe_sends=after_pair", "plan.schedule=zb1p"], False),  # no pairs to send after
+    (["plan.dualpipe_sends=after_pair", "plan.ep_overlap=off"], False),  # pairs run F then B: always after
 ])
 def test_predict_plan_line_says_when_dualpipe_sends_after_each_pair(capsys, overrides, said):
     argv = ["predict", "deepseek-v3"]

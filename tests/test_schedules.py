@@ -7,7 +7,7 @@ import json
 from collections import Counter
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from simulator import schedule_cli
@@ -603,13 +603,11 @@ def test_cli_pairs(capsys):
 @given(name=st.sampled_from(SCHEDULE_NAMES), pp=st.sampled_from([2, 4, 6, 8, 16]), vpp=st.integers(1, 4),
        m=st.integers(1, 51), pairs=st.booleans(),
        ratios=st.one_of(st.just(()), st.tuples(*(st.integers(lo, hi).map(lambda x: x / 10)
-                                                  for lo, hi in ((5, 40), (0, 20), (8, 60))))),
-       pair_sends=st.sampled_from([1, 2]))
-def test_one_run_hop_count_is_the_growth_of_two_runs(name, pp, vpp, m, pairs, ratios, pair_sends):
+                                                  for lo, hi in ((5, 40), (0, 20), (8, 60))))))
+def test_one_run_hop_count_is_the_growth_of_two_runs(name, pp, vpp, m, pairs, ratios):
     """_p2p_hops reads the hops off one run at p2p = eps (the step without P2P is the nearest multiple of the
     tenth its chunk times are made of); the count is what the makespan grows by between p2p = eps and
-    p2p = 0, over eps, at the chunk times its ratios (tenths) give. With ``pair_sends`` 2 an F&B pair's
-    outputs take two transfers (both sent after the pair over one link), so the count is in transfers."""
+    p2p = 0, over eps, at the chunk times its ratios (tenths) give."""
     vpp = vpp if name == "interleaved" else 1
     try:
         build_schedule(name, pp, m, vpp, pairs)
@@ -618,9 +616,8 @@ def test_one_run_hop_count_is_the_growth_of_two_runs(name, pp, vpp, m, pairs, ra
     b, w, fb = ratios or (2.0, 0.8, 3.0)
     t = TaskTimes(1.0 / vpp, b / vpp, min(w, b) / vpp, max(fb, 1.0, b) / vpp)
     eps = 1e-6 / vpp
-    grown = (simulate(name, pp, m, t, vpp, eps, pairs, pair_p2p=pair_sends * eps).makespan
-             - simulate(name, pp, m, t, vpp, 0.0, pairs).makespan)
-    assert _p2p_hops(name, pp, m, vpp, pairs, ratios, pair_sends) == round(grown / eps)
+    grown = simulate(name, pp, m, t, vpp, eps, pairs).makespan - simulate(name, pp, m, t, vpp, 0.0, pairs).makespan
+    assert _p2p_hops(name, pp, m, vpp, pairs, ratios) == round(grown / eps)
 
 
 @pytest.mark.parametrize("name,pp,m,vpp,pairs,times", [
@@ -631,11 +628,9 @@ def test_one_run_hop_count_is_the_growth_of_two_runs(name, pp, vpp, m, pairs, ra
 ])
 def test_p2p_hops_of_a_long_step_extrapolate_exactly_from_two_short_ones(name, pp, m, vpp, pairs, times):
     """p2p_hops prices M >= 3 PP from two simulations of 2-3 rounds of PP micro-batches (the steady state
-    repeats with period PP); the whole step's simulation gives the same count, with a pair's two sends
-    sharing one link (``pair_sends`` 2) too."""
+    repeats with period PP); the whole step's simulation gives the same count."""
     key = tuple(round(x / times.f, 1) for x in (times.b, times.w, times.f_and_b)) if times else ()
-    for sends in (1, 2):
-        assert p2p_hops(name, pp, m, vpp, pairs, times, sends) == _p2p_hops(name, pp, m, vpp, pairs, key, sends)
+    assert p2p_hops(name, pp, m, vpp, pairs, times) == _p2p_hops(name, pp, m, vpp, pairs, key)
 
 
 def test_pair_p2p_delays_only_the_outputs_of_f_and_b_pairs():
@@ -778,16 +773,20 @@ def test_every_task_starts_after_every_input_its_own_ranks_included(name, pp, vp
             assert start >= end + hop - 1e-9, (r, s, kind, s2, mb)
 
 
-@settings(max_examples=40, deadline=None)
-@given(name=st.sampled_from(["dualpipe", "dualpipev"]), pp=st.sampled_from([4, 8, 16]), rounds=st.integers(2, 6),
-       extra=st.integers(0, 7), ends=st.floats(0.5, 1.0), p2p=st.floats(0.0, 0.05), after=st.booleans())
-def test_dualpipe_makespan_of_a_long_step_from_two_short_ones(name, pp, rounds, extra, ends, p2p, after):
-    """dualpipe_makespan prices a long DualPipe(V) step whose end ranks run shorter chunks (the embedding and
-    the head beside fewer layers) from two short list-scheduler runs: within 0.5 % of the whole step's run."""
-    m = rounds * pp + 2 * (extra % (pp // 2))  # even, at least 2 PP
-    mid = TaskTimes(1.0, 2.0, 0.8, 2.4)
+@settings(max_examples=60, deadline=None)
+@given(name=st.sampled_from(["dualpipe", "dualpipev"]), pp=st.sampled_from([2, 4, 8, 16]), m=st.integers(1, 80),
+       ends=st.floats(0.5, 1.5), jitter=st.lists(st.floats(-0.05, 0.05), min_size=16, max_size=16),
+       p2p=st.floats(0.0, 0.05), after=st.booleans())
+@example(name="dualpipe", pp=4, m=8, ends=1.1, jitter=[0.0] * 16, p2p=0.05, after=True)  # +0.9 % from round 3
+def test_dualpipe_makespan_of_a_long_step_from_two_short_ones(name, pp, m, ends, jitter, p2p, after):
+    """dualpipe_makespan prices a long DualPipe(V) step from two short list-scheduler runs past its first three
+    rounds. Ranks as a balanced split makes them: the end ranks, holding the embedding and the head beside fewer
+    layers, run shorter or longer chunks; the middle ones nearly alike. Within 0.3 % of the whole step's run
+    (from the third round it was 0.5-0.9 % long on such ranks; ranks 30 % apart at random can repeat with
+    another period than PP, and are not what a plan makes)."""
+    m = 2 * pp + 2 * m  # even, at least 2 PP
     end = TaskTimes(ends, 2.0 * ends, 0.8 * ends, 2.4 * ends)
-    rt = [end] + [mid] * (pp - 2) + [end]
+    rt = [end] + [TaskTimes(1.0 + j, 2.0 * (1 + j), 0.8 * (1 + j), 2.4 * (1 + j)) for j in jitter[:pp - 2]] + [end]
     pair = 2 * p2p if after else 0.0
     whole = simulate(name, pp, m, rt[0], p2p=p2p, pair_p2p=pair, rank_times=rt).makespan
-    assert dualpipe_makespan(name, pp, m, rt, p2p, pair) == pytest.approx(whole, rel=0.005)
+    assert dualpipe_makespan(name, pp, m, rt, p2p, pair) == pytest.approx(whole, rel=0.003)
