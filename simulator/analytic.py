@@ -72,7 +72,7 @@ from .schedules import (
     TIME_DEPENDENT_HOPS,
     TaskTimes,
     by_rounds,
-    dualpipe_makespan,
+    dualpipe_step,
     first_rounds,
     idle_at_ends,
     p2p_hops,
@@ -786,7 +786,7 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     st = pipeline_step(sc, ev, imbalance)
     dp_exposed, opt_time, mem = _dp_and_memory(sc, ev, st.stages, st.memory_shape, st.microbatches, st.F, st.B,
                                                st.nic_mb, span=st.busy + st.bubble, p2p=st.p2p,
-                                               grads_last=st.grads_last)
+                                               grads_last=st.grads_last, rank_ends=st.rank_ends)
     step = st.busy + st.bubble + dp_exposed + opt_time
     stage_reports = [
         StageReport(rank=r, stages=held, layers=[st.stages[s] for s in held], F=f, B=b, W=w, FB=fb, busy=busy,
@@ -836,6 +836,7 @@ class PipelineStep:
     recompute: float
     chunk_times_ms: tuple
     ranks: tuple
+    rank_ends: tuple = ()  # DualPipe: each rank's (idle before, idle after, other stage's lead), schedules.dualpipe_step
 
 
 def pipeline_step(sc: Scenario, ev: Evaluator, imbalance: float) -> PipelineStep:
@@ -968,6 +969,7 @@ def _pipeline_step(sc: Scenario, ev: Evaluator, imbalance: float) -> PipelineSte
         hops = p2p_hops(runnable(p.schedule), p.pp, M, p.vpp, paired,
                         TaskTimes(F, B, min(W, B), FB) if p.schedule in TIME_DEPENDENT_HOPS else None)
         p2p_path = max(p2p_path, hops * p2p)
+    rank_ends: tuple = ()
     if dual:
         # A DualPipe rank's work is its F&B pairs plus its lone chunks (warm-up forwards at F, cool-down
         # backwards at B, their all-to-all exposed), and every rank runs its own chunk times: the end ranks
@@ -992,7 +994,7 @@ def _pipeline_step(sc: Scenario, ev: Evaluator, imbalance: float) -> PipelineSte
                 # NIC: the two share it (half each while both move) for as long as the shorter lasts (the DES:
                 # V3 PP32 CP2 DualPipeV waits 1.26 s a step on them, 0.79 s without the sharing).
                 pair_p2p += max(min(pair_p2p, (rtot.aF + rtot.aB) / vk) for _, _, rtot, *_ in ranks) / 2
-        step = dualpipe_makespan(p.schedule, p.pp, M, rank_chunks, p2p, pair_p2p) if p.pp > 1 else 0.0
+        step, rank_ends = dualpipe_step(p.schedule, p.pp, M, rank_chunks, p2p, pair_p2p)
         works = [rank_work(r, rtot, rF, rB, rFB, rbusy) for r, _, rtot, rF, rB, _, rFB, rbusy, _, _ in ranks]
         pace = max(range(len(ranks)), key=lambda i: works[i][0])
         busy, compute = works[pace]
@@ -1046,7 +1048,7 @@ def _pipeline_step(sc: Scenario, ev: Evaluator, imbalance: float) -> PipelineSte
         exposed_comm=exposed_s, total_comm=M * (tot.aF + tot.aB + (2 * p2p * vk if dual else 0.0) + tot.xF + tot.xB),
         work=work.scale(M), even=even, memory_bound=M * tot.memory_bound, recompute=M * tot.recompute,
         chunk_times_ms=(("F", F / vk * 1e3), ("B", B / vk * 1e3), ("W", W / vk * 1e3), ("FB", FB / vk * 1e3)),
-        ranks=tuple(reports),
+        ranks=tuple(reports), rank_ends=rank_ends,
     )
 
 
@@ -1107,7 +1109,8 @@ def nic_share_delay(x: float, a: float, period: float, stream: float = 0.0) -> f
 
 
 def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F: float, B: float,
-                   nic_mb: float = 0.0, span: float = 0.0, p2p: float = 0.0, grads_last: float | None = None):
+                   nic_mb: float = 0.0, span: float = 0.0, p2p: float = 0.0, grads_last: float | None = None,
+                   rank_ends: tuple = ()):
     """Exposed DP time, optimizer time and per-rank memory (``nic_mb``: a micro-batch's other NIC time;
     ``span``: the pacing rank's work and bubble over the step, which per-micro-batch reductions overlap;
     ``grads_last``: a micro-batch's time in the tasks that make its weight gradients, B unless the
@@ -1145,7 +1148,7 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F:
         when the buckets come faster than the stream moves them."""
         return max(t / n, t - c * (n - 1) / n)
 
-    def behind(t: float, t_edge: float, per_mb: float, n: int, edge: float) -> float:
+    def behind(t: float, t_edge: float, per_mb: float, n: int, edge: float, lead: float | None = None) -> float:
         """What shows of one step's DP collective of ``t`` seconds over the rank's chunks, ``t_edge`` of it for
         the chunk the rank's step closes with (its last backward; opens with, its first forward): each chunk's
         share runs on the DP stream once its chunk is done (one collective at a time), that chunk's behind its
@@ -1153,13 +1156,20 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F:
         step. The whole must also fit after the other chunks' last passes: an interleaved rank's come PP chunk
         passes apart (the last round runs chunk V-1 for its PP micro-batches, then chunk V-2, ...); DualPipe's
         and DualPipeV's other chunk ends at least one pass before (the list scheduler: one W on the ranks
-        nearest the middle, most of the cool-down on the end ranks)."""
+        nearest the middle, most of the cool-down on the end ranks), or ``lead`` before the rank's last task
+        where the list scheduler timed the rank (:func:`simulator.schedules.dualpipe_step`)."""
         c = per_mb / vk
+        if lead is not None:
+            return max(0.0, bucketed(t_edge, c, n) - edge, t - lead - edge)
         ahead = (chunks - 1) * p.pp * c if chunks > 1 else c if two_legs else 0.0
         return max(0.0, bucketed(t_edge, c, n) - edge, t - ahead - c - edge)
     # Per rank: the chunk its step opens and closes with (micro-batches enter there), and its layers.
     for r, (held, _, sig, edge_stage, edge_layers) in enumerate(ev.layout(sc, stages)[1]):
-        gathers_hide, reductions_hide = idle_at_ends(sched, p.pp, r, chunk_times, p2p)
+        if rank_ends:  # DualPipe's ranks, timed by the list scheduler on their own chunk times
+            gathers_hide, reductions_hide, lead = rank_ends[r]
+        else:
+            gathers_hide, reductions_hide = idle_at_ends(sched, p.pp, r, chunk_times, p2p)
+            lead = None
         if sig not in seen:
             pd, pe, act, act_max, unit, chunk_act = ev.rank_memory(sc, sig, shape)
             rs_parts, ag_parts = dp_collectives(sc, ev, pd, pe)
@@ -1235,7 +1245,7 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F:
             # parts alone (nic_share_delay, per micro-batch; the step's micro-batches come span / M apart).
             period = span / M if M else 0.0
             stream_mb = visit * t_rs + nic_share_delay(visit * rs_link[0], nic, period, visit * t_rs)
-            exposed = max(behind(t_rs, e_rs, grads_last, edge_layers, reductions_hide),
+            exposed = max(behind(t_rs, e_rs, grads_last, edge_layers, reductions_hide, lead),
                           M * stream_mb - after_warmup, M * (visit * rs_link[0] + nic) - after_warmup)
             # The updated shard is gathered behind the first forward and the fill: once a step under ZeRO-2,
             # and under ZeRO-3 as the first of its gathers (the optimizer has just written the shard, so
@@ -1251,7 +1261,7 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F:
                 stream_mb = work_mb + nic_share_delay(dp_nic, nic, period, work_mb)
                 exposed = max(exposed, M * stream_mb + idle - span, M * (dp_nic + nic) - span)
         elif p.grad_reduce_overlap:
-            exposed = (behind(t_rs, e_rs, grads_last, edge_layers, reductions_hide)
+            exposed = (behind(t_rs, e_rs, grads_last, edge_layers, reductions_hide, lead)
                        + behind(t_ag, e_ag, F, edge_layers, gathers_hide))
         else:  # one collective after the pipeline drains; the next step's all-gather still overlaps
             exposed = t_rs + behind(t_ag, e_ag, F, edge_layers, gathers_hide)

@@ -779,9 +779,36 @@ def dualpipe_makespan(name: str, pp: int, microbatches: int, rank_times: Sequenc
     the pairs hide their all-to-all (F&B < F + B) and the end ranks, holding the embedding and the head
     beside fewer layers, run shorter chunks, the schedule waits less: V3's PP16 DualPipe, 0.93 s against the
     closed form's 1.26 s on its pacing rank (the DES: 1.03 s)."""
+    return dualpipe_step(name, pp, microbatches, rank_times, p2p, pair_p2p)[0]
+
+
+def dualpipe_step(name: str, pp: int, microbatches: int, rank_times: Sequence[TaskTimes], p2p: float,
+                  pair_p2p: float) -> tuple[float, tuple[tuple[float, float, float], ...]]:
+    """:func:`dualpipe_makespan`, and per rank what its data-parallel traffic can hide in: (idle before its first
+    task, idle after its last, how long before its last task its other stage's last weight gradients are
+    done). Read off the shortest run, whose ends are the long step's: the fill does not depend on how many
+    micro-batches follow, nor the drain on how many came before."""
     rt = tuple(rank_times)
-    return by_rounds(lambda m: simulate(name, pp, m, rt[0], p2p=p2p, pair_p2p=pair_p2p, rank_times=rt).makespan,
-                     pp, microbatches, settle=3)
+    runs: dict[int, Timeline] = {}
+
+    def run(m: int) -> float:
+        tl = runs[m] = simulate(name, pp, m, rt[0], p2p=p2p, pair_p2p=pair_p2p, rank_times=rt)
+        return tl.makespan
+
+    step = by_rounds(run, pp, microbatches, settle=3)
+    tl = runs[first_rounds(pp, microbatches, settle=3)]
+    ends = []
+    for tasks in tl.ranks:
+        done: dict[int, float] = {}  # each stage's (chunk's) last weight gradients
+        for task, _, end in tasks:
+            if task.kind == "W" or (task.kind == "B" and not task.split_backward):
+                done[task.chunk] = end
+            elif task.kind == "FB":
+                done[task.chunk2] = end
+        last = tasks[-1][2]
+        lead = last - min(done.values()) if len(done) > 1 else 0.0
+        ends.append((tasks[0][1], tl.makespan - last, lead))
+    return step, tuple(ends)
 
 
 # Schedules whose critical-path hops depend on the chunk times (their W's fill slack or not).

@@ -421,3 +421,19 @@ def test_dualpipe_sends_are_ignored_where_no_pair_overlaps(name, overrides):
         inside, after = (predict(load_scenario(name, (*overrides, f"plan.dualpipe_sends={s}")), engine=engine)
                          for s in ("in_pair", "after_pair"))
         assert inside.step_time_s == after.step_time_s, engine
+
+
+@pytest.mark.parametrize("name, overrides", [
+    ("deepseek-v2", ("plan.pp=4", "plan.schedule=dualpipe")),  # ZeRO-1, 1.1 s of DP traffic exposed
+    ("deepseek-67b", ("plan.schedule=dualpipev",)),  # dense
+])
+def test_dualpipe_dp_traffic_hides_where_each_rank_idles(name, overrides):
+    """A DualPipe rank reduces the stage it closes with behind its last W, and its other stage once that
+    stage's last weight gradients are done: on the end ranks most of the drain before the end, not the one W
+    the analytic engine took for every rank (DeepSeek-V2 at PP4: +1.35 % against the DES, 1.34 s of DP traffic
+    exposed against 1.08; DeepSeek 67B's dense DualPipeV: 0.048 s against 0.029). The list scheduler that times
+    the step says where, rank by rank."""
+    sc = load_scenario(name, overrides)
+    a, d = predict(sc), predict(sc, engine="des")
+    assert a.dp_exposed_s == pytest.approx(d.dp_exposed_s, rel=0.05, abs=0.01)
+    assert a.step_time_s == pytest.approx(d.step_time_s, rel=0.002)

@@ -22,6 +22,7 @@ from simulator.schedules import (
     build_schedule,
     closed_form,
     dualpipe_makespan,
+    dualpipe_step,
     idle_at_ends,
     interleaved_warmup,
     p2p_hops,
@@ -790,3 +791,20 @@ def test_dualpipe_makespan_of_a_long_step_from_two_short_ones(name, pp, m, ends,
     pair = 2 * p2p if after else 0.0
     whole = simulate(name, pp, m, rt[0], p2p=p2p, pair_p2p=pair, rank_times=rt).makespan
     assert dualpipe_makespan(name, pp, m, rt, p2p, pair) == pytest.approx(whole, rel=0.003)
+
+
+@pytest.mark.parametrize("name, pp", [("dualpipe", 4), ("dualpipe", 8), ("dualpipev", 4), ("dualpipev", 8)])
+def test_dualpipe_step_says_where_each_ranks_dp_traffic_can_hide(name, pp):
+    """dualpipe_step's per-rank ends: the idle before the first task and after the last are idle_at_ends' on
+    alike ranks; the other stage's last weight gradients come one W before the rank's last task on the ranks
+    nearest the turn (what the analytic engine assumed for every rank) and far earlier on the others (the end
+    ranks' drain: 4.4 W-passes at PP4 DualPipe)."""
+    t = TaskTimes(1.0, 2.0, 0.8, 2.4)
+    step, ends = dualpipe_step(name, pp, 6 * pp, [t] * pp, 0.01, 0.0)
+    assert step == dualpipe_makespan(name, pp, 6 * pp, [t] * pp, 0.01, 0.0)
+    for r, (before, after, lead) in enumerate(ends):
+        assert (before, after) == pytest.approx(idle_at_ends(name, pp, r, t, 0.01), abs=1e-9)
+        assert lead >= t.w - 1e-9
+    turn = pp - 1 if name == "dualpipev" else pp // 2
+    assert ends[turn][2] == pytest.approx(t.w)
+    assert ends[0][2] > 5 * t.w
