@@ -872,6 +872,8 @@ def _pipeline_step(sc: Scenario, ev: Evaluator, imbalance: float) -> PipelineSte
     cross_node_pp = p.tp * p.cp * dp > c.gpus_per_node or p.pp > 1 and c.num_gpus > c.gpus_per_node
     p2p = ev.comm.p2p(act_bytes, cross_node_pp) if p.pp > 1 else 0.0
     dual = p.schedule in ("dualpipe", "dualpipev")
+    # Whether the MoE all-to-all crosses nodes, so that its traffic takes the NIC the P2P and DP traffic use.
+    a2a_on_nic = m.is_moe and p.ep > 1 and dispatch_traffic(m, p.ep, c.gpus_per_node, p.dispatcher)[0] > 0
 
     ranks = []
     seen: dict[tuple, tuple] = {}  # ranks holding the same layers time the same (most of them)
@@ -985,15 +987,12 @@ def _pipeline_step(sc: Scenario, ev: Evaluator, imbalance: float) -> PipelineSte
         # busiest rank paces the step; its chunk times, communication and DP windows are the step's (the DES
         # reports its busiest rank's).
         rank_chunks = [TaskTimes(rF / vk, rB / vk, min(rW, rB) / vk, rFB / vk) for _, _, _, rF, rB, rW, rFB, *_ in ranks]
-        pair_p2p = 0.0 if overlap else 2 * p2p
-        if overlap and p.dualpipe_sends == "after_pair":
-            pair_p2p = 2 * p2p
-            if cross_node_pp and m.is_moe and p.ep > 1 and dispatch_traffic(m, p.ep, c.gpus_per_node,
-                                                                            p.dispatcher)[0] > 0:
-                # The sends leave as the rank's next pair starts, and that pair's all-to-all with it, on the same
-                # NIC: the two share it (half each while both move) for as long as the shorter lasts (the DES:
-                # V3 PP32 CP2 DualPipeV waits 1.26 s a step on them, 0.79 s without the sharing).
-                pair_p2p += max(min(pair_p2p, (rtot.aF + rtot.aB) / vk) for _, _, rtot, *_ in ranks) / 2
+        pair_p2p = 0.0 if overlap and p.dualpipe_sends == "in_pair" else 2 * p2p
+        if overlap and pair_p2p and cross_node_pp and a2a_on_nic:
+            # Sent after the pair, they leave as the rank's next pair starts, and that pair's all-to-all with it,
+            # on the same NIC: the two share it (half each while both move) for as long as the shorter lasts (the
+            # DES: V3 PP32 CP2 DualPipeV waits 1.26 s a step on them, 0.79 s without the sharing).
+            pair_p2p += max(min(pair_p2p, (rtot.aF + rtot.aB) / vk) for _, _, rtot, *_ in ranks) / 2
         step, rank_ends = dualpipe_step(p.schedule, p.pp, M, rank_chunks, p2p, pair_p2p)
         works = [rank_work(r, rtot, rF, rB, rFB, rbusy) for r, _, rtot, rF, rB, _, rFB, rbusy, _, _ in ranks]
         pace = max(range(len(ranks)), key=lambda i: works[i][0])
@@ -1028,7 +1027,7 @@ def _pipeline_step(sc: Scenario, ev: Evaluator, imbalance: float) -> PipelineSte
     # its P2P sends (an activation out of each chunk forward, a gradient out of each chunk backward) and its
     # all-to-all where the EP group crosses nodes.
     nic_mb = 2 * vk * p2p if cross_node_pp else 0.0
-    if m.is_moe and p.ep > 1 and dispatch_traffic(m, p.ep, c.gpus_per_node, p.dispatcher)[0] > 0:
+    if a2a_on_nic:
         nic_mb += tot.aF + tot.aB
     # The last weight gradients, which the last reductions wait for, come from the last W task where the schedule
     # splits the backward (ZB1P and DualPipe end on W's), from the full backward elsewhere.

@@ -186,24 +186,17 @@ def search_plans(sc: Scenario, objective: str = "gpu_hours", top: int = 10, spac
     ``space`` narrows the enumerated dimensions (see :func:`search_space`); ``des_top`` re-simulates
     the best ``des_top`` plans with the discrete-event engine; ``progress(fraction, text)`` is called
     as chunks of plans finish. Returns ``{"plans": [...], "all": [...], "evaluated", "valid",
-    "enumerated", "pruned", "failed", "errors", "seconds", "objective", "des_disagree"}`` (``failed``: plans the analytic engine refused, ``errors`` their first distinct
-    messages); each plan carries its ``overrides``
+    "enumerated", "pruned", "failed", "errors", "seconds", "objective", "des_disagree"}`` (``failed``: plans
+    the analytic engine refused, ``errors`` their first distinct messages); each plan carries its ``overrides``
     relative to ``sc`` (``load(name, overrides_of_sc + overrides)`` reproduces it), every metric of the
     ranking, ``des`` (None, :data:`simulator.search.DES_KEYS`, or ``{"error": ...}``) and ``des_rank`` (its
     rank among the re-simulated plans by the DES's figure of the objective); ``des_disagree`` names the DES's
-    best where it is another plan than the analytic one (:func:`simulator.search.rank_by_des`).
-    ``all`` holds every plan that fits, compactly, for plotting.
+    best where it is another plan than the analytic one (:func:`simulator.search.rank_by_des`). ``all``
+    holds every plan that fits, compactly, for plotting.
     """
     import time
 
-    from .search import (
-        METRICS,
-        PLAN_KEYS,
-        des_metrics,
-        plan_of,
-        rank_by_des,
-        search,
-    )
+    from .search import METRICS, PLAN_KEYS, des_metrics, plan_of, rank_by_des, search
 
     def tell(frac: float, text: str) -> None:
         if progress:

@@ -796,19 +796,37 @@ def dualpipe_step(name: str, pp: int, microbatches: int, rank_times: Sequence[Ta
         return tl.makespan
 
     step = by_rounds(run, pp, microbatches, settle=3)
-    tl = runs[first_rounds(pp, microbatches, settle=3)]
+    m0 = first_rounds(pp, microbatches, settle=3)
+    tl = runs[m0]
+    codes = _compile(name, pp, m0, 1)[0]
     ends = []
-    for tasks in tl.ranks:
-        done: dict[int, float] = {}  # each stage's (chunk's) last weight gradients
-        for task, _, end in tasks:
-            if task.kind == "W" or (task.kind == "B" and not task.split_backward):
-                done[task.chunk] = end
-            elif task.kind == "FB":
-                done[task.chunk2] = end
-        last = tasks[-1][2]
-        lead = last - min(done.values()) if len(done) > 1 else 0.0
-        ends.append((tasks[0][1], tl.makespan - last, lead))
+    for r, (last, grads) in enumerate(_dual_marks(name, pp, m0)):
+        starts, dur = tl.starts[r], _durations(rt[r])
+
+        def end(i: int) -> float:
+            return starts[i] + dur[codes[r][i][0]]
+
+        t_last = end(last)
+        lead = t_last - min(end(i) for i in grads) if len(grads) > 1 else 0.0
+        ends.append((starts[0], tl.makespan - t_last, lead))
     return step, tuple(ends)
+
+
+@lru_cache(maxsize=256)
+def _dual_marks(name: str, pp: int, m: int) -> tuple[tuple[int, tuple[int, ...]], ...]:
+    """Per rank of a DualPipe(V) schedule: its last task's index, and the index of each of its stages' (chunks')
+    last task making weight gradients (a W, a backward not split, the backward half of a pair), found once a
+    shape so that :func:`dualpipe_step` reads a plan's ends off the run's start times."""
+    out = []
+    for tasks in _build(name, pp, m, 1):
+        done: dict[int, int] = {}
+        for i, task in enumerate(tasks):
+            if task.kind == "W" or (task.kind == "B" and not task.split_backward):
+                done[task.chunk] = i
+            elif task.kind == "FB":
+                done[task.chunk2] = i
+        out.append((len(tasks) - 1, tuple(done.values())))
+    return tuple(out)
 
 
 # Schedules whose critical-path hops depend on the chunk times (their W's fill slack or not).

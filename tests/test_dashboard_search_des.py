@@ -27,19 +27,13 @@ def reversed_des(monkeypatch):
     return calls
 
 
-def _searched(des_top: int):
-    """The Search page on the small preset, its best ``des_top`` plans re-run with the (stand-in) DES."""
+def test_search_page_shows_the_des_order_and_its_best(reversed_des):
     at = _app(SMALL)
     at.switch_page("pages/search.py").run()
     at.checkbox(key=f"search:{SMALL}:des").check().run()
-    at.number_input(key=f"search:{SMALL}:desk").set_value(des_top).run()
+    at.number_input(key=f"search:{SMALL}:desk").set_value(3).run()
     _button(at, "Search plans").click().run()
     _ok(at)
-    return at
-
-
-def test_search_page_shows_the_des_order_and_its_best(reversed_des):
-    at = _searched(3)
     table = at.dataframe[0].value
     assert list(table["DES #"].iloc[:3]) == [3, 2, 1] and table["DES #"].iloc[3:].isna().all()
     note = [i.value for i in at.info if "ranks plan #3 first" in i.value]
