@@ -300,6 +300,7 @@ class Evaluator:
         self._splits: dict[tuple, list[list[str]]] = {}
         self._layouts: dict[int, tuple] = {}  # layout, by the split's identity (the split kept beside)
         self._steps: dict[tuple, PipelineStep] = {}  # pipeline_step, by the scenario less its ZeRO stage
+        self._attn_dw: dict[tuple, float] = {}  # attention_wgrad
 
     def forget_plans(self) -> None:
         """Drop what was kept per plan (stage splits and layouts, stage and rank sums, DP parts, pipeline steps),
@@ -438,9 +439,15 @@ class Evaluator:
     def attention_wgrad(self, sc: Scenario, kind: str, shape: Shape) -> float:
         """Seconds of one layer unit's attention-block weight gradients (the router included, as
         Megatron's ``attn`` schedule node holds it), with the SMs communication holds."""
-        lo = layer_ops(sc.model, kind, shape, sc.cluster.gpus_per_node)
-        sms_r = self._sms_left(comm_sms_held(sc))
-        return sum(self.timer.time(op, sms_r) for op in lo.W if op.block == "attn" and op.kind != "comm")
+        sms = comm_sms_held(sc)
+        key = (kind, shape, sms, sc.model, sc.cluster.gpus_per_node)
+        hit = self._attn_dw.get(key)
+        if hit is None:
+            lo = layer_ops(sc.model, kind, shape, sc.cluster.gpus_per_node)
+            sms_r = self._sms_left(sms)
+            hit = self._attn_dw[key] = sum(self.timer.time(op, sms_r) for op in lo.W
+                                           if op.block == "attn" and op.kind != "comm")
+        return hit
 
     def _sms_left(self, comm_sms: int) -> int | None:
         """SMs compute keeps while communication holds ``comm_sms`` (None: all of them)."""
@@ -800,7 +807,8 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
         optimizer_s=opt_time, stages=stage_reports,
         warnings=list(ev.timer.warnings.values()) + plan_warnings(sc) + routing_note,
         extra={
-            "microbatches": st.microbatches, "dp": sc.dp, "p2p_s": st.p2p, "total_comm_s": st.total_comm + dp_exposed,
+            "microbatches": st.microbatches, "dp": sc.dp, "p2p_s": st.p2p, "pair_p2p_s": st.pair_p2p,
+            "total_comm_s": st.total_comm + dp_exposed,
             "memory_bound_s": st.memory_bound, "recompute_s": st.recompute,
             "step_parts_s": step_parts(st.work, st.compute, st.busy, st.bubble, dp_exposed, opt_time, st.even),
             "mean_imbalance": imbalance, "chunk_times_ms": dict(st.chunk_times_ms),
@@ -836,7 +844,8 @@ class PipelineStep:
     recompute: float
     chunk_times_ms: tuple
     ranks: tuple
-    rank_ends: tuple = ()  # DualPipe: each rank's (idle before, idle after, other stage's lead), schedules.dualpipe_step
+    rank_ends: tuple = ()  # DualPipe: each rank's (idle before, idle after, other stage's lead, first grads), schedules.dualpipe_step
+    pair_p2p: float | tuple = 0.0  # DualPipe: what a pair's outputs wait past its end (per rank and chunk where they differ)
 
 
 def pipeline_step(sc: Scenario, ev: Evaluator, imbalance: float) -> PipelineStep:
@@ -972,6 +981,7 @@ def _pipeline_step(sc: Scenario, ev: Evaluator, imbalance: float) -> PipelineSte
                         TaskTimes(F, B, min(W, B), FB) if p.schedule in TIME_DEPENDENT_HOPS else None)
         p2p_path = max(p2p_path, hops * p2p)
     rank_ends: tuple = ()
+    pair_p2p: float | tuple = 0.0
     if dual:
         # A DualPipe rank's work is its F&B pairs plus its lone chunks (warm-up forwards at F, cool-down
         # backwards at B, their all-to-all exposed), and every rank runs its own chunk times: the end ranks
@@ -987,8 +997,22 @@ def _pipeline_step(sc: Scenario, ev: Evaluator, imbalance: float) -> PipelineSte
         # busiest rank paces the step; its chunk times, communication and DP windows are the step's (the DES
         # reports its busiest rank's).
         rank_chunks = [TaskTimes(rF / vk, rB / vk, min(rW, rB) / vk, rFB / vk) for _, _, _, rF, rB, rW, rFB, *_ in ranks]
-        pair_p2p = 0.0 if overlap and p.dualpipe_sends == "in_pair" else 2 * p2p
-        if overlap and pair_p2p and cross_node_pp and a2a_on_nic:
+        in_pair = overlap and p.dualpipe_sends == "in_pair"
+        pair_p2p = 0.0 if in_pair else 2 * p2p
+        if in_pair and p2p:
+            # Sent inside the pair, both outputs leave before the last attention weight gradients of its backward's
+            # stage (DeepSeek-V3's Figure 4 runs the PP sends beside ATTN(W)); over the one link to their
+            # neighbour they take two transfers, and what of them outlasts that tail the next rank waits for:
+            # nothing on V3's 1.4 ms tails, but DeepSeekMoE 16B's are 0.25 ms against 0.68 ms of sends, and a
+            # stage of no transformer layer (the head's) has none. Per rank and chunk of the pair's forward
+            # (its backward runs the rank's other chunk), as the DES sends them.
+            def tail(s: int) -> float:
+                kind = next((k for k in stages[s] if k in ("dense", "moe")), None)
+                return ev.attention_wgrad(sc, kind, shape) if kind else 0.0
+            lags = tuple(tuple(max(0.0, 2 * p2p - tail(held[1 - c])) for c in (0, 1)) for _, held, *_ in ranks)
+            if any(x for lag in lags for x in lag):
+                pair_p2p = lags
+        elif overlap and cross_node_pp and a2a_on_nic:
             # Sent after the pair, they leave as the rank's next pair starts, and that pair's all-to-all with it,
             # on the same NIC: the two share it (half each while both move) for as long as the shorter lasts (the
             # DES: V3 PP32 CP2 DualPipeV waits 1.26 s a step on them, 0.79 s without the sharing).
@@ -1047,7 +1071,7 @@ def _pipeline_step(sc: Scenario, ev: Evaluator, imbalance: float) -> PipelineSte
         exposed_comm=exposed_s, total_comm=M * (tot.aF + tot.aB + (2 * p2p * vk if dual else 0.0) + tot.xF + tot.xB),
         work=work.scale(M), even=even, memory_bound=M * tot.memory_bound, recompute=M * tot.recompute,
         chunk_times_ms=(("F", F / vk * 1e3), ("B", B / vk * 1e3), ("W", W / vk * 1e3), ("FB", FB / vk * 1e3)),
-        ranks=tuple(reports), rank_ends=rank_ends,
+        ranks=tuple(reports), rank_ends=rank_ends, pair_p2p=pair_p2p,
     )
 
 
@@ -1165,10 +1189,10 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F:
     # Per rank: the chunk its step opens and closes with (micro-batches enter there), and its layers.
     for r, (held, _, sig, edge_stage, edge_layers) in enumerate(ev.layout(sc, stages)[1]):
         if rank_ends:  # DualPipe's ranks, timed by the list scheduler on their own chunk times
-            gathers_hide, reductions_hide, lead = rank_ends[r]
+            gathers_hide, reductions_hide, lead, first_grads = rank_ends[r]
         else:
             gathers_hide, reductions_hide = idle_at_ends(sched, p.pp, r, chunk_times, p2p)
-            lead = None
+            lead = first_grads = None
         if sig not in seen:
             pd, pe, act, act_max, unit, chunk_act = ev.rank_memory(sc, sig, shape)
             rs_parts, ag_parts = dp_collectives(sc, ev, pd, pe)
@@ -1220,9 +1244,14 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F:
             # parts share with the micro-batch's other NIC traffic (nic_mb). (The parts cover every stage the
             # rank holds; a DualPipe micro-batch runs one of its two.)
             visit = visits_per_stage(p.schedule)
-            if warm is None:
-                warm = warmup_forwards(sched, p.pp, M, p.vpp, pairs)
-            first_b = (r + warm[r]) * F / vk
+            if first_grads is not None:
+                # DualPipe: the rank's first task making weight gradients, where its run put it (a W, split off
+                # its backward, can come well after that backward's start: V2 PP2 DualPipeV, 0.57 s against 0.39).
+                first_b = first_grads
+            else:
+                if warm is None:
+                    warm = warmup_forwards(sched, p.pp, M, p.vpp, pairs)
+                first_b = (r + warm[r]) * F / vk
             if megatron and p.pp > 1:
                 # Nor before the first micro-batch's gradient is back. The last rank runs n forward chunks before
                 # its first backward (warmup_forwards counts the steady state's first one too; all V*M of them

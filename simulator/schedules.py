@@ -650,7 +650,7 @@ def simulate(
     pairs: bool = False,
     rank_times: Sequence[TaskTimes] | None = None,
     chunk_times: Sequence[Sequence[TaskTimes]] | None = None,
-    pair_p2p: float | None = None,
+    pair_p2p: float | Sequence[Sequence[float]] | None = None,
 ) -> Timeline:
     """Run the schedule's task lists with a dependency-respecting list
     scheduler: each rank runs its tasks strictly in order; a task starts when
@@ -665,13 +665,18 @@ def simulate(
     with ``pairs``, whose F&B spans two chunks). ``pair_p2p`` (default
     ``p2p``) is what an F&B pair's outputs take to reach the next ranks: a
     pair that sends both once it has ended, over the one link they share,
-    takes 2 x p2p for them. The tasks run in one pass, in an order that
+    takes 2 x p2p for them; per rank and per chunk of the pair's forward
+    (``pair_p2p[r][c]``) where the pairs of one rank differ (a pair that
+    sends inside itself, before its backward stage's last attention weight
+    gradients, waits for what of the sends outlasts them). The tasks run in one pass, in an order that
     puts every task after its inputs (:func:`_order`, found once per
     schedule shape), so the cost is linear in the number of tasks."""
     _validate(name, pp, microbatches, vpp, pairs)
     if pair_p2p is None:
         pair_p2p = p2p
-    for what, x in (("p2p", p2p), ("pair_p2p", pair_p2p)):
+    per_chunk = not isinstance(pair_p2p, (int, float))
+    lags = tuple(tuple(r) for r in pair_p2p) if per_chunk else ((pair_p2p,),)
+    for what, x in (("p2p", p2p),) + tuple(("pair_p2p", x) for r in lags for x in r):
         if not 0 <= x < math.inf:
             raise ConfigError(what, f"must be a finite number >= 0, got {x!r}")
     if rank_times is not None:
@@ -687,13 +692,23 @@ def simulate(
         if pairs and name in PAIRABLE:
             raise ConfigError("chunk_times", "an F&B pair spans two chunks", "pairs off")
         times = chunk_times[0][0]
+    if per_chunk:
+        if pairs and name in PAIRABLE:
+            raise ConfigError("pair_p2p", "per chunk: a Megatron F&B pair spans two chunks", "one number")
+        want = len(rank_stages(name, pp, vpp, 0))
+        if len(lags) != pp or any(len(r) != want for r in lags):
+            raise ConfigError("pair_p2p", f"per chunk: needs {pp} ranks x {want} chunks")
+        if chunk_times is None:  # the codes name the chunk (of the pair's forward), each chunk at its rank's times
+            chunk_times = tuple((t,) * want for t in (rank_times or (times,) * pp))
+            rank_times = None
     order, counts, nev, first = _order(name, pp, microbatches, vpp, pairs and name in PAIRABLE,
                                        chunk_times is not None)
     durs = _rank_durations(pp, times, rank_times, chunk_times)
     # Every rank's durations, and what its outputs take to reach the next rank, in one list each, indexed by
     # rank x codes + code (_order's index): one lookup a task.
     dur = [x for d in durs for x in d]
-    lag = [pair_p2p if code % 5 == _FB else p2p for d in durs for code in range(len(d))]
+    lag = [(lags[r][code // 5] if per_chunk else pair_p2p) if code % 5 == _FB else p2p
+           for r, d in enumerate(durs) for code in range(len(d))]
     end = [0.0] * (2 * nev)
     free = [0.0] * pp
     start = [0.0] * first[-1]  # every task's start, rank by rank
@@ -786,7 +801,8 @@ def dualpipe_step(name: str, pp: int, microbatches: int, rank_times: Sequence[Ta
                   pair_p2p: float) -> tuple[float, tuple[tuple[float, float, float], ...]]:
     """:func:`dualpipe_makespan`, and per rank what its data-parallel traffic can hide in: (idle before its first
     task, idle after its last, how long before its last task its other stage's last weight gradients are
-    done). Read off the shortest run, whose ends are the long step's: the fill does not depend on how many
+    done, when its first task making weight gradients starts: the first a sharded-gradient reduction can
+    follow). Read off the shortest run, whose ends are the long step's: the fill does not depend on how many
     micro-batches follow, nor the drain on how many came before."""
     rt = tuple(rank_times)
     runs: dict[int, Timeline] = {}
@@ -800,7 +816,7 @@ def dualpipe_step(name: str, pp: int, microbatches: int, rank_times: Sequence[Ta
     tl = runs[m0]
     codes = _compile(name, pp, m0, 1)[0]
     ends = []
-    for r, (last, grads) in enumerate(_dual_marks(name, pp, m0)):
+    for r, (last, grads, first_grads) in enumerate(_dual_marks(name, pp, m0)):
         starts, dur = tl.starts[r], _durations(rt[r])
 
         def end(i: int) -> float:
@@ -808,15 +824,16 @@ def dualpipe_step(name: str, pp: int, microbatches: int, rank_times: Sequence[Ta
 
         t_last = end(last)
         lead = t_last - min(end(i) for i in grads) if len(grads) > 1 else 0.0
-        ends.append((starts[0], tl.makespan - t_last, lead))
+        ends.append((starts[0], tl.makespan - t_last, lead, starts[first_grads]))
     return step, tuple(ends)
 
 
 @lru_cache(maxsize=256)
-def _dual_marks(name: str, pp: int, m: int) -> tuple[tuple[int, tuple[int, ...]], ...]:
-    """Per rank of a DualPipe(V) schedule: its last task's index, and the index of each of its stages' (chunks')
-    last task making weight gradients (a W, a backward not split, the backward half of a pair), found once a
-    shape so that :func:`dualpipe_step` reads a plan's ends off the run's start times."""
+def _dual_marks(name: str, pp: int, m: int) -> tuple[tuple[int, tuple[int, ...], int], ...]:
+    """Per rank of a DualPipe(V) schedule: its last task's index, the index of each of its stages' (chunks')
+    last task making weight gradients (a W, a backward not split, the backward half of a pair), and of its
+    first such task, found once a shape so that :func:`dualpipe_step` reads a plan's ends off the run's start
+    times."""
     out = []
     for tasks in _build(name, pp, m, 1):
         done: dict[int, int] = {}
@@ -825,7 +842,9 @@ def _dual_marks(name: str, pp: int, m: int) -> tuple[tuple[int, tuple[int, ...]]
                 done[task.chunk] = i
             elif task.kind == "FB":
                 done[task.chunk2] = i
-        out.append((len(tasks) - 1, tuple(done.values())))
+        first = min(i for i, t in enumerate(tasks)
+                    if t.kind in ("W", "FB") or (t.kind == "B" and not t.split_backward))
+        out.append((len(tasks) - 1, tuple(done.values()), first))
     return tuple(out)
 
 
