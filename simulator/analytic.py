@@ -1212,7 +1212,13 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F:
             # 1.448; an open item.)
             mb_links = (rs_link, ag_link)
             if p.zero == 3 and len(held) > 1:
-                per = [dp_collectives(sc, ev, *ev.stage_memory(sc, tuple(stages[s]), shape)[:2]) for s in held]
+                parts = [list(ev.stage_memory(sc, tuple(stages[s]), shape)[:2]) for s in held]
+                # The rank's copies of weights shared with units it does not hold (workload.shared_weight_copies:
+                # what its own sums hold beyond its stages'), reduced and gathered with its last stage, as the DES
+                # does. (V3 PP32 DualPipe: the MTP head's copy of the output head on stage 31, 0.93 B parameters,
+                # a third of rank 0's ZeRO-3 traffic.)
+                parts[-1][0] += max(0.0, pd - sum(x[0] for x in parts))
+                per = [dp_collectives(sc, ev, a, b) for a, b in parts]
                 mb_links = tuple((sum(t for c in per for t, nic in c[k] if nic),
                                   sum(t for c in per for t, nic in c[k] if not nic)) for k in (0, 1))
             w, gr, o = state_bytes(pd, pe, p.zero, dense_group, dp_expert, p.grad_dtype, p.moment_dtype)

@@ -439,19 +439,21 @@ def test_dualpipe_dp_traffic_hides_where_each_rank_idles(name, overrides):
     assert a.step_time_s == pytest.approx(d.step_time_s, rel=0.002)
 
 
-def test_dualpipe_end_ranks_reduce_a_shared_weight_copy_once():
+@pytest.mark.parametrize("zero", [2, 3])
+def test_dualpipe_end_ranks_reduce_a_shared_weight_copy_once(zero):
     """Under DualPipe ranks r and PP-1-r hold the same two stages. V3 at PP32 puts the embedding with the first
     layers on stage 0 and the MTP head, which shares the output head's weights, on stage 31 without the head:
     ranks 0 and 31 keep one copy of the head's weights, whose gradients are reduced with stage 31's. The DES once added that
     copy once per rank, to each rank's own last stage, so both reduced two copies (ZeRO-2: 0.59 s of DP traffic
     exposed against the analytic engine's 0.05 s, the step 17 % apart); now its per-micro-batch reductions on
-    rank 0 move what the analytic engine's rank 0 holds, and the steps agree."""
+    rank 0 move what the analytic engine's rank 0 holds, and the steps agree. Under ZeRO-3, whose collectives
+    the analytic engine sums stage by stage, its stage sums had left the copy out (3.25 s against 4.44 s)."""
     from simulator.analytic import Evaluator, dp_collectives, resolve_profile, stage_units
     from simulator.des import engine as des
     from simulator.workload import Shape
 
     sc = load_scenario("deepseek-v3", ("plan.pp=32", "plan.schedule=dualpipe", "plan.cp=2", "plan.ep=16",
-                                       "plan.zero=2", "cluster.num_gpus=512", "training.global_batch=512"))
+                                       f"plan.zero={zero}", "cluster.num_gpus=512", "training.global_batch=512"))
     ev = Evaluator(sc, resolve_profile(sc, None))
     shape = Shape.of(sc.plan, sc.training.seq_len)
     stages = stage_units(sc, ev, shape)
@@ -467,4 +469,5 @@ def test_dualpipe_end_ranks_reduce_a_shared_weight_copy_once():
         assert moved == pytest.approx(sc.microbatches / 2 * sum(t for t, _ in rs), rel=2e-3)
     a, d = predict(sc), predict(sc, engine="des")
     assert d.step_time_s == pytest.approx(a.step_time_s, rel=0.02)
-    assert d.dp_exposed_s < 0.15
+    if zero == 2:
+        assert d.dp_exposed_s < 0.15
