@@ -833,7 +833,7 @@ class PipelineStep:
     bubble: float
     compute: float
     p2p: float
-    nic_mb: float  # a micro-batch's other NIC time, which the per-micro-batch ZeRO-2/3 reductions share
+    nic_mb: tuple  # per rank, a micro-batch's other NIC time, which the per-micro-batch ZeRO-2/3 reductions share
     grads_last: float  # a micro-batch's time in the tasks that make its weight gradients (the last reductions wait)
     hidden_comm: float
     exposed_comm: float
@@ -1047,12 +1047,13 @@ def _pipeline_step(sc: Scenario, ev: Evaluator, imbalance: float) -> PipelineSte
         work = work.scale(visits_per_stage(p.schedule))
         even = rank_work(counted, work, 0.0, 0.0, 0.0, 0.0)[1]  # its compute only
 
-    # What else a micro-batch puts on this rank's NIC, which the per-micro-batch ZeRO-2/3 reductions share:
+    # What else a micro-batch puts on each rank's NIC, which the per-micro-batch ZeRO-2/3 reductions share:
     # its P2P sends (an activation out of each chunk forward, a gradient out of each chunk backward) and its
-    # all-to-all where the EP group crosses nodes.
-    nic_mb = 2 * vk * p2p if cross_node_pp else 0.0
-    if a2a_on_nic:
-        nic_mb += tot.aF + tot.aB
+    # all-to-all where the EP group crosses nodes. Each rank's own: the pacing rank's stood for every rank, and
+    # V3's PP8 DualPipe is paced by an end rank whose embedding, dense layers and head leave it 0.038 s of
+    # all-to-all a micro-batch against the middle ranks' 0.055 s (ZeRO-2 at EP64: 18.75 s against the DES's 20.41).
+    sends = 2 * vk * p2p if cross_node_pp else 0.0
+    nic_mb = tuple(sends + (rtot.aF + rtot.aB if a2a_on_nic else 0.0) for _, _, rtot, *_ in ranks)
     # The last weight gradients, which the last reductions wait for, come from the last W task where the schedule
     # splits the backward (ZB1P and DualPipe end on W's), from the full backward elsewhere.
     split = runnable(p.schedule) in SPLIT_BACKWARD
@@ -1132,9 +1133,9 @@ def nic_share_delay(x: float, a: float, period: float, stream: float = 0.0) -> f
 
 
 def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F: float, B: float,
-                   nic_mb: float = 0.0, span: float = 0.0, p2p: float = 0.0, grads_last: float | None = None,
+                   nic_mb: tuple = (), span: float = 0.0, p2p: float = 0.0, grads_last: float | None = None,
                    rank_ends: tuple = ()):
-    """Exposed DP time, optimizer time and per-rank memory (``nic_mb``: a micro-batch's other NIC time;
+    """Exposed DP time, optimizer time and per-rank memory (``nic_mb``: per rank, a micro-batch's other NIC time;
     ``span``: the pacing rank's work and bubble over the step, which per-micro-batch reductions overlap;
     ``grads_last``: a micro-batch's time in the tasks that make its weight gradients, B unless the
     schedule splits W off)."""
@@ -1272,7 +1273,7 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F:
                 trip = (rounds * p.pp + p.pp - 1) * (f + p2p) + (j + 1) * f + (p.pp - 1 - r) * (b + p2p)
                 first_b = max(first_b, trip)
             after_warmup = span - first_b
-            nic = nic_mb if rs_link[0] or ag_link[0] else 0.0
+            nic = nic_mb[r] if nic_mb and (rs_link[0] or ag_link[0]) else 0.0
             t_rs_mb, t_ag_mb = sum(rs_mb), sum(ag_mb)
             # ... and the last micro-batch's reduction can only follow its own backward.
             # The DP stream's NIC parts share the NIC with that traffic, so the stream takes longer than its
