@@ -410,10 +410,14 @@ def test_dualpipe_step_is_the_schedule_run_on_each_ranks_chunk_times(schedule):
     if schedule == "dualpipe":
         assert lags == 0.0
         return
+    p2p = a.extra["p2p_s"]
     for rank, lag in zip(a.stages, lags):
         for c, x in enumerate(lag):
             no_layer = not {"dense", "moe"} & set(rank.layers[1 - c])  # the stage the pair's backward runs
-            assert x == (pytest.approx(2 * a.extra["p2p_s"]) if no_layer else 0.0)
+            if no_layer:  # two sends over one link, stretched by up to half beside the next pair's all-to-all
+                assert 2 * p2p < x <= 3 * p2p + 1e-12
+            else:
+                assert x == 0.0
     assert any(x for lag in lags for x in lag)
     assert step > dualpipe_makespan(schedule, 8, sc.microbatches, chunks, a.extra["p2p_s"], 0.0)
 
