@@ -83,7 +83,7 @@ def test_whatif_opens_on_deepseek_v3():
     band = [c.value for c in at.caption if "validation band" in c.value]
     assert band and "calibration band" in band[0] and "not confidence intervals" in band[0], \
         [c.value for c in at.caption]
-    # The band lies above the estimate (173,117 under 174,807 - 254,977): the card says why.
+    # The band lies above the estimate (173,352 under 175,044 - 255,323): the card says why.
     assert re.search(r"published runs took \d\.\d\dx – \d\.\d\dx our prediction of them", band[0]), band[0]
 
 
