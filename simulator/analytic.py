@@ -988,8 +988,8 @@ def _pipeline_step(sc: Scenario, ev: Evaluator, imbalance: float) -> PipelineSte
         # hold the embedding and the head beside fewer layers, and a stage without an all-to-all pairs
         # otherwise. The step is the list scheduler's over those times (schedules.dualpipe_makespan, not the
         # closed form of alike ranks), with the P2P sends where they go: a lone chunk's output always waits one
-        # transfer. A pair whose halves overlap sends as plan.dualpipe_sends says: inside itself (hidden
-        # there, priced in pair_comm above: nothing to wait for) or after it, both outputs to the same
+        # transfer. A pair whose halves overlap sends as plan.dualpipe_sends says: inside itself (priced in
+        # pair_comm above; the next rank waits only for what outlasts the pair's tail, below) or after it, both outputs to the same
         # neighbour (F0&B1 downstream under both DualPipe and DualPipeV, F1&B0 upstream) over one link, two
         # transfers (their link time also stays in pair_comm: they share the NIC with the next pair's
         # all-to-all). A pair that runs its F then its B (a dense model, or ep_overlap off) sends both after it

@@ -59,6 +59,7 @@ communication:
 from __future__ import annotations
 
 import math
+import numbers
 import textwrap
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -674,8 +675,11 @@ def simulate(
     _validate(name, pp, microbatches, vpp, pairs)
     if pair_p2p is None:
         pair_p2p = p2p
-    per_chunk = not isinstance(pair_p2p, (int, float))
-    lags = tuple(tuple(r) for r in pair_p2p) if per_chunk else ((pair_p2p,),)
+    per_chunk = not isinstance(pair_p2p, numbers.Real)
+    try:
+        lags = tuple(tuple(float(x) for x in r) for r in pair_p2p) if per_chunk else ((pair_p2p,),)
+    except (TypeError, ValueError):
+        raise ConfigError("pair_p2p", f"must be a number >= 0 or one per rank and chunk, got {pair_p2p!r}") from None
     for what, x in (("p2p", p2p),) + tuple(("pair_p2p", x) for r in lags for x in r):
         if not 0 <= x < math.inf:
             raise ConfigError(what, f"must be a finite number >= 0, got {x!r}")
@@ -781,14 +785,16 @@ def first_rounds(pp: int, microbatches: int, settle: int = 2) -> int:
 
 
 def dualpipe_makespan(name: str, pp: int, microbatches: int, rank_times: Sequence[TaskTimes], p2p: float,
-                      pair_p2p: float) -> float:
+                      pair_p2p: float | Sequence[Sequence[float]]) -> float:
     """The step of a DualPipe or DualPipeV pipeline whose ranks take their own chunk times: the list
     scheduler's makespan, a long step from two short ones (:func:`by_rounds`, from the fourth round of PP
     micro-batches on: the fill alone takes two rounds, and where the ranks take different times the third still
     grows the step by more than a steady round; DeepSeekMoE 16B at PP4, 72 micro-batches, came out 0.5 % long
     from the third). ``p2p`` is what a lone chunk's
-    output takes to the next rank and ``pair_p2p`` an F&B pair's (0 where the pair sends inside itself, behind
-    its compute; 2 x p2p where it sends both once it has ended, over the one link to their neighbour).
+    output takes to the next rank and ``pair_p2p`` an F&B pair's past its end (where the pair sends inside
+    itself, what of its two sends outlasts its backward stage's last attention weight gradients, per rank and
+    chunk; 2 x p2p where it sends both once it has ended, over the one link to their neighbour; see
+    :func:`simulate`).
 
     The closed form (PP/2 - 1)(F&B + B - 3W) prices a pipeline of alike ranks whose F&B takes F + B; where
     the pairs hide their all-to-all (F&B < F + B) and the end ranks, holding the embedding and the head
@@ -798,7 +804,7 @@ def dualpipe_makespan(name: str, pp: int, microbatches: int, rank_times: Sequenc
 
 
 def dualpipe_step(name: str, pp: int, microbatches: int, rank_times: Sequence[TaskTimes], p2p: float,
-                  pair_p2p: float) -> tuple[float, tuple[tuple[float, float, float], ...]]:
+                  pair_p2p: float | Sequence[Sequence[float]]) -> tuple[float, tuple[tuple[float, float, float, float], ...]]:
     """:func:`dualpipe_makespan`, and per rank what its data-parallel traffic can hide in: (idle before its first
     task, idle after its last, how long before its last task its other stage's last weight gradients are
     done, when its first task making weight gradients starts: the first a sharded-gradient reduction can

@@ -6,6 +6,7 @@ import argparse
 import json
 from collections import Counter
 
+import numpy as np
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -677,8 +678,11 @@ def test_pair_p2p_per_rank_and_chunk(name):
         for (task, s, _), (_, s0, _) in zip(one.ranks[r], plain.ranks[r]):
             if s0 < first_pair_end:
                 assert s == s0, (r, task)
+    assert simulate(name, 4, 16, t, p2p=0.1, pair_p2p=np.float64(0.3)).makespan == \
+        simulate(name, 4, 16, t, p2p=0.1, pair_p2p=0.3).makespan  # any real number is one number
     for bad, what in (([(0.3, 0.3)] * 3, "needs 4 ranks x 2 chunks"), ([(0.3,)] * 4, "needs 4 ranks x 2 chunks"),
-                      ([(0.3, -1.0)] * 4, "finite number >= 0")):
+                      ([(0.3, -1.0)] * 4, "finite number >= 0"), ([0.3] * 4, "one per rank and chunk"),
+                      ([(0.3, None)] * 4, "one per rank and chunk")):
         with pytest.raises(ConfigError, match=what):
             simulate(name, 4, 16, t, p2p=0.1, pair_p2p=bad)
     with pytest.raises(ConfigError, match="spans two chunks"):
@@ -799,6 +803,53 @@ def test_every_task_starts_after_every_input_its_own_ranks_included(name, pp, vp
             hop = p2p if route_rank(name, pp, vpp, r, s, s2) != r else 0.0
             assert r2 == r or hop == p2p
             assert start >= end + hop - 1e-9, (r, s, kind, s2, mb)
+
+
+@settings(max_examples=80, deadline=None)
+@given(name=st.sampled_from(["dualpipe", "dualpipev"]), pp=st.sampled_from([2, 4, 6, 8]), m=st.integers(0, 12),
+       p2p=st.sampled_from([0.0, 0.2]), data=st.data())
+def test_per_chunk_pair_waits_are_the_list_schedulers_equations(name, pp, m, p2p, data):
+    """With ``pair_p2p`` per rank and chunk, every task starts exactly when its rank is free and its last input has
+    arrived: an input made on another rank arrives ``p2p`` after a lone chunk ends, and ``pair_p2p[r][c]`` after
+    an F&B pair of rank r whose forward runs chunk c ends; one made on its own rank at once."""
+    m = 2 * pp + 2 * m
+    tenth = st.integers(1, 30).map(lambda x: x / 10)
+    rt = [TaskTimes(f, b, min(w, b), fb) for f, b, w, fb in
+          data.draw(st.lists(st.tuples(tenth, tenth, tenth, tenth), min_size=pp, max_size=pp))]
+    lags = data.draw(st.lists(st.tuples(*(st.integers(0, 20).map(lambda x: x / 10) for _ in range(2))),
+                              min_size=pp, max_size=pp))
+    tl = simulate(name, pp, m, rt[0], p2p=p2p, pair_p2p=lags, rank_times=rt)
+    done = {}  # (kind, stage, mb) -> (rank, end, what it takes to reach another rank)
+    for r in range(pp):
+        held = rank_stages(name, pp, 1, r)
+        for task, start, end in tl.ranks[r]:
+            lag = lags[r][task.chunk] if task.kind == "FB" else p2p
+            if task.kind in ("F", "FB"):
+                done["F", held[task.chunk], task.mb] = (r, end, lag)
+            if task.kind in ("B", "FB"):
+                c = task.chunk2 if task.kind == "FB" else task.chunk
+                done["B", held[c], task.mb2 if task.kind == "FB" else task.mb] = (r, end, lag)
+    ns = num_stages(name, pp, 1)
+    for r in range(pp):
+        held = rank_stages(name, pp, 1, r)
+        free = 0.0
+        for task, start, end in tl.ranks[r]:
+            want = []
+            if task.kind in ("F", "FB") and held[task.chunk] > 0:
+                want.append(("F", held[task.chunk] - 1, task.mb))
+            if task.kind in ("B", "FB"):
+                c, mb = (task.chunk2, task.mb2) if task.kind == "FB" else (task.chunk, task.mb)
+                want.append(("F", held[c], mb))
+                if held[c] < ns - 1:
+                    want.append(("B", held[c] + 1, mb))
+            if task.kind == "W":
+                want.append(("B", held[task.chunk], task.mb))
+            ready = free
+            for key in want:
+                r2, made, lag = done[key]
+                ready = max(ready, made + (lag if r2 != r else 0.0))
+            assert start == pytest.approx(ready, abs=1e-9), (r, task)
+            free = end
 
 
 @settings(max_examples=60, deadline=None)
