@@ -997,31 +997,28 @@ def _pipeline_step(sc: Scenario, ev: Evaluator, imbalance: float) -> PipelineSte
         # busiest rank paces the step; its chunk times, communication and DP windows are the step's (the DES
         # reports its busiest rank's).
         rank_chunks = [TaskTimes(rF / vk, rB / vk, min(rW, rB) / vk, rFB / vk) for _, _, _, rF, rB, rW, rFB, *_ in ranks]
+        # What a pair's outputs wait past its end, per rank and chunk of the pair's forward (its backward runs the
+        # rank's other chunk), as the DES sends them. Sent inside the pair, both leave before the last attention
+        # weight gradients of its backward's stage (DeepSeek-V3's Figure 4 runs the PP sends beside ATTN(W)), and
+        # only what of the two transfers outlasts that tail is waited for: nothing on V3's 1.4 ms tails, but
+        # DeepSeekMoE 16B's are 0.25 ms against 0.68 ms of sends, and a stage of no transformer layer (the
+        # head's) has none. Sent after it, both transfers are. A pair that runs its F then its B sends after it.
         in_pair = overlap and p.dualpipe_sends == "in_pair"
-        pair_p2p = 0.0 if in_pair else 2 * p2p
-        if in_pair and p2p:
-            # Sent inside the pair, both outputs leave before the last attention weight gradients of its backward's
-            # stage (DeepSeek-V3's Figure 4 runs the PP sends beside ATTN(W)); over the one link to their
-            # neighbour they take two transfers, and what of them outlasts that tail the next rank waits for:
-            # nothing on V3's 1.4 ms tails, but DeepSeekMoE 16B's are 0.25 ms against 0.68 ms of sends, and a
-            # stage of no transformer layer (the head's) has none. Per rank and chunk of the pair's forward
-            # (its backward runs the rank's other chunk), as the DES sends them.
-            def tail(s: int) -> float:
-                kind = next((k for k in stages[s] if k in ("dense", "moe")), None)
-                return ev.attention_wgrad(sc, kind, shape) if kind else 0.0
-            lags = tuple(tuple(max(0.0, 2 * p2p - tail(held[1 - c])) for c in (0, 1)) for _, held, *_ in ranks)
-            if cross_node_pp and a2a_on_nic:
-                # What outlasts the pair leaves beside the next pair's all-to-all, on the same NIC: stretched as the
-                # after-pair sends below are, by the rank's own all-to-all (DeepSeekMoE 16B PP16: 0.43 -> 0.65 ms).
-                lags = tuple(tuple(x + min(x, (rtot.aF + rtot.aB) / vk) / 2 for x in lag)
-                             for lag, (_, _, rtot, *_) in zip(lags, ranks))
-            if any(x for lag in lags for x in lag):
-                pair_p2p = lags
-        elif overlap and cross_node_pp and a2a_on_nic:
-            # Sent after the pair, they leave as the rank's next pair starts, and that pair's all-to-all with it,
-            # on the same NIC: the two share it (half each while both move) for as long as the shorter lasts (the
-            # DES: V3 PP32 CP2 DualPipeV waits 1.26 s a step on them, 0.79 s without the sharing).
-            pair_p2p += max(min(pair_p2p, (rtot.aF + rtot.aB) / vk) for _, _, rtot, *_ in ranks) / 2
+
+        def tail(s: int) -> float:
+            kind = next((k for k in stages[s] if k in ("dense", "moe")), None)
+            return ev.attention_wgrad(sc, kind, shape) if kind else 0.0
+
+        waits = [[max(0.0, 2 * p2p - tail(held[1 - c])) if in_pair else 2 * p2p for c in (0, 1)]
+                 for _, held, *_ in ranks] if p2p else [[0.0, 0.0]] * len(ranks)
+        if overlap and cross_node_pp and a2a_on_nic:
+            # What is waited for leaves as the rank's next pair starts, and that pair's all-to-all with it, on
+            # the same NIC: the two share it (half each while both move) for as long as the shorter lasts (the
+            # DES: V3 PP32 CP2 DualPipeV after each pair waits 1.26 s a step on them, 0.79 s without the sharing;
+            # DeepSeekMoE 16B PP16 inside each pair 0.65 ms a pair, 0.43 ms without).
+            waits = [[x + min(x, (rtot.aF + rtot.aB) / vk) / 2 for x in w] for w, (_, _, rtot, *_) in zip(waits, ranks)]
+        distinct = {x for w in waits for x in w}
+        pair_p2p = distinct.pop() if len(distinct) == 1 else tuple(map(tuple, waits))
         step, rank_ends = dualpipe_step(p.schedule, p.pp, M, rank_chunks, p2p, pair_p2p)
         works = [rank_work(r, rtot, rF, rB, rFB, rbusy) for r, _, rtot, rF, rB, _, rFB, rbusy, _, _ in ranks]
         pace = max(range(len(ranks)), key=lambda i: works[i][0])
@@ -1219,11 +1216,10 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F:
             mb_links = (rs_link, ag_link)
             if p.zero == 3 and len(held) > 1:
                 parts = [list(ev.stage_memory(sc, tuple(stages[s]), shape)[:2]) for s in held]
-                # The rank's copies of weights shared with units it does not hold (workload.shared_weight_copies:
-                # what its own sums hold beyond its stages'), reduced and gathered with its last stage, as the DES
-                # does. (V3 PP32 DualPipe: the MTP head's copy of the output head on stage 31, 0.93 B parameters,
-                # a third of rank 0's ZeRO-3 traffic.)
-                parts[-1][0] += max(0.0, pd - sum(x[0] for x in parts))
+                # The rank's copies of weights shared with units it does not hold, reduced and gathered with its
+                # last stage, as the DES does. (V3 PP32 DualPipe: the MTP head's copy of the output head on stage
+                # 31, 0.93 B parameters, a third of rank 0's ZeRO-3 traffic.)
+                parts[-1][0] += shared_weight_copies(sc.model, (u for s in held for u in stages[s]), shape.tp)
                 per = [dp_collectives(sc, ev, a, b) for a, b in parts]
                 mb_links = tuple((sum(t for c in per for t, nic in c[k] if nic),
                                   sum(t for c in per for t, nic in c[k] if not nic)) for k in (0, 1))
