@@ -81,6 +81,7 @@ from .schedules import (
 from .timer import OpTimer
 from .workload import (
     BYTES,
+    DISPATCH_TRANSPORT,
     LAYER_UNITS,
     MAIN_LAYERS,
     ROUTED_UNITS,
@@ -1054,8 +1055,13 @@ def _pipeline_step(sc: Scenario, ev: Evaluator, imbalance: float) -> PipelineSte
     # all-to-all where the EP group crosses nodes. Each rank's own: the pacing rank's stood for every rank, and
     # V3's PP8 DualPipe is paced by an end rank whose embedding, dense layers and head leave it 0.038 s of
     # all-to-all a micro-batch against the middle ranks' 0.055 s (ZeRO-2 at EP64: 18.75 s against the DES's 20.41).
+    # The all-to-all's share is its IB bytes' time alone on the NIC, not its whole time: its NVLink leg and
+    # latency leave the NIC to the reductions (DeepSeekMoE 16B PP2 EP16 ZeRO-3: 0.023 s a micro-batch on the NIC
+    # of 0.031 s of all-to-all, as the DES's flows carry them).
     sends = 2 * vk * p2p if cross_node_pp else 0.0
-    nic_mb = tuple(sends + (rtot.aF + rtot.aB if a2a_on_nic else 0.0) for _, _, rtot, *_ in ranks)
+    transport = DISPATCH_TRANSPORT[p.dispatcher]
+    nic_mb = tuple(sends + (ev.comm.a2a_nic_time(rtot.ib_bytes, transport, p.ep) if a2a_on_nic else 0.0)
+                   for _, _, rtot, *_ in ranks)
     # The last weight gradients, which the last reductions wait for, come from the last W task where the schedule
     # splits the backward (ZB1P and DualPipe end on W's), from the full backward elsewhere.
     split = runnable(p.schedule) in SPLIT_BACKWARD
@@ -1117,20 +1123,24 @@ def dp_collectives(sc: Scenario, ev: Evaluator, pd: float, pe: float) -> tuple[t
 def nic_share_delay(x: float, a: float, period: float, stream: float = 0.0) -> float:
     """Seconds a serial stream's NIC parts of ``x`` seconds (alone on the NIC) lose each micro-batch to other
     NIC traffic of ``a`` seconds alone (the micro-batch's all-to-all and P2P sends) that shares the NIC fairly
-    with them (half each while both move: the DES's rule, des/links.py) and whose timing is independent of
-    where the stream is. Each is stretched by half the time o that the two overlap: the stream's NIC parts take
-    x + o/2, the other traffic a + o/2, and independence makes the overlap the product of their busy fractions
-    over the micro-batch's period P: o = (x + o/2)(a + o/2) / P. P is the step's pace: the pipeline's
-    ``period`` (span / M), or longer where the NIC (x + a) or the stream itself (``stream`` seconds alone, all
-    its parts, plus o/2) cannot keep that pace. Returns o/2 (at most min(x, a): full overlap)."""
+    with them (half each while both move: the DES's rule, des/links.py); the other traffic loses as much.
+
+    The stream (``stream`` seconds alone a micro-batch, ``x`` of them on the NIC) moves its work in many small
+    pieces (a bucket per layer) as the work comes, so inside the other traffic's window of a + h seconds it
+    does the work it does anywhere else, x/P of NIC work a second of window, and that work takes twice its
+    time there, all of it beside the other traffic: each loses half of that, h = (a + h) x / P, so
+    h = a x / (P - x). Where the doubled work does not fit in the window (stream + x > P) the stream is never
+    idle there and spends the share 2x / (2x + y) of it on the NIC, y = stream - x its other parts, so
+    h = a x / stream (the two meet at stream + x = P). Two pieces placed at random overlap 2 x a / P on
+    average, not the x a / P of intervals that do not stretch each other: assuming the two busy fractions
+    independent halved the delay (a flow-level run of the DES's links agrees with this, tests/test_analytic.py).
+    P is the step's pace: the pipeline's ``period`` (span / M), or x + a where the NIC cannot keep that.
+    At most min(x, a): full overlap."""
     if x <= 0.0 or a <= 0.0:
         return 0.0
     q = max(period, x + a)
-    h = q - (x + a) / 2  # o/2 from o^2/4 + ((x + a)/2 - P) o + x a = 0 at P = q, the smaller root
-    half = h - (h * h - x * a) ** 0.5
-    if stream + half > q:  # the stream paces the step: P = stream + o/2, o^2/4 + (stream - (x + a)/2) o - x a = 0
-        g = stream - (x + a) / 2
-        half = -g + (g * g + x * a) ** 0.5
+    s = max(stream, x)
+    half = a * x / (q - x) if s + x <= q else a * x / s
     return min(half, x, a)
 
 

@@ -105,6 +105,12 @@ class CommModel:
     def nvlink(self, op: str, ranks: int) -> float:
         return self.c.nvlink_gbps * GB * self._efficiency(op, ranks, "nvlink")
 
+    def a2a_nic_time(self, ib_bytes: float, transport: str, ep: int) -> float:
+        """Seconds an all-to-all's IB bytes hold the NIC alone, at the dispatch row's rate for both directions
+        (as the DES sends them): what the DP stream's and the P2P sends' NIC parts share the NIC with. Its
+        NVLink leg and latency, also in the all-to-all's time, are not on the NIC."""
+        return ib_bytes / self.ib(all_to_all_row(transport, "dispatch"), ep) if ib_bytes else 0.0
+
     def all_to_all(self, op: Op, ep: int) -> tuple[float, float, float]:
         """(seconds, IB bytes, NVLink bytes) of one dispatch or combine on one GPU.
 
