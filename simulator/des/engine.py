@@ -85,7 +85,6 @@ from simulator.analytic import (
     window_phase,
 )
 from simulator.breakdown import step_parts
-from simulator.comm import all_to_all_row
 from simulator.config import Scenario
 from simulator.des.clock import to_ns, to_s
 from simulator.des.links import Network
@@ -289,8 +288,11 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
         p2p_link, p2p_eff = "nvl", ev.comm.nvlink("p2p", 2)
         p2p_lat, p2p_gbps = c.nvlink_latency_us * 1e-6, nvl_gbps
     p2p_flow_bytes = act_bytes * p2p_gbps * 1e9 / p2p_eff  # alone on the link: exactly the analytic p2p time
-    a2a_row = all_to_all_row(DISPATCH_TRANSPORT[p.dispatcher], "dispatch")
-    a2a_scale = ib_gbps * 1e9 / ev.comm.ib(a2a_row, p.ep) if (m.is_moe and p.ep > 1) else 0.0
+    transport = DISPATCH_TRANSPORT[p.dispatcher]
+
+    def a2a_flow_bytes(ib_bytes: float) -> float:
+        """Bytes of an all-to-all's NIC flow: alone on the NIC it takes its IB bytes' time (CommModel.a2a_nic_time)."""
+        return ev.comm.a2a_nic_time(ib_bytes, transport, p.ep) * ib_gbps * 1e9
 
     # Per (stage, imbalance) durations in ns, cached.
     dur_cache: dict[tuple[int, float], tuple] = {}
@@ -309,7 +311,7 @@ def _simulate(sc: Scenario, ev: Evaluator, stages, tt: _Times, table, comm: bool
                      0, 0, 0, 0, 0.0, 0.0)
             else:
                 d = (to_ns(pt.F), to_ns(pt.B), to_ns(pt.W), to_ns(pt.Fr), to_ns(pt.Br), to_ns(pt.Wr),
-                     to_ns(pt.aF), to_ns(pt.aB), to_ns(pt.xF), to_ns(pt.xB), ibF * a2a_scale, ibB * a2a_scale)
+                     to_ns(pt.aF), to_ns(pt.aB), to_ns(pt.xF), to_ns(pt.xB), a2a_flow_bytes(ibF), a2a_flow_bytes(ibB))
             dur_cache[key] = d
         return d
 
