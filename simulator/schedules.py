@@ -61,6 +61,7 @@ from __future__ import annotations
 import math
 import numbers
 import textwrap
+from array import array
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -69,6 +70,11 @@ from functools import cached_property, lru_cache
 from simulator.bubble import closed_form_bubble
 from simulator.errors import ConfigError
 from simulator.layout import num_stages, rank_stages, route_rank
+
+try:  # the list scheduler's pass in C (simulator/_listsched.c), built by `pip install`; the Python loop otherwise
+    from simulator._listsched import run as _run_in_c
+except ImportError:  # pragma: no cover (a source tree run without installing)
+    _run_in_c = None
 
 SCHEDULE_NAMES = ("1f1b", "interleaved", "zb1p", "dualpipe", "dualpipev")
 
@@ -533,8 +539,9 @@ def _order(name: str, pp: int, m: int, vpp: int, pairs: bool = False, by_chunk: 
     takes, so one order serves every set of durations: :func:`simulate` then times a step in one pass, with
     no waiting lists (2-3x faster than the event-driven list scheduler it was, the same floating-point
     operations in the same order, so the same times to the last bit). Found here once per schedule shape
-    by that list scheduler, run on "exists" alone; also returns the task counts per code, ``nev`` and each
-    rank's first slot (and one past the last rank's)."""
+    by that list scheduler, run on "exists" alone; also returns the task counts per code, ``nev``, each
+    rank's first slot (and one past the last rank's) and the sequence packed into int32s for the pass in C
+    (simulator/_listsched.c)."""
     comp, counts, nev = _compile(name, pp, m, vpp, pairs, by_chunk)
     codes = len(counts[0])  # the same on every rank
     first = [0]
@@ -574,7 +581,12 @@ def _order(name: str, pp: int, m: int, vpp: int, pairs: bool = False, by_chunk: 
         ptr[r] = i
     if any(ptr[r] != len(comp[r]) for r in range(pp)):  # pragma: no cover
         raise RuntimeError(f"{name}: schedule deadlocks (pp={pp}, microbatches={m})")
-    return tuple(order), counts, nev, tuple(first)
+    packed = array("i")  # the same sequence for the pass in C: rank, index, slot, #deps, #events, deps, events
+    for r, i, deps, prods, k in order:
+        packed.extend((r, i, k, len(deps), len(prods)))
+        packed.extend(deps)
+        packed.extend(prods)
+    return tuple(order), counts, nev, tuple(first), packed
 
 
 @dataclass
@@ -705,14 +717,35 @@ def simulate(
         if chunk_times is None:  # the codes name the chunk (of the pair's forward), each chunk at its rank's times
             chunk_times = tuple((t,) * want for t in (rank_times or (times,) * pp))
             rank_times = None
-    order, counts, nev, first = _order(name, pp, microbatches, vpp, pairs and name in PAIRABLE,
-                                       chunk_times is not None)
+    order, counts, nev, first, packed = _order(name, pp, microbatches, vpp, pairs and name in PAIRABLE,
+                                               chunk_times is not None)
     durs = _rank_durations(pp, times, rank_times, chunk_times)
     # Every rank's durations, and what its outputs take to reach the next rank, in one list each, indexed by
     # rank x codes + code (_order's index): one lookup a task.
     dur = [x for d in durs for x in d]
     lag = [(lags[r][code // 5] if per_chunk else pair_p2p) if code % 5 == _FB else p2p
            for r, d in enumerate(durs) for code in range(len(d))]
+    if _run_in_c is not None and not _PURE_PYTHON:
+        free, starts = _run_in_c(packed, dur, lag, nev, first)
+    else:
+        free, starts = _one_pass(order, dur, lag, nev, pp, first)
+    busy = [sum(c * d for c, d in zip(cnt, dur)) for cnt, dur in zip(counts, durs)]
+    if not math.isfinite(max(free) + sum(busy)):  # each time finite, their sum not: no bubble to take
+        raise ConfigError("times", f"the step overflows (makespan {max(free)!r})",
+                          "F, B, W, F&B and p2p small enough that the whole step is a finite number")
+    return Timeline(name, pp, microbatches, vpp, times, p2p, max(free), busy, starts, pairs and name in PAIRABLE,
+                    rank_times, chunk_times)
+
+
+# Tests set this to time steps with the Python loop below, the reference the pass in C must match.
+_PURE_PYTHON = False
+
+
+def _one_pass(order, dur: list[float], lag: list[float], nev: int, pp: int,
+              first: tuple[int, ...]) -> tuple[list[float], list[list[float]]]:
+    """One pass over the tasks of :func:`_order` at these durations (and lags, what a task's outputs take to
+    reach another rank), by duration index: each rank's end, and its tasks' starts. Each task starts when its
+    rank is free and its inputs exist. simulator/_listsched.c runs the same operations in the same order."""
     end = [0.0] * (2 * nev)
     free = [0.0] * pp
     start = [0.0] * first[-1]  # every task's start, rank by rank
@@ -730,13 +763,7 @@ def simulate(
         for e in prods:
             end[e] = t
             end[e + nev] = sent
-    busy = [sum(c * d for c, d in zip(cnt, dur)) for cnt, dur in zip(counts, durs)]
-    if not math.isfinite(max(free) + sum(busy)):  # each time finite, their sum not: no bubble to take
-        raise ConfigError("times", f"the step overflows (makespan {max(free)!r})",
-                          "F, B, W, F&B and p2p small enough that the whole step is a finite number")
-    starts = [start[first[r]:first[r + 1]] for r in range(pp)]
-    return Timeline(name, pp, microbatches, vpp, times, p2p, max(free), busy, starts, pairs and name in PAIRABLE,
-                    rank_times, chunk_times)
+    return free, [start[first[r]:first[r + 1]] for r in range(pp)]
 
 
 def p2p_hops(name: str, pp: int, microbatches: int, vpp: int = 1, pairs: bool = False,

@@ -897,3 +897,68 @@ def test_dualpipe_step_says_where_each_ranks_dp_traffic_can_hide(name, pp):
     turn = pp - 1 if name == "dualpipev" else pp // 2
     assert ends[turn][2] == pytest.approx(t.w)
     assert ends[0][2] > 5 * t.w
+
+
+@settings(max_examples=150, deadline=None)
+@given(name=st.sampled_from(SCHEDULE_NAMES), pp=st.sampled_from([1, 2, 4, 6, 8, 16]), vpp=st.integers(1, 3),
+       m=st.integers(1, 40), pairs=st.booleans(), p2p=st.floats(0.0, 0.5), per_rank=st.booleans(), data=st.data())
+def test_the_pass_in_c_times_every_task_as_the_python_loop_does_to_the_last_bit(name, pp, vpp, m, pairs, p2p,
+                                                                                per_rank, data):
+    """simulator/_listsched.c, built by `pip install`, runs the list scheduler's pass; the Python loop is the
+    reference: every start and the makespan agree bit for bit, per-rank and per-chunk times and lags included.
+    The extension is imported here directly, so a tree that failed to build it fails this test."""
+    from simulator import _listsched, schedules
+
+    assert schedules._run_in_c is _listsched.run
+    vpp = vpp if name == "interleaved" else 1
+    try:
+        build_schedule(name, pp, m, vpp, pairs)
+    except ConfigError:
+        return
+    real = st.floats(0.01, 3.0, allow_nan=False)
+    kw = {}
+    if per_rank:
+        rt = [TaskTimes(f, b, min(w, b), fb) for f, b, w, fb in
+              data.draw(st.lists(st.tuples(real, real, real, real), min_size=pp, max_size=pp))]
+        kw["rank_times"] = rt
+        if name in ("dualpipe", "dualpipev"):
+            kw["pair_p2p"] = data.draw(st.lists(st.tuples(real, real), min_size=pp, max_size=pp))
+    f, b, w, fb = data.draw(st.tuples(real, real, real, real))
+    args = (name, pp, m, TaskTimes(f, b, min(w, b), fb), vpp, p2p, pairs)
+    fast = simulate(*args, **kw)
+    schedules._PURE_PYTHON = True
+    try:
+        slow = simulate(*args, **kw)
+    finally:
+        schedules._PURE_PYTHON = False
+    assert (fast.makespan, fast.starts, fast.busy_per_rank) == (slow.makespan, slow.starts, slow.busy_per_rank)
+
+
+def test_the_pass_in_c_refuses_a_packing_that_points_outside_its_tables():
+    """The C pass checks every index the packed order gives before it reads or writes: a bad packing is a
+    ValueError or TypeError, never a read out of bounds."""
+    from array import array
+
+    from simulator._listsched import run
+
+    ok = array("i", [0, 0, 0, 0, 1, 0])  # rank 0, duration 0, slot 0, no inputs, makes event 0
+    assert run(ok, [2.0], [0.5], 1, (0, 1)) == ([2.0], [[0.0]])
+    for order, dur, nev, first in [
+        (array("i", [1, 0, 0, 0, 1, 0]), [2.0], 1, (0, 1)),  # rank 1 of 1
+        (array("i", [0, 3, 0, 0, 1, 0]), [2.0], 1, (0, 1)),  # duration index 3 of 1
+        (array("i", [0, 0, 5, 0, 1, 0]), [2.0], 1, (0, 1)),  # slot 5 of 1
+        (array("i", [0, 0, 0, 1, 0, 9]), [2.0], 1, (0, 1)),  # input event 9 of 2
+        (array("i", [0, 0, 0, 0, 1, 1]), [2.0], 1, (0, 1)),  # makes event 1 of 1
+        (array("i", [0, 0, 0, 0, 4, 0]), [2.0], 1, (0, 1)),  # four events, one given
+        (array("i", [0, 0]), [2.0], 1, (0, 1)),  # a task cut short
+        (ok, [2.0], 1, (0,)),  # no rank
+        (ok, [2.0], 1, (1, 0)),  # slots decreasing
+    ]:
+        with pytest.raises(ValueError):
+            run(order, dur, [0.5] * len(dur), nev, first)
+    with pytest.raises(TypeError):
+        run(array("d", [0.0]), [2.0], [0.5], 1, (0, 1))  # not int32
+    with pytest.raises(TypeError):
+        run(ok, ["x"], [0.5], 1, (0, 1))
+    with pytest.raises(ValueError):
+        run(ok, [2.0], [0.5, 1.0], 1, (0, 1))  # lags and durations differ in length

@@ -408,3 +408,30 @@ def test_a_worker_keeps_its_evaluator_from_chunk_to_chunk_and_forgets_the_plans(
     # The plans' stage and rank sums are the second chunk's alone; the layer timings the first chunk's too.
     assert set(ev._stages) == set(fresh._stages) and len(ev._rank_times) == len(fresh._rank_times)
     assert set(ev._units) > set(fresh._units)
+
+
+def test_a_chunk_makes_no_reference_cycles_so_pausing_the_collector_for_it_only_postpones(sc):
+    """evaluate_chunk pauses Python's cyclic garbage collector for the chunk. That is safe only if evaluating
+    plans, refused ones included, leaves no cyclic garbage behind (reference counting frees everything else
+    at once): a collection right after a chunk finds nothing to free, and the collector runs again after it."""
+    import gc
+
+    from simulator import search as search_mod
+
+    base = dataclasses.replace(sc, cluster=dataclasses.replace(sc.cluster, num_gpus=GPUS))
+    plans = candidates(sc, GPUS, SPACE)[0]
+    bad = dataclasses.replace(plans[0], schedule="dualpipe", pp=3)  # refused by the engine: a row
+    search_mod._EVALUATORS.clear()
+    search_mod.evaluate_chunk(base, plans[:4])  # the first chunk fills the module-level caches
+    gc.collect()
+    assert gc.isenabled()
+    rows = search_mod.evaluate_chunk(base, [bad] + plans)
+    assert gc.isenabled()
+    assert "error" in rows[0] and all("error" not in r for r in rows[1:])
+    assert gc.collect() == 0
+    gc.disable()
+    try:
+        search_mod.evaluate_chunk(base, plans[:2])
+    finally:
+        assert not gc.isenabled()  # a paused collector stays paused
+        gc.enable()
