@@ -71,7 +71,7 @@ from simulator.bubble import closed_form_bubble
 from simulator.errors import ConfigError
 from simulator.layout import num_stages, rank_stages, route_rank
 
-try:  # the list scheduler's pass in C (simulator/_listsched.c), built by `pip install`; the Python loop otherwise
+try:  # the list scheduler in C (simulator/_listsched.c), built by `pip install`; the Python pass otherwise
     from simulator._listsched import run as _run_in_c
 except ImportError:  # pragma: no cover (a source tree run without installing)
     _run_in_c = None
@@ -482,52 +482,59 @@ def _compile(name: str, pp: int, m: int, vpp: int, pairs: bool = False, by_chunk
     indices, produced events), and the count of tasks per duration code.
     ``by_chunk``: the codes also name the rank's chunk (kind + 5 x chunk), for
     chunks that take different times (F&B pairs, which span two, excluded).
+    Also the same tasks packed into int32s for the list scheduler in C
+    (simulator/_listsched.c: rank after rank, per task its duration index
+    among all ranks' codes, rank x codes + code, the counts of dependencies
+    and events, then both), and each rank's first task's index among all
+    ranks' tasks (and their count).
     """
     sched = _build(name, pp, m, vpp, pairs)
     ns = num_stages(name, pp, vpp)
     nev = 2 * ns * m
-    stage = [rank_stages(name, pp, vpp, r) for r in range(pp)]
-
-    def fwd(r: int, mb: int, c: int) -> tuple[list[int], int]:
-        s = stage[r][c]
-        deps = []
-        if s > 0:
-            deps.append(2 * ((s - 1) * m + mb) + (nev if route_rank(name, pp, vpp, r, s, s - 1) != r else 0))
-        return deps, 2 * (s * m + mb)
-
-    def bwd(r: int, mb: int, c: int) -> tuple[list[int], int]:
-        s = stage[r][c]
-        deps = [2 * (s * m + mb)]
-        if s < ns - 1:
-            deps.append(
-                2 * ((s + 1) * m + mb) + 1 + (nev if route_rank(name, pp, vpp, r, s, s + 1) != r else 0)
-            )
-        return deps, 2 * (s * m + mb) + 1
-
-    ranks, counts = [], []
+    codes = 5 * len(rank_stages(name, pp, vpp, 0)) if by_chunk else 5  # the same on every rank
+    ranks, counts, flat, first = [], [], [], [0]
     for r, tasks in enumerate(sched):
-        comp, count = [], [0] * (5 * len(stage[r]) if by_chunk else 5)
+        # Per chunk of the rank: its F events' base, its forward input's (None on the first stage) and its
+        # backward input's (None on the last), each + nev where another rank makes it.
+        bases = []
+        for s in rank_stages(name, pp, vpp, r):
+            prev = 2 * (s - 1) * m + (nev if route_rank(name, pp, vpp, r, s, s - 1) != r else 0) if s > 0 else None
+            nxt = (2 * (s + 1) * m + 1 + (nev if route_rank(name, pp, vpp, r, s, s + 1) != r else 0)
+                   if s < ns - 1 else None)
+            bases.append((2 * s * m, prev, nxt))
+        comp, count = [], [0] * codes
         for t in tasks:
-            if t.kind == "F":
-                deps, ev = fwd(r, t.mb, t.chunk)
-                code, prod = _F, (ev,)
-            elif t.kind == "B":
-                deps, ev = bwd(r, t.mb, t.chunk)
-                code, prod = (_B_SPLIT if t.split_backward else _B_FULL), (ev,)
-            elif t.kind == "W":
-                s = stage[r][t.chunk]
-                deps, code, prod = [2 * (s * m + t.mb) + 1], _W, ()
-            else:
-                d1, e1 = fwd(r, t.mb, t.chunk)
-                d2, e2 = bwd(r, t.mb2, t.chunk2)
-                deps, code, prod = d1 + d2, _FB, (e1, e2)
+            kind = t.kind
+            if kind == "F" or kind == "FB":
+                own, prev, _ = bases[t.chunk]
+                deps = () if prev is None else (prev + 2 * t.mb,)
+                prod = (own + 2 * t.mb,)
+                code = _F
+            if kind == "B" or kind == "FB":
+                mb, c = (t.mb2, t.chunk2) if kind == "FB" else (t.mb, t.chunk)
+                own, _, nxt = bases[c]
+                bdeps = (own + 2 * mb,) if nxt is None else (own + 2 * mb, nxt + 2 * mb)
+                if kind == "B":
+                    deps, prod = bdeps, (own + 2 * mb + 1,)
+                    code = _B_SPLIT if t.split_backward else _B_FULL
+                else:
+                    deps, prod = deps + bdeps, prod + (own + 2 * mb + 1,)
+                    code = _FB
+            elif kind == "W":
+                deps, prod, code = (bases[t.chunk][0] + 2 * t.mb + 1,), (), _W
             if by_chunk:
                 code += 5 * t.chunk
             count[code] += 1
-            comp.append((code, tuple(deps), prod))
+            comp.append((code, deps, prod))
+            flat.append(r * codes + code)
+            flat.append(len(deps))
+            flat.append(len(prod))
+            flat.extend(deps)
+            flat.extend(prod)
         ranks.append(tuple(comp))
         counts.append(tuple(count))
-    return tuple(ranks), tuple(counts), nev
+        first.append(first[-1] + len(comp))
+    return tuple(ranks), tuple(counts), nev, array("i", flat), tuple(first)
 
 
 @lru_cache(maxsize=256)
@@ -539,14 +546,10 @@ def _order(name: str, pp: int, m: int, vpp: int, pairs: bool = False, by_chunk: 
     takes, so one order serves every set of durations: :func:`simulate` then times a step in one pass, with
     no waiting lists (2-3x faster than the event-driven list scheduler it was, the same floating-point
     operations in the same order, so the same times to the last bit). Found here once per schedule shape
-    by that list scheduler, run on "exists" alone; also returns the task counts per code, ``nev``, each
-    rank's first slot (and one past the last rank's) and the sequence packed into int32s for the pass in C
-    (simulator/_listsched.c)."""
-    comp, counts, nev = _compile(name, pp, m, vpp, pairs, by_chunk)
+    by that list scheduler, run on "exists" alone. (Where the list scheduler in C was built,
+    simulator/_listsched.c, :func:`simulate` runs that instead, and this order is the Python reference's.)"""
+    comp, counts, nev, _, first = _compile(name, pp, m, vpp, pairs, by_chunk)
     codes = len(counts[0])  # the same on every rank
-    first = [0]
-    for tasks in comp:
-        first.append(first[-1] + len(tasks))
     made = [False] * nev
     waiters: list[list[int] | None] = [None] * nev
     ptr = [0] * pp
@@ -581,12 +584,7 @@ def _order(name: str, pp: int, m: int, vpp: int, pairs: bool = False, by_chunk: 
         ptr[r] = i
     if any(ptr[r] != len(comp[r]) for r in range(pp)):  # pragma: no cover
         raise RuntimeError(f"{name}: schedule deadlocks (pp={pp}, microbatches={m})")
-    packed = array("i")  # the same sequence for the pass in C: rank, index, slot, #deps, #events, deps, events
-    for r, i, deps, prods, k in order:
-        packed.extend((r, i, k, len(deps), len(prods)))
-        packed.extend(deps)
-        packed.extend(prods)
-    return tuple(order), counts, nev, tuple(first), packed
+    return tuple(order)
 
 
 @dataclass
@@ -681,9 +679,9 @@ def simulate(
     takes 2 x p2p for them; per rank and per chunk of the pair's forward
     (``pair_p2p[r][c]``) where the pairs of one rank differ (a pair that
     sends inside itself, before its backward stage's last attention weight
-    gradients, waits for what of the sends outlasts them). The tasks run in one pass, in an order that
-    puts every task after its inputs (:func:`_order`, found once per
-    schedule shape), so the cost is linear in the number of tasks."""
+    gradients, waits for what of the sends outlasts them). The cost is linear in the number of tasks: the
+    list scheduler in C (simulator/_listsched.c) where `pip install` built it, else one pass in Python over
+    an order that puts every task after its inputs (:func:`_order`, found once per schedule shape)."""
     _validate(name, pp, microbatches, vpp, pairs)
     if pair_p2p is None:
         pair_p2p = p2p
@@ -717,18 +715,18 @@ def simulate(
         if chunk_times is None:  # the codes name the chunk (of the pair's forward), each chunk at its rank's times
             chunk_times = tuple((t,) * want for t in (rank_times or (times,) * pp))
             rank_times = None
-    order, counts, nev, first, packed = _order(name, pp, microbatches, vpp, pairs and name in PAIRABLE,
-                                               chunk_times is not None)
+    shape = (name, pp, microbatches, vpp, pairs and name in PAIRABLE, chunk_times is not None)
+    _, counts, nev, packed, first = _compile(*shape)
     durs = _rank_durations(pp, times, rank_times, chunk_times)
     # Every rank's durations, and what its outputs take to reach the next rank, in one list each, indexed by
-    # rank x codes + code (_order's index): one lookup a task.
+    # rank x codes + code (the packing's and _order's index): one lookup a task.
     dur = [x for d in durs for x in d]
     lag = [(lags[r][code // 5] if per_chunk else pair_p2p) if code % 5 == _FB else p2p
            for r, d in enumerate(durs) for code in range(len(d))]
     if _run_in_c is not None and not _PURE_PYTHON:
         free, starts = _run_in_c(packed, dur, lag, nev, first)
     else:
-        free, starts = _one_pass(order, dur, lag, nev, pp, first)
+        free, starts = _one_pass(_order(*shape), dur, lag, nev, pp, first)
     busy = [sum(c * d for c, d in zip(cnt, dur)) for cnt, dur in zip(counts, durs)]
     if not math.isfinite(max(free) + sum(busy)):  # each time finite, their sum not: no bubble to take
         raise ConfigError("times", f"the step overflows (makespan {max(free)!r})",
@@ -737,7 +735,7 @@ def simulate(
                     rank_times, chunk_times)
 
 
-# Tests set this to time steps with the Python loop below, the reference the pass in C must match.
+# Tests set this to time steps with the Python pass below, the reference the list scheduler in C must match.
 _PURE_PYTHON = False
 
 
@@ -745,7 +743,8 @@ def _one_pass(order, dur: list[float], lag: list[float], nev: int, pp: int,
               first: tuple[int, ...]) -> tuple[list[float], list[list[float]]]:
     """One pass over the tasks of :func:`_order` at these durations (and lags, what a task's outputs take to
     reach another rank), by duration index: each rank's end, and its tasks' starts. Each task starts when its
-    rank is free and its inputs exist. simulator/_listsched.c runs the same operations in the same order."""
+    rank is free and its inputs exist. The reference for simulator/_listsched.c, which runs the same operations
+    per task as an event-driven list scheduler (a task's times do not depend on the order ranks are taken in)."""
     end = [0.0] * (2 * nev)
     free = [0.0] * pp
     start = [0.0] * first[-1]  # every task's start, rank by rank

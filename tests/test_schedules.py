@@ -902,9 +902,9 @@ def test_dualpipe_step_says_where_each_ranks_dp_traffic_can_hide(name, pp):
 @settings(max_examples=150, deadline=None)
 @given(name=st.sampled_from(SCHEDULE_NAMES), pp=st.sampled_from([1, 2, 4, 6, 8, 16]), vpp=st.integers(1, 3),
        m=st.integers(1, 40), pairs=st.booleans(), p2p=st.floats(0.0, 0.5), per_rank=st.booleans(), data=st.data())
-def test_the_pass_in_c_times_every_task_as_the_python_loop_does_to_the_last_bit(name, pp, vpp, m, pairs, p2p,
-                                                                                per_rank, data):
-    """simulator/_listsched.c, built by `pip install`, runs the list scheduler's pass; the Python loop is the
+def test_the_list_scheduler_in_c_times_every_task_as_the_python_pass_does_to_the_last_bit(name, pp, vpp, m, pairs,
+                                                                                        p2p, per_rank, data):
+    """simulator/_listsched.c, built by `pip install`, runs the list scheduler; the Python pass is the
     reference: every start and the makespan agree bit for bit, per-rank and per-chunk times and lags included.
     The extension is imported here directly, so a tree that failed to build it fails this test."""
     from simulator import _listsched, schedules
@@ -934,28 +934,32 @@ def test_the_pass_in_c_times_every_task_as_the_python_loop_does_to_the_last_bit(
     assert (fast.makespan, fast.starts, fast.busy_per_rank) == (slow.makespan, slow.starts, slow.busy_per_rank)
 
 
-def test_the_pass_in_c_refuses_a_packing_that_points_outside_its_tables():
-    """The C pass checks every index the packed order gives before it reads or writes: a bad packing is a
-    ValueError or TypeError, never a read out of bounds."""
+def test_the_list_scheduler_in_c_refuses_a_packing_that_points_outside_its_tables():
+    """The C list scheduler checks every index of the packed tasks before it runs them: a bad packing is a
+    ValueError or TypeError, never a read out of bounds, and tasks that wait on each other a RuntimeError."""
     from array import array
 
     from simulator._listsched import run
 
-    ok = array("i", [0, 0, 0, 0, 1, 0])  # rank 0, duration 0, slot 0, no inputs, makes event 0
+    ok = array("i", [0, 0, 1, 0])  # duration 0, no inputs, makes event 0
     assert run(ok, [2.0], [0.5], 1, (0, 1)) == ([2.0], [[0.0]])
-    for order, dur, nev, first in [
-        (array("i", [1, 0, 0, 0, 1, 0]), [2.0], 1, (0, 1)),  # rank 1 of 1
-        (array("i", [0, 3, 0, 0, 1, 0]), [2.0], 1, (0, 1)),  # duration index 3 of 1
-        (array("i", [0, 0, 5, 0, 1, 0]), [2.0], 1, (0, 1)),  # slot 5 of 1
-        (array("i", [0, 0, 0, 1, 0, 9]), [2.0], 1, (0, 1)),  # input event 9 of 2
-        (array("i", [0, 0, 0, 0, 1, 1]), [2.0], 1, (0, 1)),  # makes event 1 of 1
-        (array("i", [0, 0, 0, 0, 4, 0]), [2.0], 1, (0, 1)),  # four events, one given
-        (array("i", [0, 0]), [2.0], 1, (0, 1)),  # a task cut short
-        (ok, [2.0], 1, (0,)),  # no rank
-        (ok, [2.0], 1, (1, 0)),  # slots decreasing
+    two = array("i", [0, 1, 1, 3, 0, 1, 0, 1, 1])  # rank 0 waits on event 1 (+lag); rank 1 makes it
+    assert run(two, [2.0, 1.0], [0.0, 0.5], 2, (0, 1, 2)) == ([3.5, 1.0], [[1.5], [0.0]])
+    for tasks, nev, first in [
+        (array("i", [3, 0, 1, 0]), 1, (0, 1)),  # duration index 3 of 1
+        (array("i", [0, 1, 0, 9]), 1, (0, 1)),  # input event 9 of 2
+        (array("i", [0, 0, 1, 1]), 1, (0, 1)),  # makes event 1 of 1
+        (array("i", [0, 0, 4, 0]), 1, (0, 1)),  # four events, one given
+        (array("i", [0, 0]), 1, (0, 1)),  # a task cut short
+        (ok, 1, (0, 2)),  # two tasks, one given
+        (ok + array("i", [0]), 1, (0, 1)),  # more given than the tasks take
+        (ok, 1, (0,)),  # no rank
+        (ok, 1, (1, 0)),  # tasks counted down
     ]:
         with pytest.raises(ValueError):
-            run(order, dur, [0.5] * len(dur), nev, first)
+            run(tasks, [2.0], [0.5], nev, first)
+    with pytest.raises(RuntimeError, match="deadlocks"):
+        run(array("i", [0, 1, 1, 1, 0, 0, 1, 1, 0, 1]), [2.0], [0.5], 2, (0, 1, 2))  # each waits on the other's
     with pytest.raises(TypeError):
         run(array("d", [0.0]), [2.0], [0.5], 1, (0, 1))  # not int32
     with pytest.raises(TypeError):
