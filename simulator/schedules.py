@@ -71,7 +71,8 @@ from simulator.bubble import closed_form_bubble
 from simulator.errors import ConfigError
 from simulator.layout import num_stages, rank_stages, route_rank
 
-try:  # the list scheduler in C (simulator/_listsched.c), built by `pip install`; the Python pass otherwise
+try:  # the list scheduler in C (simulator/_listsched.c), built by `pip install`; the Python pass (_one_pass) where
+    # it is None, the reference tests compare it with
     from simulator._listsched import run as _run_in_c
 except ImportError:  # pragma: no cover (a source tree run without installing)
     _run_in_c = None
@@ -723,7 +724,7 @@ def simulate(
     dur = [x for d in durs for x in d]
     lag = [(lags[r][code // 5] if per_chunk else pair_p2p) if code % 5 == _FB else p2p
            for r, d in enumerate(durs) for code in range(len(d))]
-    if _run_in_c is not None and not _PURE_PYTHON:
+    if _run_in_c is not None:
         free, starts = _run_in_c(packed, dur, lag, nev, first)
     else:
         free, starts = _one_pass(_order(*shape), dur, lag, nev, pp, first)
@@ -733,10 +734,6 @@ def simulate(
                           "F, B, W, F&B and p2p small enough that the whole step is a finite number")
     return Timeline(name, pp, microbatches, vpp, times, p2p, max(free), busy, starts, pairs and name in PAIRABLE,
                     rank_times, chunk_times)
-
-
-# Tests set this to time steps with the Python pass below, the reference the list scheduler in C must match.
-_PURE_PYTHON = False
 
 
 def _one_pass(order, dur: list[float], lag: list[float], nev: int, pp: int,

@@ -234,12 +234,12 @@ def evaluate_chunk(sc: Scenario, plans: list[PlanConfig], profile: Any = None) -
     each of its passes walks the objects that survived earlier ones, here the Evaluator's cached layer and
     schedule timings, and those passes took a fifth of a DeepSeek-V3 worker's time. Pausing only postpones:
     the collector runs again once the chunk is done."""
-    paused = gc.isenabled()
+    was_enabled = gc.isenabled()
     gc.disable()
     try:
         return _evaluate_chunk(sc, plans, profile)
     finally:
-        if paused:
+        if was_enabled:
             gc.enable()
 
 

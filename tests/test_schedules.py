@@ -926,11 +926,11 @@ def test_the_list_scheduler_in_c_times_every_task_as_the_python_pass_does_to_the
     f, b, w, fb = data.draw(st.tuples(real, real, real, real))
     args = (name, pp, m, TaskTimes(f, b, min(w, b), fb), vpp, p2p, pairs)
     fast = simulate(*args, **kw)
-    schedules._PURE_PYTHON = True
+    schedules._run_in_c = None
     try:
         slow = simulate(*args, **kw)
     finally:
-        schedules._PURE_PYTHON = False
+        schedules._run_in_c = _listsched.run
     assert (fast.makespan, fast.starts, fast.busy_per_rank) == (slow.makespan, slow.starts, slow.busy_per_rank)
 
 
