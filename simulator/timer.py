@@ -16,7 +16,6 @@ proportionality) turns that into a slowdown.
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 
 from .config import GPUConfig
 from .profile import Profile
@@ -207,9 +206,9 @@ class OpTimer:
             # Cut into chunks of m/splits rows, run back to back. The chunks are timed from the
             # profile at their own shape, and never faster than the uncut GEMM: a library could
             # always run the whole as those chunks.
-            chunk = replace(op, m=op.m / op.splits, flops=op.flops / op.splits, bytes=op.bytes / op.splits,
-                            splits=1, sm_margin=0)
-            t = max(op.splits * self.time(chunk, sms), self.time(replace(chunk, m=op.m, flops=op.flops), sms))
+            chunk = op._replace(m=op.m / op.splits, flops=op.flops / op.splits, bytes=op.bytes / op.splits,
+                                splits=1, sm_margin=0)
+            t = max(op.splits * self.time(chunk, sms), self.time(chunk._replace(m=op.m, flops=op.flops), sms))
             self._cache[key] = t
             return t
         if op.kind == "memory":

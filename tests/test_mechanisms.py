@@ -521,11 +521,11 @@ def test_split_gemm_is_never_faster_than_the_whole_and_held_sms_slow_it():
     ops = {op.name: op for op in _ops(sc).all_ops()}
     for name in ("attn.qkv", "attn.o_proj", "mlp.up.dgrad"):
         op = ops[name]
-        whole = dataclasses.replace(op, splits=1, sm_margin=0)
+        whole = op._replace(splits=1, sm_margin=0)
         assert timer.time(op) >= timer.time(whole) * (1 - 1e-12), name
     op = ops["mlp.up.dgrad"]
     sms = timer.gpu.sms  # no sm_scaling rows in this profile: throughput proportional to SMs
-    assert timer.time(op) == pytest.approx(timer.time(dataclasses.replace(op, sm_margin=0)) * sms / (sms - 16))
+    assert timer.time(op) == pytest.approx(timer.time(op._replace(sm_margin=0)) * sms / (sms - 16))
 
 
 def test_tp_overlap_hides_collectives_but_costs_compute():

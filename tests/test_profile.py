@@ -375,7 +375,7 @@ def test_burst_measured_tables_are_slowed_to_the_gpus_sustained_clock():
     gpu = load("deepseek-v3").cluster.gpu
     assert (gpu.peak_clock_mhz, gpu.sustained_clock_mhz) == (1830, 1600)
     fp8 = Op("g", "gemm", "F", "x", 2 * 4096**3, 1.0, "fp8", m=4096, n=4096, k=4096)
-    bf16 = dataclasses.replace(fp8, dtype="bf16")
+    bf16 = fp8._replace(dtype="bf16")
     mem = Op("n", "memory", "F", "x", 0.0, 1e8, "bf16")
     t_plain, t_burst = OpTimer(gpu, plain), OpTimer(gpu, burst)
     assert t_burst.time(fp8) == pytest.approx(t_plain.time(fp8) * 1830 / 1600)
