@@ -24,6 +24,12 @@ from functools import lru_cache
 from itertools import accumulate
 from typing import Callable, Sequence, TypeVar
 
+try:  # the balanced split's bisection in C (simulator/_partition.c), built by `pip install`; the Python reference
+    # (_bisect_cuts) where it is None, which tests compare it with
+    from simulator._partition import cuts as _cuts_in_c
+except ImportError:  # pragma: no cover (a source tree run without installing)
+    _cuts_in_c = None
+
 T = TypeVar("T")
 
 
@@ -115,9 +121,28 @@ def split_balanced(units: Sequence[T], stages: int, cost: Callable[[T], float]) 
     if stages >= n:
         return [[u] for u in units] + [[] for _ in range(stages - n)]
 
-    # Hot path (a plan search splits ~1,400 shapes a worker): a stage's end is found by bisecting the prefix sums,
-    # not by walking its units.
+    # Hot path (a plan search splits ~1,400 shapes a worker): the bisection runs in C where `pip install` built it.
     pre = list(accumulate(costs, initial=0.0))
+    best = (_cuts_in_c or _bisect_cuts)(pre, stages, max(costs))
+    assert best is not None
+    bounds = [0] + best + [n]
+    parts = [list(units[a:b]) for a, b in zip(bounds, bounds[1:])]
+    while len(parts) < stages:  # pad (only when costs allow fewer stages): split the largest
+        j = max(range(len(parts)), key=lambda k: len(parts[k]))
+        parts[j : j + 1] = [parts[j][: len(parts[j]) // 2], parts[j][len(parts[j]) // 2 :]]
+    return parts
+
+
+def _bisect_cuts(pre: list[float], stages: int, top: float) -> list[int] | None:
+    """The cut indices of :func:`split_balanced` over units of prefix sums ``pre`` (their largest ``top``), fewer
+    than ``stages`` of them where fewer stages hold the units; None where no limit fits. The reference for
+    simulator/_partition.c, which runs the same limits and comparisons (tests run both on random lists).
+
+    The bottleneck is bisected between at least the largest unit and the mean stage, and the mean stage plus
+    the largest unit, within which the greedy fits (each stage it closes then holds more than the mean, so it
+    closes fewer than ``stages``): a bracket ~60 times narrower than [largest unit, everything] for
+    DeepSeek-V3 over 16 stages. A stage's end is found by bisecting the prefix sums, not by walking its units."""
+    n = len(pre) - 1
 
     def fits(limit: float) -> list[int] | None:
         """The greedy cuts: each stage takes units while their sum stays within ``limit``, leaving one unit for
@@ -133,10 +158,7 @@ def split_balanced(units: Sequence[T], stages: int, cost: Callable[[T], float]) 
             i = j
         return None
 
-    # The bottleneck is at least the largest unit and the mean stage, and the greedy fits within the mean stage
-    # plus the largest unit (each stage it closes then holds more than the mean, so it closes fewer than
-    # ``stages``), a bracket ~60 times narrower than [largest unit, everything] for DeepSeek-V3 over 16 stages.
-    top, total = max(costs), pre[-1]
+    total = pre[-1]
     lo, hi = max(top, total / stages), min(total, total / stages + top)
     best = fits(hi)
     if best is None:  # rounding at the bracket's edge: the whole model in one stage always fits
@@ -151,13 +173,7 @@ def split_balanced(units: Sequence[T], stages: int, cost: Callable[[T], float]) 
             lo = mid
         if hi - lo <= 1e-9 * hi:
             break
-    assert best is not None
-    bounds = [0] + best + [n]
-    parts = [list(units[a:b]) for a, b in zip(bounds, bounds[1:])]
-    while len(parts) < stages:  # pad (only when costs allow fewer stages): split the largest
-        j = max(range(len(parts)), key=lambda k: len(parts[k]))
-        parts[j : j + 1] = [parts[j][: len(parts[j]) // 2], parts[j][len(parts[j]) // 2 :]]
-    return parts
+    return best
 
 
 def inflight_by_chunk(schedule: str, pp: int, vpp: int, microbatches: int, rank: int,

@@ -762,6 +762,39 @@ def test_balanced_split_is_contiguous_and_its_slowest_stage_the_least_any_split_
     assert max(sum(costs[i] for i in p) for p in parts) == pytest.approx(best(0, stages), rel=1e-6)
 
 
+@settings(max_examples=300, deadline=None)
+@given(costs=st.lists(st.one_of(st.floats(0.0, 5.0), st.sampled_from([0.0, 1.0, 1.0 / 3, 1e-12, 1e12]),
+                                st.floats(allow_nan=True, allow_infinity=True)), min_size=2, max_size=70),
+       data=st.data())
+def test_the_balanced_splits_bisection_in_c_cuts_where_the_python_reference_does(costs, data):
+    """simulator/_partition.c, built by `pip install`, bisects the balanced split; layout._bisect_cuts is the
+    reference: the same cuts (or None) on every list, equal units, zeros, unsorted prefix sums (negative costs),
+    NaN and infinities included. The extension is imported here directly, so a tree that failed to build it
+    fails this test."""
+    from itertools import accumulate
+
+    from simulator import _partition, layout
+
+    assert layout._cuts_in_c is _partition.cuts
+    stages = data.draw(st.integers(1, len(costs) - 1))
+    pre = list(accumulate(costs, initial=0.0))
+    assert _partition.cuts(pre, stages, max(costs)) == layout._bisect_cuts(pre, stages, max(costs))
+
+
+def test_the_balanced_splits_bisection_in_c_refuses_what_it_cannot_cut():
+    from simulator._partition import cuts
+
+    assert cuts([0.0, 1.0, 2.0, 3.0], 3, 1.0) == [1, 2]
+    for args in [([0.0], 1, 1.0), ([0.0, 1.0], 0, 1.0), ([0.0, 1.0], 2, 1.0)]:
+        with pytest.raises(ValueError):
+            cuts(*args)
+    for args in [([0.0, "x"], 1, 1.0), (3.0, 1, 1.0), ([0.0, 1.0], 1, "top")]:
+        with pytest.raises(TypeError):
+            cuts(*args)
+    with pytest.raises(TypeError):
+        cuts([0.0, 1.0], 1)
+
+
 @settings(max_examples=120, deadline=None)
 @given(name=st.sampled_from(SCHEDULE_NAMES), pp=st.sampled_from([2, 4, 6, 8]), vpp=st.integers(2, 3),
        m=st.integers(1, 30), pairs=st.booleans(), p2p=st.sampled_from([0.0, 0.3]),
