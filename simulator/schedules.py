@@ -479,15 +479,18 @@ def _compile(name: str, pp: int, m: int, vpp: int, pairs: bool = False, by_chunk
     Event ``2*(stage*m + mb)`` is "F done", ``+1`` is "B's input gradient
     done"; there are ``nev`` of them. A dependency index ``e`` reads the
     event's end time, ``e + nev`` the end time plus the p2p time (an input
-    made on another rank). Per rank: a tuple of (duration code, dependency
-    indices, produced events), and the count of tasks per duration code.
-    ``by_chunk``: the codes also name the rank's chunk (kind + 5 x chunk), for
-    chunks that take different times (F&B pairs, which span two, excluded).
-    Also the same tasks packed into int32s for the list scheduler in C
-    (simulator/_listsched.c: rank after rank, per task its duration index
-    among all ranks' codes, rank x codes + code, the counts of dependencies
-    and events, then both), and each rank's first task's index among all
-    ranks' tasks (and their count).
+    made on another rank). Returns per rank the duration code of each task and
+    the count of tasks per code; ``nev``; the tasks packed into int32s for the
+    list scheduler in C (simulator/_listsched.c: rank after rank, per task its
+    duration index among all ranks' codes, rank x codes + code, the counts of
+    dependencies and events, then both); and each rank's first task's index
+    among all ranks' tasks (and their count). ``by_chunk``: the codes also
+    name the rank's chunk (kind + 5 x chunk), for chunks that take different
+    times (F&B pairs, which span two, excluded).
+
+    Hot path (a search compiles ~120 shapes of ~2,800 tasks in six chunks of DeepSeek-V3's space): each
+    task's fields are packed in one step, and the dependencies are not kept a second time as tuples
+    (:func:`_order`, the Python reference's, reads them back from the packing).
     """
     sched = _build(name, pp, m, vpp, pairs)
     ns = num_stages(name, pp, vpp)
@@ -503,39 +506,59 @@ def _compile(name: str, pp: int, m: int, vpp: int, pairs: bool = False, by_chunk
             nxt = (2 * (s + 1) * m + 1 + (nev if route_rank(name, pp, vpp, r, s, s + 1) != r else 0)
                    if s < ns - 1 else None)
             bases.append((2 * s * m, prev, nxt))
-        comp, count = [], [0] * codes
+        row, at = [], r * codes  # the rank's codes; its codes' offset among all ranks'
         for t in tasks:
             kind = t.kind
-            if kind == "F" or kind == "FB":
+            if kind == "W":
+                code = _W + 5 * t.chunk if by_chunk else _W
+                flat += (at + code, 1, 0, bases[t.chunk][0] + 2 * t.mb + 1)
+            elif kind == "F":
                 own, prev, _ = bases[t.chunk]
-                deps = () if prev is None else (prev + 2 * t.mb,)
-                prod = (own + 2 * t.mb,)
-                code = _F
-            if kind == "B" or kind == "FB":
-                mb, c = (t.mb2, t.chunk2) if kind == "FB" else (t.mb, t.chunk)
-                own, _, nxt = bases[c]
-                bdeps = (own + 2 * mb,) if nxt is None else (own + 2 * mb, nxt + 2 * mb)
-                if kind == "B":
-                    deps, prod = bdeps, (own + 2 * mb + 1,)
-                    code = _B_SPLIT if t.split_backward else _B_FULL
+                code = 5 * t.chunk if by_chunk else _F
+                if prev is None:
+                    flat += (at + code, 0, 1, own + 2 * t.mb)
                 else:
-                    deps, prod = deps + bdeps, prod + (own + 2 * mb + 1,)
-                    code = _FB
-            elif kind == "W":
-                deps, prod, code = (bases[t.chunk][0] + 2 * t.mb + 1,), (), _W
-            if by_chunk:
-                code += 5 * t.chunk
+                    flat += (at + code, 1, 1, prev + 2 * t.mb, own + 2 * t.mb)
+            elif kind == "B":
+                own, _, nxt = bases[t.chunk]
+                code = _B_SPLIT if t.split_backward else _B_FULL
+                if by_chunk:
+                    code += 5 * t.chunk
+                e = own + 2 * t.mb
+                if nxt is None:
+                    flat += (at + code, 1, 1, e, e + 1)
+                else:
+                    flat += (at + code, 2, 1, e, nxt + 2 * t.mb, e + 1)
+            else:  # FB: the forward's input, then the backward's (its own forward, the next stage's gradient)
+                own, prev, _ = bases[t.chunk]
+                bown, _, nxt = bases[t.chunk2]
+                code = _FB + 5 * t.chunk if by_chunk else _FB
+                e, mb = bown + 2 * t.mb2, t.mb2
+                deps = () if prev is None else (prev + 2 * t.mb,)
+                deps += (e,) if nxt is None else (e, nxt + 2 * mb)
+                flat += (at + code, len(deps), 2, *deps, own + 2 * t.mb, e + 1)
+            row.append(code)
+        count = [0] * codes
+        for code in row:
             count[code] += 1
-            comp.append((code, deps, prod))
-            flat.append(r * codes + code)
-            flat.append(len(deps))
-            flat.append(len(prod))
-            flat.extend(deps)
-            flat.extend(prod)
-        ranks.append(tuple(comp))
+        ranks.append(tuple(row))
         counts.append(tuple(count))
-        first.append(first[-1] + len(comp))
+        first.append(first[-1] + len(row))
     return tuple(ranks), tuple(counts), nev, array("i", flat), tuple(first)
+
+
+def _unpack(packed, first: tuple[int, ...]) -> list[list[tuple[int, tuple[int, ...], tuple[int, ...]]]]:
+    """The packing of :func:`_compile` read back: per rank, per task (duration index, dependencies, events)."""
+    out, pos = [], 0
+    for r in range(len(first) - 1):
+        tasks = []
+        for _ in range(first[r + 1] - first[r]):
+            i, nd, npr = packed[pos], packed[pos + 1], packed[pos + 2]
+            pos += 3
+            tasks.append((i, tuple(packed[pos:pos + nd]), tuple(packed[pos + nd:pos + nd + npr])))
+            pos += nd + npr
+        out.append(tasks)
+    return out
 
 
 @lru_cache(maxsize=256)
@@ -549,8 +572,8 @@ def _order(name: str, pp: int, m: int, vpp: int, pairs: bool = False, by_chunk: 
     operations in the same order, so the same times to the last bit). Found here once per schedule shape
     by that list scheduler, run on "exists" alone. (Where the list scheduler in C was built,
     simulator/_listsched.c, :func:`simulate` runs that instead, and this order is the Python reference's.)"""
-    comp, counts, nev, _, first = _compile(name, pp, m, vpp, pairs, by_chunk)
-    codes = len(counts[0])  # the same on every rank
+    _, _, nev, packed, first = _compile(name, pp, m, vpp, pairs, by_chunk)
+    comp = _unpack(packed, first)
     made = [False] * nev
     waiters: list[list[int] | None] = [None] * nev
     ptr = [0] * pp
@@ -561,7 +584,7 @@ def _order(name: str, pp: int, m: int, vpp: int, pairs: bool = False, by_chunk: 
         tasks, i = comp[r], ptr[r]
         n = len(tasks)
         while i < n:
-            code, deps, prods = tasks[i]
+            index, deps, prods = tasks[i]
             for e in deps:
                 e %= nev
                 if not made[e]:
@@ -572,7 +595,7 @@ def _order(name: str, pp: int, m: int, vpp: int, pairs: bool = False, by_chunk: 
                         w.append(r)
                     break
             else:
-                order.append((r, r * codes + code, deps, prods, first[r] + i))
+                order.append((r, index, deps, prods, first[r] + i))
                 for e in prods:
                     made[e] = True
                     w = waiters[e]
@@ -618,7 +641,7 @@ class Timeline:
         durs = _rank_durations(self.pp, self.times, self.rank_times, self.chunk_times)
         return [
             [
-                (task, s, s + durs[r][c[0]])
+                (task, s, s + durs[r][c])
                 for task, s, c in zip(sched[r], self.starts[r], comp[r])
             ]
             for r in range(self.pp)
@@ -849,7 +872,7 @@ def dualpipe_step(name: str, pp: int, microbatches: int, rank_times: Sequence[Ta
         starts, dur = tl.starts[r], _durations(rt[r])
 
         def end(i: int) -> float:
-            return starts[i] + dur[codes[r][i][0]]
+            return starts[i] + dur[codes[r][i]]
 
         t_last = end(last)
         lead = t_last - min(end(i) for i in grads) if len(grads) > 1 else 0.0
