@@ -45,15 +45,15 @@ Overlap rules:
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
 from itertools import repeat
-from operator import add, mul
+from operator import add, attrgetter, mul
 
 from .breakdown import step_parts
 from .bubble import closed_form_bubble, one_f_one_b_makespan
 from .comm import CommModel
-from .config import Scenario
+from .config import PlanConfig, Scenario
 from .layout import (
     chunks_per_microbatch,
     inflight_by_chunk,
@@ -298,18 +298,19 @@ class Evaluator:
         self._rank_times: dict[tuple, tuple] = {}  # rank_times, by the identities of a rank's stage times
         self._uneven: dict[tuple, tuple] = {}  # uneven_bubble, by the identities of the ranks' chunk lists
         self._dp_parts: dict[tuple, tuple] = {}  # dp_collectives, by plan and parameter counts
+        self._activations: dict[tuple, float] = {}  # a pipeline rank's peak activation bytes (_dp_and_memory)
         self._splits: dict[tuple, list[list[str]]] = {}
         self._layouts: dict[int, tuple] = {}  # layout, by the split's identity (the split kept beside)
         self._steps: dict[tuple, PipelineStep] = {}  # pipeline_step, by the scenario less its ZeRO stage
         self._attn_dw: dict[tuple, float] = {}  # attention_wgrad
 
     def forget_plans(self) -> None:
-        """Drop what was kept per plan (stage splits and layouts, stage and rank sums, DP parts, pipeline steps),
-        keeping the per-layer timings and memory that other plans of the same shapes reuse: a search worker calls
-        it between chunks, so that a long search holds one chunk's plans, not all of them (DeepSeek-V3: 0.57 GB a
-        worker after 35,820 plans without it)."""
+        """Drop what was kept per plan (stage splits and layouts, stage and rank sums, DP parts, pipeline steps,
+        ranks' peak activations), keeping the per-layer timings and memory that other plans of the same shapes
+        reuse: a search worker calls it between chunks, so that a long search holds one chunk's plans, not all of
+        them (DeepSeek-V3: 0.57 GB a worker after 35,820 plans without it)."""
         for cache in (self._stages, self._rank_mem, self._rank_times, self._uneven, self._dp_parts, self._splits,
-                      self._layouts, self._steps):
+                      self._layouts, self._steps, self._activations):
             cache.clear()
 
     def layout(self, sc: Scenario, stages: list[list[str]]) -> tuple[list, tuple]:
@@ -849,11 +850,16 @@ class PipelineStep:
     pair_p2p: float | tuple = 0.0  # DualPipe: what a pair's outputs wait past its end (per rank and chunk where they differ)
 
 
+# Every plan field but the ZeRO stage, read at once (hot path: a copy of the plan with the stage cleared took
+# 14 us, as long as the rest of a cache hit).
+_PLAN_BUT_ZERO = attrgetter(*(f.name for f in fields(PlanConfig) if f.name != "zero"))
+
+
 def pipeline_step(sc: Scenario, ev: Evaluator, imbalance: float) -> PipelineStep:
     """:func:`_pipeline_step`, kept on the Evaluator by the scenario less its ZeRO stage: a search meets each
     shape under ZeRO-1, 2 and 3 in a row (DeepSeek-V3: 35,820 plans, 15,066 without the stage), and only the
     data-parallel traffic, optimizer and memory of a prediction differ between them."""
-    key = (replace(sc.plan, zero=0), sc.model, sc.cluster, sc.training, imbalance)
+    key = (_PLAN_BUT_ZERO(sc.plan), sc.model, sc.cluster, sc.training, imbalance)
     hit = ev._steps.get(key)
     if hit is None:
         hit = ev._steps[key] = _pipeline_step(sc, ev, imbalance)
@@ -1319,8 +1325,12 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F:
             # (Narayanan et al. 2021, sec 2.2.2), the last rank (V-1)*PP + 1, and that last rank's chunk
             # carries the output head; under 1F1B rank r holds PP - r; DualPipe PP+1 on every rank,
             # split between its two chunks by the rank's place in the pipeline.
-            activations = max(sum(n * a for n, a in zip(v, chunk_act))
-                              for v in inflight_by_chunk(p.schedule, p.pp, p.vpp, M, r, pairs))
+            # Kept on the Evaluator: a search meets each shape under ZeRO-1, 2 and 3 in a row, which hold alike.
+            key = (p.schedule, p.pp, p.vpp, M, r, pairs, chunk_act)
+            activations = ev._activations.get(key)
+            if activations is None:
+                activations = ev._activations[key] = max(sum(n * a for n, a in zip(v, chunk_act))
+                                                         for v in inflight_by_chunk(p.schedule, p.pp, p.vpp, M, r, pairs))
         else:
             # Without pipelining one micro-batch's activations are held at a time, also under Megatron's
             # pairs: the forward builds its activations layer by layer as the other micro-batch's backward
