@@ -751,9 +751,29 @@ def _loss_traffic(logits: float, kernel: str) -> tuple[float, float, float]:
     return fwd, 2 * b16 / fwd, b16
 
 
+# The Shape fields only routed experts read (_moe_ffn), at their defaults.
+_NO_ROUTING = {"ep": 1, "imbalance": 1.0, "dispatcher": "deepep", "redundant": 0}
+
+
 @lru_cache(maxsize=4096)
+def routing_free(shape: Shape) -> Shape:
+    """``shape`` with what only routed experts read (EP size, routing skew, dispatcher, redundant experts) at its
+    defaults: a unit without routed experts (embedding, dense layer, heads) has the same ops under every one of
+    them (tests/test_workload.py checks every preset model), so its ops and timings are kept once for all."""
+    return replace(shape, **_NO_ROUTING)
+
+
 def layer_ops(m: ModelConfig, kind: str, shape: Shape, gpus_per_node: int = 8, layer: int = 0) -> LayerOps:
-    """Ops of one layer unit for one micro-batch on one GPU."""
+    """Ops of one layer unit for one micro-batch on one GPU (built once per unit kind and shape; a unit without
+    routed experts once for every EP size and routing, :func:`routing_free`)."""
+    if kind not in ROUTED_UNITS:
+        shape = routing_free(shape)
+    return _layer_ops(m, kind, shape, gpus_per_node, layer)
+
+
+@lru_cache(maxsize=4096)
+def _layer_ops(m: ModelConfig, kind: str, shape: Shape, gpus_per_node: int = 8, layer: int = 0) -> LayerOps:
+    """:func:`layer_ops`, built."""
     bld = _Builder(shape, m)
     T, tp = shape.tokens, shape.tp
     h = m.hidden

@@ -3,7 +3,7 @@
 import pytest
 
 from simulator.config import PlanConfig
-from simulator.scenario import load_model
+from simulator.scenario import list_models, load_model
 from simulator.workload import Shape, layer_ops, param_counts, train_flops_per_token
 
 B = 1e9
@@ -231,3 +231,24 @@ def test_the_fp8_recipe_leaves_bf16_training_alone():
     assert bf16[0] == bf16[1]
     lo = layer_ops(load_model("llama3-405b"), "dense", bf16[1])
     assert not [o for o in lo.all_ops() if o.scaling or "amax" in o.name or "quant" in o.name]
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_a_unit_without_routed_experts_has_the_same_ops_under_every_ep_size_and_routing(name):
+    """layer_ops keeps the ops of an embedding, a dense layer and the heads once for every EP size, routing skew,
+    dispatcher and redundant-expert count (workload.routing_free), and the analytic engine times them once: that
+    holds only while nothing but the routed experts reads those fields. Built afresh here for each."""
+    import dataclasses
+
+    from simulator.workload import _layer_ops, routing_free
+
+    m = load_model(name)
+    for kind in ("embed", "dense", "head", "mtp_head"):
+        for tp, rc in ((1, "none"), (4, "full")):
+            base = Shape.of(PlanConfig(tp=tp, sp=tp > 1, micro_batch=2, recompute=rc), 4096)
+            want = _layer_ops.__wrapped__(m, kind, routing_free(base), 8, 1)
+            for change in ({"ep": 8}, {"ep": 64, "imbalance": 1.7}, {"dispatcher": "alltoall"}, {"redundant": 32}):
+                assert _layer_ops.__wrapped__(m, kind, dataclasses.replace(base, **change), 8, 1) == want, (kind, change)
+    if m.is_moe:  # and the routed units do read them
+        shape = Shape.of(PlanConfig(ep=8), 4096)
+        assert layer_ops(m, "moe", shape) != layer_ops(m, "moe", dataclasses.replace(shape, imbalance=1.7))
