@@ -627,3 +627,32 @@ def test_prediction_output_does_not_depend_on_the_hash_seed():
         outs.add(subprocess.run([sys.executable, "-m", "simulator.cli", "predict", "deepseek-v3", "--json"],
                                 capture_output=True, text=True, env=env, check=True).stdout)
     assert len(outs) == 1
+
+
+def test_a_kept_config_hash_never_leaves_its_process():
+    """config.hash_once keeps the model's, GPU's and cluster's hash after first use. A string's hash differs from
+    process to process, so the kept value is dropped when the config is pickled (a search's worker processes,
+    Dask), copied or rebuilt; equal configs still hash alike."""
+    import copy
+    import dataclasses
+    import os
+    import pickle
+    import subprocess
+    import sys
+
+    from simulator.api import load
+
+    sc = load("deepseek-v3")
+    for cfg in (sc.model, sc.cluster, sc.cluster.gpu):
+        h = hash(cfg)
+        assert hash(cfg) == h and "_hash" in cfg.__dict__
+        for other in (pickle.loads(pickle.dumps(cfg)), copy.deepcopy(cfg), copy.copy(cfg)):
+            assert "_hash" not in other.__dict__ and other == cfg and hash(other) == h
+        assert hash(dataclasses.replace(cfg)) == h
+    # Pickled in a process of another hash seed, unpickled here: the model hashes as this process's own.
+    code = ("import pickle, sys; from simulator.api import load; m = load('deepseek-v3').model; hash(m); "
+            "sys.stdout.buffer.write(pickle.dumps(m))")
+    env = {**os.environ, "PYTHONHASHSEED": "7"}
+    theirs = pickle.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, env=env, check=True).stdout)
+    assert theirs == sc.model and hash(theirs) == hash(sc.model)
+    assert {theirs: 1}[sc.model] == 1
