@@ -20,30 +20,7 @@
 #include <Python.h>
 #include <string.h>
 
-static int read_doubles(PyObject *seq, const char *what, double **out, Py_ssize_t *n) {
-    PyObject *fast = PySequence_Fast(seq, what);
-    if (fast == NULL) return -1;
-    Py_ssize_t len = PySequence_Fast_GET_SIZE(fast);
-    double *buf = PyMem_Malloc((len > 0 ? len : 1) * sizeof(double));
-    if (buf == NULL) {
-        Py_DECREF(fast);
-        PyErr_NoMemory();
-        return -1;
-    }
-    PyObject **items = PySequence_Fast_ITEMS(fast);
-    for (Py_ssize_t i = 0; i < len; i++) {
-        buf[i] = PyFloat_AsDouble(items[i]);
-        if (buf[i] == -1.0 && PyErr_Occurred()) {
-            PyMem_Free(buf);
-            Py_DECREF(fast);
-            return -1;
-        }
-    }
-    Py_DECREF(fast);
-    *out = buf;
-    *n = len;
-    return 0;
-}
+#include "_pyseq.h"
 
 /* run(tasks, dur, lag, nev, first) -> (free per rank, starts per rank)
  *   tasks: the packed tasks of every rank (a buffer of int32, see above)

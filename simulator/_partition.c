@@ -14,6 +14,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "_pyseq.h"
+
 /* bisect.bisect_right's loop: the first index whose value is above x (lo = 0, hi = n). */
 static Py_ssize_t bisect_right(const double *a, Py_ssize_t n, double x) {
     Py_ssize_t lo = 0, hi = n;
@@ -79,35 +81,22 @@ static PyObject *cuts(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize
     if (stages == -1 && PyErr_Occurred()) return NULL;
     double top = PyFloat_AsDouble(args[2]);
     if (top == -1.0 && PyErr_Occurred()) return NULL;
-    PyObject *fast = PySequence_Fast(args[0], "pre must be a sequence of floats");
-    if (fast == NULL) return NULL;
-    Py_ssize_t len = PySequence_Fast_GET_SIZE(fast);
+    double *pre = NULL;
+    Py_ssize_t len;
+    if (read_doubles(args[0], "pre must be a sequence of floats", &pre, &len) < 0) return NULL;
     Py_ssize_t n = len - 1;
     if (n < 1 || stages < 1 || stages > n) {
-        Py_DECREF(fast);
+        PyMem_Free(pre);
         PyErr_SetString(PyExc_ValueError, "cuts: needs at least two prefix sums and 1 <= stages <= units");
         return NULL;
     }
-    double *pre = PyMem_Malloc(len * sizeof(double));
-    Py_ssize_t *best = PyMem_Malloc(2 * stages * sizeof(Py_ssize_t));
-    if (pre == NULL || best == NULL) {
+    /* Two halves of one allocation: the best cuts so far, and the trial's; swapped when a trial fits. */
+    Py_ssize_t *halves = PyMem_Malloc(2 * stages * sizeof(Py_ssize_t));
+    if (halves == NULL) {
         PyMem_Free(pre);
-        PyMem_Free(best);
-        Py_DECREF(fast);
         return PyErr_NoMemory();
     }
-    Py_ssize_t *trial = best + stages;
-    PyObject **items = PySequence_Fast_ITEMS(fast);
-    for (Py_ssize_t i = 0; i < len; i++) {
-        pre[i] = PyFloat_AsDouble(items[i]);
-        if (pre[i] == -1.0 && PyErr_Occurred()) {
-            PyMem_Free(pre);
-            PyMem_Free(best);
-            Py_DECREF(fast);
-            return NULL;
-        }
-    }
-    Py_DECREF(fast);
+    Py_ssize_t *best = halves, *trial = halves + stages;
 
     /* The bracket of layout._bisect_cuts: at least the largest unit and the mean stage, at most the mean stage
      * plus the largest unit (or everything, where rounding at that edge refuses it). */
@@ -135,7 +124,7 @@ static PyObject *cuts(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize
     }
     PyObject *res = found ? to_list(best, nbest) : Py_NewRef(Py_None);
     PyMem_Free(pre);
-    PyMem_Free(best < trial ? best : trial); /* the one allocation, whichever half holds the cuts now */
+    PyMem_Free(halves);
     return res;
 }
 
