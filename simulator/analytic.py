@@ -299,7 +299,8 @@ class Evaluator:
         self._rank_times: dict[tuple, tuple] = {}  # rank_times, by the identities of a rank's stage times
         self._uneven: dict[tuple, tuple] = {}  # uneven_bubble, by the identities of the ranks' chunk lists
         self._dp_parts: dict[tuple, tuple] = {}  # dp_collectives, by plan and parameter counts
-        self._activations: dict[tuple, float] = {}  # a pipeline rank's peak activation bytes (_dp_and_memory)
+        self._facts: dict[int, tuple] = {}  # rank_facts, by the pipeline step's identity (the step kept beside)
+        self._activations: dict[tuple, float] = {}  # a pipeline rank's peak activation bytes (_rank_facts)
         self._splits: dict[tuple, list[list[str]]] = {}
         self._layouts: dict[int, tuple] = {}  # layout, by the split's identity (the split kept beside)
         self._steps: dict[tuple, PipelineStep] = {}  # pipeline_step, by the scenario less its ZeRO stage
@@ -307,11 +308,11 @@ class Evaluator:
 
     def forget_plans(self) -> None:
         """Drop what was kept per plan (stage splits and layouts, stage and rank sums, DP parts, pipeline steps,
-        ranks' peak activations), keeping the per-layer timings and memory that other plans of the same shapes
+        ranks' DP and memory facts), keeping the per-layer timings and memory that other plans of the same shapes
         reuse: a search worker calls it between chunks, so that a long search holds one chunk's plans, not all of
         them (DeepSeek-V3: 0.57 GB a worker after 35,820 plans without it)."""
         for cache in (self._stages, self._rank_mem, self._rank_times, self._uneven, self._dp_parts, self._splits,
-                      self._layouts, self._steps, self._activations):
+                      self._layouts, self._steps, self._facts, self._activations):
             cache.clear()
 
     def layout(self, sc: Scenario, stages: list[list[str]]) -> tuple[list, tuple]:
@@ -336,6 +337,15 @@ class Evaluator:
                           max(1, len(stages[edge]))))
         self._layouts[id(stages)] = (stages, keys, tuple(ranks))
         return keys, tuple(ranks)
+
+    def rank_facts(self, sc: Scenario, st: PipelineStep) -> tuple:
+        """:func:`_rank_facts` of a pipeline step, kept by its identity (``pipeline_step`` keeps one object for the
+        plan's ZeRO variants, and the entry holds it, so the id stays its own)."""
+        hit = self._facts.get(id(st))
+        if hit is None or hit[0] is not st:
+            hit = self._facts[id(st)] = (st, _rank_facts(sc, self, st.stages, st.memory_shape, st.microbatches, st.F,
+                                                         st.B, st.nic_mb, st.p2p, st.grads_last, st.rank_ends))
+        return hit[1]
 
     def stage_times(self, sc: Scenario, units: tuple[str, ...], shape: Shape, first: int = 0) -> PassTimes:
         """Sum of a stage's unit times (hot path: stages repeat, unit kinds repeat). ``first``: the model layer
@@ -802,7 +812,8 @@ def predict_analytic(sc: Scenario, profile: Profile | str | None = None, imbalan
     st = pipeline_step(sc, ev, imbalance)
     dp_exposed, opt_time, mem = _dp_and_memory(sc, ev, st.stages, st.memory_shape, st.microbatches, st.F, st.B,
                                                st.nic_mb, span=st.busy + st.bubble, p2p=st.p2p,
-                                               grads_last=st.grads_last, rank_ends=st.rank_ends)
+                                               grads_last=st.grads_last, rank_ends=st.rank_ends,
+                                               facts=ev.rank_facts(sc, st))
     step = st.busy + st.bubble + dp_exposed + opt_time
     stage_reports = [
         StageReport(rank=r, stages=held, layers=[st.stages[s] for s in held], F=f, B=b, W=w, FB=fb, busy=busy,
@@ -1157,14 +1168,76 @@ def nic_share_delay(x: float, a: float, period: float, stream: float = 0.0) -> f
     return min(half, x, a)
 
 
+def _rank_facts(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F: float, B: float,
+                nic_mb: tuple = (), p2p: float = 0.0, grads_last: float | None = None, rank_ends: tuple = ()):
+    """What :func:`_dp_and_memory` reads of a plan that its ZeRO stage does not change: per kind of rank (by the
+    units it holds), its weights, activations and the per-stage parameter counts its DP traffic follows from;
+    per rank, its kind, its idle time at each end of the step, its other NIC traffic and its peak activations.
+    A search meets each plan under ZeRO-1, 2 and 3 in a row, and these take a third of the DP and memory sums
+    (kept on the Evaluator by the pipeline step they came from, :meth:`Evaluator.rank_facts`)."""
+    grads_last = B if grads_last is None else grads_last
+    p = sc.plan
+    sched = runnable(p.schedule)
+    pairs = bool(sc.ep_overlapped and sched in PAIRABLE)  # Megatron's pairs: one more micro-batch in flight
+    vk = chunks_per_microbatch(p.schedule, p.vpp)
+    chunk_times = TaskTimes(F / vk, B / vk, grads_last / vk if sched in SPLIT_BACKWARD else 0.0)
+    kinds: dict[tuple, tuple] = {}
+    ranks = []
+    for r, (held, _, sig, edge_stage, edge_layers) in enumerate(ev.layout(sc, stages)[1]):
+        if rank_ends:  # DualPipe's ranks, timed by the list scheduler on their own chunk times
+            gathers_hide, reductions_hide, lead, first_grads = rank_ends[r]
+        else:
+            gathers_hide, reductions_hide = idle_at_ends(sched, p.pp, r, chunk_times, p2p)
+            lead = first_grads = None
+        kind = kinds.get(sig)
+        if kind is None:
+            mem = ev.rank_memory(sc, sig, shape)
+            # The stage the rank's step opens and closes with, and (ZeRO-3's one collective a stage) each stage's
+            # parameters, the rank's copies of weights shared with units it does not hold reduced and gathered
+            # with its last stage, as the DES does. (V3 PP32 DualPipe: the MTP head's copy of the output head on
+            # stage 31, 0.93 B parameters, a third of rank 0's ZeRO-3 traffic.)
+            edge = parts = None
+            if len(held) > 1:
+                edge = ev.stage_memory(sc, tuple(stages[edge_stage]), shape)[:2]
+                parts = [list(ev.stage_memory(sc, tuple(stages[s]), shape)[:2]) for s in held]
+                parts[-1][0] += shared_weight_copies(sc.model, (u for s in held for u in stages[s]), shape.tp)
+            # DeepEP's staging buffers, on every GPU of an EP group that runs routed experts.
+            routed = p.dispatcher == "deepep" and any(u in ROUTED_UNITS for s in held for u in stages[s])
+            buffers = deepep_buffer_bytes(sc.model.hidden, p.ep, p.comm_sms) if routed else 0.0
+            kind = kinds[sig] = (mem, edge, parts, buffers)
+        pd, pe, act, act_max, unit, chunk_act = kind[0]
+        if p.pp > 1:
+            # Walk the rank's own task order (layout.inflight_by_chunk, as the DES keeps memory): the
+            # micro-batches each of its chunks holds at the moments it could peak, weighted by what each
+            # chunk saves. Rank 0 of an interleaved schedule holds PP*V + PP - 1 chunk activations
+            # (Narayanan et al. 2021, sec 2.2.2), the last rank (V-1)*PP + 1, and that last rank's chunk
+            # carries the output head; under 1F1B rank r holds PP - r; DualPipe PP+1 on every rank,
+            # split between its two chunks by the rank's place in the pipeline.
+            # Kept on the Evaluator: plans of other EP sizes hold the same activations on the same ranks.
+            key = (p.schedule, p.pp, p.vpp, M, r, pairs, chunk_act)
+            activations = ev._activations.get(key)
+            if activations is None:
+                activations = ev._activations[key] = max(sum(n * a for n, a in zip(v, chunk_act))
+                                                         for v in inflight_by_chunk(p.schedule, p.pp, p.vpp, M, r, pairs))
+        else:
+            # Without pipelining one micro-batch's activations are held at a time, also under Megatron's
+            # pairs: the forward builds its activations layer by layer as the other micro-batch's backward
+            # frees its own (Megatron-Bridge PR #3880 measured 61.35 GB peak for Qwen3-30B-A3B on 16 H100).
+            activations = act / len(held)
+        ranks.append((sig, len(held), edge_layers, gathers_hide, reductions_hide, lead, first_grads,
+                      nic_mb[r] if nic_mb else 0.0, activations))
+    return kinds, ranks
+
+
 def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F: float, B: float,
                    nic_mb: tuple = (), span: float = 0.0, p2p: float = 0.0, grads_last: float | None = None,
-                   rank_ends: tuple = ()):
+                   rank_ends: tuple = (), facts: tuple | None = None):
     """Exposed DP time, optimizer time and per-rank memory (``nic_mb``: per rank, a micro-batch's other NIC time;
     ``span``: the pacing rank's work and bubble over the step, which per-micro-batch reductions overlap;
     ``grads_last``: a micro-batch's time in the tasks that make its weight gradients, B unless the
-    schedule splits W off)."""
+    schedule splits W off; ``facts``: :func:`_rank_facts` of these, where the caller keeps them)."""
     grads_last = B if grads_last is None else grads_last
+    kinds, rank_facts = facts or _rank_facts(sc, ev, stages, shape, M, F, B, nic_mb, p2p, grads_last, rank_ends)
     p = sc.plan
     dp = sc.dp
     dp_expert = sc.dp_expert
@@ -1187,9 +1260,7 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F:
     # time after its last backward (W) (schedules.idle_at_ends, at the pacing rank's chunk times).
     chunks = p.vpp if p.schedule == "interleaved" else 1
     warm = None  # warmup_forwards, when a rank needs it
-    split = sched in SPLIT_BACKWARD
     two_legs = p.schedule in ("dualpipe", "dualpipev")
-    chunk_times = TaskTimes(F / vk, B / vk, grads_last / vk if split else 0.0)
 
     def bucketed(t: float, c: float, n: int) -> float:
         """How far a collective of ``t`` seconds, cut into ``n`` buckets that a pass of ``c`` seconds makes (or
@@ -1212,22 +1283,16 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F:
             return max(0.0, bucketed(t_edge, c, n) - edge, t - lead - edge)
         ahead = (chunks - 1) * p.pp * c if chunks > 1 else c if two_legs else 0.0
         return max(0.0, bucketed(t_edge, c, n) - edge, t - ahead - c - edge)
-    # Per rank: the chunk its step opens and closes with (micro-batches enter there), and its layers.
-    for r, (held, _, sig, edge_stage, edge_layers) in enumerate(ev.layout(sc, stages)[1]):
-        if rank_ends:  # DualPipe's ranks, timed by the list scheduler on their own chunk times
-            gathers_hide, reductions_hide, lead, first_grads = rank_ends[r]
-        else:
-            gathers_hide, reductions_hide = idle_at_ends(sched, p.pp, r, chunk_times, p2p)
-            lead = first_grads = None
+    for r, (sig, n_held, edge_layers, gathers_hide, reductions_hide, lead, first_grads, nic_r,
+            activations) in enumerate(rank_facts):
         if sig not in seen:
-            pd, pe, act, act_max, unit, chunk_act = ev.rank_memory(sc, sig, shape)
+            (pd, pe, act, act_max, unit, chunk_act), edge, parts, buffers = kinds[sig]
             rs_parts, ag_parts = dp_collectives(sc, ev, pd, pe)
             # Seconds alone on each link: (NIC, NVLink) for the reductions and for the gathers.
             rs_link = (sum(t for t, nic in rs_parts if nic), sum(t for t, nic in rs_parts if not nic))
             ag_link = (sum(t for t, nic in ag_parts if nic), sum(t for t, nic in ag_parts if not nic))
-            if len(held) > 1:
-                epd, epe = ev.stage_memory(sc, tuple(stages[edge_stage]), shape)[:2]
-                ers, eag = dp_collectives(sc, ev, epd, epe)
+            if edge is not None:
+                ers, eag = dp_collectives(sc, ev, *edge)
                 edge_dp = (sum(t for t, _ in ers), sum(t for t, _ in eag))
             else:
                 edge_dp = (sum(rs_link), sum(ag_link))
@@ -1237,12 +1302,7 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F:
             # summed by stage, Llama 3 405B's interleaved ZeRO-2 step moved 1.563 -> 1.634 s against the DES's
             # 1.448; an open item.)
             mb_links = (rs_link, ag_link)
-            if p.zero == 3 and len(held) > 1:
-                parts = [list(ev.stage_memory(sc, tuple(stages[s]), shape)[:2]) for s in held]
-                # The rank's copies of weights shared with units it does not hold, reduced and gathered with its
-                # last stage, as the DES does. (V3 PP32 DualPipe: the MTP head's copy of the output head on stage
-                # 31, 0.93 B parameters, a third of rank 0's ZeRO-3 traffic.)
-                parts[-1][0] += shared_weight_copies(sc.model, (u for s in held for u in stages[s]), shape.tp)
+            if p.zero == 3 and parts is not None:
                 per = [dp_collectives(sc, ev, a, b) for a, b in parts]
                 mb_links = tuple((sum(t for c in per for t, nic in c[k] if nic),
                                   sum(t for c in per for t, nic in c[k] if not nic)) for k in (0, 1))
@@ -1258,11 +1318,8 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F:
                 # two all-gather output tensors to be alive at once", pytorch/pytorch#128884). Sized by the
                 # largest layer unit the rank holds (its local experts included, before the DP sharding).
                 transient += unit * (BYTES[p.grad_dtype] + (2 * 2 if p.zero == 3 else 0))
-            # DeepEP's staging buffers, on every GPU of an EP group that runs routed experts.
-            routed = p.dispatcher == "deepep" and any(u in ROUTED_UNITS for s in held for u in stages[s])
-            buffers = deepep_buffer_bytes(sc.model.hidden, p.ep, p.comm_sms) if routed else 0.0
-            seen[sig] = (w, gr, o, tuple(chunk_act), act, transient, rs_link, ag_link, edge_dp, buffers, mb_links)
-        w, gr, o, chunk_act, act, transient, rs_link, ag_link, (e_rs, e_ag), buffers, (rs_mb, ag_mb) = seen[sig]
+            seen[sig] = (w, gr, o, transient, rs_link, ag_link, edge_dp, buffers, mb_links)
+        w, gr, o, transient, rs_link, ag_link, (e_rs, e_ag), buffers, (rs_mb, ag_mb) = seen[sig]
         t_rs, t_ag = sum(rs_link), sum(ag_link)
         if p.zero >= 2:
             # Sharded gradients (ZeRO-2/3) leave no full-size buffer to accumulate micro-batches in: every
@@ -1297,7 +1354,7 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F:
                 trip = (rounds * p.pp + p.pp - 1) * (f + p2p) + (j + 1) * f + (p.pp - 1 - r) * (b + p2p)
                 first_b = max(first_b, trip)
             after_warmup = span - first_b
-            nic = nic_mb[r] if nic_mb and (rs_link[0] or ag_link[0]) else 0.0
+            nic = nic_r if rs_link[0] or ag_link[0] else 0.0
             t_rs_mb, t_ag_mb = sum(rs_mb), sum(ag_mb)
             # ... and the last micro-batch's reduction can only follow its own backward.
             # The DP stream's NIC parts share the NIC with that traffic, so the stream takes longer than its
@@ -1314,7 +1371,7 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F:
                 # Before the rank's first backward the stream has only the gathers of the forwards run so far
                 # (one stage's each), and idles the rest of that time.
                 n_fwd = first_b / (F / vk) if F > 0 else 0.0
-                idle = max(0.0, first_b - n_fwd * t_ag_mb / len(held))
+                idle = max(0.0, first_b - n_fwd * t_ag_mb / n_held)
                 dp_nic = visit * (rs_mb[0] + 2 * ag_mb[0])
                 work_mb = visit * (t_rs_mb + 2 * t_ag_mb)
                 stream_mb = work_mb + nic_share_delay(dp_nic, nic, period, work_mb)
@@ -1325,23 +1382,5 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F:
         else:  # one collective after the pipeline drains; the next step's all-gather still overlaps
             exposed = t_rs + behind(t_ag, e_ag, F, edge_layers, gathers_hide)
         worst_exposed = max(worst_exposed, exposed)
-        if p.pp > 1:
-            # Walk the rank's own task order (layout.inflight_by_chunk, as the DES keeps memory): the
-            # micro-batches each of its chunks holds at the moments it could peak, weighted by what each
-            # chunk saves. Rank 0 of an interleaved schedule holds PP*V + PP - 1 chunk activations
-            # (Narayanan et al. 2021, sec 2.2.2), the last rank (V-1)*PP + 1, and that last rank's chunk
-            # carries the output head; under 1F1B rank r holds PP - r; DualPipe PP+1 on every rank,
-            # split between its two chunks by the rank's place in the pipeline.
-            # Kept on the Evaluator: a search meets each shape under ZeRO-1, 2 and 3 in a row, which hold alike.
-            key = (p.schedule, p.pp, p.vpp, M, r, pairs, chunk_act)
-            activations = ev._activations.get(key)
-            if activations is None:
-                activations = ev._activations[key] = max(sum(n * a for n, a in zip(v, chunk_act))
-                                                         for v in inflight_by_chunk(p.schedule, p.pp, p.vpp, M, r, pairs))
-        else:
-            # Without pipelining one micro-batch's activations are held at a time, also under Megatron's
-            # pairs: the forward builds its activations layer by layer as the other micro-batch's backward
-            # frees its own (Megatron-Bridge PR #3880 measured 61.35 GB peak for Qwen3-30B-A3B on 16 H100).
-            activations = act / len(held)
         mems.append(MemoryBreakdown(w, gr, o, activations, transient, buffers))
     return worst_exposed, opt, mems
