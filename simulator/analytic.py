@@ -483,6 +483,7 @@ class Evaluator:
         by_kind = {"gemm": 0.0, "grouped_gemm": 0.0, "attention": 0.0, "memory": 0.0}  # F+B+W, all SMs
         piece = dict.fromkeys(("AF", "MF", "AB", "MB", "AW", "MW", "dispatchF", "combineF", "dispatchB",
                                "combineB"), 0.0)  # pair_time's pieces, keyed by side or block, then pass
+        times = t.pairs(sms_r)  # op -> (all SMs, the SMs communication leaves)
         for ph, ops in (("F", lo.F), ("B", lo.B), ("W", lo.W)):
             for op in ops:
                 if op.kind == "comm":
@@ -492,8 +493,7 @@ class Evaluator:
                         ib += op.comm_bytes * op.m
                         piece[op.block + ph] += dt
                     continue  # TP/CP collectives: overlap rules below
-                d = t.time(op)
-                dr = t.time(op, sms_r) if sms_r else d
+                d, dr = times.get(op) or t.pair(op, sms_r)
                 acc[ph][0] += d
                 acc[ph][1] += dr
                 piece[("M" if op.block == "mlp" else "A") + ph] += dr
