@@ -66,6 +66,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
+from itertools import chain
+from operator import mul
 
 from simulator.bubble import closed_form_bubble
 from simulator.errors import ConfigError
@@ -671,7 +673,7 @@ def _durations(t: TaskTimes) -> tuple[float, ...]:
 def _rank_durations(pp: int, times: TaskTimes, rank_times, chunk_times) -> list[tuple[float, ...]]:
     """Each rank's durations by code (see :func:`_compile`): per chunk where ``chunk_times`` are given."""
     if chunk_times is not None:
-        return [tuple(x for t in chunks for x in _durations(t)) for chunks in chunk_times]
+        return [tuple(chain.from_iterable(map(_durations, chunks))) for chunks in chunk_times]
     return [_durations(t) for t in (rank_times or (times,) * pp)]
 
 
@@ -743,15 +745,21 @@ def simulate(
     _, counts, nev, packed, first = _compile(*shape)
     durs = _rank_durations(pp, times, rank_times, chunk_times)
     # Every rank's durations, and what its outputs take to reach the next rank, in one list each, indexed by
-    # rank x codes + code (the packing's and _order's index): one lookup a task.
-    dur = [x for d in durs for x in d]
-    lag = [(lags[r][code // 5] if per_chunk else pair_p2p) if code % 5 == _FB else p2p
-           for r, d in enumerate(durs) for code in range(len(d))]
+    # rank x codes + code (the packing's and _order's index): one lookup a task. A pair's outputs take
+    # pair_p2p (per rank and chunk of its forward), every other task's p2p.
+    dur = list(chain.from_iterable(durs))
+    lag = [p2p] * len(dur)
+    codes = len(durs[0])
+    if per_chunk:
+        for r, row in enumerate(lags):
+            lag[r * codes + _FB:(r + 1) * codes:5] = row
+    else:
+        lag[_FB::5] = [pair_p2p] * (len(dur) // 5)
     if _run_in_c is not None:
         free, starts = _run_in_c(packed, dur, lag, nev, first)
     else:
         free, starts = _one_pass(_order(*shape), dur, lag, nev, pp, first)
-    busy = [sum(c * d for c, d in zip(cnt, dur)) for cnt, dur in zip(counts, durs)]
+    busy = [sum(map(mul, cnt, dur)) for cnt, dur in zip(counts, durs)]
     if not math.isfinite(max(free) + sum(busy)):  # each time finite, their sum not: no bubble to take
         raise ConfigError("times", f"the step overflows (makespan {max(free)!r})",
                           "F, B, W, F&B and p2p small enough that the whole step is a finite number")
