@@ -44,7 +44,6 @@ Overlap rules:
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
 from itertools import repeat
@@ -148,6 +147,9 @@ class PassTimes:
         return (self.F, self.B, self.W, self.Fr, self.Br, self.Wr, self.aF, self.aB, self.xF, self.xB,
                 self.ib_bytes, self.recompute, self.memory_bound, self.gemm, self.grouped_gemm, self.attention,
                 self.pAf, self.pMf, self.pAb, self.pMb, self.pAw, self.pMw, self.pDf, self.pCf, self.pDb, self.pCb, self.pN)
+
+
+_PASS_FIELDS = fields(PassTimes)
 
 
 def pair_time(f: PassTimes, b: PassTimes, extra_comm: float = 0.0) -> float:
@@ -357,11 +359,15 @@ class Evaluator:
                sc.cluster)
         hit = self._stages.get(key)
         if hit is None:
-            tot = PassTimes()
-            # In stage order: the same sum in every process (a set's order follows the hash seed).
-            for (kind, layer), n in Counter(unit_layers(sc.model, units, phase)).items():
-                tot = tot + self.unit_times(sc, kind, shape, layer).scale(n)
-            hit = self._stages[key] = tot
+            count: dict[tuple[str, int], int] = {}
+            for unit in unit_layers(sc.model, units, phase):
+                count[unit] = count.get(unit, 0) + 1
+            # In stage order: the same sum in every process (a set's order follows the hash seed). Summed as
+            # tuples, field by field as PassTimes' + and scale would, without building one for each step.
+            tot = (0.0,) * len(_PASS_FIELDS)
+            for (kind, layer), n in count.items():
+                tot = tuple(map(add, tot, map(mul, self.unit_times(sc, kind, shape, layer).astuple(), repeat(n))))
+            hit = self._stages[key] = PassTimes(*tot)
         return hit
 
     def stage_memory(self, sc: Scenario, units: tuple[str, ...], shape: Shape) -> tuple[float, float, float, float,
@@ -484,9 +490,13 @@ class Evaluator:
         piece = dict.fromkeys(("AF", "MF", "AB", "MB", "AW", "MW", "dispatchF", "combineF", "dispatchB",
                                "combineB"), 0.0)  # pair_time's pieces, keyed by side or block, then pass
         times = t.pairs(sms_r)  # op -> (all SMs, the SMs communication leaves)
+        # Hot loop (~70 ops a unit, ~1,500 units a V3 worker's six chunks): a pass's sums in locals, each added
+        # in op order as it would be in place.
         for ph, ops in (("F", lo.F), ("B", lo.B), ("W", lo.W)):
+            all_sms = fewer_sms = side_a = side_m = gemm_t = attn_t = 0.0
             for op in ops:
-                if op.kind == "comm":
+                kind = op.kind
+                if kind == "comm":
                     dt = self.comm.op_time(op, p.ep, p.tp, p.cp)
                     if op.comm in ("dispatch", "combine"):
                         a2a[ph] += dt
@@ -494,16 +504,25 @@ class Evaluator:
                         piece[op.block + ph] += dt
                     continue  # TP/CP collectives: overlap rules below
                 d, dr = times.get(op) or t.pair(op, sms_r)
-                acc[ph][0] += d
-                acc[ph][1] += dr
-                piece[("M" if op.block == "mlp" else "A") + ph] += dr
-                by_kind[op.kind] += d
+                all_sms += d
+                fewer_sms += dr
+                if op.block == "mlp":
+                    side_m += dr
+                else:
+                    side_a += dr
+                by_kind[kind] += d
                 if op.recompute:
                     recompute += d
-                if ph in gemm and op.kind in ("gemm", "grouped_gemm"):
-                    gemm[ph] += d
-                elif ph in attn and op.kind == "attention":
-                    attn[ph] += d
+                if kind == "gemm" or kind == "grouped_gemm":
+                    gemm_t += d
+                elif kind == "attention":
+                    attn_t += d
+            acc[ph] = [all_sms, fewer_sms]
+            piece["A" + ph] = side_a
+            piece["M" + ph] = side_m
+            if ph in gemm:  # F and B: what their own TP and CP collectives hide behind (below)
+                gemm[ph] = gemm_t
+                attn[ph] = attn_t
         exposed = {}
         for ph in ("F", "B"):
             ops = lo.F if ph == "F" else lo.B
