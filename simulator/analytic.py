@@ -1049,9 +1049,16 @@ def _pipeline_step(sc: Scenario, ev: Evaluator, imbalance: float) -> PipelineSte
         # head's) has none. Sent after it, both transfers are. A pair that runs its F then its B sends after it.
         in_pair = overlap and p.dualpipe_sends == "in_pair"
 
+        tails: dict[str, float] = {}  # by the kind of layer (the stages of a split repeat few)
+
         def tail(s: int) -> float:
             kind = next((k for k in stages[s] if k in ("dense", "moe")), None)
-            return ev.attention_wgrad(sc, kind, shape) if kind else 0.0
+            if not kind:
+                return 0.0
+            hit = tails.get(kind)
+            if hit is None:
+                hit = tails[kind] = ev.attention_wgrad(sc, kind, shape)
+            return hit
 
         waits = [[max(0.0, 2 * p2p - tail(held[1 - c])) if in_pair else 2 * p2p for c in (0, 1)]
                  for _, held, *_ in ranks] if p2p else [[0.0, 0.0]] * len(ranks)
@@ -1280,6 +1287,8 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F:
     chunks = p.vpp if p.schedule == "interleaved" else 1
     warm = None  # warmup_forwards, when a rank needs it
     two_legs = p.schedule in ("dualpipe", "dualpipev")
+    visit = visits_per_stage(p.schedule)  # the share of a micro-batch's passes each stage a rank holds runs
+    period = span / M if M else 0.0  # the step's micro-batches come span / M apart
 
     def bucketed(t: float, c: float, n: int) -> float:
         """How far a collective of ``t`` seconds, cut into ``n`` buckets that a pass of ``c`` seconds makes (or
@@ -1337,9 +1346,10 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F:
                 # two all-gather output tensors to be alive at once", pytorch/pytorch#128884). Sized by the
                 # largest layer unit the rank holds (its local experts included, before the DP sharding).
                 transient += unit * (BYTES[p.grad_dtype] + (2 * 2 if p.zero == 3 else 0))
-            seen[sig] = (w, gr, o, transient, rs_link, ag_link, edge_dp, buffers, mb_links)
-        w, gr, o, transient, rs_link, ag_link, (e_rs, e_ag), buffers, (rs_mb, ag_mb) = seen[sig]
-        t_rs, t_ag = sum(rs_link), sum(ag_link)
+            seen[sig] = (w, gr, o, transient, rs_link, ag_link, edge_dp, buffers, mb_links, sum(rs_link), sum(ag_link),
+                         sum(mb_links[0]), sum(mb_links[1]))
+        (w, gr, o, transient, rs_link, ag_link, (e_rs, e_ag), buffers, (rs_mb, ag_mb), t_rs, t_ag, t_rs_mb,
+         t_ag_mb) = seen[sig]
         if p.zero >= 2:
             # Sharded gradients (ZeRO-2/3) leave no full-size buffer to accumulate micro-batches in: every
             # micro-batch's gradients are reduce-scattered as its backward makes them (DeepSpeed ZeRO-2;
@@ -1350,7 +1360,6 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F:
             # stream, one collective at a time on whichever link bounds each part, and the NIC, which its NIC
             # parts share with the micro-batch's other NIC traffic (nic_mb). (The parts cover every stage the
             # rank holds; a DualPipe micro-batch runs one of its two.)
-            visit = visits_per_stage(p.schedule)
             if first_grads is not None:
                 # DualPipe: the rank's first task making weight gradients, where its run put it (a W, split off
                 # its backward, can come well after that backward's start: V2 PP2 DualPipeV, 0.57 s against 0.39).
@@ -1374,11 +1383,9 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F:
                 first_b = max(first_b, trip)
             after_warmup = span - first_b
             nic = nic_r if rs_link[0] or ag_link[0] else 0.0
-            t_rs_mb, t_ag_mb = sum(rs_mb), sum(ag_mb)
             # ... and the last micro-batch's reduction can only follow its own backward.
             # The DP stream's NIC parts share the NIC with that traffic, so the stream takes longer than its
             # parts alone (nic_share_delay, per micro-batch; the step's micro-batches come span / M apart).
-            period = span / M if M else 0.0
             stream_mb = visit * t_rs + nic_share_delay(visit * rs_link[0], nic, period, visit * t_rs)
             exposed = max(behind(t_rs, e_rs, grads_last, edge_layers, reductions_hide, lead),
                           M * stream_mb - after_warmup, M * (visit * rs_link[0] + nic) - after_warmup)
