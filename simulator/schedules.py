@@ -897,7 +897,7 @@ def _dual_marks(name: str, pp: int, m: int) -> tuple[tuple[int, tuple[int, ...],
     first such task, found once a shape so that :func:`dualpipe_step` reads a plan's ends off the run's start
     times."""
     out = []
-    for tasks in _build(name, pp, m, 1):
+    for tasks in _build(name, pp, m, 1, False):  # the key _compile builds it under
         done: dict[int, int] = {}
         for i, task in enumerate(tasks):
             if task.kind == "W" or (task.kind == "B" and not task.split_backward):
