@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import NamedTuple
 
-from .config import ModelConfig, PlanConfig
+from .config import ModelConfig, PlanConfig, hash_once
 from .tp_overlap import collective_chunks, gemm_execution
 
 BYTES = {"fp8": 1.0, "bf16": 2.0, "fp16": 2.0, "fp32": 4.0}
@@ -85,6 +85,7 @@ class LayerOps:
         return self.F + self.B + self.W
 
 
+@hash_once  # a shape keys every layer, stage and rank cache: 81,000 lookups of 4,300 shapes in six chunks of V3's space
 @dataclass(frozen=True)
 class Shape:
     """What the ops of one micro-batch on one GPU depend on (a cache key)."""
