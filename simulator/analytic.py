@@ -301,6 +301,7 @@ class Evaluator:
         self._rank_times: dict[tuple, tuple] = {}  # rank_times, by the identities of a rank's stage times
         self._uneven: dict[tuple, tuple] = {}  # uneven_bubble, by the identities of the ranks' chunk lists
         self._dp_parts: dict[tuple, tuple] = {}  # dp_collectives, by plan and parameter counts
+        self._dp_links: dict[tuple, tuple] = {}  # dp_links, the same
         self._facts: dict[int, tuple] = {}  # rank_facts, by the pipeline step's identity (the step kept beside)
         self._activations: dict[tuple, float] = {}  # a pipeline rank's peak activation bytes (_rank_facts)
         self._splits: dict[tuple, list[list[str]]] = {}
@@ -313,8 +314,8 @@ class Evaluator:
         ranks' DP and memory facts), keeping the per-layer timings and memory that other plans of the same shapes
         reuse: a search worker calls it between chunks, so that a long search holds one chunk's plans, not all of
         them (DeepSeek-V3: 0.57 GB a worker after 35,820 plans without it)."""
-        for cache in (self._stages, self._rank_mem, self._rank_times, self._uneven, self._dp_parts, self._splits,
-                      self._layouts, self._steps, self._facts, self._activations):
+        for cache in (self._stages, self._rank_mem, self._rank_times, self._uneven, self._dp_parts, self._dp_links,
+                      self._splits, self._layouts, self._steps, self._facts, self._activations):
             cache.clear()
 
     def layout(self, sc: Scenario, stages: list[list[str]]) -> tuple[list, tuple]:
@@ -1170,6 +1171,21 @@ def dp_collectives(sc: Scenario, ev: Evaluator, pd: float, pe: float) -> tuple[t
     return hit
 
 
+def dp_links(sc: Scenario, ev: Evaluator, pd: float, pe: float) -> tuple:
+    """:func:`dp_collectives`' parts summed: the reductions' seconds alone on (the NIC, NVLink), the gathers' the
+    same, and (the reductions', the gathers') whole, part after part. Kept on the Evaluator by the same key: a rank
+    kind sums them for each of its plans' ZeRO stages, and most ranks of a plan hold what another holds."""
+    p = sc.plan
+    key = (sc.cluster, sc.dp, sc.dp_expert, p.cp, p.tp, p.ep, p.zero, p.grad_dtype, pd, pe)
+    hit = ev._dp_links.get(key)
+    if hit is None:
+        rs, ag = dp_collectives(sc, ev, pd, pe)
+        hit = ev._dp_links[key] = ((sum(t for t, nic in rs if nic), sum(t for t, nic in rs if not nic)),
+                                   (sum(t for t, nic in ag if nic), sum(t for t, nic in ag if not nic)),
+                                   (sum(t for t, _ in rs), sum(t for t, _ in ag)))
+    return hit
+
+
 def nic_share_delay(x: float, a: float, period: float, stream: float = 0.0) -> float:
     """Seconds a serial stream's NIC parts of ``x`` seconds (alone on the NIC) lose each micro-batch to other
     NIC traffic of ``a`` seconds alone (the micro-batch's all-to-all and P2P sends) that shares the NIC fairly
@@ -1315,15 +1331,9 @@ def _dp_and_memory(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F:
             activations) in enumerate(rank_facts):
         if sig not in seen:
             (pd, pe, act, act_max, unit, chunk_act), edge, parts, buffers = kinds[sig]
-            rs_parts, ag_parts = dp_collectives(sc, ev, pd, pe)
             # Seconds alone on each link: (NIC, NVLink) for the reductions and for the gathers.
-            rs_link = (sum(t for t, nic in rs_parts if nic), sum(t for t, nic in rs_parts if not nic))
-            ag_link = (sum(t for t, nic in ag_parts if nic), sum(t for t, nic in ag_parts if not nic))
-            if edge is not None:
-                ers, eag = dp_collectives(sc, ev, *edge)
-                edge_dp = (sum(t for t, _ in ers), sum(t for t, _ in eag))
-            else:
-                edge_dp = (sum(rs_link), sum(ag_link))
+            rs_link, ag_link, _ = dp_links(sc, ev, pd, pe)
+            edge_dp = dp_links(sc, ev, *edge)[2] if edge is not None else (sum(rs_link), sum(ag_link))
             # Seconds alone on (NIC, NVLink) of a micro-batch's reductions and gathers on the DP stream. ZeRO-3's
             # are one collective per stage it runs, each at its own time (the DES queues them so), so each pays its
             # own ring latency: summed over the held stages. (ZeRO-2's reductions keep the rank's one collective:
