@@ -501,7 +501,8 @@ def test_interleaved_bubble_with_embedding_and_head_chunks_is_the_list_scheduler
 @pytest.mark.parametrize("name", ["deepseek-v3", "llama3-405b"])
 def test_a_plans_zero_stages_share_one_pipeline_step_and_predict_as_each_alone(name):
     """An Evaluator keeps a plan's pipeline step (everything but its DP traffic, optimizer and memory) by the
-    scenario less its ZeRO stage: a search meets each shape under ZeRO-1, 2 and 3 in a row. Every variant
+    scenario less its ZeRO stage, and what its DP and memory sums read that the stage does not change
+    (rank_facts) by that step: a search meets each shape under ZeRO-1, 2 and 3 in a row. Every variant
     predicts, field for field, what a fresh Evaluator predicts for it alone (but the warnings, which a shared
     Evaluator gathers over its plans), and plans that differ in anything else (here recompute) keep steps of
     their own."""
@@ -518,6 +519,7 @@ def test_a_plans_zero_stages_share_one_pipeline_step_and_predict_as_each_alone(n
     shared = [fields(predict_analytic(v, evaluator=ev)) for v in variants]
     assert shared == [fields(predict_analytic(v)) for v in variants]
     assert len(ev._steps) == 2
+    assert len(ev._facts) == 2  # what the DP and memory sums read besides the ZeRO stage: once a step
     for i in (0, 4):  # the ZeRO stage moves the DP part alone
         assert len({(r["step_breakdown_s"]["busy"], r["step_breakdown_s"]["bubble"]) for r in shared[i:i + 4]}) == 1
         assert len({r["step_breakdown_s"]["dp_exposed"] for r in shared[i:i + 4]}) > 1
