@@ -149,9 +149,6 @@ class PassTimes:
                 self.pAf, self.pMf, self.pAb, self.pMb, self.pAw, self.pMw, self.pDf, self.pCf, self.pDb, self.pCb, self.pN)
 
 
-_PASS_FIELDS = fields(PassTimes)
-
-
 def pair_time(f: PassTimes, b: PassTimes, extra_comm: float = 0.0) -> float:
     """Seconds of an overlapped pair: the forward of one micro-batch (``f``, a stage's times) on the compute
     stream beside the backward of another (``b``), each one's all-to-all on the communication stream.
@@ -365,7 +362,7 @@ class Evaluator:
                 count[unit] = count.get(unit, 0) + 1
             # In stage order: the same sum in every process (a set's order follows the hash seed). Summed as
             # tuples, field by field as PassTimes' + and scale would, without building one for each step.
-            tot = (0.0,) * len(_PASS_FIELDS)
+            tot = PassTimes().astuple()
             for (kind, layer), n in count.items():
                 tot = tuple(map(add, tot, map(mul, self.unit_times(sc, kind, shape, layer).astuple(), repeat(n))))
             hit = self._stages[key] = PassTimes(*tot)
@@ -1135,6 +1132,12 @@ def _pipeline_step(sc: Scenario, ev: Evaluator, imbalance: float) -> PipelineSte
     )
 
 
+def _dp_key(sc: Scenario, pd: float, pe: float) -> tuple:
+    """What a rank's DP collectives depend on: the plan's groups, ZeRO stage and gradient dtype, and its parameters."""
+    p = sc.plan
+    return (sc.cluster, sc.dp, sc.dp_expert, p.cp, p.tp, p.ep, p.zero, p.grad_dtype, pd, pe)
+
+
 def dp_collectives(sc: Scenario, ev: Evaluator, pd: float, pe: float) -> tuple[tuple[tuple[float, bool], ...], tuple[tuple[float, bool], ...]]:
     """The data-parallel collectives of one step for a rank holding ``pd`` dense and ``pe`` expert parameters.
 
@@ -1151,7 +1154,7 @@ def dp_collectives(sc: Scenario, ev: Evaluator, pd: float, pe: float) -> tuple[t
     and parameter counts."""
     p = sc.plan
     dp = sc.dp
-    key = (sc.cluster, dp, sc.dp_expert, p.cp, p.tp, p.ep, p.zero, p.grad_dtype, pd, pe)
+    key = _dp_key(sc, pd, pe)
     hit = ev._dp_parts.get(key)
     if hit is not None:
         return hit
@@ -1175,8 +1178,7 @@ def dp_links(sc: Scenario, ev: Evaluator, pd: float, pe: float) -> tuple:
     """:func:`dp_collectives`' parts summed: the reductions' seconds alone on (the NIC, NVLink), the gathers' the
     same, and (the reductions', the gathers') whole, part after part. Kept on the Evaluator by the same key: a rank
     kind sums them for each of its plans' ZeRO stages, and most ranks of a plan hold what another holds."""
-    p = sc.plan
-    key = (sc.cluster, sc.dp, sc.dp_expert, p.cp, p.tp, p.ep, p.zero, p.grad_dtype, pd, pe)
+    key = _dp_key(sc, pd, pe)
     hit = ev._dp_links.get(key)
     if hit is None:
         rs, ag = dp_collectives(sc, ev, pd, pe)
@@ -1210,14 +1212,13 @@ def nic_share_delay(x: float, a: float, period: float, stream: float = 0.0) -> f
     return min(half, x, a)
 
 
-def _rank_facts(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F: float, B: float,
-                nic_mb: tuple = (), p2p: float = 0.0, grads_last: float | None = None, rank_ends: tuple = ()):
+def _rank_facts(sc: Scenario, ev: Evaluator, stages, shape: Shape, M: int, F: float, B: float, nic_mb: tuple,
+                p2p: float, grads_last: float, rank_ends: tuple):
     """What :func:`_dp_and_memory` reads of a plan that its ZeRO stage does not change: per kind of rank (by the
     units it holds), its weights, activations and the per-stage parameter counts its DP traffic follows from;
     per rank, its kind, its idle time at each end of the step, its other NIC traffic and its peak activations.
     A search meets each plan under ZeRO-1, 2 and 3 in a row, and these take a third of the DP and memory sums
     (kept on the Evaluator by the pipeline step they came from, :meth:`Evaluator.rank_facts`)."""
-    grads_last = B if grads_last is None else grads_last
     p = sc.plan
     sched = runnable(p.schedule)
     pairs = bool(sc.ep_overlapped and sched in PAIRABLE)  # Megatron's pairs: one more micro-batch in flight

@@ -636,15 +636,23 @@ class Timeline:
     chunk_times: tuple[tuple[TaskTimes, ...], ...] | None = None  # per rank and chunk, where chunks differ
 
     @cached_property
+    def codes(self) -> tuple[tuple[int, ...], ...]:
+        """Each rank's tasks' duration codes, from the packing the run used (:func:`_compile`, under simulate's key)."""
+        return _compile(self.schedule, self.pp, self.microbatches, self.vpp, self.pairs, self.chunk_times is not None)[0]
+
+    @cached_property
+    def durations(self) -> list[tuple[float, ...]]:
+        """Each rank's durations by code: a task of rank r ends at its start + ``durations[r][codes[r][i]]``."""
+        return _rank_durations(self.pp, self.times, self.rank_times, self.chunk_times)
+
+    @cached_property
     def ranks(self) -> list[list[tuple[Task, float, float]]]:
         sched = _build(self.schedule, self.pp, self.microbatches, self.vpp, self.pairs)
-        comp = _compile(self.schedule, self.pp, self.microbatches, self.vpp, self.pairs,
-                        self.chunk_times is not None)[0]
-        durs = _rank_durations(self.pp, self.times, self.rank_times, self.chunk_times)
+        durs = self.durations
         return [
             [
                 (task, s, s + durs[r][c])
-                for task, s, c in zip(sched[r], self.starts[r], comp[r])
+                for task, s, c in zip(sched[r], self.starts[r], self.codes[r])
             ]
             for r in range(self.pp)
         ]
@@ -874,15 +882,13 @@ def dualpipe_step(name: str, pp: int, microbatches: int, rank_times: Sequence[Ta
     step = by_rounds(run, pp, microbatches, settle=3)
     m0 = first_rounds(pp, microbatches, settle=3)
     tl = runs[m0]
-    # The codes of the run's own packing (simulate's key: per chunk where the pairs' lags are), whose code mod 5
-    # is the task's kind (_compile): a second packing of the same shape took a third of a search's packing time.
-    codes = _compile(name, pp, m0, 1, False, not isinstance(pair_p2p, numbers.Real))[0]
+    codes = tl.codes  # the run's own packing (a second one of the same shape took a third of a search's packing)
     ends = []
     for r, (last, grads, first_grads) in enumerate(_dual_marks(name, pp, m0)):
-        starts, dur = tl.starts[r], _durations(rt[r])
+        starts, dur = tl.starts[r], tl.durations[r]
 
         def end(i: int) -> float:
-            return starts[i] + dur[codes[r][i] % 5]
+            return starts[i] + dur[codes[r][i]]
 
         t_last = end(last)
         lead = t_last - min(end(i) for i in grads) if len(grads) > 1 else 0.0
