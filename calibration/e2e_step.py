@@ -248,8 +248,10 @@ def build_model(cfg: E2EConfig, device, grouped: str):
     return Model().to(device=device, dtype=dtype)
 
 
-def run_step_benchmark(cfg: E2EConfig, device=None, warmup: int = 2, steps: int = 5, seed: int = 0) -> dict:
-    """Build, warm up and time ``steps`` training steps; return the JSON-able report."""
+def run_step_benchmark(cfg: E2EConfig, device=None, warmup: int = 2, steps: int = 5, seed: int = 0,
+                       kernel_classes: bool = False, optimizer: str = "foreach") -> dict:
+    """Build, warm up and time ``steps`` training steps; return the JSON-able report (with
+    ``kernel_classes``, also the GPU kernel time by class: :func:`kernel_breakdown`)."""
     import torch
     import torch.nn.functional as F
 
@@ -260,7 +262,9 @@ def run_step_benchmark(cfg: E2EConfig, device=None, warmup: int = 2, steps: int 
     dtype = getattr(torch, cfg.dtype)
     grouped = grouped_mm_variant(device, dtype)
     model = build_model(cfg, device, grouped)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    # fused: one kernel pass over each parameter group, as training frameworks run Adam (Megatron's and
+    # DeepSpeed's fused Adam) and as the simulator prices it; foreach: torch's default, several passes.
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, **({"fused": True} if optimizer == "fused" else {}))
     g = torch.Generator().manual_seed(seed + 1)
     batches = [torch.randint(0, cfg.vocab, (cfg.batch, cfg.seq_len + 1), generator=g).to(device) for _ in range(2)]
     losses: list[float] = []
@@ -274,6 +278,12 @@ def run_step_benchmark(cfg: E2EConfig, device=None, warmup: int = 2, steps: int 
         losses.append(loss.detach())
 
     timing = time_fn(step, batches, device, TimingConfig(warmup=warmup, min_reps=steps, max_reps=steps))
+    kernels = None
+    if kernel_classes and device.type == "cuda":
+        try:
+            kernels = kernel_breakdown(step, batches)
+        except Exception as e:  # the profiler's event API differs between torch builds: report, keep the timing
+            kernels = {"error": f"{type(e).__name__}: {e}"[:300]}
     last = [float(x) for x in losses[-steps:]]
     if not all(torch.isfinite(torch.tensor(last))):
         raise RuntimeError(f"e2e_step: non-finite loss {last}")
@@ -291,9 +301,70 @@ def run_step_benchmark(cfg: E2EConfig, device=None, warmup: int = 2, steps: int 
         "calibration_dims": cfg.calibration_dims(),
         "scenario": scenario_dict(cfg),
         "grouped_gemm": grouped,
-        "optimizer": "AdamW (torch default implementation)",
+        "optimizer": f"torch.optim.AdamW ({optimizer})",
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
+        **({"kernels": kernels} if kernels else {}),
+    }
+
+
+# Kernel classes of the simulator's step breakdown (simulator.breakdown), matched on CUDA kernel names
+# (first match wins; lower case). GEMM libraries: cuBLAS (gemm, nvjet, xmma, cutlass), torch's grouped
+# GEMM (cutlass); attention: FlashAttention (flash, fmha) and cuDNN's SDPA (cudnn); AdamW's foreach
+# kernels (multi_tensor_apply). Everything else is an element-wise, reduction, copy, index or sort
+# kernel: memory-bound work in the simulator's terms.
+KERNEL_CLASSES = (
+    ("attention", ("flash", "fmha", "cudnn", "attention")),
+    ("optimizer", ("multi_tensor_apply", "adam")),
+    ("gemm", ("gemm", "nvjet", "xmma", "cutlass", "wgmma", "gmma", "cublas")),
+)
+
+
+def kernel_class(name: str) -> str:
+    low = name.lower()
+    for cls, keys in KERNEL_CLASSES:
+        if any(k in low for k in keys):
+            return cls
+    return "memory_bound"
+
+
+def kernel_breakdown(step, inputs, steps: int = 3) -> dict:
+    """GPU kernel time of ``steps`` training steps by class, from torch.profiler (CUDA only).
+
+    Returns per-step milliseconds by class, the kernel count, and the step's wall time on the GPU
+    stream (first kernel start to last kernel end), so that ``gaps_ms`` = wall - busy is the time
+    the GPU waited for the host (launch overhead, synchronisations such as ``.tolist()``)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for i in range(steps):
+            step(inputs[i % len(inputs)])
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type.name == "CUDA" and e.time_range.elapsed_us() > 0
+               and not e.name.startswith(("Memcpy", "Memset"))]
+    if not kernels:
+        return {"error": "torch.profiler recorded no CUDA kernels"}
+    by: dict[str, float] = {}
+    top: dict[str, float] = {}
+    for e in kernels:
+        us = e.time_range.elapsed_us()
+        cls = kernel_class(e.name)
+        by[cls] = by.get(cls, 0.0) + us
+        top[e.name[:90]] = top.get(e.name[:90], 0.0) + us
+    start = min(e.time_range.start for e in kernels)
+    end = max(e.time_range.end for e in kernels)
+    busy = sum(by.values())
+    per = 1e-3 / steps  # us over all steps -> ms per step
+    return {
+        "ms_per_step": {k: round(v * per, 3) for k, v in sorted(by.items())},
+        "busy_ms": round(busy * per, 3),
+        "stream_ms": round((end - start) * per, 3),
+        "gaps_ms": round((end - start - busy) * per, 3),
+        "kernels_per_step": len(kernels) // steps,
+        "top_kernels_ms": {k: round(v * per, 3) for k, v in sorted(top.items(), key=lambda kv: -kv[1])[:25]},
+        "steps": steps,
     }
 
 
@@ -308,11 +379,16 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--scenario-out", default=None, metavar="PATH.yaml",
                         help="also write the matching one-GPU scenario for `gpuhours predict`")
+    parser.add_argument("--optimizer", choices=("foreach", "fused"), default="foreach",
+                        help="AdamW implementation: torch's default (foreach) or fused=True")
+    parser.add_argument("--kernels", action="store_true",
+                        help="also profile 3 steps (torch.profiler) and report GPU kernel time by class")
     args = parser.parse_args(argv)
     cfg = PRESETS[args.preset]
     overrides = {k: v for k, v in (("layers", args.layers), ("seq_len", args.seq_len), ("batch", args.batch)) if v}
     cfg = replace(cfg, **overrides)
-    report = run_step_benchmark(cfg, device=args.device, warmup=args.warmup, steps=args.steps)
+    report = run_step_benchmark(cfg, device=args.device, warmup=args.warmup, steps=args.steps,
+                                kernel_classes=args.kernels, optimizer=args.optimizer)
     if args.scenario_out:
         with open(args.scenario_out, "w") as f:  # JSON is valid YAML: gpuhours predict reads it
             json.dump(report["scenario"], f, indent=1)

@@ -75,8 +75,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="how long the sustained family runs its GEMM back to back "
                         f"(default {SUSTAIN_SECONDS['gpu']:g} s on a GPU, {SUSTAIN_SECONDS['gpu-quick']:g} s with --quick)")
     p.add_argument("--update", action="store_true",
-                   help="merge into an existing --out profile of the same device: replace the tables measured "
-                        "in this run, keep the others (to run one family per command)")
+                   help="merge into an existing --out profile of the same device: keep the tables this run does "
+                        "not measure and, in those it does, the rows at other shapes (one family or one "
+                        "scenario's shapes per command)")
 
 
 def _progress(family: str, done: int, total: int, extra: str = "", final: bool = False) -> None:
@@ -158,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     device = torch.device("cuda", torch.cuda.current_device()) if use_cuda else torch.device("cpu")
 
     try:  # a bad --shapes is refused on the CPU too, where the shapes are then not used
-        dims = shp.shapes_from_scenario(args.shapes)
+        dims, plan, shapes_from = shp.plan_for(args.shapes, quick=args.quick, backward=True, m_step=1)
     except (shp.ShapeError, OSError) as e:
         print(f"gpuhours calibrate: {e}", file=sys.stderr)
         return 2
@@ -177,12 +178,13 @@ def run(args: argparse.Namespace) -> int:
         if args.shapes not in (None, "tiny"):
             print("gpuhours calibrate: no GPU: running the CPU harness with tiny shapes "
                   f"(--shapes {args.shapes} ignored)", file=sys.stderr)
-        dims = dict(shp.TINY_DIMS)
+        dims, shapes_from = dict(shp.TINY_DIMS), "model dims"
         timing = TimingConfig(warmup=1, min_reps=5, max_reps=15, budget_ms=10.0)
-    # On the CPU the quick sweep skips backward GEMM shapes to stay fast, and spaces M by 4x.
-    plan = shp.sweep_plan(dims, quick=args.quick, backward=use_cuda or not args.quick, m_step=1 if use_cuda else 2)
+        # On the CPU the quick sweep skips backward GEMM shapes to stay fast, and spaces M by 4x.
+        plan = shp.sweep_plan(dims, quick=args.quick, backward=not args.quick, m_step=2)
+    args.shapes_from = shapes_from
     if use_cuda:
-        return _measure_and_save(args, families, device, dims, plan, timing)
+        return _measure_and_save(args, families, device, dims or {}, plan, timing)
     # CPU: time single-threaded, so that other processes on the machine disturb the numbers less.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -212,11 +214,13 @@ def _measure_and_save(args, families, device, dims, plan, timing) -> int:
     if {"gemm", "grouped_gemm", "sustained"} & set(families):  # the FP8 forms this torch accepts, once
         ctx.fp8 = gemm.probe_fp8(device, seed=args.seed)
         ctx.note(ctx.fp8.describe())
+        for tried in ctx.fp8.tried:  # each FP8 form refused, and why
+            ctx.skipped.append({"kernel": "fp8 probe", "variant": tried.split(": ")[0], "reason": tried})
     if "gemm" in families:
-        items = [(s, dt) for s in plan.gemm for dt in ("bf16", "fp8")]
+        items = [(s, dt) for s in plan.gemm for dt in plan.dtypes]
         tables["gemm"] = _run_family("gemm", items, lambda it: gemm.measure(ctx, it[0], it[1]), ctx)
     if "grouped_gemm" in families:
-        items = [(s, dt) for s in plan.grouped for dt in ("bf16", "fp8")]
+        items = [(s, dt) for s in plan.grouped for dt in plan.dtypes]
         tables["grouped_gemm"] = _run_family("grouped_gemm", items, lambda it: grouped_gemm.measure(ctx, it[0], it[1]), ctx)
     if "attention" in families:
         items = [(s, d) for s in plan.attention for d in ("fwd", "bwd")]
@@ -275,6 +279,7 @@ def build_profile(ctx, device: dict, tables: dict, dims: dict, args, seconds: fl
             "quick": bool(ctx.quick),
             "shapes": getattr(args, "shapes", None) or ("tiny" if device.get("kind") == "cpu" else "v3"),
             "dims": dims,
+            "shapes_from": getattr(args, "shapes_from", "model dims"),
             "timing": {"warmup": ctx.timing.warmup, "min_reps": ctx.timing.min_reps,
                        "max_reps": ctx.timing.max_reps, "budget_ms": ctx.timing.budget_ms,
                        "method": "cuda-events" if ctx.is_cuda else "perf_counter", "statistic": "median"},
@@ -305,18 +310,48 @@ def existing_profile(path, device_name: str | None) -> dict | None:
     return old
 
 
+def _row_key(table: str, row: dict) -> tuple | None:
+    """Where a row sits in its table (the op timer's lookup fields), or None for tables kept whole."""
+    from simulator.uncertainty import TABLES
+
+    if table not in TABLES:
+        return None
+    group, coords = TABLES[table][0], TABLES[table][1]
+    return tuple(row.get(k) for k in group + coords)
+
+
 def merge_into_existing(profile: dict, path) -> dict:
-    """``profile`` with the tables of the existing profile at ``path`` that it did not measure."""
+    """``profile`` merged into the existing profile at ``path`` (same device, checked).
+
+    Tables this run did not measure are kept whole. In a table it measured, the old rows at
+    coordinates it did not measure are kept too (so several scenarios' shapes can be measured into one
+    profile, one ``--shapes`` per run); a row at the same coordinates is replaced by the new one.
+    ``sm_scaling`` and ``sustained`` describe one GEMM each and are replaced whole."""
     import copy
 
     old = existing_profile(path, profile["device"].get("name"))
     if old is None:
         return profile
     merged = copy.deepcopy(profile)
-    kept = {k: copy.deepcopy(v) for k, v in old.get("tables", {}).items() if k not in profile["tables"]}
-    merged["tables"] = {**kept, **profile["tables"]}
+    old_tables = old.get("tables", {})
+    kept = {k: copy.deepcopy(v) for k, v in old_tables.items() if k not in profile["tables"]}
+    rows_kept: dict[str, int] = {}
+    for name, rows in profile["tables"].items():
+        if _row_key(name, {}) is None or name not in old_tables:
+            continue
+        new_keys = {_row_key(name, r) for r in rows}
+        older = [copy.deepcopy(r) for r in old_tables[name] if _row_key(name, r) not in new_keys]
+        if older:
+            merged["tables"][name] = older + merged["tables"][name]
+            rows_kept[name] = len(older)
+    merged["tables"] = {**kept, **merged["tables"]}
     merged["notes"] = list(dict.fromkeys(old.get("notes", []) + profile["notes"]))
     merged["calibration"]["tables_kept_from_previous_run"] = sorted(kept)
+    if rows_kept:
+        merged["calibration"]["rows_kept_from_previous_run"] = rows_kept
+    shapes = [s for s in (old.get("calibration", {}).get("shapes_merged") or [old.get("calibration", {}).get("shapes")])
+              if s]
+    merged["calibration"]["shapes_merged"] = list(dict.fromkeys(shapes + [profile["calibration"].get("shapes")]))
     return merged
 
 

@@ -106,6 +106,7 @@ class ShapePlan:
     sm_gemm: GemmShape
     sm_fractions: tuple[float, ...] = (1.0, 0.85, 0.75, 0.5, 0.25)
     collective_bytes: tuple[int, ...] = field(default=tuple(1 << p for p in range(20, 29, 2)))
+    dtypes: tuple[str, ...] = ("bf16", "fp8")  # GEMM and grouped GEMM precisions to measure
 
     def counts(self) -> dict[str, int]:
         return {"gemm": len(self.gemm), "grouped_gemm": len(self.grouped),
@@ -293,6 +294,57 @@ def sweep_plan(dims: Mapping[str, Any], quick: bool = False, backward: bool = Tr
     return ShapePlan(d, tuple(gemms), tuple(grouped), tuple(attention), tuple(memory), sm_gemm)
 
 
+def plan_from_ops(ops, quick: bool = True) -> ShapePlan:
+    """The shapes the op timer will look up for these ops (``simulator.workload.Op``), plus sweeps.
+
+    For a model the dims dict cannot describe (a dense GPT or Llama with MHA or GQA, no MLA dims),
+    the simulator's own op list says what to measure: every GEMM (M, N, K) per GPU, every grouped
+    GEMM (experts, tokens per expert, N, K) and every attention core (sequence, heads per GPU, qk
+    and v head dims), each as the workload builds it for the scenario's plan (TP splits, sequence
+    parallelism, micro-batch), in the precisions its GEMMs run in. Sweeps bracket M (tokens per expert, sequence length) as
+    :func:`sweep_plan` does. Memory-bound ops are not derived here: their table is read by bytes
+    moved and a profile's existing rows are kept by ``--update``.
+    """
+    below, above = (1, 1) if quick else (2, 1)
+    gemms: list[GemmShape] = []
+    grouped: list[GroupedShape] = []
+    attention: list[AttentionShape] = []
+    dtypes = {op.dtype for op in ops if op.kind in ("gemm", "grouped_gemm")}
+    for op in ops:
+        if op.kind == "gemm" and op.m >= 1 and op.n >= 1 and op.k >= 1:
+            m, n, k = int(round(op.m)), int(round(op.n)), int(round(op.k))
+            gemms.append(GemmShape(m, n, k, op.name))
+            gemms += [GemmShape(mm, n, k, op.name + ".sweep") for mm in bracket(m, below, above, minimum=16)]
+        elif op.kind == "grouped_gemm" and op.groups and op.m >= 1:
+            m = int(round(op.m))
+            grouped.append(GroupedShape(int(op.groups), m, int(op.n), int(op.k), op.name, ("zipf1.0",)))
+            grouped += [GroupedShape(int(op.groups), mm, int(op.n), int(op.k), op.name + ".sweep")
+                        for mm in bracket(m, below, above, minimum=16)]
+        elif op.kind == "attention" and op.seq and op.heads:
+            for seq in bracket(int(op.seq), below, 0 if quick else 1, minimum=32):
+                attention.append(AttentionShape(max(1, int(op.seq) // seq), seq, int(op.heads), int(op.qk_dim),
+                                                int(op.v_dim)))
+    gemms = _dedupe(gemms, key=lambda s: (s.m, s.n, s.k))
+    if not gemms:
+        raise ShapeError("shapes: the scenario's ops hold no GEMM to measure")
+    grouped = _dedupe(grouped, key=lambda s: (s.groups, s.m_per_group, s.n, s.k))
+    attention = _dedupe(attention, key=lambda s: (s.batch, s.seq, s.heads, s.qk_dim, s.v_dim))
+    sm_gemm = max(gemms, key=lambda s: s.m * s.n * s.k)
+    measured = tuple(dt for dt in ("bf16", "fp8") if dt in dtypes or (dt == "bf16" and "fp16" in dtypes))
+    return ShapePlan({}, tuple(gemms), tuple(grouped), tuple(attention), (), sm_gemm, dtypes=measured or ("bf16",))
+
+
+def scenario_ops(scenario: Any) -> list:
+    """Every op of one micro-batch through each kind of layer the scenario's model has, per GPU."""
+    from simulator.workload import Shape, layer_ops, model_units
+
+    shape = Shape.of(scenario.plan, scenario.training.seq_len)
+    ops = []
+    for kind in dict.fromkeys(model_units(scenario.model)):
+        ops += layer_ops(scenario.model, kind, shape, scenario.cluster.gpus_per_node).all_ops()
+    return ops
+
+
 # --------------------------------------------------------------------------- scenario input
 
 
@@ -396,3 +448,25 @@ def yaml_error() -> type[Exception]:
     import yaml
 
     return yaml.YAMLError
+
+
+def plan_for(name_or_path: str | None, quick: bool = False, backward: bool = True,
+             m_step: int = 1) -> tuple[dict[str, int] | None, ShapePlan, str]:
+    """(dims or None, the shapes to measure, where they came from) for ``--shapes``.
+
+    A preset, an MLA scenario or a dims file goes through the dims dict (:func:`sweep_plan`, its
+    N/K and expert-count sweeps included). A scenario whose model the dims cannot describe (MHA or
+    GQA attention: no MLA ranks or head dims) takes its shapes from the simulator's op list
+    (:func:`plan_from_ops`), which is what the op timer will ask the profile for.
+    """
+    try:
+        dims = shapes_from_scenario(name_or_path)
+    except ShapeError as first:
+        try:
+            from simulator.scenario import load_scenario
+
+            sc = load_scenario(name_or_path)
+        except Exception:  # not a scenario either: the dims error says what was expected
+            raise first from None
+        return None, plan_from_ops(scenario_ops(sc), quick=quick), "the simulator's ops for " + str(name_or_path)
+    return dims, sweep_plan(dims, quick=quick, backward=backward, m_step=m_step), "model dims"

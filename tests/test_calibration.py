@@ -334,6 +334,93 @@ def test_update_merges_family_runs(tmp_path):
     assert data["calibration"]["tables_kept_from_previous_run"] == ["memory_bound"]
 
 
+def test_update_keeps_rows_at_other_shapes(tmp_path):
+    """Several scenarios' shapes go into one profile, one --shapes per run: a re-measured shape
+    replaces its row, other rows stay; tables describing one GEMM (sm_scaling) are replaced whole."""
+    import copy
+
+    out = tmp_path / "p.json"
+    assert runner.main(["--quick", "--device", "cpu", "--families", "gemm", "--out", str(out)]) == 0
+    old = load_profile(out).data
+    old["tables"]["sm_scaling"] = [{"sms": 100, "total_sms": 132, "relative_throughput": 0.9, "source": "measured"}]
+    save_profile(old, out)
+    new = copy.deepcopy(old)
+    first, second = old["tables"]["gemm"][0], old["tables"]["gemm"][1]
+    again = dict(first, tflops=first["tflops"] * 2)  # the same shape measured again
+    fresh = dict(second, m=second["m"] * 1024)  # a shape the old profile lacks
+    new["tables"] = {"gemm": [again, fresh],
+                     "sm_scaling": [{"sms": 66, "total_sms": 132, "relative_throughput": 0.7, "source": "measured"}]}
+    new["calibration"]["shapes"] = "second-scenario"
+    merged = runner.merge_into_existing(new, out)
+    gemm = merged["tables"]["gemm"]
+    assert len(gemm) == len(old["tables"]["gemm"]) + 1
+    same = [r for r in gemm if (r["dtype"], r["m"], r["n"], r["k"]) == (first["dtype"], first["m"], first["n"], first["k"])]
+    assert same == [again]
+    assert fresh in gemm
+    assert merged["tables"]["sm_scaling"] == new["tables"]["sm_scaling"]
+    assert merged["calibration"]["rows_kept_from_previous_run"] == {"gemm": len(old["tables"]["gemm"]) - 1}
+    assert merged["calibration"]["shapes_merged"][-1] == "second-scenario"
+    validate_profile(merged)
+
+
+def test_dense_scenario_shapes_come_from_the_simulators_ops():
+    """A model without MLA dims (Llama 3, MHA/GQA) is measured at the GEMMs the op timer will ask
+    for: every GEMM op's (M, N, K) per GPU is in the plan, in the precision the plan runs."""
+    from simulator.scenario import load_scenario
+
+    dims, plan, source = shapes.plan_for("llama3-405b", quick=True)
+    assert dims is None and "ops" in source
+    assert plan.dtypes == ("bf16",)
+    ops = shapes.scenario_ops(load_scenario("llama3-405b"))
+    wanted = {(round(o.m), round(o.n), round(o.k)) for o in ops if o.kind == "gemm"}
+    assert wanted and wanted <= {(g.m, g.n, g.k) for g in plan.gemm}
+    heads = {o.heads for o in ops if o.kind == "attention"}
+    assert {a.heads for a in plan.attention} == heads
+    assert {(a.qk_dim, a.v_dim) for a in plan.attention} == {(128, 128)}
+    assert not plan.memory  # read by bytes; a profile's rows are kept by --update
+    # an MLA scenario still takes the dims path, with its N/K sweeps
+    assert shapes.plan_for("deepseek-v3", quick=True)[0] is not None
+
+
+def test_long_attention_is_checked_on_sampled_rows(monkeypatch):
+    """The float64 check of a long sequence covers its first and last query rows exactly: a correct
+    kernel passes, and a kernel wrong only late in the sequence (attending to the future there) fails
+    both forward and backward."""
+    from calibration.kernels import attention
+    from calibration.shapes import AttentionShape
+
+    ctx = Context(device=torch.device("cpu"), timing=TimingConfig(warmup=1, min_reps=2, max_reps=2, budget_ms=1.0))
+    s = AttentionShape(1, 64, 2, 24, 16)
+    monkeypatch.setattr(attention, "CHECK_ELEMENTS", 16 * 64)  # 16 of 64 rows: the first and last 8
+    monkeypatch.setattr(attention, "CHECK_MIN_ROWS", 4)
+    assert attention._checked_rows(s).tolist() == list(range(8)) + list(range(56, 64))
+    for direction in ("fwd", "bwd"):
+        row = attention.measure(ctx, s, direction)
+        assert row is not None and row["check_rel_error"] < 2e-2, direction
+    assert not ctx.failures
+    real = torch.nn.functional.scaled_dot_product_attention
+
+    def leaky(q, k, v, is_causal=False):  # wrong from row 48 on: those rows also see the future
+        late = (torch.arange(q.shape[-2]) >= 48)[:, None]
+        return torch.where(late, real(q, k, v, is_causal=False), real(q, k, v, is_causal=is_causal))
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", leaky)
+    for direction in ("fwd", "bwd"):
+        assert attention.measure(ctx, s, direction) is None, direction
+    assert len(ctx.failures) == 2
+    assert "forward" in ctx.failures[0]["error"] and "backward" in ctx.failures[1]["error"]
+
+
+def test_e2e_kernel_classes():
+    from calibration.e2e_step import kernel_class
+
+    assert kernel_class("nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_NNT") == "gemm"
+    assert kernel_class("_ZN7cutlass13device_kernelIN2at4cuda6detail25enable_3x_kernel_for_sm9x") == "gemm"
+    assert kernel_class("cudnn_generated_fort_native_sdpa_sm90_flash_bprop_wgmma_f16") == "attention"
+    assert kernel_class("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<...>") == "optimizer"
+    assert kernel_class("void at::native::vectorized_elementwise_kernel<8, CUDAFunctor_add>") == "memory_bound"
+
+
 def test_bad_update_target_or_shapes_refused_before_measuring(tmp_path, capsys, monkeypatch):
     # Both are refused with rc 2 before any kernel runs (on a GPU the sweep takes minutes).
     measured = []

@@ -145,7 +145,8 @@ def probe_fp8(device: Any, seed: int = 0) -> Fp8Support:
         try:
             check_close(call(aq, bq, prep_a(a_s), prep_b(b_s)), ref, TOL["fp8"], f"probe {name}")
         except Exception as e:
-            support.tried.append(f"{name}: {type(e).__name__}")
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+            support.tried.append(f"{name}: {type(e).__name__}: {first}")
             continue
         support.blockwise_api, support.blockwise_call, support.prep_a, support.prep_b = name, call, prep_a, prep_b
         break

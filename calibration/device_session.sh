@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# What one call on a lent GPU runs, by stage, so that each call does a lot and ends inside its
+# 10-minute limit (see docs/calibration.md, "Accuracy on a real GPU"). Run from the repository root:
+#
+#   bash calibration/device_session.sh e2e        # e2e steps, their shapes calibrated, GPU tests
+#   bash calibration/device_session.sh v3 FAMILIES [--quick]   # V3's shapes into $OUT/h100-v3.json
+#   bash calibration/device_session.sh rows       # out/shapes/*.json's shapes merged into it; GPU tests
+#   bash calibration/device_session.sh kernels    # the e2e step's GPU time by kernel class; FP8 forms refused
+#
+# Results go under $OUT (default ./out): profiles, the e2e reports and one log. Every step has its
+# own time limit, so one that hangs costs its share of the call, not the call. A profile in
+# ./out/h100-v3.json (carried from an earlier call) is copied to $OUT first, so ``--update`` merges
+# into it. Needs python3 with torch and Triton; simpy may come on PYTHONPATH from ./.whl.
+set -u
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD:$PWD/.whl${PYTHONPATH:+:$PYTHONPATH}"
+OUT=${OUT:-$PWD/out}
+mkdir -p "$OUT"
+log="$OUT/session.log"
+say() { echo "== $(date +%T) $*" | tee -a "$log"; }
+stage=${1:?usage: device_session.sh e2e|v3 FAMILIES [--quick]|rows|kernels}
+shift
+
+say "stage $stage on $(hostname)"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.draw,power.limit,temperature.gpu \
+  --format=csv 2>&1 | tee -a "$log"
+python3 -c "import sys, torch, triton; print('python', sys.version.split()[0], 'torch', torch.__version__,
+'cuda', torch.version.cuda, 'triton', triton.__version__)" 2>&1 | tee -a "$log"
+
+case $stage in
+e2e)
+  # 1. One training step of the e2e model at three sizes (layers, tokens), median of 5 after 2 warm-ups.
+  for cfg in "L4 --layers 4" "L8 --layers 8" "L4B2 --layers 4 --batch 2"; do
+    set -- $cfg
+    tag=$1; shift
+    say "e2e $tag"
+    timeout 60 python3 -m calibration.e2e_step --preset gpu "$@" > "$OUT/e2e_$tag.json" 2>>"$log" \
+      || say "e2e $tag failed: $?"
+    python3 -c "import json; r=json.load(open('$OUT/e2e_$tag.json')); print('$tag', r['measured_step_ms'], 'ms')" \
+      2>&1 | tee -a "$log"
+  done
+  # 2. The e2e model's own shapes (its scenario), calibrated with the quick sweep.
+  python3 -c "import json; json.dump(json.load(open('$OUT/e2e_L4.json'))['scenario'], open('$OUT/e2e.yaml', 'w'))"
+  say "calibrate e2e shapes"
+  timeout 300 python3 -m calibration.runner --quick --shapes "$OUT/e2e.yaml" --sustain-seconds 10 \
+    --families gemm,grouped_gemm,attention,memory_bound,sm_scaling,sustained --out "$OUT/h100-e2e.json" 2>&1 \
+    | grep -v '^\[.*\] [0-9]*/[0-9]*$' | tee -a "$log"
+  rm -f "$OUT/e2e.yaml"
+  # 3. The GPU-only tests.
+  say "gpu tests"
+  timeout 150 python3 -m pytest tests/test_calibration.py -m gpu -q -p no:cacheprovider 2>&1 | tail -20 | tee -a "$log"
+  ;;
+v3)
+  families=${1:?families}
+  shift
+  [ -f out/h100-v3.json ] && [ "$OUT" != "$PWD/out" ] && cp out/h100-v3.json "$OUT/"
+  for fam in ${families//,/ }; do
+    say "calibrate v3 $fam $*"
+    timeout "${FAMILY_SECONDS:-540}" python3 -m calibration.runner --shapes deepseek-v3 --families "$fam" "$@" \
+      --update --out "$OUT/h100-v3.json" 2>&1 | grep -v '^\[.*\] [0-9]*/[0-9]*$' | tee -a "$log"
+  done
+  ;;
+rows)
+  # Every scenario file in out/shapes (e.g. the H100 rows of the validation set, written by
+  # calibration/validation_shapes.py) measured into the V3 profile, one scenario per run (--update
+  # keeps the rows of the others), after the GPU-only tests.
+  say "gpu tests"
+  timeout 120 python3 -m pytest tests/test_calibration.py -m gpu -q -p no:cacheprovider --tb=short -W ignore 2>&1 \
+    | tail -40 | tee -a "$log"
+  [ -f out/h100-v3.json ] && [ "$OUT" != "$PWD/out" ] && cp out/h100-v3.json "$OUT/"
+  for f in out/shapes/*.json; do
+    say "calibrate $(basename "$f" .json)"
+    timeout "${SCENARIO_SECONDS:-100}" python3 -m calibration.runner --quick --shapes "$f" \
+      --families gemm,grouped_gemm,attention --update --out "$OUT/h100-v3.json" 2>&1 \
+      | grep -v -e Warning -e scaled_dot_product | tee -a "$log"
+  done
+  ;;
+kernels)
+  # Where the e2e step's GPU time goes, by kernel class (torch.profiler), and the FP8 forms refused.
+  for cfg in "L4 --layers 4" "L8 --layers 8" "L4fused --layers 4 --optimizer fused" \
+             "L8fused --layers 8 --optimizer fused" "L4B2fused --layers 4 --batch 2 --optimizer fused"; do
+    set -- $cfg
+    tag=$1; shift
+    say "e2e $tag --kernels"
+    timeout 90 python3 -m calibration.e2e_step --preset gpu --kernels "$@" > "$OUT/e2e_kernels_$tag.json" 2>>"$log" \
+      || say "e2e $tag failed: $?"
+    python3 -c "import json; r=json.load(open('$OUT/e2e_kernels_$tag.json')); k=r.get('kernels', {});
+print('$tag', round(r['measured_step_ms'], 2), 'ms', {x: k.get(x) for x in ('ms_per_step', 'busy_ms', 'stream_ms', 'gaps_ms', 'error')})" 2>&1 | tee -a "$log"
+  done
+  python3 -c "import torch; from calibration.kernels.gemm import probe_fp8; print('\n'.join(probe_fp8(torch.device('cuda')).tried))" \
+    2>&1 | tee -a "$log"
+  ;;
+*)
+  echo "unknown stage $stage; allowed: e2e, v3, rows, kernels" >&2
+  exit 2
+  ;;
+esac
+say "done"
