@@ -6,6 +6,7 @@
 #   bash calibration/device_session.sh v3 FAMILIES [--quick]   # V3's shapes into $OUT/h100-v3.json
 #   bash calibration/device_session.sh rows       # out/shapes/*.json's shapes merged into it; GPU tests
 #   bash calibration/device_session.sh kernels    # the e2e step's GPU time by kernel class; FP8 forms refused
+#   bash calibration/device_session.sh measure NAME.json SHAPES FAMILIES [args]   # into out/NAME.json
 #
 # Results go under $OUT (default ./out): profiles, the e2e reports and one log. Every step has its
 # own time limit, so one that hangs costs its share of the call, not the call. A profile in
@@ -17,7 +18,7 @@ OUT=${OUT:-$PWD/out}
 mkdir -p "$OUT"
 log="$OUT/session.log"
 say() { echo "== $(date +%T) $*" | tee -a "$log"; }
-stage=${1:?usage: device_session.sh e2e|v3 FAMILIES [--quick]|rows|kernels}
+stage=${1:?usage: device_session.sh e2e|v3 FAMILIES [--quick]|rows|kernels|measure ...}
 shift
 
 say "stage $stage on $(hostname)"
@@ -89,8 +90,18 @@ print('$tag', round(r['measured_step_ms'], 2), 'ms', {x: k.get(x) for x in ('ms_
   python3 -c "import torch; from calibration.kernels.gemm import probe_fp8; print('\n'.join(probe_fp8(torch.device('cuda')).tried))" \
     2>&1 | tee -a "$log"
   ;;
+measure)
+  # One scenario's shapes measured into one profile: measure NAME.json SHAPES FAMILIES [runner args],
+  # merged (--update) into out/NAME.json when that was carried along.
+  name=${1:?profile file name}; shapes=${2:?shapes}; families=${3:?families}
+  shift 3
+  [ -f "out/$name" ] && [ "$OUT" != "$PWD/out" ] && cp "out/$name" "$OUT/"
+  say "calibrate $shapes into $name ($families) $*"
+  timeout "${FAMILY_SECONDS:-400}" python3 -m calibration.runner --shapes "$shapes" --families "$families" "$@" \
+    --update --out "$OUT/$name" 2>&1 | grep -v -e Warning -e scaled_dot_product | tee -a "$log"
+  ;;
 *)
-  echo "unknown stage $stage; allowed: e2e, v3, rows, kernels" >&2
+  echo "unknown stage $stage; allowed: e2e, v3, rows, kernels, measure" >&2
   exit 2
   ;;
 esac

@@ -347,6 +347,9 @@ def merge_into_existing(profile: dict, path) -> dict:
     merged["tables"] = {**kept, **merged["tables"]}
     merged["notes"] = list(dict.fromkeys(old.get("notes", []) + profile["notes"]))
     merged["calibration"]["tables_kept_from_previous_run"] = sorted(kept)
+    clocks = {**old.get("calibration", {}).get("clocks_during", {}), **profile["calibration"].get("clocks_during", {})}
+    if clocks:  # the clock each family last ran at, whichever run measured it
+        merged["calibration"]["clocks_during"] = clocks
     if rows_kept:
         merged["calibration"]["rows_kept_from_previous_run"] = rows_kept
     shapes = [s for s in (old.get("calibration", {}).get("shapes_merged") or [old.get("calibration", {}).get("shapes")])

@@ -454,19 +454,36 @@ def plan_for(name_or_path: str | None, quick: bool = False, backward: bool = Tru
              m_step: int = 1) -> tuple[dict[str, int] | None, ShapePlan, str]:
     """(dims or None, the shapes to measure, where they came from) for ``--shapes``.
 
-    A preset, an MLA scenario or a dims file goes through the dims dict (:func:`sweep_plan`, its
-    N/K and expert-count sweeps included). A scenario whose model the dims cannot describe (MHA or
-    GQA attention: no MLA ranks or head dims) takes its shapes from the simulator's op list
-    (:func:`plan_from_ops`), which is what the op timer will ask the profile for.
+    A scenario (a preset name or a file) is measured at the shapes its ops will be looked up at
+    (:func:`plan_from_ops`): the op timer then reads measured rows, not a fill between distant ones.
+    Where its model also has MLA dims, the dims sweep (:func:`sweep_plan`: N/K and expert-count
+    sweeps, memory-bound ops) is added. A dims preset (``v3``, ``tiny``) or a dims file takes the dims
+    sweep alone; a scenario without MLA dims (MHA or GQA attention) the ops alone.
     """
     try:
         dims = shapes_from_scenario(name_or_path)
-    except ShapeError as first:
+    except ShapeError as e:
+        dims, refused = None, e
+    sc = None
+    if name_or_path is not None and str(name_or_path).lower() not in ("v3", "tiny"):
         try:
             from simulator.scenario import load_scenario
 
             sc = load_scenario(name_or_path)
-        except Exception:  # not a scenario either: the dims error says what was expected
-            raise first from None
-        return None, plan_from_ops(scenario_ops(sc), quick=quick), "the simulator's ops for " + str(name_or_path)
-    return dims, sweep_plan(dims, quick=quick, backward=backward, m_step=m_step), "model dims"
+        except Exception:  # a dims file or a dims preset: the dims path below
+            sc = None
+    if sc is None:
+        if dims is None:
+            raise refused
+        return dims, sweep_plan(dims, quick=quick, backward=backward, m_step=m_step), "model dims"
+    ops = plan_from_ops(scenario_ops(sc), quick=quick)
+    if dims is None:
+        return None, ops, "the simulator's ops for " + str(name_or_path)
+    swept = sweep_plan(dims, quick=quick, backward=backward, m_step=m_step)
+    both = ShapePlan(
+        dims,
+        tuple(_dedupe(ops.gemm + swept.gemm, key=lambda s: (s.m, s.n, s.k))),
+        tuple(_dedupe(ops.grouped + swept.grouped, key=lambda s: (s.groups, s.m_per_group, s.n, s.k))),
+        tuple(_dedupe(ops.attention + swept.attention, key=lambda s: (s.batch, s.seq, s.heads, s.qk_dim, s.v_dim))),
+        swept.memory, swept.sm_gemm, swept.sm_fractions, swept.collective_bytes, swept.dtypes)
+    return dims, both, "the simulator's ops and model dims for " + str(name_or_path)

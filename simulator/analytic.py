@@ -279,10 +279,15 @@ def model_flops_per_token(m, seq: int) -> float:
 
 
 def resolve_profile(scenario: Scenario, profile: Profile | str | None) -> Profile | None:
-    if isinstance(profile, Profile):
-        return profile
-    name = profile or scenario.cluster.profile
-    return load_profile(name) if name else None
+    """The profile a prediction times with: the one given, else the cluster's. A given profile without
+    collectives rows (a one-GPU calibration) takes the cluster profile's network rows."""
+    own = scenario.cluster.profile
+    if profile is None:
+        return load_profile(own) if own else None
+    p = profile if isinstance(profile, Profile) else load_profile(profile)
+    if own and not p.tables.get("collectives") and own != p.name:
+        p = p.with_collectives_from(load_profile(own))
+    return p
 
 
 class Evaluator:

@@ -47,6 +47,10 @@ class CommModel:
         self._eff: dict[tuple, float] = {}
         self._size: dict[tuple, float] = {}
         self._tp: str | None = None
+        if profile is not None and profile.data.get("collectives_from"):
+            self.warnings.setdefault("network:collectives_from", (
+                f"profile {profile.name} has no collectives rows (measured on one GPU): the network's "
+                f"are profile {profile.data['collectives_from']}'s"))
 
     def _rows(self, op: str, link: str) -> list[dict]:
         if self.profile is None:

@@ -597,6 +597,23 @@ class Profile:
         self._cache[("sustained", dtype)] = res
         return res
 
+    def with_collectives_from(self, other: "Profile") -> "Profile":
+        """This profile with ``other``'s collectives rows, where it has none of its own.
+
+        A calibration on one GPU measures kernels, not the cluster's network (``gpuhours calibrate``
+        skips collectives below two GPUs): its predictions take the network from the cluster's own
+        profile instead of the bare link rates. The copy says so (``collectives_from``), and is
+        cached per other profile, so a search's lookups keep their caches."""
+        if self.tables.get("collectives") or not other.tables.get("collectives"):
+            return self
+        key = ("collectives", other.name)
+        got = self._clocked.get(key)
+        if got is None:
+            data = dict(self.data, tables={**self.tables, "collectives": other.tables["collectives"]},
+                        collectives_from=other.name)
+            got = self._clocked[key] = Profile(data, self.path)
+        return got
+
     def at_sustained_clock(self, fraction: float, hbm_gbps: float, peak_tflops: dict[str, float]) -> "Profile":
         """This profile with the rows of its ``burst_tables`` as a training step would run them.
 

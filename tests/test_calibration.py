@@ -351,7 +351,12 @@ def test_update_keeps_rows_at_other_shapes(tmp_path):
     new["tables"] = {"gemm": [again, fresh],
                      "sm_scaling": [{"sms": 66, "total_sms": 132, "relative_throughput": 0.7, "source": "measured"}]}
     new["calibration"]["shapes"] = "second-scenario"
+    old_clock, new_clock = {"sm_clock_mhz": 1500.0}, {"sm_clock_mhz": 1400.0}
+    old["calibration"]["clocks_during"] = {"sm_scaling": old_clock, "gemm": old_clock}
+    save_profile(old, out)
+    new["calibration"]["clocks_during"] = {"gemm": new_clock}
     merged = runner.merge_into_existing(new, out)
+    assert merged["calibration"]["clocks_during"] == {"sm_scaling": old_clock, "gemm": new_clock}
     gemm = merged["tables"]["gemm"]
     assert len(gemm) == len(old["tables"]["gemm"]) + 1
     same = [r for r in gemm if (r["dtype"], r["m"], r["n"], r["k"]) == (first["dtype"], first["m"], first["n"], first["k"])]
@@ -378,8 +383,15 @@ def test_dense_scenario_shapes_come_from_the_simulators_ops():
     assert {a.heads for a in plan.attention} == heads
     assert {(a.qk_dim, a.v_dim) for a in plan.attention} == {(128, 128)}
     assert not plan.memory  # read by bytes; a profile's rows are kept by --update
-    # an MLA scenario still takes the dims path, with its N/K sweeps
-    assert shapes.plan_for("deepseek-v3", quick=True)[0] is not None
+    # an MLA scenario takes both: its ops' exact shapes (separate q and kv down projections, which the
+    # dims path fuses) and the dims sweep with its N/K sweeps and memory-bound ops
+    dims, plan, source = shapes.plan_for("deepseek-v3", quick=True)
+    assert dims is not None and "ops and model dims" in source and plan.memory
+    v3 = {(round(o.m), round(o.n), round(o.k)) for o in shapes.scenario_ops(load_scenario("deepseek-v3"))
+          if o.kind == "gemm"}
+    have = {(g.m, g.n, g.k) for g in plan.gemm}
+    assert v3 <= have and (4096, 1536, 7168) in have and (4096, 2112, 7168) in have
+    assert shapes.plan_for("v3", quick=True)[2] == "model dims"
 
 
 def test_long_attention_is_checked_on_sampled_rows(monkeypatch):

@@ -42,6 +42,43 @@ def test_shipped_profiles_are_rebuilt_exactly_from_their_published_sources():
         assert shipped == json.loads(json.dumps(prof)), prof["name"]
 
 
+def test_measured_profiles_carry_their_device_and_checks():
+    """The profiles measured on a lent GPU say where and how: device, driver, software, the clock each
+    family ran at, and a passed float64 check on every kernel row."""
+    for name in ("h100-measured", "h100-e2e-measured"):
+        p = load_profile(name)
+        dev = p.device
+        assert dev["kind"] == "gpu" and "H100" in dev["name"] and dev["sms"] == 132
+        assert dev["driver"] and dev["torch"] and dev["triton"]
+        assert not p.data["calibration"]["failures"]
+        for table in ("gemm", "grouped_gemm", "attention", "memory_bound"):
+            for r in p.tables[table]:
+                assert r["source"] == "measured" and r["check_rel_error"] < 4e-2, (name, table, r)
+        assert p.tables["sustained"] and p.data["calibration"]["clocks_during"]["sustained"]["sm_clock_mhz"] > 0
+
+
+def test_a_one_gpu_profile_takes_the_clusters_network():
+    """A calibration on one GPU measures no collectives: a prediction with it takes the cluster profile's
+    network rows (and says so), rather than the bare link rates."""
+    from simulator.analytic import resolve_profile
+    from simulator.api import predict
+    from simulator.scenario import load_scenario
+
+    sc = load_scenario("llama3-405b")
+    measured = load_profile("h100-measured")
+    assert not measured.tables.get("collectives")
+    got = resolve_profile(sc, "h100-measured")
+    assert got.tables["collectives"] == load_profile(sc.cluster.profile).tables["collectives"]
+    assert got.data["collectives_from"] == sc.cluster.profile
+    assert resolve_profile(sc, measured) is got  # one copy per pair: the lookups keep their caches
+    assert got.tables["gemm"] is measured.tables["gemm"]
+    pred = predict(sc, profile="h100-measured")
+    assert any("collectives" in w and sc.cluster.profile in w for w in pred.warnings)
+    # a profile with its own network keeps it
+    assert resolve_profile(sc, "h800-anchors").name == "h800-anchors"
+    assert "collectives_from" not in resolve_profile(sc, "h800-anchors").data
+
+
 def test_unknown_version_refused(tmp_path):
     d = _doc([])
     d["schema_version"] = 99
