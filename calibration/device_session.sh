@@ -5,7 +5,7 @@
 #   bash calibration/device_session.sh e2e        # e2e steps, their shapes calibrated, GPU tests
 #   bash calibration/device_session.sh v3 FAMILIES [--quick]   # V3's shapes into $OUT/h100-v3.json
 #   bash calibration/device_session.sh rows       # out/shapes/*.json's shapes merged into it; GPU tests
-#   bash calibration/device_session.sh kernels    # the e2e step's GPU time by kernel class; FP8 forms refused
+#   bash calibration/device_session.sh kernels ["TAG ARGS" ...]   # e2e GPU time by kernel class; FP8 refusals
 #   bash calibration/device_session.sh measure NAME.json SHAPES FAMILIES [args]   # into out/NAME.json
 #
 # Results go under $OUT (default ./out): profiles, the e2e reports and one log. Every step has its
@@ -77,12 +77,14 @@ rows)
   ;;
 kernels)
   # Where the e2e step's GPU time goes, by kernel class (torch.profiler), and the FP8 forms refused.
-  for cfg in "L4 --layers 4" "L8 --layers 8" "L4fused --layers 4 --optimizer fused" \
-             "L8fused --layers 8 --optimizer fused" "L4B2fused --layers 4 --batch 2 --optimizer fused"; do
+  # Each argument is one configuration, "TAG e2e_step-arguments"; these five when none is given.
+  if [ $# -gt 0 ]; then cfgs=("$@"); else cfgs=("L4 --layers 4" "L8 --layers 8" "L4fused --layers 4 --optimizer fused"
+    "L8fused --layers 8 --optimizer fused" "L4B2fused --layers 4 --batch 2 --optimizer fused"); fi
+  for cfg in "${cfgs[@]}"; do
     set -- $cfg
     tag=$1; shift
     say "e2e $tag --kernels"
-    timeout 90 python3 -m calibration.e2e_step --preset gpu --kernels "$@" > "$OUT/e2e_kernels_$tag.json" 2>>"$log" \
+    timeout 200 python3 -m calibration.e2e_step --preset gpu --kernels "$@" > "$OUT/e2e_kernels_$tag.json" 2>>"$log" \
       || say "e2e $tag failed: $?"
     python3 -c "import json; r=json.load(open('$OUT/e2e_kernels_$tag.json')); k=r.get('kernels', {});
 print('$tag', round(r['measured_step_ms'], 2), 'ms', {x: k.get(x) for x in ('ms_per_step', 'busy_ms', 'stream_ms', 'gaps_ms', 'error')})" 2>&1 | tee -a "$log"

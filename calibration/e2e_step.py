@@ -87,7 +87,9 @@ def scenario_dict(cfg: E2EConfig, cluster: str = "h100", name: str = "e2e-step")
         "description": "one training step of calibration/e2e_step.py's model on one GPU" + note,
         "model": model,
         "cluster": {"preset": cluster, "num_gpus": 1},
-        "plan": {"tp": 1, "pp": 1, "ep": 1, "micro_batch": cfg.batch, "precision": "bf16"},
+        # A BF16 model's gradients and AdamW moments are BF16 (torch makes them like the parameters).
+        "plan": {"tp": 1, "pp": 1, "ep": 1, "micro_batch": cfg.batch, "precision": "bf16",
+                 **({"moment_dtype": "bf16", "grad_dtype": "bf16"} if cfg.dtype == "bfloat16" else {})},
         "training": {"seq_len": cfg.seq_len, "global_batch": cfg.batch, "tokens": cfg.batch * cfg.seq_len},
     }
 
@@ -249,7 +251,7 @@ def build_model(cfg: E2EConfig, device, grouped: str):
 
 
 def run_step_benchmark(cfg: E2EConfig, device=None, warmup: int = 2, steps: int = 5, seed: int = 0,
-                       kernel_classes: bool = False, optimizer: str = "foreach") -> dict:
+                       kernel_classes: bool = False, optimizer: str = "foreach", compile_model: bool = False) -> dict:
     """Build, warm up and time ``steps`` training steps; return the JSON-able report (with
     ``kernel_classes``, also the GPU kernel time by class: :func:`kernel_breakdown`)."""
     import torch
@@ -262,6 +264,7 @@ def run_step_benchmark(cfg: E2EConfig, device=None, warmup: int = 2, steps: int 
     dtype = getattr(torch, cfg.dtype)
     grouped = grouped_mm_variant(device, dtype)
     model = build_model(cfg, device, grouped)
+    forward = torch.compile(model) if compile_model else model  # fuses the elementwise chains, fewer launches
     # fused: one kernel pass over each parameter group, as training frameworks run Adam (Megatron's and
     # DeepSpeed's fused Adam) and as the simulator prices it; foreach: torch's default, several passes.
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, **({"fused": True} if optimizer == "fused" else {}))
@@ -270,7 +273,7 @@ def run_step_benchmark(cfg: E2EConfig, device=None, warmup: int = 2, steps: int 
     losses: list[float] = []
 
     def step(tokens):
-        logits = model(tokens[:, :-1])
+        logits = forward(tokens[:, :-1])
         loss = F.cross_entropy(logits.float().reshape(-1, cfg.vocab), tokens[:, 1:].reshape(-1))
         loss.backward()
         opt.step()
@@ -302,6 +305,7 @@ def run_step_benchmark(cfg: E2EConfig, device=None, warmup: int = 2, steps: int 
         "scenario": scenario_dict(cfg),
         "grouped_gemm": grouped,
         "optimizer": f"torch.optim.AdamW ({optimizer})",
+        "compiled": compile_model,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
         **({"kernels": kernels} if kernels else {}),
@@ -381,6 +385,7 @@ def main(argv=None) -> int:
                         help="also write the matching one-GPU scenario for `gpuhours predict`")
     parser.add_argument("--optimizer", choices=("foreach", "fused"), default="foreach",
                         help="AdamW implementation: torch's default (foreach) or fused=True")
+    parser.add_argument("--compile", action="store_true", help="run the model through torch.compile")
     parser.add_argument("--kernels", action="store_true",
                         help="also profile 3 steps (torch.profiler) and report GPU kernel time by class")
     args = parser.parse_args(argv)
@@ -388,7 +393,7 @@ def main(argv=None) -> int:
     overrides = {k: v for k, v in (("layers", args.layers), ("seq_len", args.seq_len), ("batch", args.batch)) if v}
     cfg = replace(cfg, **overrides)
     report = run_step_benchmark(cfg, device=args.device, warmup=args.warmup, steps=args.steps,
-                                kernel_classes=args.kernels, optimizer=args.optimizer)
+                                kernel_classes=args.kernels, optimizer=args.optimizer, compile_model=args.compile)
     if args.scenario_out:
         with open(args.scenario_out, "w") as f:  # JSON is valid YAML: gpuhours predict reads it
             json.dump(report["scenario"], f, indent=1)
