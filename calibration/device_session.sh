@@ -20,6 +20,10 @@ log="$OUT/session.log"
 say() { echo "== $(date +%T) $*" | tee -a "$log"; }
 stage=${1:?usage: device_session.sh e2e|v3 FAMILIES [--quick]|rows|kernels|measure ...}
 shift
+case $stage in e2e|v3|rows|kernels|measure) ;; *) echo "unknown stage $stage; allowed: e2e, v3, rows, kernels, measure" >&2; exit 2;; esac
+shopt -s nullglob
+# A profile carried in ./out (from an earlier call) goes to $OUT first, so that --update merges into it.
+carry_profile() { [ -f "out/$1" ] && [ "$OUT" != "$PWD/out" ] && cp "out/$1" "$OUT/"; }
 
 say "stage $stage on $(hostname)"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.draw,power.limit,temperature.gpu \
@@ -53,7 +57,7 @@ e2e)
 v3)
   families=${1:?families}
   shift
-  [ -f out/h100-v3.json ] && [ "$OUT" != "$PWD/out" ] && cp out/h100-v3.json "$OUT/"
+  carry_profile h100-v3.json
   for fam in ${families//,/ }; do
     say "calibrate v3 $fam $*"
     timeout "${FAMILY_SECONDS:-540}" python3 -m calibration.runner --shapes deepseek-v3 --families "$fam" "$@" \
@@ -67,7 +71,7 @@ rows)
   say "gpu tests"
   timeout 120 python3 -m pytest tests/test_calibration.py -m gpu -q -p no:cacheprovider --tb=short -W ignore 2>&1 \
     | tail -40 | tee -a "$log"
-  [ -f out/h100-v3.json ] && [ "$OUT" != "$PWD/out" ] && cp out/h100-v3.json "$OUT/"
+  carry_profile h100-v3.json
   for f in out/shapes/*.json; do
     say "calibrate $(basename "$f" .json)"
     timeout "${SCENARIO_SECONDS:-100}" python3 -m calibration.runner --quick --shapes "$f" \
@@ -97,14 +101,10 @@ measure)
   # merged (--update) into out/NAME.json when that was carried along.
   name=${1:?profile file name}; shapes=${2:?shapes}; families=${3:?families}
   shift 3
-  [ -f "out/$name" ] && [ "$OUT" != "$PWD/out" ] && cp "out/$name" "$OUT/"
+  carry_profile "$name"
   say "calibrate $shapes into $name ($families) $*"
   timeout "${FAMILY_SECONDS:-400}" python3 -m calibration.runner --shapes "$shapes" --families "$families" "$@" \
     --update --out "$OUT/$name" 2>&1 | grep -v -e Warning -e scaled_dot_product | tee -a "$log"
-  ;;
-*)
-  echo "unknown stage $stage; allowed: e2e, v3, rows, kernels, measure" >&2
-  exit 2
   ;;
 esac
 say "done"

@@ -281,13 +281,13 @@ def run_step_benchmark(cfg: E2EConfig, device=None, warmup: int = 2, steps: int 
         losses.append(loss.detach())
 
     timing = time_fn(step, batches, device, TimingConfig(warmup=warmup, min_reps=steps, max_reps=steps))
+    last = [float(x) for x in losses[-steps:]]  # the timed steps' losses, before any profiled ones
     kernels = None
     if kernel_classes and device.type == "cuda":
         try:
             kernels = kernel_breakdown(step, batches)
         except Exception as e:  # the profiler's event API differs between torch builds: report, keep the timing
             kernels = {"error": f"{type(e).__name__}: {e}"[:300]}
-    last = [float(x) for x in losses[-steps:]]
     if not all(torch.isfinite(torch.tensor(last))):
         raise RuntimeError(f"e2e_step: non-finite loss {last}")
     n_params = sum(p.numel() for p in model.parameters())

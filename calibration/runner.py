@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import json
 import sys
 import time
 from pathlib import Path
@@ -355,7 +356,23 @@ def merge_into_existing(profile: dict, path) -> dict:
     shapes = [s for s in (old.get("calibration", {}).get("shapes_merged") or [old.get("calibration", {}).get("shapes")])
               if s]
     merged["calibration"]["shapes_merged"] = list(dict.fromkeys(shapes + [profile["calibration"].get("shapes")]))
+    # What every run measured, and every failure and unavailable variant any of them met: the rest of the
+    # block describes the last run alone.
+    was, now = old.get("calibration", {}), profile["calibration"]
+    merged["calibration"]["runs"] = (was.get("runs") or [_run_summary(old)]) + [_run_summary(profile)]
+    for key in ("failures", "unavailable"):
+        seen = {json.dumps(x, sort_keys=True): x for x in was.get(key, []) + now.get(key, [])}
+        merged["calibration"][key] = list(seen.values())
+    if not now.get("dims") and was.get("dims"):  # a run at a scenario's ops alone has no dims of its own
+        merged["calibration"]["dims"] = was["dims"]
     return merged
+
+
+def _run_summary(profile: dict) -> dict:
+    """One run of the harness, as ``calibration.runs`` lists it."""
+    cal = profile.get("calibration", {})
+    return {"created": profile.get("created"), "shapes": cal.get("shapes"), "quick": cal.get("quick"),
+            "tables": sorted(profile.get("tables", {})), "seconds": cal.get("seconds")}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

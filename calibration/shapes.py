@@ -232,6 +232,18 @@ def scenario_memory(d: Mapping[str, int]) -> list[MemoryShape]:
     ]
 
 
+def _gemm_key(s: GemmShape) -> tuple:
+    return (s.m, s.n, s.k)
+
+
+def _grouped_key(s: GroupedShape) -> tuple:
+    return (s.groups, s.m_per_group, s.n, s.k)
+
+
+def _attention_key(s: AttentionShape) -> tuple:
+    return (s.batch, s.seq, s.heads, s.qk_dim, s.v_dim)
+
+
 def _dedupe(items, key):
     seen, out = set(), []
     for it in items:
@@ -263,7 +275,7 @@ def sweep_plan(dims: Mapping[str, Any], quick: bool = False, backward: bool = Tr
             for n in bracket(s.n, 0, 0, minimum=16):
                 for k in bracket(s.k, 0, 0, minimum=16):
                     gemms.append(GemmShape(s.m, n, k, s.role + ".sweep"))
-    gemms = _dedupe(gemms, key=lambda s: (s.m, s.n, s.k))
+    gemms = _dedupe(gemms, key=_gemm_key)
 
     grouped: list[GroupedShape] = []
     for s in scenario_grouped(d, backward=backward):
@@ -272,14 +284,14 @@ def sweep_plan(dims: Mapping[str, Any], quick: bool = False, backward: bool = Tr
         for g in group_counts:
             for m in bracket(s.m_per_group, below, above, minimum=16):
                 grouped.append(GroupedShape(g, m, s.n, s.k, s.role + ".sweep"))
-    grouped = _dedupe(grouped, key=lambda s: (s.groups, s.m_per_group, s.n, s.k))
+    grouped = _dedupe(grouped, key=_grouped_key)
 
     a = scenario_attention(d)
     seqs = bracket(a.seq, below, 0 if quick else 1, minimum=32)
     attention = [AttentionShape(max(1, d["micro_batch_tokens"] // s), s, a.heads, a.qk_dim, a.v_dim) for s in seqs]
     if not quick and a.heads >= 2:
         attention.append(AttentionShape(a.batch, a.seq, a.heads // 2, a.qk_dim, a.v_dim))
-    attention = _dedupe(attention, key=lambda s: (s.batch, s.seq, s.heads))
+    attention = _dedupe(attention, key=_attention_key)
 
     memory: list[MemoryShape] = []
     factors = (0.25, 1.0, 2.0) if quick else (0.125, 0.5, 1.0, 2.0)
@@ -294,7 +306,7 @@ def sweep_plan(dims: Mapping[str, Any], quick: bool = False, backward: bool = Tr
     return ShapePlan(d, tuple(gemms), tuple(grouped), tuple(attention), tuple(memory), sm_gemm)
 
 
-def plan_from_ops(ops, quick: bool = True) -> ShapePlan:
+def plan_from_ops(ops, tokens: int, quick: bool = True) -> ShapePlan:
     """The shapes the op timer will look up for these ops (``simulator.workload.Op``), plus sweeps.
 
     For a model the dims dict cannot describe (a dense GPT or Llama with MHA or GQA, no MLA dims),
@@ -321,28 +333,31 @@ def plan_from_ops(ops, quick: bool = True) -> ShapePlan:
             grouped += [GroupedShape(int(op.groups), mm, int(op.n), int(op.k), op.name + ".sweep")
                         for mm in bracket(m, below, above, minimum=16)]
         elif op.kind == "attention" and op.seq and op.heads:
+            # ``tokens`` per micro-batch on this GPU: at each swept length the batch holds as many (as
+            # sweep_plan does), so the kernel fills the GPU as the scenario's does.
             for seq in bracket(int(op.seq), below, 0 if quick else 1, minimum=32):
-                attention.append(AttentionShape(max(1, int(op.seq) // seq), seq, int(op.heads), int(op.qk_dim),
+                attention.append(AttentionShape(max(1, tokens // seq), seq, int(op.heads), int(op.qk_dim),
                                                 int(op.v_dim)))
-    gemms = _dedupe(gemms, key=lambda s: (s.m, s.n, s.k))
+    gemms = _dedupe(gemms, key=_gemm_key)
     if not gemms:
         raise ShapeError("shapes: the scenario's ops hold no GEMM to measure")
-    grouped = _dedupe(grouped, key=lambda s: (s.groups, s.m_per_group, s.n, s.k))
-    attention = _dedupe(attention, key=lambda s: (s.batch, s.seq, s.heads, s.qk_dim, s.v_dim))
+    grouped = _dedupe(grouped, key=_grouped_key)
+    attention = _dedupe(attention, key=_attention_key)
     sm_gemm = max(gemms, key=lambda s: s.m * s.n * s.k)
     measured = tuple(dt for dt in ("bf16", "fp8") if dt in dtypes or (dt == "bf16" and "fp16" in dtypes))
     return ShapePlan({}, tuple(gemms), tuple(grouped), tuple(attention), (), sm_gemm, dtypes=measured or ("bf16",))
 
 
-def scenario_ops(scenario: Any) -> list:
-    """Every op of one micro-batch through each kind of layer the scenario's model has, per GPU."""
+def scenario_ops(scenario: Any) -> tuple[list, int]:
+    """(every op of one micro-batch through each kind of layer the scenario's model has, per GPU; the
+    micro-batch's tokens on that GPU)."""
     from simulator.workload import Shape, layer_ops, model_units
 
     shape = Shape.of(scenario.plan, scenario.training.seq_len)
     ops = []
     for kind in dict.fromkeys(model_units(scenario.model)):
         ops += layer_ops(scenario.model, kind, shape, scenario.cluster.gpus_per_node).all_ops()
-    return ops
+    return ops, shape.tokens
 
 
 # --------------------------------------------------------------------------- scenario input
@@ -455,35 +470,54 @@ def plan_for(name_or_path: str | None, quick: bool = False, backward: bool = Tru
     """(dims or None, the shapes to measure, where they came from) for ``--shapes``.
 
     A scenario (a preset name or a file) is measured at the shapes its ops will be looked up at
-    (:func:`plan_from_ops`): the op timer then reads measured rows, not a fill between distant ones.
-    Where its model also has MLA dims, the dims sweep (:func:`sweep_plan`: N/K and expert-count
-    sweeps, memory-bound ops) is added. A dims preset (``v3``, ``tiny``) or a dims file takes the dims
-    sweep alone; a scenario without MLA dims (MHA or GQA attention) the ops alone.
+    (:func:`plan_from_ops`), in the precisions its GEMMs run in: the op timer then reads measured rows,
+    not a fill between distant ones. Where its model also has MLA dims, the dims sweep
+    (:func:`sweep_plan`: N/K and expert-count sweeps, memory-bound ops) is added. A dims preset
+    (``v3``, ``tiny``) or a dims file takes the dims sweep alone; a scenario without MLA dims (MHA or
+    GQA attention) the ops alone. A file that looks like a scenario (``model`` and ``plan``) but does
+    not load is refused with the loader's reason.
     """
     try:
         dims = shapes_from_scenario(name_or_path)
     except ShapeError as e:
         dims, refused = None, e
-    sc = None
-    if name_or_path is not None and str(name_or_path).lower() not in ("v3", "tiny"):
-        try:
-            from simulator.scenario import load_scenario
-
-            sc = load_scenario(name_or_path)
-        except Exception:  # a dims file or a dims preset: the dims path below
-            sc = None
+    sc = _scenario_or_none(name_or_path)
     if sc is None:
         if dims is None:
             raise refused
         return dims, sweep_plan(dims, quick=quick, backward=backward, m_step=m_step), "model dims"
-    ops = plan_from_ops(scenario_ops(sc), quick=quick)
+    ops, tokens = scenario_ops(sc)
+    own = plan_from_ops(ops, tokens, quick=quick)
     if dims is None:
-        return None, ops, "the simulator's ops for " + str(name_or_path)
+        return None, own, "the simulator's ops for " + str(name_or_path)
     swept = sweep_plan(dims, quick=quick, backward=backward, m_step=m_step)
     both = ShapePlan(
         dims,
-        tuple(_dedupe(ops.gemm + swept.gemm, key=lambda s: (s.m, s.n, s.k))),
-        tuple(_dedupe(ops.grouped + swept.grouped, key=lambda s: (s.groups, s.m_per_group, s.n, s.k))),
-        tuple(_dedupe(ops.attention + swept.attention, key=lambda s: (s.batch, s.seq, s.heads, s.qk_dim, s.v_dim))),
-        swept.memory, swept.sm_gemm, swept.sm_fractions, swept.collective_bytes, swept.dtypes)
+        tuple(_dedupe(own.gemm + swept.gemm, key=_gemm_key)),
+        tuple(_dedupe(own.grouped + swept.grouped, key=_grouped_key)),
+        tuple(_dedupe(own.attention + swept.attention, key=_attention_key)),
+        swept.memory, swept.sm_gemm, swept.sm_fractions, swept.collective_bytes, own.dtypes)
     return dims, both, "the simulator's ops and model dims for " + str(name_or_path)
+
+
+def _scenario_or_none(name_or_path: str | None):
+    """The scenario ``--shapes`` names, or None where it names none (a dims preset or a dims file).
+
+    A file with ``model`` and ``plan`` sections is meant as a scenario: if it does not load, say why
+    (a ShapeError with the loader's first line) rather than read it as dims."""
+    if name_or_path is None or str(name_or_path).lower() in PRESETS.keys() - {"deepseek-v3"}:
+        return None
+    try:
+        from simulator.scenario import load_scenario
+
+        return load_scenario(name_or_path)
+    except Exception as e:  # noqa: BLE001 - any refusal: a dims file, or a scenario to report
+        path = Path(str(name_or_path))
+        try:
+            data = _load_file(path) if path.suffix in (".yaml", ".yml", ".json") and path.is_file() else None
+        except Exception:  # unreadable: shapes_from_scenario has said why
+            data = None
+        if isinstance(data, Mapping) and "model" in data and "plan" in data:
+            raise ShapeError(f"--shapes: {path} is a scenario that does not load: "
+                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        return None

@@ -285,7 +285,7 @@ def resolve_profile(scenario: Scenario, profile: Profile | str | None) -> Profil
     if profile is None:
         return load_profile(own) if own else None
     p = profile if isinstance(profile, Profile) else load_profile(profile)
-    if own and not p.tables.get("collectives") and own != p.name:
+    if own and not p.tables.get("collectives"):
         p = p.with_collectives_from(load_profile(own))
     return p
 

@@ -384,6 +384,7 @@ class Profile:
         self._cache: dict[tuple, Lookup] = {}
         self._grids: dict[tuple, _Grid] = {}
         self._clocked: dict[tuple, Profile] = {}  # at_sustained_clock's copies, per GPU
+        self._networked: dict[int, tuple[Profile, Profile]] = {}  # with_collectives_from: other -> (other, copy)
         # Bytes moved by the smallest memory-bound row of each op ('*': the generic rows).
         self._memory_floors: dict[str, float] = {}
         for r in self.tables.get("memory_bound", []):
@@ -606,12 +607,13 @@ class Profile:
         cached per other profile, so a search's lookups keep their caches."""
         if self.tables.get("collectives") or not other.tables.get("collectives"):
             return self
-        key = ("collectives", other.name)
-        got = self._clocked.get(key)
-        if got is None:
-            data = dict(self.data, tables={**self.tables, "collectives": other.tables["collectives"]},
-                        collectives_from=other.name)
-            got = self._clocked[key] = Profile(data, self.path)
+        held = self._networked.get(id(other))
+        if held is not None and held[0] is other:  # the same profile object, not a reloaded namesake
+            return held[1]
+        data = dict(self.data, tables={**self.tables, "collectives": other.tables["collectives"]},
+                    collectives_from=other.name)
+        got = Profile(data, self.path)
+        self._networked[id(other)] = (other, got)  # other kept alive beside its copy: its id is not reused
         return got
 
     def at_sustained_clock(self, fraction: float, hbm_gbps: float, peak_tflops: dict[str, float]) -> "Profile":
@@ -666,7 +668,7 @@ class Profile:
     def tables_read(self) -> set[tuple[str, tuple]]:
         """(table, match) of every lookup made so far, through this profile or its sustained-clock copies."""
         keys = set(self._cache)
-        for copy in self._clocked.values():
+        for copy in [*self._clocked.values(), *(c for _, c in self._networked.values())]:
             keys |= set(copy._cache)
         return {(key[0], key[1]) for key in keys}
 

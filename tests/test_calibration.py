@@ -341,7 +341,7 @@ def test_update_keeps_rows_at_other_shapes(tmp_path):
 
     out = tmp_path / "p.json"
     assert runner.main(["--quick", "--device", "cpu", "--families", "gemm", "--out", str(out)]) == 0
-    old = load_profile(out).data
+    old = copy.deepcopy(load_profile(out).data)  # not the loader's cached object
     old["tables"]["sm_scaling"] = [{"sms": 100, "total_sms": 132, "relative_throughput": 0.9, "source": "measured"}]
     save_profile(old, out)
     new = copy.deepcopy(old)
@@ -365,6 +365,14 @@ def test_update_keeps_rows_at_other_shapes(tmp_path):
     assert merged["tables"]["sm_scaling"] == new["tables"]["sm_scaling"]
     assert merged["calibration"]["rows_kept_from_previous_run"] == {"gemm": len(old["tables"]["gemm"]) - 1}
     assert merged["calibration"]["shapes_merged"][-1] == "second-scenario"
+    runs = merged["calibration"]["runs"]
+    assert [r["shapes"] for r in runs] == [old["calibration"]["shapes"], "second-scenario"]
+    assert runs[1]["tables"] == ["gemm", "sm_scaling"]
+    failure = {"kernel": "gemm x", "variant": "v", "error": "e"}
+    new["calibration"]["failures"], new["calibration"]["dims"] = [failure], {}
+    again = runner.merge_into_existing(new, out)
+    assert again["calibration"]["failures"] == old["calibration"]["failures"] + [failure]
+    assert again["calibration"]["dims"] == old["calibration"]["dims"]  # a dims-less run keeps the old dims
     validate_profile(merged)
 
 
@@ -376,7 +384,7 @@ def test_dense_scenario_shapes_come_from_the_simulators_ops():
     dims, plan, source = shapes.plan_for("llama3-405b", quick=True)
     assert dims is None and "ops" in source
     assert plan.dtypes == ("bf16",)
-    ops = shapes.scenario_ops(load_scenario("llama3-405b"))
+    ops, tokens = shapes.scenario_ops(load_scenario("llama3-405b"))
     wanted = {(round(o.m), round(o.n), round(o.k)) for o in ops if o.kind == "gemm"}
     assert wanted and wanted <= {(g.m, g.n, g.k) for g in plan.gemm}
     heads = {o.heads for o in ops if o.kind == "attention"}
@@ -387,25 +395,44 @@ def test_dense_scenario_shapes_come_from_the_simulators_ops():
     # dims path fuses) and the dims sweep with its N/K sweeps and memory-bound ops
     dims, plan, source = shapes.plan_for("deepseek-v3", quick=True)
     assert dims is not None and "ops and model dims" in source and plan.memory
-    v3 = {(round(o.m), round(o.n), round(o.k)) for o in shapes.scenario_ops(load_scenario("deepseek-v3"))
+    v3 = {(round(o.m), round(o.n), round(o.k)) for o in shapes.scenario_ops(load_scenario("deepseek-v3"))[0]
           if o.kind == "gemm"}
     have = {(g.m, g.n, g.k) for g in plan.gemm}
     assert v3 <= have and (4096, 1536, 7168) in have and (4096, 2112, 7168) in have
     assert shapes.plan_for("v3", quick=True)[2] == "model dims"
+    # attention at the scenario's micro-batch (4 x 2048 tokens), not one sequence
+    sc = load_scenario("deepseekmoe-2b")
+    att = shapes.plan_for("deepseekmoe-2b", quick=True)[1].attention
+    own = [a for a in att if a.seq == sc.training.seq_len]
+    assert own and all(a.batch == sc.plan.micro_batch for a in own) and sc.plan.micro_batch > 1
+    # a BF16 scenario with MLA dims measures BF16 GEMMs only
+    assert shapes.plan_for("deepseek-v2", quick=True)[1].dtypes == ("bf16",)
+
+
+def test_a_scenario_that_does_not_load_is_refused_with_its_reason(tmp_path):
+    import yaml
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"model": "llama3-405b", "cluster": "h100", "plan": {"tp": 7}}))
+    with pytest.raises(shapes.ShapeError) as e:
+        shapes.plan_for(str(bad), quick=True)
+    assert "does not load" in str(e.value) and "tp" in str(e.value)
 
 
 def test_long_attention_is_checked_on_sampled_rows(monkeypatch):
-    """The float64 check of a long sequence covers its first and last query rows exactly: a correct
-    kernel passes, and a kernel wrong only late in the sequence (attending to the future there) fails
-    both forward and backward."""
+    """The float64 check of a long sequence covers its first and last query rows and some between, exactly:
+    a correct kernel passes, and a kernel wrong only late in the sequence (attending to the future
+    there) fails both forward and backward."""
     from calibration.kernels import attention
     from calibration.shapes import AttentionShape
 
     ctx = Context(device=torch.device("cpu"), timing=TimingConfig(warmup=1, min_reps=2, max_reps=2, budget_ms=1.0))
     s = AttentionShape(1, 64, 2, 24, 16)
-    monkeypatch.setattr(attention, "CHECK_ELEMENTS", 16 * 64)  # 16 of 64 rows: the first and last 8
+    monkeypatch.setattr(attention, "CHECK_ELEMENTS", 15 * 64)  # 15 of 64 rows: 5 first, 5 between, 5 last
     monkeypatch.setattr(attention, "CHECK_MIN_ROWS", 4)
-    assert attention._checked_rows(s).tolist() == list(range(8)) + list(range(56, 64))
+    rows = attention._checked_rows(s).tolist()
+    assert rows[:5] == list(range(5)) and rows[-5:] == list(range(59, 64)) and len(set(rows)) == 15
+    assert rows == sorted(rows) and all(5 <= r < 59 for r in rows[5:10])
     for direction in ("fwd", "bwd"):
         row = attention.measure(ctx, s, direction)
         assert row is not None and row["check_rel_error"] < 2e-2, direction

@@ -74,6 +74,20 @@ def test_a_one_gpu_profile_takes_the_clusters_network():
     assert got.tables["gemm"] is measured.tables["gemm"]
     pred = predict(sc, profile="h100-measured")
     assert any("collectives" in w and sc.cluster.profile in w for w in pred.warnings)
+    # keyed by the profile object: a namesake with other rows (a reloaded, edited file) gets its own copy
+    import copy as _copy
+
+    namesake_data = _copy.deepcopy(load_profile(sc.cluster.profile).data)
+    for r in namesake_data["tables"]["collectives"]:
+        r["gbps"] = r["gbps"] / 10
+    from simulator.profile import Profile
+
+    namesake = Profile(namesake_data)
+    other = measured.with_collectives_from(namesake)
+    assert other is not got and other.tables["collectives"] == namesake_data["tables"]["collectives"]
+    # a measured profile that happens to share the cluster profile's name still takes its network
+    same_name = Profile(dict(_copy.deepcopy(measured.data), name=sc.cluster.profile))
+    assert resolve_profile(sc, same_name).tables["collectives"]
     # a profile with its own network keeps it
     assert resolve_profile(sc, "h800-anchors").name == "h800-anchors"
     assert "collectives_from" not in resolve_profile(sc, "h800-anchors").data

@@ -85,8 +85,9 @@ def _n_sets(ctx: Context, s, grad: bool) -> int:
 
 
 def _checked_rows(s):
-    """The query rows the float64 check covers: all of them, or on a long sequence the first and the
-    last ones, as many as keep the reference's rows x seq score matrix near ``CHECK_ELEMENTS``.
+    """The query rows the float64 check covers: all of them, or on a long sequence a third of its budget
+    at the start, a third at the end and a third drawn from between (seeded by the length), as many
+    as keep the reference's rows x seq score matrix near ``CHECK_ELEMENTS``.
 
     The reference for a set of query rows is exact: each row attends to the keys at or before its own
     position (causal) or to all keys, and nothing else. In backward, an output gradient that is zero
@@ -97,8 +98,9 @@ def _checked_rows(s):
     budget = max(CHECK_MIN_ROWS, CHECK_ELEMENTS // s.seq)
     if s.seq <= budget:
         return torch.arange(s.seq)
-    half = budget // 2
-    return torch.cat([torch.arange(half), torch.arange(s.seq - half, s.seq)])
+    third = budget // 3
+    between = torch.randperm(s.seq - 2 * third, generator=torch.Generator().manual_seed(s.seq))[:third] + third
+    return torch.cat([torch.arange(third), between.sort().values, torch.arange(s.seq - third, s.seq)])
 
 
 def _reference_rows(q, k, v, rows, causal: bool):
