@@ -390,6 +390,16 @@ class Profile:
         for r in self.tables.get("memory_bound", []):
             name, size = r.get("op"), float(r["bytes"])
             self._memory_floors[name] = min(size, self._memory_floors.get(name, size))
+        # Ops whose every row timed torch's eager decomposition (``gpuhours calibrate``'s memory-bound rows:
+        # RMSNorm in five kernels through float32, FP8 1x128 quantization in several), not the one fused
+        # kernel the simulator's op stands for (its bytes are one read and one write): where the profile has
+        # generic device-copy ('*') rows, those answer such ops instead (``eager_ops`` names them).
+        eager: dict[str, bool] = {}
+        for r in self.tables.get("memory_bound", []):
+            if r.get("op") != "*":
+                eager[r["op"]] = eager.get(r["op"], True) and r.get("variant") == "torch-eager"
+        self.eager_ops: tuple[str, ...] = tuple(sorted(op for op, all_eager in eager.items()
+                                                       if all_eager and "*" in self._memory_floors))
 
     def __repr__(self) -> str:
         return f"Profile({self.name!r}, device={self.device.get('name')!r})"
@@ -523,11 +533,14 @@ class Profile:
                       f"measured in {other['direction']}{clamp}")
 
     def _memory_rows(self, op: str) -> str:
-        """Whose memory-bound rows answer ``op``: its own, else the generic ``*`` rows (``op`` when neither)."""
-        return op if op in self._memory_floors or "*" not in self._memory_floors else "*"
+        """Whose memory-bound rows answer ``op``: its own (unless they time an eager chain: ``eager_ops``), else
+        the generic ``*`` rows (``op`` when neither)."""
+        return op if op in self._memory_floors and op not in self.eager_ops or "*" not in self._memory_floors else "*"
 
-    def memory_gbps(self, op: str, nbytes: float) -> Lookup:
-        rows = self._memory_rows(op)
+    def memory_gbps(self, op: str, nbytes: float, own: bool = False) -> Lookup:
+        """Achieved bandwidth of memory-bound op ``op`` moving ``nbytes``; ``own``: from ``op``'s own rows even
+        where they time an eager chain (the held-out check of the table itself), not the device-copy rows."""
+        rows = op if own and op in self._memory_floors else self._memory_rows(op)
         res = self._scattered("memory_bound", {"op": rows}, ("bytes",), (nbytes,), "gbps")
         if rows != op:
             return Lookup(res.value, res.status, f"generic memory-bound row used for {op}")

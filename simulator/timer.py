@@ -61,6 +61,10 @@ class OpTimer:
         mismatch = device_mismatch(profile, gpu) if profile is not None else None
         if mismatch:
             self.warnings["profile:device"] = mismatch
+        if profile is not None and profile.eager_ops:
+            self.warnings["memory:eager"] = (
+                f"profile {profile.name} timed {', '.join(profile.eager_ops)} as torch's eager chains (several "
+                "kernels each), not one fused kernel: its device-copy rows price them")
         # Tables timed in bursts, at full clock, are read as a training step runs them: at the GPU's
         # sustained clock (Profile.at_sustained_clock), unless the profile measured its own sustained
         # rate (then _sustained applies that) or the GPU gives no clocks (rates as measured, noted).

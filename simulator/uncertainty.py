@@ -53,7 +53,7 @@ TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...], str, Callable[[Profile
     "attention": (("dtype", "direction", "library", "causal"), ("seq", "heads", "qk_dim", "v_dim"), "tflops",
                   lambda p, r: p.attention_tflops(r["dtype"], r["direction"], r["seq"], r["heads"], r["qk_dim"],
                                                   r["v_dim"], r.get("library") or "", r["causal"])),
-    "memory_bound": (("op",), ("bytes",), "gbps", lambda p, r: p.memory_gbps(r["op"], r["bytes"])),
+    "memory_bound": (("op",), ("bytes",), "gbps", lambda p, r: p.memory_gbps(r["op"], r["bytes"], own=True)),
 }
 
 

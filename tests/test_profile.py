@@ -93,6 +93,26 @@ def test_a_one_gpu_profile_takes_the_clusters_network():
     assert "collectives_from" not in resolve_profile(sc, "h800-anchors").data
 
 
+def test_eager_memory_rows_give_way_to_the_device_copy_rows():
+    """A calibrated memory-bound row times torch's eager chain (RMSNorm in five kernels, FP8 quantization in
+    several); the simulator's op is one fused kernel. Where the profile has device-copy ('*') rows, they
+    price such ops, with a warning; rows of fused kernels (published profiles) still answer their ops."""
+    from simulator.scenario import load_scenario
+    from simulator.timer import OpTimer
+
+    measured = load_profile("h100-measured")
+    assert {"norm", "quant", "act"} <= set(measured.eager_ops)
+    copy_rate = measured.memory_gbps("*", 469.8e6).value
+    assert measured.memory_gbps("quant", 469.8e6).value == copy_rate
+    eager_quant = [r["gbps"] for r in measured.tables["memory_bound"] if r["op"] == "quant"]
+    assert max(eager_quant) < copy_rate / 5  # what the eager rows would have said
+    timer = OpTimer(load_scenario("deepseek-v3").cluster.gpu, measured)
+    assert "eager" in timer.warnings["memory:eager"] and "quant" in timer.warnings["memory:eager"]
+    published = load_profile("h100-published")
+    assert published.eager_ops == ()
+    assert "memory:eager" not in OpTimer(load_scenario("deepseek-v3").cluster.gpu, published).warnings
+
+
 def test_unknown_version_refused(tmp_path):
     d = _doc([])
     d["schema_version"] = 99
