@@ -87,8 +87,10 @@ def scenario_dict(cfg: E2EConfig, cluster: str = "h100", name: str = "e2e-step")
         "description": "one training step of calibration/e2e_step.py's model on one GPU" + note,
         "model": model,
         "cluster": {"preset": cluster, "num_gpus": 1},
-        # A BF16 model's gradients and AdamW moments are BF16 (torch makes them like the parameters).
-        "plan": {"tp": 1, "pp": 1, "ep": 1, "micro_batch": cfg.batch, "precision": "bf16",
+        # A BF16 model's gradients and AdamW moments are BF16 (torch makes them like the parameters). The loss
+        # is F.cross_entropy over the logits cast to float32: an unfused chain, not a fused kernel (the
+        # simulator's unfused chain is Megatron-Core's, which moves more bytes than torch's).
+        "plan": {"tp": 1, "pp": 1, "ep": 1, "micro_batch": cfg.batch, "precision": "bf16", "loss_kernel": "unfused",
                  **({"moment_dtype": "bf16", "grad_dtype": "bf16"} if cfg.dtype == "bfloat16" else {})},
         "training": {"seq_len": cfg.seq_len, "global_batch": cfg.batch, "tokens": cfg.batch * cfg.seq_len},
     }

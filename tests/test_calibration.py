@@ -451,13 +451,14 @@ def test_long_attention_is_checked_on_sampled_rows(monkeypatch):
 
 
 def test_e2e_scenario_says_what_the_model_keeps():
-    """The e2e model's parameters are BF16, so its gradients and AdamW moments are too: the scenario the
-    simulator predicts says so (a float32 model keeps the defaults)."""
+    """The e2e model's parameters are BF16, so its gradients and AdamW moments are too, and its loss is
+    torch's cross-entropy over float32 logits (unfused): the scenario the simulator predicts says so (a
+    float32 model keeps the default dtypes)."""
     from calibration.e2e_step import PRESETS, scenario_dict
     from simulator.scenario import scenario_from_dict
 
     plan = scenario_dict(PRESETS["gpu"])["plan"]
-    assert plan["moment_dtype"] == plan["grad_dtype"] == "bf16"
+    assert plan["moment_dtype"] == plan["grad_dtype"] == "bf16" and plan["loss_kernel"] == "unfused"
     sc = scenario_from_dict(scenario_dict(PRESETS["gpu"]), name="e2e")
     assert sc.plan.moment_dtype == "bf16" and sc.cluster.num_gpus == 1
     assert "moment_dtype" not in scenario_dict(PRESETS["tiny"])["plan"]
