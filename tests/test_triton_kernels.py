@@ -12,6 +12,7 @@ tiny shapes against float64 references:
   when the interpreter supports FP8 ``tl.dot`` (Triton 3.9 does); otherwise the
   same scaled path on the dequantized-grid values in FP32, reported as such;
 * the persistent GEMM with fewer programs than tiles;
+* the fused memory-bound kernels (RMSNorm, SwiGLU, FP8 1x128 quantization with its transpose);
 * the tile schedule.
 
 Note: the interpreter's BF16 ``tl.dot`` is wrong in Triton 3.9, so the kernels
@@ -21,6 +22,8 @@ is only exercised on a GPU (tests marked ``gpu`` in test_calibration.py).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -87,6 +90,48 @@ def _child() -> dict:
     res["fp8_err_vs_dequantized"] = rel_error(out, grouped_ref(deq_a, deq_b))
     res["fp8_err_vs_unquantized"] = rel_error(out, grouped_ref(a.double(), b.double()))
 
+    # Fused memory-bound kernels: RMSNorm and SwiGLU into NaN-poisoned outputs (a row width that is not a
+    # power of two), FP8 1x128 quantization of x and of its transpose equal to torch's, value for value.
+    from calibration.kernels import memory_triton as mt
+
+    x = (torch.randn(256, 384) * torch.logspace(-1, 1, 384)).bfloat16()
+    w = torch.randn(384).bfloat16()
+    y = torch.full_like(x, float("nan"))
+    mt.rmsnorm(x, w, out=y)
+    x64 = x.double()
+    res["rmsnorm_err"] = rel_error(y, x64 * torch.rsqrt(x64.pow(2).mean(-1, keepdim=True) + 1e-6) * w.double())
+    gu = torch.randn(96, 2 * 200).bfloat16()
+    y = torch.full((96, 200), float("nan"), dtype=torch.bfloat16)
+    mt.swiglu(gu, out=y, block=256)  # 19,200 values: a partial last block
+    g, u = gu.double().chunk(2, -1)
+    res["swiglu_err"] = rel_error(y, g * torch.sigmoid(g) * u)
+    q, sc, qt, st = mt.quantize(x, rowwise=True, colwise=True)
+    rq, rs = q8.quantize_1x128(x)
+    rqt, rst = q8.quantize_1x128(x.t().contiguous())
+    res["quant_equal"] = bool(torch.equal(q.float(), rq.float()) and torch.equal(sc, rs))
+    res["quant_t_equal"] = bool(torch.equal(qt.float(), rqt.float()) and torch.equal(st, rst))
+    q1, s1 = mt.quantize(x)
+    qt1, st1 = mt.quantize(x, rowwise=False, colwise=True)
+    res["quant_one_layout_equal"] = bool(torch.equal(q1.float(), rq.float()) and torch.equal(s1, rs)
+                                         and torch.equal(qt1.float(), rqt.float()) and torch.equal(st1, rst))
+    res["quant_err_vs_float64"] = rel_error(q8.dequantize_1x128(q, sc), x64)
+
+    # The harness times them beside torch's eager chains (each checked against float64 first).
+    import tempfile
+
+    from calibration import runner
+    from calibration.kernels.memory_bound import FUSED_OPS
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "mb.json")
+        with contextlib.redirect_stderr(io.StringIO()):
+            rc = runner.main(["--quick", "--device", "cpu", "--families", "memory_bound", "--out", out])
+        rows = json.load(open(out))["tables"]["memory_bound"]
+    res["harness_rc"] = rc
+    res["harness_fused_timed"] = sorted({r["op"] for r in rows if "triton-fused" in (r.get("alternatives") or {})
+                                         or r["variant"] == "triton-fused"})
+    res["fused_ops"] = sorted(FUSED_OPS)
+
     # Persistent GEMM: 3 x 2 tiles of 16 x 32 spread over 1, 4 and 16 programs.
     a = torch.randn(40, 64).bfloat16()
     b = torch.randn(48, 64).bfloat16()
@@ -132,6 +177,17 @@ def test_grouped_gemm_fp8_scaling_logic(interpreted):
     """Passes natively or through the dequantized fallback: the scaling is right either way."""
     assert interpreted["fp8_all_written"]
     assert interpreted["fp8_err_vs_dequantized"] < 1e-2
+
+
+def test_fused_memory_bound_kernels_match_their_references(interpreted):
+    assert interpreted["rmsnorm_err"] < 1e-2 and interpreted["swiglu_err"] < 1e-2
+    assert interpreted["quant_equal"] and interpreted["quant_t_equal"] and interpreted["quant_one_layout_equal"]
+    assert interpreted["quant_err_vs_float64"] < 6e-2  # E4M3's own rounding
+
+
+def test_harness_times_the_fused_kernels_beside_eager(interpreted):
+    assert interpreted["harness_rc"] == 0  # every check passed
+    assert interpreted["harness_fused_timed"] == interpreted["fused_ops"]
 
 
 def test_persistent_gemm_any_program_count(interpreted):

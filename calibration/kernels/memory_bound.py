@@ -9,7 +9,9 @@ bytes the op must move (each input read once, each output written once), and
 ``gbps`` = bytes / median time. A fused kernel approaches the copy bandwidth; an
 eager chain of torch ops scores lower, because it moves intermediates the
 count leaves out. The simulator multiplies its own byte count for the op by
-1 / gbps, so either way the time comes out as measured.
+1 / gbps, so either way the time comes out as measured. Where Triton runs, our fused kernels
+(:mod:`calibration.kernels.memory_triton`) are timed beside the eager chains and the faster is the
+row; the simulator prices its one-kernel ops from eager rows only where no device-copy row can.
 
 Ops (profile ``op`` names are the leaf names the simulator's workload gives
 its memory ops, so that ``Profile.memory_gbps(name, bytes)`` finds them;
@@ -162,19 +164,43 @@ def _check(s, out, args, label) -> float:
     raise ValueError(s.op)
 
 
-def _variant(ctx: Context, s, label: str) -> Measured:
+# The ops our Triton kernels run fused (calibration.kernels.memory_triton), as (kernel, inputs) -> output
+# in the eager call's form; the others (residual, permute, unpermute) are one or two kernels eagerly too.
+FUSED_OPS = ("norm", "act", "quant", "quant_t", "fp8_quant_transpose")
+
+
+def _fused(op: str):
+    from calibration.kernels import memory_triton as mt
+
+    return {
+        "norm": lambda x, w: mt.rmsnorm(x, w),
+        "act": mt.swiglu,
+        "quant": lambda x: mt.quantize(x),
+        "quant_t": lambda x: mt.quantize(x, rowwise=False, colwise=True),
+        "fp8_quant_transpose": lambda x: mt.quantize(x, rowwise=True, colwise=True),
+    }[op]
+
+
+def _variant(ctx: Context, s, label: str, fused: bool = False) -> Measured:
     nbytes = op_bytes(s.op, s.m, s.n, s.k)
     cases = [_case(ctx, s, 10 * i) for i in range(ctx.n_buffers(nbytes))]
+    if fused:
+        kernel = _fused(s.op)
+        cases = [(kernel, args) for _, args in cases]
     call, args = cases[0]
-    err = _check(s, call(*args), args, label)
+    err = _check(s, call(*args), args, label + (" (triton)" if fused else ""))
     return Measured(ctx.time(lambda c: c[0](*c[1]), cases), err)
 
 
 def measure(ctx: Context, s) -> dict | None:
-    """One ``memory_bound`` row for op ``s.op`` on [s.m, s.n] (top-k ``s.k``), or None."""
+    """One ``memory_bound`` row for op ``s.op`` on [s.m, s.n] (top-k ``s.k``), or None: torch's eager
+    implementation and, where Triton runs, our fused kernel; the faster is the row."""
     label = f"memory_bound {s.op} m={s.m} n={s.n}" + (f" k={s.k}" if s.k > 1 else "")
     variant = "copy_" if s.op == "*" else "torch-eager"
-    res = run_variants(ctx, label, [(variant, lambda: _variant(ctx, s, label))])
+    variants = [(variant, lambda: _variant(ctx, s, label))]
+    if s.op in FUSED_OPS and ctx.triton_mode in ("gpu", "interpreter"):
+        variants.append(("triton-fused", lambda: _variant(ctx, s, label, fused=True)))
+    res = run_variants(ctx, label, variants)
     if res is None:
         return None
     name, best, alts = res
