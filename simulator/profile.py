@@ -74,6 +74,8 @@ RATE_RANGES: dict[str, tuple[float, float, str]] = {
 }
 
 
+EAGER = "torch-eager"  # the variant of a calibrated memory-bound row that timed torch's eager chain
+
 # Tables whose rates follow the SM clock (compute-bound kernels); a profile may list some of them, by
 # dtype, under ``burst_tables``: rows its sources measured in short bursts, below the power limit.
 BURST_KINDS = ("gemm", "grouped_gemm", "attention")
@@ -394,24 +396,32 @@ class Profile:
         # RMSNorm in five kernels through float32, FP8 1x128 quantization in several), not the one fused
         # kernel the simulator's op stands for (its bytes are one read and one write): where the profile has
         # generic device-copy ('*') rows, those answer such ops instead (``eager_ops`` names them).
-        eager: dict[str, bool] = {}
+        # An op with rows of both kinds (fused rows added by a later run, --update keeping the older eager
+        # ones) is priced from its other rows alone (``_mixed_ops``).
+        kinds: dict[str, set[bool]] = {}
         for r in self.tables.get("memory_bound", []):
             if r.get("op") != "*":
-                eager[r["op"]] = eager.get(r["op"], True) and r.get("variant") == "torch-eager"
-        self.eager_ops: tuple[str, ...] = tuple(sorted(op for op, all_eager in eager.items()
-                                                       if all_eager and "*" in self._memory_floors))
+                kinds.setdefault(r["op"], set()).add(r.get("variant") == EAGER)
+        self.eager_ops: tuple[str, ...] = tuple(sorted(op for op, k in kinds.items()
+                                                       if k == {True} and "*" in self._memory_floors))
+        self._mixed_ops = frozenset(op for op, k in kinds.items() if k == {True, False})
+        if self._mixed_ops:  # the smallest size among the rows that answer
+            for op in self._mixed_ops:
+                self._memory_floors[op] = min(float(r["bytes"]) for r in self.tables["memory_bound"]
+                                              if r.get("op") == op and r.get("variant") != EAGER)
 
     def __repr__(self) -> str:
         return f"Profile({self.name!r}, device={self.device.get('name')!r})"
 
     # Generic scattered-table lookup -------------------------------------------------
     def _scattered(self, table: str, match: dict, dims: tuple[str, ...], q: tuple[float, ...], value_key: str,
-                   average_repeats: bool = True) -> Lookup:
-        key = (table, tuple(sorted(match.items())), q)
+                   average_repeats: bool = True, skip_variant: str | None = None) -> Lookup:
+        key = (table, tuple(sorted(match.items())), q, skip_variant)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
-        rows = [r for r in self.tables.get(table, []) if all(r.get(k) == v for k, v in match.items())]
+        rows = [r for r in self.tables.get(table, []) if all(r.get(k) == v for k, v in match.items())
+                and (skip_variant is None or r.get("variant") != skip_variant)]
         # Ceiling rows (``"ceiling": true``) are maxima over a search of shapes (e.g. MAMF): no
         # ordinary shape runs faster, but most run slower, so they bound the answer instead of
         # being interpolated between. Only when a table has nothing else do they answer, flagged.
@@ -433,7 +443,7 @@ class Profile:
                 if lq[i] < lo - 1e-9 or lq[i] > hi + 1e-9:
                     outside.append(f"{d}={q[i]:g} outside [{2**lo:g}, {2**hi:g}]")
                     clamped[i] = min(max(lq[i], lo), hi)
-            gkey = (table, tuple(sorted(match.items())))
+            gkey = (table, tuple(sorted(match.items())), skip_variant)
             grid = self._grids.get(gkey)
             if grid is None:
                 grid = self._grids[gkey] = _Grid(pts, average_repeats)
@@ -541,7 +551,8 @@ class Profile:
         """Achieved bandwidth of memory-bound op ``op`` moving ``nbytes``; ``own``: from ``op``'s own rows even
         where they time an eager chain (the held-out check of the table itself), not the device-copy rows."""
         rows = op if own and op in self._memory_floors else self._memory_rows(op)
-        res = self._scattered("memory_bound", {"op": rows}, ("bytes",), (nbytes,), "gbps")
+        skip = EAGER if rows in self._mixed_ops and not own else None
+        res = self._scattered("memory_bound", {"op": rows}, ("bytes",), (nbytes,), "gbps", skip_variant=skip)
         if rows != op:
             return Lookup(res.value, res.status, f"generic memory-bound row used for {op}")
         return res

@@ -108,6 +108,19 @@ def test_eager_memory_rows_give_way_to_the_device_copy_rows():
     assert max(eager_quant) < copy_rate / 5  # what the eager rows would have said
     timer = OpTimer(load_scenario("deepseek-v3").cluster.gpu, measured)
     assert "eager" in timer.warnings["memory:eager"] and "quant" in timer.warnings["memory:eager"]
+    # An op with fused rows too (a later run's, --update keeping the eager ones) is priced from those alone
+    import copy as _copy
+
+    from simulator.profile import Profile
+
+    data = _copy.deepcopy(measured.data)
+    quant = [r for r in data["tables"]["memory_bound"] if r["op"] == "quant"]
+    for r, gbps in ((quant[1], 2500.0), (quant[3], 2600.0)):
+        r["variant"], r["gbps"] = "triton-fused", gbps
+    mixed = Profile(data)
+    assert "quant" not in mixed.eager_ops
+    assert all(2500.0 - 1e-6 <= mixed.memory_gbps("quant", r["bytes"]).value <= 2600.0 + 1e-6 for r in quant)
+    assert mixed.memory_gbps("quant", quant[0]["bytes"], own=True).value == pytest.approx(quant[0]["gbps"])
     published = load_profile("h100-published")
     assert published.eager_ops == ()
     assert "memory:eager" not in OpTimer(load_scenario("deepseek-v3").cluster.gpu, published).warnings
