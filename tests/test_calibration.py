@@ -464,6 +464,25 @@ def test_e2e_scenario_says_what_the_model_keeps():
     assert "moment_dtype" not in scenario_dict(PRESETS["tiny"])["plan"]
 
 
+def test_validation_runs_become_scenario_files(tmp_path, capsys):
+    """The public set's H100 runs written as scenarios, one file each, that the calibration takes as --shapes."""
+    from calibration import validation_shapes
+    from simulator.scenario import load_scenario
+    from simulator.validate import DEFAULT_CSV, read_csv
+
+    assert validation_shapes.main(["--gpu", "H100", "--out", str(tmp_path)]) == 0
+    files = sorted(tmp_path.glob("*.json"))
+    rows = [r for r in read_csv(DEFAULT_CSV) if r["include"].strip() == "true" and "H100" in r["gpu"]]
+    assert [f.stem for f in files] == sorted(r["run_id"] for r in rows)
+    sc = load_scenario(str(tmp_path / "MLM24-462B.json"))
+    assert sc.plan.tp == 8 and sc.model.hidden == 18432
+    assert shapes.plan_for(str(tmp_path / "MLM24-462B.json"), quick=True)[1].gemm
+    capsys.readouterr()
+    assert validation_shapes.main(["--gpu", "B300", "--out", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "B300" in err
+
+
 def test_e2e_kernel_classes():
     from calibration.e2e_step import kernel_class
 
