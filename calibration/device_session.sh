@@ -24,6 +24,26 @@ case $stage in e2e|v3|rows|kernels|measure) ;; *) echo "unknown stage $stage; al
 shopt -s nullglob
 # A profile carried in ./out (from an earlier call) goes to $OUT first, so that --update merges into it.
 carry_profile() { [ -f "out/$1" ] && [ "$OUT" != "$PWD/out" ] && cp "out/$1" "$OUT/"; }
+# calibrate SECONDS ARGS...: one run of the harness, its per-item progress and torch's warnings dropped.
+calibrate() {
+  local seconds=$1; shift
+  timeout "$seconds" python3 -m calibration.runner "$@" 2>&1 | grep -v -e '^\[.*\] [0-9]*/[0-9]*$' -e Warning \
+    -e scaled_dot_product | tee -a "$log"
+}
+# e2e FILE SECONDS TAG ARGS...: one e2e_step report into $OUT/FILE, and its step time (and kernel classes) logged.
+e2e() {
+  local file=$1 seconds=$2 tag=$3; shift 3
+  say "e2e $tag $*"
+  timeout "$seconds" python3 -m calibration.e2e_step --preset gpu "$@" > "$OUT/$file" 2>>"$log" || say "e2e $tag failed: $?"
+  python3 -c "import json; r=json.load(open('$OUT/$file')); k=r.get('kernels', {});
+print('$tag', round(r['measured_step_ms'], 2), 'ms', {x: k[x] for x in ('ms_per_step', 'busy_ms', 'gaps_ms', 'error') if x in k})" \
+    2>&1 | tee -a "$log"
+}
+gpu_tests() {
+  say "gpu tests"
+  timeout "$1" python3 -m pytest tests/test_calibration.py -m gpu -q -p no:cacheprovider --tb=short -W ignore 2>&1 \
+    | tail -40 | tee -a "$log"
+}
 
 say "stage $stage on $(hostname)"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.draw,power.limit,temperature.gpu \
@@ -36,23 +56,15 @@ e2e)
   # 1. One training step of the e2e model at three sizes (layers, tokens), median of 5 after 2 warm-ups.
   for cfg in "L4 --layers 4" "L8 --layers 8" "L4B2 --layers 4 --batch 2"; do
     set -- $cfg
-    tag=$1; shift
-    say "e2e $tag"
-    timeout 60 python3 -m calibration.e2e_step --preset gpu "$@" > "$OUT/e2e_$tag.json" 2>>"$log" \
-      || say "e2e $tag failed: $?"
-    python3 -c "import json; r=json.load(open('$OUT/e2e_$tag.json')); print('$tag', r['measured_step_ms'], 'ms')" \
-      2>&1 | tee -a "$log"
+    e2e "e2e_$1.json" 60 "$@"
   done
-  # 2. The e2e model's own shapes (its scenario), calibrated with the quick sweep.
+  # 2. The e2e model's own shapes (its scenario), calibrated with the quick sweep; 3. the GPU-only tests.
   python3 -c "import json; json.dump(json.load(open('$OUT/e2e_L4.json'))['scenario'], open('$OUT/e2e.yaml', 'w'))"
   say "calibrate e2e shapes"
-  timeout 300 python3 -m calibration.runner --quick --shapes "$OUT/e2e.yaml" --sustain-seconds 10 \
-    --families gemm,grouped_gemm,attention,memory_bound,sm_scaling,sustained --out "$OUT/h100-e2e.json" 2>&1 \
-    | grep -v '^\[.*\] [0-9]*/[0-9]*$' | tee -a "$log"
+  calibrate 300 --quick --shapes "$OUT/e2e.yaml" --sustain-seconds 10 \
+    --families gemm,grouped_gemm,attention,memory_bound,sm_scaling,sustained --out "$OUT/h100-e2e.json"
   rm -f "$OUT/e2e.yaml"
-  # 3. The GPU-only tests.
-  say "gpu tests"
-  timeout 150 python3 -m pytest tests/test_calibration.py -m gpu -q -p no:cacheprovider 2>&1 | tail -20 | tee -a "$log"
+  gpu_tests 150
   ;;
 v3)
   families=${1:?families}
@@ -60,23 +72,19 @@ v3)
   carry_profile h100-v3.json
   for fam in ${families//,/ }; do
     say "calibrate v3 $fam $*"
-    timeout "${FAMILY_SECONDS:-540}" python3 -m calibration.runner --shapes deepseek-v3 --families "$fam" "$@" \
-      --update --out "$OUT/h100-v3.json" 2>&1 | grep -v '^\[.*\] [0-9]*/[0-9]*$' | tee -a "$log"
+    calibrate "${FAMILY_SECONDS:-540}" --shapes deepseek-v3 --families "$fam" "$@" --update --out "$OUT/h100-v3.json"
   done
   ;;
 rows)
   # Every scenario file in out/shapes (e.g. the H100 rows of the validation set, written by
   # calibration/validation_shapes.py) measured into the V3 profile, one scenario per run (--update
   # keeps the rows of the others), after the GPU-only tests.
-  say "gpu tests"
-  timeout 120 python3 -m pytest tests/test_calibration.py -m gpu -q -p no:cacheprovider --tb=short -W ignore 2>&1 \
-    | tail -40 | tee -a "$log"
+  gpu_tests 120
   carry_profile h100-v3.json
   for f in out/shapes/*.json; do
     say "calibrate $(basename "$f" .json)"
-    timeout "${SCENARIO_SECONDS:-100}" python3 -m calibration.runner --quick --shapes "$f" \
-      --families gemm,grouped_gemm,attention --update --out "$OUT/h100-v3.json" 2>&1 \
-      | grep -v -e Warning -e scaled_dot_product | tee -a "$log"
+    calibrate "${SCENARIO_SECONDS:-100}" --quick --shapes "$f" --families gemm,grouped_gemm,attention --update \
+      --out "$OUT/h100-v3.json"
   done
   ;;
 kernels)
@@ -86,12 +94,7 @@ kernels)
     "L8fused --layers 8 --optimizer fused" "L4B2fused --layers 4 --batch 2 --optimizer fused"); fi
   for cfg in "${cfgs[@]}"; do
     set -- $cfg
-    tag=$1; shift
-    say "e2e $tag --kernels"
-    timeout 200 python3 -m calibration.e2e_step --preset gpu --kernels "$@" > "$OUT/e2e_kernels_$tag.json" 2>>"$log" \
-      || say "e2e $tag failed: $?"
-    python3 -c "import json; r=json.load(open('$OUT/e2e_kernels_$tag.json')); k=r.get('kernels', {});
-print('$tag', round(r['measured_step_ms'], 2), 'ms', {x: k.get(x) for x in ('ms_per_step', 'busy_ms', 'stream_ms', 'gaps_ms', 'error')})" 2>&1 | tee -a "$log"
+    e2e "e2e_kernels_$1.json" 200 "$@" --kernels
   done
   python3 -c "import torch; from calibration.kernels.gemm import probe_fp8; print('\n'.join(probe_fp8(torch.device('cuda')).tried))" \
     2>&1 | tee -a "$log"
@@ -103,8 +106,7 @@ measure)
   shift 3
   carry_profile "$name"
   say "calibrate $shapes into $name ($families) $*"
-  timeout "${FAMILY_SECONDS:-400}" python3 -m calibration.runner --shapes "$shapes" --families "$families" "$@" \
-    --update --out "$OUT/$name" 2>&1 | grep -v -e Warning -e scaled_dot_product | tee -a "$log"
+  calibrate "${FAMILY_SECONDS:-400}" --shapes "$shapes" --families "$families" "$@" --update --out "$OUT/$name"
   ;;
 esac
 say "done"

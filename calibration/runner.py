@@ -311,12 +311,10 @@ def existing_profile(path, device_name: str | None) -> dict | None:
     return old
 
 
-def _row_key(table: str, row: dict) -> tuple | None:
-    """Where a row sits in its table (the op timer's lookup fields), or None for tables kept whole."""
+def _row_key(table: str, row: dict) -> tuple:
+    """Where a row sits in a kernel table: the op timer's lookup fields (simulator.uncertainty.TABLES)."""
     from simulator.uncertainty import TABLES
 
-    if table not in TABLES:
-        return None
     group, coords = TABLES[table][0], TABLES[table][1]
     return tuple(row.get(k) for k in group + coords)
 
@@ -330,6 +328,8 @@ def merge_into_existing(profile: dict, path) -> dict:
     ``sm_scaling`` and ``sustained`` describe one GEMM each and are replaced whole."""
     import copy
 
+    from simulator.uncertainty import TABLES
+
     old = existing_profile(path, profile["device"].get("name"))
     if old is None:
         return profile
@@ -338,7 +338,7 @@ def merge_into_existing(profile: dict, path) -> dict:
     kept = {k: copy.deepcopy(v) for k, v in old_tables.items() if k not in profile["tables"]}
     rows_kept: dict[str, int] = {}
     for name, rows in profile["tables"].items():
-        if _row_key(name, {}) is None or name not in old_tables:
+        if name not in TABLES or name not in old_tables:  # sm_scaling, sustained: replaced whole
             continue
         new_keys = {_row_key(name, r) for r in rows}
         older = [copy.deepcopy(r) for r in old_tables[name] if _row_key(name, r) not in new_keys]
