@@ -564,9 +564,20 @@ class Scenario:
         return self.training.global_batch // (self.dp * self.plan.micro_batch)
 
     def validate(self) -> "Scenario":
-        m, c, p, t = self.model, self.cluster, self.plan, self.training
-        for part in (m, c, p, t, self.cost):
+        for part in (self.model, self.cluster, self.plan, self.training, self.cost):
             part.validate()
+        return self._check_together()
+
+    def validate_plan(self) -> "Scenario":
+        """:meth:`validate` for a scenario whose model, cluster, training and cost were already checked:
+        its plan alone, then the plan against the rest. A plan search varies only the plan, and checking
+        the unchanged parts again cost most of the time it took to enumerate its candidates."""
+        self.plan.validate()
+        return self._check_together()
+
+    def _check_together(self) -> "Scenario":
+        """What no part can check alone: the plan against the model, the cluster and the training."""
+        m, c, p, t = self.model, self.cluster, self.plan, self.training
         n = c.num_gpus
         denom = p.tp * p.pp * p.cp
         if n % denom:

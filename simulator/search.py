@@ -28,10 +28,11 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Callable
 
 from .atomic import check_writable, write_atomic
-from .config import PlanConfig, Scenario
+from .config import ModelConfig, PlanConfig, Scenario
 from .errors import ConfigError
 from .memory import GIB, state_bytes
 from .workload import expert_params, param_counts
@@ -141,13 +142,19 @@ def default_cp(seq_len: int) -> tuple[int, ...]:
     return tuple(c for c in DEFAULT_SPACE["cp"] if c <= most)
 
 
+@lru_cache(maxsize=16)  # a search asks once per candidate, always of the same model
+def _dense_and_expert_params(m: ModelConfig) -> tuple[float, float]:
+    """The model's parameters outside its routed experts and inside them (MTP modules included)."""
+    pc = param_counts(m)
+    pe_all = (m.n_moe_layers + (m.mtp_depth if m.is_moe else 0)) * m.n_routed_experts * expert_params(m) if m.is_moe else 0.0
+    return pc.total + pc.mtp - pe_all, pe_all
+
+
 def state_lower_bound_gib(sc: Scenario) -> float:
     """Weights + gradients + optimizer state per GPU if layers split perfectly evenly (a lower bound)."""
-    m, p = sc.model, sc.plan
-    pc = param_counts(m)
-    total = pc.total + pc.mtp
-    pe_all = (m.n_moe_layers + (m.mtp_depth if m.is_moe else 0)) * m.n_routed_experts * expert_params(m) if m.is_moe else 0.0
-    pd = (total - pe_all) / (p.tp * p.pp)
+    p = sc.plan
+    dense, pe_all = _dense_and_expert_params(sc.model)
+    pd = dense / (p.tp * p.pp)
     pe = pe_all / (p.ep * p.pp)
     dp = sc.dp
     dp_expert = sc.dp_expert
@@ -169,6 +176,14 @@ def candidates(sc: Scenario, gpus: int, space: dict | None = None) -> tuple[list
     base = dataclasses.replace(sc, cluster=cluster)
     base_plan = dataclasses.replace(sc.plan, dp=0)
     hbm = cluster.gpu.hbm_gib
+    # The candidates differ from ``base`` in their plan alone: check the other parts once, and each
+    # candidate's plan against them. (Parts that fail leave every candidate to fail its whole check.)
+    try:
+        for part in (m, cluster, sc.training, sc.cost):
+            part.validate()
+        check = Scenario.validate_plan
+    except ConfigError:
+        check = Scenario.validate
     out: list[PlanConfig] = []
     enumerated = pruned = 0
     tps = [t for t in sp["tp"] if t <= cluster.gpus_per_node and m.heads % t == 0 and gpus % t == 0]
@@ -206,7 +221,7 @@ def candidates(sc: Scenario, gpus: int, space: dict | None = None) -> tuple[list
                                             micro_batch=mb, recompute=rc, zero=zero, comm_sms=sms)
                                         cand = dataclasses.replace(base, plan=plan)
                                         try:
-                                            cand.validate()
+                                            check(cand)
                                         except ConfigError:
                                             pruned += 1
                                             continue

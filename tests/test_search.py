@@ -181,6 +181,32 @@ def test_enumerated_plans_are_distinct(overlap):
                       "on": {"dualpipe", "dualpipev", "interleaved", "1f1b"}}[overlap]
 
 
+def test_candidates_check_the_plan_as_a_whole_check_would(monkeypatch):
+    """candidates() checks the unchanged parts once and each candidate's plan against them
+    (Scenario.validate_plan); it must keep and prune exactly the plans the whole check would, and where
+    the cluster itself fails its check (here 12 GPUs on 8-GPU nodes) prune them all, as before."""
+    import simulator.search
+
+    sc = load("deepseek-v2-lite", ["training.global_batch=64"])  # micro-batch 3 and DualPipe's 2 x PP fail together
+    space = {"tp": (1, 2), "pp": (1, 2, 4), "micro_batch": (1, 3, 4), "recompute": ("none", "full"), "zero": (0, 3)}
+    runs = []
+    for gpus in (GPUS, 12):
+        fast = candidates(sc, gpus, space)
+        with monkeypatch.context() as mp:  # every candidate through the whole check
+            mp.setattr(simulator.search.Scenario, "validate_plan", simulator.search.Scenario.validate)
+            whole = candidates(sc, gpus, space)
+        assert fast == whole
+        runs.append(fast)
+    (kept, _, pruned), (none, enumerated, all_pruned) = runs
+    assert kept and pruned, "the case must keep some plans and prune others, or it proves nothing"
+    try:
+        dataclasses.replace(sc.cluster, num_gpus=12).validate()
+        cluster_fails = False
+    except ConfigError:
+        cluster_fails = True
+    assert cluster_fails and none == [] and enumerated == all_pruned > 0
+
+
 def test_default_cp_widens_with_the_sequence():
     """CP up to the degree that leaves each rank 8K tokens (Llama 3's 128K stage ran CP16), never below
     CP2: a 128K phase capped at CP2 found plans 1.5x dearer than the lifecycle's own CP4 plan."""
