@@ -55,15 +55,17 @@ KIND_COLOURS = {"F": "#4C78A8", "B": "#F58518", "W": "#54A24B", "FB": "#B279A2",
 
 # --------------------------------------------------------------------------- cached API calls
 @st.cache_data(show_spinner=False, max_entries=256)
-def scenario_dict(name: str, overrides: tuple[str, ...] = ()) -> dict:
-    sc = api.load(name, list(overrides))
+def scenario_dict(name: str, overrides: tuple[str, ...] = (), for_search: bool = False) -> dict:
+    """The scenario's parts as plain data. ``for_search``: loaded as a plan search loads it
+    (``api.load_for_search``), its searched plan fields allowed not to fit; it then has no micro-batch count."""
+    sc = api.load_for_search(name, list(overrides)) if for_search else api.load(name, list(overrides))
     return {
         "plan": api.to_dict(sc.plan),
         "cluster": api.to_dict(sc.cluster),
         "training": api.to_dict(sc.training),
         "cost": api.to_dict(sc.cost),
         "model": sc.model.name,
-        "microbatches": sc.microbatches,
+        "microbatches": None if for_search else sc.microbatches,
     }
 
 

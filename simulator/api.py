@@ -29,6 +29,7 @@ from .config import (
     Scenario,
     to_dict,
 )
+from .errors import ConfigError
 from .lifecycle_text import plan_text
 from .profile import Profile, list_profiles, load_profile
 from .scenario import list_clusters, list_models, list_scenarios, load_scenario, scenario_from_dict
@@ -38,7 +39,7 @@ ENGINES = ("analytic", "des")
 
 __all__ = [
     "ENGINES", "PLAN_CHOICES", "Prediction", "STEP_PARTS", "Scenario", "list_clusters", "list_models", "list_profiles",
-    "list_scenarios", "load", "load_profile", "plan_text", "predict", "report", "run_cost", "scenario_from_dict",
+    "list_scenarios", "load", "load_for_search", "load_profile", "plan_text", "predict", "report", "run_cost", "scenario_from_dict",
     "to_dict", "headline_warnings", "gpu_counts",
 ]
 
@@ -56,6 +57,20 @@ def load(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> Scen
     return load_scenario(name_or_path, tuple(overrides))
 
 
+def load_for_search(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
+    """:func:`load` for a plan search, which replaces the plan's searched fields (:data:`SEARCHED_PLAN_KEYS`).
+
+    Where those fields do not fit the rest (the preset's PP16 x EP64 on 16 GPUs, or DualPipe short of
+    micro-batches at 16,384), the scenario is still returned, its parts each checked alone: the search asks
+    which plan fits, so the plan it starts from need not. Any other error is raised as :func:`load` raises it."""
+    try:
+        return load(name_or_path, overrides)
+    except ConfigError as e:
+        if e.field != "plan" and e.field not in {f"plan.{k}" for k in SEARCHED_PLAN_KEYS}:
+            raise
+    return load_scenario(name_or_path, tuple(overrides), check_plan=False)
+
+
 def predict(sc: Scenario, engine: str = "analytic", profile: Profile | str | None = None, **kw: Any) -> Prediction:
     """Predict one training step of ``sc``."""
     if engine == "analytic":
@@ -64,8 +79,6 @@ def predict(sc: Scenario, engine: str = "analytic", profile: Profile | str | Non
         from .des.engine import predict_des
 
         return predict_des(sc, profile=profile, **kw)
-    from .errors import ConfigError
-
     raise ConfigError("--engine", f"unknown engine {engine!r}", ", ".join(ENGINES))
 
 

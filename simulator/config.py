@@ -564,9 +564,14 @@ class Scenario:
         return self.training.global_batch // (self.dp * self.plan.micro_batch)
 
     def validate(self) -> "Scenario":
+        return self.validate_parts()._check_together()
+
+    def validate_parts(self) -> "Scenario":
+        """Each part checked alone (its fields, their ranges), not the plan against the rest: a scenario whose
+        plan a search will replace (``api.load_for_search``) may hold one that does not fit its GPU count."""
         for part in (self.model, self.cluster, self.plan, self.training, self.cost):
             part.validate()
-        return self._check_together()
+        return self
 
     def validate_plan(self) -> "Scenario":
         """:meth:`validate` for a scenario whose model, cluster, training and cost were already checked:

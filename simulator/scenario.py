@@ -221,8 +221,10 @@ def _first_phase_follows(raw: dict, overrides: tuple[str, ...]) -> dict:
     return {**raw, "training": {**tr, "phases": [first, *tr["phases"][1:]]}}
 
 
-def scenario_from_dict(raw: dict, name: str = "scenario", overrides: tuple[str, ...] = ()) -> Scenario:
-    """Build and validate a Scenario from plain data plus overrides."""
+def scenario_from_dict(raw: dict, name: str = "scenario", overrides: tuple[str, ...] = (),
+                       check_plan: bool = True) -> Scenario:
+    """Build and validate a Scenario from plain data plus overrides (``check_plan=False``: each part alone,
+    :meth:`Scenario.validate_parts`)."""
     if not isinstance(raw, dict):
         raise ConfigError("scenario", f"expected a mapping, got {type(raw).__name__}")
     raw = _first_phase_follows(apply_overrides(raw, overrides), overrides)
@@ -250,7 +252,7 @@ def scenario_from_dict(raw: dict, name: str = "scenario", overrides: tuple[str, 
         cost=cost,
         description=str(raw.get("description", "")),
     )
-    return sc.validate()
+    return sc.validate() if check_plan else sc.validate_parts()
 
 
 def raw_scenario(name_or_path: str) -> dict:
@@ -270,16 +272,17 @@ def raw_scenario(name_or_path: str) -> dict:
     return data
 
 
-def load_scenario(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
-    """Load a scenario preset (by name) or YAML file, apply overrides, validate."""
-    return _load_cached(str(name_or_path), tuple(overrides))
+def load_scenario(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), check_plan: bool = True) -> Scenario:
+    """Load a scenario preset (by name) or YAML file, apply overrides, validate (``check_plan=False``: each
+    part alone, not the plan against the rest)."""
+    return _load_cached(str(name_or_path), tuple(overrides), check_plan)
 
 
 @lru_cache(maxsize=256)
-def _load_cached(name_or_path: str, overrides: tuple[str, ...]) -> Scenario:
+def _load_cached(name_or_path: str, overrides: tuple[str, ...], check_plan: bool = True) -> Scenario:
     raw = raw_scenario(name_or_path)
     try:
-        return scenario_from_dict(raw, name=Path(name_or_path).stem, overrides=overrides)
+        return scenario_from_dict(raw, name=Path(name_or_path).stem, overrides=overrides, check_plan=check_plan)
     except ConfigError as e:
         # An override can break another field's check ("--set model.layers=1" fails on
         # model.first_k_dense): name the overrides too, or the message points away from the cause.

@@ -326,6 +326,30 @@ def test_search_replaces_a_bad_sidebar_plan_but_reports_a_bad_cluster():
     assert any("gpus" in m.lower() for m in msgs), msgs
 
 
+def test_search_runs_where_the_sidebar_plan_does_not_fit_the_gpus():
+    """At 1,024 GPUs deepseekmoe-2b's own plan (micro-batch 4 x DP 1024) no longer divides its batch. The page
+    stopped at that error, with no Search button: the question "what is the best plan at 1,024 GPUs?" could
+    not be asked, though the search replaces that plan."""
+    at = _app(SMALL)
+    at.number_input(key=KS + "gpus").set_value(1024).run()
+    at.switch_page("pages/search.py").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    _button(at, "Search plans").click().run()
+    assert not at.exception and len(at.dataframe[0].value) > 0
+    assert any(m.label.startswith("Your sidebar plan") and m.value == "invalid" for m in at.metric)
+
+
+def test_search_schedules_hold_the_sidebar_schedule():
+    """Llama 3 405B runs interleaved x8, not a default choice: the search's best came out 1.5 % dearer than the
+    sidebar's plan, and the delta said "best is +1.5 %" in the colour of a saving."""
+    at = _app("llama3-405b")
+    at.switch_page("pages/search.py").run()
+    _ok(at)
+    sched = next(w for w in at.multiselect if w.label == "Schedules")
+    assert ("interleaved", 8) in [tuple(v) for v in sched.value]
+    assert "interleaved ×8" in sched.options
+
+
 # --------------------------------------------------------------------------- Sensitivity
 def test_sensitivity_tornado_and_band():
     at = _app(SMALL)

@@ -207,6 +207,38 @@ def test_candidates_check_the_plan_as_a_whole_check_would(monkeypatch):
     assert cluster_fails and none == [] and enumerated == all_pruned > 0
 
 
+def test_default_space_holds_the_scenario_plan_and_load_for_search_lets_it_not_fit():
+    """The default space adds the scenario's own values (Llama 3 405B's interleaved x8), so the best plan is
+    never dearer than the plan the search starts from; a dimension the caller names is searched as named.
+    ``load_for_search`` returns a scenario whose searched fields do not fit its GPUs (the CLI's
+    ``--set cluster.num_gpus=16384`` stopped there), and raises any other error as ``load`` does."""
+    from simulator.api import load_for_search
+
+    sc = load("llama3-405b")
+    plans, _, _ = candidates(sc, sc.cluster.num_gpus)
+    assert sc.plan in plans
+    res = search(sc, sc.cluster.num_gpus, top=1, workers=1, des=False)
+    assert res.plans[0]["gpu_hours_per_trillion_tokens"] <= predict(sc).gpu_hours_per_trillion_tokens
+    named, _, _ = candidates(sc, sc.cluster.num_gpus, {"schedule": (("interleaved", 2),)})
+    assert {p.vpp for p in named} == {2}
+    with pytest.raises(ConfigError) as e:
+        load("deepseek-v3", ["cluster.num_gpus=16384"])
+    assert e.value.field == "plan.micro_batch"
+    big = load_for_search("deepseek-v3", ["cluster.num_gpus=16384"])
+    assert big.cluster.num_gpus == 16384 and big.plan == load("deepseek-v3").plan
+    assert search(big, 16384, top=1, space={"pp": (8,), "micro_batch": (1,), "recompute": ("none",), "zero": (1,)},
+                  workers=1, des=False).plans
+    with pytest.raises(ConfigError) as e:  # not a searched field: the scenario is wrong whatever the plan
+        load_for_search("deepseek-v3", ["plan.attention_kernel=unfused"])  # MLA has no unfused core
+    assert e.value.field == "plan.attention_kernel"
+
+
+def test_cli_search_at_a_gpu_count_the_scenario_plan_does_not_fit(capsys):
+    assert main(["search", "deepseekmoe-2b", "--set", "cluster.num_gpus=1024", "--gpus", "1024", "--top", "1",
+                 "--workers", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["plans"]
+
+
 def test_default_cp_widens_with_the_sequence():
     """CP up to the degree that leaves each rank 8K tokens (Llama 3's 128K stage ran CP16), never below
     CP2: a 128K phase capped at CP2 found plans 1.5x dearer than the lifecycle's own CP4 plan."""

@@ -27,8 +27,8 @@ OBJECTIVES = {"GPU-hours per trillion tokens": "gpu_hours", "Dollars per trillio
 name, ov = state.current()
 base_ov = tuple(o for o in ov if o.split("=", 1)[0].strip() not in SEARCHED)
 st.title("Plan search")
-try:
-    sd = state.scenario_dict(name, base_ov)
+try:  # the sidebar's TP, PP, EP, ... need not fit its GPU count: the search replaces them
+    sd = state.scenario_dict(name, base_ov, for_search=True)
 except state.GpuhoursError as e:
     state.show_error(e)
     st.stop()
@@ -40,12 +40,23 @@ st.caption(f"Ranks plans for **{sd['model']}** on **{gpus:,} × {sd['cluster']['
 # --------------------------------------------------------------------------- search space
 space0 = state.api.search_space()
 try:
-    preset = state.scenario_dict(name, ov)["plan"]  # the sidebar's plan, searched dimensions included
+    preset = state.scenario_dict(name, ov, for_search=True)["plan"]  # the sidebar's plan, searched dimensions included
 except state.GpuhoursError:
     preset = state.scenario_dict(name)["plan"]
 k = f"search:{name}:"
-SCHED_LABEL = {("1f1b", 1): "1F1B", ("interleaved", 2): "interleaved ×2", ("interleaved", 4): "interleaved ×4",
-               ("zb1p", 1): "ZB1P", ("dualpipe", 1): "DualPipe", ("dualpipev", 1): "DualPipeV"}
+SCHED_LABEL = {("1f1b", 1): "1F1B", ("zb1p", 1): "ZB1P", ("dualpipe", 1): "DualPipe", ("dualpipev", 1): "DualPipeV"}
+
+
+def sched_label(s) -> str:
+    """A (schedule, virtual stages) choice as the page names it."""
+    s = tuple(s)
+    return SCHED_LABEL.get(s, f"{s[0]} ×{s[1]}")
+
+
+# The sidebar's own schedule is a choice too (Llama 3 405B's interleaved ×8 is not a default one).
+own_sched = (preset["schedule"], int(preset.get("vpp") or 1))
+sched_choices = list(space0["schedule"]) + ([own_sched] if own_sched not in space0["schedule"]
+                                            and own_sched != ("none", 1) else [])
 with st.expander("Search space", expanded=False):
     c = st.columns(4)
     # The defaults always hold the sidebar plan's own values, so the search can find the plan it starts from.
@@ -61,8 +72,8 @@ with st.expander("Search space", expanded=False):
                                  options=options)
     tp, pp, cp, mb = (picked[f] for f in ("tp", "pp", "cp", "micro_batch"))
     c = st.columns([2, 1, 1])
-    sched = state._w(c[0].multiselect, "Schedules", k + "sched", list(space0["schedule"]),
-                     options=list(space0["schedule"]), format_func=lambda s: SCHED_LABEL.get(tuple(s), str(s)))
+    sched = state._w(c[0].multiselect, "Schedules", k + "sched", sched_choices, options=sched_choices,
+                     format_func=sched_label)
     rc = state._w(c[1].multiselect, "Recompute", k + "rc", list(space0["recompute"]), options=list(space0["recompute"]))
     zero = state._w(c[2].multiselect, "ZeRO stage", k + "zero", [int(preset["zero"])], options=[0, 1, 2, 3])
     st.caption("EP: every divisor of the expert count that divides DP × TP. Wider choices search longer. "
@@ -96,7 +107,7 @@ key = (name, base_ov, tuple(sorted(space.items())), objective, int(top), int(des
 if st.button("Search plans", type="primary", icon=":material/search:", disabled=bool(empty)):
     bar = st.progress(0.0, text="Enumerating plans…")
     try:
-        res = state.api.search_plans(state.api.load(name, list(base_ov)), objective=OBJECTIVES[objective],
+        res = state.api.search_plans(state.api.load_for_search(name, list(base_ov)), objective=OBJECTIVES[objective],
                                      top=int(top), space=space, des_top=key[-1],
                                      progress=lambda f, text: bar.progress(f, text=text))
     except (state.GpuhoursError, ValueError) as e:
@@ -132,8 +143,10 @@ c[0].metric("Best plan, GPU·h / 1T tokens", f"{best['gpu_hours_per_trillion_tok
 if cur and not cur_err:
     d = best["gpu_hours_per_trillion_tokens"] / cur["gpu_hours_per_trillion_tokens"] - 1
     fits = cur["fits_in_memory"]
+    # The delta's sign is the best plan's against the sidebar's: green where the best costs less.
     c[1].metric("Your sidebar plan, GPU·h / 1T", f"{cur['gpu_hours_per_trillion_tokens']:,.0f}",
-                f"best is {d * 100:+.1f} %" if fits else f"does not fit ({cur['peak_memory_gib']:.1f} GiB)",
+                f"{d * 100:+.1f} %: the best plan against it" if fits
+                else f"does not fit ({cur['peak_memory_gib']:.1f} GiB)",
                 delta_color="inverse" if fits else "off", delta_arrow="off",
                 help="GPU-hours per trillion tokens, analytic")
 elif cur_err:
@@ -144,7 +157,7 @@ c[3].metric("Fit in memory", f"{res['valid']:,}", help=f"search took {res['secon
 
 
 def sched_text(p: dict) -> str:
-    return SCHED_LABEL.get((p["schedule"], p["vpp"]), f"{p['schedule']} ×{p['vpp']}")
+    return sched_label((p["schedule"], p["vpp"]))
 
 
 # The table fits the page: the plan is two short text columns, a setting shared by every row (ZeRO stage,
@@ -243,10 +256,11 @@ if state.plans():
 # --------------------------------------------------------------------------- every fitting plan
 allp = pd.DataFrame(res["all"])
 if not allp.empty:
-    allp["schedule"] = [SCHED_LABEL.get((s, v), s) for s, v in zip(allp["schedule"], allp["vpp"])]
+    allp["schedule"] = [sched_label((s, v)) for s, v in zip(allp["schedule"], allp["vpp"])]
     fig = px.scatter(allp, x="peak_memory_gib", y="gpu_hours_per_trillion_tokens", color="schedule",
                      color_discrete_sequence=px.colors.qualitative.Bold,
-                     category_orders={"schedule": [v for v in SCHED_LABEL.values() if v in set(allp["schedule"])]},
+                     category_orders={"schedule": [v for v in map(sched_label, sched_choices)
+                                                   if v in set(allp["schedule"])]},
                      hover_data={"tp": True, "pp": True, "ep": True, "micro_batch": True, "recompute": True},
                      labels={"peak_memory_gib": "peak memory per GPU (GiB)",
                              "gpu_hours_per_trillion_tokens": "GPU-hours per trillion tokens", "tp": "TP", "pp": "PP",
