@@ -675,8 +675,9 @@ class Scenario:
                 )
         if p.schedule == "interleaved" and mbs % p.pp:
             raise ConfigError(
-                "plan.micro_batch", f"interleaved needs micro-batches ({mbs}) divisible by pp={p.pp}",
-                "a micro-batch count that is a multiple of pp",
+                "plan.micro_batch", f"interleaved needs micro-batches ({mbs} = training.global_batch / (dp x "
+                f"micro_batch) = {t.global_batch} / ({dp} x {p.micro_batch})) divisible by pp={p.pp}",
+                "a micro_batch, GPU count (dp) or pp that makes that count a multiple of pp",
             )
         if p.cp > 1 and t.seq_len % (2 * p.cp):
             raise ConfigError("plan.cp", f"{p.cp} does not split training.seq_len={t.seq_len} into 2*cp chunks", "a cp with seq_len % (2*cp) == 0")

@@ -661,6 +661,19 @@ def test_picking_interleaved_sets_the_smallest_valid_vpp():
     assert at.number_input(key=KS + "vpp").value == 1
 
 
+def test_returning_to_interleaved_restores_the_presets_own_vpp():
+    """Llama 3 405B runs interleaved x8: 1F1B and back set VPP 2 and raised its GPU-hours by a fifth unsaid."""
+    at = _app("llama3-405b")
+    kl = "llama3-405b:"
+    before = _gpu_hours(at)
+    at.selectbox(key=kl + "sched").set_value("1f1b").run()
+    at.selectbox(key=kl + "sched").set_value("interleaved").run()
+    _ok(at)
+    assert at.number_input(key=kl + "vpp").value == 8
+    assert any(c.value.startswith("VPP set to 8") and "preset's own" in c.value for c in at.sidebar.caption)
+    assert _gpu_hours(at) == before
+
+
 def test_picking_interleaved_where_no_vpp_is_valid_says_why():
     """DeepSeek-V3's 120 micro-batches do not divide by PP 16: no VPP helps, and the caption says so."""
     at = _app()
@@ -720,6 +733,18 @@ def test_whatif_deltas_read_sensibly():
 
     assert [state.fmt_usd_delta(d) for d in (-50_000, 1_234_567, 420, -999_600)] == \
         ["-$50 K", "+$1.23 M", "+$420", "-$1.00 M"]
+
+
+def test_a_small_run_costs_dollars_not_zero_millions():
+    """deepseekmoe-2b's run read '$0.00 M' on What-if."""
+    at = _app(SMALL)
+    cost = api.run_cost(api.load(SMALL))["total_usd"]
+    assert cost < 5e3  # the case: a run priced below half a cent of a million
+    shown = next(m.value for m in at.metric if m.label == "Run cost")
+    assert shown != "$0.00 M" and re.fullmatch(r"\$[0-9,.]+( K| M)?", shown), shown
+    from dashboard import state
+
+    assert [state.fmt_usd(a) for a in (3_210, 420.4, 5_150_000)] == ["$3 K", "$420", "$5.15 M"]
 
 
 def test_cost_phase_table_gives_one_precision_per_column():

@@ -50,7 +50,7 @@ st.dataframe(df, hide_index=True, width="stretch", placeholder="—", column_con
 })
 c = st.columns(3)
 c[0].metric("Total GPU-hours", f"{cost['total_gpu_hours'] / 1e6:,.3f} M GPU·h")
-c[1].metric("Total cost", f"${cost['total_usd'] / 1e6:,.2f} M", help=f"at ${price:g} per GPU-hour")
+c[1].metric("Total cost", state.fmt_usd(cost["total_usd"]), help=f"at ${price:g} per GPU-hour")
 c[2].metric(f"Wall-clock on {rep['num_gpus']:,} GPUs", f"{cost['days_on_cluster']:,.1f} days")
 try:
     run_bands = state.prediction_bands(name, ov).get("run")

@@ -60,7 +60,7 @@ c[1].metric("Days on this cluster",
             f"{cost['days_on_cluster']:,.1f} days",
             delta(cost["days_on_cluster"], base_cost["days_on_cluster"], "{:+,.1f} days"), delta_color="inverse",
             help=f"{tokT:g} T tokens on {rep['num_gpus']:,} GPUs, batch ramp included")
-c[2].metric("Run cost", f"${cost['total_usd'] / 1e6:,.2f} M",
+c[2].metric("Run cost", state.fmt_usd(cost["total_usd"]),
             delta(cost["total_usd"], base_cost["total_usd"], "{}", state.fmt_usd_delta), delta_color="inverse",
             help=f"{cost['total_gpu_hours'] / 1e6:,.3f} M GPU-hours incl. batch ramp")
 c[3].metric("Throughput, tokens/s per GPU", f"{rep['tokens_per_s_per_gpu']:,.0f}",
