@@ -73,7 +73,7 @@ c[1].metric("Pipeline bubble, % of step", f"{rep['bubble_fraction'] * 100:.1f} %
 c[2].metric("Exposed comm, % of step", f"{rep['exposed_comm_fraction'] * 100:.1f} %",
             delta(rep["exposed_comm_fraction"] * 100, base["exposed_comm_fraction"] * 100, "{:+.1f} pp"),
             delta_color="inverse", help="Communication not hidden behind compute (all-to-all, TP/CP, P2P, DP)")
-c[3].metric("Peak memory / HBM", f"{rep['peak_memory_gib']:.1f} / {rep['hbm_gib']:.1f} GiB",
+c[3].metric("Peak memory / HBM, GiB", f"{rep['peak_memory_gib']:.1f} / {rep['hbm_gib']:.1f}",  # unit in the label: the value is not cut
             delta(rep["peak_memory_gib"], base["peak_memory_gib"], "{:+.1f} GiB"), delta_color="inverse")
 if not rep["fits_in_memory"]:
     st.warning(f"Does not fit: peak {rep['peak_memory_gib']:.1f} GiB > {rep['hbm_gib']:.1f} GiB HBM per GPU.")
