@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from simulator.cli import some_text, whole_number
+from simulator.errors import special_file, unreadable
 
 NCCL_OPS = {
     "all_reduce": "all_reduce", "all_gather": "all_gather", "reduce_scatter": "reduce_scatter",
@@ -306,6 +307,8 @@ def run_import(args: argparse.Namespace) -> int:
         print("gpuhours import-network: give at least one --nccl FILE or --deepep FILE", file=sys.stderr)
         return 2
     def read(flag: str, f: str) -> str:
+        if special_file(f):  # a FIFO blocks forever, /dev/zero fills memory
+            raise NetworkImportError(f"{flag}: {f} is not a regular file; give a text file")
         try:
             return Path(f).read_text(encoding="utf-8-sig")  # -sig: a spreadsheet's byte-order mark
         except OSError as e:  # name the flag: "[Errno 2] ..." does not say which input was meant
@@ -319,6 +322,10 @@ def run_import(args: argparse.Namespace) -> int:
             return parse(text)
         except NetworkImportError as e:  # name the file: two --nccl inputs give the same messages
             raise NetworkImportError(f"{flag} {f}: {e}") from None
+        except csv.Error as e:  # e.g. a field past the csv module's 131,072-character limit
+            raise NetworkImportError(f"{flag} {f}: not a readable CSV ({e})") from None
+        except (ValueError, RecursionError) as e:  # an integer past Python's digit limit, nesting too deep
+            raise NetworkImportError(f"{flag} {f}: unreadable value ({unreadable(e)})") from None
 
     rows: list[dict] = []
     try:

@@ -74,6 +74,14 @@ RATE_RANGES: dict[str, tuple[float, float, str]] = {
 }
 
 
+# Optional fields the simulator reads as numbers where a row has them: a collective's message size and
+# the nominal link it was measured on, the clocks a sustained run read.
+OPTIONAL_NUMBERS: dict[str, tuple[str, ...]] = {
+    "collectives": ("bytes", "link_gbps"),
+    "sustained": ("burst_sm_clock_mhz", "sustained_sm_clock_mhz"),
+}
+RATE_RANGES["link_gbps"] = RATE_RANGES["gbps"]
+
 EAGER = "torch-eager"  # the variant of a calibrated memory-bound row that timed torch's eager chain
 
 # Tables whose rates follow the SM clock (compute-bound kernels); a profile may list some of them, by
@@ -145,6 +153,9 @@ def validate_profile(data: Any, where: str = "profile") -> dict:
         v = device.get(key)
         if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0):
             raise ProfileError(f"{where}: device.{key} must be a positive number, got {v!r}"[:300])
+    tables = data.get("tables", {})
+    if not isinstance(tables, dict):  # before burst_tables, whose check reads the tables' rows
+        raise ProfileError(f"{where}: field 'tables' must be an object")
     burst = data.get("burst_tables", {})
     if not isinstance(burst, dict):
         raise ProfileError(f"{where}: field 'burst_tables' must be an object")
@@ -154,9 +165,6 @@ def validate_profile(data: Any, where: str = "profile") -> dict:
             raise ProfileError(f"{where}: burst_tables key {key!r}; allowed: TABLE/DTYPE with TABLE one of "
                                f"{', '.join(BURST_KINDS)} and DTYPE one of {', '.join(DTYPES)} (e.g. gemm/fp8)")
         _check_burst_spec(data, where, key, table, dtype, spec)
-    tables = data.get("tables", {})
-    if not isinstance(tables, dict):
-        raise ProfileError(f"{where}: field 'tables' must be an object")
     for name, rows in tables.items():
         if name not in TABLE_KEYS:
             raise ProfileError(
@@ -178,6 +186,17 @@ def validate_profile(data: Any, where: str = "profile") -> dict:
                     raise ProfileError(
                         f"{where}: tables.{name}[{i}].{key} must be a positive finite number, got {v!r}"
                     )
+                lo, hi, unit = RATE_RANGES.get(key, (0.0, math.inf, ""))
+                if not lo <= v <= hi:
+                    raise ProfileError(f"{where}: tables.{name}[{i}].{key}: {format_number(v)} is out of range; "
+                                       f"allowed: {format_number(lo)} .. {format_number(hi)} {unit}")
+            for key in OPTIONAL_NUMBERS.get(name, ()):
+                v = row.get(key)
+                if v is None:
+                    continue
+                if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0):
+                    raise ProfileError(f"{where}: tables.{name}[{i}].{key} must be a positive finite number, "
+                                       f"got {v!r}"[:300])
                 lo, hi, unit = RATE_RANGES.get(key, (0.0, math.inf, ""))
                 if not lo <= v <= hi:
                     raise ProfileError(f"{where}: tables.{name}[{i}].{key}: {format_number(v)} is out of range; "

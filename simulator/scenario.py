@@ -49,6 +49,46 @@ def list_scenarios() -> list[str]:
     return _names(SCENARIOS_DIR)
 
 
+# YAML anchors let a few hundred bytes stand for billions of values ("billion laughs"): PyYAML shares the
+# aliased objects, but printing one in an error message, or walking it, expands them all. No scenario comes
+# near this many values (DeepSeek-V3's preset holds a few hundred; a 256-expert histogram is 256).
+YAML_VALUES_MAX = 1_000_000
+
+
+def _expanded_size(data: Any, budget: int = YAML_VALUES_MAX) -> int:
+    """The values ``data`` holds with every alias expanded, counted until ``budget`` is passed. Shared
+    sub-trees are sized once (memoised by identity), so a deep chain of anchors costs its length."""
+    sizes: dict[int, int] = {}
+
+    def size(x: Any) -> int:
+        if isinstance(x, (dict, list)):
+            hit = sizes.get(id(x))
+            if hit is None:
+                sizes[id(x)] = 1  # while it is being sized: an anchor inside itself is reported where it is read
+                items = list(x.keys()) + list(x.values()) if isinstance(x, dict) else x
+                hit = 1
+                for v in items:
+                    hit += size(v)
+                    if hit > budget:
+                        break
+                sizes[id(x)] = hit
+            return hit
+        return 1
+
+    return size(data)
+
+
+def _bounded(data: Any, where: str) -> Any:
+    try:
+        n = _expanded_size(data)
+    except RecursionError:
+        raise ConfigError(where, "nests too deeply") from None
+    if n > YAML_VALUES_MAX:
+        raise ConfigError(where, f"its YAML anchors expand to more than {YAML_VALUES_MAX:,} values",
+                          "a scenario without self-multiplying aliases")
+    return data
+
+
 def read_yaml(path: Path | str, where: str | None = None) -> Any:
     """Parse a YAML file; a syntax error becomes a one-line ConfigError."""
     where = where or str(path)
@@ -56,7 +96,7 @@ def read_yaml(path: Path | str, where: str | None = None) -> Any:
         raise ConfigError(where, f"{path} is not a regular file", "a YAML file or a preset name")
     try:
         with open(path, encoding="utf-8") as f:
-            return yaml.safe_load(f)
+            data = yaml.safe_load(f)
     except UnicodeDecodeError as e:
         raise ConfigError(where, f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     except RecursionError:
@@ -74,6 +114,7 @@ def read_yaml(path: Path | str, where: str | None = None) -> Any:
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or "malformed YAML"
         raise ConfigError(where, f"malformed YAML{at}: {problem}") from None
+    return _bounded(data, where)
 
 
 def _preset(kind: str, name: str) -> dict:
@@ -165,6 +206,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = raw
     except (ValueError, RecursionError) as e:  # an integer past Python's digit limit; nesting too deep
         raise ConfigError(".".join(path), f"unreadable value ({unreadable(e)})") from None
+    _bounded(value, ".".join(path))
     if isinstance(value, bool):  # keep the words: a text field then reports 'true', and a flag still reads it
         value = raw.strip()
     return path, value

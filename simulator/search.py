@@ -80,6 +80,9 @@ PLAN_KEYS = ("tp", "pp", "dp", "cp", "ep", "vpp", "schedule", "micro_batch", "re
 # adds under a minute, where --top 100000 meant a DES run of every one of the ~29,000 plans that fit:
 # about four hours. Past a screenful a table is not read; --out writes every plan that fits, ranked.
 MAX_TOP = 100
+# Most local worker processes: the pool forks them all at once, and --workers 100000 exhausted a 2-core box
+# (a search is CPU-bound: more processes than cores only share them).
+WORKERS_MAX = 256
 METRICS = ("step_time_s", "gpu_hours_per_trillion_tokens", "usd_per_trillion_tokens", "tokens_per_s_per_gpu",
            "mfu", "peak_memory_gib", "bubble_fraction", "exposed_comm_fraction")
 
@@ -384,7 +387,7 @@ def search(sc: Scenario, gpus: int, objective: str = "gpu_hours", top: int = 10,
     t0 = time.perf_counter()
     base = dataclasses.replace(sc, cluster=dataclasses.replace(sc.cluster, num_gpus=gpus))
     plans, enumerated, pruned = candidates(sc, gpus, space)
-    workers = workers or os.cpu_count() or 1
+    workers = min(workers or os.cpu_count() or 1, WORKERS_MAX)
     # Chunks group neighbouring plans (same TP/PP/CP/EP) so one Evaluator's cache serves many.
     size = max(16, min(512, -(-len(plans) // (4 * max(1, workers)))))
     chunks = _chunks(plans, size)
@@ -561,8 +564,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--objective", f"unknown objective {args.objective!r}", ", ".join(OBJECTIVES))
     if args.gpus < 1:
         raise ConfigError("--gpus", f"must be a positive integer, got {args.gpus}")
-    if args.workers is not None and args.workers < 1:
-        raise ConfigError("--workers", f"must be at least 1, got {args.workers}")
+    if args.workers is not None and not 1 <= args.workers <= WORKERS_MAX:
+        raise ConfigError("--workers", f"{args.workers} is out of range (each is a process forked up front)",
+                          f"1 .. {WORKERS_MAX}")
     _check_out(args.out)
     sc = load_for_search(args.scenario, args.overrides)  # the plan's searched fields need not fit: they are replaced
     # A bar redrawn with '\r' only makes sense on a terminal; piped or logged, it would be one endless line.

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import to_dict
-from .errors import ConfigError
+from .errors import ConfigError, special_file
 from .scenario import ROOT, scenario_from_dict
 from .workload import param_counts
 
@@ -99,6 +99,8 @@ ONE_BLOCK_CHUNK_BLOCKS = {"LLAMA3"}
 
 
 def read_csv(path: str | Path) -> list[dict]:
+    if special_file(path):  # a FIFO blocks forever, /dev/zero fills memory
+        raise ConfigError("--csv", f"{path} is not a regular file", "a CSV file")
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's byte-order mark
             reader = csv.DictReader(f)
@@ -147,11 +149,16 @@ def default_vpp(layers: int, pp: int) -> int:
     """Virtual stages per rank for an interleaved run that does not state them: the fewest above one
     that Megatron-LM accepts (it requires the layers of a rank to split evenly into virtual stages),
     or 2 when none does (then modelled with uneven chunks, and warned)."""
-    if layers % pp == 0:
+    if layers % pp == 0 and layers // pp >= 2:
         per_rank = layers // pp
-        for v in range(2, per_rank + 1):
+        # The smallest divisor above one: below the square root, or the count itself (a prime). (Walking up
+        # to the count took ~1e12 steps for a row whose layers the model's range check refuses later.)
+        v = 2
+        while v * v <= per_rank:
             if per_rank % v == 0:
                 return v
+            v += 1
+        return per_rank
     return 2
 
 
