@@ -191,8 +191,7 @@ def candidates(sc: Scenario, gpus: int, space: dict | None = None) -> tuple[list
     # The candidates differ from ``base`` in their plan alone: check the other parts once, and each
     # candidate's plan against them. (Parts that fail leave every candidate to fail its whole check.)
     try:
-        for part in (m, cluster, sc.training, sc.cost):
-            part.validate()
+        base.validate_parts()
         check = Scenario.validate_plan
     except ConfigError:
         check = Scenario.validate
