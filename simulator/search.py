@@ -153,6 +153,11 @@ def _dense_and_expert_params(m: ModelConfig) -> tuple[float, float]:
     return pc.total + pc.mtp - pe_all, pe_all
 
 
+def schedule_choice(plan: PlanConfig) -> tuple[str, int] | None:
+    """A plan's schedule as a search's (schedule, vpp) choice; None for "none", which is PP1's 1F1B."""
+    return None if plan.schedule == "none" else (plan.schedule, plan.vpp)
+
+
 def state_lower_bound_gib(sc: Scenario) -> float:
     """Weights + gradients + optimizer state per GPU if layers split perfectly evenly (a lower bound)."""
     p = sc.plan
@@ -179,9 +184,9 @@ def candidates(sc: Scenario, gpus: int, space: dict | None = None) -> tuple[list
     # (Llama 3 405B's interleaved x8 is not among the default schedules, and its best plan came out 1.5 %
     # dearer than its own). A dimension the caller names is searched as named.
     own = {"tp": sc.plan.tp, "pp": sc.plan.pp, "cp": sc.plan.cp, "micro_batch": sc.plan.micro_batch,
-           "recompute": sc.plan.recompute, "zero": sc.plan.zero, "schedule": (sc.plan.schedule, sc.plan.vpp)}
+           "recompute": sc.plan.recompute, "zero": sc.plan.zero, "schedule": schedule_choice(sc.plan)}
     for k, v in own.items():
-        if k not in given and v not in sp[k] and v != ("none", 1):  # "none": PP1's 1F1B, already there
+        if k not in given and v is not None and v not in sp[k]:
             sp[k] = (*sp[k], v)
     m = sc.model
     cluster = dataclasses.replace(sc.cluster, num_gpus=gpus)
